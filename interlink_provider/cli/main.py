@@ -1,0 +1,46 @@
+"""The `interlink-provider` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from . import pod
+
+
+def _sidecar(args) -> int:
+    from sidecars.core.config import load_config
+    from sidecars.core.daemon import run
+
+    try:
+        config = load_config(args.config)
+    except (OSError, ValueError) as exc:
+        print(f"interlink-provider sidecar: invalid configuration {args.config}: {exc}", file=sys.stderr)
+        return 2
+    run(config)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="interlink-provider",
+        description="Burst Kubernetes pods, unchanged, to remote HPC sites.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sidecar = sub.add_parser("sidecar", help="run a site sidecar (the interLink plugin API on Slurm)")
+    sidecar.add_argument("--config", required=True, help="site configuration YAML")
+    sidecar.set_defaults(func=_sidecar)
+    pod.add_parser(sub)
+    sub.choices["pod"].set_defaults(func=pod.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

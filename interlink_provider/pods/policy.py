@@ -1,0 +1,64 @@
+"""Site policy that shapes how a pod is translated (the part of the site config layer 1 needs)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .quantity import QuantityError, memory_bytes
+
+
+class Flavor(BaseModel):
+    """A named job shape, as in the interLink Slurm plugin: defaults plus scheduler flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    cpu_default: int = Field(1, ge=1, description="CPUs when no container asks for any")
+    memory_default: str = Field("1Gi", description="memory when no container asks for any")
+    gpus: int = Field(0, ge=0, description="GPUs this flavor provides; >0 makes it a GPU flavor")
+    scheduler_flags: list[str] = Field(
+        default_factory=list, description="extra scheduler flags, e.g. ['--partition=gpu']"
+    )
+
+    @field_validator("memory_default")
+    @classmethod
+    def _valid_memory(cls, value: str) -> str:
+        try:
+            memory_bytes(value)
+        except QuantityError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+
+class TranslationPolicy(BaseModel):
+    """Defaults and limits applied while turning a pod into a JobSpec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flavors: dict[str, Flavor] = Field(
+        default_factory=lambda: {"default": Flavor(description="site default")}
+    )
+    default_flavor: str = "default"
+    gpu_flavor: str | None = Field(
+        None, description="flavor used for GPU pods without an explicit flavor annotation"
+    )
+    host_path_allow: list[str] = Field(
+        default_factory=list,
+        description="absolute host directories under which hostPath volumes may point",
+    )
+    max_volume_bytes: int = Field(
+        16 * 1024 * 1024, ge=0, description="total size of configMap/secret/projected files"
+    )
+    default_grace_seconds: int = Field(30, ge=0)
+    max_grace_seconds: int = Field(300, ge=0)
+
+    @model_validator(mode="after")
+    def _flavors_exist(self) -> "TranslationPolicy":
+        if self.default_flavor not in self.flavors:
+            raise ValueError(f"default_flavor {self.default_flavor!r} is not in flavors")
+        if self.gpu_flavor is not None and self.gpu_flavor not in self.flavors:
+            raise ValueError(f"gpu_flavor {self.gpu_flavor!r} is not in flavors")
+        for prefix in self.host_path_allow:
+            if not prefix.startswith("/"):
+                raise ValueError(f"host_path_allow entries must be absolute: {prefix!r}")
+        return self

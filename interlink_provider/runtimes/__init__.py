@@ -1,0 +1,55 @@
+"""Layer 2: container runtimes. Each turns a ContainerSpec into the argv that runs it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .apptainer import ApptainerConfig, ApptainerRuntime, SingularityRuntime
+from .base import Bind, ImageDefaults, Launch, LaunchContext, Runtime
+from .enroot import EnrootConfig, EnrootRuntime
+from .host import HostRuntime
+from .sandbox import SandboxConfig, SandboxRuntime
+
+RuntimeName = Literal["apptainer", "singularity", "enroot", "sandbox", "host"]
+
+
+class RuntimeConfig(BaseModel):
+    """`runtime:` section of a site config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: RuntimeName = "apptainer"
+    allowed: list[RuntimeName] = Field(
+        default_factory=list,
+        description="runtimes a pod may pick with the interlink.provider/runtime annotation",
+    )
+    apptainer: ApptainerConfig = ApptainerConfig()
+    singularity: ApptainerConfig = ApptainerConfig(executable="singularity")
+    enroot: EnrootConfig = EnrootConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+
+
+def make_runtime(name: RuntimeName, config: RuntimeConfig) -> Runtime:
+    if name == "apptainer":
+        return ApptainerRuntime(config.apptainer)
+    if name == "singularity":
+        return SingularityRuntime(config.singularity)
+    if name == "enroot":
+        return EnrootRuntime(config.enroot)
+    if name == "sandbox":
+        return SandboxRuntime(config.sandbox)
+    return HostRuntime(config.sandbox)
+
+
+__all__ = [
+    "Bind",
+    "ImageDefaults",
+    "Launch",
+    "LaunchContext",
+    "Runtime",
+    "RuntimeConfig",
+    "RuntimeName",
+    "make_runtime",
+]

@@ -1,0 +1,1 @@
+"""The site sidecar: service core, state store, reconciler and its protocol adapters."""

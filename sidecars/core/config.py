@@ -1,0 +1,140 @@
+"""The site sidecar's configuration: one YAML file, validated, every key documented.
+
+Unknown keys are an error (a typo must not silently fall back to a default).
+Environment variables override keys: `ILP__listen__port=4001` sets listen.port.
+Paths may name environment variables ($ILP_SITE_DIR/pods); relative paths are
+relative to the config file's directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from interlink_provider.pods.policy import TranslationPolicy
+from interlink_provider.runtimes import RuntimeConfig
+from sidecars.slurm.backend import SlurmConfig
+
+from .script import DEFAULT_PASSTHROUGH_ENV, RenderOptions
+
+ENV_PREFIX = "ILP__"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListenConfig(Strict):
+    socket: str | None = Field(None, description="unix socket path (the interLink default)")
+    host: str | None = Field(None, description="TCP address, e.g. 127.0.0.1")
+    port: int | None = Field(None, ge=1, le=65535)
+    socket_mode: int = Field(0o660, description="permissions of the unix socket")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted request")
+
+    @model_validator(mode="after")
+    def _one_address(self) -> "ListenConfig":
+        if not self.socket and not (self.host and self.port):
+            raise ValueError("listen needs `socket`, or `host` and `port`")
+        return self
+
+
+class RenderConfig(Strict):
+    passthrough_env: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PASSTHROUGH_ENV),
+        description="site variables containers may see (Slurm job id, GPU visibility)",
+    )
+    allow_pre_exec: bool = Field(True, description="honour slurm-job.vk.io/pre-exec")
+    allow_runtime_options: bool = Field(
+        True, description="honour slurm-job.vk.io/<runtime>-options and -mounts"
+    )
+    template_dir: str | None = Field(None, description="site templates overriding ours")
+
+
+class StatusConfig(Strict):
+    poll_interval: float = Field(5.0, gt=0, description="seconds between status cycles")
+    lost_after: float = Field(
+        120.0, gt=0, description="a job absent from queue and accounting this long is lost"
+    )
+    create_wait: float = Field(
+        20.0, ge=0, description="how long /create waits for the job id before answering"
+    )
+
+
+class TaintConfig(Strict):
+    key: str
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class SiteConfig(Strict):
+    site_name: str = Field("local", description="name of this site, shown in status messages")
+    listen: ListenConfig
+    state_dir: str = Field(description="where the sidecar keeps its SQLite database")
+    pods_root: str = Field(
+        description="pods' working directories; must be shared with the compute nodes"
+    )
+    backend: Literal["slurm"] = "slurm"
+    slurm: SlurmConfig = SlurmConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    translation: TranslationPolicy = TranslationPolicy()
+    render: RenderConfig = RenderConfig()
+    status: StatusConfig = StatusConfig()
+    job_name_prefix: str = Field("ilp-", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    cancel_unknown_jobs: bool = Field(
+        False, description="at start-up, cancel jobs named with our prefix that no pod owns"
+    )
+    retention_seconds: float = Field(
+        3600.0, ge=0, description="how long finished pods stay answerable (status, logs)"
+    )
+    max_pods: int = Field(10000, ge=1, description="pod capacity reported to the Virtual Kubelet")
+    gpu_resource: str = Field("nvidia.com/gpu", description="resource name for the site's GPUs")
+    taints: list[TaintConfig] = Field(default_factory=list)
+    max_concurrent_submits: int = Field(8, ge=1)
+
+    def render_options(self) -> RenderOptions:
+        return RenderOptions(
+            passthrough_env=tuple(self.render.passthrough_env),
+            allow_pre_exec=self.render.allow_pre_exec,
+            allow_runtime_options=self.render.allow_runtime_options,
+            sandbox_executable=self.runtime.sandbox.executable,
+            template_dir=self.render.template_dir,
+        )
+
+
+def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX):].split("__")
+        node = raw
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def _resolve(base: Path, value: str | None) -> str | None:
+    """Paths may use ~ and $VARIABLES; relative ones start at the config file."""
+    if value is None:
+        return None
+    path = Path(os.path.expandvars(os.path.expanduser(value)))
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> SiteConfig:
+    file = Path(path)
+    raw = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file}: the configuration must be a mapping")
+    raw = _apply_env_overrides(raw, dict(os.environ if environ is None else environ))
+    config = SiteConfig.model_validate(raw)
+    base = file.parent.resolve()
+    config.state_dir = _resolve(base, config.state_dir) or config.state_dir
+    config.pods_root = _resolve(base, config.pods_root) or config.pods_root
+    config.listen.socket = _resolve(base, config.listen.socket)
+    config.render.template_dir = _resolve(base, config.render.template_dir)
+    return config

@@ -1,0 +1,78 @@
+"""`interlink-provider sidecar --config site.yaml`: wiring and the serve loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from sidecars.slurm.backend import SlurmBackend
+
+from .backend import Backend
+from .config import SiteConfig
+from .reconciler import Reconciler
+from .rest import make_app
+from .service import SiteService
+from .store import Store
+
+log = logging.getLogger("interlink_provider.sidecar")
+
+
+def make_backend(config: SiteConfig) -> Backend:
+    return SlurmBackend(config.slurm, config.translation)
+
+
+async def _listen(runner: web.AppRunner, config: SiteConfig) -> list[str]:
+    addresses = []
+    listen = config.listen
+    if listen.socket:
+        socket_path = Path(listen.socket)
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        if socket_path.exists() or socket_path.is_symlink():
+            socket_path.unlink()  # a stale socket from a killed sidecar
+        site = web.UnixSite(runner, str(socket_path))
+        await site.start()
+        os.chmod(socket_path, listen.socket_mode)
+        addresses.append(f"unix://{socket_path}")
+    if listen.host and listen.port:
+        site = web.TCPSite(runner, listen.host, listen.port)
+        await site.start()
+        addresses.append(f"http://{listen.host}:{listen.port}")
+    return addresses
+
+
+async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    store = Store(Path(config.state_dir) / "sidecar.db")
+    service = SiteService(config, make_backend(config), store)
+    await service.load()
+    reconciler = Reconciler(service)
+    await reconciler.recover()
+    reconciler.start()
+    runner = web.AppRunner(make_app(service, reconciler, config.listen.max_body_bytes), access_log=None)
+    await runner.setup()
+    try:
+        addresses = await _listen(runner, config)
+        log.info("sidecar for site %s serving on %s (%d pods known)", config.site_name, ", ".join(addresses), len(service.pods))
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await reconciler.stop()
+        await runner.cleanup()
+        await store.close()
+
+
+def run(config: SiteConfig) -> None:
+    logging.basicConfig(
+        level=os.environ.get("ILP_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(config))

@@ -1,0 +1,165 @@
+"""Container logs with kubelet semantics: tail, since, timestamps, byte limit, follow.
+
+The pod runner writes one `<RFC3339Nano> <text>` line per output line. Reading
+applies the options the way the kubelet does: the last `Tail` lines, then lines
+newer than `SinceSeconds`/`SinceTime`, with or without the timestamp, stopping
+after `Bytes` bytes. Following polls the file until the container has ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta, timezone
+
+from interlink_provider.pods.wire import ContainerLogOpts
+
+CHUNK = 64 * 1024
+FOLLOW_POLL_SECONDS = 0.5
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """RFC 3339 with up to nanoseconds (Python keeps microseconds)."""
+    try:
+        if text.endswith("Z"):
+            text = text[:-1]
+        main, _, fraction = text.partition(".")
+        moment = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S")
+        micros = int((fraction + "000000")[:6]) if fraction else 0
+        return moment.replace(microsecond=micros, tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def _tail_offset(handle, lines: int) -> int:
+    """Offset of the start of the last `lines` lines of an open binary file."""
+    handle.seek(0, os.SEEK_END)
+    end = handle.tell()
+    position = end
+    newlines = 0
+    # A final newline ends the last line; it does not start a new one.
+    if end:
+        handle.seek(end - 1)
+        if handle.read(1) == b"\n":
+            newlines = -1
+    while position > 0:
+        step = min(CHUNK, position)
+        position -= step
+        handle.seek(position)
+        block = handle.read(step)
+        for index in range(len(block) - 1, -1, -1):
+            if block[index] == 0x0A:
+                newlines += 1
+                if newlines == lines:
+                    return position + index + 1
+    return 0
+
+
+class LineFormatter:
+    """Applies since/timestamps/byte-limit to raw stored lines."""
+
+    def __init__(self, opts: ContainerLogOpts, now: datetime) -> None:
+        self.timestamps = opts.Timestamps
+        self.remaining = opts.Bytes or None
+        self.since: datetime | None = None
+        if opts.SinceTime is not None:
+            self.since = opts.SinceTime
+        elif opts.SinceSeconds:
+            self.since = now - timedelta(seconds=opts.SinceSeconds)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.remaining is not None and self.remaining <= 0
+
+    def format(self, raw: bytes) -> bytes:
+        stamp, sep, text = raw.partition(b" ")
+        moment = parse_timestamp(stamp.decode("ascii", "replace")) if sep else None
+        if moment is None:  # not a runner line: pass it on as it is
+            out = raw
+        else:
+            if self.since is not None and moment < self.since:
+                return b""
+            out = raw if self.timestamps else text
+        if not out.endswith(b"\n"):
+            out += b"\n"
+        if self.remaining is not None:
+            out = out[: self.remaining]
+            self.remaining -= len(out)
+        return out
+
+
+def _split(body: bytes) -> list[bytes]:
+    lines = body.split(b"\n")
+    return lines[:-1] if body.endswith(b"\n") else lines
+
+
+def read_lines(path: str, opts: ContainerLogOpts, formatter: LineFormatter) -> tuple[bytes, int]:
+    """The formatted log and the offset reached (for following). Missing file: empty."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return b"", 0
+    with handle:
+        start = _tail_offset(handle, opts.Tail) if opts.Tail else 0
+        handle.seek(start)
+        data = handle.read()
+    # When following, an unfinished last line is left for the next read.
+    cut = data.rfind(b"\n") + 1 if opts.Follow else len(data)
+    out = bytearray()
+    for line in _split(data[:cut]):
+        if formatter.exhausted:
+            break
+        out += formatter.format(line)
+    return bytes(out), start + cut
+
+
+async def stream(
+    path: str,
+    opts: ContainerLogOpts,
+    finished: Callable[[], bool],
+    now: datetime | None = None,
+) -> AsyncIterator[bytes]:
+    """Yield the log; with Follow, keep yielding new lines until `finished()` and drained."""
+    formatter = LineFormatter(opts, now or datetime.now(timezone.utc))
+    data, offset = await asyncio.to_thread(read_lines, path, opts, formatter)
+    if data:
+        yield data
+    if not opts.Follow:
+        return
+    inode = _inode(path)
+    while not formatter.exhausted:
+        done = finished()
+        chunk, offset, inode = await asyncio.to_thread(_read_from, path, offset, inode, formatter)
+        if chunk:
+            yield chunk
+        elif done:
+            return
+        else:
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _read_from(path: str, offset: int, inode: int | None, formatter: LineFormatter) -> tuple[bytes, int, int | None]:
+    """New complete lines after offset. A restart rotates the file: start the new one at 0."""
+    current = _inode(path)
+    if current is None:
+        return b"", offset, inode
+    if inode is not None and current != inode:
+        offset = 0
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    cut = data.rfind(b"\n") + 1
+    out = bytearray()
+    for line in _split(data[:cut]):
+        if formatter.exhausted:
+            break
+        out += formatter.format(line)
+    return bytes(out), offset + cut, current

@@ -1,0 +1,232 @@
+"""Rendering a JobSpec into the pod's batch script (backend header + shared pod runner).
+
+Pure: no files are written here. The Jinja environment quotes every `{{ value }}`
+for the shell (`finalize=shq`), so a template cannot forget to quote pod data; the
+few fragments of shell syntax that Python builds are wrapped in `Raw`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from interlink_provider.pods.jobspec import ContainerSpec, Handler, JobSpec, ProbeSpec
+from interlink_provider.pods.validate import PodRejected
+from interlink_provider.runtimes import Bind, Launch, LaunchContext, Runtime
+from interlink_provider.shell import Raw, shjoin, shq
+
+CORE_TEMPLATES = Path(__file__).parent / "templates"
+
+DEFAULT_PASSTHROUGH_ENV = [
+    "SLURM_JOB_ID",
+    "SLURM_JOB_NODELIST",
+    "SLURM_CPUS_ON_NODE",
+    "SLURM_GPUS_ON_NODE",
+    "SLURM_JOB_GPUS",
+    "CUDA_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "HIP_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL",
+]
+
+ANNOTATION_PREFIX = "slurm-job.vk.io/"
+
+
+@dataclass(frozen=True)
+class PodPaths:
+    """Where a pod lives on the site's shared filesystem."""
+
+    pods_root: str
+    pod_dir: str
+
+    @classmethod
+    def for_pod(cls, pods_root: str, namespace: str, uid: str) -> "PodPaths":
+        return cls(pods_root=pods_root, pod_dir=posixpath.join(pods_root, f"{namespace}-{uid}"))
+
+    def volume_dir(self, volume: str) -> str:
+        return posixpath.join(self.pod_dir, "volumes", volume)
+
+    def container_dir(self, container: str) -> str:
+        return posixpath.join(self.pod_dir, "containers", container)
+
+    def rootfs(self, container: str) -> str:
+        return posixpath.join(self.container_dir(container), "rootfs")
+
+    @property
+    def script(self) -> str:
+        return posixpath.join(self.pod_dir, "job.sh")
+
+    @property
+    def output(self) -> str:
+        return posixpath.join(self.pod_dir, "job.out")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """The site's choices that shape the script."""
+
+    passthrough_env: tuple[str, ...] = tuple(DEFAULT_PASSTHROUGH_ENV)
+    allow_pre_exec: bool = True
+    allow_runtime_options: bool = True
+    sandbox_executable: str = "bwrap"
+    template_dir: str | None = None  # a site admin's own templates override ours
+
+
+@dataclass
+class _ContainerContext:
+    index: int
+    spec: ContainerSpec
+    launch: Launch
+    sub_path_checks: list[dict[str, Any]] = field(default_factory=list)
+    hooks: list[tuple[str, str]] = field(default_factory=list)
+    probes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def make_environment(*template_dirs: str | Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
+        finalize=shq,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        # Bash uses "{#" (${#array[@]}): Jinja comments are "{## ... ##}" here.
+        comment_start_string="{##",
+        comment_end_string="##}",
+    )
+    env.filters["shjoin"] = lambda words: Raw(shjoin(words))
+    env.filters["raw"] = Raw
+    return env
+
+
+def handler_command(index: int, handler: Handler) -> str:
+    """A probe or hook as one shell command (run by the job script's dispatcher)."""
+    if handler.kind == "exec":
+        return shjoin([f"ilp_exec_{index}", *handler.command])
+    if handler.kind == "http":
+        headers = [f"{name}: {value}" for name, value in handler.headers]
+        return shjoin(["ilp_http", handler.scheme, handler.host, handler.port, handler.path, *headers])
+    if handler.kind == "tcp":
+        return shjoin(["ilp_tcp", handler.host, handler.port])
+    return shjoin(["sleep", handler.seconds])
+
+
+def annotation_words(spec: JobSpec, name: str) -> tuple[str, ...]:
+    """An annotation holding command-line words (options, mounts), split like a shell would."""
+    value = spec.annotation(ANNOTATION_PREFIX + name)
+    if not value:
+        return ()
+    try:
+        return tuple(shlex.split(value))
+    except ValueError as exc:
+        raise PodRejected(f"cannot parse: {exc}", field=f"metadata.annotations[{ANNOTATION_PREFIX}{name}]")
+
+
+def _binds(spec: JobSpec, container: ContainerSpec, paths: PodPaths) -> tuple[list[Bind], list[dict[str, Any]]]:
+    volumes = {v.name: v for v in spec.volumes}
+    binds: list[Bind] = []
+    checks: list[dict[str, Any]] = []
+    for mount in container.mounts:
+        volume = volumes[mount.volume]
+        root = volume.host_path if volume.kind == "hostPath" else paths.volume_dir(volume.name)
+        # configMap, secret and projected volumes are read-only in Kubernetes.
+        read_only = mount.read_only or volume.kind in ("configMap", "secret", "projected")
+        source = root
+        if mount.sub_path:
+            source = posixpath.join(root, mount.sub_path)
+            create = 1 if volume.kind in ("emptyDir", "hostPath") else 0
+            checks.append({"volume_dir": root, "sub_path": mount.sub_path, "create": create})
+        binds.append(Bind(source=source, target=mount.container_path, read_only=read_only))
+    return binds, checks
+
+
+def _probe_contexts(index: int, container: ContainerSpec) -> list[dict[str, Any]]:
+    probes: list[tuple[str, ProbeSpec | None]] = [
+        ("startup", container.startup_probe),
+        ("liveness", container.liveness_probe),
+        ("readiness", container.readiness_probe),
+    ]
+    return [
+        {"kind": kind, "spec": probe, "check": Raw(handler_command(index, probe.handler))}
+        for kind, probe in probes
+        if probe is not None
+    ]
+
+
+def container_context(
+    index: int, spec: JobSpec, container: ContainerSpec, runtime: Runtime, paths: PodPaths,
+    options: RenderOptions,
+) -> _ContainerContext:
+    binds, checks = _binds(spec, container, paths)
+    runtime_options = annotation_words(spec, f"{runtime.name}-options") if options.allow_runtime_options else ()
+    runtime_mounts = annotation_words(spec, f"{runtime.name}-mounts") if options.allow_runtime_options else ()
+    ctx = LaunchContext(
+        pod_dir=paths.pod_dir,
+        rootfs=paths.rootfs(container.name),
+        binds=tuple(binds),
+        image_root=spec.annotation(ANNOTATION_PREFIX + "image-root") or None,
+        extra_options=runtime_options,
+        extra_mounts=runtime_mounts,
+        gpu_vendor=spec.resources.gpu_vendor,
+    )
+    hooks = [
+        (name, Raw(handler_command(index, handler)))
+        for name, handler in (("postStart", container.post_start), ("preStop", container.pre_stop))
+        if handler is not None
+    ]
+    return _ContainerContext(
+        index=index,
+        spec=container,
+        launch=runtime.launch(container, ctx),
+        sub_path_checks=checks,
+        hooks=hooks,
+        probes=_probe_contexts(index, container),
+    )
+
+
+def runner_context(
+    spec: JobSpec, runtime: Runtime, paths: PodPaths, options: RenderOptions
+) -> dict[str, Any]:
+    """Template variables of the shared pod runner."""
+    containers = [
+        container_context(i, spec, c, runtime, paths, options)
+        for i, c in enumerate(spec.all_containers())
+    ]
+    pre_exec = spec.annotation(ANNOTATION_PREFIX + "pre-exec")
+    if pre_exec and not options.allow_pre_exec:
+        raise PodRejected(
+            "this site does not allow pre-exec commands",
+            field=f"metadata.annotations[{ANNOTATION_PREFIX}pre-exec]",
+        )
+    if "\x00" in pre_exec:
+        raise PodRejected("pre-exec contains a NUL byte", field=f"metadata.annotations[{ANNOTATION_PREFIX}pre-exec]")
+    return {
+        "pod_dir": paths.pod_dir,
+        "pods_root": paths.pods_root,
+        "pod_name": spec.name,
+        "grace_seconds": spec.grace_seconds,
+        "containers": containers,
+        "container_names": [c.spec.name for c in containers],
+        "init_indexes": [c.index for c in containers if c.spec.is_init],
+        "app_indexes": [c.index for c in containers if not c.spec.is_init],
+        "passthrough_env": list(options.passthrough_env),
+        "pre_exec": pre_exec,
+        "sandbox_executable": options.sandbox_executable,
+    }
+
+
+def render(
+    template: str,
+    backend_dir: str | Path,
+    context: dict[str, Any],
+    options: RenderOptions,
+) -> str:
+    dirs: list[str | Path] = []
+    if options.template_dir:
+        dirs.append(options.template_dir)
+    dirs += [backend_dir, CORE_TEMPLATES]
+    return make_environment(*dirs).get_template(template).render(**context)

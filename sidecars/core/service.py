@@ -1,0 +1,381 @@
+"""The site service core: create, delete, status, logs and ping, whatever the protocol.
+
+The REST plugin API (and later the gRPC server) are thin adapters over this
+class. It owns the pod records (an in-memory cache over the SQLite store), the
+per-pod locks that make create/delete idempotent and race-free, and the
+submission path whose crash windows the store's stages cover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter
+
+from interlink_provider.pods import PodRejected, pod_to_jobspec
+from interlink_provider.pods.jobspec import JobSpec
+from interlink_provider.pods.wire import (
+    AcceleratorResponse,
+    LogStruct,
+    PingResponse,
+    ResourcesResponse,
+    RetrievedPodData,
+    TaintResponse,
+    pod_status_json,
+)
+from interlink_provider.runtimes import Runtime, make_runtime
+
+from . import faults, logs, status, workdir
+from .backend import RUNNING, Backend, Capacity, JobInfo, PollError, SubmitError
+from .config import SiteConfig
+from .script import PodPaths
+from .store import (
+    ACCEPTED,
+    DELETED,
+    DELETING,
+    FINISHED,
+    SUBMITTED,
+    SUBMITTING,
+    TERMINAL_STAGES,
+    PodRecord,
+    Store,
+)
+
+log = logging.getLogger(__name__)
+
+RUNTIME_ANNOTATION = "interlink.provider/runtime"
+CREATES = Counter("ilp_creates_total", "Create requests by outcome", ["outcome"])
+DELETES = Counter("ilp_deletes_total", "Delete requests")
+
+
+class NotFound(Exception):
+    pass
+
+
+class BadRequest(Exception):
+    pass
+
+
+class Unavailable(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    uid: str
+    job_id: str
+    created: bool
+
+
+def submit_backoff(attempts: int) -> float:
+    return float(min(300, 5 * 2 ** max(0, attempts - 1)))
+
+
+class SiteService:
+    def __init__(self, config: SiteConfig, backend: Backend, store: Store) -> None:
+        self.config = config
+        self.backend = backend
+        self.store = store
+        self.pods: dict[str, PodRecord] = {}
+        self.jobs: dict[str, JobInfo] = {}  # last scheduler answer per pod UID
+        self.poll_error: str = ""
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._submit_slots = asyncio.Semaphore(config.max_concurrent_submits)
+        self._submitted: dict[str, asyncio.Event] = {}
+        self._capacity: tuple[float, Capacity] | None = None
+        self.options = config.render_options()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def load(self) -> None:
+        await self.store.open()
+        for record in await self.store.all():
+            self.pods[record.uid] = record
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        return self._locks.setdefault(uid, asyncio.Lock())
+
+    def paths(self, record: PodRecord | JobSpec) -> PodPaths:
+        return PodPaths.for_pod(self.config.pods_root, record.namespace, record.uid)
+
+    async def save(self, uid: str, **changes: Any) -> PodRecord:
+        record = await self.store.update(uid, **changes)
+        assert record is not None, f"pod {uid} vanished from the store"
+        self.pods[uid] = record
+        return record
+
+    # ------------------------------------------------------------------ create
+
+    def runtime_for(self, spec: JobSpec) -> Runtime:
+        wanted = spec.annotation(RUNTIME_ANNOTATION) or self.config.runtime.default
+        allowed = {self.config.runtime.default, *self.config.runtime.allowed}
+        if wanted not in allowed:
+            raise PodRejected(
+                f"runtime {wanted!r} is not offered here (choose one of {sorted(allowed)})",
+                field=f"metadata.annotations[{RUNTIME_ANNOTATION}]",
+            )
+        return make_runtime(wanted, self.config.runtime)  # type: ignore[arg-type]
+
+    def summary(self, spec: JobSpec, runtime: Runtime, warnings: list[str]) -> dict[str, Any]:
+        """What the store keeps about a pod: names and images, never env values or secrets."""
+        return {
+            "containers": [
+                {
+                    "name": c.name,
+                    "image": c.image,
+                    "init": c.is_init,
+                    "restart_policy": c.restart_policy,
+                }
+                for c in spec.all_containers()
+            ],
+            "sensitive_volumes": [v.name for v in spec.volumes if v.sensitive],
+            "grace": spec.grace_seconds,
+            "runtime": runtime.name,
+            "flavor": spec.flavor,
+            "warnings": warnings,
+        }
+
+    async def create(self, data: RetrievedPodData, owner: str = "") -> CreateResult:
+        """Idempotent by pod UID. Raises PodRejected for pods this site cannot run."""
+        try:
+            spec = pod_to_jobspec(data, self.config.translation)
+            runtime = self.runtime_for(spec)
+            paths = self.paths(spec)
+            job_name = self.config.job_name_prefix + spec.uid
+            submission = self.backend.prepare(spec, paths, runtime, self.options, job_name)
+        except PodRejected:
+            CREATES.labels("rejected").inc()
+            raise
+        async with self.lock(spec.uid):
+            existing = self.pods.get(spec.uid)
+            if existing is not None:
+                CREATES.labels("repeated").inc()
+                return CreateResult(existing.uid, existing.job_id, created=False)
+            try:
+                await asyncio.to_thread(workdir.materialize, paths, spec, submission.script)
+            except (OSError, workdir.WorkdirError) as exc:
+                await asyncio.to_thread(workdir.remove, paths)
+                CREATES.labels("workdir_error").inc()
+                raise Unavailable(f"cannot write the pod's working directory: {exc}") from exc
+            for warning in submission.warnings:
+                log.info("pod %s/%s: %s", spec.namespace, spec.name, warning)
+            record = PodRecord(
+                uid=spec.uid,
+                namespace=spec.namespace,
+                name=spec.name,
+                owner=owner,
+                pod_dir=paths.pod_dir,
+                job_name=job_name,
+                stage=SUBMITTING,
+                summary=self.summary(spec, runtime, submission.warnings),
+            )
+            creating = status.waiting("ContainerCreating", f"submitting to {self.config.site_name}")
+            record.status = self._uniform_status(record, creating)
+            record, _ = await self.store.insert(record)
+            self.pods[record.uid] = record
+            record = await self._submit(record)
+        CREATES.labels("created").inc()
+        return CreateResult(record.uid, record.job_id, created=True)
+
+    def containers(self, record: PodRecord) -> list[status.ContainerInfo]:
+        return [
+            status.ContainerInfo(c["name"], c["image"], c["init"], c["restart_policy"])
+            for c in record.summary["containers"]
+        ]
+
+    def _uniform_status(self, record: PodRecord, state: dict[str, Any]) -> dict[str, Any]:
+        return status.uniform_statuses(self.containers(record), state)
+
+    async def _submit(self, record: PodRecord) -> PodRecord:
+        """Run sbatch for a pod whose SUBMITTING stage is already committed."""
+        paths = self.paths(record)
+        async with self._submit_slots:
+            try:
+                job_id = await self.backend.submit(paths, record.job_name)
+            except SubmitError as exc:
+                return await self._submit_failed(record, exc)
+        faults.point("after-submit")
+        pending = status.waiting("Pending", f"Slurm job {job_id} submitted")
+        return await self.save(
+            record.uid,
+            stage=SUBMITTED,
+            job_id=job_id,
+            submitted_at=time.time(),
+            message="",
+            status=self._uniform_status(record, pending),
+        )
+
+    async def _submit_failed(self, record: PodRecord, exc: SubmitError) -> PodRecord:
+        if exc.permanent:
+            log.warning("pod %s/%s: the scheduler refused the job: %s", record.namespace, record.name, exc.message)
+            refused = status.terminated(1, "SubmitFailed", exc.message)
+            return await self.save(
+                record.uid,
+                stage=FINISHED,
+                phase=status.FAILED,
+                message=exc.message,
+                finished_at=time.time(),
+                status=self._uniform_status(record, refused),
+            )
+        attempts = record.submit_attempts + 1
+        delay = submit_backoff(attempts)
+        log.warning("pod %s/%s: submission failed (retry in %.0fs): %s", record.namespace, record.name, delay, exc.message)
+        retrying = status.waiting("SubmitRetrying", f"{exc.message} (attempt {attempts}, next in {delay:.0f}s)")
+        return await self.save(
+            record.uid,
+            stage=ACCEPTED,
+            submit_attempts=attempts,
+            next_attempt_at=time.time() + delay,
+            message=exc.message,
+            status=self._uniform_status(record, retrying),
+        )
+
+    async def resubmit(self, record: PodRecord) -> PodRecord:
+        """Retry or recover a submission: adopt a job that already carries the name, else submit."""
+        async with self.lock(record.uid):
+            record = self.pods[record.uid]
+            if record.stage not in (ACCEPTED, SUBMITTING):
+                return record
+            found = (await self.backend.find_by_name([record.job_name])).get(record.job_name)
+            if found is not None:
+                log.info("pod %s/%s: adopting job %s found by name", record.namespace, record.name, found.job_id)
+                return await self.save(record.uid, stage=SUBMITTED, job_id=found.job_id, submitted_at=time.time())
+            if record.stage == ACCEPTED:
+                record = await self.save(record.uid, stage=SUBMITTING)
+            return await self._submit(record)
+
+    # ------------------------------------------------------------------ delete
+
+    async def delete(self, uid: str) -> str:
+        """Idempotent. Returns a short description of what happened."""
+        DELETES.inc()
+        async with self.lock(uid):
+            record = self.pods.get(uid)
+            if record is None:
+                return "not found"
+            if record.stage in (DELETING, DELETED):
+                return "already deleted"
+            now = time.time()
+            if record.stage == FINISHED:
+                await self.save(uid, stage=DELETED, delete_requested_at=now)
+                return "finished before deletion"
+            if record.stage in (ACCEPTED, SUBMITTING) or not record.job_id:
+                # A transient failure may have left a job after all: the reconciler looks
+                # it up by name and cancels it before calling the pod deleted.
+                await self.save(uid, stage=DELETING, delete_requested_at=now, hard_cancel_at=now)
+                return "deletion pending"
+            job = self.jobs.get(uid)
+            grace = float(record.summary.get("grace", 30))
+            if job is not None and job.state == RUNNING:
+                try:
+                    await self.backend.signal(record.job_id, "USR1")
+                    hard = now + grace + 5
+                except PollError as exc:
+                    log.warning("pod %s: graceful stop failed, cancelling: %s", uid, exc)
+                    hard = now
+            else:
+                hard = now
+            await self.save(uid, stage=DELETING, delete_requested_at=now, hard_cancel_at=hard)
+            if hard <= now:
+                try:
+                    await self.backend.cancel([record.job_id])
+                except PollError as exc:
+                    log.warning("pod %s: cancel failed, the reconciler retries: %s", uid, exc)
+            return "deleting"
+
+    # ------------------------------------------------------------------ status
+
+    def pod_status(self, record: PodRecord) -> dict[str, Any]:
+        return pod_status_json(
+            name=record.name,
+            uid=record.uid,
+            namespace=record.namespace,
+            job_id=record.job_id,
+            containers=record.status.get("containers", []),
+            init_containers=record.status.get("initContainers", []),
+        )
+
+    def statuses(self, uids: list[str]) -> list[dict[str, Any]]:
+        """Cached statuses of the pods we know; unknown UIDs are left out (as interLink expects)."""
+        return [self.pod_status(self.pods[uid]) for uid in uids if uid in self.pods]
+
+    async def capacity(self) -> Capacity:
+        now = time.monotonic()
+        if self._capacity and now - self._capacity[0] < 10:
+            return self._capacity[1]
+        try:
+            capacity = await self.backend.capacity()
+        except PollError as exc:
+            raise Unavailable(str(exc)) from exc
+        self._capacity = (now, capacity)
+        return capacity
+
+    async def ping(self) -> PingResponse:
+        capacity = await self.capacity()
+        active = sum(1 for r in self.pods.values() if r.stage not in TERMINAL_STAGES)
+        accelerators = None
+        if capacity.gpus_total:
+            accelerators = [AcceleratorResponse(resourceType=self.config.gpu_resource, available=str(capacity.gpus))]
+        return PingResponse(
+            status="ok",
+            resources=ResourcesResponse(
+                cpu=str(capacity.cpus),
+                memory=f"{capacity.memory_mib}Mi",
+                pods=str(max(0, self.config.max_pods - active)),
+                accelerators=accelerators,
+            ),
+            taints=[TaintResponse(key=t.key, value=t.value or None, effect=t.effect) for t in self.config.taints]
+            or None,
+        )
+
+    # ------------------------------------------------------------------ logs
+
+    def _log_target(self, request: LogStruct) -> tuple[PodRecord, dict[str, Any]]:
+        record = self.pods.get(request.PodUID)
+        if record is None:
+            raise NotFound(f"pod {request.PodUID} is not known to this site")
+        containers = record.summary["containers"]
+        name = request.ContainerName
+        if not name:
+            apps = [c for c in containers if not c["init"]]
+            if len(apps) != 1:
+                names = ", ".join(c["name"] for c in containers)
+                raise BadRequest(f"a container name must be specified for pod {record.name}, choose one of: [{names}]")
+            name = apps[0]["name"]
+        matches = [c for c in containers if c["name"] == name]
+        if not matches:
+            names = ", ".join(c["name"] for c in containers)
+            raise BadRequest(f"container {name} is not valid for pod {record.name}, choose one of: [{names}]")
+        return record, matches[0]
+
+    def _container_finished(self, uid: str, container: dict[str, Any]) -> bool:
+        record = self.pods.get(uid)
+        if record is None or record.stage in TERMINAL_STAGES:
+            return True
+        if record.stage != SUBMITTED and record.stage != DELETING:
+            return False
+        files = workdir.read_container(Path(self.paths(record).container_dir(container["name"])))
+        if files.skipped:
+            return True
+        if files.exit_code is None:
+            return False
+        policy = container["restart_policy"]
+        return policy == "Never" or (policy == "OnFailure" and files.exit_code == 0)
+
+    def logs(self, request: LogStruct) -> AsyncIterator[bytes]:
+        record, container = self._log_target(request)
+        name = container["name"]
+        path = Path(self.paths(record).container_dir(name)) / ("log.previous" if request.Opts.Previous else "log")
+        return logs.stream(
+            str(path),
+            request.Opts,
+            lambda: self._container_finished(record.uid, container),
+            now=datetime.now(timezone.utc),
+        )

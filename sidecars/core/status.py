@@ -1,0 +1,171 @@
+"""Container statuses from what the scheduler and the pod runner say (pure functions).
+
+Kubernetes' `v1.ContainerStatus` JSON is produced here, with the quirks the
+upstream Virtual Kubelet relies on: it calls a pod Failed only when *every*
+container in the status is terminated, so containers that will never run (an
+init container failed, the job was cancelled while pending) are reported
+terminated with a reason saying why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import backend as b
+from .backend import JobInfo
+from .workdir import ContainerFiles
+
+from interlink_provider.pods.phase import FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, vk_phase
+
+__all__ = ["FAILED", "PENDING", "RUNNING", "SUCCEEDED", "UNKNOWN", "vk_phase"]
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    name: str
+    image: str
+    is_init: bool
+    restart_policy: str
+
+
+@dataclass(frozen=True)
+class PodView:
+    """Everything status computation looks at, gathered by the reconciler."""
+
+    containers: list[ContainerInfo]
+    job: JobInfo | None  # None: not submitted yet, or left the queue without a trace
+    job_started: bool
+    files: dict[str, ContainerFiles]
+    terminating: bool = False
+    waiting_reason: str = "ContainerCreating"
+    waiting_message: str = ""
+    lost: bool = False  # the job vanished from the scheduler without finishing its containers
+
+
+def _second(timestamp: str | None) -> str | None:
+    """metav1.Time has seconds precision: 2026-01-02T03:04:05.123456789Z -> ...:05Z."""
+    if not timestamp:
+        return None
+    return timestamp.split(".", 1)[0].rstrip("Z") + "Z"
+
+
+def waiting(reason: str, message: str = "") -> dict[str, Any]:
+    state: dict[str, Any] = {"reason": reason}
+    if message:
+        state["message"] = message
+    return {"waiting": state}
+
+
+def running(started_at: str | None) -> dict[str, Any]:
+    return {"running": {"startedAt": _second(started_at)}}
+
+
+def terminated(
+    exit_code: int,
+    reason: str,
+    message: str = "",
+    started_at: str | None = None,
+    finished_at: str | None = None,
+) -> dict[str, Any]:
+    state: dict[str, Any] = {"exitCode": exit_code, "reason": reason}
+    if message:
+        state["message"] = message
+    if started_at:
+        state["startedAt"] = _second(started_at)
+    if finished_at:
+        state["finishedAt"] = _second(finished_at)
+    return {"terminated": state}
+
+
+def container_status(info: ContainerInfo, state: dict[str, Any], files: ContainerFiles) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    if files.last_state:
+        code, started, finished = files.last_state
+        last = terminated(code, "Completed" if code == 0 else "Error", "", started, finished)
+    is_running = "running" in state
+    return {
+        "name": info.name,
+        "state": state,
+        "lastState": last,
+        "ready": bool(is_running and files.ready),
+        "restartCount": files.restarts,
+        "image": info.image,
+        "imageID": "",
+        "started": is_running,
+    }
+
+
+def _job_end(job: JobInfo | None, lost: bool) -> tuple[int, str, str]:
+    """Exit code, reason and message for a container the job ended without recording."""
+    if lost or job is None:
+        return 1, "JobLost", "the job left the scheduler without recording this container's exit"
+    return {
+        b.TIMEOUT: (143, "DeadlineExceeded", f"Slurm job {job.job_id} reached its time limit"),
+        b.OUT_OF_MEMORY: (137, "OOMKilled", f"Slurm job {job.job_id} ran out of memory"),
+        b.CANCELLED: (143, "Cancelled", f"Slurm job {job.job_id} was cancelled"),
+        b.NODE_FAIL: (1, "NodeFailure", f"the node of Slurm job {job.job_id} failed"),
+    }.get(job.state, (1, "Error", f"Slurm job {job.job_id} ended {job.raw_state or job.state}"))
+
+
+def _restarting(info: ContainerInfo, files: ContainerFiles, job_alive: bool, terminating: bool) -> bool:
+    if not job_alive or terminating or files.exit_code is None:
+        return False
+    return info.restart_policy == "Always" or (
+        info.restart_policy == "OnFailure" and files.exit_code != 0
+    )
+
+
+def container_state(info: ContainerInfo, view: PodView, init_running: bool) -> dict[str, Any]:
+    files = view.files.get(info.name, ContainerFiles())
+    job = view.job
+    job_ended = view.lost or (job is not None and job.terminal)
+    job_alive = job is not None and not job.terminal and not view.lost
+    if files.skipped:
+        return terminated(1, "InitContainerFailed", f"not started: {files.skipped}")
+    if files.exit_code is not None:
+        code = files.exit_code
+        if _restarting(info, files, job_alive, view.terminating):
+            return waiting("CrashLoopBackOff", f"back-off restarting container (exit code {code})")
+        reason = files.reason or ("Completed" if code == 0 else "Error")
+        if job is not None and job.state == b.OUT_OF_MEMORY and code in (137, 9):
+            reason = "OOMKilled"
+        return terminated(code, reason, "", files.started_at, files.finished_at)
+    if job_ended:
+        code, reason, message = _job_end(job, view.lost)
+        return terminated(code, reason, message, files.started_at, None)
+    if files.started_at and job_alive and job.state == b.RUNNING:  # type: ignore[union-attr]
+        return running(files.started_at)
+    if job is not None and job.state == b.PENDING:
+        reason = job.reason or "Pending"
+        return waiting(reason, f"Slurm job {job.job_id} is pending: {reason}")
+    if not info.is_init and init_running:
+        return waiting("PodInitializing")
+    return waiting(view.waiting_reason, view.waiting_message)
+
+
+def pod_statuses(view: PodView) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(initContainers, containers) as lists of v1.ContainerStatus JSON."""
+    init_infos = [c for c in view.containers if c.is_init]
+    init_done = all(
+        view.files.get(c.name, ContainerFiles()).exit_code == 0 for c in init_infos
+    )
+    init_states = [
+        container_status(c, container_state(c, view, False), view.files.get(c.name, ContainerFiles()))
+        for c in init_infos
+    ]
+    app_states = [
+        container_status(c, container_state(c, view, not init_done), view.files.get(c.name, ContainerFiles()))
+        for c in view.containers
+        if not c.is_init
+    ]
+    return init_states, app_states
+
+
+def uniform_statuses(containers: list[ContainerInfo], state: dict[str, Any]) -> dict[str, Any]:
+    """Every container in the same state (before the job runs, or when it was refused)."""
+    empty = ContainerFiles()
+    return {
+        "initContainers": [container_status(c, state, empty) for c in containers if c.is_init],
+        "containers": [container_status(c, state, empty) for c in containers if not c.is_init],
+    }

@@ -1,0 +1,240 @@
+"""Durable pod state in SQLite (WAL), keyed by pod UID.
+
+Every transition is committed before the action it announces is visible to
+anyone, and the "submitting" stage is committed *before* sbatch runs: a sidecar
+killed at any moment restarts knowing which pods may have a job it has not
+recorded, and looks for them by job name instead of submitting twice.
+
+All access goes through one worker thread: sqlite3 connections are not shared
+across threads, and one writer is all SQLite allows anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+# Stages of a pod's life on the site.
+ACCEPTED = "accepted"  # recorded, not (yet) submitted; retried if submission failed transiently
+SUBMITTING = "submitting"  # sbatch may be running: on restart, look the job up by name
+SUBMITTED = "submitted"  # the job id is known; the reconciler follows it
+FINISHED = "finished"  # the job ended; statuses are final
+DELETING = "deleting"  # deletion asked; cancellation in progress
+DELETED = "deleted"  # cancellation confirmed (or nothing to cancel)
+ACTIVE_STAGES = (SUBMITTED, DELETING)
+TERMINAL_STAGES = (FINISHED, DELETED)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pods (
+    uid TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
+    pod_dir TEXT NOT NULL,
+    job_name TEXT NOT NULL,
+    job_id TEXT NOT NULL DEFAULT '',
+    stage TEXT NOT NULL,
+    phase TEXT NOT NULL DEFAULT 'Pending',
+    summary TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT '{}',
+    job_state TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT '',
+    submit_attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    submitted_at REAL,
+    finished_at REAL,
+    delete_requested_at REAL,
+    hard_cancel_at REAL,
+    missing_since REAL,
+    revision INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS pods_stage ON pods(stage);
+CREATE INDEX IF NOT EXISTS pods_name ON pods(namespace, name);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class PodRecord:
+    uid: str
+    namespace: str
+    name: str
+    pod_dir: str
+    job_name: str
+    stage: str
+    summary: dict[str, Any]
+    owner: str = ""
+    job_id: str = ""
+    phase: str = "Pending"
+    status: dict[str, Any] = field(default_factory=dict)
+    job_state: str = ""
+    message: str = ""
+    submit_attempts: int = 0
+    next_attempt_at: float = 0.0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    delete_requested_at: float | None = None
+    hard_cancel_at: float | None = None
+    missing_since: float | None = None
+    revision: int = 0
+
+
+_COLUMNS = [f.name for f in fields(PodRecord)]
+_JSON_COLUMNS = {"summary", "status"}
+
+
+def _to_row(record: PodRecord) -> dict[str, Any]:
+    row = {name: getattr(record, name) for name in _COLUMNS}
+    for name in _JSON_COLUMNS:
+        row[name] = json.dumps(row[name], separators=(",", ":"))
+    return row
+
+
+def _from_row(row: sqlite3.Row) -> PodRecord:
+    values = {name: row[name] for name in _COLUMNS}
+    for name in _JSON_COLUMNS:
+        values[name] = json.loads(values[name])
+    return PodRecord(**values)
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._db: sqlite3.Connection | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db = sqlite3.connect(self.path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL survives a crash of the process (not of the machine) without an fsync per commit.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(SCHEMA)
+        self.path.chmod(0o600)
+        self._db = db
+
+    async def open(self) -> None:
+        await self._call(self._open)
+
+    async def close(self) -> None:
+        def _close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await self._call(_close)
+        self._executor.shutdown(wait=True)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "store is not open"
+        return self._db
+
+    def _next_revision(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key='revision'").fetchone()
+        revision = (int(row[0]) if row else 0) + 1
+        self.db.execute(
+            "INSERT INTO meta(key, value) VALUES('revision', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (str(revision),),
+        )
+        return revision
+
+    # ------------------------------------------------------------------ operations
+
+    def _insert(self, record: PodRecord) -> tuple[PodRecord, bool]:
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            existing = self.db.execute("SELECT * FROM pods WHERE uid=?", (record.uid,)).fetchone()
+            if existing is not None:
+                self.db.execute("COMMIT")
+                return _from_row(existing), False
+            record.created_at = record.updated_at = now
+            record.revision = self._next_revision()
+            row = _to_row(record)
+            names = ", ".join(row)
+            marks = ", ".join(f":{name}" for name in row)
+            self.db.execute(f"INSERT INTO pods ({names}) VALUES ({marks})", row)
+            self.db.execute("COMMIT")
+            return record, True
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    async def insert(self, record: PodRecord) -> tuple[PodRecord, bool]:
+        """Insert unless the UID exists; returns (the stored record, whether it is new)."""
+        return await self._call(self._insert, record)
+
+    def _update(self, uid: str, changes: dict[str, Any]) -> PodRecord | None:
+        if not changes:
+            return self._get(uid)
+        unknown = set(changes) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown columns {sorted(unknown)}")
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            values = dict(changes)
+            for name in _JSON_COLUMNS & set(values):
+                values[name] = json.dumps(values[name], separators=(",", ":"))
+            values["updated_at"] = time.time()
+            values["revision"] = self._next_revision()
+            assignments = ", ".join(f"{name}=:{name}" for name in values)
+            values["uid"] = uid
+            self.db.execute(f"UPDATE pods SET {assignments} WHERE uid=:uid", values)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return self._get(uid)
+
+    async def update(self, uid: str, **changes: Any) -> PodRecord | None:
+        return await self._call(self._update, uid, changes)
+
+    def _get(self, uid: str) -> PodRecord | None:
+        row = self.db.execute("SELECT * FROM pods WHERE uid=?", (uid,)).fetchone()
+        return _from_row(row) if row else None
+
+    async def get(self, uid: str) -> PodRecord | None:
+        return await self._call(self._get, uid)
+
+    def _by_stage(self, stages: tuple[str, ...]) -> list[PodRecord]:
+        marks = ",".join("?" for _ in stages)
+        rows = self.db.execute(
+            f"SELECT * FROM pods WHERE stage IN ({marks}) ORDER BY created_at", stages
+        ).fetchall()
+        return [_from_row(row) for row in rows]
+
+    async def by_stage(self, *stages: str) -> list[PodRecord]:
+        return await self._call(self._by_stage, stages)
+
+    def _all(self) -> list[PodRecord]:
+        return [_from_row(r) for r in self.db.execute("SELECT * FROM pods ORDER BY created_at")]
+
+    async def all(self) -> list[PodRecord]:
+        return await self._call(self._all)
+
+    def _delete(self, uid: str) -> None:
+        self.db.execute("DELETE FROM pods WHERE uid=?", (uid,))
+
+    async def delete(self, uid: str) -> None:
+        await self._call(self._delete, uid)

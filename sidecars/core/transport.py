@@ -1,0 +1,74 @@
+"""Running scheduler commands on the site, asynchronously, with a count of every command.
+
+The local transport runs them as child processes of the sidecar, optionally as
+another account through `sudo -n -u`. (SSH and slurmrestd transports implement
+the same `run`.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Histogram
+
+COMMANDS = Counter(
+    "ilp_scheduler_commands_total", "Scheduler commands run on the site", ["command"]
+)
+COMMAND_SECONDS = Histogram(
+    "ilp_scheduler_command_seconds", "Wall time of scheduler commands", ["command"]
+)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class TransportError(Exception):
+    """The command could not be run at all (missing binary, timeout, lost connection)."""
+
+
+class LocalTransport:
+    def __init__(self, env: dict[str, str] | None = None, sudo_user: str | None = None) -> None:
+        self.env = {**os.environ, **(env or {})}
+        self.sudo_user = sudo_user
+
+    async def run(self, argv: list[str], *, timeout: float = 30.0) -> CommandResult:
+        command = os.path.basename(argv[0])
+        full = ["sudo", "-n", "-u", self.sudo_user, "--", *argv] if self.sudo_user else list(argv)
+        COMMANDS.labels(command).inc()
+        started = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *full,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self.env,
+            )
+        except OSError as exc:
+            raise TransportError(f"cannot run {command}: {exc}") from exc
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except asyncio.TimeoutError as exc:
+            proc.kill()
+            await proc.wait()
+            raise TransportError(f"{command} did not answer within {timeout:.0f}s") from exc
+        finally:
+            COMMAND_SECONDS.labels(command).observe(time.monotonic() - started)
+        return CommandResult(
+            argv=tuple(full),
+            returncode=proc.returncode if proc.returncode is not None else -1,
+            stdout=out.decode("utf-8", "replace"),
+            stderr=err.decode("utf-8", "replace"),
+        )

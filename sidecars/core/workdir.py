@@ -1,0 +1,151 @@
+"""The pod's working directory on the shared filesystem: written, read back, removed.
+
+Blocking file I/O: callers run these functions in a worker thread. Every path is
+built from validated names and checked to stay inside the pod directory; files
+are opened with O_NOFOLLOW so a planted symlink cannot redirect a write.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from interlink_provider.pods.jobspec import JobSpec
+
+from .script import PodPaths
+
+DIR_MODE = 0o700
+SCRIPT_MODE = 0o700
+
+
+class WorkdirError(Exception):
+    pass
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def _write_file(root: Path, relative: str, content: bytes, mode: int) -> None:
+    target = Path(os.path.normpath(root / relative))
+    if not _inside(root, target) or target == root:
+        raise WorkdirError(f"{relative!r} escapes its volume")
+    target.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    if not _inside(root.resolve(), target.parent.resolve()):
+        raise WorkdirError(f"{relative!r} escapes its volume through a symlink")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    fd = os.open(target, flags, mode)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb", closefd=False) as handle:
+            handle.write(content)
+    finally:
+        os.close(fd)
+
+
+def materialize(paths: PodPaths, spec: JobSpec, script: str) -> None:
+    """Write volumes, container directories and the batch script (idempotent)."""
+    pods_root = Path(paths.pods_root)
+    pod_dir = Path(paths.pod_dir)
+    if not _inside(pods_root, pod_dir) or pod_dir == pods_root:
+        raise WorkdirError(f"pod directory {pod_dir} is outside {pods_root}")
+    pods_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    pod_dir.mkdir(exist_ok=True, mode=DIR_MODE)
+    os.chmod(pod_dir, DIR_MODE)
+    for volume in spec.volumes:
+        if volume.kind == "hostPath":
+            continue
+        root = Path(paths.volume_dir(volume.name))
+        root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        for item in volume.files:
+            _write_file(root, item.path, item.content, item.mode)
+    for container in spec.all_containers():
+        Path(paths.container_dir(container.name)).mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    script_path = pod_dir / "job.sh"
+    tmp = pod_dir / ".job.sh.tmp"
+    _write_file(pod_dir, tmp.name, script.encode(), SCRIPT_MODE)
+    os.replace(tmp, script_path)
+
+
+def scrub_sensitive(paths: PodPaths, volume_names: list[str]) -> None:
+    """Remove secret and projected volume contents once no container can read them."""
+    for name in volume_names:
+        shutil.rmtree(paths.volume_dir(name), ignore_errors=True)
+
+
+def remove(paths: PodPaths) -> None:
+    pod_dir = Path(paths.pod_dir)
+    if not _inside(Path(paths.pods_root), pod_dir) or pod_dir == Path(paths.pods_root):
+        raise WorkdirError(f"refusing to remove {pod_dir}: outside {paths.pods_root}")
+    shutil.rmtree(pod_dir, ignore_errors=True)
+
+
+@dataclass
+class ContainerFiles:
+    """What the pod runner wrote about one container."""
+
+    started_at: str | None = None
+    finished_at: str | None = None
+    exit_code: int | None = None
+    ready: bool = False
+    restarts: int = 0
+    reason: str | None = None
+    skipped: str | None = None
+    last_state: tuple[int, str, str] | None = None
+
+
+def _read(directory: Path, name: str) -> str | None:
+    try:
+        return (directory / name).read_text(errors="replace").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def read_container(directory: Path) -> ContainerFiles:
+    last = _read(directory, "last_state")
+    last_state = None
+    if last:
+        parts = last.split()
+        if len(parts) == 3 and parts[0].lstrip("-").isdigit():
+            last_state = (int(parts[0]), parts[1], parts[2])
+    return ContainerFiles(
+        started_at=_read(directory, "started_at"),
+        finished_at=_read(directory, "finished_at"),
+        exit_code=_int(_read(directory, "exit_code")),
+        ready=_read(directory, "ready") == "1",
+        restarts=_int(_read(directory, "restarts")) or 0,
+        reason=_read(directory, "reason"),
+        skipped=_read(directory, "skipped"),
+        last_state=last_state,
+    )
+
+
+def read_pod(paths: PodPaths, containers: list[str]) -> tuple[bool, dict[str, ContainerFiles]]:
+    """(whether the job started on a node, each container's files)."""
+    started = os.path.exists(os.path.join(paths.pod_dir, "job_started"))
+    return started, {name: read_container(Path(paths.container_dir(name))) for name in containers}
+
+
+def tail_text(path: str, max_bytes: int = 2000) -> str:
+    """The end of a text file (for error messages), or '' if it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            return handle.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""

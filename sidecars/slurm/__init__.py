@@ -1,0 +1,1 @@
+"""The Slurm backend: sbatch script rendering, submission, batched status, cancellation."""
