@@ -9,6 +9,7 @@ relative to the config file's directory.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,9 +59,6 @@ class StatusConfig(Strict):
     poll_interval: float = Field(5.0, gt=0, description="seconds between status cycles")
     lost_after: float = Field(
         120.0, gt=0, description="a job absent from queue and accounting this long is lost"
-    )
-    create_wait: float = Field(
-        20.0, ge=0, description="how long /create waits for the job id before answering"
     )
 
 
@@ -117,11 +115,21 @@ def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[s
     return raw
 
 
-def _resolve(base: Path, value: str | None) -> str | None:
+_VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
+def _resolve(base: Path, value: str | None, environ: dict[str, str]) -> str | None:
     """Paths may use ~ and $VARIABLES; relative ones start at the config file."""
     if value is None:
         return None
-    path = Path(os.path.expandvars(os.path.expanduser(value)))
+
+    def variable(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in environ:
+            raise ValueError(f"path {value!r} uses ${name}, which is not set")
+        return environ[name]
+
+    path = Path(os.path.expanduser(_VARIABLE.sub(variable, value)))
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
@@ -130,11 +138,12 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Site
     raw = yaml.safe_load(file.read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{file}: the configuration must be a mapping")
-    raw = _apply_env_overrides(raw, dict(os.environ if environ is None else environ))
+    env = dict(os.environ if environ is None else environ)
+    raw = _apply_env_overrides(raw, env)
     config = SiteConfig.model_validate(raw)
     base = file.parent.resolve()
-    config.state_dir = _resolve(base, config.state_dir) or config.state_dir
-    config.pods_root = _resolve(base, config.pods_root) or config.pods_root
-    config.listen.socket = _resolve(base, config.listen.socket)
-    config.render.template_dir = _resolve(base, config.render.template_dir)
+    config.state_dir = _resolve(base, config.state_dir, env) or config.state_dir
+    config.pods_root = _resolve(base, config.pods_root, env) or config.pods_root
+    config.listen.socket = _resolve(base, config.listen.socket, env)
+    config.render.template_dir = _resolve(base, config.render.template_dir, env)
     return config

@@ -1,0 +1,38 @@
+"""Session fixtures: the embedded local site (real munge, slurmctld, slurmd)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.helpers import SITE_SCRIPT, Sidecar, site_dir
+
+
+def _site(command: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ILP_SITE_DIR": str(site_dir())}
+    return subprocess.run(["bash", str(SITE_SCRIPT), command], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def local_site():
+    """Start the local Slurm site for the session (idempotent); stop it after if we started it."""
+    status = _site("status")
+    already = "slurmctld running" in status.stdout and "slurmd running" in status.stdout
+    started = _site("start")
+    if started.returncode != 0:
+        pytest.fail(f"the local site did not start:\n{started.stderr}")
+    os.environ["ILP_SITE_DIR"] = str(site_dir())
+    os.environ["SLURM_CONF"] = str(site_dir() / "slurm" / "slurm.conf")
+    yield site_dir()
+    if not already and not os.environ.get("ILP_KEEP_SITE"):
+        _site("stop")
+
+
+@pytest.fixture
+def sidecar(local_site, tmp_path):
+    """A running sidecar with its own state; stopped after the test."""
+    instance = Sidecar(tmp_path / "sidecar").start()
+    yield instance
+    instance.stop()

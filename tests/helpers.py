@@ -1,0 +1,139 @@
+"""Starting real sidecars (subprocesses) against the embedded local site, and talking to them."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SITE_SCRIPT = REPO / "deploy" / "local" / "site.sh"
+LOCAL_CONFIG = REPO / "deploy" / "local" / "sidecar.yaml"
+
+
+def site_dir() -> Path:
+    return Path(os.environ.get("ILP_SITE_DIR", REPO / ".site"))
+
+
+def slurm_env() -> dict[str, str]:
+    return {**os.environ, "SLURM_CONF": str(site_dir() / "slurm" / "slurm.conf"), "ILP_SITE_DIR": str(site_dir())}
+
+
+def slurm(*argv: str, check: bool = True) -> str:
+    result = subprocess.run(list(argv), env=slurm_env(), capture_output=True, text=True, timeout=60)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{argv}: {result.stderr}")
+    return result.stdout
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class Sidecar:
+    """A real `interlink-provider sidecar` process with its own state, pods root and socket."""
+
+    def __init__(self, workdir: Path, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None):
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = yaml.safe_load(LOCAL_CONFIG.read_text())
+        # Short socket paths: unix sockets are limited to 107 bytes.
+        self.socket = f"/tmp/ilp-{os.getpid()}-{abs(hash(str(workdir))) % 10**8}.sock"
+        config = deep_merge(config, {
+            "listen": {"socket": self.socket},
+            "state_dir": str(workdir / "state"),
+            "pods_root": str(workdir / "pods"),
+            "job_name_prefix": f"ilpt{abs(hash(str(workdir))) % 10**6}-",
+        })
+        self.config = deep_merge(config, overrides or {})
+        self.config_path = workdir / "sidecar.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        self.env = {**slurm_env(), **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "sidecar.log"
+
+    @property
+    def address(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def pods_root(self) -> Path:
+        return Path(self.config["pods_root"])
+
+    @property
+    def prefix(self) -> str:
+        return self.config["job_name_prefix"]
+
+    def start(self, env: dict[str, str] | None = None, wait: bool = True) -> "Sidecar":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "interlink_provider.cli.main", "sidecar", "--config", str(self.config_path)],
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process and self.process.poll() is not None:
+                raise RuntimeError(f"sidecar exited with {self.process.returncode}:\n{self.log()}")
+            if os.path.exists(self.socket):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"sidecar did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
+
+    def jobs_named(self, name: str) -> list[str]:
+        """Slurm jobs (in any state) carrying exactly this name."""
+        out = slurm("squeue", "-h", "--states=all", f"--name={name}", "-o", "%i")
+        return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+async def wait_for(predicate, timeout: float, interval: float = 0.3, what: str = "condition"):
+    """Poll an async predicate until it returns a truthy value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await predicate()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
