@@ -53,6 +53,9 @@ class RenderConfig(Strict):
         True, description="honour slurm-job.vk.io/<runtime>-options and -mounts"
     )
     template_dir: str | None = Field(None, description="site templates overriding ours")
+    restart_backoff_seconds: int = Field(
+        10, ge=1, description="first back-off before a container restarts (doubles up to 300)"
+    )
 
 
 class StatusConfig(Strict):
@@ -100,6 +103,7 @@ class SiteConfig(Strict):
             allow_runtime_options=self.render.allow_runtime_options,
             sandbox_executable=self.runtime.sandbox.executable,
             template_dir=self.render.template_dir,
+            restart_backoff_seconds=self.render.restart_backoff_seconds,
         )
 
 

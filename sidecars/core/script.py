@@ -75,6 +75,7 @@ class RenderOptions:
     allow_runtime_options: bool = True
     sandbox_executable: str = "bwrap"
     template_dir: str | None = None  # a site admin's own templates override ours
+    restart_backoff_seconds: int = 10  # first back-off before restarting a container, doubling to 300
 
 
 @dataclass
@@ -216,6 +217,7 @@ def runner_context(
         "passthrough_env": list(options.passthrough_env),
         "pre_exec": pre_exec,
         "sandbox_executable": options.sandbox_executable,
+        "restart_backoff": options.restart_backoff_seconds,
     }
 
 
