@@ -90,6 +90,8 @@ class LineFormatter:
 
 
 def _split(body: bytes) -> list[bytes]:
+    if not body:
+        return []
     lines = body.split(b"\n")
     return lines[:-1] if body.endswith(b"\n") else lines
 
