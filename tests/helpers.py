@@ -6,6 +6,7 @@ import asyncio
 import copy
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,6 +80,8 @@ class Sidecar:
         return self.config["job_name_prefix"]
 
     def start(self, env: dict[str, str] | None = None, wait: bool = True) -> "Sidecar":
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)  # left by a killed process: readiness must mean a live listener
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "interlink_provider.cli.main", "sidecar", "--config", str(self.config_path)],
@@ -96,7 +99,14 @@ class Sidecar:
             if self.process and self.process.poll() is not None:
                 raise RuntimeError(f"sidecar exited with {self.process.returncode}:\n{self.log()}")
             if os.path.exists(self.socket):
-                return
+                probe = socket.socket(socket.AF_UNIX)
+                try:
+                    probe.connect(self.socket)
+                    return
+                except OSError:
+                    pass
+                finally:
+                    probe.close()
             time.sleep(0.05)
         raise RuntimeError(f"sidecar did not start:\n{self.log()}")
 

@@ -19,7 +19,7 @@ def _terminated(status: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _running(status: dict[str, Any]) -> bool:
-    return bool((status.get("state") or {}).get("running"))
+    return "running" in (status.get("state") or {})
 
 
 def vk_phase(init: list[dict[str, Any]], apps: list[dict[str, Any]]) -> str:

@@ -1,0 +1,144 @@
+"""Crash safety: the sidecar killed at the worst moments loses no pod and submits no job twice.
+
+The kill points are real process deaths (`os._exit`, no cleanup) placed by
+`ILP_FAULT`; the daemon is then restarted from the same state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import time
+
+import aiohttp
+import pytest
+
+from interlink_provider.cli.client import SidecarClient, pod_ref
+from interlink_provider.pods import manifest
+from interlink_provider.pods.phase import SUCCEEDED, UNKNOWN, phase_of
+from sidecars.core.faults import EXIT_CODE
+from tests.helpers import Sidecar, site_dir, slurm, wait_for
+from tests.podkit import pod
+
+pytestmark = pytest.mark.slurm
+
+
+def request(command: str = "echo done") -> dict:
+    p = pod([{"name": "c", "image": "busybox", "command": ["sh", "-c", command]}], automountServiceAccountToken=False)
+    return manifest.create_request(p, manifest.Manifests(), namespace="ns")
+
+
+async def all_succeeded(client: SidecarClient, uids: list[str]) -> bool:
+    answers = await client.status([pod_ref(uid) for uid in uids])
+    return len(answers) == len(uids) and all(phase_of(a) == SUCCEEDED for a in answers)
+
+
+async def test_killed_between_sbatch_and_the_database_write(local_site, tmp_path):
+    sidecar = Sidecar(tmp_path / "s").start(env={"ILP_FAULT": "after-submit"})
+    req = request()
+    uid = req["pod"]["metadata"]["uid"]
+    async with SidecarClient(sidecar.address) as client:
+        with pytest.raises(aiohttp.ClientError):
+            await client.create(req)  # the daemon dies after sbatch, before recording the job id
+    assert sidecar.process.wait(10) == EXIT_CODE
+    jobs = sidecar.jobs_named(sidecar.prefix + uid)
+    assert len(jobs) == 1, "sbatch ran once before the crash"
+    sidecar.start()  # restart without the fault, same state directory
+    try:
+        async with SidecarClient(sidecar.address) as client:
+            await wait_for(lambda: all_succeeded(client, [uid]), 60, what="the adopted pod to finish")
+            again = await client.create(req)  # the Virtual Kubelet may retry its create
+            [status] = await client.status([pod_ref(uid)])
+        assert again["PodJID"] == jobs[0] == status["JID"]
+        assert sidecar.jobs_named(sidecar.prefix + uid) == jobs, "no second job was submitted"
+        assert "adopting job" in sidecar.log()
+    finally:
+        sidecar.stop()
+
+
+async def test_killed_during_a_status_cycle(local_site, tmp_path):
+    sidecar = Sidecar(tmp_path / "s").start(env={"ILP_FAULT": "during-poll"})
+    requests = [request(f"echo pod {i}") for i in range(5)]
+    uids = [r["pod"]["metadata"]["uid"] for r in requests]
+    async with SidecarClient(sidecar.address) as client:
+        for req in requests:
+            try:
+                await client.create(req)
+            except aiohttp.ClientError:
+                break  # the first status cycle with jobs killed it
+    assert sidecar.process.wait(30) == EXIT_CODE
+    sidecar.start()
+    try:
+        async with SidecarClient(sidecar.address) as client:
+            for req in requests:  # what the VK re-sends: creates are idempotent
+                await client.create(req)
+            await wait_for(lambda: all_succeeded(client, uids), 90, what="every pod to finish")
+        for uid in uids:
+            assert len(sidecar.jobs_named(sidecar.prefix + uid)) == 1
+    finally:
+        sidecar.stop()
+
+
+async def test_sigkill_at_random_moments_accounts_for_every_pod_once(local_site, tmp_path):
+    """A burst of creates with SIGKILLs at random times: every acknowledged pod survives,
+    resent creates never duplicate a job, and at the end each pod has exactly one job."""
+    rng = random.Random(1234)
+    sidecar = Sidecar(tmp_path / "s")
+    requests = [request(f"echo pod {i}") for i in range(24)]
+    acknowledged: set[str] = set()
+    for _round in range(4):
+        sidecar.start()
+        killer = asyncio.get_running_loop().call_later(rng.uniform(0.05, 0.6), sidecar.process.kill)
+        async with SidecarClient(sidecar.address) as client:
+            for req in requests:
+                try:
+                    answer = await client.create(req)
+                    acknowledged.add(answer["PodUID"])
+                except aiohttp.ClientError:
+                    break
+        killer.cancel()
+        sidecar.kill()
+    sidecar.start()
+    try:
+        uids = [r["pod"]["metadata"]["uid"] for r in requests]
+        async with SidecarClient(sidecar.address) as client:
+            known = {p["uid"] for p in await client.pods()}
+            assert acknowledged <= known, "an acknowledged pod was lost"
+            for req in requests:
+                await client.create(req)
+            await wait_for(lambda: all_succeeded(client, uids), 120, what="every pod to finish")
+        for uid in uids:
+            assert len(sidecar.jobs_named(sidecar.prefix + uid)) == 1, uid
+    finally:
+        sidecar.stop()
+
+
+async def test_scheduler_down_makes_pods_unknown_then_they_recover(local_site, tmp_path):
+    sidecar = Sidecar(tmp_path / "s").start()
+    req = request("sleep 8; echo finished")
+    uid = req["pod"]["metadata"]["uid"]
+    pid_file = site_dir() / "slurm" / "slurmctld.pid"
+    try:
+        async with SidecarClient(sidecar.address) as client:
+            await client.create(req)
+
+            async def running():
+                return (await client.status([pod_ref(uid)]))[0]["containers"][0]["state"].get("running")
+
+            await wait_for(running, 60, what="the pod to run")
+            subprocess.run(["kill", pid_file.read_text().strip()], check=True)
+            try:
+                async def unknown():
+                    pods = {p["uid"]: p for p in await client.pods()}
+                    return pods[uid]["phase"] == UNKNOWN
+
+                await wait_for(unknown, 60, what="phase Unknown while slurmctld is down")
+                [status] = await client.status([pod_ref(uid)])
+                assert "running" in status["containers"][0]["state"], "a failed poll must not fail the pod"
+            finally:
+                slurm("/usr/sbin/slurmctld")
+            await wait_for(lambda: all_succeeded(client, [uid]), 90, what="recovery after slurmctld restarts")
+        assert "status poll failed" in sidecar.log()
+    finally:
+        sidecar.stop()

@@ -1,0 +1,94 @@
+"""The SQLite store's guarantees, and the configuration's strictness and documentation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from sidecars.core.config import SiteConfig, load_config
+from sidecars.core.store import SUBMITTED, SUBMITTING, PodRecord, Store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def record(uid: str) -> PodRecord:
+    return PodRecord(uid=uid, namespace="ns", name="p", pod_dir="/x", job_name="ilp-" + uid,
+                     stage=SUBMITTING, summary={"containers": []})
+
+
+def test_insert_is_idempotent_and_updates_survive_reopening(tmp_path):
+    async def go():
+        store = Store(tmp_path / "db.sqlite")
+        await store.open()
+        first, new = await store.insert(record("u1"))
+        again, new_again = await store.insert(record("u1"))
+        assert new and not new_again and again.created_at == first.created_at
+        updated = await store.update("u1", stage=SUBMITTED, job_id="42", status={"containers": [1]})
+        assert updated.revision > first.revision
+        await store.close()
+        reopened = Store(tmp_path / "db.sqlite")
+        await reopened.open()
+        got = await reopened.get("u1")
+        assert (got.stage, got.job_id, got.status) == (SUBMITTED, "42", {"containers": [1]})
+        assert [r.uid for r in await reopened.by_stage(SUBMITTED)] == ["u1"]
+        await reopened.close()
+
+    asyncio.run(go())
+    assert oct(os.stat(tmp_path / "db.sqlite").st_mode & 0o777) == "0o600"
+
+
+def test_unknown_columns_are_refused(tmp_path):
+    async def go():
+        store = Store(tmp_path / "db.sqlite")
+        await store.open()
+        await store.insert(record("u1"))
+        with pytest.raises(ValueError):
+            await store.update("u1", stage="x", bogus=1)
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_unknown_keys_are_errors(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("listen: {socket: /tmp/s}\nstate_dir: s\npods_root: p\nstatus: {poll_intervall: 3}\n")
+    with pytest.raises(ValidationError) as info:
+        load_config(config, {})
+    assert "poll_intervall" in str(info.value)
+
+
+def test_env_overrides_and_relative_paths(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("listen: {socket: run/s.sock}\nstate_dir: $BASE/state\npods_root: pods\n")
+    loaded = load_config(config, {"BASE": "/srv", "ILP__status__poll_interval": "2.5", "ILP__max_pods": "7"})
+    assert loaded.state_dir == "/srv/state" and loaded.pods_root == str(tmp_path / "pods")
+    assert loaded.listen.socket == str(tmp_path / "run" / "s.sock")
+    assert loaded.status.poll_interval == 2.5 and loaded.max_pods == 7
+
+
+def _keys(model: type[BaseModel]) -> set[str]:
+    keys = set()
+    for name, field in model.model_fields.items():
+        keys.add(name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= _keys(annotation)
+    return keys
+
+
+def test_the_reference_config_is_valid_and_documents_every_key():
+    text = (REPO / "examples" / "site.yaml").read_text()
+    load_config(REPO / "examples" / "site.yaml", {})
+    for key in _keys(SiteConfig):
+        assert f"{key}:" in text, f"examples/site.yaml does not document {key}"
+
+
+def test_the_local_site_config_is_valid():
+    config = load_config(REPO / "deploy" / "local" / "sidecar.yaml", {"ILP_SITE_DIR": "/tmp/x"})
+    assert config.runtime.default == "sandbox"
+    assert yaml.safe_load((REPO / "deploy" / "local" / "sidecar.yaml").read_text())
