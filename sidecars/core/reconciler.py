@@ -144,10 +144,9 @@ class Reconciler:
         paths = service.paths(record)
         if job is not None:
             service.jobs[record.uid] = job
-        needs_files = job is None or job.state != PENDING
-        started, files = (False, {})
-        if needs_files:
-            started, files = await asyncio.to_thread(workdir.read_pod, paths, [c.name for c in containers])
+        files = {}
+        if job is None or job.state != PENDING:
+            files = await asyncio.to_thread(workdir.read_pod, paths, [c.name for c in containers])
         changes: dict[str, Any] = {}
         lost = False
         if job is None:
@@ -167,7 +166,6 @@ class Reconciler:
         view = status.PodView(
             containers=containers,
             job=job,
-            job_started=started,
             files=files,
             terminating=record.stage == DELETING,
             lost=lost,

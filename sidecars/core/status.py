@@ -35,7 +35,6 @@ class PodView:
 
     containers: list[ContainerInfo]
     job: JobInfo | None  # None: not submitted yet, or left the queue without a trace
-    job_started: bool
     files: dict[str, ContainerFiles]
     terminating: bool = False
     waiting_reason: str = "ContainerCreating"
@@ -130,6 +129,8 @@ def container_state(info: ContainerInfo, view: PodView, init_running: bool) -> d
         reason = files.reason or ("Completed" if code == 0 else "Error")
         if job is not None and job.state == b.OUT_OF_MEMORY and code in (137, 9):
             reason = "OOMKilled"
+        elif job is not None and job.state == b.TIMEOUT and code != 0 and not files.reason:
+            reason = "DeadlineExceeded"  # the time limit's TERM/KILL ended it
         return terminated(code, reason, "", files.started_at, files.finished_at)
     if job_ended:
         code, reason, message = _job_end(job, view.lost)

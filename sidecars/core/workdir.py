@@ -133,10 +133,9 @@ def read_container(directory: Path) -> ContainerFiles:
     )
 
 
-def read_pod(paths: PodPaths, containers: list[str]) -> tuple[bool, dict[str, ContainerFiles]]:
-    """(whether the job started on a node, each container's files)."""
-    started = os.path.exists(os.path.join(paths.pod_dir, "job_started"))
-    return started, {name: read_container(Path(paths.container_dir(name))) for name in containers}
+def read_pod(paths: PodPaths, containers: list[str]) -> dict[str, ContainerFiles]:
+    """Each container's files, by container name."""
+    return {name: read_container(Path(paths.container_dir(name))) for name in containers}
 
 
 def tail_text(path: str, max_bytes: int = 2000) -> str:

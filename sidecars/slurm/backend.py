@@ -85,6 +85,9 @@ class SlurmBackend(Backend):
             Flag("--chdir", paths.pod_dir),
             Flag("--export", self.config.export),
             Flag("--no-requeue", None),
+            # Before a time limit, the batch script alone gets USR2: it stops the containers
+            # itself (preStop, grace) and records DeadlineExceeded as their reason.
+            Flag("--signal", f"B:USR2@{max(30, spec.grace_seconds + 10)}"),
         ]
         return merge(base, defaults, flavor_flags, pod_flags, explicit, fixed), warnings
 

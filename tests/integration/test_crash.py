@@ -142,3 +142,21 @@ async def test_scheduler_down_makes_pods_unknown_then_they_recover(local_site, t
         assert "status poll failed" in sidecar.log()
     finally:
         sidecar.stop()
+
+
+async def test_unknown_jobs_with_our_prefix_are_cancelled_only_when_configured(local_site, tmp_path):
+    keep = Sidecar(tmp_path / "keep")
+    stray_name = keep.prefix + "00000000-0000-0000-0000-00000000dead"
+    job_id = slurm("sbatch", "--parsable", "--hold", f"--job-name={stray_name}", "--output=/dev/null",
+                   "--wrap=true").strip()
+    keep.start()
+    keep.stop()
+    assert slurm("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T").strip() == "PENDING"
+    cancel = Sidecar(tmp_path / "keep", {"cancel_unknown_jobs": True}).start()
+    try:
+        async def cancelled():
+            return slurm("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T").strip() == "CANCELLED"
+        await wait_for(cancelled, 30, what="the stray job to be cancelled")
+        assert "cancelling 1 jobs no pod owns" in cancel.log()
+    finally:
+        cancel.stop()

@@ -266,3 +266,15 @@ async def test_delete_runs_pre_stop_and_ends_the_job(sidecar):
 async def test_metrics_count_scheduler_commands(sidecar):
     code, text = await raw(sidecar, "GET", "/metrics", b"")
     assert code == 200 and "ilp_status_cycle_seconds" in text and "ilp_pods" in text
+
+
+async def test_time_limit_from_active_deadline_says_deadline_exceeded(sidecar):
+    p = pod([{"name": "c", "image": "busybox", "command": ["sleep", "600"]}], activeDeadlineSeconds=30)
+    req = request_for(p)
+    async with SidecarClient(sidecar.address) as client:
+        answer = await client.create(req)
+        assert slurm("squeue", "-h", "-t", "all", "-j", answer["PodJID"], "-o", "%l").strip() == "1:00"
+        final = await run_until(client, answer["PodUID"], FAILED, timeout=180)
+    # The reason is right the first time the pod is seen Failed: the VK stops asking then.
+    assert final["containers"][0]["state"]["terminated"]["reason"] == "DeadlineExceeded"
+    assert "#SBATCH --signal=B:USR2@40" in (sidecar.pods_root / f"ns-{answer['PodUID']}" / "job.sh").read_text()

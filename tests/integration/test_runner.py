@@ -209,3 +209,16 @@ def test_usr1_runs_pre_stop_then_terminates(pods_root):
     assert Path(paths.rootfs("c"), "tmp", "prestop").read_text() == "bye\n"
     assert container_file(paths, "c", "exit_code") == "143"
     assert Path(paths.pod_dir, "terminating").exists()
+
+
+def test_usr2_before_the_time_limit_records_deadline_exceeded(pods_root):
+    p = pod([{"name": "c", "image": "busybox", "command": ["sleep", "300"]}], terminationGracePeriodSeconds=2)
+    _, paths = materialize(p, pods_root)
+    process = subprocess.Popen(["bash", paths.script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while container_file(paths, "c", "started_at") is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGUSR2)
+    process.wait(30)
+    assert container_file(paths, "c", "reason") == "DeadlineExceeded"
+    assert container_file(paths, "c", "exit_code") == "143"

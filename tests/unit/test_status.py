@@ -14,7 +14,7 @@ T0, T1 = "2026-01-01T00:00:01.123456789Z", "2026-01-01T00:00:09.000000000Z"
 
 
 def view(job, files, **kwargs):
-    return PodView(containers=[INIT, APP], job=job, job_started=True, files=files, **kwargs)
+    return PodView(containers=[INIT, APP], job=job, files=files, **kwargs)
 
 
 def states(v):
@@ -63,10 +63,16 @@ def test_oom_killed_container_with_its_exit_code():
     assert app["terminated"]["reason"] == "OOMKilled"
 
 
+def test_time_limit_kill_says_deadline_exceeded():
+    files = {"init": ContainerFiles(exit_code=0), "app": ContainerFiles(started_at=T0, exit_code=143)}
+    _, app, _ = states(view(JobInfo("7", b.TIMEOUT), files))
+    assert app["terminated"]["reason"] == "DeadlineExceeded" and app["terminated"]["exitCode"] == 143
+
+
 def test_restarting_containers_wait_in_crash_loop_back_off():
     always = ContainerInfo("app", "busybox", False, "Always")
     files = {"app": ContainerFiles(started_at=T0, exit_code=1, restarts=2, last_state=(1, T0, T1))}
-    v = PodView(containers=[always], job=JobInfo("7", b.RUNNING), job_started=True, files=files)
+    v = PodView(containers=[always], job=JobInfo("7", b.RUNNING), files=files)
     _, [app] = pod_statuses(v)
     assert app["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     assert app["restartCount"] == 2 and app["lastState"]["terminated"]["exitCode"] == 1
