@@ -21,7 +21,6 @@ from .jobspec import (
     VolumeSpec,
 )
 from .k8s import (
-    ConfigMap,
     Container,
     EnvVar,
     KeyToPath,

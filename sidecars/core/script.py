@@ -124,7 +124,9 @@ def annotation_words(spec: JobSpec, name: str) -> tuple[str, ...]:
     try:
         return tuple(shlex.split(value))
     except ValueError as exc:
-        raise PodRejected(f"cannot parse: {exc}", field=f"metadata.annotations[{ANNOTATION_PREFIX}{name}]")
+        raise PodRejected(
+            f"cannot parse: {exc}", field=f"metadata.annotations[{ANNOTATION_PREFIX}{name}]"
+        ) from exc
 
 
 def _binds(spec: JobSpec, container: ContainerSpec, paths: PodPaths) -> tuple[list[Bind], list[dict[str, Any]]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 import subprocess
-import time
 
 import aiohttp
 import pytest
