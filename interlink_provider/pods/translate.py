@@ -238,25 +238,21 @@ def _env(
 def _env_from(source, where: str, data: RetrievedPodData) -> dict[str, str]:
     """envFrom is normally resolved by the Virtual Kubelet; resolve what it left."""
     if source.config_map_ref is not None:
-        ref = source.config_map_ref
-        found = data.config_maps().get(ref.name)
-        if found is None:
-            if ref.optional:
-                return {}
-            raise PodRejected(f"ConfigMap {ref.name!r} was not sent with the pod", field=where)
-        return {source.prefix + k: v.decode("utf-8", "replace") for k, v in found.items_bytes().items()}
+        return _prefixed_items(source.prefix, source.config_map_ref, data.config_maps(), "ConfigMap",
+                               lambda cm: cm.items_bytes(), where)
     if source.secret_ref is not None:
-        ref = source.secret_ref
-        found_secret = data.secrets().get(ref.name)
-        if found_secret is None:
-            if ref.optional:
-                return {}
-            raise PodRejected(f"Secret {ref.name!r} was not sent with the pod", field=where)
-        return {
-            source.prefix + k: v.decode("utf-8", "replace")
-            for k, v in _secret_items(found_secret, where).items()
-        }
+        return _prefixed_items(source.prefix, source.secret_ref, data.secrets(), "Secret",
+                               lambda secret: _secret_items(secret, where), where)
     return {}
+
+
+def _prefixed_items(prefix: str, ref, objects: dict, kind: str, items, where: str) -> dict[str, str]:
+    found = objects.get(ref.name)
+    if found is None:
+        if ref.optional:
+            return {}
+        raise PodRejected(f"{kind} {ref.name!r} was not sent with the pod", field=where)
+    return {prefix + key: value.decode("utf-8", "replace") for key, value in items(found).items()}
 
 
 def _env_value(

@@ -70,6 +70,13 @@ async def _json(request: web.Request) -> Any:
     return json.loads(body.decode("utf-8"))
 
 
+async def _json_object(request: web.Request, what: str) -> dict[str, Any]:
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise BadRequest(f"the body must be a {what} object")
+    return body
+
+
 def _model(model: type[BaseModel], value: Any) -> Any:
     return model.model_validate(value)
 
@@ -84,17 +91,14 @@ async def create(request: web.Request) -> web.Response:
             answers.append(CreateStruct(PodUID=result.uid, PodJID=result.job_id).model_dump())
         return web.json_response(answers)
     if not isinstance(body, dict):
-        raise BadRequest("the body must be a RetrievedPodData object")
+        raise BadRequest("the body must be a RetrievedPodData object (or a list of them)")
     result = await service.create(_model(RetrievedPodData, body))
     return web.json_response(CreateStruct(PodUID=result.uid, PodJID=result.job_id).model_dump())
 
 
 async def delete(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    body = await _json(request)
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a v1.Pod object")
-    pod = _model(Pod, body)
+    pod = _model(Pod, await _json_object(request, "v1.Pod"))
     if not pod.metadata.uid:
         raise BadRequest("metadata.uid is missing")
     outcome = await service.delete(pod.metadata.uid)
@@ -117,10 +121,7 @@ async def status(request: web.Request) -> web.Response:
 
 async def get_logs(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE_KEY]
-    body = await _json(request)
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a LogStruct object")
-    query = _model(LogStruct, body)
+    query = _model(LogStruct, await _json_object(request, "LogStruct"))
     if query.Opts.Tail and query.Opts.Bytes:
         raise BadRequest("Both Tail and LimitBytes set. Set only one of them")
     if query.Opts.SinceSeconds and query.Opts.SinceTime is not None:
