@@ -28,6 +28,7 @@ class ApptainerConfig(BaseModel):
 
 class ApptainerRuntime(Runtime):
     name = "apptainer"
+    annotation_stems = ("singularity", "apptainer")
     env_prefix = "APPTAINERENV_"
 
     def __init__(self, config: ApptainerConfig | None = None) -> None:
@@ -39,9 +40,8 @@ class ApptainerRuntime(Runtime):
             args.append("--rocm" if ctx.gpu_vendor == "amd" else "--nv")
         for bind in ctx.binds:
             args += ["--bind", f"{bind.source}:{bind.target}:{'ro' if bind.read_only else 'rw'}"]
-        for mount in ctx.extra_mounts:
-            args += ["--bind", mount]
-        args += list(ctx.extra_options)
+        # As in interLink, the -mounts annotation holds whole options ("--bind /a:/b").
+        args += [*ctx.extra_mounts, *ctx.extra_options]
         if container.working_dir:
             args += ["--pwd", container.working_dir]
         return args
@@ -64,6 +64,7 @@ class ApptainerRuntime(Runtime):
 
 class SingularityRuntime(ApptainerRuntime):
     name = "singularity"
+    annotation_stems = ("singularity",)
     env_prefix = "SINGULARITYENV_"
 
     def __init__(self, config: ApptainerConfig | None = None) -> None:

@@ -33,7 +33,7 @@ class LaunchContext:
     binds: tuple[Bind, ...]
     image_root: str | None = None  # slurm-job.vk.io/image-root annotation
     extra_options: tuple[str, ...] = ()  # slurm-job.vk.io/<runtime>-options
-    extra_mounts: tuple[str, ...] = ()  # slurm-job.vk.io/<runtime>-mounts (runtime syntax)
+    extra_mounts: tuple[str, ...] = ()  # slurm-job.vk.io/<runtime>-mounts: whole options, e.g. --bind a:b
     gpu_vendor: str = ""  # "nvidia" or "amd" when the container asks for GPUs
 
 
@@ -85,6 +85,9 @@ class Runtime(ABC):
     """A way to run a container on a compute node."""
 
     name: str = ""
+    # Annotation stems read for extra options/mounts: slurm-job.vk.io/<stem>-options and
+    # <stem>-mounts. interLink's own names are "singularity" (for Apptainer too) and "enroot".
+    annotation_stems: tuple[str, ...] = ()
 
     @abstractmethod
     def launch(self, container: ContainerSpec, ctx: LaunchContext) -> Launch:

@@ -25,6 +25,7 @@ class EnrootConfig(BaseModel):
 
 class EnrootRuntime(Runtime):
     name = "enroot"
+    annotation_stems = ("enroot",)
 
     def __init__(self, config: EnrootConfig | None = None) -> None:
         self.config = config or EnrootConfig()
@@ -38,9 +39,7 @@ class EnrootRuntime(Runtime):
         start = [exe, "start", *self.config.options]
         for bind in ctx.binds:
             start += ["--mount", f"{bind.source}:{bind.target}:{'ro' if bind.read_only else 'rw'}"]
-        for mount in ctx.extra_mounts:
-            start += ["--mount", mount]
-        start += list(ctx.extra_options)
+        start += [*ctx.extra_mounts, *ctx.extra_options]  # whole options, as in interLink
         start += [Raw('"${ILP_PASS[@]}"')]
         for key, value in container.env:
             start += ["--env", f"{key}={value}"]

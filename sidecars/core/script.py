@@ -165,8 +165,12 @@ def container_context(
     options: RenderOptions,
 ) -> _ContainerContext:
     binds, checks = _binds(spec, container, paths)
-    runtime_options = annotation_words(spec, f"{runtime.name}-options") if options.allow_runtime_options else ()
-    runtime_mounts = annotation_words(spec, f"{runtime.name}-mounts") if options.allow_runtime_options else ()
+    runtime_options: tuple[str, ...] = ()
+    runtime_mounts: tuple[str, ...] = ()
+    if options.allow_runtime_options:
+        for stem in runtime.annotation_stems:
+            runtime_options += annotation_words(spec, f"{stem}-options")
+            runtime_mounts += annotation_words(spec, f"{stem}-mounts")
     ctx = LaunchContext(
         pod_dir=paths.pod_dir,
         rootfs=paths.rootfs(container.name),

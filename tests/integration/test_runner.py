@@ -222,3 +222,18 @@ def test_usr2_before_the_time_limit_records_deadline_exceeded(pods_root):
     process.wait(30)
     assert container_file(paths, "c", "reason") == "DeadlineExceeded"
     assert container_file(paths, "c", "exit_code") == "143"
+
+
+def test_host_path_directories_are_bound(pods_root, tmp_path):
+    from interlink_provider.pods import TranslationPolicy
+
+    shared = tmp_path / "scratch"
+    shared.mkdir()
+    (shared / "input").write_text("from the host\n")
+    p = pod([{"name": "c", "image": "busybox", "command": ["sh", "-c", "cat /data/input; echo out > /data/output"],
+              "volumeMounts": [{"name": "h", "mountPath": "/data"}]}],
+            volumes=[{"name": "h", "hostPath": {"path": str(shared), "type": "Directory"}}])
+    _, paths = materialize(p, pods_root, policy=TranslationPolicy(host_path_allow=[str(tmp_path)]))
+    assert run_job(paths).returncode == 0
+    assert log_lines(paths, "c") == ["from the host"]
+    assert (shared / "output").read_text() == "out\n"

@@ -37,7 +37,8 @@ def full_pod(**kwargs):
         init=[{"name": "init", "image": "docker://busybox", "command": ["true"]}],
         volumes=[{"name": "data", "emptyDir": {}}],
         annotations={"slurm-job.vk.io/flags": "--comment='a b' -t 5 --job-name=ignored",
-                     "slurm-job.vk.io/apptainer-options": "--fakeroot",
+                     "slurm-job.vk.io/singularity-options": "--fakeroot",
+                     "slurm-job.vk.io/singularity-mounts": "--bind /cvmfs:/cvmfs",
                      "slurm-job.vk.io/pre-exec": "echo site-approved pre-exec"},
         **kwargs,
     )
@@ -71,6 +72,7 @@ def test_apptainer_exec_run_env_and_gpu_flags(tmp_path):
                               runtime_config=RuntimeConfig(default="apptainer"))
     app_run = next(l for l in script.splitlines() if "apptainer exec" in l and "--nv" in l)
     assert "APPTAINERENV_EVIL=" in app_run and "--containall" in app_run and "--fakeroot" in app_run
+    assert "--bind /cvmfs:/cvmfs" in app_run and "--bind --bind" not in app_run
     assert f"--bind {paths.volume_dir('data')}:/data:rw" in app_run
     assert f"--bind {paths.volume_dir('data')}/x/y:/one:rw" in app_run
     assert "--pwd /work" in app_run and "docker://busybox" in app_run
