@@ -7,6 +7,7 @@ few fragments of shell syntax that Python builds are wrapped in `Raw`.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import shlex
 from dataclasses import dataclass, field
@@ -88,7 +89,9 @@ class _ContainerContext:
     probes: list[dict[str, Any]] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=16)
 def make_environment(*template_dirs: str | Path) -> jinja2.Environment:
+    """One environment per set of template directories: templates are parsed once."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
         finalize=shq,
