@@ -8,6 +8,9 @@ import subprocess
 import pytest
 
 from tests.helpers import SITE_SCRIPT, Sidecar, site_dir
+from tests.idp import IdP
+
+TEST_ACCOUNTS = ("ilp-alice", "ilp-bob")
 
 
 def _site(command: str) -> subprocess.CompletedProcess[str]:
@@ -34,5 +37,22 @@ def local_site():
 def sidecar(local_site, tmp_path):
     """A running sidecar with its own state; stopped after the test."""
     instance = Sidecar(tmp_path / "sidecar").start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def unix_accounts():
+    """Two real local accounts, for jobs of two identities (created once, idempotently)."""
+    for name in TEST_ACCOUNTS:
+        if subprocess.run(["id", name], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    return TEST_ACCOUNTS
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory):
+    """A real devidp over HTTPS with its local CA."""
+    instance = IdP(tmp_path_factory.mktemp("devidp"), tls=True).start()
     yield instance
     instance.stop()

@@ -18,7 +18,7 @@ SITE=${ILP_SITE_DIR:-$REPO/.site}
 SLURM_DIR=$SITE/slurm
 export SLURM_CONF=$SLURM_DIR/slurm.conf
 
-PACKAGES=(slurm-wlm munge bubblewrap python-is-python3 python3-venv nginx-light curl procps util-linux)
+PACKAGES=(slurm-wlm munge bubblewrap python-is-python3 python3-venv nginx-light curl procps util-linux sudo)
 
 log() { printf '[site] %s\n' "$*" >&2; }
 

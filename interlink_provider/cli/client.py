@@ -26,8 +26,11 @@ def default_address() -> str:
 class SidecarClient:
     """`address` is unix:///path/to.sock or http://host:port."""
 
-    def __init__(self, address: str | None = None, timeout: float = 120.0) -> None:
+    def __init__(self, address: str | None = None, timeout: float = 120.0, token: str | None = None) -> None:
         self.address = address or default_address()
+        self.headers = {"Content-Type": "application/json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
         if self.address.startswith("unix://"):
             self._connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=self.address[len("unix://"):])
             self.base = "http://sidecar"
@@ -49,9 +52,7 @@ class SidecarClient:
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body)
-        async with self._session.request(
-            method, self.base + path, data=data, headers={"Content-Type": "application/json"}
-        ) as response:
+        async with self._session.request(method, self.base + path, data=data, headers=self.headers) as response:
             text = await response.text()
             if response.status != 200:
                 raise SidecarError(response.status, text)
@@ -73,9 +74,12 @@ class SidecarClient:
     async def pods(self) -> list[dict[str, Any]]:
         return await self.call("GET", "/pods")
 
+    async def whoami(self) -> dict[str, Any]:
+        return await self.call("GET", "/whoami")
+
     async def logs(self, query: dict[str, Any]) -> AsyncIterator[bytes]:
         async with self._session.request(
-            "GET", self.base + "/getLogs", data=json.dumps(query), headers={"Content-Type": "application/json"}
+            "GET", self.base + "/getLogs", data=json.dumps(query), headers=self.headers
         ) as response:
             if response.status != 200:
                 raise SidecarError(response.status, await response.text())

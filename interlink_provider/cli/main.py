@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .. import __version__
-from . import pod
+from . import pod, token
 
 
 def _sidecar(args) -> int:
@@ -22,6 +22,21 @@ def _sidecar(args) -> int:
     return 0
 
 
+def _devidp(args) -> int:
+    from ..devidp.config import load
+    from ..devidp.run import run
+
+    try:
+        config = load(args.config)
+    except (OSError, ValueError) as exc:
+        print(f"interlink-provider devidp: invalid configuration {args.config}: {exc}", file=sys.stderr)
+        return 2
+    if args.port:
+        config.port = args.port
+    run(config)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interlink-provider",
@@ -32,8 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     sidecar = sub.add_parser("sidecar", help="run a site sidecar (the interLink plugin API on Slurm)")
     sidecar.add_argument("--config", required=True, help="site configuration YAML")
     sidecar.set_defaults(func=_sidecar)
+    devidp = sub.add_parser("devidp", help="run the small IAM-like OIDC provider (local site, tests)")
+    devidp.add_argument("--config", required=True, help="devidp configuration YAML")
+    devidp.add_argument("--port", type=int, help="override the configured port")
+    devidp.set_defaults(func=_devidp)
     pod.add_parser(sub)
     sub.choices["pod"].set_defaults(func=pod.main)
+    token.add_parser(sub)
     return parser
 
 

@@ -12,6 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..auth import discovery
+from ..auth.errors import AuthError
 from ..pods import manifest
 from ..pods.phase import FAILED, SUCCEEDED, phase_of
 from .client import SidecarClient, SidecarError, pod_ref
@@ -42,6 +44,16 @@ class Tracked:
     @property
     def namespace(self) -> str:
         return self.pod["metadata"]["namespace"]
+
+
+def _token(args) -> str | None:
+    """The WLCG-discovered bearer token, if any (--no-token: none)."""
+    if getattr(args, "no_token", False):
+        return None
+    try:
+        return discovery.discover().token
+    except AuthError:
+        return None
 
 
 def describe(status: dict[str, Any]) -> str:
@@ -115,7 +127,7 @@ async def run(args) -> int:
     if not m.pods and not m.jobs:
         err.print("[red]error:[/] the manifest has no Pod or Job")
         return EXIT_ERROR
-    async with SidecarClient(args.sidecar) as client:
+    async with SidecarClient(args.sidecar, token=_token(args)) as client:
         tracked: list[Tracked] = []
         followers: list[asyncio.Task[None]] = []
         try:
@@ -178,7 +190,7 @@ async def _find(client: SidecarClient, name: str, namespace: str | None) -> dict
 
 
 async def status_cmd(args) -> int:
-    async with SidecarClient(args.sidecar) as client:
+    async with SidecarClient(args.sidecar, token=_token(args)) as client:
         pod = await _find(client, args.pod, args.namespace)
         answers = await client.status([pod_ref(pod["uid"], pod["name"], pod["namespace"])])
         for answer in answers:
@@ -190,7 +202,7 @@ async def status_cmd(args) -> int:
 
 
 async def logs_cmd(args) -> int:
-    async with SidecarClient(args.sidecar) as client:
+    async with SidecarClient(args.sidecar, token=_token(args)) as client:
         pod = await _find(client, args.pod, args.namespace)
         query = {"Namespace": pod["namespace"], "PodUID": pod["uid"], "PodName": pod["name"],
                  "ContainerName": args.container or "",
@@ -203,14 +215,14 @@ async def logs_cmd(args) -> int:
 
 
 async def delete_cmd(args) -> int:
-    async with SidecarClient(args.sidecar) as client:
+    async with SidecarClient(args.sidecar, token=_token(args)) as client:
         pod = await _find(client, args.pod, args.namespace)
         print(await client.delete(pod_ref(pod["uid"], pod["name"], pod["namespace"])), end="")
         return 0
 
 
 async def list_cmd(args) -> int:
-    async with SidecarClient(args.sidecar) as client:
+    async with SidecarClient(args.sidecar, token=_token(args)) as client:
         pods = await client.pods()
         table = Table("NAMESPACE", "NAME", "PHASE", "JOB", "STAGE", "AGE", "UID")
         now = time.time()
@@ -225,6 +237,8 @@ def add_parser(sub) -> None:
     pod = sub.add_parser("pod", help="run and inspect pods through a sidecar, as the Virtual Kubelet would")
     pod.add_argument("--sidecar", help="unix:///path.sock or http://host:port (default: $ILP_SIDECAR)")
     pod.add_argument("-n", "--namespace", default=None)
+    pod.add_argument("--no-token", action="store_true",
+                     help="send no bearer token (default: the one WLCG discovery finds, if any)")
     actions = pod.add_subparsers(dest="action", required=True)
 
     run_p = actions.add_parser("run", help="create the pods (and Jobs) of a manifest and wait for them")

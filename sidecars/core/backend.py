@@ -75,8 +75,9 @@ class Backend(ABC):
         """Validate site policy and render the batch script (pure; may raise PodRejected)."""
 
     @abstractmethod
-    async def submit(self, paths: PodPaths, job_name: str) -> str:
-        """Submit the script written at paths.script; return the job id (SubmitError)."""
+    async def submit(self, paths: PodPaths, job_name: str, account: str | None = None) -> str:
+        """Submit the script written at paths.script as `account` (None: the sidecar's own);
+        return the job id (SubmitError)."""
 
     @abstractmethod
     async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
@@ -95,11 +96,11 @@ class Backend(ABC):
         """All queued jobs whose name starts with prefix (re-adoption at start-up)."""
 
     @abstractmethod
-    async def signal(self, job_id: str, signal: str) -> None:
+    async def signal(self, job_id: str, signal: str, account: str | None = None) -> None:
         """Send a signal to the job's batch script only (graceful deletion)."""
 
     @abstractmethod
-    async def cancel(self, job_ids: list[str]) -> None:
+    async def cancel(self, job_ids: list[str], account: str | None = None) -> None:
         """Cancel these jobs (idempotent)."""
 
     @abstractmethod

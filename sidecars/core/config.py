@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from interlink_provider.auth.mapping import IdentityPolicy
+from interlink_provider.auth.validate import ValidationConfig
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.runtimes import RuntimeConfig
 from sidecars.slurm.backend import SlurmConfig
@@ -71,6 +73,25 @@ class TaintConfig(Strict):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
 
 
+class AuthConfig(Strict):
+    """Who may use this sidecar, and as which local account their jobs run."""
+
+    unix_socket_without_token: bool = Field(
+        False,
+        description="accept requests without a token on the unix socket (the upstream interLink "
+        "API server sends none); TCP always needs a token",
+    )
+    unix_socket_account: str | None = Field(
+        None, description="account for tokenless unix-socket pods (default: the sidecar's own)"
+    )
+    token: ValidationConfig = Field(
+        default_factory=ValidationConfig, description="trusted issuers, our audiences, leeway, key caching"
+    )
+    identities: IdentityPolicy = Field(
+        default_factory=IdentityPolicy, description="identity -> local account rules, scopes per operation"
+    )
+
+
 class SiteConfig(Strict):
     site_name: str = Field("local", description="name of this site, shown in status messages")
     listen: ListenConfig
@@ -95,6 +116,17 @@ class SiteConfig(Strict):
     gpu_resource: str = Field("nvidia.com/gpu", description="resource name for the site's GPUs")
     taints: list[TaintConfig] = Field(default_factory=list)
     max_concurrent_submits: int = Field(8, ge=1)
+    auth: AuthConfig = AuthConfig()
+
+    @model_validator(mode="after")
+    def _someone_can_get_in(self) -> "SiteConfig":
+        if self.listen.host and not self.auth.token.issuers:
+            raise ValueError("auth.token.issuers is empty: a TCP listener needs trusted issuers")
+        if not self.auth.token.issuers and not self.auth.unix_socket_without_token:
+            raise ValueError(
+                "no trusted issuers and auth.unix_socket_without_token is false: nobody could use this sidecar"
+            )
+        return self
 
     def render_options(self) -> RenderOptions:
         return RenderOptions(

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from sidecars.slurm.backend import SlurmBackend
 
+from .authn import Authenticator
 from .backend import Backend
 from .config import SiteConfig
 from .reconciler import Reconciler
@@ -57,7 +58,9 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
     reconciler = Reconciler(service)
     await reconciler.recover()
     reconciler.start()
-    runner = web.AppRunner(make_app(service, reconciler, config.listen.max_body_bytes), access_log=None)
+    authenticator = Authenticator(config.auth)
+    app = make_app(service, reconciler, authenticator, config.listen.max_body_bytes)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         addresses = await _listen(runner, config)
@@ -67,6 +70,7 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
     finally:
         await reconciler.stop()
         await runner.cleanup()
+        await authenticator.close()
         await store.close()
 
 

@@ -206,7 +206,7 @@ class Reconciler:
                     except PollError:
                         continue
                     if found is not None and not found.terminal:
-                        await service.backend.cancel([found.job_id])
+                        await service.backend.cancel([found.job_id], record.account or None)
                         commands += 1
                         await service.save(record.uid, job_id=found.job_id, hard_cancel_at=now + 2)
                     else:
@@ -214,7 +214,7 @@ class Reconciler:
                 continue
             if record.hard_cancel_at is not None and now >= record.hard_cancel_at:
                 try:
-                    await service.backend.cancel([record.job_id])
+                    await service.backend.cancel([record.job_id], record.account or None)
                     commands += 1
                 except PollError as exc:
                     log.warning("cancel of job %s failed, retrying: %s", record.job_id, exc)

@@ -15,17 +15,22 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
+from interlink_provider.auth.errors import AuthError
 from interlink_provider.pods import PodRejected
 from interlink_provider.pods.k8s import Pod
 from interlink_provider.pods.wire import CreateStruct, LogStruct, RetrievedPodData
 
+from .authn import Authenticator, Caller
 from .reconciler import Reconciler
-from .service import BadRequest, NotFound, SiteService, Unavailable
+from .service import BadRequest, Forbidden, NotFound, SiteService, Unavailable
 
 log = logging.getLogger(__name__)
 
 SERVICE_KEY = web.AppKey("service", SiteService)
 RECONCILER_KEY = web.AppKey("reconciler", Reconciler)
+AUTH_KEY = web.AppKey("authenticator", Authenticator)
+CALLER = "caller"
+PUBLIC_PATHS = {"/healthz", "/metrics"}
 
 
 def _text(status: int, message: str) -> web.Response:
@@ -61,6 +66,34 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
         return _text(404, str(exc))
     except Unavailable as exc:
         return _text(503, str(exc))
+    except Forbidden as exc:
+        return _text(403, str(exc))
+    except AuthError as exc:
+        headers = {"WWW-Authenticate": f'Bearer error="{exc.code}"'} if exc.status == 401 else {}
+        response = _text(exc.status, f"{exc.code}: {exc.message}")
+        response.headers.update(headers)
+        return response
+
+
+def _via_unix_socket(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is not None and isinstance(transport.get_extra_info("sockname"), str)
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler) -> web.StreamResponse:
+    if request.path not in PUBLIC_PATHS:
+        caller = await request.app[AUTH_KEY].caller(
+            request.headers.get("Authorization"), _via_unix_socket(request)
+        )
+        request[CALLER] = caller
+    return await handler(request)
+
+
+def _caller(request: web.Request, operation) -> Caller:
+    caller: Caller = request[CALLER]
+    request.app[AUTH_KEY].require(caller, operation)
+    return caller
 
 
 async def _json(request: web.Request) -> Any:
@@ -83,30 +116,33 @@ def _model(model: type[BaseModel], value: Any) -> Any:
 
 async def create(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
+    principal = _caller(request, "create").principal
     body = await _json(request)
     if isinstance(body, list):  # interLink before 0.5 sent a list of RetrievedPodData
         answers = []
         for item in body:
-            result = await service.create(_model(RetrievedPodData, item))
+            result = await service.create(_model(RetrievedPodData, item), principal)
             answers.append(CreateStruct(PodUID=result.uid, PodJID=result.job_id).model_dump())
         return web.json_response(answers)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a RetrievedPodData object (or a list of them)")
-    result = await service.create(_model(RetrievedPodData, body))
+    result = await service.create(_model(RetrievedPodData, body), principal)
     return web.json_response(CreateStruct(PodUID=result.uid, PodJID=result.job_id).model_dump())
 
 
 async def delete(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
+    principal = _caller(request, "cancel").principal
     pod = _model(Pod, await _json_object(request, "v1.Pod"))
     if not pod.metadata.uid:
         raise BadRequest("metadata.uid is missing")
-    outcome = await service.delete(pod.metadata.uid)
+    outcome = await service.delete(pod.metadata.uid, principal)
     return _text(200, f"pod {pod.metadata.namespace}/{pod.metadata.name}: {outcome}")
 
 
 async def status(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
+    principal = _caller(request, "read").principal
     body = await _json(request)
     if body is None:
         body = []
@@ -116,17 +152,18 @@ async def status(request: web.Request) -> web.Response:
         ping = await service.ping()
         return web.json_response(ping.model_dump(exclude_none=True))
     pods = [_model(Pod, item) for item in body]
-    return web.json_response(service.statuses([p.metadata.uid for p in pods]))
+    return web.json_response(service.statuses([p.metadata.uid for p in pods], principal))
 
 
 async def get_logs(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE_KEY]
+    principal = _caller(request, "read").principal
     query = _model(LogStruct, await _json_object(request, "LogStruct"))
     if query.Opts.Tail and query.Opts.Bytes:
         raise BadRequest("Both Tail and LimitBytes set. Set only one of them")
     if query.Opts.SinceSeconds and query.Opts.SinceTime is not None:
         raise BadRequest("Both SinceSeconds and SinceTime set. Set only one of them")
-    chunks = service.logs(query)
+    chunks = service.logs(query, principal)
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
     try:
@@ -140,6 +177,7 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
 
 async def list_pods(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
+    principal = _caller(request, "read").principal
     pods = [
         {
             "uid": r.uid,
@@ -151,14 +189,39 @@ async def list_pods(request: web.Request) -> web.Response:
             "message": r.message,
             "created_at": r.created_at,
         }
-        for r in service.pods.values()
+        for r in service.owned(principal)
     ]
     return web.json_response(pods)
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """How this site sees the caller: identity, account, allowed operations."""
+    caller: Caller = request[CALLER]
+    authenticator = request.app[AUTH_KEY]
+    identity = caller.identity
+    allowed = {}
+    for operation in ("create", "read", "cancel"):
+        try:
+            authenticator.require(caller, operation)
+            allowed[operation] = True
+        except AuthError:
+            allowed[operation] = False
+    return web.json_response({
+        "owner": caller.principal.key,
+        "account": caller.principal.account or "(the sidecar's own)",
+        "issuer": identity.issuer if identity else None,
+        "subject": identity.subject if identity else None,
+        "actor": identity.actor if identity else None,
+        "groups": list(identity.groups) if identity else [],
+        "scopes": [str(s) for s in identity.scopes] if identity else [],
+        "allowed": allowed,
+    })
 
 
 async def system_info(request: web.Request) -> web.Response:
     """The interLink Slurm plugin's diagnostic endpoint, kept for compatibility."""
     service = request.app[SERVICE_KEY]
+    _caller(request, "read")
     try:
         capacity = await service.capacity()
         return web.json_response({"status": "ok", "slurm_connected": True, "capacity": capacity.__dict__})
@@ -177,16 +240,20 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def make_app(service: SiteService, reconciler: Reconciler, max_body_bytes: int) -> web.Application:
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[errors])
+def make_app(
+    service: SiteService, reconciler: Reconciler, authenticator: Authenticator, max_body_bytes: int
+) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[errors, authenticate])
     app[SERVICE_KEY] = service
     app[RECONCILER_KEY] = reconciler
+    app[AUTH_KEY] = authenticator
     for path, handler in (
         ("/create", create),
         ("/delete", delete),
         ("/status", status),
         ("/getLogs", get_logs),
         ("/pods", list_pods),
+        ("/whoami", whoami),
         ("/system-info", system_info),
         ("/healthz", healthz),
         ("/metrics", metrics),

@@ -59,12 +59,28 @@ class NotFound(Exception):
     pass
 
 
+class Forbidden(Exception):
+    """The caller is authenticated but the pod is not theirs."""
+
+
 class BadRequest(Exception):
     pass
 
 
 class Unavailable(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as the protocol adapter authenticated them."""
+
+    key: str  # stored as the pod's owner
+    account: str | None = None  # local account their jobs run as (None: the sidecar's own)
+
+
+# Tokenless callers on a trusted unix socket (the upstream interLink API server).
+LOCAL = Principal("local:unix-socket")
 
 
 @dataclass(frozen=True)
@@ -142,7 +158,7 @@ class SiteService:
             "warnings": warnings,
         }
 
-    async def create(self, data: RetrievedPodData, owner: str = "") -> CreateResult:
+    async def create(self, data: RetrievedPodData, principal: Principal = LOCAL) -> CreateResult:
         """Idempotent by pod UID. Raises PodRejected for pods this site cannot run."""
         try:
             spec = pod_to_jobspec(data, self.config.translation)
@@ -156,10 +172,11 @@ class SiteService:
         async with self.lock(spec.uid):
             existing = self.pods.get(spec.uid)
             if existing is not None:
+                self.check_owner(existing, principal)
                 CREATES.labels("repeated").inc()
                 return CreateResult(existing.uid, existing.job_id, created=False)
             try:
-                await asyncio.to_thread(workdir.materialize, paths, spec, submission.script)
+                await asyncio.to_thread(workdir.materialize, paths, spec, submission.script, principal.account)
             except (OSError, workdir.WorkdirError) as exc:
                 await asyncio.to_thread(workdir.remove, paths)
                 CREATES.labels("workdir_error").inc()
@@ -170,7 +187,8 @@ class SiteService:
                 uid=spec.uid,
                 namespace=spec.namespace,
                 name=spec.name,
-                owner=owner,
+                owner=principal.key,
+                account=principal.account or "",
                 pod_dir=paths.pod_dir,
                 job_name=job_name,
                 stage=SUBMITTING,
@@ -198,7 +216,7 @@ class SiteService:
         paths = self.paths(record)
         async with self._submit_slots:
             try:
-                job_id = await self.backend.submit(paths, record.job_name)
+                job_id = await self.backend.submit(paths, record.job_name, record.account or None)
             except SubmitError as exc:
                 return await self._submit_failed(record, exc)
         faults.point("after-submit")
@@ -253,13 +271,21 @@ class SiteService:
 
     # ------------------------------------------------------------------ delete
 
-    async def delete(self, uid: str) -> str:
+    def check_owner(self, record: PodRecord, principal: Principal) -> None:
+        if record.owner != principal.key:
+            raise Forbidden(f"pod {record.namespace}/{record.name} belongs to another identity")
+
+    def owned(self, principal: Principal) -> list[PodRecord]:
+        return [r for r in self.pods.values() if r.owner == principal.key]
+
+    async def delete(self, uid: str, principal: Principal = LOCAL) -> str:
         """Idempotent. Returns a short description of what happened."""
         DELETES.inc()
         async with self.lock(uid):
             record = self.pods.get(uid)
             if record is None:
                 return "not found"
+            self.check_owner(record, principal)
             if record.stage in (DELETING, DELETED):
                 return "already deleted"
             now = time.time()
@@ -275,7 +301,7 @@ class SiteService:
             grace = float(record.summary.get("grace", 30))
             if job is not None and job.state == RUNNING:
                 try:
-                    await self.backend.signal(record.job_id, "USR1")
+                    await self.backend.signal(record.job_id, "USR1", record.account or None)
                     hard = now + grace + 5
                 except PollError as exc:
                     log.warning("pod %s: graceful stop failed, cancelling: %s", uid, exc)
@@ -285,7 +311,7 @@ class SiteService:
             await self.save(uid, stage=DELETING, delete_requested_at=now, hard_cancel_at=hard)
             if hard <= now:
                 try:
-                    await self.backend.cancel([record.job_id])
+                    await self.backend.cancel([record.job_id], record.account or None)
                 except PollError as exc:
                     log.warning("pod %s: cancel failed, the reconciler retries: %s", uid, exc)
             return "deleting"
@@ -302,9 +328,12 @@ class SiteService:
             init_containers=record.status.get("initContainers", []),
         )
 
-    def statuses(self, uids: list[str]) -> list[dict[str, Any]]:
+    def statuses(self, uids: list[str], principal: Principal = LOCAL) -> list[dict[str, Any]]:
         """Cached statuses of the pods we know; unknown UIDs are left out (as interLink expects)."""
-        return [self.pod_status(self.pods[uid]) for uid in uids if uid in self.pods]
+        records = [self.pods[uid] for uid in uids if uid in self.pods]
+        for record in records:
+            self.check_owner(record, principal)
+        return [self.pod_status(record) for record in records]
 
     async def capacity(self) -> Capacity:
         now = time.monotonic()
@@ -337,10 +366,11 @@ class SiteService:
 
     # ------------------------------------------------------------------ logs
 
-    def _log_target(self, request: LogStruct) -> tuple[PodRecord, dict[str, Any]]:
+    def _log_target(self, request: LogStruct, principal: Principal) -> tuple[PodRecord, dict[str, Any]]:
         record = self.pods.get(request.PodUID)
         if record is None:
             raise NotFound(f"pod {request.PodUID} is not known to this site")
+        self.check_owner(record, principal)
         containers = record.summary["containers"]
         name = request.ContainerName
         if not name:
@@ -369,8 +399,8 @@ class SiteService:
         policy = container["restart_policy"]
         return policy == "Never" or (policy == "OnFailure" and files.exit_code == 0)
 
-    def logs(self, request: LogStruct) -> AsyncIterator[bytes]:
-        record, container = self._log_target(request)
+    def logs(self, request: LogStruct, principal: Principal = LOCAL) -> AsyncIterator[bytes]:
+        record, container = self._log_target(request, principal)
         name = container["name"]
         path = Path(self.paths(record).container_dir(name)) / ("log.previous" if request.Opts.Previous else "log")
         return logs.stream(

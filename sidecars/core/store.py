@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS pods (
     namespace TEXT NOT NULL,
     name TEXT NOT NULL,
     owner TEXT NOT NULL DEFAULT '',
+    account TEXT NOT NULL DEFAULT '',
     pod_dir TEXT NOT NULL,
     job_name TEXT NOT NULL,
     job_id TEXT NOT NULL DEFAULT '',
@@ -73,7 +74,8 @@ class PodRecord:
     job_name: str
     stage: str
     summary: dict[str, Any]
-    owner: str = ""
+    owner: str = ""  # identity key (sub@iss) of whoever created the pod
+    account: str = ""  # local account its job runs as ("" = the sidecar's own)
     job_id: str = ""
     phase: str = "Pending"
     status: dict[str, Any] = field(default_factory=dict)
@@ -129,8 +131,16 @@ class Store:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
+        self._migrate(db)
         self.path.chmod(0o600)
         self._db = db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Columns added after a database was created."""
+        present = {row[1] for row in db.execute("PRAGMA table_info(pods)")}
+        if "account" not in present:
+            db.execute("ALTER TABLE pods ADD COLUMN account TEXT NOT NULL DEFAULT ''")
 
     async def open(self) -> None:
         await self._call(self._open)

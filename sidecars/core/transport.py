@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import time
 from dataclasses import dataclass
 
@@ -38,14 +39,32 @@ class TransportError(Exception):
     """The command could not be run at all (missing binary, timeout, lost connection)."""
 
 
+# sudo resets the environment: these, when set, are handed to the command explicitly.
+SUDO_PASSTHROUGH = ("SLURM_CONF", "PATH")
+
+
 class LocalTransport:
     def __init__(self, env: dict[str, str] | None = None, sudo_user: str | None = None) -> None:
-        self.env = {**os.environ, **(env or {})}
+        self.extra_env = dict(env or {})
+        self.env = {**os.environ, **self.extra_env}
         self.sudo_user = sudo_user
+
+    def as_account(self, account: str | None) -> "LocalTransport":
+        """The same transport acting as another local account (`sudo -n -u ACCOUNT`)."""
+        if not account or account == current_user():
+            return self
+        return LocalTransport(self.extra_env, sudo_user=account)
+
+    def _argv(self, argv: list[str]) -> list[str]:
+        if not self.sudo_user:
+            return list(argv)
+        keep = {k: self.env[k] for k in SUDO_PASSTHROUGH if k in self.env}
+        keep.update(self.extra_env)
+        return ["sudo", "-n", "-u", self.sudo_user, "--", "env", *(f"{k}={v}" for k, v in keep.items()), *argv]
 
     async def run(self, argv: list[str], *, timeout: float = 30.0) -> CommandResult:
         command = os.path.basename(argv[0])
-        full = ["sudo", "-n", "-u", self.sudo_user, "--", *argv] if self.sudo_user else list(argv)
+        full = self._argv(argv)
         COMMANDS.labels(command).inc()
         started = time.monotonic()
         try:
@@ -72,3 +91,7 @@ class LocalTransport:
             stdout=out.decode("utf-8", "replace"),
             stderr=err.decode("utf-8", "replace"),
         )
+
+
+def current_user() -> str:
+    return pwd.getpwuid(os.geteuid()).pw_name

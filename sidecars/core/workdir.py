@@ -8,6 +8,7 @@ are opened with O_NOFOLLOW so a planted symlink cannot redirect a write.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,9 @@ def _write_file(root: Path, relative: str, content: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def materialize(paths: PodPaths, spec: JobSpec, script: str) -> None:
-    """Write volumes, container directories and the batch script (idempotent)."""
+def materialize(paths: PodPaths, spec: JobSpec, script: str, account: str | None = None) -> None:
+    """Write volumes, container directories and the batch script (idempotent), owned by
+    `account` when the job will run as another local account."""
     pods_root = Path(paths.pods_root)
     pod_dir = Path(paths.pod_dir)
     if not _inside(pods_root, pod_dir) or pod_dir == pods_root:
@@ -71,6 +73,21 @@ def materialize(paths: PodPaths, spec: JobSpec, script: str) -> None:
     tmp = pod_dir / ".job.sh.tmp"
     _write_file(pod_dir, tmp.name, script.encode(), SCRIPT_MODE)
     os.replace(tmp, script_path)
+    if account:
+        _give_to(pod_dir, account)
+
+
+def _give_to(pod_dir: Path, account: str) -> None:
+    try:
+        entry = pwd.getpwnam(account)
+    except KeyError as exc:
+        raise WorkdirError(f"local account {account!r} does not exist on this site") from exc
+    if (entry.pw_uid, entry.pw_gid) == (os.geteuid(), os.getegid()):
+        return
+    for root, dirs, files in os.walk(pod_dir):
+        os.lchown(root, entry.pw_uid, entry.pw_gid)
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
 
 
 def scrub_sensitive(paths: PodPaths, volume_names: list[str]) -> None:

@@ -107,15 +107,15 @@ class SlurmBackend(Backend):
 
     # ------------------------------------------------------------------ commands
 
-    async def _run(self, argv: list[str]):
+    async def _run(self, argv: list[str], account: str | None = None):
         try:
-            return await self.transport.run(argv, timeout=self.config.command_timeout)
+            return await self.transport.as_account(account).run(argv, timeout=self.config.command_timeout)
         except TransportError as exc:
             raise PollError(str(exc)) from exc
 
-    async def submit(self, paths: PodPaths, job_name: str) -> str:
+    async def submit(self, paths: PodPaths, job_name: str, account: str | None = None) -> str:
         try:
-            result = await self.transport.run(
+            result = await self.transport.as_account(account).run(
                 [self.config.sbatch, "--parsable", paths.script], timeout=self.config.command_timeout
             )
         except TransportError as exc:
@@ -188,15 +188,15 @@ class SlurmBackend(Backend):
             raise PollError(f"squeue failed: {result.stderr.strip() or result.returncode}")
         return [job for job in parse.parse_squeue(result.stdout).values() if job.name.startswith(prefix)]
 
-    async def signal(self, job_id: str, signal: str) -> None:
-        result = await self._run([self.config.scancel, "--batch", f"--signal={signal}", job_id])
+    async def signal(self, job_id: str, signal: str, account: str | None = None) -> None:
+        result = await self._run([self.config.scancel, "--batch", f"--signal={signal}", job_id], account)
         if not result.ok:
             raise PollError(f"scancel --signal failed: {result.stderr.strip()}")
 
-    async def cancel(self, job_ids: list[str]) -> None:
+    async def cancel(self, job_ids: list[str], account: str | None = None) -> None:
         if not job_ids:
             return
-        result = await self._run([self.config.scancel, *job_ids])
+        result = await self._run([self.config.scancel, *job_ids], account)
         if not result.ok and "Invalid job id" not in result.stderr:
             raise PollError(f"scancel failed: {result.stderr.strip()}")
 

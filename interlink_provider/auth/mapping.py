@@ -1,0 +1,66 @@
+"""Site policy: which token identities may do what, and as which local account.
+
+Rules are tried in order; the first whose every condition holds gives the account.
+Operations need scopes (WLCG compute scopes by default): `create` a pod, `read`
+status/logs/listings, `cancel` (delete) a pod.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import errors
+from .identity import Identity
+
+Operation = Literal["create", "read", "cancel"]
+
+
+class MappingRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str | None = Field(None, description="exact `iss`; any issuer when absent")
+    sub: str | None = Field(None, description="`sub`, glob patterns allowed ('*' for any)")
+    groups: list[str] = Field(default_factory=list, description="one of these WLCG groups (or a subgroup)")
+    scopes: list[str] = Field(default_factory=list, description="all of these scopes")
+    account: str = Field(description="local Unix account the identity's jobs run as")
+
+    def matches(self, identity: Identity) -> bool:
+        if self.issuer is not None and identity.issuer != self.issuer:
+            return False
+        if self.sub is not None and not fnmatch.fnmatchcase(identity.subject, self.sub):
+            return False
+        if self.groups and not any(_in_group(g, identity.groups) for g in self.groups):
+            return False
+        return all(identity.has_scope(scope) for scope in self.scopes)
+
+
+def _in_group(wanted: str, groups: tuple[str, ...]) -> bool:
+    wanted = wanted.rstrip("/")
+    return any(g == wanted or g.startswith(wanted + "/") for g in groups)
+
+
+class IdentityPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[MappingRule] = Field(default_factory=list)
+    required_scopes: dict[Operation, list[str]] = Field(
+        default_factory=lambda: {"create": ["compute.create"], "read": ["compute.read"], "cancel": ["compute.cancel"]}
+    )
+
+    def account_for(self, identity: Identity) -> str:
+        for rule in self.rules:
+            if rule.matches(identity):
+                return rule.account
+        raise errors.NoAccount(
+            f"no account on this site for {identity.subject} from {identity.issuer}"
+            f" (groups {list(identity.groups) or 'none'})"
+        )
+
+    def check(self, identity: Identity, operation: Operation) -> None:
+        missing = [s for s in self.required_scopes.get(operation, []) if not identity.has_scope(s)]
+        if missing:
+            raise errors.MissingScope(f"{operation} needs scope {' '.join(missing)}; the token has "
+                                      f"{' '.join(str(s) for s in identity.scopes) or 'none'}")

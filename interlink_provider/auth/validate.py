@@ -1,0 +1,219 @@
+"""Validating WLCG/IAM access tokens: signature through the issuer's JWKS, claims, profile.
+
+The issuer must be on the allowlist *before* anything is fetched (the token names
+its issuer; we never follow a URL from a token we have not checked). The JWKS
+location comes from the issuer's discovery document, never from the token. Keys
+are cached per issuer, refreshed when stale, and re-fetched when a token names an
+unknown `kid` — at most once per cooldown, so forged kids cannot hammer the IdP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import jwt
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import errors
+from .identity import Identity
+from .scopes import parse_scopes
+
+WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
+REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti"]
+
+
+class TrustedIssuer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(description="the `iss` value, exactly as the IdP writes it")
+    ca_file: str | None = Field(None, description="CA bundle to trust for this IdP's HTTPS")
+
+
+class ValidationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    issuers: list[TrustedIssuer] = Field(default_factory=list)
+    audiences: list[str] = Field(default_factory=list, description="`aud` values that mean us")
+    accept_any_audience: bool = Field(False, description=f"also accept {WLCG_ANY_AUDIENCE}")
+    leeway_seconds: float = Field(60, ge=0)
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"])
+    jwks_max_age_seconds: float = Field(3600, gt=0, description="keys are re-fetched when older")
+    jwks_cooldown_seconds: float = Field(30, ge=0, description="least time between forced re-fetches")
+    require_wlcg_profile: bool = Field(True, description="`wlcg.ver` must be present, major 1")
+    http_timeout_seconds: float = Field(10, gt=0)
+
+
+def ssl_context(ca_file: str | None) -> ssl.SSLContext | None:
+    return ssl.create_default_context(cafile=ca_file) if ca_file else None
+
+
+def discovery_url(issuer: str) -> str:
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+async def fetch_json(session: aiohttp.ClientSession, url: str, ca_file: str | None, timeout: float) -> Any:
+    try:
+        async with session.get(url, ssl=ssl_context(ca_file) or True,
+                               timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            if response.status != 200:
+                raise errors.IdPUnreachable(f"{url} answered HTTP {response.status}")
+            return await response.json(content_type=None)
+    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+        raise errors.IdPUnreachable(f"cannot reach {url}: {exc or type(exc).__name__}") from exc
+
+
+@dataclass
+class _IssuerKeys:
+    keys: dict[str, jwt.PyJWK] = field(default_factory=dict)
+    fetched_at: float = 0.0
+    forced_at: float = -1e18
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class KeyCache:
+    """JWKS per trusted issuer, found through discovery."""
+
+    def __init__(self, config: ValidationConfig) -> None:
+        self.config = config
+        self.trusted = {i.issuer: i for i in config.issuers}
+        self._keys: dict[str, _IssuerKeys] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.fetches = 0  # how many JWKS downloads (for tests and benchmarks)
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _fetch(self, issuer: str) -> dict[str, jwt.PyJWK]:
+        trusted = self.trusted[issuer]
+        timeout = self.config.http_timeout_seconds
+        meta = await fetch_json(self.session(), discovery_url(issuer), trusted.ca_file, timeout)
+        jwks_uri = meta.get("jwks_uri") if isinstance(meta, dict) else None
+        if not jwks_uri:
+            raise errors.IdPUnreachable(f"{issuer} publishes no jwks_uri")
+        document = await fetch_json(self.session(), jwks_uri, trusted.ca_file, timeout)
+        self.fetches += 1
+        keys: dict[str, jwt.PyJWK] = {}
+        for data in (document or {}).get("keys", []):
+            kid = data.get("kid")
+            if not kid or data.get("use", "sig") != "sig":
+                continue
+            try:
+                keys[kid] = jwt.PyJWK(data)
+            except jwt.PyJWTError:
+                continue  # a key type we cannot use; the others still count
+        return keys
+
+    async def key(self, issuer: str, kid: str) -> jwt.PyJWK:
+        entry = self._keys.setdefault(issuer, _IssuerKeys())
+        now = time.monotonic()
+        fresh = now - entry.fetched_at < self.config.jwks_max_age_seconds
+        if fresh and kid in entry.keys:
+            return entry.keys[kid]
+        async with entry.lock:
+            now = time.monotonic()
+            stale = now - entry.fetched_at >= self.config.jwks_max_age_seconds
+            may_force = now - entry.forced_at >= self.config.jwks_cooldown_seconds
+            if kid not in entry.keys or stale:
+                if stale or may_force:
+                    entry.keys = await self._fetch(issuer)
+                    entry.fetched_at = now
+                    if not stale:
+                        entry.forced_at = now
+        if kid not in entry.keys:
+            raise errors.BadSignature(f"{issuer} has no signing key {kid!r}")
+        return entry.keys[kid]
+
+
+class TokenValidator:
+    def __init__(self, config: ValidationConfig) -> None:
+        self.config = config
+        self.keys = KeyCache(config)
+
+    async def close(self) -> None:
+        await self.keys.close()
+
+    def audiences(self) -> list[str]:
+        return [*self.config.audiences, *([WLCG_ANY_AUDIENCE] if self.config.accept_any_audience else [])]
+
+    async def validate(self, token: str) -> Identity:
+        token = token.strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise errors.MalformedToken(f"not a JWT: {exc}") from exc
+        issuer = unverified.get("iss")
+        if not isinstance(issuer, str) or issuer not in self.keys.trusted:
+            raise errors.UnknownIssuer(f"issuer {issuer!r} is not trusted here")
+        kid = header.get("kid")
+        if not kid:
+            raise errors.MalformedToken("the token header has no `kid` (required by the WLCG profile)")
+        if header.get("alg") not in self.config.algorithms:
+            raise errors.BadSignature(f"algorithm {header.get('alg')!r} is not accepted")
+        key = await self.keys.key(issuer, kid)
+        claims = self._decode(token, key, issuer)
+        self._check_profile(claims)
+        return self._identity(claims)
+
+    def _decode(self, token: str, key: jwt.PyJWK, issuer: str) -> dict[str, Any]:
+        audiences = self.audiences()
+        try:
+            return jwt.decode(
+                token,
+                key.key,
+                algorithms=self.config.algorithms,
+                audience=audiences or None,
+                issuer=issuer,
+                leeway=self.config.leeway_seconds,
+                options={"require": REQUIRED_CLAIMS, "verify_aud": bool(audiences)},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise errors.Expired(f"the token expired ({exc})") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise errors.NotYetValid(f"the token is not valid yet ({exc})") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise errors.WrongAudience(f"the token is not for this service: {exc}; accepted: {audiences}") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise errors.BadSignature("the signature does not verify") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise errors.ProfileViolation(str(exc)) from exc
+        except jwt.PyJWTError as exc:
+            raise errors.MalformedToken(str(exc)) from exc
+
+    def _check_profile(self, claims: dict[str, Any]) -> None:
+        if not self.config.require_wlcg_profile:
+            return
+        version = claims.get("wlcg.ver")
+        if not isinstance(version, str):
+            raise errors.ProfileViolation("the token has no `wlcg.ver` claim (WLCG profile required)")
+        if version.split(".", 1)[0] != "1":
+            raise errors.ProfileViolation(f"unsupported WLCG profile version {version!r} (major 1 required)")
+
+    @staticmethod
+    def _identity(claims: dict[str, Any]) -> Identity:
+        audience = claims.get("aud") or []
+        groups = claims.get("wlcg.groups") or claims.get("groups") or []
+        act = claims.get("act") or {}
+        return Identity(
+            issuer=claims["iss"],
+            subject=str(claims["sub"]),
+            scopes=tuple(parse_scopes(claims.get("scope"))),
+            groups=tuple(str(g) for g in (groups if isinstance(groups, list) else [groups])),
+            audiences=tuple(audience if isinstance(audience, list) else [audience]),
+            client_id=str(claims.get("client_id", "")),
+            actor=str(act.get("sub", "")) if isinstance(act, dict) else "",
+            expires_at=float(claims.get("exp", 0)),
+            claims=claims,
+        )

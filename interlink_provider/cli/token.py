@@ -1,0 +1,252 @@
+"""`interlink-provider token ...`: diagnose tokens the way the trust network sees them.
+
+Exit codes: 0 the answer is yes (found, valid, exchanged); 1 the token is refused
+(expired, wrong audience, unknown issuer, missing scope, bad signature, ...);
+2 usage error or no token; 3 the IdP or the site cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+from rich.console import Console
+
+from ..auth import discovery, errors
+from ..auth.exchange import OAuthClient, write_private
+from ..auth.scopes import parse_scopes
+from ..auth.validate import REQUIRED_CLAIMS, WLCG_ANY_AUDIENCE, TokenValidator, TrustedIssuer, ValidationConfig
+from .client import SidecarClient, SidecarError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
+
+
+def human_delta(seconds: float) -> str:
+    seconds = int(abs(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def expiry_text(exp: float | None, now: float | None = None) -> str:
+    if exp is None:
+        return "no expiry (exp missing)"
+    delta = float(exp) - (now or time.time())
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(exp)))
+    return f"expires in {human_delta(delta)} ({stamp})" if delta > 0 else f"EXPIRED {human_delta(delta)} ago ({stamp})"
+
+
+def wlcg_checks(claims: dict[str, Any]) -> list[tuple[bool, str]]:
+    """The WLCG profile checks a human wants to see at a glance."""
+    checks = [(name in claims, f"claim {name} present") for name in [*REQUIRED_CLAIMS, "aud", "wlcg.ver"]]
+    version = str(claims.get("wlcg.ver", ""))
+    checks.append((version.split(".")[0] == "1", f"wlcg.ver major is 1 (got {version or 'none'})"))
+    checks.append(("scope" in claims or "wlcg.groups" in claims, "carries scope or wlcg.groups"))
+    exp = claims.get("exp")
+    checks.append((exp is not None and float(exp) > time.time(), expiry_text(exp)))
+    return checks
+
+
+def _token_from(args) -> tuple[str, str]:
+    if getattr(args, "token", None) and args.token != "-":
+        return args.token.strip(), "the command line"
+    if getattr(args, "token", None) == "-":
+        return sys.stdin.read().strip(), "standard input"
+    found = discovery.discover()
+    return found.token, found.source
+
+
+def discover_cmd(args) -> int:
+    try:
+        found = discovery.discover()
+    except errors.MissingToken as exc:
+        err.print(f"[red]{exc.message}[/]")
+        return USAGE
+    claims = _unverified(found.token)
+    out.print(f"token from {found.source}")
+    if claims:
+        out.print(f"  sub {claims.get('sub')}  iss {claims.get('iss')}  {expiry_text(claims.get('exp'))}")
+    return OK
+
+
+def _unverified(token: str) -> dict[str, Any]:
+    try:
+        return jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+
+
+def inspect_cmd(args) -> int:
+    try:
+        token, source = _token_from(args)
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except errors.MissingToken as exc:
+        err.print(f"[red]{exc.message}[/]")
+        return USAGE
+    except jwt.PyJWTError as exc:
+        err.print(f"[red]not a JWT: {exc}[/]")
+        return REFUSED
+    out.print(f"[bold]token from {source}[/] (signature not checked: use `token verify`)")
+    out.print("[bold]header[/] " + json.dumps(header))
+    out.print("[bold]claims[/]")
+    out.print(json.dumps(claims, indent=2, sort_keys=True))
+    out.print(f"[bold]scopes[/] {' '.join(str(s) for s in parse_scopes(claims.get('scope'))) or '(none)'}")
+    out.print("[bold]WLCG profile[/]")
+    checks = wlcg_checks(claims)
+    for passed, text in checks:
+        out.print(f"  {'[green]ok[/]  ' if passed else '[red]FAIL[/]'} {text}")
+    return OK if all(p for p, _ in checks) else REFUSED
+
+
+async def _verify(args) -> int:
+    token, _ = _token_from(args)
+    config = ValidationConfig(
+        issuers=[TrustedIssuer(issuer=args.issuer, ca_file=args.ca_file)],
+        audiences=args.audience or [],
+        accept_any_audience=args.any_audience,
+        require_wlcg_profile=not args.no_wlcg,
+    )
+    validator = TokenValidator(config)
+    try:
+        identity = await validator.validate(token)
+    except errors.IdPUnreachable as exc:
+        err.print(f"[red]cannot check: {exc.message}[/]")
+        return UNREACHABLE
+    except errors.AuthError as exc:
+        err.print(f"[red]INVALID ({exc.code}): {exc.message}[/]")
+        return REFUSED
+    finally:
+        await validator.close()
+    missing = [s for s in args.scope or [] if not identity.has_scope(s)]
+    if missing:
+        err.print(f"[red]INVALID (missing_scope): the token lacks {' '.join(missing)}[/]")
+        return REFUSED
+    out.print(f"[green]VALID[/]: sub {identity.subject} from {identity.issuer}, "
+              f"aud {list(identity.audiences)}, {expiry_text(identity.expires_at)}"
+              + (f", exchanged by {identity.actor}" if identity.actor else ""))
+    return OK
+
+
+def verify_cmd(args) -> int:
+    try:
+        return asyncio.run(_verify(args))
+    except errors.MissingToken as exc:
+        err.print(f"[red]{exc.message}[/]")
+        return USAGE
+
+
+def _secret(args) -> str | None:
+    if args.client_secret_file:
+        return Path(args.client_secret_file).read_text().strip()
+    return os.environ.get("ILP_CLIENT_SECRET")
+
+
+async def _exchange(args) -> int:
+    token, _ = _token_from(args)
+    client = OAuthClient(args.issuer, args.client_id, _secret(args), ca_file=args.ca_file)
+    try:
+        result = await client.exchange(token, args.audience, args.scope)
+    except errors.IdPUnreachable as exc:
+        err.print(f"[red]{exc.message}[/]")
+        return UNREACHABLE
+    except errors.AuthError as exc:
+        err.print(f"[red]exchange refused: {exc.message}[/]")
+        return REFUSED
+    finally:
+        await client.close()
+    if args.output:
+        write_private(Path(args.output), result.access_token + "\n")
+        err.print(f"wrote the exchanged token to {args.output} (mode 0600); {expiry_text(result.expires_at)}")
+    else:
+        print(result.access_token)
+    return OK
+
+
+def exchange_cmd(args) -> int:
+    try:
+        return asyncio.run(_exchange(args))
+    except errors.MissingToken as exc:
+        err.print(f"[red]{exc.message}[/]")
+        return USAGE
+
+
+async def _whoami(args) -> int:
+    token, source = _token_from(args)
+    async with SidecarClient(args.site, token=token) as client:
+        try:
+            answer = await client.whoami()
+        except SidecarError as exc:
+            err.print(f"[red]the site refuses this token (HTTP {exc.status}): {exc.message}[/]")
+            return REFUSED
+        except OSError as exc:
+            err.print(f"[red]cannot reach the site {args.site}: {exc}[/]")
+            return UNREACHABLE
+    out.print(f"token from {source}")
+    out.print(f"  identity {answer['subject']} from {answer['issuer']}"
+              + (f" (exchanged by {answer['actor']})" if answer.get("actor") else ""))
+    out.print(f"  runs jobs as account [bold]{answer['account']}[/]")
+    allowed = answer["allowed"]
+    out.print("  may " + ", ".join(f"{op} {'yes' if ok else 'NO'}" for op, ok in allowed.items()))
+    return OK
+
+
+def whoami_cmd(args) -> int:
+    try:
+        return asyncio.run(_whoami(args))
+    except errors.MissingToken as exc:
+        err.print(f"[red]{exc.message}[/]")
+        return USAGE
+
+
+def add_parser(sub) -> None:
+    token = sub.add_parser("token", help="find, inspect, verify and exchange OIDC tokens")
+    actions = token.add_subparsers(dest="action", required=True)
+
+    p = actions.add_parser("discover", help="which token WLCG discovery would use, and from where")
+    p.set_defaults(func=discover_cmd)
+
+    p = actions.add_parser("inspect", help="header, claims, expiry and WLCG profile checks (no signature check)")
+    p.add_argument("token", nargs="?", help="the token, '-' for stdin (default: discovered)")
+    p.set_defaults(func=inspect_cmd)
+
+    p = actions.add_parser("verify", help="full validation against the issuer's live JWKS")
+    p.add_argument("token", nargs="?", help="the token, '-' for stdin (default: discovered)")
+    p.add_argument("--issuer", required=True, help="the trusted issuer (exact `iss`)")
+    p.add_argument("--audience", action="append", help="accepted audience (repeatable)")
+    p.add_argument("--any-audience", action="store_true", help=f"also accept {WLCG_ANY_AUDIENCE}")
+    p.add_argument("--scope", action="append", help="scope the token must carry (repeatable)")
+    p.add_argument("--ca-file", help="CA bundle for the issuer's HTTPS")
+    p.add_argument("--no-wlcg", action="store_true", help="do not require the WLCG profile")
+    p.set_defaults(func=verify_cmd)
+
+    p = actions.add_parser("exchange", help="RFC 8693 exchange for another audience and scope")
+    p.add_argument("token", nargs="?", help="the subject token, '-' for stdin (default: discovered)")
+    p.add_argument("--issuer", required=True)
+    p.add_argument("--client-id", required=True, help="the exchanging (actor) client")
+    p.add_argument("--client-secret-file", help="file holding its secret (default: $ILP_CLIENT_SECRET)")
+    p.add_argument("--audience", required=True)
+    p.add_argument("--scope", required=True, help="space-separated scopes (required by IAM)")
+    p.add_argument("--ca-file")
+    p.add_argument("--output", help="write the token to this file (mode 0600) instead of stdout")
+    p.set_defaults(func=exchange_cmd)
+
+    p = actions.add_parser("whoami", help="how a site maps this token: identity, account, operations")
+    p.add_argument("token", nargs="?", help="the token, '-' for stdin (default: discovered)")
+    p.add_argument("--site", required=True, help="the sidecar: unix:///path.sock or http://host:port")
+    p.set_defaults(func=whoami_cmd)

@@ -1,0 +1,67 @@
+"""Authenticating callers of the sidecar, for every protocol adapter (REST now, gRPC later).
+
+A bearer token is validated (trusted issuer, signature through the JWKS, audience,
+lifetime, WLCG profile), mapped by site policy to a local account, and checked for
+the scope the operation needs. Without a token, only the unix socket may be used,
+and only where the site config says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+
+from interlink_provider.auth import errors
+from interlink_provider.auth.identity import Identity
+from interlink_provider.auth.mapping import Operation
+from interlink_provider.auth.validate import TokenValidator
+
+from .config import AuthConfig
+from .service import LOCAL, Principal
+
+log = logging.getLogger(__name__)
+REFUSED = Counter("ilp_auth_refused_total", "Requests refused by authentication or authorization", ["code"])
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: Principal
+    identity: Identity | None  # None: a tokenless caller on the trusted unix socket
+
+
+class Authenticator:
+    def __init__(self, config: AuthConfig) -> None:
+        self.config = config
+        self.validator = TokenValidator(config.token)
+
+    async def close(self) -> None:
+        await self.validator.close()
+
+    async def caller(self, authorization: str | None, via_unix_socket: bool) -> Caller:
+        try:
+            if not authorization:
+                if via_unix_socket and self.config.unix_socket_without_token:
+                    account = self.config.unix_socket_account
+                    return Caller(Principal(LOCAL.key, account), None)
+                raise errors.MissingToken("this sidecar needs an `Authorization: Bearer <token>` header")
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise errors.MalformedToken("the Authorization header must be `Bearer <token>`")
+            identity = await self.validator.validate(token)
+            account = self.config.identities.account_for(identity)
+            return Caller(Principal(identity.key, account), identity)
+        except errors.AuthError as exc:
+            REFUSED.labels(exc.code).inc()
+            log.info("refused a caller: %s", exc.message)  # the reason, never the token
+            raise
+
+    def require(self, caller: Caller, operation: Operation) -> None:
+        if caller.identity is None:
+            return  # the trusted socket may do everything it was opened for
+        try:
+            self.config.identities.check(caller.identity, operation)
+        except errors.AuthError as exc:
+            REFUSED.labels(exc.code).inc()
+            raise

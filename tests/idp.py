@@ -1,0 +1,131 @@
+"""A real devidp process (HTTP or HTTPS) for the trust-network tests, and what they need from it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import jwt
+import yaml
+
+from interlink_provider.devidp.keys import new_jti
+
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
+COMPUTE = ["compute.create", "compute.read", "compute.cancel"]
+SITE_AUDIENCE = "https://site.test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_config(port: int, state_dir: Path, tls: bool) -> dict[str, Any]:
+    user_scopes = [*COMPUTE, "wlcg.groups", "storage.read:/", "offline_access"]
+    return {
+        "host": "127.0.0.1",
+        "port": port,
+        "state_dir": str(state_dir),
+        "admin_token": "test-admin-token",
+        "tls": {"enabled": tls},
+        "clients": {
+            "alice": {"secret": "alice-secret", "grant_types": ["client_credentials"], "scopes": user_scopes,
+                      "groups": ["/vo/alice-team"]},
+            "bob": {"secret": "bob-secret", "grant_types": ["client_credentials"], "scopes": user_scopes,
+                    "groups": ["/vo/bob-team"]},
+            "mallory": {"secret": "mallory-secret", "grant_types": ["client_credentials"],
+                        "scopes": ["compute.read", "storage.read:/"]},
+            "gateway": {"secret": "gateway-secret",
+                        "grant_types": ["client_credentials", EXCHANGE, "refresh_token"],
+                        "scopes": [*COMPUTE, "offline_access", "storage.read:/", "wlcg.groups"]},
+            "cli": {"grant_types": [DEVICE, "refresh_token"], "scopes": [*COMPUTE, "offline_access", "wlcg.groups"]},
+        },
+        "users": {"carol": {"sub": "carol-sub", "password": "carol-pw", "groups": ["/vo/carol-team"]}},
+        "exchange_policies": [
+            {"description": "Allow all exchanges", "rule": "PERMIT"},
+            {"description": "mallory's tokens are never exchanged", "rule": "DENY",
+             "origin": {"type": "BY_ID", "match": "mallory"}},
+            {"description": "bob only reads public data through the gateway", "rule": "PERMIT",
+             "origin": {"type": "BY_ID", "match": "bob"}, "destination": {"type": "BY_ID", "match": "gateway"},
+             "scopes": [{"type": "PATH", "match": "storage.read:/public"},
+                        {"type": "REGEXP", "match": "compute\\..*"},
+                        {"type": "EQ", "match": "offline_access"}]},
+        ],
+    }
+
+
+class IdP:
+    def __init__(self, workdir: Path, tls: bool = False) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.tls = tls
+        self.config_path = workdir / "idp.yaml"
+        self.config_path.write_text(yaml.safe_dump(test_config(self.port, workdir / "state", tls)))
+        self.log_path = workdir / "devidp.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def issuer(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
+
+    @property
+    def ca_file(self) -> str | None:
+        return str(self.workdir / "state" / "ca.pem") if self.tls else None
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=self.ca_file) if self.tls else None
+
+    def start(self) -> "IdP":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "interlink_provider.cli.main", "devidp", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"devidp exited:\n{self.log_path.read_text()}")
+            try:
+                urllib.request.urlopen(self.issuer + "healthz", timeout=1, context=self._ssl())
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"devidp did not start:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def rotate(self) -> str:
+        request = urllib.request.Request(self.issuer + "admin/rotate-key", method="POST",
+                                         headers={"Authorization": "Bearer test-admin-token"})
+        with urllib.request.urlopen(request, timeout=5, context=self._ssl()) as response:
+            return json.load(response)["kid"]
+
+    def signing_key(self) -> dict[str, str]:
+        return json.loads((self.workdir / "state" / "signing-keys.json").read_text())[0]
+
+    def forge(self, **overrides: Any) -> str:
+        """A token signed with the IdP's current key, with chosen claims (for rejection tests)."""
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": "alice", "aud": SITE_AUDIENCE, "iat": now, "nbf": now - 60,
+                  "exp": now + 600, "jti": new_jti(), "client_id": "alice", "scope": " ".join(COMPUTE),
+                  "wlcg.ver": "1.0"}
+        headers = {"kid": overrides.pop("_kid", None) or self.signing_key()["kid"]}
+        for key, value in overrides.items():
+            if value is None:
+                claims.pop(key, None)
+            else:
+                claims[key] = value
+        return jwt.encode(claims, self.signing_key()["pem"], algorithm="RS256", headers=headers)
