@@ -20,6 +20,7 @@ class KeyRing:
         self.path = state_dir / "signing-keys.json"
         self.keep = keep
         self.keys: list[dict[str, Any]] = []  # newest first: {"kid", "pem"}
+        self._loaded: dict[str, Any] = {}  # kid -> private key object (PEM parsing is slow)
         if self.path.exists():
             self.keys = json.loads(self.path.read_text())
         if not self.keys:
@@ -48,14 +49,19 @@ class KeyRing:
     def current_kid(self) -> str:
         return self.keys[0]["kid"]
 
+    def _private(self, key: dict[str, Any]) -> Any:
+        if key["kid"] not in self._loaded:
+            self._loaded[key["kid"]] = serialization.load_pem_private_key(key["pem"].encode(), password=None)
+        return self._loaded[key["kid"]]
+
     def sign(self, claims: dict[str, Any]) -> str:
         key = self.keys[0]
-        return jwt.encode(claims, key["pem"], algorithm="RS256", headers={"kid": key["kid"], "typ": "at+jwt"})
+        return jwt.encode(claims, self._private(key), algorithm="RS256", headers={"kid": key["kid"], "typ": "at+jwt"})
 
     def jwks(self) -> dict[str, Any]:
         out = []
         for key in self.keys:
-            private = serialization.load_pem_private_key(key["pem"].encode(), password=None)
+            private = self._private(key)
             jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
             jwk.update(kid=key["kid"], use="sig", alg="RS256")
             out.append(jwk)
@@ -66,8 +72,7 @@ class KeyRing:
         header = jwt.get_unverified_header(token)
         for key in self.keys:
             if key["kid"] == header.get("kid"):
-                private = serialization.load_pem_private_key(key["pem"].encode(), password=None)
-                return jwt.decode(token, private.public_key(), algorithms=["RS256"], issuer=issuer,
+                return jwt.decode(token, self._private(key).public_key(), algorithms=["RS256"], issuer=issuer,
                                   options={"verify_aud": False})
         raise jwt.InvalidKeyError(f"unknown kid {header.get('kid')!r}")
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import stat
 from pathlib import Path
 
 from aiohttp import web
@@ -46,12 +47,26 @@ async def _listen(runner: web.AppRunner, config: SiteConfig) -> list[str]:
     return addresses
 
 
+def warn_if_untraversable(config: SiteConfig) -> None:
+    """Jobs of other accounts must reach their pod directories through pods_root's parents."""
+    accounts = {r.account for r in config.auth.identities.rules} | {config.auth.unix_socket_account}
+    if not (accounts - {None}):
+        return
+    path = Path(config.pods_root)
+    for parent in [*reversed(path.parents)]:
+        if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
+            log.warning("%s is not traversable by other accounts: jobs of mapped accounts cannot "
+                        "reach their pods under %s", parent, path)
+            return
+
+
 async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    warn_if_untraversable(config)
     store = Store(Path(config.state_dir) / "sidecar.db")
     service = SiteService(config, make_backend(config), store)
     await service.load()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
@@ -16,7 +15,7 @@ import pytest
 from interlink_provider.auth import errors
 from interlink_provider.auth.exchange import ExchangeCache, OAuthClient
 from interlink_provider.auth.validate import TokenValidator, TrustedIssuer, ValidationConfig
-from tests.idp import COMPUTE, SITE_AUDIENCE, IdP
+from tests.idp import SITE_AUDIENCE, IdP
 
 
 def claims(token: str) -> dict:

@@ -1,0 +1,94 @@
+"""Scopes, identity mapping, exchange policies and bearer-token discovery (no network)."""
+
+from __future__ import annotations
+
+import pytest
+
+from interlink_provider.auth import discovery, errors
+from interlink_provider.auth.identity import Identity
+from interlink_provider.auth.mapping import IdentityPolicy, MappingRule
+from interlink_provider.auth.scopes import Scope, covered, parse_scopes
+from interlink_provider.devidp.config import ClientMatch, ExchangePolicy, ScopePolicy
+from interlink_provider.devidp.policy import decide
+
+
+@pytest.mark.parametrize("granted,wanted,ok", [
+    ("storage.read:/a", "storage.read:/a/b", True),
+    ("storage.read:/a", "storage.read:/a", True),
+    ("storage.read:/a", "storage.read:/ab", False),
+    ("storage.read:/a/", "storage.read:/a/b", True),
+    ("storage.read:/", "storage.read:/anything/at/all", True),
+    ("storage.read:/a", "storage.create:/a", False),
+    ("storage.modify:/a/b", "storage.modify:/a", False),
+    ("storage.read:/a/../b", "storage.read:/b/c", True),
+    ("compute.create", "compute.create", True),
+    ("compute.create", "compute.cancel", False),
+])
+def test_wlcg_scope_paths(granted, wanted, ok):
+    assert covered(parse_scopes(granted), wanted) is ok
+
+
+def test_scope_parsing():
+    assert [str(s) for s in parse_scopes("openid storage.read:/x  compute.read")] == ["openid", "storage.read:/x", "compute.read"]
+    assert Scope.parse("storage.read").path == "/"  # path missing: the whole namespace
+    assert parse_scopes(None) == [] and parse_scopes(["a b", "c"]) == parse_scopes("a b c")
+
+
+def identity(sub="alice", iss="https://iam/", groups=(), scopes="compute.create compute.read"):
+    return Identity(issuer=iss, subject=sub, groups=tuple(groups), scopes=tuple(parse_scopes(scopes)))
+
+
+def test_first_matching_rule_gives_the_account():
+    policy = IdentityPolicy(rules=[
+        MappingRule(issuer="https://iam/", groups=["/atlas/prod"], account="atlasprd"),
+        MappingRule(issuer="https://iam/", sub="a*", scopes=["compute.create"], account="guest"),
+    ])
+    assert policy.account_for(identity(groups=["/atlas/prod/sub"])) == "atlasprd"
+    assert policy.account_for(identity(groups=["/atlas/production"])) == "guest"  # not a subgroup
+    with pytest.raises(errors.NoAccount) as info:
+        policy.account_for(identity(sub="bob"))
+    assert "no account on this site for bob" in info.value.message
+    with pytest.raises(errors.NoAccount):
+        policy.account_for(identity(iss="https://other/"))
+
+
+def test_operations_need_their_scopes():
+    policy = IdentityPolicy()
+    policy.check(identity(), "create")
+    with pytest.raises(errors.MissingScope) as info:
+        policy.check(identity(), "cancel")
+    assert "cancel needs scope compute.cancel" in info.value.message and info.value.status == 403
+
+
+def test_exchange_policies_rank_and_deny():
+    allow_all = ExchangePolicy(description="all")
+    deny_m = ExchangePolicy(description="no m", rule="DENY", origin=ClientMatch(type="BY_ID", match="m"))
+    limited = ExchangePolicy(description="b", origin=ClientMatch(type="BY_ID", match="b"),
+                             destination=ClientMatch(type="BY_ID", match="gw"),
+                             scopes=[ScopePolicy(type="PATH", match="storage.read:/pub"),
+                                     ScopePolicy(rule="DENY", type="EQ", match="storage.read:/pub/secret")])
+    policies = [allow_all, deny_m, limited]
+    assert decide(policies, ("a", []), ("gw", []), ["compute.read"]) is None
+    assert "denied" in decide(policies, ("m", []), ("gw", []), ["compute.read"])
+    assert decide(policies, ("b", []), ("gw", []), ["storage.read:/pub/x"]) is None
+    assert "not permitted" in decide(policies, ("b", []), ("gw", []), ["storage.read:/priv"])
+    assert "not permitted" in decide(policies, ("b", []), ("gw", []), ["storage.read:/pub/secret"])
+    assert decide([deny_m], ("a", []), ("gw", []), ["x"]) == "no exchange policy applies"
+    tie = [ExchangePolicy(description="p"), ExchangePolicy(description="d", rule="DENY")]
+    assert "denied" in decide(tie, ("a", []), ("b", []), [])  # equal rank: DENY wins
+
+
+def test_bearer_token_discovery_order(tmp_path):
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    (runtime / "bt_u42").write_text("  from-xdg\n")
+    token_file = tmp_path / "file"
+    token_file.write_text("from-file\n")
+    env = {"XDG_RUNTIME_DIR": str(runtime), "BEARER_TOKEN_FILE": str(token_file), "BEARER_TOKEN": "inline"}
+    assert discovery.discover(env, 42).token == "inline"
+    assert discovery.discover({**env, "BEARER_TOKEN": "  "}, 42).token == "from-file"
+    found = discovery.discover({"XDG_RUNTIME_DIR": str(runtime), "BEARER_TOKEN_FILE": str(tmp_path / "no")}, 42)
+    assert (found.token, found.source) == ("from-xdg", str(runtime / "bt_u42"))
+    with pytest.raises(errors.MissingToken) as info:
+        discovery.discover({"XDG_RUNTIME_DIR": str(tmp_path)}, 10**9)
+    assert "/tmp/bt_u1000000000" in info.value.message
