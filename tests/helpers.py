@@ -55,7 +55,7 @@ class Sidecar:
         # Short socket paths: unix sockets are limited to 107 bytes.
         self.socket = f"/tmp/ilp-{os.getpid()}-{abs(hash(str(workdir))) % 10**8}.sock"
         config = deep_merge(config, {
-            "listen": {"socket": self.socket},
+            "listen": {"socket": self.socket, "host": None, "port": None},
             "state_dir": str(workdir / "state"),
             "pods_root": str(workdir / "pods"),
             "job_name_prefix": f"ilpt{abs(hash(str(workdir))) % 10**6}-",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -77,9 +78,11 @@ class IdPConfig(Strict):
 
 
 def load(path: str | Path) -> IdPConfig:
+    """The config file; `state_dir` may name environment variables and be relative to the file."""
     file = Path(path)
     config = IdPConfig.model_validate(yaml.safe_load(file.read_text()) or {})
-    state = Path(config.state_dir)
-    if not state.is_absolute():
-        config.state_dir = str((file.parent / state).resolve())
+    state = Path(os.path.expandvars(config.state_dir))
+    if "$" in str(state):
+        raise ValueError(f"state_dir {config.state_dir!r} names an unset environment variable")
+    config.state_dir = str(state if state.is_absolute() else (file.parent / state).resolve())
     return config

@@ -182,4 +182,6 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Site
     config.pods_root = _resolve(base, config.pods_root, env) or config.pods_root
     config.listen.socket = _resolve(base, config.listen.socket, env)
     config.render.template_dir = _resolve(base, config.render.template_dir, env)
+    for issuer in config.auth.token.issuers:
+        issuer.ca_file = _resolve(base, issuer.ca_file, env)
     return config
