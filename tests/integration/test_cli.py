@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -30,7 +31,7 @@ def test_run_examples_and_inspect_them(sidecar):
     assert "Succeeded" in status.stderr and "process: Completed (0)" in status.stderr
     logs = cli(sidecar, "logs", "pipeline", "-c", "fetch")
     assert logs.stdout == "fetched 1000 lines\n"
-    assert "pipeline: finished before deletion" in cli(sidecar, "delete", "pipeline").stdout
+    assert re.search(r"pipeline: (finished before deletion|deleting)", cli(sidecar, "delete", "pipeline").stdout)
 
 
 def test_run_follow_streams_logs_and_exit_code_reports_failure(sidecar, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import os
 import shutil
 import subprocess
@@ -118,7 +119,8 @@ async def test_two_identities_run_as_two_accounts_and_cannot_touch_each_other(si
         await refused(bob, 403, "belongs to another identity", lambda c: c.create(a_req))
         assert {p["name"] for p in await alice.pods()} == {"alice-pod"}
         assert {p["name"] for p in await bob.pods()} == {"bob-pod"}
-        assert "finished before deletion" in await alice.delete(a_req["pod"])
+        # Succeeded can be seen while Slurm still completes the job: either answer is right.
+        assert re.search(r"alice-pod: (finished before deletion|deleting)", await alice.delete(a_req["pod"]))
 
 
 async def test_an_exchanged_token_acts_for_its_user(site, idp):
