@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from . import errors
-from .validate import discovery_url, fetch_json, ssl_context
+from .validate import LazySession, discovery_url, fetch_json, ssl_context
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -49,7 +49,7 @@ def _token_from(body: dict[str, Any]) -> Token:
     )
 
 
-class OAuthClient:
+class OAuthClient(LazySession):
     """One confidential (or public) client of one issuer."""
 
     def __init__(self, issuer: str, client_id: str, client_secret: str | None = None,
@@ -60,17 +60,7 @@ class OAuthClient:
         self.ca_file = ca_file
         self.timeout = timeout
         self._meta: dict[str, Any] | None = None
-        self._session: aiohttp.ClientSession | None = None
         self.requests = 0
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     async def metadata(self) -> dict[str, Any]:
         if self._meta is None:

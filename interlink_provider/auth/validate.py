@@ -76,15 +76,10 @@ class _IssuerKeys:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class KeyCache:
-    """JWKS per trusted issuer, found through discovery."""
+class LazySession:
+    """An aiohttp session opened on first use (constructors may run outside an event loop)."""
 
-    def __init__(self, config: ValidationConfig) -> None:
-        self.config = config
-        self.trusted = {i.issuer: i for i in config.issuers}
-        self._keys: dict[str, _IssuerKeys] = {}
-        self._session: aiohttp.ClientSession | None = None
-        self.fetches = 0  # how many JWKS downloads (for tests and benchmarks)
+    _session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -94,6 +89,16 @@ class KeyCache:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+class KeyCache(LazySession):
+    """JWKS per trusted issuer, found through discovery."""
+
+    def __init__(self, config: ValidationConfig) -> None:
+        self.config = config
+        self.trusted = {i.issuer: i for i in config.issuers}
+        self._keys: dict[str, _IssuerKeys] = {}
+        self.fetches = 0  # how many JWKS downloads (for tests and benchmarks)
 
     async def _fetch(self, issuer: str) -> dict[str, jwt.PyJWK]:
         trusted = self.trusted[issuer]

@@ -8,12 +8,14 @@ Exit codes: 0 the answer is yes (found, valid, exchanged); 1 the token is refuse
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jwt
 from rich.console import Console
@@ -71,12 +73,24 @@ def _token_from(args) -> tuple[str, str]:
     return found.token, found.source
 
 
+def command(run: Callable[[Any], Any]) -> Callable[[Any], int]:
+    """A subcommand: runs (awaiting coroutines); a missing token is a usage error (exit 2)."""
+
+    @functools.wraps(run)
+    def wrapper(args) -> int:
+        try:
+            result = run(args)
+            return asyncio.run(result) if inspect.iscoroutine(result) else result
+        except errors.MissingToken as exc:
+            err.print(f"[red]{exc.message}[/]")
+            return USAGE
+
+    return wrapper
+
+
+@command
 def discover_cmd(args) -> int:
-    try:
-        found = discovery.discover()
-    except errors.MissingToken as exc:
-        err.print(f"[red]{exc.message}[/]")
-        return USAGE
+    found = discovery.discover()
     claims = _unverified(found.token)
     out.print(f"token from {found.source}")
     if claims:
@@ -91,14 +105,12 @@ def _unverified(token: str) -> dict[str, Any]:
         return {}
 
 
+@command
 def inspect_cmd(args) -> int:
+    token, source = _token_from(args)
     try:
-        token, source = _token_from(args)
         header = jwt.get_unverified_header(token)
         claims = jwt.decode(token, options={"verify_signature": False})
-    except errors.MissingToken as exc:
-        err.print(f"[red]{exc.message}[/]")
-        return USAGE
     except jwt.PyJWTError as exc:
         err.print(f"[red]not a JWT: {exc}[/]")
         return REFUSED
@@ -114,7 +126,8 @@ def inspect_cmd(args) -> int:
     return OK if all(p for p, _ in checks) else REFUSED
 
 
-async def _verify(args) -> int:
+@command
+async def verify_cmd(args) -> int:
     token, _ = _token_from(args)
     config = ValidationConfig(
         issuers=[TrustedIssuer(issuer=args.issuer, ca_file=args.ca_file)],
@@ -143,21 +156,14 @@ async def _verify(args) -> int:
     return OK
 
 
-def verify_cmd(args) -> int:
-    try:
-        return asyncio.run(_verify(args))
-    except errors.MissingToken as exc:
-        err.print(f"[red]{exc.message}[/]")
-        return USAGE
-
-
 def _secret(args) -> str | None:
     if args.client_secret_file:
         return Path(args.client_secret_file).read_text().strip()
     return os.environ.get("ILP_CLIENT_SECRET")
 
 
-async def _exchange(args) -> int:
+@command
+async def exchange_cmd(args) -> int:
     token, _ = _token_from(args)
     client = OAuthClient(args.issuer, args.client_id, _secret(args), ca_file=args.ca_file)
     try:
@@ -178,15 +184,8 @@ async def _exchange(args) -> int:
     return OK
 
 
-def exchange_cmd(args) -> int:
-    try:
-        return asyncio.run(_exchange(args))
-    except errors.MissingToken as exc:
-        err.print(f"[red]{exc.message}[/]")
-        return USAGE
-
-
-async def _whoami(args) -> int:
+@command
+async def whoami_cmd(args) -> int:
     token, source = _token_from(args)
     async with SidecarClient(args.site, token=token) as client:
         try:
@@ -204,14 +203,6 @@ async def _whoami(args) -> int:
     allowed = answer["allowed"]
     out.print("  may " + ", ".join(f"{op} {'yes' if ok else 'NO'}" for op, ok in allowed.items()))
     return OK
-
-
-def whoami_cmd(args) -> int:
-    try:
-        return asyncio.run(_whoami(args))
-    except errors.MissingToken as exc:
-        err.print(f"[red]{exc.message}[/]")
-        return USAGE
 
 
 def add_parser(sub) -> None:
