@@ -46,7 +46,6 @@ class ObjectMeta(K8sModel):
     name: str = ""
     namespace: str = ""
     uid: str = ""
-    generate_name: str = Field("", alias="generateName")
     labels: NullableStrMap = {}
     annotations: NullableStrMap = {}
 

@@ -153,15 +153,3 @@ def read_container(directory: Path) -> ContainerFiles:
 def read_pod(paths: PodPaths, containers: list[str]) -> dict[str, ContainerFiles]:
     """Each container's files, by container name."""
     return {name: read_container(Path(paths.container_dir(name))) for name in containers}
-
-
-def tail_text(path: str, max_bytes: int = 2000) -> str:
-    """The end of a text file (for error messages), or '' if it does not exist."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            return handle.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
