@@ -245,6 +245,7 @@ EOF
 }
 
 start_rucio() {
+  ( umask 077; printf 'secret\n' >"$RUCIO_DIR/password" )   # the sidecar's copy of the local userpass
   if pid_alive "$RUCIO_DIR/gunicorn.pid"; then
     log "rucio already running (http://127.0.0.1:$RUCIO_PORT)"
     return

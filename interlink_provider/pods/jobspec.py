@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .staging import StagingSpec
+
 VolumeKind = Literal["emptyDir", "configMap", "secret", "projected", "hostPath"]
 HandlerKind = Literal["exec", "http", "tcp", "sleep"]
 RestartPolicy = Literal["Always", "OnFailure", "Never"]
@@ -116,6 +118,7 @@ class JobSpec:
     deadline_seconds: int | None
     annotations: tuple[tuple[str, str], ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    staging: StagingSpec = field(default_factory=StagingSpec)
 
     def all_containers(self) -> tuple[ContainerSpec, ...]:
         return (*self.init_containers, *self.containers)

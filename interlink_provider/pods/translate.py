@@ -7,6 +7,7 @@ can act on.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from .expansion import expand
@@ -32,6 +33,7 @@ from .k8s import (
 )
 from .policy import TranslationPolicy
 from .quantity import QuantityError, count, cpu_millis, memory_bytes
+from .staging import VOLUME_PREFIX, StagingSpec, parse_staging
 from .validate import (
     PodRejected,
     config_key,
@@ -78,6 +80,8 @@ def pod_to_jobspec(data: RetrievedPodData, policy: TranslationPolicy) -> JobSpec
         _container(c, i, pod, data, volume_names, pod_env, pod_policy, is_init=False)
         for i, c in enumerate(pod.spec.containers)
     )
+    staging = parse_staging(meta.annotations)
+    volumes, init_containers, containers = _with_staging(staging, volumes, init_containers, containers)
     resources, flavor = _resources(pod, policy)
     grace = pod.spec.termination_grace_period_seconds
     grace = policy.default_grace_seconds if grace is None else grace
@@ -95,6 +99,35 @@ def pod_to_jobspec(data: RetrievedPodData, policy: TranslationPolicy) -> JobSpec
         deadline_seconds=pod.spec.active_deadline_seconds,
         annotations=tuple(sorted(meta.annotations.items())),
         warnings=tuple(warnings),
+        staging=staging,
+    )
+
+
+def _with_staging(staging: StagingSpec, volumes, init_containers, containers):
+    """Staged inputs (read-only) and outputs (writable) mounted in every container."""
+    if not staging:
+        return volumes, init_containers, containers
+    extra_volumes: list[VolumeSpec] = []
+    extra_mounts: list[MountSpec] = []
+    for index, item in enumerate(staging.inputs):
+        extra_volumes.append(VolumeSpec(name=StagingSpec.input_volume(index), kind="emptyDir"))
+        extra_mounts.append(MountSpec(StagingSpec.input_volume(index), mount_path(item.mount, "staging"), read_only=True))
+    for index, item in enumerate(staging.outputs):
+        extra_volumes.append(VolumeSpec(name=StagingSpec.output_volume(index), kind="emptyDir"))
+        extra_mounts.append(MountSpec(StagingSpec.output_volume(index), mount_path(item.mount, "staging")))
+
+    def add(container: ContainerSpec) -> ContainerSpec:
+        taken = {m.container_path for m in container.mounts}
+        clash = [m.container_path for m in extra_mounts if m.container_path in taken]
+        if clash:
+            raise PodRejected(f"container {container.name!r} already mounts {clash[0]}, where staged data goes",
+                              field="metadata.annotations")
+        return dataclasses.replace(container, mounts=(*container.mounts, *extra_mounts))
+
+    return (
+        (*volumes, *extra_volumes),
+        tuple(add(c) for c in init_containers),
+        tuple(add(c) for c in containers),
     )
 
 
@@ -113,6 +146,8 @@ def _unique_names(pod: Pod) -> None:
     for index, volume in enumerate(pod.spec.volumes):
         field = f"spec.volumes[{index}].name"
         dns_label(volume.name, field)
+        if volume.name.startswith(VOLUME_PREFIX):
+            raise PodRejected(f"volume names starting with {VOLUME_PREFIX!r} are reserved for staged data", field=field)
         if volume.name in seen:
             raise PodRejected(f"volume name {volume.name!r} is used twice", field=field)
         seen.add(volume.name)

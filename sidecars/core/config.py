@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from interlink_provider.auth.mapping import IdentityPolicy
 from interlink_provider.auth.validate import ValidationConfig
 from interlink_provider.pods.policy import TranslationPolicy
+from interlink_provider.staging.config import StagingConfig
 from interlink_provider.runtimes import RuntimeConfig
 from sidecars.slurm.backend import SlurmConfig
 
@@ -117,6 +118,9 @@ class SiteConfig(Strict):
     taints: list[TaintConfig] = Field(default_factory=list)
     max_concurrent_submits: int = Field(8, ge=1)
     auth: AuthConfig = AuthConfig()
+    staging: StagingConfig | None = Field(
+        None, description="datalake staging (Rucio + XRootD); pods declaring data are refused without it"
+    )
 
     @model_validator(mode="after")
     def _someone_can_get_in(self) -> "SiteConfig":
@@ -184,4 +188,8 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Site
     config.render.template_dir = _resolve(base, config.render.template_dir, env)
     for issuer in config.auth.token.issuers:
         issuer.ca_file = _resolve(base, issuer.ca_file, env)
+    if config.staging is not None:
+        config.staging.cache_dir = _resolve(base, config.staging.cache_dir, env) or config.staging.cache_dir
+        if config.staging.rucio is not None:
+            config.staging.rucio.password_file = _resolve(base, config.staging.rucio.password_file, env)
     return config

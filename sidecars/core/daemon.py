@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from interlink_provider.staging.engine import Stager
 from sidecars.slurm.backend import SlurmBackend
 
 from .authn import Authenticator
@@ -68,7 +69,8 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
 
     warn_if_untraversable(config)
     store = Store(Path(config.state_dir) / "sidecar.db")
-    service = SiteService(config, make_backend(config), store)
+    stager = Stager(config.staging, Path(config.state_dir)) if config.staging else None
+    service = SiteService(config, make_backend(config), store, stager)
     await service.load()
     reconciler = Reconciler(service)
     await reconciler.recover()
@@ -84,6 +86,8 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
         log.info("stopping")
     finally:
         await reconciler.stop()
+        if service.staging is not None:
+            await service.staging.stop()
         await runner.cleanup()
         await authenticator.close()
         await store.close()

@@ -20,7 +20,19 @@ from prometheus_client import Gauge, Histogram
 from . import faults, status, workdir
 from .backend import COMPLETED, FAILED, PENDING, JobInfo, PollError
 from .service import SiteService
-from .store import ACCEPTED, DELETED, DELETING, FINISHED, SUBMITTED, SUBMITTING, TERMINAL_STAGES, PodRecord
+from .staging import hold_running, spec_of
+from .store import (
+    ACCEPTED,
+    DELETED,
+    DELETING,
+    FINISHED,
+    STAGING_IN,
+    STAGING_OUT,
+    SUBMITTED,
+    SUBMITTING,
+    TERMINAL_STAGES,
+    PodRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +85,9 @@ class Reconciler:
     async def recover(self) -> None:
         """At start-up: finish interrupted submissions, then deal with jobs nobody owns."""
         service = self.service
+        for record in [r for r in service.pods.values() if r.stage in (STAGING_IN, STAGING_OUT)]:
+            if service.staging is not None:
+                service.staging.start(record)  # interrupted staging starts again
         pending = [r for r in service.pods.values() if r.stage == SUBMITTING]
         for record in pending:
             try:
@@ -182,6 +197,13 @@ class Reconciler:
             changes["job_state"] = job.raw_state
         if record.message and not ended:
             changes["message"] = ""
+        stage_out = (ended and record.stage == SUBMITTED and phase == status.SUCCEEDED
+                     and service.staging is not None and spec_of(record).outputs)
+        if stage_out:
+            # Not finished until the outputs are safe: hold the containers as running.
+            changes.update(stage=STAGING_OUT, phase=status.RUNNING, status=hold_running(new_status),
+                           summary={**record.summary, "final_status": new_status}, message="staging out")
+            ended = False
         if ended:
             changes["stage"] = DELETED if record.stage == DELETING else FINISHED
             changes["finished_at"] = now
@@ -191,7 +213,9 @@ class Reconciler:
                 workdir.scrub_sensitive, paths, record.summary.get("sensitive_volumes", [])
             )
         if changes:
-            await service.save(record.uid, **changes)
+            record = await service.save(record.uid, **changes)
+        if stage_out:
+            service.staging.start(record)  # type: ignore[union-attr]
 
     async def _deletions(self, now: float) -> int:
         """Hard-cancel jobs whose grace period is over; settle deletions without a job."""

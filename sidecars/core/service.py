@@ -31,16 +31,20 @@ from interlink_provider.pods.wire import (
     pod_status_json,
 )
 from interlink_provider.runtimes import Runtime, make_runtime
+from interlink_provider.staging.engine import Stager
 
 from . import faults, logs, status, workdir
 from .backend import RUNNING, Backend, Capacity, JobInfo, PollError, SubmitError
 from .config import SiteConfig
 from .script import PodPaths
+from .staging import StagingPhases, spec_summary
 from .store import (
     ACCEPTED,
     DELETED,
     DELETING,
     FINISHED,
+    STAGING_IN,
+    STAGING_OUT,
     SUBMITTED,
     SUBMITTING,
     TERMINAL_STAGES,
@@ -95,10 +99,11 @@ def submit_backoff(attempts: int) -> float:
 
 
 class SiteService:
-    def __init__(self, config: SiteConfig, backend: Backend, store: Store) -> None:
+    def __init__(self, config: SiteConfig, backend: Backend, store: Store, stager: Stager | None = None) -> None:
         self.config = config
         self.backend = backend
         self.store = store
+        self.staging = StagingPhases(self, stager) if stager is not None else None
         self.pods: dict[str, PodRecord] = {}
         self.jobs: dict[str, JobInfo] = {}  # last scheduler answer per pod UID
         self.poll_error: str = ""
@@ -156,6 +161,7 @@ class SiteService:
             "runtime": runtime.name,
             "flavor": spec.flavor,
             "warnings": warnings,
+            "staging": spec_summary(spec.staging) if spec.staging else None,
         }
 
     async def create(self, data: RetrievedPodData, principal: Principal = LOCAL) -> CreateResult:
@@ -166,6 +172,11 @@ class SiteService:
             paths = self.paths(spec)
             job_name = self.config.job_name_prefix + spec.uid
             submission = self.backend.prepare(spec, paths, runtime, self.options, job_name)
+            if spec.staging:
+                refusal = self.staging.stager.check(spec.staging) if self.staging else \
+                    "this site does not stage data (its config has no `staging` section)"
+                if refusal:
+                    raise PodRejected(refusal, field="metadata.annotations[datalake.interlink/*]")
         except PodRejected:
             CREATES.labels("rejected").inc()
             raise
@@ -191,14 +202,21 @@ class SiteService:
                 account=principal.account or "",
                 pod_dir=paths.pod_dir,
                 job_name=job_name,
-                stage=SUBMITTING,
+                stage=STAGING_IN if spec.staging.inputs else SUBMITTING,
                 summary=self.summary(spec, runtime, submission.warnings),
             )
-            creating = status.waiting("ContainerCreating", f"submitting to {self.config.site_name}")
-            record.status = self._uniform_status(record, creating)
+            if record.stage == STAGING_IN:
+                waiting = status.waiting("StagingIn", "resolving inputs")
+            else:
+                waiting = status.waiting("ContainerCreating", f"submitting to {self.config.site_name}")
+            record.status = self._uniform_status(record, waiting)
             record, _ = await self.store.insert(record)
             self.pods[record.uid] = record
-            record = await self._submit(record)
+            if record.stage == STAGING_IN:
+                assert self.staging is not None
+                self.staging.start(record)
+            else:
+                record = await self._submit(record)
         CREATES.labels("created").inc()
         return CreateResult(record.uid, record.job_id, created=True)
 
@@ -292,6 +310,12 @@ class SiteService:
             if record.stage == FINISHED:
                 await self.save(uid, stage=DELETED, delete_requested_at=now)
                 return "finished before deletion"
+            if record.stage in (STAGING_IN, STAGING_OUT):
+                if self.staging is not None:
+                    self.staging.cancel(uid)  # stops its transfers
+                await self.save(uid, stage=DELETED, delete_requested_at=now, finished_at=now,
+                                message=f"deleted while {record.stage.replace('-', ' ')}")
+                return "staging stopped"
             if record.stage in (ACCEPTED, SUBMITTING) or not record.job_id:
                 # A transient failure may have left a job after all: the reconciler looks
                 # it up by name and cancels it before calling the pod deleted.

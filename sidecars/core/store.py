@@ -24,8 +24,10 @@ T = TypeVar("T")
 
 # Stages of a pod's life on the site.
 ACCEPTED = "accepted"  # recorded, not (yet) submitted; retried if submission failed transiently
+STAGING_IN = "staging-in"  # inputs are being staged; submitted afterwards
 SUBMITTING = "submitting"  # sbatch may be running: on restart, look the job up by name
 SUBMITTED = "submitted"  # the job id is known; the reconciler follows it
+STAGING_OUT = "staging-out"  # the job succeeded; its outputs are being staged out and registered
 FINISHED = "finished"  # the job ended; statuses are final
 DELETING = "deleting"  # deletion asked; cancellation in progress
 DELETED = "deleted"  # cancellation confirmed (or nothing to cancel)

@@ -1,0 +1,93 @@
+"""The content cache: files keyed by DID + adler32, shared by every pod of the site.
+
+A file enters only after its checksum was verified (downloads land on a temporary
+name and are renamed in place), so the cache never holds a partial or corrupt
+file, whatever crashes. Pods get hard links (the cache and pods_root share a
+filesystem), so evicting a cache entry never touches a running pod's data. Use
+counts as recency: every hit touches the file; eviction removes the least
+recently used files until the cache fits its size limit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from .refs import FileRef
+
+
+class ContentCache:
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self.partial = root / ".partial"
+        self.partial.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for leftover in self.partial.iterdir():  # a crash mid-download: start over
+            leftover.unlink(missing_ok=True)
+
+    def path(self, ref: FileRef) -> Path:
+        checksum = ref.adler32 or "nochecksum"
+        scope = ref.scope or "_url"
+        safe_name = ref.name.replace("/", "%2F") if ref.scope else uuid.uuid5(uuid.NAMESPACE_URL, ref.did).hex
+        return self.root / checksum[:2] / checksum / scope / safe_name
+
+    def lookup(self, ref: FileRef) -> Path | None:
+        if not ref.adler32:
+            return None  # without a checksum there is no safe key
+        path = self.path(ref)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        if ref.size is not None and stat.st_size != ref.size:
+            path.unlink(missing_ok=True)
+            return None
+        os.utime(path)  # recency for LRU
+        return path
+
+    def temporary(self) -> Path:
+        return self.partial / uuid.uuid4().hex
+
+    def admit(self, ref: FileRef, verified: Path) -> Path:
+        """Move a verified download into the cache (atomic rename), then keep to the limit."""
+        if not ref.adler32:
+            return verified
+        path = self.path(ref)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        os.replace(verified, path)
+        self.evict(keep=path)
+        return path
+
+    def evict(self, keep: Path | None = None) -> int:
+        """Remove least recently used files beyond max_bytes; returns bytes freed."""
+        entries = []
+        for path in self.root.rglob("*"):
+            if path.is_file() and self.partial not in path.parents:
+                stat = path.stat()
+                entries.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        freed = 0
+        for _, size, path in sorted(entries):
+            if total - freed <= self.max_bytes:
+                break
+            if path == keep:
+                continue
+            path.unlink(missing_ok=True)
+            freed += size
+        return freed
+
+    def size(self) -> int:
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file() and self.partial not in p.parents)
+
+
+def link_into(source: Path, target: Path) -> None:
+    """Give a pod its own name for a cached file: a hard link, or a copy across filesystems."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copy2(source, tmp)
+    os.replace(tmp, target)

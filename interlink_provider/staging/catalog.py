@@ -1,0 +1,148 @@
+"""Rucio as the catalog: DIDs to files and replicas, output registration.
+
+Blocking (rucio-clients): call these from a worker thread. rucio-clients reads its
+settings from a file, so the catalog writes a private one (mode 0600, it may hold a
+password) and points RUCIO_CONFIG at it before the client is built. Rucio's
+interactive login fallback must never be reached: any failure to build the client
+becomes a StagingError with a message instead of a prompt on stdin.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..auth.exchange import write_private
+from .config import RucioConfig
+from .errors import StagingError
+from .refs import FileRef
+
+
+def _client_config(config: RucioConfig, state_dir: Path) -> Path:
+    password = Path(config.password_file).read_text().strip() if config.password_file else ""
+    lines = [
+        "[client]",
+        f"rucio_host = {config.host}",
+        f"auth_host = {config.auth_host or config.host}",
+        f"auth_type = {config.auth_type}",
+        f"account = {config.account}",
+        f"vo = {config.vo}",
+        f"request_retries = {config.request_retries}",
+        f"auth_token_file_path = {state_dir / 'rucio-auth-token'}",
+    ]
+    if config.username:
+        lines.append(f"username = {config.username}")
+    if password:
+        lines.append(f"password = {password}")
+    if config.ca_cert:
+        lines.append(f"ca_cert = {config.ca_cert}")
+    path = state_dir / "rucio-client.cfg"
+    write_private(path, "\n".join(lines) + "\n")
+    return path
+
+
+class RucioCatalog:
+    def __init__(self, config: RucioConfig, state_dir: Path, site: str) -> None:
+        self.config = config
+        self.site = site
+        self.state_dir = state_dir
+        self._local = threading.local()
+        os.environ["RUCIO_CONFIG"] = str(_client_config(config, state_dir))
+
+    @property
+    def client(self) -> Any:
+        """One client per worker thread (the Rucio client is not thread-safe)."""
+        if getattr(self._local, "client", None) is None:
+            from rucio.client import Client
+            from rucio.common.exception import RucioException
+
+            try:
+                self._local.client = Client()
+            except (RucioException, EOFError, OSError) as exc:
+                raise StagingError(f"cannot log in to Rucio at {self.config.host}: {exc}", transient=True) from exc
+        return self._local.client
+
+    def resolve(self, scope: str, name: str) -> list[FileRef]:
+        """All files of a DID (file, dataset or container) with their replicas, local first."""
+        from rucio.common.exception import DataIdentifierNotFound, RucioException
+
+        client = self.client
+        try:
+            client.get_did(scope, name)
+        except DataIdentifierNotFound as exc:
+            raise StagingError(f"DID {scope}:{name} does not exist") from exc
+        except RucioException as exc:
+            raise StagingError(f"Rucio: {exc}", transient=True) from exc
+        try:
+            replicas = list(client.list_replicas([{"scope": scope, "name": name}], schemes=["root"],
+                                                 client_location={"site": self.site}))
+        except RucioException as exc:
+            raise StagingError(f"Rucio cannot list replicas of {scope}:{name}: {exc}", transient=True) from exc
+        files = []
+        for replica in replicas:
+            pfns = replica.get("pfns") or {}
+            ordered = sorted(pfns, key=lambda pfn: (pfns[pfn].get("domain") != "lan", pfns[pfn].get("priority", 99)))
+            if not ordered:
+                raise StagingError(f"{replica['scope']}:{replica['name']} has no readable root:// replica")
+            files.append(FileRef(replica["scope"], replica["name"], replica.get("bytes"),
+                                 (replica.get("adler32") or "").lower() or None, tuple(ordered)))
+        if not files:
+            raise StagingError(f"DID {scope}:{name} has no files")
+        return files
+
+    def pfn(self, rse: str, scope: str, name: str) -> str:
+        """Where a new file goes on an RSE (deterministic RSE, root:// protocol)."""
+        from rucio.common.exception import RucioException
+        from rucio.rse import rsemanager
+
+        try:
+            info = rsemanager.get_rse_info(rse=rse, vo=self.client.vo)
+            return rsemanager.lfns2pfns(info, [{"scope": scope, "name": name}], operation="write", scheme="root")[
+                f"{scope}:{name}"
+            ]
+        except RucioException as exc:
+            raise StagingError(f"RSE {rse} has no writable root:// protocol: {exc}") from exc
+
+    def register(self, rse: str, files: list[FileRef], dataset: tuple[str, str], lifetime: int | None) -> None:
+        """Replicas, the dataset that holds them, and a rule that keeps them (idempotent)."""
+        from rucio.common.exception import DataIdentifierAlreadyExists, Duplicate, DuplicateRule, RucioException
+
+        client = self.client
+        try:
+            for f in files:  # one by one: a replica registered before a crash must not stop the others
+                try:
+                    client.add_replica(rse, f.scope, f.name, f.size, f.adler32)
+                except Duplicate:
+                    pass
+            try:
+                client.add_dataset(dataset[0], dataset[1], lifetime=lifetime)
+            except DataIdentifierAlreadyExists:
+                pass
+            existing = {f["name"] for f in client.list_files(*dataset)}
+            new = [{"scope": f.scope, "name": f.name} for f in files if f.name not in existing]
+            if new:
+                client.attach_dids(dataset[0], dataset[1], new)
+            try:
+                client.add_replication_rule([{"scope": dataset[0], "name": dataset[1]}], 1, rse, lifetime=lifetime)
+            except (DuplicateRule, Duplicate):
+                pass
+        except RucioException as exc:
+            raise StagingError(f"registering outputs in {dataset[0]}:{dataset[1]} failed: {exc}",
+                               transient=True) from exc
+
+    def existing_adler32(self, scope: str, name: str) -> str | None:
+        """The catalogued checksum of a DID that already exists, or None."""
+        from rucio.common.exception import DataIdentifierNotFound, RucioException
+
+        try:
+            meta = self.client.get_metadata(scope, name)
+        except DataIdentifierNotFound:
+            return None
+        except RucioException as exc:
+            raise StagingError(f"Rucio: {exc}", transient=True) from exc
+        return (meta.get("adler32") or "").lower() or "unknown"
+
+    def replicas(self, scope: str, name: str) -> list[dict[str, Any]]:
+        return list(self.client.list_replicas([{"scope": scope, "name": name}], schemes=["root"]))

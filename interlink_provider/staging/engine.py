@@ -1,0 +1,273 @@
+"""Stage-in before a job and stage-out after it, for one pod at a time, many pods at once.
+
+Stage-in resolves every input to files, takes what the content cache already has,
+downloads the rest once (a file several pods need is downloaded by the first and
+awaited by the others), and gives the pod hard links in its staging volumes.
+Stage-out copies the files the containers wrote to the output RSE, verifies them
+end to end, and registers replicas, dataset and rule. Transient errors are retried
+with back-off, then the next replica is tried; permanent ones fail at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..pods.staging import StageInput, StagingSpec, parse_did
+from .cache import ContentCache, link_into
+from .catalog import RucioCatalog
+from .config import StagingConfig
+from .errors import Cancelled, StagingError
+from .refs import FileRef, adler32_of
+from .transfer import CopyJob, Progress, configure_client, run_copies
+
+log = logging.getLogger(__name__)
+_RUCIO_NAME = re.compile(r"^[/A-Za-z0-9][/A-Za-z0-9._\-]{0,249}$")
+
+
+@dataclass
+class PodStaging:
+    """One pod's staging: its declaration and the host directories of its staging volumes."""
+
+    spec: StagingSpec
+    input_dirs: list[Path]
+    output_dirs: list[Path]
+    namespace: str
+    name: str
+    uid: str
+    progress: Progress = field(default_factory=Progress)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Transfer:
+    ref: FileRef
+    sources: tuple[str, ...]
+    target: Callable[[], str]  # a fresh target for each attempt
+    checksum: str | None
+    source_index: int = 0
+    attempts: int = 0
+
+
+class Stager:
+    def __init__(self, config: StagingConfig, state_dir: Path) -> None:
+        self.config = config
+        self.cache = ContentCache(Path(config.cache_dir), config.cache_max_bytes)
+        self.catalog = RucioCatalog(config.rucio, state_dir, config.site) if config.rucio else None
+        self._inflight: dict[Path, asyncio.Future[Path]] = {}
+        self.downloads = 0  # files actually transferred
+        self.cache_hits = 0  # files a pod got from the cache or from another pod's download
+        configure_client(config.connection_window, config.connection_retry)
+
+    # ------------------------------------------------------------------ policy checks (at create)
+
+    def check(self, spec: StagingSpec) -> str | None:
+        """Why this site cannot stage what the pod declares, or None."""
+        if any(i.did for i in spec.inputs) and self.catalog is None:
+            return "this site has no Rucio configured: inputs must be root:// URLs"
+        for output in spec.outputs:
+            if self.catalog is None:
+                return "this site has no Rucio configured: outputs cannot be registered"
+            if not (output.rse or self.config.default_rse):
+                return f"output {output.mount}: no `rse` and the site has no default"
+            if not (output.scope or output.dataset or self.config.default_scope):
+                return f"output {output.mount}: no `scope` and the site has no default"
+        return None
+
+    # ------------------------------------------------------------------ stage-in
+
+    async def resolve(self, item: StageInput) -> list[FileRef]:
+        if item.did:
+            if self.catalog is None:
+                raise StagingError("this site has no Rucio configured")
+            scope, name = parse_did(item.did)
+            return await asyncio.to_thread(self.catalog.resolve, scope, name)
+        assert item.url is not None
+        path = item.url.split("//", 2)[-1]
+        checksum = item.adler32.lower() if item.adler32 else None
+        return [FileRef("", path.rsplit("/", 1)[-1], None, checksum, (item.url,))]
+
+    async def stage_in(self, pod: PodStaging) -> None:
+        plan: list[tuple[int, FileRef]] = []
+        for index, item in enumerate(pod.spec.inputs):
+            files = await self.resolve(item)
+            names = [f.basename for f in files]
+            duplicate = next((n for n in names if names.count(n) > 1), None)
+            if duplicate:
+                raise StagingError(f"{item.label}: two files are named {duplicate!r}")
+            plan += [(index, f) for f in files]
+        pod.progress.add(len(plan), sum(f.size or 0 for _, f in plan))
+        waiting: dict[FileRef, asyncio.Future[Path]] = {}
+        mine: list[FileRef] = []
+        for _, ref in plan:
+            if ref in waiting or ref in mine:
+                continue
+            cached = self.cache.lookup(ref)
+            key = self.cache.path(ref)
+            if cached is not None:
+                future: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
+                future.set_result(cached)
+                waiting[ref] = future
+            elif ref.adler32 and key in self._inflight:
+                waiting[ref] = self._inflight[key]
+            else:
+                mine.append(ref)
+        if mine:
+            futures = await self._download(mine, pod)
+            waiting.update(futures)
+        for index, ref in plan:
+            try:
+                source = await asyncio.shield(waiting[ref])
+            except Cancelled:
+                if pod.cancel.is_set():
+                    raise
+                source = (await self._download([ref], pod))[ref].result()  # the other pod gave up
+            await asyncio.to_thread(link_into, source, pod.input_dirs[index] / ref.basename)
+            if ref not in mine:
+                self.cache_hits += 1
+                pod.progress.finish(ref, ref.size or 0)
+
+    async def _download(self, refs: list[FileRef], pod: PodStaging) -> dict[FileRef, asyncio.Future[Path]]:
+        loop = asyncio.get_running_loop()
+        futures = {ref: loop.create_future() for ref in refs}
+        for ref, future in futures.items():
+            if ref.adler32:
+                self._inflight[self.cache.path(ref)] = future
+        transfers = [_Transfer(ref, ref.sources, lambda: str(self.cache.temporary()), ref.adler32) for ref in refs]
+        try:
+            done, failed = await self._copy_all(transfers, pod)
+            for transfer, target in done:
+                ref = transfer.ref
+                path = await asyncio.to_thread(self._admit, ref, Path(target))
+                self.downloads += 1
+                pod.progress.finish(ref, ref.size or Path(path).stat().st_size)
+                futures[ref].set_result(path)
+            for transfer, message in failed:
+                futures[transfer.ref].set_exception(StagingError(f"{transfer.ref.did}: {message}"))
+        except BaseException as exc:
+            error = exc if isinstance(exc, StagingError) else Cancelled()
+            for future in futures.values():
+                if not future.done():
+                    future.set_exception(error)
+            raise
+        finally:
+            for ref in refs:
+                self._inflight.pop(self.cache.path(ref), None)
+        for future in futures.values():
+            if future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        return futures
+
+    def _admit(self, ref: FileRef, downloaded: Path) -> Path:
+        if not ref.adler32:  # a URL without a declared checksum: verified end to end, keyed by its own
+            ref = FileRef(ref.scope, ref.name, downloaded.stat().st_size, adler32_of(downloaded), ref.sources)
+        return self.cache.admit(ref, downloaded)
+
+    # ------------------------------------------------------------------ copying with retries
+
+    async def _copy_all(self, transfers: list[_Transfer], pod: PodStaging):
+        done: list[tuple[_Transfer, str]] = []
+        failed: list[tuple[_Transfer, str]] = []
+        pending = list(transfers)
+        backoff = self.config.retry_backoff_seconds
+        while pending:
+            if pod.cancel.is_set():
+                raise Cancelled()
+            jobs = [CopyJob(t.sources[t.source_index], t.target(), t.checksum, key=t.ref) for t in pending]
+            outcomes = await asyncio.to_thread(run_copies, jobs, self.config.parallel, pod.progress, pod.cancel,
+                                               self.config.max_rate_bytes_per_second)
+            retry: list[_Transfer] = []
+            for transfer, outcome in zip(pending, outcomes, strict=True):
+                if outcome.ok:
+                    done.append((transfer, outcome.job.target))
+                    continue
+                _remove_local(outcome.job.target)
+                transfer.attempts += 1
+                log.warning("transfer of %s from %s failed (attempt %d): %s", transfer.ref.did,
+                            outcome.job.source, transfer.attempts, outcome.message)
+                if outcome.transient and transfer.attempts <= self.config.retries:
+                    retry.append(transfer)
+                elif transfer.source_index + 1 < len(transfer.sources):
+                    transfer.source_index += 1
+                    transfer.attempts = 0
+                    retry.append(transfer)
+                else:
+                    failed.append((transfer, _explain(outcome.message)))
+            pending = retry
+            if pending:
+                await asyncio.sleep(backoff)
+                backoff *= 2
+        return done, failed
+
+    # ------------------------------------------------------------------ stage-out
+
+    async def stage_out(self, pod: PodStaging) -> list[str]:
+        """Copy and register every file the containers wrote; returns the dataset DIDs."""
+        assert self.catalog is not None
+        datasets = []
+        for index, output in enumerate(pod.spec.outputs):
+            rse = output.rse or self.config.default_rse
+            if output.dataset:
+                dataset = parse_did(output.dataset)
+            else:
+                scope = output.scope or self.config.default_scope
+                dataset = (scope, f"{pod.namespace}.{pod.name}.{pod.uid[:8]}")
+            scope = output.scope or dataset[0]
+            files = await asyncio.to_thread(self._describe_outputs, pod.output_dirs[index], scope, dataset[1])
+            pod.progress.add(len(files), sum(f.size or 0 for f, _ in files))
+            transfers, already = [], []
+            for ref, path in files:
+                # DIDs are immutable: the same content is already there (a retried stage-out),
+                # different content under the same name is an error, never an overwrite.
+                known = await asyncio.to_thread(self.catalog.existing_adler32, ref.scope, ref.name)
+                if known == ref.adler32:
+                    already.append(ref)
+                    pod.progress.finish(ref, ref.size or 0)
+                    continue
+                if known is not None:
+                    raise StagingError(f"output {ref.did} already exists in Rucio with other content "
+                                       f"(adler32 {known}, ours {ref.adler32})")
+                pfn = await asyncio.to_thread(self.catalog.pfn, rse, ref.scope, ref.name)
+                transfers.append(_Transfer(ref, (str(path),), lambda pfn=pfn: pfn, None))
+            done, failed = await self._copy_all(transfers, pod)
+            if failed:
+                transfer, message = failed[0]
+                raise StagingError(f"stage-out of {transfer.ref.did} failed: {message}")
+            for transfer, _ in done:
+                pod.progress.finish(transfer.ref, transfer.ref.size or 0)
+            await asyncio.to_thread(self.catalog.register, rse, [*already, *(t.ref for t, _ in done)], dataset,
+                                    output.lifetime or self.config.default_lifetime)
+            datasets.append(f"{dataset[0]}:{dataset[1]}")
+        return datasets
+
+    @staticmethod
+    def _describe_outputs(directory: Path, scope: str, dataset_name: str) -> list[tuple[FileRef, Path]]:
+        files = []
+        for root, _, names in os.walk(directory, followlinks=False):
+            for filename in sorted(names):
+                path = Path(root) / filename
+                if path.is_symlink() or not path.is_file():
+                    continue
+                relative = path.relative_to(directory).as_posix()
+                name = f"{dataset_name}/{relative}"
+                if not _RUCIO_NAME.match(name):
+                    raise StagingError(f"output {relative!r} is not a valid Rucio name ({_RUCIO_NAME.pattern})")
+                files.append((FileRef(scope, name, path.stat().st_size, adler32_of(path)), path))
+        return files
+
+
+def _remove_local(target: str) -> None:
+    if "://" not in target:
+        Path(target).unlink(missing_ok=True)
+
+
+def _explain(message: str) -> str:
+    if "checksum" in message.lower():
+        return f"checksum mismatch: the copy differs from the catalog's adler32 ({message})"
+    return message

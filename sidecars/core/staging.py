@@ -1,0 +1,207 @@
+"""The staging phases of a pod on the site: stage-in before submission, stage-out after success.
+
+Stage-in runs on the sidecar host (compute nodes usually have no outbound network)
+while the pod waits with reason `StagingIn` and a progress message; then the job is
+submitted. Stage-out runs after the job succeeded; until the outputs are registered
+the pod is not reported finished (its containers are held as running), so that a
+pod counts as Succeeded only once its results are safe. A deleted pod stops its
+transfers; a restarted sidecar starts interrupted staging again (cached and
+registered files make that cheap and idempotent; nothing partial is ever used).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Gauge
+
+from interlink_provider.pods.staging import StageInput, StageOutput, StagingSpec
+from interlink_provider.staging.engine import PodStaging, Stager
+from interlink_provider.staging.errors import Cancelled, StagingError
+
+from . import status
+from .store import DELETED, FINISHED, STAGING_IN, STAGING_OUT, SUBMITTING, PodRecord
+
+if TYPE_CHECKING:
+    from .service import SiteService
+
+log = logging.getLogger(__name__)
+STAGED_BYTES = Counter("ilp_staged_bytes_total", "Bytes staged", ["direction"])
+STAGING = Gauge("ilp_staging_pods", "Pods staging now", ["direction"])
+DOWNLOADS = Gauge("ilp_stage_downloads", "Files downloaded by stage-in since start")
+CACHE_HITS = Gauge("ilp_stage_cache_hits", "Staged files served by the content cache since start")
+PROGRESS_SECONDS = 1.0
+
+
+def spec_summary(spec: StagingSpec) -> dict[str, Any]:
+    return {
+        "inputs": [i.model_dump(exclude_none=True) for i in spec.inputs],
+        "outputs": [o.model_dump(exclude_none=True) for o in spec.outputs],
+    }
+
+
+def spec_of(record: PodRecord) -> StagingSpec:
+    data = record.summary.get("staging") or {}
+    return StagingSpec(
+        inputs=tuple(StageInput(**i) for i in data.get("inputs", [])),
+        outputs=tuple(StageOutput(**o) for o in data.get("outputs", [])),
+    )
+
+
+class StagingPhases:
+    def __init__(self, service: SiteService, stager: Stager) -> None:
+        self.service = service
+        self.stager = stager
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._pods: dict[str, PodStaging] = {}
+
+    def _pod(self, record: PodRecord) -> PodStaging:
+        spec = spec_of(record)
+        paths = self.service.paths(record)
+        return PodStaging(
+            spec=spec,
+            input_dirs=[Path(paths.volume_dir(StagingSpec.input_volume(i))) for i in range(len(spec.inputs))],
+            output_dirs=[Path(paths.volume_dir(StagingSpec.output_volume(i))) for i in range(len(spec.outputs))],
+            namespace=record.namespace, name=record.name, uid=record.uid,
+        )
+
+    def start(self, record: PodRecord) -> None:
+        """Run the phase the record is in (at create, after a job, or after a restart)."""
+        if record.uid in self._tasks and not self._tasks[record.uid].done():
+            return
+        runner = self._stage_in if record.stage == STAGING_IN else self._stage_out
+        pod = self._pod(record)
+        self._pods[record.uid] = pod
+        self._tasks[record.uid] = asyncio.create_task(self._guard(runner, record.uid, pod), name=f"staging-{record.uid}")
+
+    def cancel(self, uid: str) -> None:
+        pod = self._pods.get(uid)
+        if pod is not None:
+            pod.cancel.set()
+
+    async def stop(self) -> None:
+        for uid in list(self._tasks):
+            self.cancel(uid)
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    def progress(self, uid: str) -> str:
+        pod = self._pods.get(uid)
+        return pod.progress.describe() if pod else ""
+
+    async def _guard(self, runner, uid: str, pod: PodStaging) -> None:
+        try:
+            await runner(uid, pod)
+        except Exception:  # a bug must not leave the pod stuck silently
+            log.exception("staging of %s failed unexpectedly", uid)
+            await self._fail(uid, "StagingError", "internal error while staging (see the sidecar log)")
+        finally:
+            self._tasks.pop(uid, None)
+            self._pods.pop(uid, None)
+
+    async def _with_progress(self, uid: str, pod: PodStaging, work, reason: str) -> Any:
+        """Run the transfer while keeping the pod's message up to date."""
+        task = asyncio.create_task(work)
+        while not task.done():
+            await asyncio.wait({task}, timeout=PROGRESS_SECONDS)
+            record = self.service.pods.get(uid)
+            if record is not None and record.stage in (STAGING_IN, STAGING_OUT):
+                message = f"{reason}: {pod.progress.describe()}"
+                if record.message != message:
+                    update: dict[str, Any] = {"message": message}
+                    if record.stage == STAGING_IN:
+                        waiting = status.waiting("StagingIn", message)
+                        update["status"] = self.service._uniform_status(record, waiting)
+                    await self.service.save(uid, **update)
+        return task.result()
+
+    async def _stage_in(self, uid: str, pod: PodStaging) -> None:
+        STAGING.labels("in").inc()
+        started = time.monotonic()
+        try:
+            await self._with_progress(uid, pod, self.stager.stage_in(pod), "staging in")
+        except Cancelled:
+            return  # deleted while staging: the deletion settles the record
+        except StagingError as exc:
+            log.warning("pod %s: stage-in failed: %s", uid, exc.message)
+            await self._fail(uid, "StageInFailed", f"stage-in failed: {exc.message}")
+            return
+        finally:
+            STAGING.labels("in").dec()
+        STAGED_BYTES.labels("in").inc(pod.progress.bytes_done)
+        DOWNLOADS.set(self.stager.downloads)
+        CACHE_HITS.set(self.stager.cache_hits)
+        log.info("pod %s: staged in %s in %.1fs", uid, pod.progress.describe(), time.monotonic() - started)
+        service = self.service
+        async with service.lock(uid):
+            record = service.pods.get(uid)
+            if record is None or record.stage != STAGING_IN:
+                return  # deleted meanwhile
+            record = await service.save(uid, stage=SUBMITTING, message=f"staged in {pod.progress.describe()}")
+            await service._submit(record)
+
+    async def _stage_out(self, uid: str, pod: PodStaging) -> None:
+        STAGING.labels("out").inc()
+        try:
+            datasets = await self._with_progress(uid, pod, self.stager.stage_out(pod), "staging out")
+        except Cancelled:
+            return
+        except StagingError as exc:
+            log.warning("pod %s: stage-out failed: %s", uid, exc.message)
+            await self._finish_out(uid, error=exc.message)
+            return
+        finally:
+            STAGING.labels("out").dec()
+        STAGED_BYTES.labels("out").inc(pod.progress.bytes_done)
+        await self._finish_out(uid, datasets=datasets, done=pod.progress.describe())
+
+    async def _finish_out(self, uid: str, datasets: list[str] | None = None, done: str = "", error: str = "") -> None:
+        service = self.service
+        async with service.lock(uid):
+            record = service.pods.get(uid)
+            if record is None or record.stage != STAGING_OUT:
+                return
+            final = record.summary.get("final_status") or record.status
+            if error:
+                final = _mark_failed(final, f"stage-out failed: {error}")
+                message = f"stage-out failed: {error}"
+                phase = status.FAILED
+            else:
+                message = f"outputs registered in {', '.join(datasets or [])} ({done})"
+                phase = status.vk_phase(final.get("initContainers", []), final.get("containers", []))
+            await service.save(uid, stage=FINISHED, status=final, phase=phase, message=message, finished_at=time.time())
+
+    async def _fail(self, uid: str, reason: str, message: str) -> None:
+        service = self.service
+        async with service.lock(uid):
+            record = service.pods.get(uid)
+            if record is None or record.stage in (FINISHED, DELETED):
+                return
+            failed = status.terminated(1, reason, message)
+            await service.save(uid, stage=FINISHED, phase=status.FAILED, message=message,
+                               status=service._uniform_status(record, failed), finished_at=time.time())
+
+
+def hold_running(final: dict[str, Any]) -> dict[str, Any]:
+    """The statuses shown while outputs are staged out: app containers still running."""
+    held = []
+    for item in final.get("containers", []):
+        terminated = item["state"].get("terminated") or {}
+        held.append({**item, "state": {"running": {"startedAt": terminated.get("startedAt")}},
+                     "ready": False, "started": True})
+    return {**final, "containers": held}
+
+
+def _mark_failed(final: dict[str, Any], message: str) -> dict[str, Any]:
+    containers = []
+    for item in final.get("containers", []):
+        terminated = dict(item["state"].get("terminated") or {})
+        terminated.update(exitCode=1, reason="StageOutFailed",
+                          message=f"{message} (the container itself exited {terminated.get('exitCode', 0)})")
+        containers.append({**item, "state": {"terminated": terminated}})
+    return {**final, "containers": containers}
+
+
