@@ -1,12 +1,13 @@
 """Bootstrap the local site's Rucio (run with the Rucio server's own Python, idempotent).
 
     RUCIO_CONFIG=$SITE/rucio/rucio.cfg $SITE/rucio/venv/bin/python rucio_setup.py bootstrap
-    RUCIO_CONFIG=... python rucio_setup.py populate XRD_PORT DATA_DIR
+    RUCIO_CONFIG=... python rucio_setup.py populate XRD_PORT SLOW_XRD_PORT DATA_DIR
 
 `bootstrap` creates the SQLite schema, the base VO and the root account. `populate`
-(against the running server) creates the RSE LOCAL_XRD on the local xrootd, gives
-root a quota there, creates the scopes `demo` and `user`, and uploads the sample
-dataset `demo:input-data` that examples/rucio-stage.yaml reads.
+(against the running server) creates the RSEs LOCAL_XRD (site LOCAL, the local
+xrootd) and SLOW_XRD (site REMOTE: the same files behind a throttled xrootd, so the
+same PFNs), gives root a quota, creates the scopes `demo` and `user`, and uploads
+the sample dataset `demo:input-data` that examples/rucio-stage.yaml reads.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import zlib
 from pathlib import Path
 
 RSE = "LOCAL_XRD"
+SLOW_RSE = "SLOW_XRD"
 SCOPES = ("demo", "user")
 DATASET = ("demo", "input-data")
 SAMPLE_FILES = {"events-001.csv": 2000, "events-002.csv": 5000, "calibration.txt": 300}
@@ -55,12 +57,8 @@ def _ignore_duplicate(call, *args, **kwargs) -> None:
             raise
 
 
-def populate(port: int, data_dir: Path) -> None:
-    from rucio.client import Client
-    from rucio.client.uploadclient import UploadClient
-
-    client = Client()
-    _ignore_duplicate(client.add_rse, RSE)
+def add_rse(client, rse: str, port: int, site: str) -> None:
+    _ignore_duplicate(client.add_rse, rse)
     protocol = {
         "scheme": "root", "hostname": "127.0.0.1", "port": port, "prefix": "//rucio/",
         "impl": "rucio.rse.protocols.xrootd.Default",
@@ -69,10 +67,19 @@ def populate(port: int, data_dir: Path) -> None:
             "wan": {"read": 1, "write": 1, "delete": 1, "third_party_copy_read": 1, "third_party_copy_write": 1},
         },
     }
-    if not _has_protocols(client):
-        client.add_protocol(RSE, protocol)
-    client.set_local_account_limit("root", RSE, 100 * 1024**3)
-    _ignore_duplicate(client.add_rse_attribute, RSE, "site", "LOCAL")
+    if not _has_protocols(client, rse):
+        client.add_protocol(rse, protocol)
+    client.set_local_account_limit("root", rse, 100 * 1024**3)
+    _ignore_duplicate(client.add_rse_attribute, rse, "site", site)
+
+
+def populate(port: int, slow_port: int, data_dir: Path) -> None:
+    from rucio.client import Client
+    from rucio.client.uploadclient import UploadClient
+
+    client = Client()
+    add_rse(client, RSE, port, "LOCAL")
+    add_rse(client, SLOW_RSE, slow_port, "REMOTE")
     for scope in SCOPES:
         _ignore_duplicate(client.add_scope, "root", scope)
     existing = {f["name"] for f in client.list_files(*DATASET)} if _exists(client, *DATASET) else set()
@@ -92,8 +99,8 @@ def populate(port: int, data_dir: Path) -> None:
         print(f"uploaded {DATASET[0]}:{name} adler32 {zlib.adler32((data_dir / name).read_bytes()):08x}")
 
 
-def _has_protocols(client) -> bool:
-    return any(p.get("scheme") == "root" for p in client.get_rse(RSE).get("protocols", []))
+def _has_protocols(client, rse: str) -> bool:
+    return any(p.get("scheme") == "root" for p in client.get_rse(rse).get("protocols", []))
 
 
 def _exists(client, scope: str, name: str) -> bool:
@@ -111,6 +118,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "bootstrap":
         bootstrap()
     elif sys.argv[1] == "populate":
-        populate(int(sys.argv[2]), Path(sys.argv[3]))
+        populate(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
     else:
-        sys.exit(f"usage: {sys.argv[0]} bootstrap | populate XRD_PORT DATA_DIR")
+        sys.exit(f"usage: {sys.argv[0]} bootstrap | populate XRD_PORT SLOW_XRD_PORT DATA_DIR")

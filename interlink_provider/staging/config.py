@@ -31,9 +31,6 @@ class StagingConfig(BaseModel):
     retry_backoff_seconds: float = Field(2.0, ge=0, description="first back-off; doubles each retry")
     connection_window: int = Field(10, ge=1, description="seconds XRootD tries to connect to a server")
     connection_retry: int = Field(2, ge=1, description="connection attempts before a server counts as down")
-    max_rate_bytes_per_second: int | None = Field(
-        None, gt=0, description="limit each transfer's rate (protects a shared link); none by default"
-    )
     default_rse: str | None = Field(None, description="outputs' RSE when the pod names none")
     default_scope: str | None = Field(None, description="outputs' scope when the pod names none")
     default_lifetime: int | None = Field(None, gt=0, description="outputs' rule lifetime (seconds)")

@@ -180,8 +180,7 @@ class Stager:
             if pod.cancel.is_set():
                 raise Cancelled()
             jobs = [CopyJob(t.sources[t.source_index], t.target(), t.checksum, key=t.ref) for t in pending]
-            outcomes = await asyncio.to_thread(run_copies, jobs, self.config.parallel, pod.progress, pod.cancel,
-                                               self.config.max_rate_bytes_per_second)
+            outcomes = await asyncio.to_thread(run_copies, jobs, self.config.parallel, pod.progress, pod.cancel)
             retry: list[_Transfer] = []
             for transfer, outcome in zip(pending, outcomes, strict=True):
                 if outcome.ok:

@@ -97,8 +97,7 @@ def _is_transient(status: Any) -> bool:
     return any(word in text for word in _TRANSIENT)
 
 
-def run_copies(jobs: list[CopyJob], parallel: int, progress: Progress, cancel: threading.Event,
-               max_rate: int | None = None) -> list[CopyOutcome]:
+def run_copies(jobs: list[CopyJob], parallel: int, progress: Progress, cancel: threading.Event) -> list[CopyOutcome]:
     """Copy every job; one outcome per job, in order. Raises Cancelled when asked to stop."""
     from XRootD import client
     from XRootD.client.utils import CopyProgressHandler
@@ -119,7 +118,7 @@ def run_copies(jobs: list[CopyJob], parallel: int, progress: Progress, cancel: t
         mode = "target" if job.checksum else "end2end"
         process.add_job(job.source, job.target, force=True, mkdir=True, posc=True,
                         checksummode=mode, checksumtype="adler32", checksumpreset=job.checksum or "",
-                        rmBadCksum=True, xrate=max_rate or 0)
+                        rmBadCksum=True)
     prepared = process.prepare()
     if not prepared.ok:
         return [CopyOutcome(job, False, f"cannot prepare the copy: {prepared.message}", _is_transient(prepared))
