@@ -56,3 +56,17 @@ def idp(tmp_path_factory):
     instance = IdP(tmp_path_factory.mktemp("devidp"), tls=True).start()
     yield instance
     instance.stop()
+
+
+@pytest.fixture(scope="module")
+def catalog(local_site, tmp_path_factory):
+    """A Rucio client on the local site's server (userpass, as the sidecar of deploy/local)."""
+    from interlink_provider.staging.catalog import RucioCatalog
+    from interlink_provider.staging.config import RucioConfig
+
+    state = tmp_path_factory.mktemp("rucio-client")
+    password = state / "password"
+    password.write_text("secret\n")
+    password.chmod(0o600)
+    config = RucioConfig(host="http://127.0.0.1:18081", username="ddmlab", password_file=str(password))
+    return RucioCatalog(config, state, "LOCAL")

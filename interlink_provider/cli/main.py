@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .. import __version__
-from . import pod, token
+from . import pod, stage, token
 
 
 def _sidecar(args) -> int:
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     pod.add_parser(sub)
     sub.choices["pod"].set_defaults(func=pod.main)
     token.add_parser(sub)
+    stage.add_parser(sub)
     return parser
 
 

@@ -5,7 +5,9 @@ name and are renamed in place), so the cache never holds a partial or corrupt
 file, whatever crashes. Pods get hard links (the cache and pods_root share a
 filesystem), so evicting a cache entry never touches a running pod's data. Use
 counts as recency: every hit touches the file; eviction removes the least
-recently used files until the cache fits its size limit.
+recently used files until the cache fits its size limit. The cache's total size is
+counted once at start and kept up to date, so admitting a file costs no directory
+walk; only an eviction walks the cache.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class ContentCache:
         self.partial.mkdir(parents=True, exist_ok=True, mode=0o700)
         for leftover in self.partial.iterdir():  # a crash mid-download: start over
             leftover.unlink(missing_ok=True)
+        self._used: int | None = None  # bytes in the cache, counted on first need
 
     def path(self, ref: FileRef) -> Path:
         checksum = ref.adler32 or "nochecksum"
@@ -43,6 +46,7 @@ class ContentCache:
             return None
         if ref.size is not None and stat.st_size != ref.size:
             path.unlink(missing_ok=True)
+            self._used = None  # recount when next needed
             return None
         os.utime(path)  # recency for LRU
         return path
@@ -56,8 +60,12 @@ class ContentCache:
             return verified
         path = self.path(ref)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        replaced = path.stat().st_size if path.exists() else 0
+        added = verified.stat().st_size
         os.replace(verified, path)
-        self.evict(keep=path)
+        self._used = self.size() if self._used is None else self._used + added - replaced
+        if self._used > self.max_bytes:
+            self.evict(keep=path)
         return path
 
     def evict(self, keep: Path | None = None) -> int:
@@ -76,6 +84,7 @@ class ContentCache:
                 continue
             path.unlink(missing_ok=True)
             freed += size
+        self._used = total - freed
         return freed
 
     def size(self) -> int:

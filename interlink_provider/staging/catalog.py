@@ -9,8 +9,10 @@ becomes a StagingError with a message instead of a prompt on stdin.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,13 @@ from ..auth.exchange import write_private
 from .config import RucioConfig
 from .errors import StagingError
 from .refs import FileRef
+
+
+def _token_file_name(config: RucioConfig) -> str:
+    """One cached Rucio token per server and identity: never present one server's token to another."""
+    who = "\0".join((config.auth_host or config.host, config.vo, config.account, config.auth_type,
+                     config.username or ""))
+    return f"rucio-auth-token-{hashlib.sha256(who.encode()).hexdigest()[:16]}"
 
 
 def _client_config(config: RucioConfig, state_dir: Path) -> Path:
@@ -30,7 +39,7 @@ def _client_config(config: RucioConfig, state_dir: Path) -> Path:
         f"account = {config.account}",
         f"vo = {config.vo}",
         f"request_retries = {config.request_retries}",
-        f"auth_token_file_path = {state_dir / 'rucio-auth-token'}",
+        f"auth_token_file_path = {state_dir / _token_file_name(config)}",
     ]
     if config.username:
         lines.append(f"username = {config.username}")
@@ -41,6 +50,20 @@ def _client_config(config: RucioConfig, state_dir: Path) -> Path:
     path = state_dir / "rucio-client.cfg"
     write_private(path, "\n".join(lines) + "\n")
     return path
+
+
+@dataclass(frozen=True)
+class Replica:
+    rse: str
+    pfn: str
+    domain: str  # "lan": at this site (Rucio's client_location), else "wan"
+    priority: int
+
+
+@dataclass(frozen=True)
+class CatalogFile:
+    ref: FileRef  # sources ordered best first
+    replicas: list[Replica]  # the same order, with where each one lives
 
 
 class RucioCatalog:
@@ -56,16 +79,23 @@ class RucioCatalog:
         """One client per worker thread (the Rucio client is not thread-safe)."""
         if getattr(self._local, "client", None) is None:
             from rucio.client import Client
-            from rucio.common.exception import RucioException
+            from rucio.common.exception import CannotAuthenticate, RucioException
 
             try:
                 self._local.client = Client()
+            except CannotAuthenticate as exc:
+                raise StagingError(f"Rucio at {self.config.host} refused the login of account "
+                                   f"{self.config.account} ({self.config.auth_type}): {exc}") from exc
             except (RucioException, EOFError, OSError) as exc:
                 raise StagingError(f"cannot log in to Rucio at {self.config.host}: {exc}", transient=True) from exc
         return self._local.client
 
     def resolve(self, scope: str, name: str) -> list[FileRef]:
         """All files of a DID (file, dataset or container) with their replicas, local first."""
+        return [entry.ref for entry in self.describe(scope, name)]
+
+    def describe(self, scope: str, name: str) -> list[CatalogFile]:
+        """Like resolve, keeping which RSE serves each replica and whether it is site-local."""
         from rucio.common.exception import DataIdentifierNotFound, RucioException
 
         client = self.client
@@ -76,18 +106,20 @@ class RucioCatalog:
         except RucioException as exc:
             raise StagingError(f"Rucio: {exc}", transient=True) from exc
         try:
-            replicas = list(client.list_replicas([{"scope": scope, "name": name}], schemes=["root"],
-                                                 client_location={"site": self.site}))
+            found = list(client.list_replicas([{"scope": scope, "name": name}], schemes=["root"],
+                                              client_location={"site": self.site}))
         except RucioException as exc:
             raise StagingError(f"Rucio cannot list replicas of {scope}:{name}: {exc}", transient=True) from exc
         files = []
-        for replica in replicas:
-            pfns = replica.get("pfns") or {}
-            ordered = sorted(pfns, key=lambda pfn: (pfns[pfn].get("domain") != "lan", pfns[pfn].get("priority", 99)))
-            if not ordered:
-                raise StagingError(f"{replica['scope']}:{replica['name']} has no readable root:// replica")
-            files.append(FileRef(replica["scope"], replica["name"], replica.get("bytes"),
-                                 (replica.get("adler32") or "").lower() or None, tuple(ordered)))
+        for entry in found:
+            pfns = entry.get("pfns") or {}
+            replicas = sorted((Replica(info.get("rse", "?"), pfn, info.get("domain") or "wan", info.get("priority", 99))
+                               for pfn, info in pfns.items()), key=lambda r: (r.domain != "lan", r.priority))
+            if not replicas:
+                raise StagingError(f"{entry['scope']}:{entry['name']} has no readable root:// replica")
+            ref = FileRef(entry["scope"], entry["name"], entry.get("bytes"),
+                          (entry.get("adler32") or "").lower() or None, tuple(r.pfn for r in replicas))
+            files.append(CatalogFile(ref, replicas))
         if not files:
             raise StagingError(f"DID {scope}:{name} has no files")
         return files
@@ -105,8 +137,11 @@ class RucioCatalog:
         except RucioException as exc:
             raise StagingError(f"RSE {rse} has no writable root:// protocol: {exc}") from exc
 
-    def register(self, rse: str, files: list[FileRef], dataset: tuple[str, str], lifetime: int | None) -> None:
-        """Replicas, the dataset that holds them, and a rule that keeps them (idempotent)."""
+    def register(self, rse: str, files: list[FileRef], dataset: tuple[str, str] | None, lifetime: int | None) -> None:
+        """Replicas, the dataset that holds them, and a rule that keeps them (idempotent).
+
+        Without a dataset each file gets its own rule.
+        """
         from rucio.common.exception import DataIdentifierAlreadyExists, Duplicate, DuplicateRule, RucioException
 
         client = self.client
@@ -116,21 +151,25 @@ class RucioCatalog:
                     client.add_replica(rse, f.scope, f.name, f.size, f.adler32)
                 except Duplicate:
                     pass
-            try:
-                client.add_dataset(dataset[0], dataset[1], lifetime=lifetime)
-            except DataIdentifierAlreadyExists:
-                pass
-            existing = {f["name"] for f in client.list_files(*dataset)}
-            new = [{"scope": f.scope, "name": f.name} for f in files if f.name not in existing]
-            if new:
-                client.attach_dids(dataset[0], dataset[1], new)
-            try:
-                client.add_replication_rule([{"scope": dataset[0], "name": dataset[1]}], 1, rse, lifetime=lifetime)
-            except (DuplicateRule, Duplicate):
-                pass
+            if dataset is not None:
+                try:
+                    client.add_dataset(dataset[0], dataset[1], lifetime=lifetime)
+                except DataIdentifierAlreadyExists:
+                    pass
+                existing = {f["name"] for f in client.list_files(*dataset)}
+                new = [{"scope": f.scope, "name": f.name} for f in files if f.name not in existing]
+                if new:
+                    client.attach_dids(dataset[0], dataset[1], new)
+            kept = [{"scope": dataset[0], "name": dataset[1]}] if dataset else [
+                {"scope": f.scope, "name": f.name} for f in files]
+            for did in kept:
+                try:
+                    client.add_replication_rule([did], 1, rse, lifetime=lifetime)
+                except (DuplicateRule, Duplicate):
+                    pass
         except RucioException as exc:
-            raise StagingError(f"registering outputs in {dataset[0]}:{dataset[1]} failed: {exc}",
-                               transient=True) from exc
+            where = f"{dataset[0]}:{dataset[1]}" if dataset else rse
+            raise StagingError(f"registering outputs in {where} failed: {exc}", transient=True) from exc
 
     def existing_adler32(self, scope: str, name: str) -> str | None:
         """The catalogued checksum of a DID that already exists, or None."""

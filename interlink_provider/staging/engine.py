@@ -11,11 +11,9 @@ with back-off, then the next replica is tried; permanent ones fail at once.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +23,8 @@ from .catalog import RucioCatalog
 from .config import StagingConfig
 from .errors import Cancelled, StagingError
 from .refs import FileRef, adler32_of
-from .transfer import CopyJob, Progress, configure_client, run_copies
+from .transfer import Progress, RetryPolicy, Transfer, configure_client, copy_with_retries
 
-log = logging.getLogger(__name__)
 _RUCIO_NAME = re.compile(r"^[/A-Za-z0-9][/A-Za-z0-9._\-]{0,249}$")
 
 
@@ -45,16 +42,6 @@ class PodStaging:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
-@dataclass
-class _Transfer:
-    ref: FileRef
-    sources: tuple[str, ...]
-    target: Callable[[], str]  # a fresh target for each attempt
-    checksum: str | None
-    source_index: int = 0
-    attempts: int = 0
-
-
 class Stager:
     def __init__(self, config: StagingConfig, state_dir: Path) -> None:
         self.config = config
@@ -63,6 +50,7 @@ class Stager:
         self._inflight: dict[Path, asyncio.Future[Path]] = {}
         self.downloads = 0  # files actually transferred
         self.cache_hits = 0  # files a pod got from the cache or from another pod's download
+        self.retry_policy = RetryPolicy(config.parallel, config.retries, config.retry_backoff_seconds)
         configure_client(config.connection_window, config.connection_retry)
 
     # ------------------------------------------------------------------ policy checks (at create)
@@ -103,35 +91,40 @@ class Stager:
                 raise StagingError(f"{item.label}: two files are named {duplicate!r}")
             plan += [(index, f) for f in files]
         pod.progress.add(len(plan), sum(f.size or 0 for _, f in plan))
+        unique = list(dict.fromkeys(ref for _, ref in plan))
+        cached = await asyncio.to_thread(lambda: {ref: self.cache.lookup(ref) for ref in unique})
+        loop = asyncio.get_running_loop()
         waiting: dict[FileRef, asyncio.Future[Path]] = {}
         mine: list[FileRef] = []
-        for _, ref in plan:
-            if ref in waiting or ref in mine:
-                continue
-            cached = self.cache.lookup(ref)
+        for ref in unique:
             key = self.cache.path(ref)
-            if cached is not None:
-                future: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
-                future.set_result(cached)
-                waiting[ref] = future
+            if cached[ref] is not None:
+                waiting[ref] = loop.create_future()
+                waiting[ref].set_result(cached[ref])
             elif ref.adler32 and key in self._inflight:
-                waiting[ref] = self._inflight[key]
+                waiting[ref] = self._inflight[key]  # another pod is downloading it
             else:
                 mine.append(ref)
         if mine:
-            futures = await self._download(mine, pod)
-            waiting.update(futures)
-        for index, ref in plan:
+            waiting.update(await self._download(mine, pod))
+        sources: dict[FileRef, Path] = {}
+        for ref in unique:
             try:
-                source = await asyncio.shield(waiting[ref])
+                sources[ref] = await asyncio.shield(waiting[ref])
             except Cancelled:
                 if pod.cancel.is_set():
                     raise
-                source = (await self._download([ref], pod))[ref].result()  # the other pod gave up
-            await asyncio.to_thread(link_into, source, pod.input_dirs[index] / ref.basename)
-            if ref not in mine:
+                sources[ref] = (await self._download([ref], pod))[ref].result()  # the other pod gave up
+                mine.append(ref)
+        counted = set(mine)  # a download counted its own progress, once
+        for _, ref in plan:
+            if ref in counted:
+                counted.discard(ref)
+            else:
                 self.cache_hits += 1
                 pod.progress.finish(ref, ref.size or 0)
+        links = [(sources[ref], pod.input_dirs[index] / ref.basename) for index, ref in plan]
+        await asyncio.to_thread(lambda: [link_into(source, target) for source, target in links])
 
     async def _download(self, refs: list[FileRef], pod: PodStaging) -> dict[FileRef, asyncio.Future[Path]]:
         loop = asyncio.get_running_loop()
@@ -139,14 +132,13 @@ class Stager:
         for ref, future in futures.items():
             if ref.adler32:
                 self._inflight[self.cache.path(ref)] = future
-        transfers = [_Transfer(ref, ref.sources, lambda: str(self.cache.temporary()), ref.adler32) for ref in refs]
+        transfers = [Transfer(ref, ref.sources, lambda: str(self.cache.temporary()), ref.adler32) for ref in refs]
         try:
-            done, failed = await self._copy_all(transfers, pod)
-            for transfer, target in done:
-                ref = transfer.ref
-                path = await asyncio.to_thread(self._admit, ref, Path(target))
+            done, failed = await copy_with_retries(transfers, self.retry_policy, pod.progress, pod.cancel)
+            admitted = await asyncio.to_thread(lambda: [(t.ref, self._admit(t.ref, Path(target)))
+                                                        for t, target in done])
+            for ref, path in admitted:
                 self.downloads += 1
-                pod.progress.finish(ref, ref.size or Path(path).stat().st_size)
                 futures[ref].set_result(path)
             for transfer, message in failed:
                 futures[transfer.ref].set_exception(StagingError(f"{transfer.ref.did}: {message}"))
@@ -168,41 +160,6 @@ class Stager:
         if not ref.adler32:  # a URL without a declared checksum: verified end to end, keyed by its own
             ref = FileRef(ref.scope, ref.name, downloaded.stat().st_size, adler32_of(downloaded), ref.sources)
         return self.cache.admit(ref, downloaded)
-
-    # ------------------------------------------------------------------ copying with retries
-
-    async def _copy_all(self, transfers: list[_Transfer], pod: PodStaging):
-        done: list[tuple[_Transfer, str]] = []
-        failed: list[tuple[_Transfer, str]] = []
-        pending = list(transfers)
-        backoff = self.config.retry_backoff_seconds
-        while pending:
-            if pod.cancel.is_set():
-                raise Cancelled()
-            jobs = [CopyJob(t.sources[t.source_index], t.target(), t.checksum, key=t.ref) for t in pending]
-            outcomes = await asyncio.to_thread(run_copies, jobs, self.config.parallel, pod.progress, pod.cancel)
-            retry: list[_Transfer] = []
-            for transfer, outcome in zip(pending, outcomes, strict=True):
-                if outcome.ok:
-                    done.append((transfer, outcome.job.target))
-                    continue
-                _remove_local(outcome.job.target)
-                transfer.attempts += 1
-                log.warning("transfer of %s from %s failed (attempt %d): %s", transfer.ref.did,
-                            outcome.job.source, transfer.attempts, outcome.message)
-                if outcome.transient and transfer.attempts <= self.config.retries:
-                    retry.append(transfer)
-                elif transfer.source_index + 1 < len(transfer.sources):
-                    transfer.source_index += 1
-                    transfer.attempts = 0
-                    retry.append(transfer)
-                else:
-                    failed.append((transfer, _explain(outcome.message)))
-            pending = retry
-            if pending:
-                await asyncio.sleep(backoff)
-                backoff *= 2
-        return done, failed
 
     # ------------------------------------------------------------------ stage-out
 
@@ -233,13 +190,11 @@ class Stager:
                     raise StagingError(f"output {ref.did} already exists in Rucio with other content "
                                        f"(adler32 {known}, ours {ref.adler32})")
                 pfn = await asyncio.to_thread(self.catalog.pfn, rse, ref.scope, ref.name)
-                transfers.append(_Transfer(ref, (str(path),), lambda pfn=pfn: pfn, None))
-            done, failed = await self._copy_all(transfers, pod)
+                transfers.append(Transfer(ref, (str(path),), lambda pfn=pfn: pfn, None))
+            done, failed = await copy_with_retries(transfers, self.retry_policy, pod.progress, pod.cancel)
             if failed:
                 transfer, message = failed[0]
                 raise StagingError(f"stage-out of {transfer.ref.did} failed: {message}")
-            for transfer, _ in done:
-                pod.progress.finish(transfer.ref, transfer.ref.size or 0)
             await asyncio.to_thread(self.catalog.register, rse, [*already, *(t.ref for t, _ in done)], dataset,
                                     output.lifetime or self.config.default_lifetime)
             datasets.append(f"{dataset[0]}:{dataset[1]}")
@@ -259,14 +214,3 @@ class Stager:
                     raise StagingError(f"output {relative!r} is not a valid Rucio name ({_RUCIO_NAME.pattern})")
                 files.append((FileRef(scope, name, path.stat().st_size, adler32_of(path)), path))
         return files
-
-
-def _remove_local(target: str) -> None:
-    if "://" not in target:
-        Path(target).unlink(missing_ok=True)
-
-
-def _explain(message: str) -> str:
-    if "checksum" in message.lower():
-        return f"checksum mismatch: the copy differs from the catalog's adler32 ({message})"
-    return message

@@ -8,11 +8,18 @@ upload is verified end to end (our adler32 against the server's).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import Cancelled
+from .refs import FileRef
+
+log = logging.getLogger(__name__)
 
 # Failures worth retrying: the network or the server being busy, not the data.
 _TRANSIENT = ("connection", "socket", "timeout", "timed out", "expired", "refused", "unreachable",
@@ -55,10 +62,11 @@ class Progress:
         with self.lock:
             self._bytes[key] = done
 
-    def finish(self, key: Any, size: int) -> None:
+    def finish(self, key: Any, size: int | None = None) -> None:
+        """A file is done: count its size (default: the bytes last reported for it)."""
         with self.lock:
-            self._bytes.pop(key, None)
-            self._base += size
+            seen = self._bytes.pop(key, 0)
+            self._base += seen if size is None else size
             self.files_done += 1
 
     @property
@@ -136,3 +144,78 @@ def run_copies(jobs: list[CopyJob], parallel: int, progress: Progress, cancel: t
             outcomes.append(CopyOutcome(job, False, message, _is_transient(status)))
     outcomes += [CopyOutcome(job, False, "the copy did not run", True) for job in jobs[len(results):]]
     return outcomes
+
+
+# ---------------------------------------------------------------------- retries and fallback
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    parallel: int = 4  # concurrent file transfers
+    retries: int = 3  # retries of a transfer after a transient error, per source
+    backoff_seconds: float = 2.0  # first back-off; doubles each round
+
+
+@dataclass
+class Transfer:
+    """One file to move, from the best of its sources; retried, then the next source."""
+
+    ref: FileRef
+    sources: tuple[str, ...]
+    target: Callable[[], str]  # a fresh target for each attempt
+    checksum: str | None
+    source_index: int = 0
+    attempts: int = 0
+
+
+async def copy_with_retries(transfers: list[Transfer], policy: RetryPolicy, progress: Progress,
+                            cancel: threading.Event) -> tuple[list[tuple[Transfer, str]], list[tuple[Transfer, str]]]:
+    """Copy all transfers in a worker thread: (done with their targets, failed with the reason).
+
+    Transient errors are retried with back-off, then the next source is tried;
+    permanent ones (checksum mismatch, missing file, refused) move on at once.
+    """
+    done: list[tuple[Transfer, str]] = []
+    failed: list[tuple[Transfer, str]] = []
+    pending = list(transfers)
+    backoff = policy.backoff_seconds
+    while pending:
+        if cancel.is_set():
+            raise Cancelled()
+        jobs = [CopyJob(t.sources[t.source_index], t.target(), t.checksum, key=t.ref) for t in pending]
+        outcomes = await asyncio.to_thread(run_copies, jobs, policy.parallel, progress, cancel)
+        retry: list[Transfer] = []
+        for transfer, outcome in zip(pending, outcomes, strict=True):
+            if outcome.ok:
+                done.append((transfer, outcome.job.target))
+                progress.finish(transfer.ref, transfer.ref.size)
+                continue
+            _remove_local(outcome.job.target)
+            transfer.attempts += 1
+            log.warning("transfer of %s from %s failed (attempt %d): %s", transfer.ref.did,
+                        outcome.job.source, transfer.attempts, outcome.message)
+            if outcome.transient and transfer.attempts <= policy.retries:
+                retry.append(transfer)
+            elif transfer.source_index + 1 < len(transfer.sources):
+                transfer.source_index += 1
+                transfer.attempts = 0
+                retry.append(transfer)
+            else:
+                failed.append((transfer, explain(outcome.message)))
+        pending = retry
+        if pending:
+            await asyncio.sleep(backoff)
+            backoff *= 2
+    return done, failed
+
+
+def _remove_local(target: str) -> None:
+    if "://" not in target:
+        Path(target).unlink(missing_ok=True)
+
+
+def explain(message: str) -> str:
+    """A copy error as a person reads it."""
+    if "checksum" in message.lower():
+        return f"checksum mismatch: the copy differs from the catalog's adler32 ({message})"
+    return message

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import os
 import re
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -16,53 +15,11 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import FAILED, SUCCEEDED, phase_of
-from interlink_provider.staging.catalog import RucioCatalog
-from interlink_provider.staging.config import RucioConfig
-from interlink_provider.staging.refs import FileRef, adler32_of
-from tests.helpers import Sidecar, site_dir, wait_for
+from tests.datalake import RSE, SLOW_RSE, put_dataset, xrd_disk_path
+from tests.helpers import Sidecar, wait_for
 from tests.idp import free_port
 
 pytestmark = pytest.mark.slurm
-RSE = "LOCAL_XRD"
-
-
-@pytest.fixture(scope="module")
-def catalog(local_site, tmp_path_factory):
-    state = tmp_path_factory.mktemp("rucio-client")
-    password = state / "password"
-    password.write_text("secret\n")
-    password.chmod(0o600)
-    config = RucioConfig(host="http://127.0.0.1:18081", username="ddmlab", password_file=str(password))
-    return RucioCatalog(config, state, "LOCAL")
-
-
-def xrd_disk_path(pfn: str) -> Path:
-    """Where the local xrootd keeps a file: its data root + the PFN's path."""
-    return site_dir() / "xrd" / "data" / pfn.split("//", 2)[2].lstrip("/")
-
-
-SLOW_RSE = "SLOW_XRD"  # the same files behind a throttled xrootd (deploy/local/site.sh)
-
-
-def put_dataset(catalog: RucioCatalog, files: dict[str, bytes], scope: str = "user",
-                rses: tuple[str, ...] = (RSE,)) -> tuple[str, dict[str, Path]]:
-    """A new dataset of new files, written through the local xrootd and registered on `rses`
-    (LOCAL_XRD and SLOW_XRD share their files); returns (DID, disk paths)."""
-    dataset = f"test-{uuid.uuid4().hex[:10]}"
-    refs, disks = [], {}
-    for name, content in files.items():
-        did_name = f"{dataset}/{name}"
-        local = Path(f"/tmp/{uuid.uuid4().hex}")
-        local.write_bytes(content)
-        if {RSE, SLOW_RSE} & set(rses):
-            pfn = catalog.pfn(RSE, scope, did_name)
-            subprocess.run(["xrdcp", "-s", "-f", str(local), pfn], check=True, timeout=60)
-            disks[name] = xrd_disk_path(pfn)
-        refs.append(FileRef(scope, did_name, len(content), adler32_of(local)))
-        local.unlink()
-    for rse in rses:
-        catalog.register(rse, refs, (scope, dataset), None)
-    return f"{scope}:{dataset}", disks
 
 
 def staging_pod(name: str, inputs: str, outputs: str = "", script: str = "ls -l /data/in") -> dict:

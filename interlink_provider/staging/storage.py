@@ -1,0 +1,96 @@
+"""Asking an XRootD server about one file: is the server up, may we read, what does it hold.
+
+Blocking (the xrootd bindings): call these from a worker thread. Each answer names
+what went wrong in the words a site admin searches for: the server cannot be
+reached, the token or identity is refused, the file does not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .errors import StagingError
+
+# XRootD client status codes (XrdClStatus.hh) and server error numbers (XProtocol.hh).
+ERR_AUTH_FAILED = 204  # the server refused our credentials at login
+ERR_ERROR_RESPONSE = 400  # the server answered with an error (errno says which)
+NOT_AUTHORIZED = 3010
+NOT_FOUND = 3011
+
+
+@dataclass
+class FileProbe:
+    url: str
+    reachable: bool = False
+    exists: bool = False
+    authorized: bool = True
+    size: int | None = None
+    adler32: str | None = None  # as the server computes it
+    error: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        if not self.reachable:
+            return "unreachable"
+        if not self.authorized:
+            return "refused"
+        if not self.exists:
+            return "missing"
+        return "ok"
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """root://host:port//path -> ("root://host:port", "/path")."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("root", "roots", "xroot", "xroots") or not parts.netloc:
+        raise StagingError(f"{url!r} is not an XRootD URL (root://host[:port]//path)")
+    path = parts.path
+    while path.startswith("//"):
+        path = path[1:]
+    if not path or path == "/":
+        raise StagingError(f"{url!r} names no path")
+    return f"{parts.scheme}://{parts.netloc}", path + (f"?{parts.query}" if parts.query else "")
+
+
+def classify(status) -> tuple[bool, bool]:
+    """(reachable, authorized) from an XRootD status."""
+    if status.code == ERR_AUTH_FAILED:
+        return True, False
+    if status.code != ERR_ERROR_RESPONSE:
+        return False, True  # connection, address, timeout: the server never answered
+    return True, status.errno != NOT_AUTHORIZED
+
+
+def probe(url: str, with_checksum: bool = True) -> FileProbe:
+    """Reachability, permission, size and the server's adler32 of one file."""
+    from XRootD import client
+    from XRootD.client.flags import QueryCode
+
+    server, path = split_url(url)
+    result = FileProbe(url)
+    fs = client.FileSystem(server)
+    status, info = fs.stat(path)
+    if not status.ok:
+        result.reachable, result.authorized = classify(status)
+        result.error = str(status.message).strip()
+        return result
+    result.reachable = result.exists = True
+    result.size = info.size
+    if with_checksum:
+        status, answer = fs.query(QueryCode.CHECKSUM, path)
+        if status.ok and answer:
+            text = answer.decode(errors="replace").strip("\x00 \n").split()
+            result.adler32 = text[-1].lower() if text and text[0] == "adler32" else None
+        elif not status.ok:
+            result.error = f"checksum query failed: {str(status.message).strip()}"
+    return result
+
+
+def remove(url: str) -> None:
+    from XRootD import client
+
+    server, path = split_url(url)
+    status, _ = client.FileSystem(server).rm(path)
+    if not status.ok:
+        raise StagingError(f"cannot remove {url}: {str(status.message).strip()}")

@@ -1,0 +1,48 @@
+"""Datalake test helpers: datasets written through the real local xrootd and registered in Rucio."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+from interlink_provider.staging.catalog import RucioCatalog
+from interlink_provider.staging.refs import FileRef, adler32_of
+from tests.helpers import site_dir
+
+RSE = "LOCAL_XRD"
+SLOW_RSE = "SLOW_XRD"  # the same files behind a throttled xrootd (deploy/local/site.sh)
+RUCIO_HOST = "http://127.0.0.1:18081"
+
+
+def xrd_disk_path(pfn: str) -> Path:
+    """Where the local xrootd keeps a file: its data root + the PFN's path."""
+    return site_dir() / "xrd" / "data" / pfn.split("//", 2)[2].lstrip("/")
+
+
+def put_dataset(catalog: RucioCatalog, files: dict[str, bytes], scope: str = "user",
+                rses: tuple[str, ...] = (RSE,)) -> tuple[str, dict[str, Path]]:
+    """A new dataset of new files, written through the local xrootd and registered on `rses`
+    (LOCAL_XRD and SLOW_XRD share their files); returns (DID, disk paths)."""
+    dataset = f"test-{uuid.uuid4().hex[:10]}"
+    refs, disks = [], {}
+    for name, content in files.items():
+        did_name = f"{dataset}/{name}"
+        local = Path(f"/tmp/{uuid.uuid4().hex}")
+        local.write_bytes(content)
+        if {RSE, SLOW_RSE} & set(rses):
+            pfn = catalog.pfn(RSE, scope, did_name)
+            subprocess.run(["xrdcp", "-s", "-f", str(local), pfn], check=True, timeout=60)
+            disks[name] = xrd_disk_path(pfn)
+        refs.append(FileRef(scope, did_name, len(content), adler32_of(local)))
+        local.unlink()
+    for rse in rses:
+        catalog.register(rse, refs, (scope, dataset), None)
+    return f"{scope}:{dataset}", disks
+
+
+def corrupt(disk: Path) -> None:
+    """Flip one byte of a stored replica, keeping its size: only a checksum can tell."""
+    data = bytearray(disk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    disk.write_bytes(bytes(data))
