@@ -85,7 +85,7 @@ def forget(catalog: RucioCatalog, did: str) -> None:
 
     The local site runs no Rucio reaper, so the file replicas stay listed until one runs.
     """
-    client = catalog.client
+    client = catalog.client()
     scope, name = did.split(":", 1)
     for rule in client.list_did_rules(scope, name):
         client.delete_replication_rule(rule["id"], purge_replicas=True)

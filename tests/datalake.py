@@ -46,3 +46,27 @@ def corrupt(disk: Path) -> None:
     data = bytearray(disk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     disk.write_bytes(bytes(data))
+
+
+TOKEN_RSE = "TOKEN_XRD"  # the token-authorized xrootd (TLS + ztn + SciTokens from the site IdP)
+
+
+def put_token_dataset(catalog: RucioCatalog, files: dict[str, bytes], scope: str = "user") -> str:
+    """A new dataset on TOKEN_XRD, written straight into its data directory (owned by the
+    server's account, as xrootd would) and registered; returns the DID."""
+    dataset = f"test-{uuid.uuid4().hex[:10]}"
+    data_root = site_dir() / "xrd" / "token" / "data"
+    refs = []
+    for name, content in files.items():
+        did_name = f"{dataset}/{name}"
+        disk = data_root / catalog.pfn(TOKEN_RSE, scope, did_name).split("//", 2)[2].lstrip("/")
+        disk.parent.mkdir(parents=True, exist_ok=True)
+        disk.write_bytes(content)
+        refs.append(FileRef(scope, did_name, len(content), adler32_of(disk)))
+    subprocess.run(["chown", "-R", "nobody", str(data_root)], check=True)
+    catalog.register(TOKEN_RSE, refs, (scope, dataset), None)
+    return f"{scope}:{dataset}"
+
+
+def token_disk_path(pfn: str) -> Path:
+    return site_dir() / "xrd" / "token" / "data" / pfn.split("//", 2)[2].lstrip("/")

@@ -15,21 +15,19 @@ eval "$(bash deploy/local/site.sh env)"
 BIN=${ILP_VENV:-$REPO/.venv}/bin
 export ILP_SIDECAR=unix://$ILP_SITE_DIR/sidecar/sidecar.sock
 
-mkdir -p "$ILP_SITE_DIR/sidecar" "$ILP_SITE_DIR/devidp"
-"$BIN/interlink-provider" devidp --config deploy/local/devidp.yaml >>"$ILP_SITE_DIR/devidp/devidp.log" 2>&1 &
-IDP=$!
+mkdir -p "$ILP_SITE_DIR/sidecar"   # the IdP (devidp) is part of the site: site.sh started it
 rm -f "${ILP_SIDECAR#unix://}"
 "$BIN/interlink-provider" sidecar --config deploy/local/sidecar.yaml >>"$ILP_SITE_DIR/sidecar/sidecar.log" 2>&1 &
 SIDECAR=$!
 echo "$SIDECAR" >"$ILP_SITE_DIR/sidecar/sidecar.pid"
 cleanup() {
   if (( KEEP )); then
-    echo "[demo] left running: sidecar (pid $SIDECAR, $ILP_SIDECAR), devidp (pid $IDP) and Slurm; stop with:"
-    echo "       kill $SIDECAR $IDP; bash deploy/local/site.sh stop"
+    echo "[demo] left running: sidecar (pid $SIDECAR, $ILP_SIDECAR) and the site; stop with:"
+    echo "       kill $SIDECAR; bash deploy/local/site.sh stop"
     return
   fi
-  kill "$SIDECAR" "$IDP" 2>/dev/null || true
-  wait "$SIDECAR" "$IDP" 2>/dev/null || true
+  kill "$SIDECAR" 2>/dev/null || true
+  wait "$SIDECAR" 2>/dev/null || true
   bash deploy/local/site.sh stop
 }
 trap cleanup EXIT
@@ -48,7 +46,6 @@ done
 echo
 echo "=== trust network: a token from the local IdP, checked and mapped by the site"
 CA=$ILP_SITE_DIR/devidp/ca.pem
-for _ in $(seq 100); do [[ -s $CA ]] && curl -sf --cacert "$CA" https://127.0.0.1:8480/healthz >/dev/null && break; sleep 0.1; done
 TOKEN_FILE=$ILP_SITE_DIR/demo-token
 ( umask 077
   curl -sf --cacert "$CA" -u demo-user:demo-secret https://127.0.0.1:8480/token \

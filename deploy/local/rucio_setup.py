@@ -1,13 +1,15 @@
 """Bootstrap the local site's Rucio (run with the Rucio server's own Python, idempotent).
 
     RUCIO_CONFIG=$SITE/rucio/rucio.cfg $SITE/rucio/venv/bin/python rucio_setup.py bootstrap
-    RUCIO_CONFIG=... python rucio_setup.py populate XRD_PORT SLOW_XRD_PORT DATA_DIR
+    RUCIO_CONFIG=... python rucio_setup.py populate XRD_PORT SLOW_XRD_PORT TOKEN_XRD_PORT ISSUER DATA_DIR
 
 `bootstrap` creates the SQLite schema, the base VO and the root account. `populate`
 (against the running server) creates the RSEs LOCAL_XRD (site LOCAL, the local
-xrootd) and SLOW_XRD (site REMOTE: the same files behind a throttled xrootd, so the
-same PFNs), gives root a quota, creates the scopes `demo` and `user`, and uploads
-the sample dataset `demo:input-data` that examples/rucio-stage.yaml reads.
+xrootd), SLOW_XRD (site REMOTE: the same files behind a throttled xrootd, so the
+same PFNs) and TOKEN_XRD (site LOCAL, the token-authorized xrootd), gives root a
+quota, creates the scopes `demo` and `user`, maps the site IdP's demo identities to
+the root account (OIDC), and uploads the sample dataset `demo:input-data` that
+examples/rucio-stage.yaml reads.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from pathlib import Path
 
 RSE = "LOCAL_XRD"
 SLOW_RSE = "SLOW_XRD"
+TOKEN_RSE = "TOKEN_XRD"
+# Subjects of deploy/local/devidp.yaml that act as Rucio's root account with their tokens:
+# the demo user, the users' own clients, and the sidecar's staging client.
+OIDC_SUBJECTS = ("demo", "demo-user", "demo-guest", "site-stager")
 SCOPES = ("demo", "user")
 DATASET = ("demo", "input-data")
 SAMPLE_FILES = {"events-001.csv": 2000, "events-002.csv": 5000, "calibration.txt": 300}
@@ -73,13 +79,19 @@ def add_rse(client, rse: str, port: int, site: str) -> None:
     _ignore_duplicate(client.add_rse_attribute, rse, "site", site)
 
 
-def populate(port: int, slow_port: int, data_dir: Path) -> None:
+def populate(port: int, slow_port: int, token_port: int, issuer: str, data_dir: Path) -> None:
     from rucio.client import Client
     from rucio.client.uploadclient import UploadClient
 
     client = Client()
     add_rse(client, RSE, port, "LOCAL")
     add_rse(client, SLOW_RSE, slow_port, "REMOTE")
+    add_rse(client, TOKEN_RSE, token_port, "LOCAL")
+    known = {i["identity"] for i in client.list_identities("root")}
+    for subject in OIDC_SUBJECTS:
+        identity = f"SUB={subject}, ISS={issuer}"
+        if identity not in known:
+            client.add_identity("root", identity, "OIDC", f"{subject}@example.org", default=True)
     for scope in SCOPES:
         _ignore_duplicate(client.add_scope, "root", scope)
     existing = {f["name"] for f in client.list_files(*DATASET)} if _exists(client, *DATASET) else set()
@@ -118,6 +130,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "bootstrap":
         bootstrap()
     elif sys.argv[1] == "populate":
-        populate(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
+        populate(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], Path(sys.argv[6]))
     else:
-        sys.exit(f"usage: {sys.argv[0]} bootstrap | populate XRD_PORT SLOW_XRD_PORT DATA_DIR")
+        sys.exit(f"usage: {sys.argv[0]} bootstrap | populate XRD_PORT SLOW_XRD_PORT TOKEN_XRD_PORT ISSUER DATA_DIR")

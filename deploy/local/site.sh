@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The embedded local site: a real single-node Slurm (munge + slurmctld + slurmd),
-# a real XRootD server and a real Rucio server (SQLite, gunicorn) with an RSE on
-# that XRootD, all configured and kept in one directory. Nothing under /etc is
-# edited; daemons are started by hand and stopped by their PID files.
+# the site's IAM-like IdP (interlink-provider devidp, HTTPS), real XRootD servers
+# (anonymous, throttled, and token-authorized: TLS + ztn + SciTokens trusting the
+# IdP) and a real Rucio server (SQLite, gunicorn; userpass and the IdP's tokens)
+# with RSEs on them, all configured and kept in one directory. Nothing under /etc
+# is edited; daemons are started by hand and stopped by their PID files.
 #
 #   deploy/local/site.sh install   apt packages (idempotent, skips what is present)
 #   deploy/local/site.sh start     generate config into $ILP_SITE_DIR and start daemons
@@ -12,7 +14,8 @@
 #
 # Environment: ILP_SITE_DIR (default <repo>/.site), ILP_SLURM_MIN_JOB_AGE (300),
 # ILP_SLURM_CPUS (4), ILP_SLURM_MEMORY_MB (8000), ILP_SLURM_GPUS (2, file-backed),
-# ILP_XRD_PORT (11094), ILP_SLOW_XRD_PORT (11095), ILP_RUCIO_PORT (18081).
+# ILP_XRD_PORT (11094), ILP_SLOW_XRD_PORT (11095), ILP_TOKEN_XRD_PORT (11096),
+# ILP_RUCIO_PORT (18081). The IdP listens on 127.0.0.1:8480 (deploy/local/devidp.yaml).
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -20,15 +23,19 @@ SITE=${ILP_SITE_DIR:-$REPO/.site}
 SLURM_DIR=$SITE/slurm
 XRD_DIR=$SITE/xrd
 RUCIO_DIR=$SITE/rucio
+IDP_DIR=$SITE/devidp
+PKI_DIR=$SITE/pki
+IDP_URL=https://127.0.0.1:8480/
 XRD_PORT=${ILP_XRD_PORT:-11094}
 SLOW_XRD_PORT=${ILP_SLOW_XRD_PORT:-11095}
+TOKEN_XRD_PORT=${ILP_TOKEN_XRD_PORT:-11096}
 SLOW_XRD_RATE=${ILP_SLOW_XRD_RATE:-4000000}   # bytes/s: a "remote" storage on a slow link
 RUCIO_PORT=${ILP_RUCIO_PORT:-18081}
 RUCIO_VERSION=41.5.1
 export SLURM_CONF=$SLURM_DIR/slurm.conf
 
 PACKAGES=(slurm-wlm munge bubblewrap python-is-python3 python3-venv nginx-light curl procps util-linux sudo
-          xrootd-server xrootd-client)
+          xrootd-server xrootd-client xrootd-scitokens-plugins openssl ca-certificates)
 
 log() { printf '[site] %s\n' "$*" >&2; }
 
@@ -203,6 +210,101 @@ start_xrootd() {
   run_xrootd "slow xrootd" "$XRD_DIR/slow" "$SLOW_XRD_PORT" "$SLOW_XRD_RATE"
 }
 
+make_pki() {
+  # The site's own CA and a host certificate for 127.0.0.1/localhost (the token xrootd's TLS).
+  if [[ -s $PKI_DIR/host.pem && -s $PKI_DIR/ca-dir/ca.pem ]]; then return; fi
+  mkdir -p "$PKI_DIR/ca-dir"
+  (
+    umask 077
+    cd "$PKI_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+      -subj "/CN=interlink-provider local site CA" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout host.key -out host.csr -subj "/CN=localhost" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >host.ext
+    openssl x509 -req -in host.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out host.pem -days 825 \
+      -extfile host.ext 2>/dev/null
+  )
+  cp "$PKI_DIR/ca.pem" "$PKI_DIR/ca-dir/ca.pem"
+  chmod 755 "$PKI_DIR" "$PKI_DIR/ca-dir"
+  chmod 644 "$PKI_DIR/ca-dir/ca.pem" "$PKI_DIR/ca.pem"
+  openssl rehash "$PKI_DIR/ca-dir"   # X509_CERT_DIR layout for xrootd and its clients
+  chown nobody "$PKI_DIR/host.pem" "$PKI_DIR/host.key"
+  log "site CA in $PKI_DIR/ca-dir (X509_CERT_DIR for clients of the token xrootd)"
+}
+
+start_devidp() {
+  local bin=$REPO/.venv/bin/interlink-provider i
+  if pid_alive "$IDP_DIR/devidp.pid"; then
+    log "devidp already running ($IDP_URL)"
+    return
+  fi
+  if [[ ! -x $bin ]]; then
+    log "no $bin: run deploy/local/install.sh first (the IdP is part of the project)"
+    return 1
+  fi
+  mkdir -p "$IDP_DIR"
+  ILP_SITE_DIR=$SITE setsid "$bin" devidp --config "$REPO/deploy/local/devidp.yaml" \
+    >>"$IDP_DIR/devidp.log" 2>&1 </dev/null &
+  echo $! >"$IDP_DIR/devidp.pid"
+  for ((i = 0; i < 100; i++)); do
+    [[ -s $IDP_DIR/ca.pem ]] && curl -sf --cacert "$IDP_DIR/ca.pem" "${IDP_URL}healthz" >/dev/null && break
+    sleep 0.1
+  done
+  curl -sf --cacert "$IDP_DIR/ca.pem" "${IDP_URL}healthz" >/dev/null || { log "devidp did not start:"; tail "$IDP_DIR/devidp.log" >&2; return 1; }
+  log "devidp up on $IDP_URL (CA $IDP_DIR/ca.pem)"
+}
+
+start_token_xrootd() {
+  # Storage that only token holders may use: TLS, the ztn protocol and SciTokens
+  # authorization trusting the site IdP (scope paths are relative to /rucio).
+  # SciTokens fetches the IdP's keys over HTTPS with the system CA bundle, so the
+  # server runs in its own mount namespace where that bundle also holds the IdP's CA.
+  local dir=$XRD_DIR/token i
+  if pid_alive "$dir/run/xrootd.pid"; then
+    log "token xrootd already running (port $TOKEN_XRD_PORT)"
+    return
+  fi
+  mkdir -p "$dir"/{data/rucio,run,log,cache}
+  chown nobody "$dir"/{data,data/rucio,run,log,cache}
+  cat /etc/ssl/certs/ca-certificates.crt "$IDP_DIR/ca.pem" >"$dir/ca-bundle.pem"
+  cat >"$dir/scitokens.cfg" <<EOF
+# Generated by deploy/local/site.sh
+[Global]
+audience = https://127.0.0.1:$TOKEN_XRD_PORT
+onmissing = deny
+
+[Issuer devidp]
+issuer = $IDP_URL
+base_path = /rucio
+default_user = nobody
+EOF
+  cat >"$dir/xrootd.cfg" <<EOF
+# Generated by deploy/local/site.sh
+all.export /rucio
+oss.localroot $dir/data
+xrd.port $TOKEN_XRD_PORT
+all.adminpath $dir/run
+all.pidpath $dir/run
+xrootd.chksum adler32
+xrd.tls $PKI_DIR/host.pem $PKI_DIR/host.key
+xrd.tlsca certdir $PKI_DIR/ca-dir
+xrootd.tls capable all
+xrootd.seclib libXrdSec.so
+sec.protocol ztn
+sec.protbind * only ztn
+ofs.authorize 1
+ofs.authlib libXrdAccSciTokens.so config=$dir/scitokens.cfg
+EOF
+  XDG_CACHE_HOME=$dir/cache unshare --mount --propagation private sh -c \
+    'mount --bind "$1" /etc/ssl/certs/ca-certificates.crt && exec xrootd -c "$2" -l "$3" -R nobody -b' \
+    sh "$dir/ca-bundle.pem" "$dir/xrootd.cfg" "$dir/log/xrootd.log"
+  for ((i = 0; i < 50; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$TOKEN_XRD_PORT") 2>/dev/null && break
+    sleep 0.2
+  done
+  log "token xrootd up on root://127.0.0.1:$TOKEN_XRD_PORT (TLS + ztn, SciTokens from $IDP_URL)"
+}
+
 write_rucio_config() {
   local site_packages
   site_packages=$("$RUCIO_DIR/venv/bin/python" -c "import rucio, os; print(os.path.dirname(os.path.dirname(rucio.__file__)))")
@@ -233,7 +335,20 @@ lfn2pfn_algorithm_default = hash
 endpoints_remove = traces, nongrid_traces
 [alembic]
 cfg = $RUCIO_DIR/alembic.ini
+[oidc]
+# Bearer tokens of the site IdP (aud rucio, scope openid profile) are accepted;
+# identities SUB=<sub>, ISS=<issuer> are mapped to accounts by rucio_setup.py.
+idpsecrets = $RUCIO_DIR/idpsecrets.json
+admin_issuer = devidp
+expected_audience = rucio
+expected_scope = openid profile
 EOF
+  cat >"$RUCIO_DIR/idpsecrets.json" <<EOF
+{"devidp": {"issuer": "$IDP_URL", "client_id": "rucio", "client_secret": "rucio-secret",
+            "redirect_uris": ["http://127.0.0.1:$RUCIO_PORT/auth/oidc_code"],
+            "SCIM": {"client_id": "rucio", "client_secret": "rucio-secret"}}}
+EOF
+  chmod 600 "$RUCIO_DIR/idpsecrets.json"
   cat >"$RUCIO_DIR/alembic.ini" <<EOF
 [alembic]
 script_location = $site_packages/rucio/db/sqla/migrate_repo
@@ -269,6 +384,8 @@ start_rucio() {
   if [[ ! -s $RUCIO_DIR/rucio.db ]]; then
     "$RUCIO_DIR/venv/bin/python" "$REPO/deploy/local/rucio_setup.py" bootstrap
   fi
+  # The server discovers the IdP (and fetches its keys) over HTTPS: trust the IdP's CA.
+  REQUESTS_CA_BUNDLE=$IDP_DIR/ca.pem \
   "$RUCIO_DIR/venv/bin/gunicorn" --daemon --pid "$RUCIO_DIR/gunicorn.pid" --workers 2 --timeout 120 \
     --bind "127.0.0.1:$RUCIO_PORT" --error-logfile "$RUCIO_DIR/log/gunicorn.log" \
     'rucio.web.rest.flaskapi.v1.main:application'
@@ -278,8 +395,8 @@ start_rucio() {
     sleep 0.2
   done
   "$RUCIO_DIR/venv/bin/python" "$REPO/deploy/local/rucio_setup.py" populate "$XRD_PORT" "$SLOW_XRD_PORT" \
-    "$RUCIO_DIR/sample-data"
-  log "rucio up on http://127.0.0.1:$RUCIO_PORT (RSE LOCAL_XRD, dataset demo:input-data)"
+    "$TOKEN_XRD_PORT" "$IDP_URL" "$RUCIO_DIR/sample-data"
+  log "rucio up on http://127.0.0.1:$RUCIO_PORT (RSEs LOCAL_XRD, SLOW_XRD, TOKEN_XRD; dataset demo:input-data)"
 }
 
 start() {
@@ -288,6 +405,9 @@ start() {
 
   start_slurm
   start_xrootd
+  make_pki
+  start_devidp
+  start_token_xrootd
   start_rucio
 }
 
@@ -329,6 +449,8 @@ stop() {
   stop_pidfile "$RUCIO_DIR/gunicorn.pid" rucio
   stop_pidfile "$XRD_DIR/run/xrootd.pid" xrootd
   stop_pidfile "$XRD_DIR/slow/run/xrootd.pid" "slow xrootd"
+  stop_pidfile "$XRD_DIR/token/run/xrootd.pid" "token xrootd"
+  stop_pidfile "$IDP_DIR/devidp.pid" devidp
   stop_slurm
   if [[ -f $SITE/munged.ours ]]; then
     stop_pidfile "$SITE/munged.pid" munged
@@ -345,6 +467,8 @@ status() {
   munge_works && echo "munged running" || echo "munged stopped"
   pid_alive "$XRD_DIR/run/xrootd.pid" && echo "xrootd running (root://127.0.0.1:$XRD_PORT)" || echo "xrootd stopped"
   pid_alive "$XRD_DIR/slow/run/xrootd.pid" && echo "slow xrootd running (root://127.0.0.1:$SLOW_XRD_PORT)" || echo "slow xrootd stopped"
+  pid_alive "$XRD_DIR/token/run/xrootd.pid" && echo "token xrootd running (root://127.0.0.1:$TOKEN_XRD_PORT)" || echo "token xrootd stopped"
+  pid_alive "$IDP_DIR/devidp.pid" && echo "devidp running ($IDP_URL)" || echo "devidp stopped"
   pid_alive "$RUCIO_DIR/gunicorn.pid" && echo "rucio running (http://127.0.0.1:$RUCIO_PORT)" || echo "rucio stopped"
   sinfo 2>/dev/null || true
 }
@@ -355,7 +479,7 @@ case ${1:-} in
   stop) stop ;;
   restart) stop_slurm; start ;;
   status) status ;;
-  env) printf 'export SLURM_CONF=%q\nexport ILP_SITE_DIR=%q\nexport RUCIO_CONFIG=%q\n' \
-       "$SLURM_CONF" "$SITE" "$RUCIO_DIR/rucio.cfg" ;;
+  env) printf 'export SLURM_CONF=%q\nexport ILP_SITE_DIR=%q\nexport RUCIO_CONFIG=%q\nexport X509_CERT_DIR=%q\n' \
+       "$SLURM_CONF" "$SITE" "$RUCIO_DIR/rucio.cfg" "$PKI_DIR/ca-dir" ;;
   *) echo "usage: $0 {install|start|stop|restart|status|env}" >&2; exit 2 ;;
 esac

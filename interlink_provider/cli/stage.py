@@ -34,6 +34,7 @@ from ..pods.staging import parse_did
 from ..staging import storage
 from ..staging.catalog import CatalogFile, RucioCatalog
 from ..staging.config import RucioConfig
+from ..staging.credentials import ignore_ambient_tokens, with_token
 from ..staging.errors import Cancelled, StagingError
 from ..staging.refs import FileRef, adler32_of
 from ..staging.transfer import Progress as TransferProgress
@@ -102,6 +103,14 @@ def _did(target: str) -> tuple[str, str]:
         raise UsageError(f"{exc}; or give an XRootD URL (root://host//path)") from exc
 
 
+_token_file: Path | None = None  # --token-file: a bearer token every XRootD URL presents
+
+
+def _authorized(url: str) -> str:
+    """The URL presenting --token-file's token (XRootD's ztn), when one was given."""
+    return with_token(url, _token_file) if _token_file is not None and "://" in url else url
+
+
 def _policy(args) -> RetryPolicy:
     return RetryPolicy(args.parallel, args.retries, args.backoff)
 
@@ -121,7 +130,9 @@ def command(run: Callable[[Any], int]) -> Callable[[Any], int]:
     def wrapper(args) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s")
         configure_client(args.connection_window, args.connection_retry)
+        global _token_file
         try:
+            _token_file = _use_token_file(args.token_file)
             return run(args)
         except UsageError as exc:
             err.print(f"[red]{exc}[/]")
@@ -137,6 +148,19 @@ def command(run: Callable[[Any], int]) -> Callable[[Any], int]:
     return wrapper
 
 
+def _use_token_file(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    file = Path(path).resolve()
+    if not file.is_file():
+        raise UsageError(f"--token-file {path}: no such file")
+    if file.stat().st_mode & 0o077:
+        raise UsageError(f"--token-file {path} is readable by others: chmod 600 it (a token is a secret)")
+    for name in ignore_ambient_tokens():
+        err.print(f"[yellow]{name} exists: XRootD may present it instead of --token-file[/]")
+    return file
+
+
 # ---------------------------------------------------------------------- resolve
 
 
@@ -147,7 +171,7 @@ def _url_file(url: str, adler32: str | None = None) -> FileRef:
 @command
 def resolve_cmd(args) -> int:
     if _is_url(args.target):
-        return _print_checks([_Check(args.target, storage.probe(args.target))], args.json)
+        return _print_checks([_Check(args.target, storage.probe(_authorized(args.target)))], args.json)
     scope, name = _did(args.target)
     files = _catalog(args).describe(scope, name)
     if args.json:
@@ -195,7 +219,7 @@ def get_cmd(args) -> int:
             present.append(ref)  # already here and verified: nothing to move
         else:
             todo.append(ref)
-    transfers = [Transfer(ref, ref.sources, _partial_target(directory, ref), ref.adler32) for ref in todo]
+    transfers = [Transfer(ref, tuple(map(_authorized, ref.sources)), _partial_target(directory, ref), ref.adler32) for ref in todo]
     started = time.monotonic()
     try:
         done, failed = _copy_with_bar(transfers, _policy(args), f"get {args.target}") if transfers else ([], [])
@@ -270,7 +294,7 @@ def put_cmd(args) -> int:
         raise StagingError(f"{ref.did} already exists with other content (adler32 {known}, the file's "
                            f"{ref.adler32}); DIDs are immutable: choose another name")
     pfn = catalog.pfn(args.rse, scope, name)
-    transfer = Transfer(ref, (str(path),), lambda: pfn, None)
+    transfer = Transfer(ref, (str(path),), lambda: _authorized(pfn), None)
     _, failed = _copy_with_bar([transfer], _policy(args), f"put {ref.did}")
     if failed:
         raise StagingError(f"upload of {ref.did} to {args.rse} failed: {failed[0][1]}")
@@ -307,9 +331,9 @@ class _Check:
 def check_cmd(args) -> int:
     """Every replica: reachable, permitted, present, same size and checksum as the catalog."""
     if _is_url(args.target):
-        return _print_checks([_Check(args.target, storage.probe(args.target), None, args.adler32)], args.json)
+        return _print_checks([_Check(args.target, storage.probe(_authorized(args.target)), None, args.adler32)], args.json)
     scope, name = _did(args.target)
-    checks = [_Check(f"{entry.ref.did} @ {replica.rse}", storage.probe(replica.pfn), entry.ref.size,
+    checks = [_Check(f"{entry.ref.did} @ {replica.rse}", storage.probe(_authorized(replica.pfn)), entry.ref.size,
                      entry.ref.adler32)
               for entry in _catalog(args).describe(scope, name) for replica in entry.replicas]
     return _print_checks(checks, args.json)
@@ -368,7 +392,7 @@ def bench_cmd(args) -> int:
     finally:
         if written:
             try:
-                storage.remove(written)
+                storage.remove(_authorized(written))
             except StagingError as exc:
                 err.print(f"[yellow]{exc.message}[/]")
         shutil.rmtree(scratch, ignore_errors=True)
@@ -386,7 +410,7 @@ def _random_file(path: Path, size: int) -> None:
 
 def _timed_copy(source: str, target: str, size: int | None, args) -> tuple[int, float]:
     ref = FileRef("", Path(target).name, size, None, (source,))
-    transfer = Transfer(ref, (source,), lambda: target, None)
+    transfer = Transfer(ref, (_authorized(source),), lambda: _authorized(target), None)
     started = time.monotonic()
     _, failed = asyncio.run(copy_with_retries([transfer], RetryPolicy(1, args.retries, args.backoff),
                                               TransferProgress(), threading.Event()))
@@ -423,6 +447,7 @@ def _common(parser, rucio: bool = True) -> None:
         parser.add_argument("--rucio-password-file")
         parser.add_argument("--rucio-auth-type", choices=["userpass", "oidc"])
         parser.add_argument("--site", help="this site's name, to prefer its replicas (default LOCAL)")
+    parser.add_argument("--token-file", help="bearer token (0600 file) for token-authorized XRootD storage")
     parser.add_argument("--parallel", type=int, default=4, help="concurrent transfers")
     parser.add_argument("--retries", type=int, default=2, help="retries after a transient error")
     parser.add_argument("--backoff", type=float, default=1.0, help="first back-off in seconds")

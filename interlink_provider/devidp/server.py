@@ -50,6 +50,9 @@ ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
 
 # The token generator cannot see the request: the handler puts the asked audience here.
 _requested_audience: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("audience", default=None)
+# ...and, on a refresh, the refresh token being used: the next one keeps its scope and
+# audience (RFC 6749 6: a narrowed access token does not narrow the refresh token).
+_refreshing: contextvars.ContextVar[Any] = contextvars.ContextVar("refreshing", default=None)
 
 
 @dataclass
@@ -164,6 +167,13 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
 class RefreshTokenGrant(grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def issue_token(self, user, refresh_token):
+        marker = _refreshing.set(refresh_token)
+        try:
+            return super().issue_token(user, refresh_token)
+        finally:
+            _refreshing.reset(marker)
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:
         record = self.server.refresh_tokens.get(refresh_token)
@@ -341,12 +351,14 @@ class DevIdP(AuthorizationServer):
             "expires_in": lifetime,
             "scope": " ".join(scopes),
         }
-        if include_refresh_token and "offline_access" in scopes:
+        origin = _refreshing.get()
+        kept_scope = origin.scope if origin is not None else " ".join(scopes)
+        if include_refresh_token and "offline_access" in kept_scope.split():
             refresh = generate_token(48)
-            kept = Principal(principal.sub, principal.groups, principal.act, audience)
+            kept = origin.principal if origin is not None else \
+                Principal(principal.sub, principal.groups, principal.act, audience)
             self.refresh_tokens[refresh] = RefreshRecord(
-                refresh, client.client_id, kept, " ".join(scopes),
-                time.time() + self.config.refresh_token_lifetime,
+                refresh, client.client_id, kept, kept_scope, time.time() + self.config.refresh_token_lifetime,
             )
             token["refresh_token"] = refresh
         return token
@@ -438,6 +450,9 @@ def make_app(idp: DevIdP) -> web.Application:
         return web.Response(text="ok\n")
 
     app.router.add_get("/.well-known/openid-configuration", discovery)
+    # The issuer ends with "/" (as IAM's does) and some clients, SciTokens among them,
+    # append "/.well-known/..." to it verbatim.
+    app.router.add_get("//.well-known/openid-configuration", discovery)
     app.router.add_get("/jwk", jwk)
     app.router.add_post("/token", token)
     app.router.add_post("/devicecode", devicecode)

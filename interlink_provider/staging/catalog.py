@@ -74,42 +74,49 @@ class RucioCatalog:
         self._local = threading.local()
         os.environ["RUCIO_CONFIG"] = str(_client_config(config, state_dir))
 
-    @property
-    def client(self) -> Any:
-        """One client per worker thread (the Rucio client is not thread-safe)."""
-        if getattr(self._local, "client", None) is None:
-            from rucio.client import Client
-            from rucio.common.exception import CannotAuthenticate, RucioException
+    def client(self, token: str | None = None) -> Any:
+        """This worker thread's client (the Rucio client is not thread-safe).
 
+        With `token` (a bearer token of the trust network) every request presents it;
+        without, the client logs in as configured (userpass for the local site).
+        """
+        from rucio.common.exception import CannotAuthenticate, RucioException
+
+        slot = "bearer" if token else "login"
+        client = getattr(self._local, slot, None)
+        if client is None:
             try:
-                self._local.client = Client()
+                client = _BearerClient.build(self.config, token) if token else _login_client()
             except CannotAuthenticate as exc:
                 raise StagingError(f"Rucio at {self.config.host} refused the login of account "
                                    f"{self.config.account} ({self.config.auth_type}): {exc}") from exc
             except (RucioException, EOFError, OSError) as exc:
                 raise StagingError(f"cannot log in to Rucio at {self.config.host}: {exc}", transient=True) from exc
-        return self._local.client
+            setattr(self._local, slot, client)
+        if token:
+            client.present(token)
+        return client
 
-    def resolve(self, scope: str, name: str) -> list[FileRef]:
+    def resolve(self, scope: str, name: str, token: str | None = None) -> list[FileRef]:
         """All files of a DID (file, dataset or container) with their replicas, local first."""
-        return [entry.ref for entry in self.describe(scope, name)]
+        return [entry.ref for entry in self.describe(scope, name, token)]
 
-    def describe(self, scope: str, name: str) -> list[CatalogFile]:
+    def describe(self, scope: str, name: str, token: str | None = None) -> list[CatalogFile]:
         """Like resolve, keeping which RSE serves each replica and whether it is site-local."""
         from rucio.common.exception import DataIdentifierNotFound, RucioException
 
-        client = self.client
+        client = self.client(token)
         try:
             client.get_did(scope, name)
         except DataIdentifierNotFound as exc:
             raise StagingError(f"DID {scope}:{name} does not exist") from exc
         except RucioException as exc:
-            raise StagingError(f"Rucio: {exc}", transient=True) from exc
+            raise StagingError(f"Rucio: {exc}", transient=_transient(exc)) from exc
         try:
             found = list(client.list_replicas([{"scope": scope, "name": name}], schemes=["root"],
                                               client_location={"site": self.site}))
         except RucioException as exc:
-            raise StagingError(f"Rucio cannot list replicas of {scope}:{name}: {exc}", transient=True) from exc
+            raise StagingError(f"Rucio cannot list replicas of {scope}:{name}: {exc}", transient=_transient(exc)) from exc
         files = []
         for entry in found:
             pfns = entry.get("pfns") or {}
@@ -124,27 +131,28 @@ class RucioCatalog:
             raise StagingError(f"DID {scope}:{name} has no files")
         return files
 
-    def pfn(self, rse: str, scope: str, name: str) -> str:
+    def pfn(self, rse: str, scope: str, name: str, token: str | None = None) -> str:
         """Where a new file goes on an RSE (deterministic RSE, root:// protocol)."""
         from rucio.common.exception import RucioException
         from rucio.rse import rsemanager
 
         try:
-            info = rsemanager.get_rse_info(rse=rse, vo=self.client.vo)
+            info = self.client(token).get_rse(rse)  # what rsemanager.get_rse_info asks, with our client
             return rsemanager.lfns2pfns(info, [{"scope": scope, "name": name}], operation="write", scheme="root")[
                 f"{scope}:{name}"
             ]
         except RucioException as exc:
             raise StagingError(f"RSE {rse} has no writable root:// protocol: {exc}") from exc
 
-    def register(self, rse: str, files: list[FileRef], dataset: tuple[str, str] | None, lifetime: int | None) -> None:
+    def register(self, rse: str, files: list[FileRef], dataset: tuple[str, str] | None, lifetime: int | None,
+                 token: str | None = None) -> None:
         """Replicas, the dataset that holds them, and a rule that keeps them (idempotent).
 
         Without a dataset each file gets its own rule.
         """
         from rucio.common.exception import DataIdentifierAlreadyExists, Duplicate, DuplicateRule, RucioException
 
-        client = self.client
+        client = self.client(token)
         try:
             for f in files:  # one by one: a replica registered before a crash must not stop the others
                 try:
@@ -169,19 +177,64 @@ class RucioCatalog:
                     pass
         except RucioException as exc:
             where = f"{dataset[0]}:{dataset[1]}" if dataset else rse
-            raise StagingError(f"registering outputs in {where} failed: {exc}", transient=True) from exc
+            raise StagingError(f"registering outputs in {where} failed: {exc}", transient=_transient(exc)) from exc
 
-    def existing_adler32(self, scope: str, name: str) -> str | None:
+    def existing_adler32(self, scope: str, name: str, token: str | None = None) -> str | None:
         """The catalogued checksum of a DID that already exists, or None."""
         from rucio.common.exception import DataIdentifierNotFound, RucioException
 
         try:
-            meta = self.client.get_metadata(scope, name)
+            meta = self.client(token).get_metadata(scope, name)
         except DataIdentifierNotFound:
             return None
         except RucioException as exc:
-            raise StagingError(f"Rucio: {exc}", transient=True) from exc
+            raise StagingError(f"Rucio: {exc}", transient=_transient(exc)) from exc
         return (meta.get("adler32") or "").lower() or "unknown"
 
-    def replicas(self, scope: str, name: str) -> list[dict[str, Any]]:
-        return list(self.client.list_replicas([{"scope": scope, "name": name}], schemes=["root"]))
+    def replicas(self, scope: str, name: str, token: str | None = None) -> list[dict[str, Any]]:
+        return list(self.client(token).list_replicas([{"scope": scope, "name": name}], schemes=["root"]))
+
+
+def _transient(exc: Exception) -> bool:
+    """Refusals (bad credentials, no permission) do not get better by retrying."""
+    from rucio.common.exception import AccessDenied, CannotAuthenticate
+
+    return not isinstance(exc, (AccessDenied, CannotAuthenticate))
+
+
+def _login_client() -> Any:
+    from rucio.client import Client
+
+    return Client()
+
+
+class _BearerClient:
+    """A Rucio client that presents a given bearer token and never logs in by itself.
+
+    rucio-clients reads tokens from files or runs an interactive OIDC login when the
+    server says 401; both are replaced: the token is set per request, and a refusal
+    is an error with a message.
+    """
+
+    @staticmethod
+    def build(config: RucioConfig, token: str) -> Any:
+        from rucio.client import Client
+        from rucio.common.exception import CannotAuthenticate
+
+        class BearerClient(Client):
+            def _BaseClient__read_token(self) -> bool:
+                self.present(token)
+                return True
+
+            def _BaseClient__get_token(self) -> None:
+                raise CannotAuthenticate("Rucio refused the bearer token (is its identity mapped to an account?)")
+
+            def _BaseClient__write_token(self) -> None:
+                pass
+
+            def present(self, bearer: str) -> None:
+                self.auth_token = bearer
+                self.headers["X-Rucio-Auth-Token"] = bearer
+
+        return BearerClient(rucio_host=config.host, auth_host=config.auth_host or config.host,
+                            account=config.account, auth_type="oidc", vo=config.vo, ca_cert=config.ca_cert)

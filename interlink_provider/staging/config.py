@@ -19,10 +19,38 @@ class RucioConfig(BaseModel):
     request_retries: int = Field(1, ge=0)
 
 
+class StorageTokensConfig(BaseModel):
+    """Storage and Rucio with tokens from the trust network instead of site credentials.
+
+    A pod created with a bearer token gets its own tokens, exchanged (RFC 8693) for the
+    pod owner's identity with `offline_access`, so stage-out hours later can refresh
+    them; a pod created without one (the trusted unix socket) uses the site client's
+    own tokens (client credentials). Tokens are sent only to `storage_endpoints`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(description="the IdP (discovery at <issuer>/.well-known/openid-configuration)")
+    ca_file: str | None = Field(None, description="CA of the IdP's HTTPS certificate (default: system CAs)")
+    client_id: str = Field(description="this site's confidential client (token exchange, refresh, client credentials)")
+    client_secret_file: str = Field(description="file holding the client secret (kept 0600)")
+    storage_audience: str = Field(description="`aud` the storage expects, e.g. https://storage.example:1094")
+    storage_endpoints: list[str] = Field(min_length=1, description="host:port of the storages that get the tokens")
+    read_scopes: list[str] = Field(default_factory=lambda: ["storage.read:/"], description="stage-in")
+    write_scopes: list[str] = Field(default_factory=lambda: ["storage.create:/{scope}", "storage.read:/{scope}"],
+                                    description="stage-out ({scope}: each output's Rucio scope); reading back "
+                                                "is how the copy's checksum is verified")
+    rucio_audience: str | None = Field("rucio", description="`aud` of Rucio tokens; null: Rucio keeps userpass")
+    rucio_scopes: list[str] = Field(default_factory=lambda: ["openid", "profile"])
+    x509_cert_dir: str | None = Field(None, description="CA directory (hashed) for TLS to the storage")
+    exchange: bool = Field(True, description="exchange the pod owner's token; false: always the site's own")
+
+
 class StagingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rucio: RucioConfig | None = Field(None, description="needed for DIDs; plain XRootD URLs work without")
+    tokens: StorageTokensConfig | None = Field(None, description="tokens for storage and Rucio (trust network)")
     site: str = Field("LOCAL", description="this site's name for Rucio's client_location (prefer local replicas)")
     cache_dir: str = Field(description="content cache, on the same filesystem as pods_root")
     cache_max_bytes: int = Field(10 * 1024**3, ge=0, description="least-recently-used files are evicted beyond this")

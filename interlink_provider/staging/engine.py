@@ -21,8 +21,10 @@ from ..pods.staging import StageInput, StagingSpec, parse_did
 from .cache import ContentCache, link_into
 from .catalog import RucioCatalog
 from .config import StagingConfig
+from .credentials import PodCredentials, TokenBroker, plain
 from .errors import Cancelled, StagingError
 from .refs import FileRef, adler32_of
+from .storage import probe
 from .transfer import Progress, RetryPolicy, Transfer, configure_client, copy_with_retries
 
 _RUCIO_NAME = re.compile(r"^[/A-Za-z0-9][/A-Za-z0-9._\-]{0,249}$")
@@ -40,6 +42,7 @@ class PodStaging:
     uid: str
     progress: Progress = field(default_factory=Progress)
     cancel: threading.Event = field(default_factory=threading.Event)
+    credentials: PodCredentials | None = None  # tokens for storage and Rucio (None: site credentials)
 
 
 class Stager:
@@ -47,11 +50,28 @@ class Stager:
         self.config = config
         self.cache = ContentCache(Path(config.cache_dir), config.cache_max_bytes)
         self.catalog = RucioCatalog(config.rucio, state_dir, config.site) if config.rucio else None
+        self.tokens = TokenBroker(config.tokens, state_dir) if config.tokens else None
         self._inflight: dict[Path, asyncio.Future[Path]] = {}
         self.downloads = 0  # files actually transferred
         self.cache_hits = 0  # files a pod got from the cache or from another pod's download
         self.retry_policy = RetryPolicy(config.parallel, config.retries, config.retry_backoff_seconds)
         configure_client(config.connection_window, config.connection_retry)
+
+    def credentials_for(self, uid: str) -> PodCredentials | None:
+        return PodCredentials(self.tokens, uid) if self.tokens else None
+
+    async def close(self) -> None:
+        if self.tokens is not None:
+            await self.tokens.close()
+
+    def output_scopes(self, spec: StagingSpec) -> list[str]:
+        """The Rucio scopes the pod's outputs are registered in (their storage paths)."""
+        scopes = []
+        for output in spec.outputs:
+            scope = output.scope or (parse_did(output.dataset)[0] if output.dataset else self.config.default_scope)
+            if scope:
+                scopes.append(scope)
+        return list(dict.fromkeys(scopes))
 
     # ------------------------------------------------------------------ policy checks (at create)
 
@@ -70,21 +90,22 @@ class Stager:
 
     # ------------------------------------------------------------------ stage-in
 
-    async def resolve(self, item: StageInput) -> list[FileRef]:
+    async def resolve(self, item: StageInput, rucio_token: str | None = None) -> list[FileRef]:
         if item.did:
             if self.catalog is None:
                 raise StagingError("this site has no Rucio configured")
             scope, name = parse_did(item.did)
-            return await asyncio.to_thread(self.catalog.resolve, scope, name)
+            return await asyncio.to_thread(self.catalog.resolve, scope, name, rucio_token)
         assert item.url is not None
         path = item.url.split("//", 2)[-1]
         checksum = item.adler32.lower() if item.adler32 else None
         return [FileRef("", path.rsplit("/", 1)[-1], None, checksum, (item.url,))]
 
     async def stage_in(self, pod: PodStaging) -> None:
+        rucio_token = await pod.credentials.rucio_token() if pod.credentials else None
         plan: list[tuple[int, FileRef]] = []
         for index, item in enumerate(pod.spec.inputs):
-            files = await self.resolve(item)
+            files = await self.resolve(item, rucio_token)
             names = [f.basename for f in files]
             duplicate = next((n for n in names if names.count(n) > 1), None)
             if duplicate:
@@ -105,6 +126,8 @@ class Stager:
                 waiting[ref] = self._inflight[key]  # another pod is downloading it
             else:
                 mine.append(ref)
+        if pod.credentials is not None and len(mine) < len(unique):
+            await self._check_readable([ref for ref in unique if ref not in mine], pod)
         if mine:
             waiting.update(await self._download(mine, pod))
         sources: dict[FileRef, Path] = {}
@@ -132,7 +155,9 @@ class Stager:
         for ref, future in futures.items():
             if ref.adler32:
                 self._inflight[self.cache.path(ref)] = future
-        transfers = [Transfer(ref, ref.sources, lambda: str(self.cache.temporary()), ref.adler32) for ref in refs]
+        reader = await pod.credentials.reader() if pod.credentials else _unchanged
+        transfers = [Transfer(ref, tuple(map(reader, ref.sources)), lambda: str(self.cache.temporary()), ref.adler32)
+                     for ref in refs]
         try:
             done, failed = await copy_with_retries(transfers, self.retry_policy, pod.progress, pod.cancel)
             admitted = await asyncio.to_thread(lambda: [(t.ref, self._admit(t.ref, Path(target)))
@@ -156,6 +181,35 @@ class Stager:
                 raise future.exception()  # type: ignore[misc]
         return futures
 
+    async def _check_readable(self, refs: list[FileRef], pod: PodStaging) -> None:
+        """A pod gets a cached (or another pod's) copy only if its own token may read the original.
+
+        Otherwise the cache would hand data to whoever names its DID. Files only on
+        storages that take no tokens are readable by anyone. The storage must answer:
+        when it cannot, the pod waits for it rather than being trusted blindly.
+        """
+        assert self.tokens is not None and pod.credentials is not None
+        reader = await pod.credentials.reader()
+        guarded = [(ref, [s for s in ref.sources if self.tokens.covers(s)]) for ref in refs]
+        guarded = [(ref, sources) for ref, sources in guarded if sources]
+        if guarded:
+            await asyncio.to_thread(self._probe_access, guarded, reader)
+
+    @staticmethod
+    def _probe_access(guarded: list[tuple[FileRef, list[str]]], reader) -> None:
+        for ref, sources in guarded:
+            answers = []
+            for source in sources:
+                answer = probe(reader(source), with_checksum=False)
+                if answer.verdict == "ok":
+                    break
+                if answer.verdict == "refused":
+                    raise StagingError(f"{ref.did}: the pod's token may not read {plain(source)} ({answer.error})")
+                answers.append(f"{plain(source)}: {answer.verdict} ({answer.error})")
+            else:
+                raise StagingError(f"{ref.did}: cannot confirm the pod may read it: {'; '.join(answers)}",
+                                   transient=True)
+
     def _admit(self, ref: FileRef, downloaded: Path) -> Path:
         if not ref.adler32:  # a URL without a declared checksum: verified end to end, keyed by its own
             ref = FileRef(ref.scope, ref.name, downloaded.stat().st_size, adler32_of(downloaded), ref.sources)
@@ -166,6 +220,7 @@ class Stager:
     async def stage_out(self, pod: PodStaging) -> list[str]:
         """Copy and register every file the containers wrote; returns the dataset DIDs."""
         assert self.catalog is not None
+        rucio_token = await pod.credentials.rucio_token() if pod.credentials else None
         datasets = []
         for index, output in enumerate(pod.spec.outputs):
             rse = output.rse or self.config.default_rse
@@ -175,13 +230,14 @@ class Stager:
                 scope = output.scope or self.config.default_scope
                 dataset = (scope, f"{pod.namespace}.{pod.name}.{pod.uid[:8]}")
             scope = output.scope or dataset[0]
+            writer = await pod.credentials.writer(scope) if pod.credentials else _unchanged
             files = await asyncio.to_thread(self._describe_outputs, pod.output_dirs[index], scope, dataset[1])
             pod.progress.add(len(files), sum(f.size or 0 for f, _ in files))
             transfers, already = [], []
             for ref, path in files:
                 # DIDs are immutable: the same content is already there (a retried stage-out),
                 # different content under the same name is an error, never an overwrite.
-                known = await asyncio.to_thread(self.catalog.existing_adler32, ref.scope, ref.name)
+                known = await asyncio.to_thread(self.catalog.existing_adler32, ref.scope, ref.name, rucio_token)
                 if known == ref.adler32:
                     already.append(ref)
                     pod.progress.finish(ref, ref.size or 0)
@@ -189,14 +245,14 @@ class Stager:
                 if known is not None:
                     raise StagingError(f"output {ref.did} already exists in Rucio with other content "
                                        f"(adler32 {known}, ours {ref.adler32})")
-                pfn = await asyncio.to_thread(self.catalog.pfn, rse, ref.scope, ref.name)
+                pfn = writer(await asyncio.to_thread(self.catalog.pfn, rse, ref.scope, ref.name, rucio_token))
                 transfers.append(Transfer(ref, (str(path),), lambda pfn=pfn: pfn, None))
             done, failed = await copy_with_retries(transfers, self.retry_policy, pod.progress, pod.cancel)
             if failed:
                 transfer, message = failed[0]
                 raise StagingError(f"stage-out of {transfer.ref.did} failed: {message}")
             await asyncio.to_thread(self.catalog.register, rse, [*already, *(t.ref for t, _ in done)], dataset,
-                                    output.lifetime or self.config.default_lifetime)
+                                    output.lifetime or self.config.default_lifetime, rucio_token)
             datasets.append(f"{dataset[0]}:{dataset[1]}")
         return datasets
 
@@ -214,3 +270,7 @@ class Stager:
                     raise StagingError(f"output {relative!r} is not a valid Rucio name ({_RUCIO_NAME.pattern})")
                 files.append((FileRef(scope, name, path.stat().st_size, adler32_of(path)), path))
         return files
+
+
+def _unchanged(url: str) -> str:
+    return url

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .credentials import plain
 from .errors import StagingError
 
 # XRootD client status codes (XrdClStatus.hh) and server error numbers (XProtocol.hh).
@@ -53,6 +54,16 @@ def split_url(url: str) -> tuple[str, str]:
     return f"{parts.scheme}://{parts.netloc}", path + (f"?{parts.query}" if parts.query else "")
 
 
+def _filesystem(url: str):
+    """The server's FileSystem and the path in it. A token named in the URL (`xrd.ztn`)
+    must be on the connection's own URL: it is presented once, at login."""
+    from XRootD import client
+
+    server, path = split_url(url)
+    path, _, query = path.partition("?")
+    return client.FileSystem(server + (f"//?{query}" if query else "")), path
+
+
 def classify(status) -> tuple[bool, bool]:
     """(reachable, authorized) from an XRootD status."""
     if status.code == ERR_AUTH_FAILED:
@@ -64,12 +75,10 @@ def classify(status) -> tuple[bool, bool]:
 
 def probe(url: str, with_checksum: bool = True) -> FileProbe:
     """Reachability, permission, size and the server's adler32 of one file."""
-    from XRootD import client
     from XRootD.client.flags import QueryCode
 
-    server, path = split_url(url)
-    result = FileProbe(url)
-    fs = client.FileSystem(server)
+    result = FileProbe(plain(url))
+    fs, path = _filesystem(url)
     status, info = fs.stat(path)
     if not status.ok:
         result.reachable, result.authorized = classify(status)
@@ -88,9 +97,7 @@ def probe(url: str, with_checksum: bool = True) -> FileProbe:
 
 
 def remove(url: str) -> None:
-    from XRootD import client
-
-    server, path = split_url(url)
-    status, _ = client.FileSystem(server).rm(path)
+    fs, path = _filesystem(url)
+    status, _ = fs.rm(path)
     if not status.ok:
-        raise StagingError(f"cannot remove {url}: {str(status.message).strip()}")
+        raise StagingError(f"cannot remove {plain(url)}: {str(status.message).strip()}")

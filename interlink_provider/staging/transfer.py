@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .credentials import plain
 from .errors import Cancelled
 from .refs import FileRef
 
@@ -193,7 +194,7 @@ async def copy_with_retries(transfers: list[Transfer], policy: RetryPolicy, prog
             _remove_local(outcome.job.target)
             transfer.attempts += 1
             log.warning("transfer of %s from %s failed (attempt %d): %s", transfer.ref.did,
-                        outcome.job.source, transfer.attempts, outcome.message)
+                        plain(outcome.job.source), transfer.attempts, outcome.message)
             if outcome.transient and transfer.attempts <= policy.retries:
                 retry.append(transfer)
             elif transfer.source_index + 1 < len(transfer.sources):
@@ -216,6 +217,9 @@ def _remove_local(target: str) -> None:
 
 def explain(message: str) -> str:
     """A copy error as a person reads it."""
-    if "checksum" in message.lower():
+    lowered = message.lower()
+    if "permission denied" in lowered or "[3010]" in lowered or "auth failed" in lowered:
+        return f"refused by the storage (token or identity not allowed): {message}"
+    if "checksum" in lowered:
         return f"checksum mismatch: the copy differs from the catalog's adler32 ({message})"
     return message

@@ -192,4 +192,10 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Site
         config.staging.cache_dir = _resolve(base, config.staging.cache_dir, env) or config.staging.cache_dir
         if config.staging.rucio is not None:
             config.staging.rucio.password_file = _resolve(base, config.staging.rucio.password_file, env)
+            config.staging.rucio.ca_cert = _resolve(base, config.staging.rucio.ca_cert, env)
+        tokens = config.staging.tokens
+        if tokens is not None:
+            tokens.client_secret_file = _resolve(base, tokens.client_secret_file, env) or tokens.client_secret_file
+            tokens.ca_file = _resolve(base, tokens.ca_file, env)
+            tokens.x509_cert_dir = _resolve(base, tokens.x509_cert_dir, env)
     return config

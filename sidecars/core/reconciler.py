@@ -85,6 +85,8 @@ class Reconciler:
     async def recover(self) -> None:
         """At start-up: finish interrupted submissions, then deal with jobs nobody owns."""
         service = self.service
+        if service.staging is not None:
+            service.staging.keep_only({r.uid for r in service.pods.values() if r.stage not in TERMINAL_STAGES})
         for record in [r for r in service.pods.values() if r.stage in (STAGING_IN, STAGING_OUT)]:
             if service.staging is not None:
                 service.staging.start(record)  # interrupted staging starts again

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,7 @@ class Principal:
 
     key: str  # stored as the pod's owner
     account: str | None = None  # local account their jobs run as (None: the sidecar's own)
+    token: str | None = field(default=None, repr=False, compare=False)  # theirs, for staging's exchange
 
 
 # Tokenless callers on a trusted unix socket (the upstream interLink API server).
@@ -186,6 +187,8 @@ class SiteService:
                 self.check_owner(existing, principal)
                 CREATES.labels("repeated").inc()
                 return CreateResult(existing.uid, existing.job_id, created=False)
+            if spec.staging and principal.token and self.staging is not None:
+                await self.staging.enroll(spec.uid, principal.token, spec.staging)
             try:
                 await asyncio.to_thread(workdir.materialize, paths, spec, submission.script, principal.account)
             except (OSError, workdir.WorkdirError) as exc:
@@ -316,6 +319,8 @@ class SiteService:
                 await self.save(uid, stage=DELETED, delete_requested_at=now, finished_at=now,
                                 message=f"deleted while {record.stage.replace('-', ' ')}")
                 return "staging stopped"
+            if self.staging is not None:
+                self.staging.forget(uid)  # it will not stage out
             if record.stage in (ACCEPTED, SUBMITTING) or not record.job_id:
                 # A transient failure may have left a job after all: the reconciler looks
                 # it up by name and cancels it before calling the pod deleted.

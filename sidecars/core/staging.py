@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
+from interlink_provider.auth.errors import AuthError, IdPUnreachable
 from interlink_provider.pods.staging import StageInput, StageOutput, StagingSpec
 from interlink_provider.staging.engine import PodStaging, Stager
 from interlink_provider.staging.errors import Cancelled, StagingError
@@ -67,7 +68,30 @@ class StagingPhases:
             input_dirs=[Path(paths.volume_dir(StagingSpec.input_volume(i))) for i in range(len(spec.inputs))],
             output_dirs=[Path(paths.volume_dir(StagingSpec.output_volume(i))) for i in range(len(spec.outputs))],
             namespace=record.namespace, name=record.name, uid=record.uid,
+            credentials=self.stager.credentials_for(record.uid),
         )
+
+    async def enroll(self, uid: str, token: str, spec: StagingSpec) -> None:
+        """Get the pod owner's storage and Rucio grant now: a refusal refuses the pod at create."""
+        from .service import Forbidden, Unavailable
+
+        if self.stager.tokens is None:
+            return
+        try:
+            await self.stager.tokens.enroll(uid, token, self.stager.output_scopes(spec))
+        except IdPUnreachable as exc:
+            raise Unavailable(f"cannot get storage tokens for the pod: {exc.message}") from exc
+        except AuthError as exc:
+            raise Forbidden(f"the pod's owner may not stage its data here: {exc.message}") from exc
+
+    def forget(self, uid: str) -> None:
+        """The pod stages nothing more: drop its storage grant."""
+        if self.stager.tokens is not None:
+            self.stager.tokens.forget(uid)
+
+    def keep_only(self, uids: set[str]) -> None:
+        if self.stager.tokens is not None:
+            self.stager.tokens.keep_only(uids)
 
     def start(self, record: PodRecord) -> None:
         """Run the phase the record is in (at create, after a job, or after a restart)."""
@@ -87,6 +111,7 @@ class StagingPhases:
         for uid in list(self._tasks):
             self.cancel(uid)
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.stager.close()
 
     def progress(self, uid: str) -> str:
         pod = self._pods.get(uid)
@@ -101,6 +126,9 @@ class StagingPhases:
         finally:
             self._tasks.pop(uid, None)
             self._pods.pop(uid, None)
+            record = self.service.pods.get(uid)
+            if record is None or record.stage in (FINISHED, DELETED):
+                self.forget(uid)
 
     async def _with_progress(self, uid: str, pod: PodStaging, work, reason: str) -> Any:
         """Run the transfer while keeping the pod's message up to date."""

@@ -96,7 +96,7 @@ def test_put_registers_once_and_refuses_other_content_under_the_same_did(local_s
     [replica] = catalog.replicas("user", f"{name}.bin")
     assert replica["adler32"] == adler32_of(payload) and RSE in replica["rses"]
     assert xrd_disk_path(next(iter(replica["pfns"]))).read_bytes() == payload.read_bytes()
-    assert [f["name"] for f in catalog.client.list_files("user", name)] == [f"{name}.bin"]
+    assert [f["name"] for f in catalog.client().list_files("user", name)] == [f"{name}.bin"]
     same = stage("put", str(payload), "--rse", RSE, "--did", f"user:{name}.bin")
     assert same.returncode == 0 and "already registered with the same content" in same.stderr
     payload.write_bytes(b"different")

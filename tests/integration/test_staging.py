@@ -144,7 +144,7 @@ async def test_a_missing_did_fails_the_pod(staging_sidecar):
 
 async def test_unreachable_storage_fails_with_the_file_and_error(staging_sidecar, catalog):
     dead = f"DEAD_XRD_{uuid.uuid4().hex[:6].upper()}"
-    client = catalog.client
+    client = catalog.client()
     client.add_rse(dead)
     client.add_protocol(dead, {"scheme": "root", "hostname": "127.0.0.1", "port": free_port(), "prefix": "//rucio/",
                                "impl": "rucio.rse.protocols.xrootd.Default",
