@@ -58,5 +58,23 @@ export BEARER_TOKEN_FILE=$TOKEN_FILE
 "$BIN/interlink-provider" token whoami --site http://127.0.0.1:4480 || status=1
 "$BIN/interlink-provider" pod --sidecar http://127.0.0.1:4480 run --rm --timeout 300 examples/hello.yaml || status=1
 echo
+echo "=== datalake with tokens: TOKEN_XRD (TLS + ztn + SciTokens) serves only tokens of the site IdP"
+STORAGE_TOKEN=$ILP_SITE_DIR/demo-storage-token
+( umask 077
+  curl -sf --cacert "$CA" -u site-stager:stager-secret https://127.0.0.1:8480/token \
+    -d grant_type=client_credentials -d audience=https://127.0.0.1:11096 \
+    --data-urlencode "scope=storage.read:/ storage.create:/user" \
+  | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["access_token"])' >"$STORAGE_TOKEN" )
+DEMO_FILE=$ILP_SITE_DIR/demo-token-upload.txt
+echo "written with a storage token at $(date -u +%FT%TZ)" >"$DEMO_FILE"
+DID=user:demo-token-$(date +%s).txt
+STAGE=(env -u BEARER_TOKEN_FILE "$BIN/interlink-provider" stage)
+SITE_CONFIG=(--config deploy/local/sidecar.yaml)
+"${STAGE[@]}" put "$DEMO_FILE" --rse TOKEN_XRD --did "$DID" "${SITE_CONFIG[@]}" --token-file "$STORAGE_TOKEN" || status=1
+echo "[demo] reading it without a token must be refused:"
+if "${STAGE[@]}" check "$DID" "${SITE_CONFIG[@]}"; then echo "[demo] anonymous read was NOT refused"; status=1; fi
+echo "[demo] ...and with the token it is fine:"
+"${STAGE[@]}" check "$DID" "${SITE_CONFIG[@]}" --token-file "$STORAGE_TOKEN" || status=1
+echo
 "$BIN/interlink-provider" pod list
 exit "$status"

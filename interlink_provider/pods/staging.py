@@ -10,7 +10,7 @@ Two annotations, each a YAML (or JSON) list:
         adler32: 0a1b2c3d           # optional expected checksum for a URL
     datalake.interlink/outputs: |
       - mount: /data/output         # a directory the containers write into
-        rse: LOCAL_XRD              # Rucio RSE or RSE expression (site default if absent)
+        rse: LOCAL_XRD              # the Rucio RSE written to (site default if absent)
         scope: user                 # site default if absent
         dataset: user:my-results    # default: <scope>:<namespace>.<pod>.<uid8>
         lifetime: 86400             # seconds the replication rule keeps the data

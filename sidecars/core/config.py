@@ -46,6 +46,18 @@ class ListenConfig(Strict):
         return self
 
 
+class GrpcConfig(Strict):
+    """The gRPC API (proto/offloader/v1) for the gateway: TLS and a token on every call."""
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(ge=1, le=65535)
+    tls_cert: str = Field(description="server certificate chain (PEM)")
+    tls_key: str = Field(description="its private key (PEM, kept 0600)")
+    client_ca: str | None = Field(None, description="CA of client certificates: set it to require mTLS")
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest message either way")
+    max_concurrent_rpcs: int = Field(256, ge=1, description="calls served at once; more are refused")
+
+
 class RenderConfig(Strict):
     passthrough_env: list[str] = Field(
         default_factory=lambda: list(DEFAULT_PASSTHROUGH_ENV),
@@ -118,6 +130,7 @@ class SiteConfig(Strict):
     taints: list[TaintConfig] = Field(default_factory=list)
     max_concurrent_submits: int = Field(8, ge=1)
     auth: AuthConfig = AuthConfig()
+    grpc: GrpcConfig | None = Field(None, description="the gRPC API beside REST (none: REST only)")
     staging: StagingConfig | None = Field(
         None, description="datalake staging (Rucio + XRootD); pods declaring data are refused without it"
     )
@@ -126,6 +139,8 @@ class SiteConfig(Strict):
     def _someone_can_get_in(self) -> "SiteConfig":
         if self.listen.host and not self.auth.token.issuers:
             raise ValueError("auth.token.issuers is empty: a TCP listener needs trusted issuers")
+        if self.grpc is not None and not self.auth.token.issuers:
+            raise ValueError("auth.token.issuers is empty: the gRPC API needs trusted issuers")
         if not self.auth.token.issuers and not self.auth.unix_socket_without_token:
             raise ValueError(
                 "no trusted issuers and auth.unix_socket_without_token is false: nobody could use this sidecar"
@@ -186,6 +201,10 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Site
     config.pods_root = _resolve(base, config.pods_root, env) or config.pods_root
     config.listen.socket = _resolve(base, config.listen.socket, env)
     config.render.template_dir = _resolve(base, config.render.template_dir, env)
+    if config.grpc is not None:
+        for name in ("tls_cert", "tls_key", "client_ca"):
+            value = getattr(config.grpc, name)
+            setattr(config.grpc, name, _resolve(base, value, env) or value)
     for issuer in config.auth.token.issuers:
         issuer.ca_file = _resolve(base, issuer.ca_file, env)
     if config.staging is not None:

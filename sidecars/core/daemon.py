@@ -79,12 +79,19 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
     app = make_app(service, reconciler, authenticator, config.listen.max_body_bytes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    grpc_server = None
     try:
+        if config.grpc is not None:
+            from .grpc_api import start_server
+
+            grpc_server = await start_server(config.grpc, service, authenticator)
         addresses = await _listen(runner, config)
         log.info("sidecar for site %s serving on %s (%d pods known)", config.site_name, ", ".join(addresses), len(service.pods))
         await stop.wait()
         log.info("stopping")
     finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=2)
         await reconciler.stop()
         if service.staging is not None:
             await service.staging.stop()

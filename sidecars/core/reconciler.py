@@ -275,8 +275,7 @@ class Reconciler:
                 continue
             await asyncio.to_thread(workdir.remove, service.paths(record))
             await service.store.delete(record.uid)
-            service.pods.pop(record.uid, None)
-            service.jobs.pop(record.uid, None)
+            service.forget(record)
 
     def _export_phases(self) -> None:
         counts: dict[str, int] = {}

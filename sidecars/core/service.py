@@ -37,6 +37,7 @@ from . import faults, logs, status, workdir
 from .backend import RUNNING, Backend, Capacity, JobInfo, PollError, SubmitError
 from .config import SiteConfig
 from .script import PodPaths
+from .changes import ChangeFeed
 from .staging import StagingPhases, spec_summary
 from .store import (
     ACCEPTED,
@@ -106,6 +107,7 @@ class SiteService:
         self.store = store
         self.staging = StagingPhases(self, stager) if stager is not None else None
         self.pods: dict[str, PodRecord] = {}
+        self.feed = ChangeFeed()  # every change of a record, for pushed status
         self.jobs: dict[str, JobInfo] = {}  # last scheduler answer per pod UID
         self.poll_error: str = ""
         self._locks: dict[str, asyncio.Lock] = {}
@@ -131,7 +133,14 @@ class SiteService:
         record = await self.store.update(uid, **changes)
         assert record is not None, f"pod {uid} vanished from the store"
         self.pods[uid] = record
+        self.feed.touch(uid, record.owner)
         return record
+
+    def forget(self, record: PodRecord) -> None:
+        """The record is gone from the store: watchers learn that it was removed."""
+        self.pods.pop(record.uid, None)
+        self.jobs.pop(record.uid, None)
+        self.feed.touch(record.uid, record.owner)
 
     # ------------------------------------------------------------------ create
 
@@ -193,6 +202,8 @@ class SiteService:
                 await asyncio.to_thread(workdir.materialize, paths, spec, submission.script, principal.account)
             except (OSError, workdir.WorkdirError) as exc:
                 await asyncio.to_thread(workdir.remove, paths)
+                if self.staging is not None:
+                    self.staging.forget(spec.uid)
                 CREATES.labels("workdir_error").inc()
                 raise Unavailable(f"cannot write the pod's working directory: {exc}") from exc
             for warning in submission.warnings:
@@ -215,6 +226,7 @@ class SiteService:
             record.status = self._uniform_status(record, waiting)
             record, _ = await self.store.insert(record)
             self.pods[record.uid] = record
+            self.feed.touch(record.uid, record.owner)
             if record.stage == STAGING_IN:
                 assert self.staging is not None
                 self.staging.start(record)

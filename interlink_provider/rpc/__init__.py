@@ -1,0 +1,1 @@
+"""gRPC: the typed contract between the gateway and the site sidecars (stubs generated from proto/)."""

@@ -1,0 +1,233 @@
+"""The gRPC API (proto/offloader/v1) beside the REST one, on the same service core.
+
+TLS always (a server certificate; client certificates too when `client_ca` is set),
+a bearer token on every call (`authorization` metadata, validated and mapped exactly
+as for REST), limits on message size and concurrent calls. grpc.health.v1 and
+server reflection are served. Errors carry a status code and the same reasons the
+REST API gives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from pydantic import ValidationError
+
+from interlink_provider import __version__
+from interlink_provider.auth.errors import AuthError
+from interlink_provider.pods import PodRejected
+from interlink_provider.pods.phase import phase_of
+from interlink_provider.pods.wire import ContainerLogOpts, LogStruct, RetrievedPodData
+from interlink_provider.rpc.offloader.v1 import offloader_pb2 as pb
+from interlink_provider.rpc.offloader.v1 import offloader_pb2_grpc as pb_grpc
+
+from .authn import Authenticator, Caller
+from .config import GrpcConfig
+from .service import BadRequest, Forbidden, NotFound, SiteService, Unavailable
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Offloader"].full_name
+
+_STATUS_OF = (
+    (PodRejected, grpc.StatusCode.INVALID_ARGUMENT, "pod rejected: "),
+    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT, ""),
+    (NotFound, grpc.StatusCode.NOT_FOUND, ""),
+    (Forbidden, grpc.StatusCode.PERMISSION_DENIED, ""),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE, ""),
+)
+
+
+class OffloaderServicer(pb_grpc.OffloaderServicer):
+    def __init__(self, service: SiteService, authenticator: Authenticator) -> None:
+        self.service = service
+        self.auth = authenticator
+
+    async def _caller(self, context: grpc.aio.ServicerContext, operation: str) -> Caller:
+        metadata = {key: value for key, value in context.invocation_metadata() or ()}
+        try:
+            caller = await self.auth.caller(metadata.get("authorization"), via_unix_socket=False)
+            self.auth.require(caller, operation)  # type: ignore[arg-type]
+            return caller
+        except AuthError as exc:
+            code = grpc.StatusCode.UNAUTHENTICATED if exc.status == 401 else grpc.StatusCode.PERMISSION_DENIED
+            await context.abort(code, f"{exc.code}: {exc.message}")
+            raise  # abort raises; this keeps type checkers calm
+
+    async def CreatePod(self, request: pb.CreatePodRequest, context) -> pb.CreatePodResponse:
+        principal = (await self._caller(context, "create")).principal
+        async with _mapped_errors(context):
+            try:
+                body = json.loads(request.pod_json.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise BadRequest(f"pod_json is not JSON: {exc}") from exc
+            if isinstance(body, list) and len(body) == 1:
+                body = body[0]
+            if not isinstance(body, dict):
+                raise BadRequest("pod_json must be a RetrievedPodData object")
+            result = await self.service.create(RetrievedPodData.model_validate(body), principal)
+        return pb.CreatePodResponse(uid=result.uid, job_id=result.job_id, created=result.created)
+
+    async def DeletePod(self, request: pb.DeletePodRequest, context) -> pb.DeletePodResponse:
+        principal = (await self._caller(context, "cancel")).principal
+        async with _mapped_errors(context):
+            if not request.uid:
+                raise BadRequest("uid is missing")
+            outcome = await self.service.delete(request.uid, principal)
+        return pb.DeletePodResponse(outcome=outcome)
+
+    async def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.GetStatusResponse:
+        principal = (await self._caller(context, "read")).principal
+        async with _mapped_errors(context):
+            uids = list(request.uids) or [r.uid for r in self.service.owned(principal)]
+            answers = self.service.statuses(uids, principal)
+        return pb.GetStatusResponse(pods=[self._pod_status(a) for a in answers])
+
+    async def WatchStatus(self, request: pb.WatchStatusRequest, context) -> AsyncIterator[pb.StatusEvent]:
+        principal = (await self._caller(context, "read")).principal
+        feed = self.service.feed
+        heartbeat = min(max(request.heartbeat_seconds or 15, 1), 300)
+        position = request.since_revision if request.epoch == feed.epoch else 0
+        while True:
+            current = feed.revision
+            for revision, uid in feed.since(position, principal.key):
+                record = self.service.pods.get(uid)
+                if record is None:
+                    yield pb.StatusEvent(epoch=feed.epoch, revision=revision, removed_uid=uid)
+                else:
+                    yield pb.StatusEvent(epoch=feed.epoch, revision=revision,
+                                         pod=self._pod_status(self.service.pod_status(record)))
+            position = max(position, current)  # others' changes are behind us too
+            if not await feed.wait(position, heartbeat):
+                yield pb.StatusEvent(epoch=feed.epoch, revision=position, heartbeat=True)
+
+    def _pod_status(self, answer: dict[str, Any]) -> pb.PodStatus:
+        record = self.service.pods.get(answer["UID"])
+        return pb.PodStatus(
+            uid=answer["UID"], namespace=answer["namespace"], name=answer["name"], job_id=answer.get("JID") or "",
+            phase=record.phase if record and record.phase else phase_of(answer),
+            message=record.message if record else "",
+            init_containers=[container_status(c) for c in answer.get("initContainers") or []],
+            containers=[container_status(c) for c in answer.get("containers") or []],
+        )
+
+    async def GetLogs(self, request: pb.GetLogsRequest, context) -> AsyncIterator[pb.LogChunk]:
+        principal = (await self._caller(context, "read")).principal
+        async with _mapped_errors(context):
+            if request.tail_lines and request.limit_bytes:
+                raise BadRequest("both tail_lines and limit_bytes set: set only one of them")
+            if request.since_seconds and request.HasField("since_time"):
+                raise BadRequest("both since_seconds and since_time set: set only one of them")
+            since = request.since_time.ToDatetime(tzinfo=timezone.utc) if request.HasField("since_time") else None
+            query = LogStruct(PodUID=request.uid, ContainerName=request.container, Opts=ContainerLogOpts(
+                Tail=request.tail_lines, Bytes=request.limit_bytes, SinceSeconds=request.since_seconds,
+                SinceTime=since, Timestamps=request.timestamps, Follow=request.follow, Previous=request.previous))
+            chunks = self.service.logs(query, principal)
+            async for chunk in chunks:
+                yield pb.LogChunk(data=chunk)
+
+    async def Ping(self, request: pb.PingRequest, context) -> pb.NodeInfo:
+        await self._caller(context, "read")
+        async with _mapped_errors(context):
+            ping = await self.service.ping()
+        resources = ping.resources
+        return pb.NodeInfo(
+            site=self.service.config.site_name, version=__version__, status=ping.status or "ok",
+            capacity=pb.Resources(cpu=resources.cpu or "", memory=resources.memory or "", pods=resources.pods or "")
+            if resources else None,
+            accelerators=[pb.Accelerator(resource_type=a.resourceType, available=int(a.available))
+                          for a in (resources.accelerators or [] if resources else [])],
+            taints=[pb.Taint(key=t.key, value=t.value or "", effect=t.effect) for t in ping.taints or []],
+        )
+
+
+class _mapped_errors:
+    """The service core's exceptions as gRPC status codes with their reasons."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self.context = context
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind, exc, traceback) -> bool:
+        if exc is None:
+            return False
+        if isinstance(exc, ValidationError):
+            await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, _validation_message(exc))
+        for error, code, prefix in _STATUS_OF:
+            if isinstance(exc, error):
+                await self.context.abort(code, f"{prefix}{exc}")
+        return False
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:10]]
+    return "invalid request: " + "; ".join(parts)
+
+
+def _timestamp(text: str | None) -> Timestamp | None:
+    if not text:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    return stamp
+
+
+def _terminated(state: dict[str, Any]) -> pb.Terminated:
+    return pb.Terminated(exit_code=int(state.get("exitCode", 0)), reason=state.get("reason", ""),
+                         message=state.get("message", ""), started_at=_timestamp(state.get("startedAt")),
+                         finished_at=_timestamp(state.get("finishedAt")))
+
+
+def container_status(status: dict[str, Any]) -> pb.ContainerStatus:
+    """A Kubernetes ContainerStatus (JSON, as the REST API answers) as its typed message."""
+    out = pb.ContainerStatus(name=status.get("name", ""), image=status.get("image", ""),
+                             ready=bool(status.get("ready")), started=bool(status.get("started")),
+                             restart_count=int(status.get("restartCount", 0)))
+    state = status.get("state") or {}
+    if "terminated" in state:
+        out.terminated.CopyFrom(_terminated(state["terminated"]))
+    elif "running" in state:
+        out.running.CopyFrom(pb.Running(started_at=_timestamp(state["running"].get("startedAt"))))
+    else:
+        waiting = state.get("waiting") or {}
+        out.waiting.CopyFrom(pb.Waiting(reason=waiting.get("reason", ""), message=waiting.get("message", "")))
+    last = (status.get("lastState") or {}).get("terminated")
+    if last:
+        out.last_termination.CopyFrom(_terminated(last))
+    return out
+
+
+async def start_server(config: GrpcConfig, service: SiteService, authenticator: Authenticator) -> grpc.aio.Server:
+    """Listen on config.host:port with TLS; returns the started server."""
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", config.max_message_bytes),
+                 ("grpc.max_send_message_length", config.max_message_bytes)],
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+    pb_grpc.add_OffloaderServicer_to_server(OffloaderServicer(service, authenticator), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    key, cert = Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes()
+    client_ca = Path(config.client_ca).read_bytes() if config.client_ca else None
+    credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                              require_client_auth=client_ca is not None)
+    address = f"{config.host}:{config.port}"
+    if server.add_secure_port(address, credentials) == 0:
+        raise OSError(f"cannot listen for gRPC on {address}")
+    await server.start()
+    log.info("gRPC (offloader.v1, TLS%s) on %s", " + client certificates" if client_ca else "", address)
+    return server
