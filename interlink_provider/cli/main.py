@@ -37,6 +37,19 @@ def _devidp(args) -> int:
     return 0
 
 
+def _gateway(args) -> int:
+    from ..gateway.config import load_config
+    from ..gateway.server import run
+
+    try:
+        config = load_config(args.config)
+    except (OSError, ValueError) as exc:
+        print(f"interlink-provider gateway: invalid configuration {args.config}: {exc}", file=sys.stderr)
+        return 2
+    run(config)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interlink-provider",
@@ -47,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     sidecar = sub.add_parser("sidecar", help="run a site sidecar (the interLink plugin API on Slurm)")
     sidecar.add_argument("--config", required=True, help="site configuration YAML")
     sidecar.set_defaults(func=_sidecar)
+    gateway = sub.add_parser("gateway", help="run the cluster-side gateway (interLink API -> sites over gRPC)")
+    gateway.add_argument("--config", required=True, help="gateway configuration YAML")
+    gateway.set_defaults(func=_gateway)
     devidp = sub.add_parser("devidp", help="run the small IAM-like OIDC provider (local site, tests)")
     devidp.add_argument("--config", required=True, help="devidp configuration YAML")
     devidp.add_argument("--port", type=int, help="override the configured port")

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from .retrieve import retrieved_containers
+
 SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 # Not a Kubernetes token: there is no API server behind these pods.
 STAND_IN_TOKEN = "interlink-provider-stand-in-service-account-token"
@@ -266,24 +268,10 @@ def create_request(
         for name, v in volumes.items()
         if "projected" in v or "downwardAPI" in v
     }
-    retrieved = []
-    for container in containers:
-        entry: dict[str, Any] = {"name": container["name"], "configMaps": [], "secrets": [], "projectedvolumemaps": [], "emptyDirs": None}
-        for mount in container.get("volumeMounts") or []:
-            volume = volumes.get(mount.get("name"))
-            if volume is None:
-                continue
-            if "configMap" in volume:
-                ref = volume["configMap"]
-                cm = _lookup(manifests.config_maps, ns, ref["name"], "ConfigMap", bool(ref.get("optional")))
-                if cm is not None:
-                    entry["configMaps"].append(cm)
-            elif "secret" in volume:
-                ref = volume["secret"]
-                secret = _lookup(manifests.secrets, ns, ref["secretName"], "Secret", bool(ref.get("optional")))
-                if secret is not None:
-                    entry["secrets"].append(secret)
-            elif volume["name"] in projected:
-                entry["projectedvolumemaps"].append(projected[volume["name"]])
-        retrieved.append(entry)
+    retrieved = retrieved_containers(
+        pod,
+        lambda name, optional: _lookup(manifests.config_maps, ns, name, "ConfigMap", optional),
+        lambda name, optional: _lookup(manifests.secrets, ns, name, "Secret", optional),
+        projected,
+    )
     return {"pod": pod, "container": retrieved}

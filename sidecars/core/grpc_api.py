@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import ValidationError
@@ -27,6 +26,7 @@ from interlink_provider.auth.errors import AuthError
 from interlink_provider.pods import PodRejected
 from interlink_provider.pods.phase import phase_of
 from interlink_provider.pods.wire import ContainerLogOpts, LogStruct, RetrievedPodData
+from interlink_provider.rpc.convert import container_status
 from interlink_provider.rpc.offloader.v1 import offloader_pb2 as pb
 from interlink_provider.rpc.offloader.v1 import offloader_pb2_grpc as pb_grpc
 
@@ -172,39 +172,6 @@ class _mapped_errors:
 def _validation_message(exc: ValidationError) -> str:
     parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:10]]
     return "invalid request: " + "; ".join(parts)
-
-
-def _timestamp(text: str | None) -> Timestamp | None:
-    if not text:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.fromisoformat(text.replace("Z", "+00:00")))
-    return stamp
-
-
-def _terminated(state: dict[str, Any]) -> pb.Terminated:
-    return pb.Terminated(exit_code=int(state.get("exitCode", 0)), reason=state.get("reason", ""),
-                         message=state.get("message", ""), started_at=_timestamp(state.get("startedAt")),
-                         finished_at=_timestamp(state.get("finishedAt")))
-
-
-def container_status(status: dict[str, Any]) -> pb.ContainerStatus:
-    """A Kubernetes ContainerStatus (JSON, as the REST API answers) as its typed message."""
-    out = pb.ContainerStatus(name=status.get("name", ""), image=status.get("image", ""),
-                             ready=bool(status.get("ready")), started=bool(status.get("started")),
-                             restart_count=int(status.get("restartCount", 0)))
-    state = status.get("state") or {}
-    if "terminated" in state:
-        out.terminated.CopyFrom(_terminated(state["terminated"]))
-    elif "running" in state:
-        out.running.CopyFrom(pb.Running(started_at=_timestamp(state["running"].get("startedAt"))))
-    else:
-        waiting = state.get("waiting") or {}
-        out.waiting.CopyFrom(pb.Waiting(reason=waiting.get("reason", ""), message=waiting.get("message", "")))
-    last = (status.get("lastState") or {}).get("terminated")
-    if last:
-        out.last_termination.CopyFrom(_terminated(last))
-    return out
 
 
 async def start_server(config: GrpcConfig, service: SiteService, authenticator: Authenticator) -> grpc.aio.Server:

@@ -38,6 +38,7 @@ def grpc_sidecar(root: Path, idp, client_ca: Path | None = None) -> Sidecar:
             "identities": {"rules": [
                 {"issuer": idp.issuer, "sub": "alice", "account": "ilp-alice"},
                 {"issuer": idp.issuer, "sub": "bob", "account": "ilp-bob"},
+                {"issuer": idp.issuer, "sub": "gateway", "account": "ilp-alice"},  # the gateway's own identity
             ]},
         },
     }).start()

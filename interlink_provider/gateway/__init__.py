@@ -1,0 +1,1 @@
+"""The cluster-side gateway: the interLink API for the Virtual Kubelet, gRPC to the sites."""

@@ -1,0 +1,241 @@
+"""The interLink API as the upstream Virtual Kubelet speaks it, served by the gateway.
+
+`/create` (PodCreateRequests), `/delete` (v1.Pod), `/status` ([]v1.Pod), `/getLogs`
+(LogStruct), `/pinglink`, `/updateCache`, whatever the method (the Go client sends
+GET with bodies). Each pod goes to one site (routing.py) over gRPC with a token for
+that site; `/status` is answered from the sites' pushed statuses, without a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+from pydantic import ValidationError
+
+from ..auth.errors import AuthError
+from ..pods.k8s import Pod
+from ..pods.quantity import count, cpu_millis, memory_bytes
+from ..pods.retrieve import from_create_request
+from ..pods.wire import CreateStruct, LogStruct, PingResponse, PodCreateRequests
+from ..rpc.convert import pod_status_json
+from ..rpc.offloader.v1 import offloader_pb2 as pb
+from .config import GatewayConfig
+from .routing import NoSite, SiteState, choose_site
+from .sites import ServiceTokens, Site
+
+log = logging.getLogger(__name__)
+GATEWAY_KEY = web.AppKey("gateway", "Gateway")
+_HTTP_OF = {grpc.StatusCode.INVALID_ARGUMENT: 422, grpc.StatusCode.NOT_FOUND: 404,
+            grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.UNAUTHENTICATED: 502,
+            grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504}
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.tokens = ServiceTokens(config.identity)
+        self.sites = {link.name: Site(link, self.tokens, config.heartbeat_seconds) for link in config.sites}
+
+    def start(self) -> None:
+        for site in self.sites.values():
+            site.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(site.stop() for site in self.sites.values()))
+        await self.tokens.close()
+
+    def site_of(self, uid: str) -> Site | None:
+        return next((s for s in self.sites.values() if uid in s.pods), None)
+
+    def route(self, pod: dict[str, Any]) -> Site:
+        states = {name: SiteState(site.up, site.free_pods) for name, site in self.sites.items()}
+        link = choose_site(pod, self.config.sites, states, self.config.site_annotation)
+        return self.sites[link.name]
+
+
+def _text(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message.rstrip() + "\n", content_type="text/plain")
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        return None
+    return json.loads(raw.decode("utf-8"))
+
+
+@web.middleware
+async def errors(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return _text(400, f"invalid JSON: {exc}")
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        return _text(422, f"invalid request: {where}")
+    except NoSite as exc:
+        return _text(422, f"no site for this pod: {exc}")
+    except AuthError as exc:
+        return _text(502, f"the gateway has no token for the site: {exc.message}")
+    except grpc.aio.AioRpcError as exc:
+        return _text(_HTTP_OF.get(exc.code(), 500), f"site: {exc.code().name}: {exc.details()}")
+
+
+async def create(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY_KEY]
+    body = await _body(request)
+    if not isinstance(body, dict):
+        return _text(400, "the body must be a PodCreateRequests object")
+    PodCreateRequests.model_validate(body)  # refuse malformed requests here, with the field
+    site = gateway.route(body["pod"])
+    retrieved = from_create_request(body)
+    answer = await site.stub.CreatePod(pb.CreatePodRequest(pod_json=json.dumps(retrieved).encode()),
+                                       metadata=await site.metadata(), timeout=120)
+    log.info("pod %s/%s -> site %s (job %s)", body["pod"]["metadata"].get("namespace"),
+             body["pod"]["metadata"].get("name"), site.name, answer.job_id or "staging")
+    # The pod is the site's now: remember where it went until its status arrives.
+    site.pods.setdefault(answer.uid, pb.PodStatus(uid=answer.uid, job_id=answer.job_id, phase="Pending",
+                                                  name=body["pod"]["metadata"].get("name", ""),
+                                                  namespace=body["pod"]["metadata"].get("namespace", "")))
+    return web.json_response(CreateStruct(PodUID=answer.uid, PodJID=answer.job_id).model_dump())
+
+
+async def delete(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY_KEY]
+    pod = Pod.model_validate(await _body(request))
+    uid = pod.metadata.uid or ""
+    site = gateway.site_of(uid)
+    if site is None:
+        return _text(200, f"pod {pod.metadata.namespace}/{pod.metadata.name}: not found")
+    answer = await site.stub.DeletePod(pb.DeletePodRequest(uid=uid), metadata=await site.metadata(), timeout=60)
+    return _text(200, f"pod {pod.metadata.namespace}/{pod.metadata.name}: {answer.outcome} (site {site.name})")
+
+
+async def status(request: web.Request) -> web.Response:
+    """From the pushed statuses: unknown UIDs are left out, as interLink expects."""
+    gateway = request.app[GATEWAY_KEY]
+    body = await _body(request) or []
+    if not isinstance(body, list):
+        return _text(400, "the body must be a list of v1.Pod objects")
+    answers = []
+    for item in body:
+        uid = ((item or {}).get("metadata") or {}).get("uid", "")
+        site = gateway.site_of(uid)
+        if site is not None:
+            answers.append(pod_status_json(site.pods[uid]))
+    return web.json_response(answers)
+
+
+async def get_logs(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY_KEY]
+    query = LogStruct.model_validate(await _body(request))
+    site = gateway.site_of(query.PodUID)
+    if site is None:
+        return _text(404, f"pod {query.PodUID} is not known to any site")
+    opts = query.Opts
+    ask = pb.GetLogsRequest(uid=query.PodUID, container=query.ContainerName, tail_lines=opts.Tail,
+                            limit_bytes=opts.Bytes, since_seconds=opts.SinceSeconds, timestamps=opts.Timestamps,
+                            follow=opts.Follow, previous=opts.Previous)
+    if opts.SinceTime is not None:
+        ask.since_time.FromDatetime(opts.SinceTime)
+    stream = site.stub.GetLogs(ask, metadata=await site.metadata())
+    first = await stream.read()  # errors (unknown pod, bad options) become a status code, not a broken body
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    try:
+        while first is not grpc.aio.EOF:
+            await response.write(first.data)
+            first = await stream.read()
+    except (ConnectionResetError, ConnectionError):
+        stream.cancel()
+        return response
+    await response.write_eof()
+    return response
+
+
+async def pinglink(request: web.Request) -> web.Response:
+    """Every site's NodeInfo summed into one PingResponse (the virtual node's capacity)."""
+    gateway = request.app[GATEWAY_KEY]
+    await asyncio.gather(*(s.refresh_node() for s in gateway.sites.values() if s.up))
+    up = [s for s in gateway.sites.values() if s.up and s.node is not None]
+    if not up:
+        reasons = "; ".join(f"{s.name}: {s.error}" for s in gateway.sites.values())
+        return _text(503, f"no site is reachable ({reasons})")
+    return web.json_response(aggregate([s.node for s in up]).model_dump(exclude_none=True))
+
+
+def aggregate(nodes: list[pb.NodeInfo]) -> PingResponse:
+    cpu = sum(cpu_millis(n.capacity.cpu or "0") for n in nodes)
+    memory = sum(memory_bytes(n.capacity.memory or "0") for n in nodes)
+    pods = sum(count(n.capacity.pods or "0") for n in nodes)
+    gpus: dict[str, int] = {}
+    for node in nodes:
+        for accelerator in node.accelerators:
+            gpus[accelerator.resource_type] = gpus.get(accelerator.resource_type, 0) + accelerator.available
+    taints = {(t.key, t.value, t.effect) for n in nodes for t in n.taints}
+    return PingResponse.model_validate({
+        "status": "ok",
+        "resources": {"cpu": f"{cpu // 1000}" if cpu % 1000 == 0 else f"{cpu}m",
+                      "memory": f"{memory // (1024 * 1024)}Mi", "pods": str(pods),
+                      "accelerators": [{"resourceType": k, "available": str(v)} for k, v in sorted(gpus.items())]
+                      or None},
+        "taints": [{"key": k, "value": v or None, "effect": e} for k, v, e in sorted(taints)] or None,
+    })
+
+
+async def update_cache(request: web.Request) -> web.Response:
+    return _text(200, "ok: statuses are pushed by the sites, there is no cache to drop")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY_KEY]
+    lines = [f"{s.name}: {'up' if s.up else 'down: ' + s.error}" for s in gateway.sites.values()]
+    return _text(200 if any(s.up for s in gateway.sites.values()) else 503, "\n".join(lines))
+
+
+def make_app(gateway: Gateway) -> web.Application:
+    app = web.Application(client_max_size=gateway.config.listen.max_body_bytes, middlewares=[errors])
+    app[GATEWAY_KEY] = gateway
+    for path, handler in (("/create", create), ("/delete", delete), ("/status", status), ("/getLogs", get_logs),
+                          ("/pinglink", pinglink), ("/updateCache", update_cache), ("/healthz", healthz)):
+        app.router.add_route("*", path, handler)
+    return app
+
+
+async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(config)
+    gateway.start()
+    runner = web.AppRunner(make_app(gateway), access_log=None)
+    await runner.setup()
+    try:
+        if config.listen.socket:
+            Path(config.listen.socket).unlink(missing_ok=True)
+            await web.UnixSite(runner, config.listen.socket).start()
+            os.chmod(config.listen.socket, 0o660)
+        if config.listen.host and config.listen.port:
+            await web.TCPSite(runner, config.listen.host, config.listen.port).start()
+        log.info("gateway serving the interLink API for sites %s", ", ".join(gateway.sites))
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await gateway.stop()
+
+
+def run(config: GatewayConfig) -> None:
+    logging.basicConfig(level=os.environ.get("ILP_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(config))

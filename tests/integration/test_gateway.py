@@ -1,0 +1,183 @@
+"""The gateway between the Virtual Kubelet's protocol and two real sites over gRPC + TLS,
+with its own tokens from a real devidp, on real Slurm."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
+from interlink_provider.pods import manifest
+from interlink_provider.pods.phase import SUCCEEDED, phase_of
+from tests.helpers import wait_for
+from tests.integration.test_grpc import grpc_sidecar
+
+pytestmark = pytest.mark.slurm
+LABEL = "site.example.org/name"
+
+
+def vk_request(pod: dict, manifests: manifest.Manifests | None = None, namespace: str = "gw") -> dict:
+    """What the Virtual Kubelet POSTs to the interLink API's /create (PodCreateRequests)."""
+    retrieved = manifest.create_request(pod, manifests or manifest.Manifests(), namespace=namespace)
+    containers = retrieved["container"]
+    unique = lambda key: list({o["metadata"]["name"]: o for c in containers for o in c[key]}.values())  # noqa: E731
+    return {"pod": retrieved["pod"], "configmaps": unique("configMaps"), "secrets": unique("secrets"),
+            "projectedvolumesmaps": unique("projectedvolumemaps"), "jobscriptURL": ""}
+
+
+class GatewayProcess:
+    def __init__(self, root: Path, idp, sites: dict[str, tuple]) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        secret = root / "gateway-secret"
+        secret.write_text("gateway-secret\n")
+        secret.chmod(0o600)
+        self.socket = f"/tmp/ilp-gw-{os.getpid()}-{abs(hash(str(root))) % 10**6}.sock"
+        config = {
+            "listen": {"socket": self.socket},
+            "identity": {"issuer": idp.issuer, "ca_file": idp.ca_file, "client_id": "gateway",
+                         "client_secret_file": str(secret)},
+            "heartbeat_seconds": 1,
+            "sites": [{"name": name, "target": sidecar.target, "ca_file": sidecar.ca,
+                       "audience": "https://site.test", "labels": {LABEL: name}}
+                      for name, (sidecar,) in sites.items()],
+        }
+        self.config_path = root / "gateway.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = root / "gateway.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "GatewayProcess":
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "interlink_provider.cli.main", "gateway", "--config", str(self.config_path)],
+            stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+
+    @property
+    def address(self) -> str:
+        return f"unix://{self.socket}"
+
+
+@pytest.fixture(scope="module")
+def federation(local_site, unix_accounts, idp, tmp_path_factory):
+    root = tmp_path_factory.mktemp("gateway")
+    sites = {name: grpc_sidecar(root / name, idp) for name in ("alpha", "beta")}
+    gateway = GatewayProcess(root / "gw", idp, {name: (s,) for name, s in sites.items()}).start()
+
+    async def both_up():
+        async with SidecarClient(gateway.address) as client:
+            try:
+                text = await client.call("GET", "/healthz")
+            except (SidecarError, OSError):
+                return None
+            return text if text.count(": up") == 2 else None
+    import asyncio
+    asyncio.run(wait_for(both_up, 30, what="the gateway to reach both sites"))
+    yield gateway, sites
+    gateway.stop()
+    for sidecar in sites.values():
+        sidecar.stop()
+        shutil.rmtree(sidecar.scratch, ignore_errors=True)
+
+
+def hello(name: str, annotations: dict | None = None, script: str = "id -un", mounts: list | None = None,
+          **spec) -> dict:
+    container = {"name": "c", "image": "busybox", "command": ["sh", "-c", script], "volumeMounts": mounts or []}
+    return {"metadata": {"name": name, "annotations": annotations or {}},
+            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, **spec,
+                     "containers": [container]}}
+
+
+async def finished(client: SidecarClient, uid: str) -> dict:
+    async def done():
+        answers = await client.status([pod_ref(uid)])
+        return answers[0] if answers and phase_of(answers[0]) in ("Succeeded", "Failed") else None
+    return await wait_for(done, 90, what=f"pod {uid} to finish")
+
+
+async def pods_at(sidecar) -> set[str]:
+    """UIDs of the pods a site has a working directory for (namespace gw)."""
+    return {path.name[len("gw-"):] for path in sidecar.pods_root.glob("gw-*")}
+
+
+async def site_gpus(sidecar) -> int:
+    async with SidecarClient(sidecar.address) as client:
+        ping = await client.ping()
+    return sum(int(a["available"]) for a in ping["resources"].get("accelerators") or [])
+
+
+async def test_pods_are_routed_to_their_site_and_run_through_grpc(federation):
+    gateway, sites = federation
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "greeting", "namespace": "gw"},
+              "data": {"text": "hello via the gateway\n"}}
+    manifests = manifest.Manifests(config_maps={("gw", "greeting"): config})
+    named = hello("gw-named", annotations={"interlink.provider/site": "beta"},
+                  volumes=[{"name": "g", "configMap": {"name": "greeting"}}],
+                  mounts=[{"name": "g", "mountPath": "/etc/greeting"}], script="cat /etc/greeting/text; id -un")
+    selected = hello("gw-selected", nodeSelector={LABEL: "alpha", "kubernetes.io/role": "agent"})
+    async with SidecarClient(gateway.address) as client:
+        a = await client.call("POST", "/create", vk_request(named, manifests))
+        b = await client.call("POST", "/create", vk_request(selected))
+        assert a["PodJID"] and b["PodJID"]
+        assert phase_of(await finished(client, a["PodUID"])) == SUCCEEDED
+        assert phase_of(await finished(client, b["PodUID"])) == SUCCEEDED
+        log = await client.logs_text({"PodUID": a["PodUID"], "Namespace": "gw", "ContainerName": "c", "Opts": {}})
+        ping = await client.call("POST", "/pinglink")
+    assert log == "hello via the gateway\nilp-alice\n"  # the ConfigMap reached the site; the gateway's account
+    assert a["PodUID"] in await pods_at(sites["beta"]) and a["PodUID"] not in await pods_at(sites["alpha"])
+    assert b["PodUID"] in await pods_at(sites["alpha"]) and b["PodUID"] not in await pods_at(sites["beta"])
+    gpus = {a["resourceType"]: int(a["available"]) for a in ping["resources"]["accelerators"]}
+    per_site = await site_gpus(sites["alpha"])
+    assert per_site > 0 and gpus == {"nvidia.com/gpu": 2 * per_site}  # both sites on one virtual node
+
+
+async def test_a_pod_for_no_site_is_refused_with_the_reason(federation):
+    gateway, _ = federation
+    async with SidecarClient(gateway.address) as client:
+        with pytest.raises(SidecarError) as named:
+            await client.call("POST", "/create", vk_request(hello("gw-nowhere",
+                                                                  annotations={"interlink.provider/site": "gamma"})))
+        with pytest.raises(SidecarError) as selected:
+            await client.call("POST", "/create", vk_request(hello("gw-nolabel", nodeSelector={LABEL: "gamma"})))
+        with pytest.raises(SidecarError) as malformed:
+            await client.call("POST", "/create", {"pod": {"spec": "not a spec"}})
+    assert named.value.status == 422 and "names no site" in named.value.message
+    assert selected.value.status == 422 and LABEL in selected.value.message
+    assert malformed.value.status == 422 and "spec" in malformed.value.message
+
+
+async def test_a_site_that_goes_down_and_comes_back_loses_nothing(federation):
+    gateway, sites = federation
+    async with SidecarClient(gateway.address) as client:
+        running = await client.call("POST", "/create", vk_request(
+            hello("gw-long", annotations={"interlink.provider/site": "beta"}, script="sleep 8; echo survived")))
+        sites["beta"].stop()
+
+        async def beta_down():
+            return "beta: down" in (await client.call("GET", "/healthz"))
+        await wait_for(beta_down, 20, what="the gateway to see beta down")
+        [during] = await client.status([pod_ref(running["PodUID"])])
+        assert phase_of(during) != "Failed"  # last known, never Failed because the site is unreachable
+        elsewhere = await client.call("POST", "/create", vk_request(hello("gw-while-down")))
+        assert elsewhere["PodUID"] in await pods_at(sites["alpha"])  # new pods go to the site that is up
+        sites["beta"].start()
+        result = await finished(client, running["PodUID"])
+        log = await client.logs_text({"PodUID": running["PodUID"], "Namespace": "gw", "ContainerName": "c",
+                                      "Opts": {}})
+    assert phase_of(result) == SUCCEEDED and log == "survived\n"
+    assert phase_of(await _final(gateway, elsewhere["PodUID"])) == SUCCEEDED
+
+
+async def _final(gateway, uid: str) -> dict:
+    async with SidecarClient(gateway.address) as client:
+        return await finished(client, uid)
