@@ -9,45 +9,41 @@ from .. import __version__
 from . import pod, stage, token
 
 
+def _daemon(name: str, load, run, args, adjust=None) -> int:
+    """Load a daemon's configuration (a clear message and exit 2 if it is invalid), then run it."""
+    try:
+        config = load(args.config)
+    except (OSError, ValueError) as exc:
+        print(f"interlink-provider {name}: invalid configuration {args.config}: {exc}", file=sys.stderr)
+        return 2
+    if adjust is not None:
+        adjust(config)
+    run(config)
+    return 0
+
+
 def _sidecar(args) -> int:
     from sidecars.core.config import load_config
     from sidecars.core.daemon import run
 
-    try:
-        config = load_config(args.config)
-    except (OSError, ValueError) as exc:
-        print(f"interlink-provider sidecar: invalid configuration {args.config}: {exc}", file=sys.stderr)
-        return 2
-    run(config)
-    return 0
+    return _daemon("sidecar", load_config, run, args)
 
 
 def _devidp(args) -> int:
     from ..devidp.config import load
     from ..devidp.run import run
 
-    try:
-        config = load(args.config)
-    except (OSError, ValueError) as exc:
-        print(f"interlink-provider devidp: invalid configuration {args.config}: {exc}", file=sys.stderr)
-        return 2
-    if args.port:
-        config.port = args.port
-    run(config)
-    return 0
+    def port(config) -> None:
+        if args.port:
+            config.port = args.port
+    return _daemon("devidp", load, run, args, port)
 
 
 def _gateway(args) -> int:
     from ..gateway.config import load_config
     from ..gateway.server import run
 
-    try:
-        config = load_config(args.config)
-    except (OSError, ValueError) as exc:
-        print(f"interlink-provider gateway: invalid configuration {args.config}: {exc}", file=sys.stderr)
-        return 2
-    run(config)
-    return 0
+    return _daemon("gateway", load_config, run, args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from interlink_provider.gateway.config import SiteLink
@@ -89,8 +91,6 @@ def test_the_virtual_node_sums_its_sites():
 
 
 def test_the_example_gateway_config_is_valid_and_documents_every_key(tmp_path):
-    from pathlib import Path
-
     from interlink_provider.gateway.config import GatewayConfig, load_config
 
     example = Path(__file__).resolve().parents[2] / "examples" / "gateway.yaml"
@@ -103,3 +103,32 @@ def test_the_example_gateway_config_is_valid_and_documents_every_key(tmp_path):
             assert f"{key}:" in text, f"examples/gateway.yaml does not document {key}"
     for key in SiteLink.model_fields:
         assert f"{key}:" in text
+
+
+def test_secret_paths_may_come_from_systemd_credentials(tmp_path, monkeypatch):
+    from interlink_provider.gateway.config import load_config
+
+    example = (Path(__file__).resolve().parents[2] / "examples" / "gateway.yaml").read_text()
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(example.replace("/etc/interlink-provider/gateway-secret",
+                                           "${CREDENTIALS_DIRECTORY}/gateway-secret"))
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/interlink-provider-gateway.service")
+    assert load_config(config_file).identity.client_secret_file == \
+        "/run/credentials/interlink-provider-gateway.service/gateway-secret"
+
+
+def test_the_systemd_units_start_commands_that_exist():
+    import configparser
+    import shlex
+
+    from interlink_provider.cli.main import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    units = sorted((Path(__file__).resolve().parents[2] / "deploy" / "systemd").glob("*.service"))
+    assert len(units) == 2
+    for unit in units:
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.read(unit)
+        argv = shlex.split(parser["Service"]["ExecStart"])
+        assert argv[0].endswith("/interlink-provider") and argv[1] in commands and "--config" in argv
+        assert parser["Install"]["WantedBy"] == "multi-user.target"
