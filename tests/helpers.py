@@ -131,6 +131,18 @@ class Sidecar:
         if os.path.exists(self.socket):
             os.unlink(self.socket)
 
+    def live_jobs(self) -> list[str]:
+        """This sidecar's Slurm jobs that have not ended (pending, running, completing)."""
+        out = slurm("squeue", "-h", "-o", "%i %j")
+        return [line.split()[0] for line in out.splitlines() if line.split()[1:2]
+                and line.split()[1].startswith(self.prefix)]
+
+    def wait_jobs_gone(self, timeout: float = 120) -> None:
+        """Until every job of this sidecar has left Slurm (a deleted pod's processes are gone)."""
+        deadline = time.monotonic() + timeout
+        while self.live_jobs() and time.monotonic() < deadline:
+            time.sleep(0.5)
+
     def jobs_named(self, name: str) -> list[str]:
         """Slurm jobs (in any state) carrying exactly this name."""
         out = slurm("squeue", "-h", "--states=all", f"--name={name}", "-o", "%i")

@@ -1,4 +1,6 @@
-"""Replay of interLink's vk-test-set through our sidecar's REST API on the real local Slurm.
+"""Replay of interLink's vk-test-set on the real local Slurm, twice: through the
+sidecar's REST plugin API (as the upstream interLink API server calls it), and
+through our gateway (as the Virtual Kubelet calls the API) -> gRPC + TLS -> sidecar.
 
 Every template is rendered with the values interLink's own CI uses, its objects
 are sent the way the Virtual Kubelet and interLink API would send them (Jobs are
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ import yaml
 from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import FAILED, SUCCEEDED, phase_of
+from tests.federation import GatewayProcess, as_vk_request, grpc_sidecar, wait_until_up
 from tests.helpers import REPO, Sidecar
 
 SUITE = Path(__file__).parent / "vk-test-set"
@@ -62,9 +66,21 @@ def render(path: Path) -> tuple[str, dict[str, Any]]:
     return body, yaml.safe_load(validation) or {}
 
 
+@dataclass
+class Route:
+    """Where the suite's requests go: `address` speaks the VK->API protocol when `gateway`."""
+
+    address: str
+    sidecar: Sidecar
+    gateway: bool
+
+
 async def _create(client: SidecarClient, r: Rendered, pod: dict[str, Any], job=None, attempt: int = 1) -> None:
     request = manifest.create_request(pod, r.manifests, namespace=CONFIG["values"]["namespace"])
-    answer = await client.create(request)
+    if client.via_gateway:  # type: ignore[attr-defined]
+        answer = await client.call("POST", "/create", as_vk_request(request))
+    else:
+        answer = await client.create(request)
     r.pods.append({"pod": request["pod"], "uid": answer["PodUID"], "job": job, "attempt": attempt})
 
 
@@ -159,19 +175,64 @@ async def validate(client: SidecarClient, r: Rendered) -> None:
             await asyncio.sleep(0.5)
 
 
-@pytest.fixture(scope="module")
-def suite_sidecar(local_site, tmp_path_factory):
-    instance = Sidecar(tmp_path_factory.mktemp("vk-test-set")).start()
-    yield instance
-    instance.stop()
+@pytest.fixture(scope="module", params=["rest", "gateway"])
+def route(request, local_site, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"vk-test-set-{request.param}")
+    if request.param == "rest":
+        instance = Sidecar(root).start()
+        yield Route(instance.address, instance, gateway=False)
+        instance.wait_jobs_gone()
+        wait_port_free(PROBES_PORT)
+        instance.stop()
+        return
+    request.getfixturevalue("unix_accounts")
+    idp = request.getfixturevalue("idp")
+    site = grpc_sidecar(root / "site", idp)
+    gateway = GatewayProcess(root / "gateway", idp, {"local": site}).start()
+    asyncio.run(wait_until_up(gateway, 1))
+    yield Route(gateway.address, site, gateway=True)
+    site.wait_jobs_gone()
+    wait_port_free(PROBES_PORT)
+    gateway.stop()
+    site.stop()
+    shutil.rmtree(site.scratch, ignore_errors=True)
+
+
+# The sandbox runtime shares the host's network: 090-probes' server binds :8080 without
+# SO_REUSEADDR, so the next run's must wait for the last one's sockets to leave TIME_WAIT.
+PROBES_PORT = 8080
+
+
+def _sockets_on(port: int) -> int:
+    """TCP sockets (any state) whose local port is `port`, from /proc/net/tcp{,6}."""
+    found = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        found += sum(1 for line in lines if int(line.split()[1].rsplit(":", 1)[1], 16) == port)
+    return found
+
+
+def wait_port_free(port: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while _sockets_on(port) and time.monotonic() < deadline:
+        time.sleep(1)
+
+
+def _client(route: Route) -> SidecarClient:
+    client = SidecarClient(route.address)
+    client.via_gateway = route.gateway  # type: ignore[attr-defined]
+    return client
 
 
 @pytest.fixture(scope="module")
-def submitted(suite_sidecar):
+def submitted(route):
     """Every template's objects created at once, as a cluster would see them arrive."""
 
     async def go() -> dict[str, Rendered]:
-        async with SidecarClient(suite_sidecar.address) as client:
+        async with _client(route) as client:
             out = {}
             for path in RUN:
                 try:
@@ -185,19 +246,19 @@ def submitted(suite_sidecar):
 
 @pytest.mark.slurm
 @pytest.mark.parametrize("template", [t.name for t in RUN])
-def test_template(template, submitted, suite_sidecar):
+def test_template(template, submitted, route):
     r = submitted[template]
     assert not r.error, f"{template}: creation failed: {r.error}"
 
     async def go() -> None:
-        async with SidecarClient(suite_sidecar.address) as client:
+        async with _client(route) as client:
             try:
                 await validate(client, r)
             finally:
                 for entry in r.pods:  # clean_configs: the pods are deleted in every case
                     await client.delete(entry["pod"])
             if template == "115-lifecycle-hooks.yaml":
-                await _check_prestop(suite_sidecar, r)
+                await _check_prestop(route.sidecar, r)
 
     asyncio.run(go())
 

@@ -3,86 +3,26 @@ with its own tokens from a real devidp, on real Slurm."""
 
 from __future__ import annotations
 
-import os
+import asyncio
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import SUCCEEDED, phase_of
+from tests.federation import LABEL, GatewayProcess, grpc_sidecar, vk_request, wait_until_up
 from tests.helpers import wait_for
-from tests.integration.test_grpc import grpc_sidecar
 
 pytestmark = pytest.mark.slurm
-LABEL = "site.example.org/name"
-
-
-def vk_request(pod: dict, manifests: manifest.Manifests | None = None, namespace: str = "gw") -> dict:
-    """What the Virtual Kubelet POSTs to the interLink API's /create (PodCreateRequests)."""
-    retrieved = manifest.create_request(pod, manifests or manifest.Manifests(), namespace=namespace)
-    containers = retrieved["container"]
-    unique = lambda key: list({o["metadata"]["name"]: o for c in containers for o in c[key]}.values())  # noqa: E731
-    return {"pod": retrieved["pod"], "configmaps": unique("configMaps"), "secrets": unique("secrets"),
-            "projectedvolumesmaps": unique("projectedvolumemaps"), "jobscriptURL": ""}
-
-
-class GatewayProcess:
-    def __init__(self, root: Path, idp, sites: dict[str, tuple]) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        secret = root / "gateway-secret"
-        secret.write_text("gateway-secret\n")
-        secret.chmod(0o600)
-        self.socket = f"/tmp/ilp-gw-{os.getpid()}-{abs(hash(str(root))) % 10**6}.sock"
-        config = {
-            "listen": {"socket": self.socket},
-            "identity": {"issuer": idp.issuer, "ca_file": idp.ca_file, "client_id": "gateway",
-                         "client_secret_file": str(secret)},
-            "heartbeat_seconds": 1,
-            "sites": [{"name": name, "target": sidecar.target, "ca_file": sidecar.ca,
-                       "audience": "https://site.test", "labels": {LABEL: name}}
-                      for name, (sidecar,) in sites.items()],
-        }
-        self.config_path = root / "gateway.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.log_path = root / "gateway.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> "GatewayProcess":
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "interlink_provider.cli.main", "gateway", "--config", str(self.config_path)],
-            stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-
-    @property
-    def address(self) -> str:
-        return f"unix://{self.socket}"
 
 
 @pytest.fixture(scope="module")
 def federation(local_site, unix_accounts, idp, tmp_path_factory):
     root = tmp_path_factory.mktemp("gateway")
     sites = {name: grpc_sidecar(root / name, idp) for name in ("alpha", "beta")}
-    gateway = GatewayProcess(root / "gw", idp, {name: (s,) for name, s in sites.items()}).start()
-
-    async def both_up():
-        async with SidecarClient(gateway.address) as client:
-            try:
-                text = await client.call("GET", "/healthz")
-            except (SidecarError, OSError):
-                return None
-            return text if text.count(": up") == 2 else None
-    import asyncio
-    asyncio.run(wait_for(both_up, 30, what="the gateway to reach both sites"))
+    gateway = GatewayProcess(root / "gw", idp, sites).start()
+    asyncio.run(wait_until_up(gateway, 2))
     yield gateway, sites
     gateway.stop()
     for sidecar in sites.values():

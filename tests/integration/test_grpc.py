@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
-from pathlib import Path
 
 import grpc
 import pytest
@@ -16,35 +14,11 @@ from interlink_provider.devidp.tls import ensure_certificates
 from interlink_provider.pods import manifest
 from interlink_provider.rpc.client import bearer, offloader, open_channel
 from interlink_provider.rpc.offloader.v1 import offloader_pb2 as pb
-from tests.helpers import Sidecar, wait_for
-from tests.idp import SITE_AUDIENCE, free_port
+from tests.federation import grpc_sidecar
+from tests.helpers import wait_for
 from tests.integration.test_site_auth import USER_SCOPES, token_for
 
 pytestmark = pytest.mark.slurm
-
-
-def grpc_sidecar(root: Path, idp, client_ca: Path | None = None) -> Sidecar:
-    ca, cert, key = ensure_certificates(root / "tls", "127.0.0.1")
-    pods_root = Path(tempfile.mkdtemp(prefix="ilp-grpcsite-"))
-    pods_root.chmod(0o711)  # the job accounts traverse it
-    port = free_port()
-    sidecar = Sidecar(root / "sidecar", {
-        "pods_root": str(pods_root / "pods"),
-        "grpc": {"host": "127.0.0.1", "port": port, "tls_cert": str(cert), "tls_key": str(key),
-                 "client_ca": str(client_ca) if client_ca else None},
-        "auth": {
-            "unix_socket_without_token": True,
-            "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
-            "identities": {"rules": [
-                {"issuer": idp.issuer, "sub": "alice", "account": "ilp-alice"},
-                {"issuer": idp.issuer, "sub": "bob", "account": "ilp-bob"},
-                {"issuer": idp.issuer, "sub": "gateway", "account": "ilp-alice"},  # the gateway's own identity
-            ]},
-        },
-    }).start()
-    sidecar.target, sidecar.ca = f"127.0.0.1:{port}", str(ca)
-    sidecar.scratch = pods_root
-    return sidecar
 
 
 @pytest.fixture(scope="module")
