@@ -18,7 +18,7 @@ from ..pods import manifest
 from ..pods.phase import FAILED, SUCCEEDED, phase_of
 from .client import SidecarClient, SidecarError, pod_ref
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 TERMINAL = (SUCCEEDED, FAILED)
 EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT = 1, 2, 124
 

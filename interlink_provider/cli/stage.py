@@ -40,8 +40,8 @@ from ..staging.refs import FileRef, adler32_of
 from ..staging.transfer import Progress as TransferProgress
 from ..staging.transfer import RetryPolicy, Transfer, configure_client, copy_with_retries, human_bytes
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # paths and tokens must not be cut by wrapping
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 OK, BAD_DATA, USAGE, UNREACHABLE = 0, 1, 2, 3
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKMGT]?)i?B?$")
 

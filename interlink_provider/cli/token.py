@@ -26,8 +26,8 @@ from ..auth.scopes import parse_scopes
 from ..auth.validate import REQUIRED_CLAIMS, WLCG_ANY_AUDIENCE, TokenValidator, TrustedIssuer, ValidationConfig
 from .client import SidecarClient, SidecarError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # paths and tokens must not be cut by wrapping
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
 
 

@@ -122,6 +122,7 @@ class SiteService:
         await self.store.open()
         for record in await self.store.all():
             self.pods[record.uid] = record
+            self.feed.touch(record.uid, record.owner)  # a new epoch's snapshot includes every known pod
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self._locks.setdefault(uid, asyncio.Lock())

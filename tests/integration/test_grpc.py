@@ -217,7 +217,9 @@ async def test_a_restarted_sidecar_starts_a_new_epoch_and_keeps_its_pods(site, i
         stub = offloader(channel)
         await stub.CreatePod(pb.CreatePodRequest(pod_json=body), metadata=bearer(token))
         stream = stub.WatchStatus(pb.WatchStatusRequest(heartbeat_seconds=1), metadata=bearer(token))
-        before = await stream.read()
+        async for before in stream:  # until it has finished: nothing about it changes after the restart
+            if before.pod.uid == uid and before.pod.phase == "Succeeded":
+                break
         stream.cancel()
     site.stop()
     site.start()
