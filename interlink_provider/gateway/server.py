@@ -24,7 +24,7 @@ from ..auth.errors import AuthError
 from ..pods.k8s import Pod
 from ..pods.quantity import count, cpu_millis, memory_bytes
 from ..pods.retrieve import from_create_request
-from ..pods.wire import CreateStruct, LogStruct, PingResponse, PodCreateRequests
+from ..pods.wire import CreateStruct, LogStruct, PingResponse, PodCreateRequests, validation_message
 from ..rpc.convert import pod_status_json
 from ..rpc.offloader.v1 import offloader_pb2 as pb
 from .config import GatewayConfig
@@ -81,8 +81,7 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return _text(400, f"invalid JSON: {exc}")
     except ValidationError as exc:
-        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        return _text(422, f"invalid request: {where}")
+        return _text(422, validation_message(exc))
     except NoSite as exc:
         return _text(422, f"no site for this pod: {exc}")
     except AuthError as exc:

@@ -25,7 +25,7 @@ from interlink_provider import __version__
 from interlink_provider.auth.errors import AuthError
 from interlink_provider.pods import PodRejected
 from interlink_provider.pods.phase import phase_of
-from interlink_provider.pods.wire import ContainerLogOpts, LogStruct, RetrievedPodData
+from interlink_provider.pods.wire import ContainerLogOpts, LogStruct, RetrievedPodData, validation_message
 from interlink_provider.rpc.convert import container_status
 from interlink_provider.rpc.offloader.v1 import offloader_pb2 as pb
 from interlink_provider.rpc.offloader.v1 import offloader_pb2_grpc as pb_grpc
@@ -162,16 +162,11 @@ class _mapped_errors:
         if exc is None:
             return False
         if isinstance(exc, ValidationError):
-            await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, _validation_message(exc))
+            await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, validation_message(exc))
         for error, code, prefix in _STATUS_OF:
             if isinstance(exc, error):
                 await self.context.abort(code, f"{prefix}{exc}")
         return False
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:10]]
-    return "invalid request: " + "; ".join(parts)
 
 
 async def start_server(config: GrpcConfig, service: SiteService, authenticator: Authenticator) -> grpc.aio.Server:

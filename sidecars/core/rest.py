@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from interlink_provider.auth.errors import AuthError
 from interlink_provider.pods import PodRejected
 from interlink_provider.pods.k8s import Pod
-from interlink_provider.pods.wire import CreateStruct, LogStruct, RetrievedPodData
+from interlink_provider.pods.wire import CreateStruct, LogStruct, RetrievedPodData, validation_message
 
 from .authn import Authenticator, Caller
 from .reconciler import Reconciler
@@ -37,14 +37,6 @@ def _text(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message.rstrip() + "\n", content_type="text/plain")
 
 
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:10]:
-        where = ".".join(str(p) for p in error["loc"]) or "body"
-        parts.append(f"{where}: {error['msg']}")
-    return "invalid request: " + "; ".join(parts)
-
-
 @web.middleware
 async def errors(request: web.Request, handler) -> web.StreamResponse:
     """Map what the service core raises to HTTP answers."""
@@ -57,7 +49,7 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
     except UnicodeDecodeError:
         return _text(400, "the request body is not UTF-8")
     except ValidationError as exc:
-        return _text(422, _validation_message(exc))
+        return _text(422, validation_message(exc))
     except PodRejected as exc:
         return _text(422, f"pod rejected: {exc}")
     except BadRequest as exc:
