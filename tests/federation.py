@@ -34,6 +34,7 @@ def grpc_sidecar(root: Path, idp, client_ca: Path | None = None) -> Sidecar:
             "identities": {"rules": [
                 {"issuer": idp.issuer, "sub": "alice", "account": "ilp-alice"},
                 {"issuer": idp.issuer, "sub": "bob", "account": "ilp-bob"},
+                {"issuer": idp.issuer, "sub": "carol-sub", "account": "ilp-bob"},  # a device-flow user
                 {"issuer": idp.issuer, "sub": "gateway", "account": "ilp-alice"},  # the gateway's own identity
             ]},
         },
@@ -57,7 +58,7 @@ def as_vk_request(retrieved: dict) -> dict:
 
 
 class GatewayProcess:
-    def __init__(self, root: Path, idp, sites: dict[str, Sidecar]) -> None:
+    def __init__(self, root: Path, idp, sites: dict[str, Sidecar], extra: dict | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         secret = root / "gateway-secret"
         secret.write_text("gateway-secret\n")
@@ -71,6 +72,7 @@ class GatewayProcess:
             "sites": [{"name": name, "target": sidecar.target, "ca_file": sidecar.ca,
                        "audience": SITE_AUDIENCE, "labels": {LABEL: name}}
                       for name, sidecar in sites.items()],
+            **(extra or {}),
         }
         self.config_path = root / "gateway.yaml"
         self.config_path.write_text(yaml.safe_dump(config))

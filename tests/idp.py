@@ -64,13 +64,14 @@ def test_config(port: int, state_dir: Path, tls: bool) -> dict[str, Any]:
 
 
 class IdP:
-    def __init__(self, workdir: Path, tls: bool = False) -> None:
+    def __init__(self, workdir: Path, tls: bool = False, **overrides: Any) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls = tls
         self.config_path = workdir / "idp.yaml"
-        self.config_path.write_text(yaml.safe_dump(test_config(self.port, workdir / "state", tls)))
+        config = {**test_config(self.port, workdir / "state", tls), **overrides}
+        self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / "devidp.log"
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jwt
+import yaml
 from rich.console import Console
 
 from ..auth import discovery, errors
@@ -184,6 +185,66 @@ async def exchange_cmd(args) -> int:
     return OK
 
 
+async def _device_login(client: OAuthClient, scope: str, deadline_seconds: float):
+    """RFC 8628: show the user where to approve, then poll until they did (or refused, or it expired)."""
+    start = await client.device_authorization(scope)
+    where = start.get("verification_uri_complete") or start["verification_uri"]
+    err.print(f"To log in, open [bold]{where}[/] and enter the code [bold]{start['user_code']}[/]")
+    interval = float(start.get("interval") or 5)
+    deadline = time.monotonic() + min(float(start.get("expires_in") or 600), deadline_seconds)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(interval)
+        try:
+            return await client.device_token(start["device_code"])
+        except errors.ExchangeRefused as exc:
+            code = getattr(exc, "oauth_error", "")
+            if code == "slow_down":
+                interval += 5
+            elif code != "authorization_pending":
+                raise
+    raise errors.ExchangeRefused("the login was not approved in time")
+
+
+def identity_secret(name: str, namespace: str, issuer: str, client_id: str, token) -> dict[str, Any]:
+    """The Secret a pod names with `interlink.provider/identity-secret` (read by the gateway, never forwarded)."""
+    data = {"issuer": issuer, "client_id": client_id, "access_token": token.access_token}
+    if token.refresh_token:
+        data["refresh_token"] = token.refresh_token
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/managed-by": "interlink-provider"}},
+            "stringData": data}
+
+
+@command
+async def login_cmd(args) -> int:
+    client = OAuthClient(args.issuer, args.client_id, None, ca_file=args.ca_file)
+    try:
+        token = await _device_login(client, args.scope, args.timeout)
+    except errors.IdPUnreachable as exc:
+        err.print(f"[red]{exc.message}[/]")
+        return UNREACHABLE
+    except errors.AuthError as exc:
+        err.print(f"[red]login refused: {exc.message}[/]")
+        return REFUSED
+    finally:
+        await client.close()
+    if not token.refresh_token:
+        err.print("[yellow]the IdP gave no refresh token (offline_access?): pods can start only while the "
+                  f"access token lives ({expiry_text(token.expires_at)})[/]")
+    manifest = yaml.safe_dump(identity_secret(args.secret_name, args.namespace, args.issuer, args.client_id, token),
+                              sort_keys=False)
+    if args.output:
+        write_private(Path(args.output), manifest)
+        err.print(f"wrote Secret {args.namespace}/{args.secret_name} to {args.output} (mode 0600): "
+                  f"kubectl apply -f {args.output}")
+    else:
+        print(manifest, end="")
+    err.print(f"pods name it with the annotation interlink.provider/identity-secret: {args.secret_name} and a "
+              f"volume `secret: {{secretName: {args.secret_name}}}` (the gateway removes both before the site)")
+    return OK
+
+
 @command
 async def whoami_cmd(args) -> int:
     token, source = _token_from(args)
@@ -236,6 +297,18 @@ def add_parser(sub) -> None:
     p.add_argument("--ca-file")
     p.add_argument("--output", help="write the token to this file (mode 0600) instead of stdout")
     p.set_defaults(func=exchange_cmd)
+
+    p = actions.add_parser("login", help="device-flow login; writes the identity Secret a pod names for the gateway")
+    p.add_argument("--issuer", required=True)
+    p.add_argument("--client-id", default="cli", help="the public client for device flow (default: cli)")
+    p.add_argument("--scope", default="compute.create compute.read compute.cancel wlcg.groups offline_access",
+                   help="space-separated scopes (offline_access: pods may start later and run long)")
+    p.add_argument("--ca-file")
+    p.add_argument("--namespace", required=True, help="the namespace of the pods that will use it")
+    p.add_argument("--secret-name", default="interlink-identity")
+    p.add_argument("--output", "-o", help="write the Secret manifest here (mode 0600) instead of stdout")
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the approval")
+    p.set_defaults(func=login_cmd)
 
     p = actions.add_parser("whoami", help="how a site maps this token: identity, account, operations")
     p.add_argument("token", nargs="?", help="the token, '-' for stdin (default: discovered)")

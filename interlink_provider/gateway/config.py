@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -48,10 +49,28 @@ class ServiceIdentity(Strict):
     scopes: list[str] = Field(default_factory=lambda: ["compute.create", "compute.read", "compute.cancel"])
 
 
+IdentityMode = Literal["service", "user"]
+
+
+class Identities(Strict):
+    """Whose identity each namespace's pods run under at the sites."""
+
+    default: IdentityMode = Field("service", description="`service`: the gateway's own; `user`: the pod owner's")
+    namespaces: dict[str, IdentityMode] = Field(default_factory=dict, description="per-namespace exceptions")
+    secret_annotation: str = Field("interlink.provider/identity-secret",
+                                   description="pod annotation naming the Secret with the user's token")
+    grants_file: str | None = Field(None, description="users' delegated refresh tokens (0600); memory only if unset")
+    idle_days: float = Field(30, gt=0, description="a grant no pod has used for this long is dropped")
+
+    def mode_for(self, namespace: str) -> IdentityMode:
+        return self.namespaces.get(namespace, self.default)
+
+
 class GatewayConfig(Strict):
     listen: GatewayListen
     sites: list[SiteLink] = Field(min_length=1)
     identity: ServiceIdentity
+    identities: Identities = Field(default_factory=Identities)
     site_annotation: str = Field("interlink.provider/site", description="a pod naming its site")
     heartbeat_seconds: int = Field(5, ge=1, le=300, description="WatchStatus heartbeats; 3 missed: the site is down")
 
@@ -78,6 +97,7 @@ def load_config(path: str | Path) -> GatewayConfig:
     config.listen.socket = resolve(config.listen.socket)
     config.identity.client_secret_file = resolve(config.identity.client_secret_file) or ""
     config.identity.ca_file = resolve(config.identity.ca_file)
+    config.identities.grants_file = resolve(config.identities.grants_file)
     for site in config.sites:
         site.ca_file, site.cert_file, site.key_file = map(resolve, (site.ca_file, site.cert_file, site.key_file))
     return config

@@ -27,7 +27,9 @@ from ..pods.retrieve import from_create_request
 from ..pods.wire import CreateStruct, LogStruct, PingResponse, PodCreateRequests, validation_message
 from ..rpc.convert import pod_status_json
 from ..rpc.offloader.v1 import offloader_pb2 as pb
+from ..rpc.client import bearer
 from .config import GatewayConfig
+from .identities import IdentityProblem, UserGrants, take_identity
 from .routing import NoSite, SiteState, choose_site
 from .sites import ServiceTokens, Site
 
@@ -36,12 +38,15 @@ GATEWAY_KEY = web.AppKey("gateway", "Gateway")
 _HTTP_OF = {grpc.StatusCode.INVALID_ARGUMENT: 422, grpc.StatusCode.NOT_FOUND: 404,
             grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.UNAUTHENTICATED: 502,
             grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504}
+_REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
 
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.tokens = ServiceTokens(config.identity)
+        self.grants = UserGrants(self.tokens.client, self.tokens.scope, config.identities.grants_file,
+                                 config.identities.idle_days)
         self.sites = {link.name: Site(link, self.tokens, config.heartbeat_seconds) for link in config.sites}
 
     def start(self) -> None:
@@ -54,6 +59,31 @@ class Gateway:
 
     def site_of(self, uid: str) -> Site | None:
         return next((s for s in self.sites.values() if uid in s.pods), None)
+
+    async def metadata_for(self, site: Site, uid: str) -> tuple[tuple[str, str], ...]:
+        """Calls about a pod are made as its owner when it runs as them; as the gateway otherwise, or
+        when the owner's grant is gone (the site lets the gateway act on pods it submitted)."""
+        try:
+            token = await self.grants.token_for(uid, site.link.audience)
+        except IdentityProblem as exc:
+            log.warning("pod %s: acting as the gateway itself: %s", uid, exc.message)
+            token = None
+        return bearer(token) if token else await site.metadata()
+
+    async def create_metadata(self, request: dict[str, Any], site: Site) -> tuple[tuple[str, str], ...]:
+        """The identity a new pod runs under: the gateway's, or (namespaces in `user` mode) its owner's."""
+        metadata = request["pod"]["metadata"]
+        namespace, annotations = metadata.get("namespace", ""), metadata.get("annotations") or {}
+        policy = self.config.identities
+        if policy.mode_for(namespace) == "service":
+            return await site.metadata()
+        secret_name = annotations.get(policy.secret_annotation)
+        if not secret_name:
+            raise IdentityProblem(422, f"pods of namespace {namespace} run under their owner's identity: annotate "
+                                       f"the pod with {policy.secret_annotation} naming the Secret with your token "
+                                       "(`interlink-provider token login` writes one)")
+        credential = take_identity(request, secret_name)
+        return bearer(await self.grants.enroll(metadata.get("uid", ""), credential, site.link.audience))
 
     def route(self, pod: dict[str, Any]) -> Site:
         states = {name: SiteState(site.up, site.free_pods) for name, site in self.sites.items()}
@@ -84,6 +114,8 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
         return _text(422, validation_message(exc))
     except NoSite as exc:
         return _text(422, f"no site for this pod: {exc}")
+    except IdentityProblem as exc:
+        return _text(exc.status, exc.message)
     except AuthError as exc:
         return _text(502, f"the gateway has no token for the site: {exc.message}")
     except grpc.aio.AioRpcError as exc:
@@ -97,9 +129,16 @@ async def create(request: web.Request) -> web.Response:
         return _text(400, "the body must be a PodCreateRequests object")
     PodCreateRequests.model_validate(body)  # refuse malformed requests here, with the field
     site = gateway.route(body["pod"])
+    uid = body["pod"]["metadata"].get("uid", "")
+    metadata = await gateway.create_metadata(body, site)  # may take the identity Secret out of `body`
     retrieved = from_create_request(body)
-    answer = await site.stub.CreatePod(pb.CreatePodRequest(pod_json=json.dumps(retrieved).encode()),
-                                       metadata=await site.metadata(), timeout=120)
+    try:
+        answer = await site.stub.CreatePod(pb.CreatePodRequest(pod_json=json.dumps(retrieved).encode()),
+                                           metadata=metadata, timeout=120)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in _REFUSALS:  # surely not created (unlike a lost answer): no grant to keep
+            gateway.grants.forget(uid)
+        raise
     log.info("pod %s/%s -> site %s (job %s)", body["pod"]["metadata"].get("namespace"),
              body["pod"]["metadata"].get("name"), site.name, answer.job_id or "staging")
     # The pod is the site's now: remember where it went until its status arrives.
@@ -116,7 +155,9 @@ async def delete(request: web.Request) -> web.Response:
     site = gateway.site_of(uid)
     if site is None:
         return _text(200, f"pod {pod.metadata.namespace}/{pod.metadata.name}: not found")
-    answer = await site.stub.DeletePod(pb.DeletePodRequest(uid=uid), metadata=await site.metadata(), timeout=60)
+    answer = await site.stub.DeletePod(pb.DeletePodRequest(uid=uid), metadata=await gateway.metadata_for(site, uid),
+                                       timeout=60)
+    gateway.grants.forget(uid)
     return _text(200, f"pod {pod.metadata.namespace}/{pod.metadata.name}: {answer.outcome} (site {site.name})")
 
 
@@ -147,7 +188,7 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
                             follow=opts.Follow, previous=opts.Previous)
     if opts.SinceTime is not None:
         ask.since_time.FromDatetime(opts.SinceTime)
-    stream = site.stub.GetLogs(ask, metadata=await site.metadata())
+    stream = site.stub.GetLogs(ask, metadata=await gateway.metadata_for(site, query.PodUID))
     first = await stream.read()  # errors (unknown pod, bad options) become a status code, not a broken body
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)

@@ -51,7 +51,8 @@ class Authenticator:
                 raise errors.MalformedToken("the Authorization header must be `Bearer <token>`")
             identity = await self.validator.validate(token)
             account = self.config.identities.account_for(identity)
-            return Caller(Principal(identity.key, account, token=token.strip()), identity)
+            actor = f"{identity.actor}@{identity.issuer}" if identity.actor else ""
+            return Caller(Principal(identity.key, account, actor=actor, token=token.strip()), identity)
         except errors.AuthError as exc:
             REFUSED.labels(exc.code).inc()
             log.info("refused a caller: %s", exc.message)  # the reason, never the token

@@ -16,19 +16,19 @@ class ChangeFeed:
     def __init__(self) -> None:
         self.epoch = uuid.uuid4().hex[:16]
         self.revision = 0
-        self._latest: dict[str, tuple[int, str]] = {}  # uid -> (revision of its last change, owner)
+        self._latest: dict[str, tuple[int, tuple[str, str]]] = {}  # uid -> (revision, (owner, actor))
         self._changed = asyncio.Event()
 
-    def touch(self, uid: str, owner: str) -> None:
+    def touch(self, uid: str, owner: str, actor: str = "") -> None:
         """A pod changed (or was removed): wake the watchers."""
         self.revision += 1
-        self._latest[uid] = (self.revision, owner)
+        self._latest[uid] = (self.revision, (owner, actor))
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def since(self, revision: int, owner: str) -> list[tuple[int, str]]:
-        """(revision, uid) of the owner's pods changed after `revision`, oldest first."""
-        return sorted((rev, uid) for uid, (rev, who) in self._latest.items() if rev > revision and who == owner)
+    def since(self, revision: int, key: str) -> list[tuple[int, str]]:
+        """(revision, uid) of the pods `key` owns or submitted for others, changed after `revision`, oldest first."""
+        return sorted((rev, uid) for uid, (rev, who) in self._latest.items() if rev > revision and key in who)
 
     async def wait(self, revision: int, timeout: float) -> bool:
         """Until something changed after `revision`; False on timeout."""

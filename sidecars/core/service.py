@@ -82,6 +82,7 @@ class Principal:
 
     key: str  # stored as the pod's owner
     account: str | None = None  # local account their jobs run as (None: the sidecar's own)
+    actor: str = ""  # key of the service acting for them (a token's `act`), stored with the pod
     token: str | None = field(default=None, repr=False, compare=False)  # theirs, for staging's exchange
 
 
@@ -122,7 +123,7 @@ class SiteService:
         await self.store.open()
         for record in await self.store.all():
             self.pods[record.uid] = record
-            self.feed.touch(record.uid, record.owner)  # a new epoch's snapshot includes every known pod
+            self.feed.touch(record.uid, record.owner, record.actor)  # a new epoch's snapshot includes every known pod
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self._locks.setdefault(uid, asyncio.Lock())
@@ -134,14 +135,14 @@ class SiteService:
         record = await self.store.update(uid, **changes)
         assert record is not None, f"pod {uid} vanished from the store"
         self.pods[uid] = record
-        self.feed.touch(uid, record.owner)
+        self.feed.touch(uid, record.owner, record.actor)
         return record
 
     def forget(self, record: PodRecord) -> None:
         """The record is gone from the store: watchers learn that it was removed."""
         self.pods.pop(record.uid, None)
         self.jobs.pop(record.uid, None)
-        self.feed.touch(record.uid, record.owner)
+        self.feed.touch(record.uid, record.owner, record.actor)
 
     # ------------------------------------------------------------------ create
 
@@ -214,6 +215,7 @@ class SiteService:
                 namespace=spec.namespace,
                 name=spec.name,
                 owner=principal.key,
+                actor=principal.actor,
                 account=principal.account or "",
                 pod_dir=paths.pod_dir,
                 job_name=job_name,
@@ -227,7 +229,7 @@ class SiteService:
             record.status = self._uniform_status(record, waiting)
             record, _ = await self.store.insert(record)
             self.pods[record.uid] = record
-            self.feed.touch(record.uid, record.owner)
+            self.feed.touch(record.uid, record.owner, record.actor)
             if record.stage == STAGING_IN:
                 assert self.staging is not None
                 self.staging.start(record)
@@ -305,12 +307,17 @@ class SiteService:
 
     # ------------------------------------------------------------------ delete
 
+    @staticmethod
+    def answers_to(record: PodRecord, principal: Principal) -> bool:
+        """The pod's owner, or the service that submitted it for them (a gateway acting for its users)."""
+        return principal.key in (record.owner, record.actor)
+
     def check_owner(self, record: PodRecord, principal: Principal) -> None:
-        if record.owner != principal.key:
+        if not self.answers_to(record, principal):
             raise Forbidden(f"pod {record.namespace}/{record.name} belongs to another identity")
 
     def owned(self, principal: Principal) -> list[PodRecord]:
-        return [r for r in self.pods.values() if r.owner == principal.key]
+        return [r for r in self.pods.values() if self.answers_to(r, principal)]
 
     async def delete(self, uid: str, principal: Principal = LOCAL) -> str:
         """Idempotent. Returns a short description of what happened."""

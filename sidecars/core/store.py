@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS pods (
     namespace TEXT NOT NULL,
     name TEXT NOT NULL,
     owner TEXT NOT NULL DEFAULT '',
+    actor TEXT NOT NULL DEFAULT '',
     account TEXT NOT NULL DEFAULT '',
     pod_dir TEXT NOT NULL,
     job_name TEXT NOT NULL,
@@ -77,6 +78,7 @@ class PodRecord:
     stage: str
     summary: dict[str, Any]
     owner: str = ""  # identity key (sub@iss) of whoever created the pod
+    actor: str = ""  # identity key of the service that submitted it on the owner's behalf (RFC 8693 `act`)
     account: str = ""  # local account its job runs as ("" = the sidecar's own)
     job_id: str = ""
     phase: str = "Pending"
@@ -143,6 +145,8 @@ class Store:
         present = {row[1] for row in db.execute("PRAGMA table_info(pods)")}
         if "account" not in present:
             db.execute("ALTER TABLE pods ADD COLUMN account TEXT NOT NULL DEFAULT ''")
+        if "actor" not in present:
+            db.execute("ALTER TABLE pods ADD COLUMN actor TEXT NOT NULL DEFAULT ''")
 
     async def open(self) -> None:
         await self._call(self._open)
