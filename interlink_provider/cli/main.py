@@ -43,7 +43,33 @@ def _gateway(args) -> int:
     from ..gateway.config import load_config
     from ..gateway.server import run
 
+    if args.health:
+        return _gateway_health(args.config)
     return _daemon("gateway", load_config, run, args)
+
+
+def _gateway_health(path: str) -> int:
+    """A running gateway's /healthz (readiness probes): 0 when at least one site is up."""
+    import asyncio
+
+    from ..gateway.config import load_config
+    from .client import SidecarClient, SidecarError
+
+    listen = load_config(path).listen
+    address = f"unix://{listen.socket}" if listen.socket else f"http://{listen.host}:{listen.port}"
+
+    async def ask() -> int:
+        async with SidecarClient(address) as client:
+            try:
+                print(await client.call("GET", "/healthz"), end="")
+                return 0
+            except SidecarError as exc:
+                print(exc.message, file=sys.stderr)
+                return 1
+            except OSError as exc:
+                print(f"the gateway does not answer at {address}: {exc}", file=sys.stderr)
+                return 1
+    return asyncio.run(ask())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     sidecar.set_defaults(func=_sidecar)
     gateway = sub.add_parser("gateway", help="run the cluster-side gateway (interLink API -> sites over gRPC)")
     gateway.add_argument("--config", required=True, help="gateway configuration YAML")
+    gateway.add_argument("--health", action="store_true", help="ask the running gateway whether a site is up")
     gateway.set_defaults(func=_gateway)
     devidp = sub.add_parser("devidp", help="run the small IAM-like OIDC provider (local site, tests)")
     devidp.add_argument("--config", required=True, help="devidp configuration YAML")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -96,6 +98,14 @@ async def test_a_pod_for_no_site_is_refused_with_the_reason(federation):
     assert malformed.value.status == 422 and "spec" in malformed.value.message
 
 
+def test_the_health_probe_reports_the_sites(federation):
+    gateway, _ = federation
+    probe = subprocess.run([sys.executable, "-m", "interlink_provider.cli.main", "gateway", "--config",
+                            str(gateway.config_path), "--health"], capture_output=True, text=True, timeout=30)
+    assert probe.returncode == 0, probe.stderr
+    assert "alpha: up" in probe.stdout and "beta: up" in probe.stdout
+
+
 async def test_a_site_that_goes_down_and_comes_back_loses_nothing(federation):
     gateway, sites = federation
     async with SidecarClient(gateway.address) as client:
@@ -121,3 +131,4 @@ async def test_a_site_that_goes_down_and_comes_back_loses_nothing(federation):
 async def _final(gateway, uid: str) -> dict:
     async with SidecarClient(gateway.address) as client:
         return await finished(client, uid)
+
