@@ -23,11 +23,7 @@ sys.path.insert(0, str(REPO))
 from interlink_provider.auth.exchange import ExchangeCache, OAuthClient  # noqa: E402
 from interlink_provider.auth.validate import TokenValidator, TrustedIssuer, ValidationConfig  # noqa: E402
 from tests.idp import SITE_AUDIENCE, IdP  # noqa: E402
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+from bench.common import percentile  # noqa: E402
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -59,9 +55,9 @@ async def run(args: argparse.Namespace) -> None:
             await cache.get(subject, SITE_AUDIENCE, "compute.read", subject="alice")
             warm.append(time.perf_counter() - t0)
         print(f"exchange without cache: p50 {statistics.median(cold) * 1000:.1f} ms, "
-              f"p95 {pct(cold, 0.95) * 1000:.1f} ms ({args.exchanges} round trips over HTTPS)")
+              f"p95 {percentile(cold, 0.95) * 1000:.1f} ms ({args.exchanges} round trips over HTTPS)")
         print(f"exchange with cache:    p50 {statistics.median(warm) * 1e6:.1f} us, "
-              f"p95 {pct(warm, 0.95) * 1e6:.1f} us ({cache.exchanges} exchange, {cache.hits} hits)")
+              f"p95 {percentile(warm, 0.95) * 1e6:.1f} us ({cache.exchanges} exchange, {cache.hits} hits)")
         await validator.close()
         await alice.close()
         await gateway.close()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from sidecars.core.store import FINISHED, PodRecord, Store  # noqa: E402
 from tests.federation import GatewayProcess, grpc_sidecar, vk_request, wait_until_up  # noqa: E402
 from tests.helpers import SITE_SCRIPT, site_dir  # noqa: E402
 from tests.idp import SITE_AUDIENCE, IdP  # noqa: E402
+from bench.common import quantiles  # noqa: E402
 
 ACCOUNTS = ("ilp-alice", "ilp-bob")  # the sidecar maps the gateway to ilp-alice
 
@@ -72,12 +72,6 @@ async def seed(state_dir: Path, owner: str, count: int) -> None:
 def rss_mib(pid: int) -> tuple[float, float]:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def quantiles(values: list[float], unit: float = 1000.0, suffix: str = "ms") -> str:
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"p50 {statistics.median(ordered) * unit:.0f} {suffix}, p95 {p95 * unit:.0f} {suffix} (n={len(ordered)})"
 
 
 def hello(index: int) -> dict:

@@ -32,6 +32,7 @@ import aiohttp  # noqa: E402
 from interlink_provider.cli.client import SidecarClient  # noqa: E402
 from interlink_provider.pods import manifest  # noqa: E402
 from tests.helpers import SITE_SCRIPT, Sidecar, site_dir  # noqa: E402
+from bench.common import percentile  # noqa: E402
 
 
 def pod_request(index: int) -> dict:
@@ -98,11 +99,6 @@ async def measure_cycles(sidecar: Sidecar, cycles: int) -> tuple[float, float, i
     count = after["ilp_status_cycle_seconds_count"] - start_count
     seconds = after["ilp_status_cycle_seconds_sum"] - before.get("ilp_status_cycle_seconds_sum", 0)
     return (commands_total(after) - commands_total(before)) / count, seconds / count, int(count)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def run(args: argparse.Namespace) -> None:

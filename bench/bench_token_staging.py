@@ -37,6 +37,7 @@ from interlink_provider.staging.config import RucioConfig, StagingConfig, Storag
 from interlink_provider.staging.engine import PodStaging, Stager  # noqa: E402
 from tests.datalake import put_token_dataset  # noqa: E402
 from tests.helpers import site_dir  # noqa: E402
+from bench.common import quantiles  # noqa: E402
 
 ISSUER = "https://127.0.0.1:8480/"
 STORAGE = "127.0.0.1:11096"
@@ -72,12 +73,6 @@ async def timed(work) -> float:
     started = time.monotonic()
     await work
     return time.monotonic() - started
-
-
-def quantiles(values: list[float]) -> str:
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"p50 {statistics.median(ordered) * 1000:6.1f} ms  p95 {p95 * 1000:6.1f} ms  (n={len(ordered)})"
 
 
 async def run(args) -> None:
@@ -128,8 +123,8 @@ async def run(args) -> None:
 
     total = args.files * size
     print(f"dataset: {args.files} files x {size // 1024} KiB on each RSE")
-    print(f"enrolment at create (RFC 8693 exchange):      {quantiles(enrolments)}")
-    print(f"token renewal per step (narrowed refresh):    {quantiles(renewals)}")
+    print(f"enrolment at create (RFC 8693 exchange):      {quantiles(enrolments, digits=1)}")
+    print(f"token renewal per step (narrowed refresh):    {quantiles(renewals, digits=1)}")
     best_t, best_p = min(token_runs), min(plain_runs)
     print(f"stage-in with tokens (TOKEN_XRD, TLS+ztn)     best {best_t:.2f} s  {total / best_t / 1e6:.1f} MB/s")
     print(f"stage-in anonymous (LOCAL_XRD)                best {best_p:.2f} s  {total / best_p / 1e6:.1f} MB/s")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job on the embedded local site: start a real Slurm, start the sidecar,
-# run every pod in examples/ through the interLink plugin API, show the results.
-#   deploy/local/demo.sh [--keep]     --keep leaves the site and the sidecar running
+# The main job on the embedded local site: start a real Slurm, XRootD, Rucio and IdP,
+# two site sidecars and the gateway (deploy/local/federation.sh); run every pod in
+# examples/ through the interLink plugin API, then through the gateway as the
+# Virtual Kubelet sends them (two sites; a pod under its owner's own identity).
+#   deploy/local/demo.sh [--keep]     --keep leaves the site, sidecars and gateway running
 set -euo pipefail
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$REPO"
@@ -15,30 +17,22 @@ eval "$(bash deploy/local/site.sh env)"
 BIN=${ILP_VENV:-$REPO/.venv}/bin
 export ILP_SIDECAR=unix://$ILP_SITE_DIR/sidecar/sidecar.sock
 
-mkdir -p "$ILP_SITE_DIR/sidecar"   # the IdP (devidp) is part of the site: site.sh started it
-rm -f "${ILP_SIDECAR#unix://}"
-"$BIN/interlink-provider" sidecar --config deploy/local/sidecar.yaml >>"$ILP_SITE_DIR/sidecar/sidecar.log" 2>&1 &
-SIDECAR=$!
-echo "$SIDECAR" >"$ILP_SITE_DIR/sidecar/sidecar.pid"
+bash deploy/local/federation.sh start
+eval "$(bash deploy/local/federation.sh env)"
 cleanup() {
   if (( KEEP )); then
-    echo "[demo] left running: sidecar (pid $SIDECAR, $ILP_SIDECAR) and the site; stop with:"
-    echo "       kill $SIDECAR; bash deploy/local/site.sh stop"
+    echo "[demo] left running: the sidecars, the gateway ($ILP_GATEWAY) and the site; stop with:"
+    echo "       bash deploy/local/federation.sh stop; bash deploy/local/site.sh stop"
     return
   fi
-  kill "$SIDECAR" 2>/dev/null || true
-  wait "$SIDECAR" 2>/dev/null || true
+  bash deploy/local/federation.sh stop
   bash deploy/local/site.sh stop
 }
 trap cleanup EXIT
-for _ in $(seq 100); do
-  curl -sf --unix-socket "${ILP_SIDECAR#unix://}" http://sidecar/healthz >/dev/null && break
-  sleep 0.1
-done
 
 status=0
 for example in examples/*.yaml; do
-  case $example in examples/site*.yaml | examples/gateway.yaml) continue ;; esac
+  case $example in examples/site*.yaml | examples/gateway.yaml) continue ;; esac  # configs, not pods
   echo
   echo "=== $example"
   "$BIN/interlink-provider" pod run --rm --timeout 300 "$example" || status=1
@@ -75,6 +69,24 @@ echo "[demo] reading it without a token must be refused:"
 if "${STAGE[@]}" check "$DID" "${SITE_CONFIG[@]}"; then echo "[demo] anonymous read was NOT refused"; status=1; fi
 echo "[demo] ...and with the token it is fine:"
 "${STAGE[@]}" check "$DID" "${SITE_CONFIG[@]}" --token-file "$STORAGE_TOKEN" || status=1
+echo
+echo "=== the gateway: pods as the Virtual Kubelet sends them, routed to two sites over gRPC + TLS"
+"$BIN/interlink-provider" pod --gateway "$ILP_GATEWAY" run --rm --timeout 300 examples/federation/two-sites.yaml || status=1
+echo
+echo "=== your own identity at the site: token login (device flow) writes the Secret a pod names"
+LOGIN_ERR=$ILP_SITE_DIR/gateway/login.err
+IDENTITY=$ILP_SITE_DIR/gateway/my-identity.yaml
+"$BIN/interlink-provider" token login --issuer https://127.0.0.1:8480/ --ca-file "$CA" \
+  --namespace team-a --secret-name my-identity -o "$IDENTITY" 2>"$LOGIN_ERR" &
+LOGIN=$!
+for _ in $(seq 100); do grep -q "enter the code" "$LOGIN_ERR" && break; sleep 0.1; done
+CODE=$(sed -n 's/.*enter the code \([^ ]*\).*/\1/p' "$LOGIN_ERR")
+echo "[demo] approving code $CODE as user demo (what you would do in a browser)"
+curl -sf --cacert "$CA" https://127.0.0.1:8480/device -d user_code="$CODE" -d username=demo -d password=demo >/dev/null
+wait "$LOGIN" || status=1
+cat "$LOGIN_ERR"
+( umask 077; cat "$IDENTITY"; echo ---; cat examples/federation/as-myself.yaml ) >"$ILP_SITE_DIR/gateway/as-myself.yaml"
+"$BIN/interlink-provider" pod --gateway "$ILP_GATEWAY" run --rm --timeout 300 "$ILP_SITE_DIR/gateway/as-myself.yaml" || status=1
 echo
 "$BIN/interlink-provider" pod list
 exit "$status"

@@ -139,6 +139,8 @@ SlurmdParameters=config_overrides
 $gres_line
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem $node_gres State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+# The second "site" of the local federation (deploy/local/sidecar-b.yaml) submits here.
+PartitionName=batch Nodes=localhost MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
   mv -f "$SLURM_CONF.new" "$SLURM_CONF"
 }

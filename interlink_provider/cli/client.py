@@ -26,8 +26,10 @@ def default_address() -> str:
 class SidecarClient:
     """`address` is unix:///path/to.sock or http://host:port."""
 
-    def __init__(self, address: str | None = None, timeout: float = 120.0, token: str | None = None) -> None:
+    def __init__(self, address: str | None = None, timeout: float = 120.0, token: str | None = None,
+                 speaks_vk: bool = False) -> None:
         self.address = address or default_address()
+        self.speaks_vk = speaks_vk  # a gateway: /create takes the VK's PodCreateRequests
         self.headers = {"Content-Type": "application/json"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"

@@ -72,7 +72,10 @@ def describe(status: dict[str, Any]) -> str:
 
 async def _create(client: SidecarClient, pod: dict[str, Any], m: manifest.Manifests, namespace: str,
                   job: manifest.JobTemplate | None = None, attempt: int = 1) -> Tracked:
-    request = manifest.create_request(pod, m, namespace=namespace)
+    if client.speaks_vk:  # a gateway: the Virtual Kubelet's side of the interLink API
+        request = manifest.vk_create_request(pod, m, namespace=namespace)
+    else:  # a sidecar: the interLink API server's side
+        request = manifest.create_request(pod, m, namespace=namespace)
     answer = await client.create(request)
     created = request["pod"]
     err.print(f"[bold]created[/] {created['metadata']['namespace']}/{created['metadata']['name']} "
@@ -127,7 +130,8 @@ async def run(args) -> int:
     if not m.pods and not m.jobs:
         err.print("[red]error:[/] the manifest has no Pod or Job")
         return EXIT_ERROR
-    async with SidecarClient(args.sidecar, token=_token(args)) as client:
+    address = args.gateway or args.sidecar
+    async with SidecarClient(address, token=_token(args), speaks_vk=bool(args.gateway)) as client:
         tracked: list[Tracked] = []
         followers: list[asyncio.Task[None]] = []
         try:
@@ -236,6 +240,8 @@ async def list_cmd(args) -> int:
 def add_parser(sub) -> None:
     pod = sub.add_parser("pod", help="run and inspect pods through a sidecar, as the Virtual Kubelet would")
     pod.add_argument("--sidecar", help="unix:///path.sock or http://host:port (default: $ILP_SIDECAR)")
+    pod.add_argument("--gateway", help="run through a gateway instead (unix:///path.sock): the pods are sent as "
+                     "the Virtual Kubelet sends them; `run` only")
     pod.add_argument("-n", "--namespace", default=None)
     pod.add_argument("--no-token", action="store_true",
                      help="send no bearer token (default: the one WLCG discovery finds, if any)")
@@ -276,6 +282,9 @@ def add_parser(sub) -> None:
 def main(args) -> int:
     if args.action == "run" and args.namespace is None:
         args.namespace = "default"
+    if args.gateway and args.action != "run":
+        err.print("[red]error:[/] only `pod run` goes through a gateway; ask the site's sidecar for the rest")
+        return EXIT_ERROR
     try:
         return asyncio.run(args.handler(args))
     except SidecarError as exc:

@@ -59,6 +59,9 @@ class Identities(Strict):
     namespaces: dict[str, IdentityMode] = Field(default_factory=dict, description="per-namespace exceptions")
     secret_annotation: str = Field("interlink.provider/identity-secret",
                                    description="pod annotation naming the Secret with the user's token")
+    user_scopes: list[str] = Field(
+        default_factory=lambda: ["compute.create", "compute.read", "compute.cancel", "wlcg.groups", "offline_access"],
+        description="asked when exchanging a user's token (groups: sites map users by them; offline_access: a grant)")
     grants_file: str | None = Field(None, description="users' delegated refresh tokens (0600); memory only if unset")
     idle_days: float = Field(30, gt=0, description="a grant no pod has used for this long is dropped")
 

@@ -166,7 +166,7 @@ class UserGrants:
 
     async def enroll(self, uid: str, credential: UserCredential, audience: str) -> str:
         """The pod's token for `audience`, as its owner: from the grant of this credential (made now if new)."""
-        key = credential.fingerprint
+        key = hashlib.sha256(f"{credential.fingerprint} {self.scope}".encode()).hexdigest()[:32]
         async with self._locks.setdefault(key, asyncio.Lock()):
             if key not in self.grants:
                 self.grants[key] = await self._delegate(credential)

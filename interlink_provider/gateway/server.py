@@ -45,8 +45,8 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.tokens = ServiceTokens(config.identity)
-        self.grants = UserGrants(self.tokens.client, self.tokens.scope, config.identities.grants_file,
-                                 config.identities.idle_days)
+        policy = config.identities
+        self.grants = UserGrants(self.tokens.client, " ".join(policy.user_scopes), policy.grants_file, policy.idle_days)
         self.sites = {link.name: Site(link, self.tokens, config.heartbeat_seconds) for link in config.sites}
 
     def start(self) -> None:

@@ -275,3 +275,35 @@ def create_request(
         projected,
     )
     return {"pod": pod, "container": retrieved}
+
+
+def vk_create_request(
+    pod: dict[str, Any],
+    manifests: Manifests,
+    *,
+    namespace: str = "default",
+    node_name: str = "interlink-provider",
+) -> dict[str, Any]:
+    """What the Virtual Kubelet POSTs to the interLink API's /create (PodCreateRequests): the pod with
+    every ConfigMap and Secret its volumes name, mounted or not, and one map per projected volume
+    (which the VK resolves itself, sources and all)."""
+    retrieved = create_request(pod, manifests, namespace=namespace, node_name=node_name)
+    admitted = retrieved["pod"]
+    ns = admitted["metadata"]["namespace"]
+    config_maps: dict[str, dict[str, Any]] = {}
+    secrets: dict[str, dict[str, Any]] = {}
+
+    def want(kind: str, name: str, optional: bool) -> None:
+        store, into = (manifests.config_maps, config_maps) if kind == "ConfigMap" else (manifests.secrets, secrets)
+        found = _lookup(store, ns, name, kind, optional)
+        if found is not None:
+            into[name] = found
+
+    for volume in admitted["spec"].get("volumes") or []:
+        if "configMap" in volume:
+            want("ConfigMap", volume["configMap"].get("name", ""), bool(volume["configMap"].get("optional")))
+        if "secret" in volume:
+            want("Secret", volume["secret"].get("secretName", ""), bool(volume["secret"].get("optional")))
+    projected = {m["metadata"]["name"]: m for c in retrieved["container"] for m in c["projectedvolumemaps"]}
+    return {"pod": admitted, "configmaps": list(config_maps.values()), "secrets": list(secrets.values()),
+            "projectedvolumesmaps": list(projected.values()), "jobscriptURL": ""}

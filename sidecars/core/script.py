@@ -26,6 +26,7 @@ CORE_TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_PASSTHROUGH_ENV = [
     "SLURM_JOB_ID",
     "SLURM_JOB_NODELIST",
+    "SLURM_JOB_PARTITION",
     "SLURM_CPUS_ON_NODE",
     "SLURM_GPUS_ON_NODE",
     "SLURM_JOB_GPUS",
