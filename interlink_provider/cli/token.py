@@ -15,14 +15,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import jwt
 import yaml
 from rich.console import Console
 
 from ..auth import discovery, errors
-from ..auth.exchange import OAuthClient, write_private
+from ..auth.exchange import OAuthClient, Token, write_private
 from ..auth.scopes import parse_scopes
 from ..auth.validate import REQUIRED_CLAIMS, WLCG_ANY_AUDIENCE, TokenValidator, TrustedIssuer, ValidationConfig
 from .client import SidecarClient, SidecarError
@@ -163,20 +163,27 @@ def _secret(args) -> str | None:
     return os.environ.get("ILP_CLIENT_SECRET")
 
 
-@command
-async def exchange_cmd(args) -> int:
-    token, _ = _token_from(args)
-    client = OAuthClient(args.issuer, args.client_id, _secret(args), ca_file=args.ca_file)
+async def _from_idp(client: OAuthClient, request: Awaitable[Token], what: str) -> Token | int:
+    """The IdP's token, or the exit code after saying why not; the client is closed either way."""
     try:
-        result = await client.exchange(token, args.audience, args.scope)
+        return await request
     except errors.IdPUnreachable as exc:
         err.print(f"[red]{exc.message}[/]")
         return UNREACHABLE
     except errors.AuthError as exc:
-        err.print(f"[red]exchange refused: {exc.message}[/]")
+        err.print(f"[red]{what} refused: {exc.message}[/]")
         return REFUSED
     finally:
         await client.close()
+
+
+@command
+async def exchange_cmd(args) -> int:
+    token, _ = _token_from(args)
+    client = OAuthClient(args.issuer, args.client_id, _secret(args), ca_file=args.ca_file)
+    result = await _from_idp(client, client.exchange(token, args.audience, args.scope), "exchange")
+    if isinstance(result, int):
+        return result
     if args.output:
         write_private(Path(args.output), result.access_token + "\n")
         err.print(f"wrote the exchanged token to {args.output} (mode 0600); {expiry_text(result.expires_at)}")
@@ -219,16 +226,9 @@ def identity_secret(name: str, namespace: str, issuer: str, client_id: str, toke
 @command
 async def login_cmd(args) -> int:
     client = OAuthClient(args.issuer, args.client_id, None, ca_file=args.ca_file)
-    try:
-        token = await _device_login(client, args.scope, args.timeout)
-    except errors.IdPUnreachable as exc:
-        err.print(f"[red]{exc.message}[/]")
-        return UNREACHABLE
-    except errors.AuthError as exc:
-        err.print(f"[red]login refused: {exc.message}[/]")
-        return REFUSED
-    finally:
-        await client.close()
+    token = await _from_idp(client, _device_login(client, args.scope, args.timeout), "login")
+    if isinstance(token, int):
+        return token
     if not token.refresh_token:
         err.print("[yellow]the IdP gave no refresh token (offline_access?): pods can start only while the "
                   f"access token lives ({expiry_text(token.expires_at)})[/]")
