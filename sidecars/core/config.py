@@ -128,7 +128,10 @@ class SiteConfig(Strict):
     max_pods: int = Field(10000, ge=1, description="pod capacity reported to the Virtual Kubelet")
     gpu_resource: str = Field("nvidia.com/gpu", description="resource name for the site's GPUs")
     taints: list[TaintConfig] = Field(default_factory=list)
-    max_concurrent_submits: int = Field(8, ge=1)
+    max_concurrent_submits: int = Field(8, ge=1, description="submitters working through the queue of new pods")
+    create_wait_seconds: float = Field(
+        10.0, ge=0, description="how long a create waits for its job id; then it answers without one "
+        "(the status shows the job once submitted)")
     auth: AuthConfig = AuthConfig()
     grpc: GrpcConfig | None = Field(None, description="the gRPC API beside REST (none: REST only)")
     staging: StagingConfig | None = Field(

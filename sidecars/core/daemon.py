@@ -93,6 +93,7 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
         if grpc_server is not None:
             await grpc_server.stop(grace=2)
         await reconciler.stop()
+        await service.stop()
         if service.staging is not None:
             await service.staging.stop()
         await runner.cleanup()

@@ -90,6 +90,8 @@ class Reconciler:
         for record in [r for r in service.pods.values() if r.stage in (STAGING_IN, STAGING_OUT)]:
             if service.staging is not None:
                 service.staging.start(record)  # interrupted staging starts again
+        for record in [r for r in service.pods.values() if r.stage == ACCEPTED and not r.submit_attempts]:
+            service.enqueue(record.uid)  # created, never submitted: back in the pipeline
         pending = [r for r in service.pods.values() if r.stage == SUBMITTING]
         for record in pending:
             try:
@@ -251,7 +253,8 @@ class Reconciler:
 
     async def _retries(self, now: float) -> None:
         service = self.service
-        for record in [r for r in service.pods.values() if r.stage == ACCEPTED and r.next_attempt_at <= now]:
+        retry = [r for r in service.pods.values() if r.stage == ACCEPTED and r.submit_attempts and r.next_attempt_at <= now]
+        for record in retry:
             try:
                 await service.resubmit(record)
             except PollError as exc:

@@ -113,7 +113,11 @@ class SiteService:
         self.poll_error: str = ""
         self._locks: dict[str, asyncio.Lock] = {}
         self._submit_slots = asyncio.Semaphore(config.max_concurrent_submits)
-        self._submitted: dict[str, asyncio.Event] = {}
+        # The submission pipeline: created pods wait here (stage ACCEPTED, no attempt yet)
+        # for a submitter; a create call waits for its job id only `create_wait_seconds`.
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._submitters: list[asyncio.Task[None]] = []
+        self._submitted: dict[str, asyncio.Future[None]] = {}
         self._capacity: tuple[float, Capacity] | None = None
         self.options = config.render_options()
 
@@ -219,7 +223,7 @@ class SiteService:
                 account=principal.account or "",
                 pod_dir=paths.pod_dir,
                 job_name=job_name,
-                stage=STAGING_IN if spec.staging.inputs else SUBMITTING,
+                stage=STAGING_IN if spec.staging.inputs else ACCEPTED,
                 summary=self.summary(spec, runtime, submission.warnings),
             )
             if record.stage == STAGING_IN:
@@ -234,9 +238,56 @@ class SiteService:
                 assert self.staging is not None
                 self.staging.start(record)
             else:
-                record = await self._submit(record)
+                submitted = self.enqueue(record.uid)
         CREATES.labels("created").inc()
+        if record.stage == ACCEPTED:
+            # Small bursts get their job id in the answer; big ones are not held up by the rate limit.
+            try:
+                await asyncio.wait_for(asyncio.shield(submitted), self.config.create_wait_seconds)
+            except asyncio.TimeoutError:
+                pass
+            record = self.pods.get(record.uid, record)
         return CreateResult(record.uid, record.job_id, created=True)
+
+    # ------------------------------------------------------------------ submission pipeline
+
+    def enqueue(self, uid: str) -> asyncio.Future[None]:
+        """Queue a never-submitted pod (stage ACCEPTED); the future resolves once it left that stage."""
+        if not self._submitters:
+            self._submitters = [asyncio.create_task(self._submitter(), name=f"submitter-{i}")
+                                for i in range(self.config.max_concurrent_submits)]
+        future = self._submitted.get(uid)
+        if future is None:
+            future = self._submitted[uid] = asyncio.get_running_loop().create_future()
+            self._queue.put_nowait(uid)
+        return future
+
+    async def _submitter(self) -> None:
+        while True:
+            uid = await self._queue.get()
+            try:
+                await self._submit_queued(uid)
+            except PollError as exc:  # the reconciler retries it
+                log.warning("pod %s: submission deferred: %s", uid, exc)
+            except Exception:  # a submitter must outlive any one pod
+                log.exception("pod %s: submission failed unexpectedly", uid)
+            finally:
+                future = self._submitted.pop(uid, None)
+                if future is not None and not future.done():
+                    future.set_result(None)
+
+    async def _submit_queued(self, uid: str) -> None:
+        async with self.lock(uid):
+            record = self.pods.get(uid)
+            if record is None or record.stage != ACCEPTED or record.submit_attempts:
+                return  # deleted while queued, or already in the reconciler's hands
+            record = await self.save(uid, stage=SUBMITTING)
+            await self._submit(record)
+
+    async def stop(self) -> None:
+        for task in self._submitters:
+            task.cancel()
+        await asyncio.gather(*self._submitters, return_exceptions=True)
 
     def containers(self, record: PodRecord) -> list[status.ContainerInfo]:
         return [
@@ -341,6 +392,11 @@ class SiteService:
                 return "staging stopped"
             if self.staging is not None:
                 self.staging.forget(uid)  # it will not stage out
+            if record.stage == ACCEPTED and not record.submit_attempts:
+                # Still queued: sbatch never ran for it, there is nothing to cancel.
+                await self.save(uid, stage=DELETED, delete_requested_at=now, finished_at=now,
+                                message="deleted before submission")
+                return "deleted before submission"
             if record.stage in (ACCEPTED, SUBMITTING) or not record.job_id:
                 # A transient failure may have left a job after all: the reconciler looks
                 # it up by name and cancels it before calling the pod deleted.

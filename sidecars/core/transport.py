@@ -2,7 +2,8 @@
 
 The local transport runs them as child processes of the sidecar, optionally as
 another account through `sudo -n -u`. (SSH and slurmrestd transports implement
-the same `run`.)
+the same `run`.) Every command first takes a token from the site's bucket
+(ratelimit.py), shared by all accounts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
+
+from .ratelimit import TokenBucket
 
 COMMANDS = Counter(
     "ilp_scheduler_commands_total", "Scheduler commands run on the site", ["command"]
@@ -44,16 +47,18 @@ SUDO_PASSTHROUGH = ("SLURM_CONF", "PATH")
 
 
 class LocalTransport:
-    def __init__(self, env: dict[str, str] | None = None, sudo_user: str | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, sudo_user: str | None = None,
+                 limiter: TokenBucket | None = None) -> None:
         self.extra_env = dict(env or {})
         self.env = {**os.environ, **self.extra_env}
         self.sudo_user = sudo_user
+        self.limiter = limiter
 
     def as_account(self, account: str | None) -> "LocalTransport":
-        """The same transport acting as another local account (`sudo -n -u ACCOUNT`)."""
+        """The same transport (and rate limit) acting as another local account (`sudo -n -u ACCOUNT`)."""
         if not account or account == current_user():
             return self
-        return LocalTransport(self.extra_env, sudo_user=account)
+        return LocalTransport(self.extra_env, sudo_user=account, limiter=self.limiter)
 
     def _argv(self, argv: list[str]) -> list[str]:
         if not self.sudo_user:
@@ -65,6 +70,8 @@ class LocalTransport:
     async def run(self, argv: list[str], *, timeout: float = 30.0) -> CommandResult:
         command = os.path.basename(argv[0])
         full = self._argv(argv)
+        if self.limiter is not None:
+            await self.limiter.acquire()
         COMMANDS.labels(command).inc()
         started = time.monotonic()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from pathlib import Path
@@ -13,6 +14,7 @@ from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.runtimes import Runtime
 from sidecars.core.backend import Backend, Capacity, JobInfo, PollError, Submission, SubmitError
 from sidecars.core.script import PodPaths, RenderOptions, render, runner_context
+from sidecars.core.ratelimit import TokenBucket
 from sidecars.core.transport import LocalTransport, TransportError
 
 from . import parse
@@ -38,6 +40,11 @@ class SlurmConfig(BaseModel):
         default_factory=dict, description="environment for Slurm commands, e.g. SLURM_CONF"
     )
     partition: str | None = None
+    commands_per_second: float = Field(
+        1.5, gt=0, description="average scheduler commands per second (Slurm's default per-user RPC limit is 2)")
+    command_burst: int = Field(10, ge=1, description="commands that may run back to back before the rate applies")
+    cancel_batch_seconds: float = Field(
+        0.2, ge=0, description="deletions arriving within this window share one scancel (per account)")
     flags: FlagPolicy = FlagPolicy()
     use_sacct: bool = Field(True, description="resolve jobs that left the queue with `sacct -c`")
     command_timeout: float = Field(30.0, gt=0)
@@ -51,6 +58,27 @@ class SlurmConfig(BaseModel):
     )
 
 
+class CancelBatch:
+    """Job ids gathered for one scancel (cancel or signal), and the outcome every caller waits for."""
+
+    def __init__(self) -> None:
+        self.job_ids: set[str] = set()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def settle(self, task: "asyncio.Task[None]") -> None:
+        error = PollError("scancel was interrupted") if task.cancelled() else task.exception()
+        if error is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(error)
+            self.done.exception()  # retrieved: callers that gave up waiting cause no warning
+
+
+def _numeric(job_id: str) -> tuple[int, str]:
+    head = job_id.split("_")[0]
+    return (int(head) if head.isdigit() else 0, job_id)
+
+
 class SlurmBackend(Backend):
     name = "slurm"
 
@@ -59,7 +87,10 @@ class SlurmBackend(Backend):
     ) -> None:
         self.config = config
         self.policy = policy
-        self.transport = transport or LocalTransport(env=config.environment)
+        self.transport = transport or LocalTransport(
+            env=config.environment, limiter=TokenBucket(config.commands_per_second, config.command_burst))
+        # per (scancel command, account): the job ids gathered for its next run
+        self._batches: dict[tuple[tuple[str, ...], str], CancelBatch] = {}
 
     # ------------------------------------------------------------------ rendering
 
@@ -189,14 +220,32 @@ class SlurmBackend(Backend):
         return [job for job in parse.parse_squeue(result.stdout).values() if job.name.startswith(prefix)]
 
     async def signal(self, job_id: str, signal: str, account: str | None = None) -> None:
-        result = await self._run([self.config.scancel, "--batch", f"--signal={signal}", job_id], account)
-        if not result.ok:
-            raise PollError(f"scancel --signal failed: {result.stderr.strip()}")
+        """Signal a job's batch script; signals arriving together share one scancel."""
+        await self._batched((self.config.scancel, "--batch", f"--signal={signal}"), [job_id], account)
 
     async def cancel(self, job_ids: list[str], account: str | None = None) -> None:
+        """Cancel jobs; calls arriving within `cancel_batch_seconds` share one scancel per account."""
+        await self._batched((self.config.scancel,), job_ids, account)
+
+    async def _batched(self, command: tuple[str, ...], job_ids: list[str], account: str | None) -> None:
         if not job_ids:
             return
-        result = await self._run([self.config.scancel, *job_ids], account)
+        key = (command, account or "")
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = CancelBatch()
+            asyncio.get_running_loop().call_later(self.config.cancel_batch_seconds, self._send, key)
+        batch.job_ids.update(job_ids)
+        await asyncio.shield(batch.done)
+
+    def _send(self, key: tuple[tuple[str, ...], str]) -> None:
+        batch = self._batches.pop(key)
+        command, account = key
+        task = asyncio.create_task(self._scancel([*command, *sorted(batch.job_ids, key=_numeric)], account or None))
+        task.add_done_callback(batch.settle)
+
+    async def _scancel(self, argv: list[str], account: str | None) -> None:
+        result = await self._run(argv, account)
         if not result.ok and "Invalid job id" not in result.stderr:
             raise PollError(f"scancel failed: {result.stderr.strip()}")
 
