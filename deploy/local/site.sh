@@ -15,7 +15,8 @@
 # Environment: ILP_SITE_DIR (default <repo>/.site), ILP_SLURM_MIN_JOB_AGE (300),
 # ILP_SLURM_CPUS (4), ILP_SLURM_MEMORY_MB (8000), ILP_SLURM_GPUS (2, file-backed),
 # ILP_XRD_PORT (11094), ILP_SLOW_XRD_PORT (11095), ILP_TOKEN_XRD_PORT (11096),
-# ILP_RUCIO_PORT (18081). The IdP listens on 127.0.0.1:8480 (deploy/local/devidp.yaml).
+# ILP_RUCIO_PORT (18081), ILP_SSH_PORT (2222: a loopback sshd, the "login node" of the
+# SSH transport). The IdP listens on 127.0.0.1:8480 (deploy/local/devidp.yaml).
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -25,6 +26,8 @@ XRD_DIR=$SITE/xrd
 RUCIO_DIR=$SITE/rucio
 IDP_DIR=$SITE/devidp
 PKI_DIR=$SITE/pki
+SSH_DIR=$SITE/ssh
+SSH_PORT=${ILP_SSH_PORT:-2222}
 IDP_URL=https://127.0.0.1:8480/
 XRD_PORT=${ILP_XRD_PORT:-11094}
 SLOW_XRD_PORT=${ILP_SLOW_XRD_PORT:-11095}
@@ -35,7 +38,7 @@ RUCIO_VERSION=41.5.1
 export SLURM_CONF=$SLURM_DIR/slurm.conf
 
 PACKAGES=(slurm-wlm munge bubblewrap python-is-python3 python3-venv nginx-light curl procps util-linux sudo
-          xrootd-server xrootd-client xrootd-scitokens-plugins openssl ca-certificates)
+          xrootd-server xrootd-client xrootd-scitokens-plugins openssl ca-certificates openssh-server)
 
 log() { printf '[site] %s\n' "$*" >&2; }
 
@@ -234,6 +237,40 @@ make_pki() {
   log "site CA in $PKI_DIR/ca-dir (X509_CERT_DIR for clients of the token xrootd)"
 }
 
+start_sshd() {
+  # A login node for the SSH transport: sshd on loopback with the site's own host key,
+  # root by key only; the sidecar's client key and known_hosts are written beside it.
+  if pid_alive "$SSH_DIR/sshd.pid"; then log "sshd already running (127.0.0.1:$SSH_PORT)"; return; fi
+  mkdir -p "$SSH_DIR" /run/sshd
+  chmod 700 "$SSH_DIR"
+  [[ -s $SSH_DIR/host_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -f "$SSH_DIR/host_ed25519"
+  [[ -s $SSH_DIR/client_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C sidecar -f "$SSH_DIR/client_ed25519"
+  cp "$SSH_DIR/client_ed25519.pub" "$SSH_DIR/authorized_keys"
+  printf '[127.0.0.1]:%s %s\n' "$SSH_PORT" "$(cut -d' ' -f1,2 "$SSH_DIR/host_ed25519.pub")" >"$SSH_DIR/known_hosts"
+  cat >"$SSH_DIR/sshd_config" <<CONF
+Port $SSH_PORT
+ListenAddress 127.0.0.1
+HostKey $SSH_DIR/host_ed25519
+PidFile $SSH_DIR/sshd.pid
+AuthorizedKeysFile $SSH_DIR/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+MaxSessions 64
+MaxStartups 64
+SetEnv SLURM_CONF=$SLURM_CONF
+Subsystem sftp /usr/lib/openssh/sftp-server
+CONF
+  /usr/sbin/sshd -t -f "$SSH_DIR/sshd_config"
+  /usr/sbin/sshd -f "$SSH_DIR/sshd_config" -E "$SSH_DIR/sshd.log"
+  local i
+  for ((i = 0; i < 50; i++)); do pid_alive "$SSH_DIR/sshd.pid" && break; sleep 0.1; done
+  pid_alive "$SSH_DIR/sshd.pid" || { log "sshd did not start:"; tail "$SSH_DIR/sshd.log" >&2; return 1; }
+  log "sshd up on 127.0.0.1:$SSH_PORT (client key $SSH_DIR/client_ed25519, known_hosts beside it)"
+}
+
 start_devidp() {
   local bin=$REPO/.venv/bin/interlink-provider i
   if pid_alive "$IDP_DIR/devidp.pid"; then
@@ -406,6 +443,7 @@ start() {
   start_munge
 
   start_slurm
+  start_sshd
   start_xrootd
   make_pki
   start_devidp
@@ -453,6 +491,7 @@ stop() {
   stop_pidfile "$XRD_DIR/slow/run/xrootd.pid" "slow xrootd"
   stop_pidfile "$XRD_DIR/token/run/xrootd.pid" "token xrootd"
   stop_pidfile "$IDP_DIR/devidp.pid" devidp
+  stop_pidfile "$SSH_DIR/sshd.pid" sshd
   stop_slurm
   if [[ -f $SITE/munged.ours ]]; then
     stop_pidfile "$SITE/munged.pid" munged
@@ -471,6 +510,7 @@ status() {
   pid_alive "$XRD_DIR/slow/run/xrootd.pid" && echo "slow xrootd running (root://127.0.0.1:$SLOW_XRD_PORT)" || echo "slow xrootd stopped"
   pid_alive "$XRD_DIR/token/run/xrootd.pid" && echo "token xrootd running (root://127.0.0.1:$TOKEN_XRD_PORT)" || echo "token xrootd stopped"
   pid_alive "$IDP_DIR/devidp.pid" && echo "devidp running ($IDP_URL)" || echo "devidp stopped"
+  pid_alive "$SSH_DIR/sshd.pid" && echo "sshd running (127.0.0.1:$SSH_PORT)" || echo "sshd stopped"
   pid_alive "$RUCIO_DIR/gunicorn.pid" && echo "rucio running (http://127.0.0.1:$RUCIO_PORT)" || echo "rucio stopped"
   sinfo 2>/dev/null || true
 }

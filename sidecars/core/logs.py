@@ -9,11 +9,16 @@ after `Bytes` bytes. Following polls the file until the container has ended.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 from datetime import datetime, timedelta, timezone
 
 from interlink_provider.pods.wire import ContainerLogOpts
+
+if TYPE_CHECKING:
+    from .sitefs import SiteFiles
 
 CHUNK = 64 * 1024
 FOLLOW_POLL_SECONDS = 0.5
@@ -32,7 +37,7 @@ def parse_timestamp(text: str) -> datetime | None:
         return None
 
 
-def _tail_offset(handle, lines: int) -> int:
+def tail_offset(handle, lines: int) -> int:
     """Offset of the start of the last `lines` lines of an open binary file."""
     handle.seek(0, os.SEEK_END)
     end = handle.tell()
@@ -96,72 +101,53 @@ def _split(body: bytes) -> list[bytes]:
     return lines[:-1] if body.endswith(b"\n") else lines
 
 
-def read_lines(path: str, opts: ContainerLogOpts, formatter: LineFormatter) -> tuple[bytes, int]:
-    """The formatted log and the offset reached (for following). Missing file: empty."""
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        return b"", 0
-    with handle:
-        start = _tail_offset(handle, opts.Tail) if opts.Tail else 0
-        handle.seek(start)
-        data = handle.read()
-    # When following, an unfinished last line is left for the next read.
-    cut = data.rfind(b"\n") + 1 if opts.Follow else len(data)
+def format_lines(data: bytes, formatter: LineFormatter, follow: bool) -> tuple[bytes, int]:
+    """Formatted complete lines of `data`, and how many bytes of it they used (when following,
+    an unfinished last line is left for the next read)."""
+    cut = data.rfind(b"\n") + 1 if follow else len(data)
     out = bytearray()
     for line in _split(data[:cut]):
         if formatter.exhausted:
             break
         out += formatter.format(line)
-    return bytes(out), start + cut
+    return bytes(out), cut
+
+
+def read_lines(path: str, opts: ContainerLogOpts, formatter: LineFormatter) -> tuple[bytes, int]:
+    """A local log, formatted, and the offset reached (for following). Missing file: empty."""
+    from .sitefs import _local_tail
+
+    data, start, _ = _local_tail(path, opts.Tail or 0)
+    out, cut = format_lines(data, formatter, opts.Follow)
+    return out, start + cut
 
 
 async def stream(
+    files: "SiteFiles",
     path: str,
     opts: ContainerLogOpts,
-    finished: Callable[[], bool],
+    finished: Callable[[], Awaitable[bool] | bool],
     now: datetime | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the log; with Follow, keep yielding new lines until `finished()` and drained."""
     formatter = LineFormatter(opts, now or datetime.now(timezone.utc))
-    data, offset = await asyncio.to_thread(read_lines, path, opts, formatter)
-    if data:
-        yield data
+    data, start, identity = await files.read_tail(path, opts.Tail or 0)
+    out, cut = format_lines(data, formatter, opts.Follow)
+    if out:
+        yield out
     if not opts.Follow:
         return
-    inode = _inode(path)
+    offset = start + cut
     while not formatter.exhausted:
         done = finished()
-        chunk, offset, inode = await asyncio.to_thread(_read_from, path, offset, inode, formatter)
-        if chunk:
-            yield chunk
+        if inspect.isawaitable(done):
+            done = await done
+        data, base, identity = await files.read_from(path, offset, identity)
+        out, cut = format_lines(data, formatter, True)
+        offset = base + cut
+        if out:
+            yield out
         elif done:
             return
         else:
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
-
-
-def _inode(path: str) -> int | None:
-    try:
-        return os.stat(path).st_ino
-    except FileNotFoundError:
-        return None
-
-
-def _read_from(path: str, offset: int, inode: int | None, formatter: LineFormatter) -> tuple[bytes, int, int | None]:
-    """New complete lines after offset. A restart rotates the file: start the new one at 0."""
-    current = _inode(path)
-    if current is None:
-        return b"", offset, inode
-    if inode is not None and current != inode:
-        offset = 0
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        data = handle.read()
-    cut = data.rfind(b"\n") + 1
-    out = bytearray()
-    for line in _split(data[:cut]):
-        if formatter.exhausted:
-            break
-        out += formatter.format(line)
-    return bytes(out), offset + cut, current

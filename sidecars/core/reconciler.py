@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import Gauge, Histogram
 
-from . import faults, status, workdir
+from . import faults, status
 from .backend import COMPLETED, FAILED, PENDING, JobInfo, PollError
 from .service import SiteService
 from .staging import hold_running, spec_of
@@ -165,7 +165,7 @@ class Reconciler:
             service.jobs[record.uid] = job
         files = {}
         if job is None or job.state != PENDING:
-            files = await asyncio.to_thread(workdir.read_pod, paths, [c.name for c in containers])
+            files = await service.files.read_pod(paths, [c.name for c in containers])
         changes: dict[str, Any] = {}
         lost = False
         if job is None:
@@ -213,9 +213,7 @@ class Reconciler:
             changes["finished_at"] = now
             if lost:
                 changes["message"] = f"job {record.job_id} was lost by the scheduler"
-            await asyncio.to_thread(
-                workdir.scrub_sensitive, paths, record.summary.get("sensitive_volumes", [])
-            )
+            await service.files.scrub(paths, record.summary.get("sensitive_volumes", []))
         if changes:
             record = await service.save(record.uid, **changes)
         if stage_out:
@@ -276,7 +274,7 @@ class Reconciler:
                 continue  # the Virtual Kubelet still owns it: keep until it deletes the pod
             if now - max(ended, record.delete_requested_at or 0) < retention:
                 continue
-            await asyncio.to_thread(workdir.remove, service.paths(record))
+            await service._remove_quietly(service.paths(record))
             await service.store.delete(record.uid)
             service.forget(record)
 

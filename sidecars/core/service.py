@@ -37,6 +37,8 @@ from . import faults, logs, status, workdir
 from .backend import RUNNING, Backend, Capacity, JobInfo, PollError, SubmitError
 from .config import SiteConfig
 from .script import PodPaths
+from .sitefs import LocalFiles, SiteFiles
+from .transport import TransportError
 from .changes import ChangeFeed
 from .staging import StagingPhases, spec_summary
 from .store import (
@@ -102,9 +104,11 @@ def submit_backoff(attempts: int) -> float:
 
 
 class SiteService:
-    def __init__(self, config: SiteConfig, backend: Backend, store: Store, stager: Stager | None = None) -> None:
+    def __init__(self, config: SiteConfig, backend: Backend, store: Store, stager: Stager | None = None,
+                 files: SiteFiles | None = None) -> None:
         self.config = config
         self.backend = backend
+        self.files = files or LocalFiles()  # where pod directories live: here, or over SSH
         self.store = store
         self.staging = StagingPhases(self, stager) if stager is not None else None
         self.pods: dict[str, PodRecord] = {}
@@ -205,9 +209,9 @@ class SiteService:
             if spec.staging and principal.token and self.staging is not None:
                 await self.staging.enroll(spec.uid, principal.token, spec.staging)
             try:
-                await asyncio.to_thread(workdir.materialize, paths, spec, submission.script, principal.account)
-            except (OSError, workdir.WorkdirError) as exc:
-                await asyncio.to_thread(workdir.remove, paths)
+                await self.files.materialize(paths, spec, submission.script, principal.account)
+            except (OSError, workdir.WorkdirError, TransportError) as exc:
+                await self._remove_quietly(paths)
                 if self.staging is not None:
                     self.staging.forget(spec.uid)
                 CREATES.labels("workdir_error").inc()
@@ -490,13 +494,19 @@ class SiteService:
             raise BadRequest(f"container {name} is not valid for pod {record.name}, choose one of: [{names}]")
         return record, matches[0]
 
-    def _container_finished(self, uid: str, container: dict[str, Any]) -> bool:
+    async def _remove_quietly(self, paths: PodPaths) -> None:
+        try:
+            await self.files.remove(paths)
+        except (OSError, workdir.WorkdirError, TransportError) as exc:
+            log.warning("cannot remove %s: %s", paths.pod_dir, exc)
+
+    async def _container_finished(self, uid: str, container: dict[str, Any]) -> bool:
         record = self.pods.get(uid)
         if record is None or record.stage in TERMINAL_STAGES:
             return True
         if record.stage != SUBMITTED and record.stage != DELETING:
             return False
-        files = workdir.read_container(Path(self.paths(record).container_dir(container["name"])))
+        files = await self.files.read_container(self.paths(record), container["name"])
         if files.skipped:
             return True
         if files.exit_code is None:
@@ -509,6 +519,7 @@ class SiteService:
         name = container["name"]
         path = Path(self.paths(record).container_dir(name)) / ("log.previous" if request.Opts.Previous else "log")
         return logs.stream(
+            self.files,
             str(path),
             request.Opts,
             lambda: self._container_finished(record.uid, container),

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from interlink_provider.pods.wire import ContainerLogOpts
 from sidecars.core.logs import LineFormatter, read_lines, stream
+from sidecars.core.sitefs import LocalFiles
 
 LINES = [
     "2026-01-01T00:00:01.000000001Z first",
@@ -60,7 +61,7 @@ def test_follow_picks_up_new_lines_and_stops_when_finished(tmp_path):
 
     async def go() -> list[bytes]:
         chunks = []
-        async for chunk in stream(str(path), ContainerLogOpts(Follow=True), lambda: done["value"], NOW):
+        async for chunk in stream(LocalFiles(), str(path), ContainerLogOpts(Follow=True), lambda: done["value"], NOW):
             chunks.append(chunk)
             if len(chunks) == 1:
                 with path.open("a") as handle:

@@ -1,0 +1,102 @@
+"""The site's filesystem as the service core sees it: where pod directories are written,
+read back, followed and removed.
+
+`LocalFiles` is a filesystem the sidecar shares with the site (it runs on the login
+node); `sidecars.core.ssh.SshFiles` reaches the same layout through one SSH
+connection (tar over an exec channel to write, SFTP to read). Both keep workdir.py's
+rules: paths built from validated names, nothing outside the pod directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from interlink_provider.pods.jobspec import JobSpec
+
+from . import workdir
+from .logs import tail_offset
+from .script import PodPaths
+from .workdir import ContainerFiles
+
+
+class SiteFiles(ABC):
+    @abstractmethod
+    async def materialize(self, paths: PodPaths, spec: JobSpec, script: str, account: str | None) -> None:
+        """Write the pod's directory (volumes, container dirs, job.sh), owned by `account` if given."""
+
+    @abstractmethod
+    async def remove(self, paths: PodPaths) -> None: ...
+
+    @abstractmethod
+    async def scrub(self, paths: PodPaths, volume_names: list[str]) -> None:
+        """Remove secret and projected volume contents once no container can read them."""
+
+    @abstractmethod
+    async def read_pod(self, paths: PodPaths, containers: list[str]) -> dict[str, ContainerFiles]: ...
+
+    async def read_container(self, paths: PodPaths, container: str) -> ContainerFiles:
+        return (await self.read_pod(paths, [container]))[container]
+
+    @abstractmethod
+    async def read_tail(self, path: str, lines: int) -> tuple[bytes, int, Any]:
+        """The file from the start of its last `lines` lines (all of it for 0), that offset, and the
+        file's identity (to notice it being replaced while following)."""
+
+    @abstractmethod
+    async def read_from(self, path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]:
+        """What follows `offset`; a file replaced since (`identity` changed) or shorter is read from 0.
+        Returns (data, the offset it starts at, the file's identity)."""
+
+
+class LocalFiles(SiteFiles):
+    async def materialize(self, paths: PodPaths, spec: JobSpec, script: str, account: str | None) -> None:
+        await asyncio.to_thread(workdir.materialize, paths, spec, script, account)
+
+    async def remove(self, paths: PodPaths) -> None:
+        await asyncio.to_thread(workdir.remove, paths)
+
+    async def scrub(self, paths: PodPaths, volume_names: list[str]) -> None:
+        await asyncio.to_thread(workdir.scrub_sensitive, paths, volume_names)
+
+    async def read_pod(self, paths: PodPaths, containers: list[str]) -> dict[str, ContainerFiles]:
+        return await asyncio.to_thread(workdir.read_pod, paths, containers)
+
+    async def read_tail(self, path: str, lines: int) -> tuple[bytes, int, Any]:
+        return await asyncio.to_thread(_local_tail, path, lines)
+
+    async def read_from(self, path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]:
+        return await asyncio.to_thread(_local_from, path, offset, identity)
+
+
+def _local_tail(path: str, lines: int) -> tuple[bytes, int, Any]:
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return b"", 0, None
+    with handle:
+        start = tail_offset(handle, lines) if lines else 0
+        handle.seek(start)
+        return handle.read(), start, os.fstat(handle.fileno()).st_ino
+
+
+def _local_from(path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]:
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return b"", offset, identity
+    with handle:
+        stat = os.fstat(handle.fileno())
+        if (identity is not None and stat.st_ino != identity) or stat.st_size < offset:
+            offset = 0  # a restarted container's log was rotated
+        handle.seek(offset)
+        return handle.read(), offset, stat.st_ino
+
+
+def inside(root: str, path: str) -> bool:
+    """`path` is `root` or below it, lexically (for paths on a remote site)."""
+    root_path, target = Path(os.path.normpath(root)), Path(os.path.normpath(path))
+    return target == root_path or root_path in target.parents
