@@ -23,6 +23,8 @@ from interlink_provider.staging.config import StagingConfig
 from interlink_provider.runtimes import RuntimeConfig
 from sidecars.slurm.backend import SlurmConfig
 
+from .ssh import SshConfig
+
 from .script import DEFAULT_PASSTHROUGH_ENV, RenderOptions
 
 ENV_PREFIX = "ILP__"
@@ -105,6 +107,19 @@ class AuthConfig(Strict):
     )
 
 
+class TransportConfig(Strict):
+    """How the sidecar reaches the site: it runs there (`local`), or over SSH to a login node."""
+
+    kind: Literal["local", "ssh"] = "local"
+    ssh: SshConfig | None = Field(None, description="the login node, for kind ssh")
+
+    @model_validator(mode="after")
+    def _ssh_needs_its_section(self) -> "TransportConfig":
+        if self.kind == "ssh" and self.ssh is None:
+            raise ValueError("transport kind ssh needs a `transport.ssh` section (host, user, key_file, known_hosts)")
+        return self
+
+
 class SiteConfig(Strict):
     site_name: str = Field("local", description="name of this site, shown in status messages")
     listen: ListenConfig
@@ -114,6 +129,7 @@ class SiteConfig(Strict):
     )
     backend: Literal["slurm"] = "slurm"
     slurm: SlurmConfig = SlurmConfig()
+    transport: TransportConfig = TransportConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     translation: TranslationPolicy = TranslationPolicy()
     render: RenderConfig = RenderConfig()
@@ -203,6 +219,10 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Site
     config.state_dir = _resolve(base, config.state_dir, env) or config.state_dir
     config.pods_root = _resolve(base, config.pods_root, env) or config.pods_root
     config.listen.socket = _resolve(base, config.listen.socket, env)
+    if config.transport.ssh is not None:  # local files of the sidecar (pods_root is the site's)
+        ssh = config.transport.ssh
+        ssh.key_file = _resolve(base, ssh.key_file, env) or ssh.key_file
+        ssh.known_hosts = _resolve(base, ssh.known_hosts, env) or ssh.known_hosts
     config.render.template_dir = _resolve(base, config.render.template_dir, env)
     if config.grpc is not None:
         for name in ("tls_cert", "tls_key", "client_ca"):

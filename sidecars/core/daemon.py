@@ -20,13 +20,21 @@ from .config import SiteConfig
 from .reconciler import Reconciler
 from .rest import make_app
 from .service import SiteService
+from .sitefs import LocalFiles, SiteFiles
+from .ssh import SshFiles, SshLink, SshTransport
 from .store import Store
 
 log = logging.getLogger("interlink_provider.sidecar")
 
 
-def make_backend(config: SiteConfig) -> Backend:
-    return SlurmBackend(config.slurm, config.translation)
+def make_backend(config: SiteConfig) -> tuple[Backend, SiteFiles, SshLink | None]:
+    """The batch system and the site's files, through the configured transport."""
+    if config.transport.kind == "ssh":
+        assert config.transport.ssh is not None
+        link = SshLink(config.transport.ssh)
+        transport = SshTransport(link, config.slurm.environment, SlurmBackend.rate_limit(config.slurm))
+        return SlurmBackend(config.slurm, config.translation, transport), SshFiles(link), link
+    return SlurmBackend(config.slurm, config.translation), LocalFiles(), None
 
 
 async def _listen(runner: web.AppRunner, config: SiteConfig) -> list[str]:
@@ -67,10 +75,12 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    warn_if_untraversable(config)
+    if config.transport.kind == "local":
+        warn_if_untraversable(config)
     store = Store(Path(config.state_dir) / "sidecar.db")
     stager = Stager(config.staging, Path(config.state_dir)) if config.staging else None
-    service = SiteService(config, make_backend(config), store, stager)
+    backend, files, link = make_backend(config)
+    service = SiteService(config, backend, store, stager, files)
     await service.load()
     reconciler = Reconciler(service)
     await reconciler.recover()
@@ -99,6 +109,8 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
         await runner.cleanup()
         await authenticator.close()
         await store.close()
+        if link is not None:
+            await link.close()
 
 
 def run(config: SiteConfig) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import timezone
 from pathlib import Path
@@ -33,6 +34,7 @@ from interlink_provider.rpc.offloader.v1 import offloader_pb2_grpc as pb_grpc
 from .authn import Authenticator, Caller
 from .config import GrpcConfig
 from .service import BadRequest, Forbidden, NotFound, SiteService, Unavailable
+from .transport import TransportError
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Offloader"].full_name
@@ -43,6 +45,7 @@ _STATUS_OF = (
     (NotFound, grpc.StatusCode.NOT_FOUND, ""),
     (Forbidden, grpc.StatusCode.PERMISSION_DENIED, ""),
     (Unavailable, grpc.StatusCode.UNAVAILABLE, ""),
+    (TransportError, grpc.StatusCode.UNAVAILABLE, "the site cannot be reached: "),
 )
 
 
@@ -96,6 +99,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
         feed = self.service.feed
         heartbeat = min(max(request.heartbeat_seconds or 15, 1), 300)
         position = request.since_revision if request.epoch == feed.epoch else 0
+        quiet_since = time.monotonic()  # the last event sent: a heartbeat follows `heartbeat` s of silence
         while True:
             current = feed.revision
             for revision, uid in feed.since(position, principal.key):
@@ -105,9 +109,13 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
                 else:
                     yield pb.StatusEvent(epoch=feed.epoch, revision=revision,
                                          pod=self._pod_status(self.service.pod_status(record)))
+                quiet_since = time.monotonic()
             position = max(position, current)  # others' changes are behind us too
-            if not await feed.wait(position, heartbeat):
+            # Others' pods may change all the time: silence is measured for this watcher only.
+            silence = heartbeat - (time.monotonic() - quiet_since)
+            if silence <= 0 or not await feed.wait(position, silence):
                 yield pb.StatusEvent(epoch=feed.epoch, revision=position, heartbeat=True)
+                quiet_since = time.monotonic()
 
     def _pod_status(self, answer: dict[str, Any]) -> pb.PodStatus:
         record = self.service.pods.get(answer["UID"])

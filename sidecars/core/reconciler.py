@@ -20,6 +20,7 @@ from prometheus_client import Gauge, Histogram
 from . import faults, status
 from .backend import COMPLETED, FAILED, PENDING, JobInfo, PollError
 from .service import SiteService
+from .transport import TransportError
 from .staging import hold_running, spec_of
 from .store import (
     ACCEPTED,
@@ -165,7 +166,11 @@ class Reconciler:
             service.jobs[record.uid] = job
         files = {}
         if job is None or job.state != PENDING:
-            files = await service.files.read_pod(paths, [c.name for c in containers])
+            try:
+                files = await service.files.read_pod(paths, [c.name for c in containers])
+            except TransportError as exc:
+                log.warning("pod %s: cannot read its files this cycle: %s", record.uid, exc)
+                return  # its last status stands; the next cycle reads again
         changes: dict[str, Any] = {}
         lost = False
         if job is None:
@@ -213,7 +218,10 @@ class Reconciler:
             changes["finished_at"] = now
             if lost:
                 changes["message"] = f"job {record.job_id} was lost by the scheduler"
-            await service.files.scrub(paths, record.summary.get("sensitive_volumes", []))
+            try:
+                await service.files.scrub(paths, record.summary.get("sensitive_volumes", []))
+            except TransportError as exc:  # removed with the whole directory at the latest
+                log.warning("pod %s: secrets not scrubbed yet: %s", record.uid, exc)
         if changes:
             record = await service.save(record.uid, **changes)
         if stage_out:

@@ -23,6 +23,7 @@ from interlink_provider.pods.wire import CreateStruct, LogStruct, RetrievedPodDa
 from .authn import Authenticator, Caller
 from .reconciler import Reconciler
 from .service import BadRequest, Forbidden, NotFound, SiteService, Unavailable
+from .transport import TransportError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
         return _text(404, str(exc))
     except Unavailable as exc:
         return _text(503, str(exc))
+    except TransportError as exc:
+        return _text(503, f"the site cannot be reached: {exc}")
     except Forbidden as exc:
         return _text(403, str(exc))
     except AuthError as exc:
@@ -155,10 +158,12 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
         raise BadRequest("Both Tail and LimitBytes set. Set only one of them")
     if query.Opts.SinceSeconds and query.Opts.SinceTime is not None:
         raise BadRequest("Both SinceSeconds and SinceTime set. Set only one of them")
-    chunks = service.logs(query, principal)
+    chunks = aiter(service.logs(query, principal))
+    first = await anext(chunks, b"")  # a failure to read is still an HTTP status, not a cut body
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
     try:
+        await response.write(first)
         async for chunk in chunks:
             await response.write(chunk)
     except (ConnectionResetError, ConnectionError):

@@ -13,6 +13,7 @@ import os
 import pwd
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 
@@ -36,6 +37,14 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+
+class Transport(Protocol):
+    """How scheduler commands reach the site (local processes, or an SSH channel)."""
+
+    async def run(self, argv: list[str], *, timeout: float = 30.0) -> CommandResult: ...
+
+    def as_account(self, account: str | None) -> "Transport": ...
 
 
 class TransportError(Exception):

@@ -131,23 +131,31 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def read_container(directory: Path) -> ContainerFiles:
-    last = _read(directory, "last_state")
+CONTAINER_FILES = ("started_at", "finished_at", "exit_code", "ready", "restarts", "reason", "skipped", "last_state")
+
+
+def container_files(texts: dict[str, str | None]) -> ContainerFiles:
+    """What the runner's files say (file name -> its stripped text, None if absent)."""
+    last = texts.get("last_state")
     last_state = None
     if last:
         parts = last.split()
         if len(parts) == 3 and parts[0].lstrip("-").isdigit():
             last_state = (int(parts[0]), parts[1], parts[2])
     return ContainerFiles(
-        started_at=_read(directory, "started_at"),
-        finished_at=_read(directory, "finished_at"),
-        exit_code=_int(_read(directory, "exit_code")),
-        ready=_read(directory, "ready") == "1",
-        restarts=_int(_read(directory, "restarts")) or 0,
-        reason=_read(directory, "reason"),
-        skipped=_read(directory, "skipped"),
+        started_at=texts.get("started_at"),
+        finished_at=texts.get("finished_at"),
+        exit_code=_int(texts.get("exit_code")),
+        ready=texts.get("ready") == "1",
+        restarts=_int(texts.get("restarts")) or 0,
+        reason=texts.get("reason"),
+        skipped=texts.get("skipped"),
         last_state=last_state,
     )
+
+
+def read_container(directory: Path) -> ContainerFiles:
+    return container_files({name: _read(directory, name) for name in CONTAINER_FILES})
 
 
 def read_pod(paths: PodPaths, containers: list[str]) -> dict[str, ContainerFiles]:

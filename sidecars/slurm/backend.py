@@ -15,7 +15,7 @@ from interlink_provider.runtimes import Runtime
 from sidecars.core.backend import Backend, Capacity, JobInfo, PollError, Submission, SubmitError
 from sidecars.core.script import PodPaths, RenderOptions, render, runner_context
 from sidecars.core.ratelimit import TokenBucket
-from sidecars.core.transport import LocalTransport, TransportError
+from sidecars.core.transport import LocalTransport, Transport, TransportError
 
 from . import parse
 from .flags import FLAGS_ANNOTATION, Flag, FlagPolicy, annotation_flags, merge, parse_flags, sbatch_word
@@ -83,14 +83,18 @@ class SlurmBackend(Backend):
     name = "slurm"
 
     def __init__(
-        self, config: SlurmConfig, policy: TranslationPolicy, transport: LocalTransport | None = None
+        self, config: SlurmConfig, policy: TranslationPolicy, transport: Transport | None = None
     ) -> None:
         self.config = config
         self.policy = policy
-        self.transport = transport or LocalTransport(
-            env=config.environment, limiter=TokenBucket(config.commands_per_second, config.command_burst))
+        self.transport = transport or LocalTransport(env=config.environment, limiter=self.rate_limit(config))
         # per (scancel command, account): the job ids gathered for its next run
         self._batches: dict[tuple[tuple[str, ...], str], CancelBatch] = {}
+
+    @staticmethod
+    def rate_limit(config: SlurmConfig) -> TokenBucket:
+        """The site's bucket: every scheduler command takes a token, whatever the transport."""
+        return TokenBucket(config.commands_per_second, config.command_burst)
 
     # ------------------------------------------------------------------ rendering
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import time
 
 import grpc
 import pytest
@@ -208,6 +210,39 @@ async def test_watch_status_pushes_changes_and_resumes_without_gaps(site, idp):
             snapshot.add(event.pod.uid)
         fresh.cancel()
         assert {first_uid, second_uid} <= snapshot and bobs_uid not in snapshot
+
+
+async def test_a_quiet_watcher_gets_heartbeats_while_others_pods_keep_changing(site, idp):
+    """Heartbeats measure silence towards this watcher: a busy site (others' pods changing more
+    often than the heartbeat) must not starve it, or a gateway would think the site is down."""
+    alice, bob = await token_for(idp, "alice"), await token_for(idp, "bob")
+    async with open_channel(site.target, site.ca) as channel:
+        stub = offloader(channel)
+        snapshot = stub.WatchStatus(pb.WatchStatusRequest(heartbeat_seconds=1), metadata=bearer(bob))
+        async for event in snapshot:  # skip bob's earlier pods up to the first heartbeat
+            if event.heartbeat:
+                break
+        epoch, position = event.epoch, event.revision
+        snapshot.cancel()
+        watch = stub.WatchStatus(pb.WatchStatusRequest(epoch=epoch, since_revision=position, heartbeat_seconds=1),
+                                 metadata=bearer(bob))
+        heartbeats = 0
+
+        async def count() -> None:
+            nonlocal heartbeats
+            async for event in watch:
+                heartbeats += event.heartbeat
+
+        counting = asyncio.create_task(count())
+        started = time.monotonic()
+        while time.monotonic() - started < 4.5:  # alice's pods change about every 0.2 s
+            body, uid = pod_json(f"grpc-busy-{int((time.monotonic() - started) * 10)}", "true")
+            await stub.CreatePod(pb.CreatePodRequest(pod_json=body), metadata=bearer(alice))
+            await stub.DeletePod(pb.DeletePodRequest(uid=uid), metadata=bearer(alice))
+            await asyncio.sleep(0.2)
+        watch.cancel()
+        await asyncio.gather(counting, return_exceptions=True)
+    assert heartbeats >= 3, heartbeats
 
 
 async def test_a_restarted_sidecar_starts_a_new_epoch_and_keeps_its_pods(site, idp):

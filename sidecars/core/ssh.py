@@ -1,0 +1,260 @@
+"""Reaching a site that allows only SSH: scheduler commands and pod directories over one
+persistent, multiplexed connection to its login node.
+
+Every command and every file transfer is a channel on the same connection (no new
+handshake per call); a lost connection is re-established on the next use, with
+exponential backoff between failed attempts. Host keys are always checked against
+the configured known_hosts file. Pod directories are built locally and shipped as
+one tar stream (`tar -x` on an exec channel); status files and logs are read over
+SFTP. Jobs run as the SSH account: mapping identities to other accounts needs the
+local transport (the sidecar on the login node, as root).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import posixpath
+import shlex
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from pydantic import BaseModel, ConfigDict, Field
+
+from interlink_provider.pods.jobspec import JobSpec
+
+from . import workdir
+from .ratelimit import TokenBucket
+from .script import PodPaths
+from .sitefs import SiteFiles, inside
+from .transport import COMMAND_SECONDS, COMMANDS, CommandResult, TransportError
+from .workdir import CONTAINER_FILES, ContainerFiles, WorkdirError
+
+log = logging.getLogger(__name__)
+
+
+class SshConfig(BaseModel):
+    """`transport.ssh`: the login node and how to authenticate to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    user: str
+    key_file: str = Field(description="private key of the sidecar (mode 0600)")
+    known_hosts: str = Field(description="the login node's host key(s): checked on every connection")
+    connect_timeout: float = Field(15.0, gt=0)
+    keepalive_seconds: float = Field(15.0, gt=0, description="a dead link is noticed after 3 missed keepalives")
+    max_backoff_seconds: float = Field(60.0, gt=0, description="longest wait between reconnection attempts")
+
+
+class SshLink:
+    """The one connection to the login node; reconnects on demand, with backoff after failures."""
+
+    def __init__(self, config: SshConfig) -> None:
+        self.config = config
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._lock = asyncio.Lock()
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._last_error = ""
+        self.connects = 0  # how many times a connection was (re)established
+
+    async def connection(self) -> asyncssh.SSHClientConnection:
+        async with self._lock:
+            if self._conn is not None and not self._conn.is_closed():
+                return self._conn
+            wait = self._retry_at - time.monotonic()
+            if wait > 0:
+                raise TransportError(f"ssh {self.config.host}: reconnecting in {wait:.0f}s after: {self._last_error}")
+            try:
+                self._conn = await asyncssh.connect(
+                    self.config.host, port=self.config.port, username=self.config.user,
+                    client_keys=[self.config.key_file], known_hosts=self.config.known_hosts,
+                    connect_timeout=self.config.connect_timeout, keepalive_interval=self.config.keepalive_seconds,
+                    keepalive_count_max=3, agent_path=None, config=None)
+            except (OSError, asyncssh.Error) as exc:
+                self._backoff = min(max(1.0, self._backoff * 2), self.config.max_backoff_seconds)
+                self._retry_at = time.monotonic() + self._backoff
+                self._last_error = _describe(exc)
+                raise TransportError(f"ssh {self.config.host}: {self._last_error}") from exc
+            self._sftp, self._backoff, self.connects = None, 0.0, self.connects + 1
+            if self.connects > 1:
+                log.info("ssh %s: reconnected", self.config.host)
+            return self._conn
+
+    def lost(self, exc: BaseException) -> None:
+        """A channel failed: drop the connection so the next call makes a new one."""
+        log.warning("ssh %s: connection lost: %s", self.config.host, _describe(exc))
+        if self._conn is not None:
+            self._conn.abort()
+        self._conn, self._sftp = None, None
+
+    async def run(self, command: str, timeout: float, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+        conn = await self.connection()
+        try:
+            result = await asyncio.wait_for(conn.run(command, input=stdin, check=False, encoding=None), timeout)
+        except asyncio.TimeoutError as exc:
+            raise TransportError(f"ssh {self.config.host}: no answer within {timeout:.0f}s") from exc
+        except (OSError, asyncssh.Error) as exc:
+            self.lost(exc)
+            raise TransportError(f"ssh {self.config.host}: {_describe(exc)}") from exc
+        code = result.exit_status if result.exit_status is not None else -1
+        return code, bytes(result.stdout or b""), bytes(result.stderr or b"")
+
+    async def sftp(self) -> asyncssh.SFTPClient:
+        conn = await self.connection()
+        if self._sftp is None:
+            try:
+                self._sftp = await conn.start_sftp_client()
+            except (OSError, asyncssh.Error) as exc:
+                self.lost(exc)
+                raise TransportError(f"ssh {self.config.host}: sftp: {_describe(exc)}") from exc
+        return self._sftp
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            await self._conn.wait_closed()
+            self._conn = None
+
+
+class SshTransport:
+    """Scheduler commands on the login node (same interface as transport.LocalTransport)."""
+
+    def __init__(self, link: SshLink, env: dict[str, str] | None = None, limiter: TokenBucket | None = None) -> None:
+        self.link = link
+        self.env = dict(env or {})
+        self.limiter = limiter
+
+    def as_account(self, account: str | None) -> "SshTransport":
+        if account and account != self.link.config.user:
+            raise TransportError(f"over SSH, jobs run as {self.link.config.user}: mapping to account {account!r} "
+                                 "needs the local transport")
+        return self
+
+    async def run(self, argv: list[str], *, timeout: float = 30.0) -> CommandResult:
+        command = os.path.basename(argv[0])
+        words = (["env", *(f"{k}={v}" for k, v in self.env.items())] if self.env else []) + list(argv)
+        if self.limiter is not None:
+            await self.limiter.acquire()
+        COMMANDS.labels(command).inc()
+        started = time.monotonic()
+        try:
+            code, out, err = await self.link.run(shlex.join(words), timeout)
+        finally:
+            COMMAND_SECONDS.labels(command).observe(time.monotonic() - started)
+        return CommandResult(tuple(words), code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+
+class SshFiles(SiteFiles):
+    """Pod directories on the login node's shared filesystem, over the same connection."""
+
+    def __init__(self, link: SshLink, timeout: float = 120.0) -> None:
+        self.link = link
+        self.timeout = timeout
+
+    async def materialize(self, paths: PodPaths, spec: JobSpec, script: str, account: str | None) -> None:
+        if account and account != self.link.config.user:
+            raise WorkdirError(f"over SSH, jobs run as {self.link.config.user}: mapping to account {account!r} "
+                               "needs the local transport")
+        if not inside(paths.pods_root, paths.pod_dir) or paths.pod_dir == paths.pods_root:
+            raise WorkdirError(f"pod directory {paths.pod_dir} is outside {paths.pods_root}")
+        archive = await asyncio.to_thread(_pack, paths, spec, script)
+        command = (f"mkdir -p -m 0711 {shlex.quote(paths.pods_root)} && "
+                   f"tar -x -z -p --no-same-owner -f - -C {shlex.quote(paths.pods_root)}")
+        code, _, err = await self.link.run(command, self.timeout, stdin=archive)
+        if code != 0:
+            raise WorkdirError(f"writing {paths.pod_dir} on {self.link.config.host}: {err.decode(errors='replace').strip()}")
+
+    async def remove(self, paths: PodPaths) -> None:
+        if not inside(paths.pods_root, paths.pod_dir) or paths.pod_dir == paths.pods_root:
+            raise WorkdirError(f"refusing to remove {paths.pod_dir}: outside {paths.pods_root}")
+        await self.link.run(f"rm -rf -- {shlex.quote(paths.pod_dir)}", self.timeout)
+
+    async def scrub(self, paths: PodPaths, volume_names: list[str]) -> None:
+        targets = [paths.volume_dir(name) for name in volume_names]
+        targets = [t for t in targets if inside(paths.pod_dir, t) and t != paths.pod_dir]
+        if targets:
+            await self.link.run("rm -rf -- " + " ".join(shlex.quote(t) for t in targets), self.timeout)
+
+    async def read_pod(self, paths: PodPaths, containers: list[str]) -> dict[str, ContainerFiles]:
+        sftp = await self.link.sftp()
+        names = [(c, f) for c in containers for f in CONTAINER_FILES]
+        texts = await asyncio.gather(*(self._small(sftp, posixpath.join(paths.container_dir(c), f)) for c, f in names))
+        found: dict[str, dict[str, str | None]] = {c: {} for c in containers}
+        for (container, name), text in zip(names, texts, strict=True):
+            found[container][name] = text
+        return {c: workdir.container_files(found[c]) for c in containers}
+
+    async def _small(self, sftp: asyncssh.SFTPClient, path: str) -> str | None:
+        try:
+            async with sftp.open(path, "rb") as handle:
+                return (await handle.read(4096)).decode("utf-8", "replace").strip()
+        except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
+            return None
+        except asyncssh.SFTPError as exc:
+            if exc.code == asyncssh.sftp.FX_NO_SUCH_FILE:
+                return None
+            raise TransportError(f"ssh {self.link.config.host}: reading {path}: {exc.reason}") from exc
+        except (OSError, asyncssh.Error) as exc:
+            self.link.lost(exc)
+            raise TransportError(f"ssh {self.link.config.host}: {_describe(exc)}") from exc
+
+    async def read_tail(self, path: str, lines: int) -> tuple[bytes, int, Any]:
+        data, start, size = await self._read(path, 0)
+        if lines and data:
+            from .logs import tail_offset
+
+            start = tail_offset(io.BytesIO(data), lines)
+            data = data[start:]
+        return data, start, size
+
+    async def read_from(self, path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]:
+        data, start, size = await self._read(path, offset)
+        return data, start, size
+
+    async def _read(self, path: str, offset: int) -> tuple[bytes, int, Any]:
+        """From `offset` to the end; a file now shorter than `offset` was replaced: from 0."""
+        sftp = await self.link.sftp()
+        try:
+            async with sftp.open(path, "rb") as handle:
+                size = (await handle.stat()).size or 0
+                if size < offset:
+                    offset = 0  # a restarted container's log was rotated
+                await handle.seek(offset)
+                return await handle.read(), offset, size
+        except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
+            return b"", offset, None
+        except asyncssh.SFTPError as exc:
+            if exc.code == asyncssh.sftp.FX_NO_SUCH_FILE:
+                return b"", offset, None
+            raise TransportError(f"ssh {self.link.config.host}: reading {path}: {exc.reason}") from exc
+        except (OSError, asyncssh.Error) as exc:
+            self.link.lost(exc)
+            raise TransportError(f"ssh {self.link.config.host}: {_describe(exc)}") from exc
+
+
+def _pack(paths: PodPaths, spec: JobSpec, script: str) -> bytes:
+    """The pod directory, built with workdir.materialize in a scratch root, as a tar.gz."""
+    with tempfile.TemporaryDirectory(prefix="ilp-ssh-") as scratch:
+        local = PodPaths.for_pod(scratch, spec.namespace, spec.uid)
+        workdir.materialize(local, spec, script)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=3) as archive:
+            archive.add(local.pod_dir, arcname=Path(local.pod_dir).name)
+        return buffer.getvalue()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return f"the login node's host key is not the one in known_hosts ({exc.reason})"
+    reason = getattr(exc, "reason", None)
+    return str(reason or exc) or type(exc).__name__
