@@ -118,8 +118,21 @@ async def tracked_figures(count: int, steady: float, root: Path) -> None:
         cancel(job_ids)
 
 
-async def burst_figures(count: int, concurrency: int, root: Path) -> None:
-    sidecar = Sidecar(root / "burst", {**SITE_DEFAULTS, "create_wait_seconds": 2}).start()
+def transport_overrides(kind: str, root: Path) -> dict:
+    """The site config's `transport` (and a pods_root "on the login node" for ssh)."""
+    if kind == "local":
+        return {}
+    keys = site_dir() / "ssh"
+    return {"transport": {"kind": "ssh", "ssh": {"host": "127.0.0.1", "port": 2222, "user": "root",
+                                                 "key_file": str(keys / "client_ed25519"),
+                                                 "known_hosts": str(keys / "known_hosts")}},
+            "pods_root": str(root / "login-node-pods")}
+
+
+async def burst_figures(count: int, concurrency: int, root: Path, transport: str, rate: float) -> None:
+    overrides = {**SITE_DEFAULTS, "create_wait_seconds": 2, **transport_overrides(transport, root)}
+    overrides["slurm"] = {**SITE_DEFAULTS["slurm"], "commands_per_second": rate}
+    sidecar = Sidecar(root / f"burst-{transport}", overrides).start()
     requests = [pod_request(i) for i in range(count)]
     uids = [r["pod"]["metadata"]["uid"] for r in requests]
     try:
@@ -127,7 +140,7 @@ async def burst_figures(count: int, concurrency: int, root: Path) -> None:
             started = time.monotonic()
             latencies = await create_all(client, requests, concurrency)
             answered = time.monotonic() - started
-            print(f"[burst] {count} creates answered in {answered:.1f} s = {count / answered:.1f} pods/s; "
+            print(f"[burst, {transport}] {count} creates answered in {answered:.1f} s = {count / answered:.1f} pods/s; "
                   f"create latency {quantiles(latencies)} ({concurrency} in flight)")
             while True:
                 statuses = await client.status([pod_ref(uid) for uid in uids])
@@ -136,8 +149,8 @@ async def burst_figures(count: int, concurrency: int, root: Path) -> None:
                 await asyncio.sleep(1)
             submitted = time.monotonic() - started
             values = await metrics(sidecar)
-            print(f"[burst] all {count} submitted after {submitted:.1f} s = {count / submitted:.2f} pods/s at the "
-                  f"site's 1.5 commands/s ({values.get('ilp_scheduler_throttled_seconds_total', 0):.0f} s of "
+            print(f"[burst, {transport}] all {count} submitted after {submitted:.1f} s = {count / submitted:.2f} "
+                  f"pods/s at {rate:g} commands/s ({values.get('ilp_scheduler_throttled_seconds_total', 0):.0f} s of "
                   "waiting for the bucket in all)")
             for request in requests:
                 await client.delete(request["pod"])
@@ -149,10 +162,10 @@ async def run(args: argparse.Namespace) -> None:
     env = {**os.environ, "ILP_SITE_DIR": str(site_dir()), "ILP_SLURM_MIN_JOB_AGE": "300"}
     subprocess.run(["bash", str(SITE_SCRIPT), "start"], env=env, check=True, capture_output=True)
     root = Path(tempfile.mkdtemp(prefix="ilp-bench-scale-", dir=str(site_dir())))
-    for count in (10, args.tracked):
+    for count in (10, args.tracked) if args.tracked else ():
         await tracked_figures(count, args.steady, root)
-    if args.burst:
-        await burst_figures(args.burst, args.concurrency, root)
+    for transport in args.transports.split(",") if args.burst else ():
+        await burst_figures(args.burst, args.concurrency, root, transport, args.rate)
 
 
 def main() -> None:
@@ -161,6 +174,8 @@ def main() -> None:
     parser.add_argument("--steady", type=float, default=60, help="seconds of steady state measured")
     parser.add_argument("--burst", type=int, default=1000, help="creates in the burst (0: skip)")
     parser.add_argument("--concurrency", type=int, default=50, help="creates in flight")
+    parser.add_argument("--transports", default="local", help="comma list of local,ssh for the burst")
+    parser.add_argument("--rate", type=float, default=1.5, help="scheduler commands/s in the burst (site default 1.5)")
     asyncio.run(run(parser.parse_args()))
 
 

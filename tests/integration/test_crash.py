@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import subprocess
 
 import aiohttp
@@ -159,3 +160,68 @@ async def test_unknown_jobs_with_our_prefix_are_cancelled_only_when_configured(l
         assert "cancelling 1 jobs no pod owns" in cancel.log()
     finally:
         cancel.stop()
+
+
+async def test_slurmctld_restarted_under_load_loses_nothing_and_submits_nothing_twice(local_site, tmp_path):
+    sidecar = Sidecar(tmp_path / "s", {"status": {"poll_interval": 1}, "create_wait_seconds": 2}).start()
+    running = [request("sleep 6; echo before") for _ in range(6)]
+    during = [request("echo during") for _ in range(6)]
+    pid_file = site_dir() / "slurm" / "slurmctld.pid"
+    uids = [r["pod"]["metadata"]["uid"] for r in running + during]
+    try:
+        async with SidecarClient(sidecar.address) as client:
+            answers = await asyncio.gather(*(client.create(r) for r in running))
+            assert all(a["PodJID"] for a in answers)
+            subprocess.run(["kill", pid_file.read_text().strip()], check=True)
+            try:
+                # Pods created while the controller is away are accepted and queued, not failed.
+                queued = await asyncio.gather(*(client.create(r) for r in during))
+                assert all(a["PodJID"] == "" for a in queued)
+
+                async def unknown():
+                    pods = {p["uid"]: p for p in await client.pods()}
+                    return all(pods[r["pod"]["metadata"]["uid"]]["phase"] == UNKNOWN for r in running)
+                await wait_for(unknown, 60, what="the running pods to be Unknown")
+                assert not any(p["phase"] == "Failed" for p in await client.pods())
+            finally:
+                slurm("/usr/sbin/slurmctld")
+            await wait_for(lambda: all_succeeded(client, uids), 180, what="every pod to finish after the restart")
+        for uid in uids:
+            assert len(sidecar.jobs_named(sidecar.prefix + uid)) == 1, uid
+    finally:
+        sidecar.stop()
+
+
+@pytest.mark.long
+async def test_jobs_that_leave_the_queue_within_two_seconds_still_end_right(local_site, tmp_path):
+    """MinJobAge=2: finished jobs vanish from squeue at Slurm's next purge. The sidecar is stopped
+    while its jobs end and vanish; started again, it must still tell success from failure (from
+    sacct and the runner's files)."""
+    conf = site_dir() / "slurm" / "slurm.conf"
+    original = conf.read_text()
+    conf.write_text(re.sub(r"^MinJobAge=\d+$", "MinJobAge=2", original, flags=re.M))
+    slurm("scontrol", "reconfigure")
+    sidecar = Sidecar(tmp_path / "s", {"status": {"poll_interval": 1}}).start()
+    try:
+        ok, failing = request("echo fine"), request("echo broken >&2; exit 3")
+        async with SidecarClient(sidecar.address) as client:
+            for body in (ok, failing):
+                assert (await client.create(body))["PodJID"]
+        sidecar.stop()
+        names = [sidecar.prefix + b["pod"]["metadata"]["uid"] for b in (ok, failing)]
+
+        async def vanished():
+            return not any(sidecar.jobs_named(name) for name in names)
+        await wait_for(vanished, 150, interval=2, what="Slurm to purge the finished jobs")
+        sidecar.start()
+        async with SidecarClient(sidecar.address) as client:
+            async def ended():
+                answers = await client.status([pod_ref(b["pod"]["metadata"]["uid"]) for b in (ok, failing)])
+                return answers if all(phase_of(a) in ("Succeeded", "Failed") for a in answers) else None
+            good, bad = await wait_for(ended, 60, what="both pods to end")
+        assert phase_of(good) == SUCCEEDED and phase_of(bad) == "Failed"
+        assert bad["containers"][0]["state"]["terminated"]["exitCode"] == 3
+    finally:
+        sidecar.stop()
+        conf.write_text(original)
+        slurm("scontrol", "reconfigure")
