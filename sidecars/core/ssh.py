@@ -6,8 +6,9 @@ handshake per call); a lost connection is re-established on the next use, with
 exponential backoff between failed attempts. Host keys are always checked against
 the configured known_hosts file. Pod directories are built locally and shipped as
 one tar stream (`tar -x` on an exec channel); status files and logs are read over
-SFTP. Jobs run as the SSH account: mapping identities to other accounts needs the
-local transport (the sidecar on the login node, as root).
+SFTP. Jobs of identities mapped to other accounts are submitted with `sudo -n -u`
+and their directories given to them, which needs root on the login node, exactly
+as the local transport needs a root sidecar.
 """
 
 from __future__ import annotations
@@ -129,29 +130,39 @@ class SshLink:
 class SshTransport:
     """Scheduler commands on the login node (same interface as transport.LocalTransport)."""
 
-    def __init__(self, link: SshLink, env: dict[str, str] | None = None, limiter: TokenBucket | None = None) -> None:
+    def __init__(self, link: SshLink, env: dict[str, str] | None = None, limiter: TokenBucket | None = None,
+                 sudo_user: str | None = None) -> None:
         self.link = link
         self.env = dict(env or {})
         self.limiter = limiter
+        self.sudo_user = sudo_user
 
     def as_account(self, account: str | None) -> "SshTransport":
-        if account and account != self.link.config.user:
-            raise TransportError(f"over SSH, jobs run as {self.link.config.user}: mapping to account {account!r} "
-                                 "needs the local transport")
-        return self
+        """The same link acting as another account of the login node (`sudo -n -u ACCOUNT`)."""
+        if not account or account == self.link.config.user:
+            return self
+        return SshTransport(self.link, self.env, self.limiter, sudo_user=account)
+
+    def command_line(self, argv: list[str]) -> str:
+        words = shlex.join([*(f"{k}={v}" for k, v in self.env.items()), *argv])
+        if not self.sudo_user:
+            return f"env {words}" if self.env else shlex.join(argv)
+        # sudo resets the environment: the login's SLURM_CONF (sshd SetEnv, profile) is handed on.
+        return (f"sudo -n -u {shlex.quote(self.sudo_user)} -- env "
+                '${SLURM_CONF:+"SLURM_CONF=$SLURM_CONF"} ' + words)
 
     async def run(self, argv: list[str], *, timeout: float = 30.0) -> CommandResult:
         command = os.path.basename(argv[0])
-        words = (["env", *(f"{k}={v}" for k, v in self.env.items())] if self.env else []) + list(argv)
+        line = self.command_line(argv)
         if self.limiter is not None:
             await self.limiter.acquire()
         COMMANDS.labels(command).inc()
         started = time.monotonic()
         try:
-            code, out, err = await self.link.run(shlex.join(words), timeout)
+            code, out, err = await self.link.run(line, timeout)
         finally:
             COMMAND_SECONDS.labels(command).observe(time.monotonic() - started)
-        return CommandResult(tuple(words), code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+        return CommandResult(tuple(argv), code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
 
 class SshFiles(SiteFiles):
@@ -162,14 +173,17 @@ class SshFiles(SiteFiles):
         self.timeout = timeout
 
     async def materialize(self, paths: PodPaths, spec: JobSpec, script: str, account: str | None) -> None:
-        if account and account != self.link.config.user:
-            raise WorkdirError(f"over SSH, jobs run as {self.link.config.user}: mapping to account {account!r} "
-                               "needs the local transport")
+        give = account and account != self.link.config.user
+        if give and self.link.config.user != "root":
+            raise WorkdirError(f"running jobs as {account!r} over SSH needs the sidecar to log in as root "
+                               f"(it logs in as {self.link.config.user})")
         if not inside(paths.pods_root, paths.pod_dir) or paths.pod_dir == paths.pods_root:
             raise WorkdirError(f"pod directory {paths.pod_dir} is outside {paths.pods_root}")
         archive = await asyncio.to_thread(_pack, paths, spec, script)
         command = (f"mkdir -p -m 0711 {shlex.quote(paths.pods_root)} && "
                    f"tar -x -z -p --no-same-owner -f - -C {shlex.quote(paths.pods_root)}")
+        if give:
+            command += f" && chown -R -- {shlex.quote(str(account))}: {shlex.quote(paths.pod_dir)}"
         code, _, err = await self.link.run(command, self.timeout, stdin=archive)
         if code != 0:
             raise WorkdirError(f"writing {paths.pod_dir} on {self.link.config.host}: {err.decode(errors='replace').strip()}")

@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import SUCCEEDED
-from tests.helpers import Sidecar
+from tests.helpers import Sidecar, slurm
+from tests.idp import SITE_AUDIENCE, free_port
 from tests.integration.test_rest_api import run_until
+from tests.integration.test_site_auth import token_for, whoami_pod
 
 pytestmark = pytest.mark.slurm
 
@@ -117,3 +123,35 @@ async def test_a_cut_link_is_reestablished_and_loses_nothing(local_site, tmp_pat
         assert "reconnected" in sidecar.log() and time.monotonic() - started < 60
     finally:
         sidecar.stop()
+
+
+async def test_two_identities_run_as_their_own_accounts_over_ssh(local_site, unix_accounts, idp, tmp_path):
+    """The trust network over the SSH transport: each owner's job is submitted with sudo -n -u on the
+    login node and its directory is given to that account."""
+    port = free_port()
+    remote = Path(tempfile.mkdtemp(prefix="ilp-ssh-login-"))
+    remote.chmod(0o711)  # the job accounts traverse it
+    sidecar = ssh_sidecar(tmp_path / "s", local_site, listen={"host": "127.0.0.1", "port": port}, auth={
+        "unix_socket_without_token": False,
+        "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
+        "identities": {"rules": [{"issuer": idp.issuer, "sub": "alice", "account": "ilp-alice"},
+                                 {"issuer": idp.issuer, "sub": "bob", "account": "ilp-bob"}]}})
+    sidecar.config["pods_root"] = str(remote / "pods")
+    sidecar.config_path.write_text(yaml.safe_dump(sidecar.config))
+    sidecar.start()
+    try:
+        accounts = {}
+        for name in ("alice", "bob"):
+            token = await token_for(idp, name)
+            body = whoami_pod(f"ssh-{name}")
+            uid = body["pod"]["metadata"]["uid"]
+            async with SidecarClient(f"http://127.0.0.1:{port}", token=token) as client:
+                created = await client.create(body)
+                await run_until(client, uid, SUCCEEDED)
+                log = await client.logs_text({"PodUID": uid, "Namespace": "team", "ContainerName": "c", "Opts": {}})
+            accounts[name] = (log.strip(), slurm("squeue", "-h", "-t", "all", "-j", created["PodJID"], "-o", "%u").strip(),
+                              (remote / "pods" / f"team-{uid}").owner())
+        assert accounts == {"alice": ("ilp-alice",) * 3, "bob": ("ilp-bob",) * 3}
+    finally:
+        sidecar.stop()
+        shutil.rmtree(remote, ignore_errors=True)
