@@ -225,3 +225,45 @@ async def test_jobs_that_leave_the_queue_within_two_seconds_still_end_right(loca
         sidecar.stop()
         conf.write_text(original)
         slurm("scontrol", "reconfigure")
+
+
+@pytest.mark.long
+async def test_sigkill_at_random_moments_during_a_500_pod_run(local_site, tmp_path):
+    """500 pods created by 20 concurrent callers while the sidecar is SIGKILLed at random moments
+    (during the burst and while the pods run); unacknowledged creates are sent again, as the VK
+    would. Afterwards every pod is accounted for exactly once: one job each, all succeeded."""
+    rng = random.Random(500)
+    sidecar = Sidecar(tmp_path / "s", {"status": {"poll_interval": 1}, "create_wait_seconds": 0})
+    requests = {r["pod"]["metadata"]["uid"]: r for r in (request("true") for _ in range(500))}
+    acknowledged: set[str] = set()
+    kills = 0
+    while len(acknowledged) < len(requests) or kills < 4:
+        sidecar.start()
+        killer = asyncio.get_running_loop().call_later(rng.uniform(0.3, 3.0), sidecar.process.kill)
+        pending = [uid for uid in requests if uid not in acknowledged]
+
+        async def caller(client: SidecarClient, pending: list[str] = pending) -> None:
+            while pending:
+                uid = pending.pop()
+                try:
+                    acknowledged.add((await client.create(requests[uid]))["PodUID"])
+                except aiohttp.ClientError:
+                    return  # killed: the rest is sent again after the restart
+        async with SidecarClient(sidecar.address) as client:
+            await asyncio.gather(*(caller(client) for _ in range(20)))
+            if not pending:  # all acknowledged: this kill lands while pods run
+                await asyncio.sleep(3.5)
+        killer.cancel()
+        sidecar.kill()
+        kills += 1
+    sidecar.start()
+    try:
+        async with SidecarClient(sidecar.address) as client:
+            assert acknowledged <= {p["uid"] for p in await client.pods()}, "an acknowledged pod was lost"
+            await wait_for(lambda: all_succeeded(client, list(requests)), 300, interval=2,
+                           what="all 500 pods to finish")
+        names = slurm("squeue", "-h", "-t", "all", "-o", "%j").split()
+        ours = [name for name in names if name.startswith(sidecar.prefix)]
+        assert sorted(ours) == sorted(sidecar.prefix + uid for uid in requests)  # one job per pod, no more
+    finally:
+        sidecar.stop()
