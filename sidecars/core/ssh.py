@@ -34,7 +34,7 @@ from . import workdir
 from .ratelimit import TokenBucket
 from .script import PodPaths
 from .sitefs import SiteFiles, inside
-from .transport import COMMAND_SECONDS, COMMANDS, CommandResult, TransportError
+from .transport import CommandResult, TransportError, metered
 from .workdir import CONTAINER_FILES, ContainerFiles, WorkdirError
 
 log = logging.getLogger(__name__)
@@ -153,15 +153,8 @@ class SshTransport:
 
     async def run(self, argv: list[str], *, timeout: float = 30.0) -> CommandResult:
         command = os.path.basename(argv[0])
-        line = self.command_line(argv)
-        if self.limiter is not None:
-            await self.limiter.acquire()
-        COMMANDS.labels(command).inc()
-        started = time.monotonic()
-        try:
-            code, out, err = await self.link.run(line, timeout)
-        finally:
-            COMMAND_SECONDS.labels(command).observe(time.monotonic() - started)
+        async with metered(command, self.limiter):
+            code, out, err = await self.link.run(self.command_line(argv), timeout)
         return CommandResult(tuple(argv), code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
 

@@ -12,6 +12,8 @@ import asyncio
 import os
 import pwd
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,6 +57,20 @@ class TransportError(Exception):
 SUDO_PASSTHROUGH = ("SLURM_CONF", "PATH")
 
 
+@asynccontextmanager
+async def metered(command: str, limiter: TokenBucket | None) -> AsyncIterator[None]:
+    """Every scheduler command, whatever carries it: a token from the site's bucket first, then
+    counted and timed."""
+    if limiter is not None:
+        await limiter.acquire()
+    COMMANDS.labels(command).inc()
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        COMMAND_SECONDS.labels(command).observe(time.monotonic() - started)
+
+
 class LocalTransport:
     def __init__(self, env: dict[str, str] | None = None, sudo_user: str | None = None,
                  limiter: TokenBucket | None = None) -> None:
@@ -79,28 +95,23 @@ class LocalTransport:
     async def run(self, argv: list[str], *, timeout: float = 30.0) -> CommandResult:
         command = os.path.basename(argv[0])
         full = self._argv(argv)
-        if self.limiter is not None:
-            await self.limiter.acquire()
-        COMMANDS.labels(command).inc()
-        started = time.monotonic()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *full,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=self.env,
-            )
-        except OSError as exc:
-            raise TransportError(f"cannot run {command}: {exc}") from exc
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except asyncio.TimeoutError as exc:
-            proc.kill()
-            await proc.wait()
-            raise TransportError(f"{command} did not answer within {timeout:.0f}s") from exc
-        finally:
-            COMMAND_SECONDS.labels(command).observe(time.monotonic() - started)
+        async with metered(command, self.limiter):
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *full,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    env=self.env,
+                )
+            except OSError as exc:
+                raise TransportError(f"cannot run {command}: {exc}") from exc
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), timeout)
+            except asyncio.TimeoutError as exc:
+                proc.kill()
+                await proc.wait()
+                raise TransportError(f"{command} did not answer within {timeout:.0f}s") from exc
         return CommandResult(
             argv=tuple(full),
             returncode=proc.returncode if proc.returncode is not None else -1,
