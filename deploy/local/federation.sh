@@ -17,7 +17,8 @@ eval "$(bash "$REPO/deploy/local/site.sh" env)"   # SLURM_CONF and friends for t
 DAEMONS=(sidecar:sidecar.yaml sidecar-b:sidecar-b.yaml gateway:gateway.yaml)
 
 log() { printf '[federation] %s\n' "$*" >&2; }
-pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=deploy/local/daemons.sh
+source "$REPO/deploy/local/daemons.sh"
 
 start_daemon() {  # start_daemon DIR CONFIG KIND
   local dir=$SITE/$1 config=$REPO/deploy/local/$2 kind=$3
@@ -52,18 +53,9 @@ start() {
 }
 
 stop() {
-  local entry i
+  local entry
   for entry in gateway:gateway sidecar-b:sidecar sidecar:sidecar; do
-    local file=$SITE/${entry%%:*}/${entry#*:}.pid
-    [[ -f $file ]] || continue
-    local pid; pid=$(cat "$file")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      log "stopped ${entry%%:*} ($pid)"
-    fi
-    rm -f "$file"
+    stop_pidfile "$SITE/${entry%%:*}/${entry#*:}.pid" "${entry%%:*}" 10
   done
 }
 

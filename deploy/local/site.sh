@@ -41,6 +41,8 @@ PACKAGES=(slurm-wlm munge bubblewrap python-is-python3 python3-venv nginx-light 
           xrootd-server xrootd-client xrootd-scitokens-plugins openssl ca-certificates openssh-server)
 
 log() { printf '[site] %s\n' "$*" >&2; }
+# shellcheck source=deploy/local/daemons.sh
+source "$REPO/deploy/local/daemons.sh"
 
 install_packages() {
   local missing=() pkg
@@ -148,7 +150,6 @@ EOF
   mv -f "$SLURM_CONF.new" "$SLURM_CONF"
 }
 
-pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 munge_works() { munge -n </dev/null >/dev/null 2>&1; }
 
@@ -464,20 +465,6 @@ start_slurm() {
   wait_node_idle
   scontrol update nodename=localhost state=resume >/dev/null 2>&1 || true
   log "slurm up: $(sinfo -h -o '%P %T %C %G')"
-}
-
-stop_pidfile() {
-  local file=$1 name=$2 i
-  [[ -f $file ]] || return 0
-  local pid
-  pid=$(cat "$file")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    log "stopped $name ($pid)"
-  fi
-  rm -f "$file"
 }
 
 stop_slurm() {
