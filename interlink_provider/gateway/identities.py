@@ -203,9 +203,7 @@ class UserGrants:
         except errors.AuthError as exc:
             raise IdentityProblem(403, f"the IdP refused to let the gateway act for the owner of "
                                        f"{credential.source}: {exc.message}") from exc
-        subject = str(_claims(token.access_token).get("sub", "?"))
-        grant = Grant(subject, token.refresh_token)
-        return grant
+        return Grant(str(_claims(token.access_token).get("sub", "?")), token.refresh_token)
 
     async def _redeem(self, credential: UserCredential) -> str:
         """The user's refresh token -> their access token (as the public client it was issued to)."""

@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from datetime import datetime, timedelta, timezone
 
 from interlink_provider.pods.wire import ContainerLogOpts
@@ -101,6 +101,32 @@ def _split(body: bytes) -> list[bytes]:
     return lines[:-1] if body.endswith(b"\n") else lines
 
 
+def local_tail(path: str, lines: int) -> tuple[bytes, int, Any]:
+    """A local log from the start of its last `lines` lines (all for 0): data, offset, inode."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return b"", 0, None
+    with handle:
+        start = tail_offset(handle, lines) if lines else 0
+        handle.seek(start)
+        return handle.read(), start, os.fstat(handle.fileno()).st_ino
+
+
+def local_from(path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]:
+    """A local log after `offset`, from 0 if it was replaced (another inode) or shrank."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return b"", offset, identity
+    with handle:
+        stat = os.fstat(handle.fileno())
+        if (identity is not None and stat.st_ino != identity) or stat.st_size < offset:
+            offset = 0  # a restarted container's log was rotated
+        handle.seek(offset)
+        return handle.read(), offset, stat.st_ino
+
+
 def format_lines(data: bytes, formatter: LineFormatter, follow: bool) -> tuple[bytes, int]:
     """Formatted complete lines of `data`, and how many bytes of it they used (when following,
     an unfinished last line is left for the next read)."""
@@ -115,9 +141,7 @@ def format_lines(data: bytes, formatter: LineFormatter, follow: bool) -> tuple[b
 
 def read_lines(path: str, opts: ContainerLogOpts, formatter: LineFormatter) -> tuple[bytes, int]:
     """A local log, formatted, and the offset reached (for following). Missing file: empty."""
-    from .sitefs import _local_tail
-
-    data, start, _ = _local_tail(path, opts.Tail or 0)
+    data, start, _ = local_tail(path, opts.Tail or 0)
     out, cut = format_lines(data, formatter, opts.Follow)
     return out, start + cut
 

@@ -18,7 +18,7 @@ from typing import Any
 from interlink_provider.pods.jobspec import JobSpec
 
 from . import workdir
-from .logs import tail_offset
+from .logs import local_from, local_tail
 from .script import PodPaths
 from .workdir import ContainerFiles
 
@@ -66,34 +66,10 @@ class LocalFiles(SiteFiles):
         return await asyncio.to_thread(workdir.read_pod, paths, containers)
 
     async def read_tail(self, path: str, lines: int) -> tuple[bytes, int, Any]:
-        return await asyncio.to_thread(_local_tail, path, lines)
+        return await asyncio.to_thread(local_tail, path, lines)
 
     async def read_from(self, path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]:
-        return await asyncio.to_thread(_local_from, path, offset, identity)
-
-
-def _local_tail(path: str, lines: int) -> tuple[bytes, int, Any]:
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        return b"", 0, None
-    with handle:
-        start = tail_offset(handle, lines) if lines else 0
-        handle.seek(start)
-        return handle.read(), start, os.fstat(handle.fileno()).st_ino
-
-
-def _local_from(path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]:
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        return b"", offset, identity
-    with handle:
-        stat = os.fstat(handle.fileno())
-        if (identity is not None and stat.st_ino != identity) or stat.st_size < offset:
-            offset = 0  # a restarted container's log was rotated
-        handle.seek(offset)
-        return handle.read(), offset, stat.st_ino
+        return await asyncio.to_thread(local_from, path, offset, identity)
 
 
 def inside(root: str, path: str) -> bool:

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from interlink_provider.pods.jobspec import JobSpec
 
 from . import workdir
+from .logs import tail_offset
 from .ratelimit import TokenBucket
 from .script import PodPaths
 from .sitefs import SiteFiles, inside
@@ -193,43 +194,33 @@ class SshFiles(SiteFiles):
             await self.link.run("rm -rf -- " + " ".join(shlex.quote(t) for t in targets), self.timeout)
 
     async def read_pod(self, paths: PodPaths, containers: list[str]) -> dict[str, ContainerFiles]:
-        sftp = await self.link.sftp()
         names = [(c, f) for c in containers for f in CONTAINER_FILES]
-        texts = await asyncio.gather(*(self._small(sftp, posixpath.join(paths.container_dir(c), f)) for c, f in names))
+        texts = await asyncio.gather(*(self._small(posixpath.join(paths.container_dir(c), f)) for c, f in names))
         found: dict[str, dict[str, str | None]] = {c: {} for c in containers}
         for (container, name), text in zip(names, texts, strict=True):
             found[container][name] = text
         return {c: workdir.container_files(found[c]) for c in containers}
 
-    async def _small(self, sftp: asyncssh.SFTPClient, path: str) -> str | None:
-        try:
-            async with sftp.open(path, "rb") as handle:
-                return (await handle.read(4096)).decode("utf-8", "replace").strip()
-        except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
-            return None
-        except asyncssh.SFTPError as exc:
-            if exc.code == asyncssh.sftp.FX_NO_SUCH_FILE:
-                return None
-            raise TransportError(f"ssh {self.link.config.host}: reading {path}: {exc.reason}") from exc
-        except (OSError, asyncssh.Error) as exc:
-            self.link.lost(exc)
-            raise TransportError(f"ssh {self.link.config.host}: {_describe(exc)}") from exc
+    async def _small(self, path: str) -> str | None:
+        found = await self._read(path, 0, limit=4096)
+        return None if found is None else found[0].decode("utf-8", "replace").strip()
 
     async def read_tail(self, path: str, lines: int) -> tuple[bytes, int, Any]:
-        data, start, size = await self._read(path, 0)
+        found = await self._read(path, 0)
+        if found is None:
+            return b"", 0, None
+        data, start, size = found
         if lines and data:
-            from .logs import tail_offset
-
             start = tail_offset(io.BytesIO(data), lines)
             data = data[start:]
         return data, start, size
 
     async def read_from(self, path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]:
-        data, start, size = await self._read(path, offset)
-        return data, start, size
+        return await self._read(path, offset) or (b"", offset, identity)
 
-    async def _read(self, path: str, offset: int) -> tuple[bytes, int, Any]:
-        """From `offset` to the end; a file now shorter than `offset` was replaced: from 0."""
+    async def _read(self, path: str, offset: int, limit: int = -1) -> tuple[bytes, int, int] | None:
+        """From `offset` (at most `limit` bytes); a file now shorter than `offset` was replaced: from 0.
+        (data, the offset it starts at, the file's size), or None when there is no such file."""
         sftp = await self.link.sftp()
         try:
             async with sftp.open(path, "rb") as handle:
@@ -237,12 +228,12 @@ class SshFiles(SiteFiles):
                 if size < offset:
                     offset = 0  # a restarted container's log was rotated
                 await handle.seek(offset)
-                return await handle.read(), offset, size
+                return await handle.read(limit), offset, size
         except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
-            return b"", offset, None
+            return None
         except asyncssh.SFTPError as exc:
             if exc.code == asyncssh.sftp.FX_NO_SUCH_FILE:
-                return b"", offset, None
+                return None
             raise TransportError(f"ssh {self.link.config.host}: reading {path}: {exc.reason}") from exc
         except (OSError, asyncssh.Error) as exc:
             self.link.lost(exc)
