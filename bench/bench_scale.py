@@ -122,6 +122,9 @@ def transport_overrides(kind: str, root: Path) -> dict:
     """The site config's `transport` (and a pods_root "on the login node" for ssh)."""
     if kind == "local":
         return {}
+    if kind == "slurmrestd":
+        return {"transport": {"kind": "slurmrestd", "slurmrestd": {
+            "url": "http://127.0.0.1:6820", "jwt_key_file": str(site_dir() / "slurm" / "jwt_hs256.key")}}}
     keys = site_dir() / "ssh"
     return {"transport": {"kind": "ssh", "ssh": {"host": "127.0.0.1", "port": 2222, "user": "root",
                                                  "key_file": str(keys / "client_ed25519"),
@@ -174,7 +177,7 @@ def main() -> None:
     parser.add_argument("--steady", type=float, default=60, help="seconds of steady state measured")
     parser.add_argument("--burst", type=int, default=1000, help="creates in the burst (0: skip)")
     parser.add_argument("--concurrency", type=int, default=50, help="creates in flight")
-    parser.add_argument("--transports", default="local", help="comma list of local,ssh for the burst")
+    parser.add_argument("--transports", default="local", help="comma list of local,ssh,slurmrestd for the burst")
     parser.add_argument("--rate", type=float, default=1.5, help="scheduler commands/s in the burst (site default 1.5)")
     asyncio.run(run(parser.parse_args()))
 

@@ -16,7 +16,9 @@
 # ILP_SLURM_CPUS (4), ILP_SLURM_MEMORY_MB (8000), ILP_SLURM_GPUS (2, file-backed),
 # ILP_XRD_PORT (11094), ILP_SLOW_XRD_PORT (11095), ILP_TOKEN_XRD_PORT (11096),
 # ILP_RUCIO_PORT (18081), ILP_SSH_PORT (2222: a loopback sshd, the "login node" of the
-# SSH transport). The IdP listens on 127.0.0.1:8480 (deploy/local/devidp.yaml).
+# SSH transport), ILP_SLURMRESTD_PORT (6820: slurmrestd with JWT auth, the REST
+# transport; the HS256 key is $ILP_SITE_DIR/slurm/jwt_hs256.key). The IdP listens
+# on 127.0.0.1:8480 (deploy/local/devidp.yaml).
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -28,6 +30,8 @@ IDP_DIR=$SITE/devidp
 PKI_DIR=$SITE/pki
 SSH_DIR=$SITE/ssh
 SSH_PORT=${ILP_SSH_PORT:-2222}
+RESTD_PORT=${ILP_SLURMRESTD_PORT:-6820}
+JWT_KEY=$SLURM_DIR/jwt_hs256.key
 IDP_URL=https://127.0.0.1:8480/
 XRD_PORT=${ILP_XRD_PORT:-11094}
 SLOW_XRD_PORT=${ILP_SLOW_XRD_PORT:-11095}
@@ -38,7 +42,8 @@ RUCIO_VERSION=41.5.1
 export SLURM_CONF=$SLURM_DIR/slurm.conf
 
 PACKAGES=(slurm-wlm munge bubblewrap python-is-python3 python3-venv nginx-light curl procps util-linux sudo
-          xrootd-server xrootd-client xrootd-scitokens-plugins openssl ca-certificates openssh-server)
+          xrootd-server xrootd-client xrootd-scitokens-plugins openssl ca-certificates openssh-server
+          slurmrestd slurm-wlm-jwt-plugin)
 
 log() { printf '[site] %s\n' "$*" >&2; }
 # shellcheck source=deploy/local/daemons.sh
@@ -84,6 +89,9 @@ cgroup_memory_works() {
 
 write_config() {
   mkdir -p "$SLURM_DIR"/{state,spool,log}
+  if [[ ! -s $JWT_KEY ]]; then  # slurmctld's key for auth/jwt (slurmrestd's clients)
+    ( umask 077; head -c 32 /dev/urandom >"$JWT_KEY" )
+  fi
   local cpus=${ILP_SLURM_CPUS:-4} mem=${ILP_SLURM_MEMORY_MB:-8000} gpus=${ILP_SLURM_GPUS:-2}
   local task=task/none proctrack=proctrack/linuxproc select=CR_Core
   if cgroup_memory_works; then
@@ -118,6 +126,8 @@ SlurmdUser=root
 SlurmctldPort=6817
 SlurmdPort=6818
 AuthType=auth/munge
+AuthAltTypes=auth/jwt
+AuthAltParameters=jwt_key=$JWT_KEY
 StateSaveLocation=$SLURM_DIR/state
 SlurmdSpoolDir=$SLURM_DIR/spool
 SlurmctldPidFile=$SLURM_DIR/slurmctld.pid
@@ -236,6 +246,25 @@ make_pki() {
   openssl rehash "$PKI_DIR/ca-dir"   # X509_CERT_DIR layout for xrootd and its clients
   chown nobody "$PKI_DIR/host.pem" "$PKI_DIR/host.key"
   log "site CA in $PKI_DIR/ca-dir (X509_CERT_DIR for clients of the token xrootd)"
+}
+
+start_slurmrestd() {
+  # Slurm's REST API for the slurmrestd transport: JWT only, as an unprivileged account
+  # (slurmrestd refuses to run as root or SlurmUser), loopback only.
+  local dir=$SLURM_DIR/restd i
+  if pid_alive "$dir/slurmrestd.pid"; then log "slurmrestd already running (127.0.0.1:$RESTD_PORT)"; return; fi
+  id slurmrest >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin slurmrest
+  mkdir -p "$dir"
+  SLURM_CONF=$SLURM_CONF SLURM_JWT=daemon setsid runuser -u slurmrest -- \
+    /usr/sbin/slurmrestd -a rest_auth/jwt -s openapi/v0.0.38 "127.0.0.1:$RESTD_PORT" \
+    >>"$dir/slurmrestd.log" 2>&1 </dev/null &
+  echo $! >"$dir/slurmrestd.pid"
+  for ((i = 0; i < 50; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$RESTD_PORT") 2>/dev/null && break
+    sleep 0.1
+  done
+  pid_alive "$dir/slurmrestd.pid" || { log "slurmrestd did not start:"; tail "$dir/slurmrestd.log" >&2; return 1; }
+  log "slurmrestd up on http://127.0.0.1:$RESTD_PORT (JWT key $JWT_KEY)"
 }
 
 start_sshd() {
@@ -444,6 +473,7 @@ start() {
   start_munge
 
   start_slurm
+  start_slurmrestd
   start_sshd
   start_xrootd
   make_pki
@@ -468,6 +498,7 @@ start_slurm() {
 }
 
 stop_slurm() {
+  stop_pidfile "$SLURM_DIR/restd/slurmrestd.pid" slurmrestd
   stop_pidfile "$SLURM_DIR/slurmd.pid" slurmd
   stop_pidfile "$SLURM_DIR/slurmctld.pid" slurmctld
 }
@@ -497,6 +528,7 @@ status() {
   pid_alive "$XRD_DIR/slow/run/xrootd.pid" && echo "slow xrootd running (root://127.0.0.1:$SLOW_XRD_PORT)" || echo "slow xrootd stopped"
   pid_alive "$XRD_DIR/token/run/xrootd.pid" && echo "token xrootd running (root://127.0.0.1:$TOKEN_XRD_PORT)" || echo "token xrootd stopped"
   pid_alive "$IDP_DIR/devidp.pid" && echo "devidp running ($IDP_URL)" || echo "devidp stopped"
+  pid_alive "$SLURM_DIR/restd/slurmrestd.pid" && echo "slurmrestd running (http://127.0.0.1:$RESTD_PORT)" || echo "slurmrestd stopped"
   pid_alive "$SSH_DIR/sshd.pid" && echo "sshd running (127.0.0.1:$SSH_PORT)" || echo "sshd stopped"
   pid_alive "$RUCIO_DIR/gunicorn.pid" && echo "rucio running (http://127.0.0.1:$RUCIO_PORT)" || echo "rucio stopped"
   sinfo 2>/dev/null || true

@@ -22,6 +22,7 @@ from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.staging.config import StagingConfig
 from interlink_provider.runtimes import RuntimeConfig
 from sidecars.slurm.backend import SlurmConfig
+from sidecars.slurm.restd import SlurmRestdConfig
 
 from .ssh import SshConfig
 
@@ -108,15 +109,19 @@ class AuthConfig(Strict):
 
 
 class TransportConfig(Strict):
-    """How the sidecar reaches the site: it runs there (`local`), or over SSH to a login node."""
+    """How the sidecar reaches the site: it runs there (`local`), over SSH to a login node, or
+    through Slurm's REST API (`slurmrestd`, with the pods' directories on a shared filesystem)."""
 
-    kind: Literal["local", "ssh"] = "local"
+    kind: Literal["local", "ssh", "slurmrestd"] = "local"
     ssh: SshConfig | None = Field(None, description="the login node, for kind ssh")
+    slurmrestd: SlurmRestdConfig | None = Field(None, description="Slurm's REST API, for kind slurmrestd")
 
     @model_validator(mode="after")
-    def _ssh_needs_its_section(self) -> "TransportConfig":
+    def _kind_needs_its_section(self) -> "TransportConfig":
         if self.kind == "ssh" and self.ssh is None:
             raise ValueError("transport kind ssh needs a `transport.ssh` section (host, user, key_file, known_hosts)")
+        if self.kind == "slurmrestd" and self.slurmrestd is None:
+            raise ValueError("transport kind slurmrestd needs a `transport.slurmrestd` section (url, jwt_key_file)")
         return self
 
 
@@ -223,6 +228,10 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Site
         ssh = config.transport.ssh
         ssh.key_file = _resolve(base, ssh.key_file, env) or ssh.key_file
         ssh.known_hosts = _resolve(base, ssh.known_hosts, env) or ssh.known_hosts
+    if config.transport.slurmrestd is not None:
+        restd = config.transport.slurmrestd
+        for name in ("jwt_key_file", "token_file", "ca_file"):
+            setattr(restd, name, _resolve(base, getattr(restd, name), env))
     config.render.template_dir = _resolve(base, config.render.template_dir, env)
     if config.grpc is not None:
         for name in ("tls_cert", "tls_key", "client_ca"):

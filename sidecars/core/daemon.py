@@ -13,6 +13,7 @@ from aiohttp import web
 
 from interlink_provider.staging.engine import Stager
 from sidecars.slurm.backend import SlurmBackend
+from sidecars.slurm.restd import SlurmRestBackend
 
 from .authn import Authenticator
 from .backend import Backend
@@ -34,6 +35,9 @@ def make_backend(config: SiteConfig) -> tuple[Backend, SiteFiles, SshLink | None
         link = SshLink(config.transport.ssh)
         transport = SshTransport(link, config.slurm.environment, SlurmBackend.rate_limit(config.slurm))
         return SlurmBackend(config.slurm, config.translation, transport), SshFiles(link), link
+    if config.transport.kind == "slurmrestd":
+        assert config.transport.slurmrestd is not None
+        return SlurmRestBackend(config.slurm, config.translation, config.transport.slurmrestd), LocalFiles(), None
     return SlurmBackend(config.slurm, config.translation), LocalFiles(), None
 
 
@@ -75,7 +79,7 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    if config.transport.kind == "local":
+    if config.transport.kind in ("local", "slurmrestd"):
         warn_if_untraversable(config)
     store = Store(Path(config.state_dir) / "sidecar.db")
     stager = Stager(config.staging, Path(config.state_dir)) if config.staging else None
@@ -111,6 +115,8 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
         await store.close()
         if link is not None:
             await link.close()
+        if isinstance(backend, SlurmRestBackend):
+            await backend.close()
 
 
 def run(config: SiteConfig) -> None:

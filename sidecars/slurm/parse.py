@@ -115,7 +115,7 @@ def sbatch_error_message(stderr: str) -> str:
     return "; ".join(cleaned) or "sbatch failed without a message"
 
 
-def _gpu_count(gres: str) -> int:
+def gpu_count(gres: str) -> int:
     total = 0
     for entry in gres.split(","):
         entry = entry.split("(", 1)[0]
@@ -146,7 +146,7 @@ def parse_sinfo(text: str) -> Capacity:
             memory += max(0, int(mem) - int(alloc_mem or 0))
         except ValueError:
             continue
-        node_gpus = _gpu_count(gres)
+        node_gpus = gpu_count(gres)
         gpus_total += node_gpus
-        gpus_free += max(0, node_gpus - _gpu_count(gres_used))
+        gpus_free += max(0, node_gpus - gpu_count(gres_used))
     return Capacity(cpus=cpus, memory_mib=memory, gpus=gpus_free, gpus_total=gpus_total, nodes=nodes)

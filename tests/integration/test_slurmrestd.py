@@ -1,0 +1,149 @@
+"""The slurmrestd transport against the real slurmrestd (deploy/local/site.sh runs it on
+127.0.0.1:6820 with JWT auth): pods run, their sbatch options arrive as job properties,
+mapped identities run as their own accounts, deletion is graceful, and what slurmrestd
+cannot do is a clear error."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from interlink_provider.cli.client import SidecarClient, pod_ref
+from interlink_provider.pods import manifest
+from interlink_provider.pods.phase import FAILED, RUNNING, SUCCEEDED
+from tests.helpers import Sidecar, slurm, wait_for
+from tests.idp import SITE_AUDIENCE, free_port
+from tests.integration.test_rest_api import run_until
+from tests.integration.test_site_auth import token_for, whoami_pod
+
+pytestmark = pytest.mark.slurm
+
+
+def restd_sidecar(workdir: Path, site: Path, url: str = "http://127.0.0.1:6820", **extra) -> Sidecar:
+    restd = {"url": url, "jwt_key_file": str(site / "slurm" / "jwt_hs256.key")}
+    return Sidecar(workdir, {"transport": {"kind": "slurmrestd", "slurmrestd": restd},
+                             "status": {"poll_interval": 1}, **extra})
+
+
+def pod_request(name: str, script: str, annotations: dict[str, str] | None = None, **spec) -> dict:
+    pod = {"metadata": {"name": name, "annotations": annotations or {}},
+           "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, **spec,
+                    "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}}
+    return manifest.create_request(pod, manifest.Manifests(), namespace="rest")
+
+
+def scontrol_fields(job_id: str) -> dict[str, str]:
+    words = slurm("scontrol", "-o", "show", "job", job_id).split()
+    return dict(word.split("=", 1) for word in words if "=" in word)
+
+
+async def metric(sidecar: Sidecar, name: str) -> float:
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=sidecar.socket)) as session:
+        async with session.get("http://sidecar/metrics") as response:
+            text = await response.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+async def test_a_pod_runs_through_slurmrestd_with_its_options(local_site, tmp_path):
+    sidecar = restd_sidecar(tmp_path / "s", local_site).start()
+    try:
+        body = pod_request("via-rest", "echo hello from rest; sleep 3",
+                           annotations={"slurm-job.vk.io/flags": "--comment=from-rest --time=7"},
+                           activeDeadlineSeconds=600)
+        uid = body["pod"]["metadata"]["uid"]
+        async with SidecarClient(sidecar.address) as client:
+            created = await client.create(body)
+            job_id = created["PodJID"]
+            await run_until(client, uid, RUNNING)
+            fields = scontrol_fields(job_id)
+            await run_until(client, uid, SUCCEEDED)
+            log = await client.logs_text({"PodUID": uid, "Namespace": "rest", "ContainerName": "main", "Opts": {}})
+            await client.delete(body["pod"])
+        # The #SBATCH lines (ignored by slurmrestd) arrived as job properties.
+        assert fields["JobName"] == sidecar.prefix + uid and fields["Comment"] == "from-rest"
+        assert fields["TimeLimit"] == "00:10:00"  # the pod's deadline wins over the annotation's --time
+        assert fields["StdOut"].endswith(f"rest-{uid}/job.out") and fields["Partition"] == "debug"
+        assert log.strip() == "hello from rest"
+        assert await metric(sidecar, 'ilp_scheduler_commands_total{command="slurmrestd-submit"}') == 1
+        assert await metric(sidecar, 'ilp_scheduler_commands_total{command="sbatch"}') == 0
+    finally:
+        sidecar.stop()
+
+
+async def test_deletion_is_graceful_and_an_unmappable_option_is_a_clear_error(local_site, tmp_path):
+    sidecar = restd_sidecar(tmp_path / "s", local_site).start()
+    try:
+        stoppable = pod_request("stoppable", "trap 'echo got TERM; exit 0' TERM; echo up; "
+                                "while :; do sleep 0.2; done", terminationGracePeriodSeconds=5)
+        uid = stoppable["pod"]["metadata"]["uid"]
+        odd = pod_request("odd", "true", annotations={"slurm-job.vk.io/flags": "--tmp=100"})
+        async with SidecarClient(sidecar.address) as client:
+            created = await client.create(stoppable)
+            await run_until(client, uid, RUNNING)
+            log_file = Path(sidecar.pods_root) / f"rest-{uid}/containers/main/log"
+
+            async def started() -> bool:
+                return log_file.exists() and " up" in log_file.read_text(errors="replace")
+
+            async def ended() -> bool:
+                return not sidecar.live_jobs()
+
+            await wait_for(started, 30, what="the container to start")
+            await client.delete(stoppable["pod"])
+            await wait_for(ended, 60, what="the job to end")
+            log = log_file.read_text()
+            await client.create(odd)
+            rejected = await run_until(client, odd["pod"]["metadata"]["uid"], FAILED)
+        assert "got TERM" in log  # the container heard TERM and could finish
+        assert sidecar.jobs_named(sidecar.prefix + uid) == [created["PodJID"]]
+        waiting = str(rejected)
+        assert "--tmp cannot be passed through slurmrestd" in waiting, waiting
+    finally:
+        sidecar.stop()
+
+
+async def test_slurmrestd_unreachable_leaves_the_pod_pending_not_failed(local_site, tmp_path):
+    sidecar = restd_sidecar(tmp_path / "s", local_site, url=f"http://127.0.0.1:{free_port()}",
+                            create_wait_seconds=2).start()
+    try:
+        body = pod_request("nowhere", "true")
+        async with SidecarClient(sidecar.address) as client:
+            created = await client.create(body)
+            statuses = await client.status([pod_ref(body["pod"]["metadata"]["uid"])])
+        waiting = statuses[0]["containers"][0]["state"]["waiting"]
+        assert not created["PodJID"] and "did not answer" in waiting["message"], waiting
+        assert "did not answer" in sidecar.log()
+    finally:
+        sidecar.stop()
+
+
+async def test_mapped_identities_run_as_their_own_accounts(local_site, unix_accounts, idp, tmp_path):
+    """Tokens are minted per account from slurmctld's JWT key: alice's job is alice's."""
+    port = free_port()
+    shared = Path(tempfile.mkdtemp(prefix="ilp-restd-"))
+    shared.chmod(0o711)  # the job accounts traverse it
+    sidecar = restd_sidecar(tmp_path / "s", local_site, listen={"host": "127.0.0.1", "port": port}, auth={
+        "unix_socket_without_token": False,
+        "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
+        "identities": {"rules": [{"issuer": idp.issuer, "sub": "alice", "account": "ilp-alice"}]}})
+    sidecar.config["pods_root"] = str(shared / "pods")
+    sidecar.config_path.write_text(yaml.safe_dump(sidecar.config))
+    sidecar.start()
+    try:
+        token = await token_for(idp, "alice")
+        body = whoami_pod("rest-alice")
+        uid = body["pod"]["metadata"]["uid"]
+        async with SidecarClient(f"http://127.0.0.1:{port}", token=token) as client:
+            created = await client.create(body)
+            await run_until(client, uid, SUCCEEDED)
+            log = await client.logs_text({"PodUID": uid, "Namespace": "team", "ContainerName": "c", "Opts": {}})
+        owner = slurm("squeue", "-h", "-t", "all", "-j", created["PodJID"], "-o", "%u").strip()
+        assert (log.strip(), owner, (shared / "pods" / f"team-{uid}").owner()) == ("ilp-alice",) * 3
+    finally:
+        sidecar.stop()
+        shutil.rmtree(shared, ignore_errors=True)
