@@ -9,6 +9,7 @@ from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.runtimes import Runtime
 
 from .script import PodPaths, RenderOptions
+from .workdir import check_extra_file
 
 # Normalised job states. Terminal ones end a pod.
 PENDING = "PENDING"
@@ -50,6 +51,13 @@ class Submission:
 
     script: str
     warnings: list[str] = field(default_factory=list)
+    # Further files written next to job.sh in the pod directory (name -> text), e.g. the
+    # HTCondor submit description. Plain names only (workdir.check_extra_file).
+    files: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.files:
+            check_extra_file(name)
 
 
 class SubmitError(Exception):

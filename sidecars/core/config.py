@@ -21,6 +21,7 @@ from interlink_provider.auth.validate import ValidationConfig
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.staging.config import StagingConfig
 from interlink_provider.runtimes import RuntimeConfig
+from sidecars.htcondor.backend import HTCondorConfig
 from sidecars.slurm.backend import SlurmConfig
 from sidecars.slurm.restd import SlurmRestdConfig
 
@@ -132,8 +133,9 @@ class SiteConfig(Strict):
     pods_root: str = Field(
         description="pods' working directories; must be shared with the compute nodes"
     )
-    backend: Literal["slurm"] = "slurm"
+    backend: Literal["slurm", "htcondor"] = Field("slurm", description="the site's batch system")
     slurm: SlurmConfig = SlurmConfig()
+    htcondor: HTCondorConfig = Field(HTCondorConfig(), description="the HTCondor backend, for backend htcondor")
     transport: TransportConfig = TransportConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     translation: TranslationPolicy = TranslationPolicy()
@@ -169,6 +171,12 @@ class SiteConfig(Strict):
             raise ValueError(
                 "no trusted issuers and auth.unix_socket_without_token is false: nobody could use this sidecar"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _transport_fits_the_backend(self) -> "SiteConfig":
+        if self.backend == "htcondor" and self.transport.kind == "slurmrestd":
+            raise ValueError("transport kind slurmrestd is Slurm's REST API: HTCondor runs over local or ssh")
         return self
 
     def render_options(self) -> RenderOptions:
@@ -228,6 +236,8 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Site
         ssh = config.transport.ssh
         ssh.key_file = _resolve(base, ssh.key_file, env) or ssh.key_file
         ssh.known_hosts = _resolve(base, ssh.known_hosts, env) or ssh.known_hosts
+    for name in ("token_directory", "scitoken_file"):
+        setattr(config.htcondor, name, _resolve(base, getattr(config.htcondor, name), env))
     if config.transport.slurmrestd is not None:
         restd = config.transport.slurmrestd
         for name in ("jwt_key_file", "token_file", "ca_file"):

@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from interlink_provider.staging.engine import Stager
+from sidecars.htcondor.backend import HTCondorBackend
 from sidecars.slurm.backend import SlurmBackend
 from sidecars.slurm.restd import SlurmRestBackend
 
@@ -30,6 +31,8 @@ log = logging.getLogger("interlink_provider.sidecar")
 
 def make_backend(config: SiteConfig) -> tuple[Backend, SiteFiles, SshLink | None]:
     """The batch system and the site's files, through the configured transport."""
+    if config.backend == "htcondor":
+        return make_htcondor(config)
     if config.transport.kind == "ssh":
         assert config.transport.ssh is not None
         link = SshLink(config.transport.ssh)
@@ -39,6 +42,16 @@ def make_backend(config: SiteConfig) -> tuple[Backend, SiteFiles, SshLink | None
         assert config.transport.slurmrestd is not None
         return SlurmRestBackend(config.slurm, config.translation, config.transport.slurmrestd), LocalFiles(), None
     return SlurmBackend(config.slurm, config.translation), LocalFiles(), None
+
+
+def make_htcondor(config: SiteConfig) -> tuple[Backend, SiteFiles, SshLink | None]:
+    if config.transport.kind == "ssh":
+        assert config.transport.ssh is not None
+        link = SshLink(config.transport.ssh)
+        environment = HTCondorBackend.command_environment(config.htcondor)
+        transport = SshTransport(link, environment, HTCondorBackend.rate_limit(config.htcondor))
+        return HTCondorBackend(config.htcondor, config.translation, transport), SshFiles(link), link
+    return HTCondorBackend(config.htcondor, config.translation), LocalFiles(), None
 
 
 async def _listen(runner: web.AppRunner, config: SiteConfig) -> list[str]:

@@ -231,29 +231,32 @@ class Reconciler:
         """Hard-cancel jobs whose grace period is over; settle deletions without a job."""
         service = self.service
         commands = 0
-        for record in [r for r in service.pods.values() if r.stage == DELETING]:
-            if not record.job_id:
-                async with service.lock(record.uid):
-                    try:
-                        found = (await service.backend.find_by_name([record.job_name])).get(record.job_name)
-                        commands += 1
-                    except PollError:
-                        continue
-                    if found is not None and not found.terminal:
-                        await service.backend.cancel([found.job_id], record.account or None)
-                        commands += 1
-                        await service.save(record.uid, job_id=found.job_id, hard_cancel_at=now + 2)
-                    else:
-                        await service.save(record.uid, stage=DELETED, finished_at=now)
-                continue
-            if record.hard_cancel_at is not None and now >= record.hard_cancel_at:
+        for record in [r for r in service.pods.values() if r.stage == DELETING and not r.job_id]:
+            async with service.lock(record.uid):  # a job may exist after all: find it by name
                 try:
-                    await service.backend.cancel([record.job_id], record.account or None)
+                    found = (await service.backend.find_by_name([record.job_name])).get(record.job_name)
                     commands += 1
-                except PollError as exc:
-                    log.warning("cancel of job %s failed, retrying: %s", record.job_id, exc)
+                except PollError:
                     continue
-                # Ask again later until a status cycle sees the job end.
+                if found is not None and not found.terminal:
+                    await service.backend.cancel([found.job_id], record.account or None)
+                    commands += 1
+                    await service.save(record.uid, job_id=found.job_id, hard_cancel_at=now + 2)
+                else:
+                    await service.save(record.uid, stage=DELETED, finished_at=now)
+        due: dict[str, list[PodRecord]] = {}
+        for record in service.pods.values():
+            if (record.stage == DELETING and record.job_id and record.hard_cancel_at is not None
+                    and now >= record.hard_cancel_at):
+                due.setdefault(record.account, []).append(record)
+        for account, records in due.items():  # one cancel per account for all that are due
+            try:
+                await service.backend.cancel([r.job_id for r in records], account or None)
+                commands += 1
+            except PollError as exc:
+                log.warning("cancel of jobs %s failed, retrying: %s", ", ".join(r.job_id for r in records), exc)
+                continue
+            for record in records:  # ask again later until a status cycle sees the job end
                 await service.save(record.uid, hard_cancel_at=now + max(10.0, self.config.status.poll_interval * 2))
         return commands
 

@@ -209,7 +209,8 @@ class SiteService:
             if spec.staging and principal.token and self.staging is not None:
                 await self.staging.enroll(spec.uid, principal.token, spec.staging)
             try:
-                await self.files.materialize(paths, spec, submission.script, principal.account)
+                await self.files.materialize(paths, spec, submission.script, principal.account,
+                                             submission.files)
             except (OSError, workdir.WorkdirError, TransportError) as exc:
                 await self._remove_quietly(paths)
                 if self.staging is not None:

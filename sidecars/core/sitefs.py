@@ -25,8 +25,10 @@ from .workdir import ContainerFiles
 
 class SiteFiles(ABC):
     @abstractmethod
-    async def materialize(self, paths: PodPaths, spec: JobSpec, script: str, account: str | None) -> None:
-        """Write the pod's directory (volumes, container dirs, job.sh), owned by `account` if given."""
+    async def materialize(self, paths: PodPaths, spec: JobSpec, script: str, account: str | None,
+                          files: dict[str, str] | None = None) -> None:
+        """Write the pod's directory (volumes, container dirs, job.sh and the submission's extra
+        `files` beside it), owned by `account` if given."""
 
     @abstractmethod
     async def remove(self, paths: PodPaths) -> None: ...
@@ -53,8 +55,9 @@ class SiteFiles(ABC):
 
 
 class LocalFiles(SiteFiles):
-    async def materialize(self, paths: PodPaths, spec: JobSpec, script: str, account: str | None) -> None:
-        await asyncio.to_thread(workdir.materialize, paths, spec, script, account)
+    async def materialize(self, paths: PodPaths, spec: JobSpec, script: str, account: str | None,
+                          files: dict[str, str] | None = None) -> None:
+        await asyncio.to_thread(workdir.materialize, paths, spec, script, account, files)
 
     async def remove(self, paths: PodPaths) -> None:
         await asyncio.to_thread(workdir.remove, paths)

@@ -166,14 +166,15 @@ class SshFiles(SiteFiles):
         self.link = link
         self.timeout = timeout
 
-    async def materialize(self, paths: PodPaths, spec: JobSpec, script: str, account: str | None) -> None:
+    async def materialize(self, paths: PodPaths, spec: JobSpec, script: str, account: str | None,
+                          files: dict[str, str] | None = None) -> None:
         give = account and account != self.link.config.user
         if give and self.link.config.user != "root":
             raise WorkdirError(f"running jobs as {account!r} over SSH needs the sidecar to log in as root "
                                f"(it logs in as {self.link.config.user})")
         if not inside(paths.pods_root, paths.pod_dir) or paths.pod_dir == paths.pods_root:
             raise WorkdirError(f"pod directory {paths.pod_dir} is outside {paths.pods_root}")
-        archive = await asyncio.to_thread(_pack, paths, spec, script)
+        archive = await asyncio.to_thread(_pack, paths, spec, script, files)
         command = (f"mkdir -p -m 0711 {shlex.quote(paths.pods_root)} && "
                    f"tar -x -z -p --no-same-owner -f - -C {shlex.quote(paths.pods_root)}")
         if give:
@@ -240,11 +241,11 @@ class SshFiles(SiteFiles):
             raise TransportError(f"ssh {self.link.config.host}: {_describe(exc)}") from exc
 
 
-def _pack(paths: PodPaths, spec: JobSpec, script: str) -> bytes:
+def _pack(paths: PodPaths, spec: JobSpec, script: str, files: dict[str, str] | None = None) -> bytes:
     """The pod directory, built with workdir.materialize in a scratch root, as a tar.gz."""
     with tempfile.TemporaryDirectory(prefix="ilp-ssh-") as scratch:
         local = PodPaths.for_pod(scratch, spec.namespace, spec.uid)
-        workdir.materialize(local, spec, script)
+        workdir.materialize(local, spec, script, files=files)
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=3) as archive:
             archive.add(local.pod_dir, arcname=Path(local.pod_dir).name)

@@ -19,6 +19,7 @@ from .script import PodPaths
 
 DIR_MODE = 0o700
 SCRIPT_MODE = 0o700
+FILE_MODE = 0o600
 
 
 class WorkdirError(Exception):
@@ -50,9 +51,29 @@ def _write_file(root: Path, relative: str, content: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def materialize(paths: PodPaths, spec: JobSpec, script: str, account: str | None = None) -> None:
-    """Write volumes, container directories and the batch script (idempotent), owned by
-    `account` when the job will run as another local account."""
+# Names the pod directory itself uses: an extra file must not take their place.
+RESERVED_NAMES = frozenset({"job.sh", "job.out", "volumes", "containers"})
+
+
+def check_extra_file(name: str) -> None:
+    """An extra file of a submission (written next to job.sh): a plain, visible file name."""
+    if (not name or "/" in name or "\x00" in name or name.startswith(".")
+            or name in RESERVED_NAMES or len(name) > 255):
+        raise WorkdirError(f"{name!r} is not a plain file name for the pod directory")
+
+
+def _write_atomically(pod_dir: Path, name: str, text: str, mode: int) -> None:
+    tmp = pod_dir / f".{name}.tmp"
+    _write_file(pod_dir, tmp.name, text.encode(), mode)
+    os.replace(tmp, pod_dir / name)
+
+
+def materialize(paths: PodPaths, spec: JobSpec, script: str, account: str | None = None,
+                files: dict[str, str] | None = None) -> None:
+    """Write volumes, container directories, the batch script and the submission's extra
+    `files` (idempotent), owned by `account` when the job will run as another local account."""
+    for name in files or {}:
+        check_extra_file(name)
     pods_root = Path(paths.pods_root)
     pod_dir = Path(paths.pod_dir)
     if not _inside(pods_root, pod_dir) or pod_dir == pods_root:
@@ -69,10 +90,9 @@ def materialize(paths: PodPaths, spec: JobSpec, script: str, account: str | None
             _write_file(root, item.path, item.content, item.mode)
     for container in spec.all_containers():
         Path(paths.container_dir(container.name)).mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    script_path = pod_dir / "job.sh"
-    tmp = pod_dir / ".job.sh.tmp"
-    _write_file(pod_dir, tmp.name, script.encode(), SCRIPT_MODE)
-    os.replace(tmp, script_path)
+    for name, text in (files or {}).items():
+        _write_atomically(pod_dir, name, text, FILE_MODE)
+    _write_atomically(pod_dir, "job.sh", script, SCRIPT_MODE)
     if account:
         _give_to(pod_dir, account)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.runtimes import Runtime
+from sidecars.core.batching import CommandBatches
 from sidecars.core.backend import Backend, Capacity, JobInfo, PollError, Submission, SubmitError
 from sidecars.core.script import PodPaths, RenderOptions, render, runner_context
 from sidecars.core.ratelimit import TokenBucket
@@ -58,22 +58,6 @@ class SlurmConfig(BaseModel):
     )
 
 
-class CancelBatch:
-    """Job ids gathered for one scancel (cancel or signal), and the outcome every caller waits for."""
-
-    def __init__(self) -> None:
-        self.job_ids: set[str] = set()
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def settle(self, task: "asyncio.Task[None]") -> None:
-        error = PollError("scancel was interrupted") if task.cancelled() else task.exception()
-        if error is None:
-            self.done.set_result(None)
-        else:
-            self.done.set_exception(error)
-            self.done.exception()  # retrieved: callers that gave up waiting cause no warning
-
-
 def _numeric(job_id: str) -> tuple[int, str]:
     head = job_id.split("_")[0]
     return (int(head) if head.isdigit() else 0, job_id)
@@ -88,8 +72,7 @@ class SlurmBackend(Backend):
         self.config = config
         self.policy = policy
         self.transport = transport or LocalTransport(env=config.environment, limiter=self.rate_limit(config))
-        # per (scancel command, account): the job ids gathered for its next run
-        self._batches: dict[tuple[tuple[str, ...], str], CancelBatch] = {}
+        self._batches = CommandBatches(config.cancel_batch_seconds, self._scancel, _numeric)
 
     @staticmethod
     def rate_limit(config: SlurmConfig) -> TokenBucket:
@@ -225,28 +208,11 @@ class SlurmBackend(Backend):
 
     async def signal(self, job_id: str, signal: str, account: str | None = None) -> None:
         """Signal a job's batch script; signals arriving together share one scancel."""
-        await self._batched((self.config.scancel, "--batch", f"--signal={signal}"), [job_id], account)
+        await self._batches.add((self.config.scancel, "--batch", f"--signal={signal}"), [job_id], account)
 
     async def cancel(self, job_ids: list[str], account: str | None = None) -> None:
         """Cancel jobs; calls arriving within `cancel_batch_seconds` share one scancel per account."""
-        await self._batched((self.config.scancel,), job_ids, account)
-
-    async def _batched(self, command: tuple[str, ...], job_ids: list[str], account: str | None) -> None:
-        if not job_ids:
-            return
-        key = (command, account or "")
-        batch = self._batches.get(key)
-        if batch is None:
-            batch = self._batches[key] = CancelBatch()
-            asyncio.get_running_loop().call_later(self.config.cancel_batch_seconds, self._send, key)
-        batch.job_ids.update(job_ids)
-        await asyncio.shield(batch.done)
-
-    def _send(self, key: tuple[tuple[str, ...], str]) -> None:
-        batch = self._batches.pop(key)
-        command, account = key
-        task = asyncio.create_task(self._scancel([*command, *sorted(batch.job_ids, key=_numeric)], account or None))
-        task.add_done_callback(batch.settle)
+        await self._batches.add((self.config.scancel,), job_ids, account)
 
     async def _scancel(self, argv: list[str], account: str | None) -> None:
         result = await self._run(argv, account)
