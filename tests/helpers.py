@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SITE_SCRIPT = REPO / "deploy" / "local" / "site.sh"
 LOCAL_CONFIG = REPO / "deploy" / "local" / "sidecar.yaml"
+# The HTCondor CLI EMULATOR (no HTCondor daemons can run here): tests/emulators/htcondor.
+CONDOR_BIN = REPO / "tests" / "emulators" / "htcondor" / "bin"
+CONDOR_COMMANDS = ("condor_submit", "condor_q", "condor_history", "condor_rm", "condor_status")
 
 
 def site_dir() -> Path:
@@ -33,6 +37,24 @@ def slurm(*argv: str, check: bool = True) -> str:
     if check and result.returncode != 0:
         raise RuntimeError(f"{argv}: {result.stderr}")
     return result.stdout
+
+
+def htcondor_overrides(workdir: Path, slots: int = 16) -> dict[str, Any]:
+    """A site config's HTCondor backend, talking to the emulator whose queue lives in `workdir`."""
+    environment = {"ILP_CONDOR_EMULATOR_DIR": str(workdir / "condor-queue"),
+                   "ILP_CONDOR_EMULATOR_SLOTS": str(slots), "ILP_EMULATOR_PYTHON": sys.executable}
+    commands = {name: str(CONDOR_BIN / name) for name in CONDOR_COMMANDS}
+    return {"backend": "htcondor",
+            "htcondor": {**commands, "environment": environment, "commands_per_second": 25, "command_burst": 25,
+                         "cancel_batch_seconds": 0.2}}
+
+
+def condor_jobs(sidecar: "Sidecar", command: str = "condor_q", constraint: str = "true") -> list[dict[str, Any]]:
+    """The emulator's job ads (condor_q: in the queue; condor_history: left it) for a sidecar."""
+    environment = {**os.environ, **sidecar.config["htcondor"]["environment"]}
+    argv = [str(CONDOR_BIN / command), "-json", "-constraint", constraint]
+    result = subprocess.run(argv, env=environment, capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(result.stdout) if result.stdout.strip() else []
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -131,8 +153,16 @@ class Sidecar:
         if os.path.exists(self.socket):
             os.unlink(self.socket)
 
+    @property
+    def htcondor(self) -> bool:
+        return self.config.get("backend") == "htcondor"
+
     def live_jobs(self) -> list[str]:
-        """This sidecar's Slurm jobs that have not ended (pending, running, completing)."""
+        """This sidecar's jobs that have not ended (Slurm: pending, running, completing; HTCondor:
+        still in the queue, including removed jobs whose processes are still stopping)."""
+        if self.htcondor:
+            return [f"{ad['ClusterId']}.{ad['ProcId']}" for ad in condor_jobs(self)
+                    if str(ad.get("InterLinkJobName", "")).startswith(self.prefix)]
         out = slurm("squeue", "-h", "-o", "%i %j")
         return [line.split()[0] for line in out.splitlines() if line.split()[1:2]
                 and line.split()[1].startswith(self.prefix)]
@@ -144,7 +174,11 @@ class Sidecar:
             time.sleep(0.5)
 
     def jobs_named(self, name: str) -> list[str]:
-        """Slurm jobs (in any state) carrying exactly this name."""
+        """Jobs (in any state) carrying exactly this name."""
+        if self.htcondor:
+            constraint = f'InterLinkJobName == "{name}"'
+            ads = condor_jobs(self, "condor_q", constraint) + condor_jobs(self, "condor_history", constraint)
+            return sorted({f"{ad['ClusterId']}.{ad['ProcId']}" for ad in ads})
         out = slurm("squeue", "-h", "--states=all", f"--name={name}", "-o", "%i")
         return [line.strip() for line in out.splitlines() if line.strip()]
 

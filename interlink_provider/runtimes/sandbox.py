@@ -85,5 +85,6 @@ class SandboxRuntime(Runtime):
         for bind in ctx.binds:
             sandbox += ["--ro-bind" if bind.read_only else "--bind", bind.source, bind.target]
         sandbox += ["--chdir", container.working_dir or "/", "--"]
-        head = [*sandbox, "env", "-i", Raw('"${ILP_PASS[@]}"'), *base_environment(container)]
+        # TERM back to its default: bwrap itself runs with TERM ignored (see ilp_sandbox)
+        head = [*sandbox, "env", "--default-signal=TERM", "-i", Raw('"${ILP_PASS[@]}"'), *base_environment(container)]
         return Launch(run=(*head, *self.argv(container)), exec_prefix=tuple(head))

@@ -75,6 +75,7 @@ class PollError(Exception):
 
 class Backend(ABC):
     name: str = ""
+    display_name: str = ""  # in messages users read: "Slurm job 123 is pending: Resources"
 
     @abstractmethod
     def prepare(

@@ -193,6 +193,7 @@ class Reconciler:
             files=files,
             terminating=record.stage == DELETING,
             lost=lost,
+            scheduler=service.backend.display_name,
         )
         init, apps = status.pod_statuses(view)
         phase = status.vk_phase(init, apps)

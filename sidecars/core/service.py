@@ -312,7 +312,7 @@ class SiteService:
             except SubmitError as exc:
                 return await self._submit_failed(record, exc)
         faults.point("after-submit")
-        pending = status.waiting("Pending", f"Slurm job {job_id} submitted")
+        pending = status.waiting("Pending", f"{self.backend.display_name} job {job_id} submitted")
         return await self.save(
             record.uid,
             stage=SUBMITTED,

@@ -40,6 +40,7 @@ class PodView:
     waiting_reason: str = "ContainerCreating"
     waiting_message: str = ""
     lost: bool = False  # the job vanished from the scheduler without finishing its containers
+    scheduler: str = "Slurm"  # the batch system's name in messages
 
 
 def _second(timestamp: str | None) -> str | None:
@@ -95,16 +96,30 @@ def container_status(info: ContainerInfo, state: dict[str, Any], files: Containe
     }
 
 
-def _job_end(job: JobInfo | None, lost: bool) -> tuple[int, str, str]:
+def reason_word(text: str, default: str) -> str:
+    """The scheduler's reason as a Kubernetes reason (one CamelCase word): 'Held: disk full'
+    -> 'Held', 'Resources' -> 'Resources'; free text -> `default`."""
+    word = text.split(":", 1)[0].strip()
+    return word if word and word.isascii() and word.replace("_", "").isalnum() else default
+
+
+def _job_end(job: JobInfo | None, lost: bool, scheduler: str) -> tuple[int, str, str]:
     """Exit code, reason and message for a container the job ended without recording."""
     if lost or job is None:
         return 1, "JobLost", "the job left the scheduler without recording this container's exit"
-    return {
-        b.TIMEOUT: (143, "DeadlineExceeded", f"Slurm job {job.job_id} reached its time limit"),
-        b.OUT_OF_MEMORY: (137, "OOMKilled", f"Slurm job {job.job_id} ran out of memory"),
-        b.CANCELLED: (143, "Cancelled", f"Slurm job {job.job_id} was cancelled"),
-        b.NODE_FAIL: (1, "NodeFailure", f"the node of Slurm job {job.job_id} failed"),
-    }.get(job.state, (1, "Error", f"Slurm job {job.job_id} ended {job.raw_state or job.state}"))
+    name = f"{scheduler} job {job.job_id}"
+    known = {
+        b.TIMEOUT: (143, "DeadlineExceeded", f"{name} reached its time limit"),
+        b.OUT_OF_MEMORY: (137, "OOMKilled", f"{name} ran out of memory"),
+        b.CANCELLED: (143, "Cancelled", f"{name} was cancelled"),
+        b.NODE_FAIL: (1, "NodeFailure", f"the node of {name} failed"),
+    }.get(job.state)
+    if known is not None:
+        code, reason, message = known
+        return code, reason, f"{message}: {job.reason}" if job.reason else message
+    if job.reason:  # the scheduler said why (e.g. HoldTimeout: held for 600s: ...)
+        return 1, reason_word(job.reason, "Error"), f"{name} ended: {job.reason}"
+    return 1, "Error", f"{name} ended {job.raw_state or job.state}"
 
 
 def _restarting(info: ContainerInfo, files: ContainerFiles, job_alive: bool, terminating: bool) -> bool:
@@ -133,13 +148,13 @@ def container_state(info: ContainerInfo, view: PodView, init_running: bool) -> d
             reason = "DeadlineExceeded"  # the time limit's TERM/KILL ended it
         return terminated(code, reason, "", files.started_at, files.finished_at)
     if job_ended:
-        code, reason, message = _job_end(job, view.lost)
+        code, reason, message = _job_end(job, view.lost, view.scheduler)
         return terminated(code, reason, message, files.started_at, None)
     if files.started_at and job_alive and job.state == b.RUNNING:  # type: ignore[union-attr]
         return running(files.started_at)
     if job is not None and job.state == b.PENDING:
-        reason = job.reason or "Pending"
-        return waiting(reason, f"Slurm job {job.job_id} is pending: {reason}")
+        said = job.reason or "Pending"
+        return waiting(reason_word(said, "Pending"), f"{view.scheduler} job {job.job_id} is pending: {said}")
     if not info.is_init and init_running:
         return waiting("PodInitializing")
     return waiting(view.waiting_reason, view.waiting_message)

@@ -207,6 +207,7 @@ def _numeric(job_id: str) -> tuple[int, int, str]:
 
 class HTCondorBackend(Backend):
     name = "htcondor"
+    display_name = "HTCondor"
 
     def __init__(
         self, config: HTCondorConfig, policy: TranslationPolicy, transport: Transport | None = None

@@ -28,7 +28,7 @@ JOB_ATTRIBUTES = (
     "ClusterId", "ProcId", "JobStatus", NAME_ATTR, "JobBatchName", "EnteredCurrentStatus",
     "HoldReason", "HoldReasonCode", "HoldReasonSubCode", "LastRejMatchReason", "NumJobStarts",
     "ExitCode", "ExitBySignal", "ExitSignal", "RemoveReason", "RemoteHost", "JobMaxVacateTime",
-    "ServerTime",
+    "ServerTime", "LastJobStatus", "LastHoldReason",
 )
 SLOT_ATTRIBUTES = (
     "Name", "Machine", "State", "Activity", "Cpus", "Memory", "GPUs", "TotalSlotGPUs",
@@ -157,6 +157,10 @@ def job_info(ad: dict[str, Any], *, now: float, hold_timeout: float, in_queue: b
         if in_queue and _str(ad, "RemoteHost") and since <= vacate + REMOVAL_MARGIN_SECONDS:
             # condor_rm sent it kill_sig: the pod runner stops the containers (preStop, grace).
             return info(b.RUNNING, "Removing: the job is being stopped")
+        if _removed_by_policy(reason) and _int(ad, "LastJobStatus") == HELD and not started:
+            # The submit description's own backstop ended a hold that lasted too long.
+            held = _str(ad, "HoldReason") or _str(ad, "LastHoldReason") or "no reason given"
+            return info(b.FAILED, f"HoldTimeout: held too long: {held}")
         if _removed_by_policy(reason):
             return info(b.FAILED, f"Removed: {reason}")
         return info(b.CANCELLED, reason or "removed")

@@ -65,6 +65,7 @@ def _numeric(job_id: str) -> tuple[int, str]:
 
 class SlurmBackend(Backend):
     name = "slurm"
+    display_name = "Slurm"
 
     def __init__(
         self, config: SlurmConfig, policy: TranslationPolicy, transport: Transport | None = None

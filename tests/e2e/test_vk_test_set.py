@@ -1,6 +1,8 @@
-"""Replay of interLink's vk-test-set on the real local Slurm, twice: through the
-sidecar's REST plugin API (as the upstream interLink API server calls it), and
-through our gateway (as the Virtual Kubelet calls the API) -> gRPC + TLS -> sidecar.
+"""Replay of interLink's vk-test-set three times: on the real local Slurm through the
+sidecar's REST plugin API (as the upstream interLink API server calls it) and
+through our gateway (as the Virtual Kubelet calls the API) -> gRPC + TLS -> sidecar;
+and through the REST plugin API of a sidecar on the HTCondor backend (against the
+HTCondor CLI emulator, tests/emulators/htcondor: no HTCondor daemons run here).
 
 Every template is rendered with the values interLink's own CI uses, its objects
 are sent the way the Virtual Kubelet and interLink API would send them (Jobs are
@@ -28,7 +30,7 @@ from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import FAILED, SUCCEEDED, phase_of
 from tests.federation import GatewayProcess, as_vk_request, grpc_sidecar, wait_until_up
-from tests.helpers import REPO, Sidecar
+from tests.helpers import REPO, Sidecar, htcondor_overrides
 
 SUITE = Path(__file__).parent / "vk-test-set"
 CONFIG = yaml.safe_load((SUITE / "config" / "interLink-ci-vktest_config.yaml").read_text())
@@ -175,11 +177,13 @@ async def validate(client: SidecarClient, r: Rendered) -> None:
             await asyncio.sleep(0.5)
 
 
-@pytest.fixture(scope="module", params=["rest", "gateway"])
+@pytest.fixture(scope="module", params=["rest", "gateway", "htcondor"])
 def route(request, local_site, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"vk-test-set-{request.param}")
-    if request.param == "rest":
-        instance = Sidecar(root).start()
+    if request.param in ("rest", "htcondor"):
+        # htcondor: the same REST plugin API, a sidecar on the HTCondor backend (emulated CLI)
+        overrides = htcondor_overrides(root, slots=32) if request.param == "htcondor" else {}
+        instance = Sidecar(root, overrides).start()
         yield Route(instance.address, instance, gateway=False)
         instance.wait_jobs_gone()
         wait_port_free(PROBES_PORT)

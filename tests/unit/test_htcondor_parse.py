@@ -129,6 +129,15 @@ def test_held_is_pending_then_failed_after_the_timeout():
     assert parse.needs_removal(late) and not parse.needs_removal(one(held, now=NOW, hold_timeout=60))
 
 
+def test_a_hold_ended_by_the_periodic_remove_backstop_is_a_hold_timeout():
+    removed = ad(status=3, LastJobStatus=5, HoldReason="site maintenance", NumJobStarts=0,
+                 RemoveReason="The job attribute PeriodicRemove expression '(JobStatus == 5)' evaluated to TRUE")
+    job = one(removed)
+    assert (job.state, job.reason) == (b.FAILED, "HoldTimeout: held too long: site maintenance")
+    cancelled = one(ad(status=3, LastJobStatus=5, RemoveReason="via condor_rm (by user alice)"))
+    assert cancelled.state == b.CANCELLED  # a person removed it: not a timeout
+
+
 def test_history_records_are_final():
     removed = ad(status=3, RemoteHost="slot1@wn", RemoveReason="via condor_rm")
     assert one(removed, in_queue=False).state == b.CANCELLED  # gone from the queue: really ended

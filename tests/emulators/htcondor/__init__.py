@@ -66,7 +66,9 @@ What it does NOT reproduce:
 
 * no daemons, no negotiator or matchmaking: Requirements/Rank are stored, never matched; one
   partitionable "slot1@<host>" whose only limit is the number of running jobs (resources are
-  reported by condor_status, not enforced); no preemption, no suspension (JobStatus 6 and 7 never
+  reported by condor_status; only memory is enforced, through a cgroup v1 memory group per job
+  where /sys/fs/cgroup/memory is writable: an OOM kill inside holds the job with code 34, as the
+  starter does); no preemption, no suspension (JobStatus 6 and 7 never
   occur), no JobRunCount-style accounting beyond NumJobStarts/NumJobCompletions/NumHolds;
 * no file transfer or spooling: the job runs directly in Iwd and writes Out/Err there as it goes
   (as with ``should_transfer_files = NO`` on a shared filesystem); ``-spool`` is accepted but

@@ -48,6 +48,8 @@ HOLD_UNABLE_TO_OPEN_INPUT = 8
 HOLD_IWD_ERROR = 14
 HOLD_SUBMITTED_ON_HOLD = 15
 HOLD_SPOOLING_INPUT = 16
+HOLD_JOB_OUT_OF_RESOURCES = 34  # with the starter's cgroup: the job went over its memory request
+MEMORY_CGROUPS = Path("/sys/fs/cgroup/memory")  # cgroup v1, as Slurm's task/cgroup uses here
 
 ENV_DIR = "ILP_CONDOR_EMULATOR_DIR"
 ENV_SLOTS = "ILP_CONDOR_EMULATOR_SLOTS"
@@ -1761,6 +1763,7 @@ def start(queue: Queue, job: Job, now: int) -> None:
     spec = {
         "argv": job.emu["argv"], "env": job_environment(job, run_dir), "iwd": ad["Iwd"],
         "in": ad["In"], "out": ad["Out"], "err": ad["Err"],
+        "memory_mb": int(_number(ad.get("RequestMemory")) or 0),
     }
     atomic_write(run_dir / "spec.json", json.dumps(spec))
     log_event(job, 1, f"Job executing on host: {sinful()}\n\tSlotName: {slot_name()}\n")
@@ -1913,10 +1916,12 @@ def run_job(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     handles, failure = _open_std(spec)
     if failure:
         return {"hold": failure, "start": start, "end": time.time()}
+    cgroup = memory_cgroup(run_dir, int(spec.get("memory_mb") or 0))
     try:
         proc = subprocess.Popen(
             spec["argv"], cwd=spec["iwd"], env=spec["env"], stdin=handles[0], stdout=handles[1], stderr=handles[2],
             start_new_session=True, close_fds=True,
+            preexec_fn=(lambda: (cgroup / "cgroup.procs").write_text(str(os.getpid()))) if cgroup else None,
         )
     except OSError as exc:
         args = join_args_v2(spec["argv"][1:])
@@ -1932,7 +1937,44 @@ def run_job(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     returncode = watch(proc, run_dir)
     kill_group({"pid": proc.pid})  # like the starter: nothing of the job outlives it
     outcome: dict[str, Any] = {"signal": -returncode} if returncode < 0 else {"exit_code": returncode}
+    if cgroup and release_cgroup(cgroup):
+        # HTCondor's starter holds a job whose cgroup hit its memory limit (an OOM kill inside)
+        reason = (f"Job has gone over cgroup memory limit of {spec['memory_mb']} megabytes. "
+                  "Consider resubmitting with a higher request_memory.")
+        outcome = {"hold": {"code": HOLD_JOB_OUT_OF_RESOURCES, "subcode": 0, "reason": reason}}
     return {**outcome, "start": start, "end": time.time()}
+
+
+def memory_cgroup(run_dir: Path, memory_mb: int) -> Path | None:
+    """A cgroup v1 memory group limited to the job's request_memory, as the starter makes one
+    (None where the controller is not writable: memory is then not enforced)."""
+    if memory_mb <= 0 or not os.access(MEMORY_CGROUPS, os.W_OK):
+        return None
+    group = MEMORY_CGROUPS / "ilp-condor-emulator" / f"{abs(hash(str(run_dir))) % 10**10}"
+    try:
+        group.mkdir(parents=True, exist_ok=True)
+        (group / "memory.limit_in_bytes").write_text(str(memory_mb * 1024 * 1024))
+        with ignoring(OSError):  # no swap accounting: the limit is on RAM only
+            (group / "memory.memsw.limit_in_bytes").write_text(str(memory_mb * 1024 * 1024))
+    except OSError:
+        return None
+    return group
+
+
+def release_cgroup(group: Path) -> bool:
+    """Remove the job's memory group; True when the kernel's OOM killer acted inside it."""
+    oom_kills = 0
+    with ignoring(OSError, ValueError):
+        for line in (group / "memory.oom_control").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                oom_kills = int(line.split()[1])
+    for _ in range(50):  # the killed group's processes may take a moment to leave
+        try:
+            group.rmdir()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return oom_kills > 0
 
 
 def watch(proc: Any, run_dir: Path) -> int:
