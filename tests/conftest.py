@@ -46,7 +46,10 @@ def unix_accounts():
     """Two real local accounts, for jobs of two identities (created once, idempotently)."""
     for name in TEST_ACCOUNTS:
         if subprocess.run(["id", name], capture_output=True).returncode != 0:
-            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+            made = subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], capture_output=True)
+            # another test worker may have made it at the same moment
+            if made.returncode != 0 and subprocess.run(["id", name], capture_output=True).returncode != 0:
+                pytest.fail(f"cannot create the test account {name}: {made.stderr.decode()}")
     return TEST_ACCOUNTS
 
 

@@ -415,7 +415,7 @@ class HTCondorBackend(Backend):
         if stuck:
             try:
                 await self._batches.add(self._rm("interlink-provider: the job failed while held or evicted"),
-                                    stuck, None)
+                                        stuck, None)
             except PollError as exc:  # the job's own periodic_remove does it too
                 log.warning("cannot remove failed jobs %s: %s", ", ".join(stuck), exc)
         return found

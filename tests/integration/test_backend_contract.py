@@ -144,3 +144,4 @@ async def test_a_held_htcondor_job_waits_with_its_reason_then_fails(condor_site)
     ended = terminated(failed)
     assert ended["reason"] == "HoldTimeout" and "site maintenance" in ended["message"], ended
     assert site.live_jobs() == []  # removed from the queue
+

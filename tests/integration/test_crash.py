@@ -114,6 +114,7 @@ async def test_sigkill_at_random_moments_accounts_for_every_pod_once(local_site,
         sidecar.stop()
 
 
+@pytest.mark.serial
 async def test_scheduler_down_makes_pods_unknown_then_they_recover(local_site, tmp_path):
     sidecar = Sidecar(tmp_path / "s").start()
     req = request("sleep 8; echo finished")
@@ -162,6 +163,7 @@ async def test_unknown_jobs_with_our_prefix_are_cancelled_only_when_configured(l
         cancel.stop()
 
 
+@pytest.mark.serial
 async def test_slurmctld_restarted_under_load_loses_nothing_and_submits_nothing_twice(local_site, tmp_path):
     sidecar = Sidecar(tmp_path / "s", {"status": {"poll_interval": 1}, "create_wait_seconds": 2}).start()
     running = [request("sleep 6; echo before") for _ in range(6)]
@@ -192,6 +194,7 @@ async def test_slurmctld_restarted_under_load_loses_nothing_and_submits_nothing_
         sidecar.stop()
 
 
+@pytest.mark.serial
 @pytest.mark.long
 async def test_jobs_that_leave_the_queue_within_two_seconds_still_end_right(local_site, tmp_path):
     """MinJobAge=2: finished jobs vanish from squeue at Slurm's next purge. The sidecar is stopped
@@ -227,6 +230,7 @@ async def test_jobs_that_leave_the_queue_within_two_seconds_still_end_right(loca
         slurm("scontrol", "reconfigure")
 
 
+@pytest.mark.serial
 @pytest.mark.long
 async def test_sigkill_at_random_moments_during_a_500_pod_run(local_site, tmp_path):
     """500 pods created by 20 concurrent callers while the sidecar is SIGKILLed at random moments

@@ -17,8 +17,8 @@ import yaml
 
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
-from interlink_provider.pods.phase import SUCCEEDED
-from tests.helpers import Sidecar, slurm
+from interlink_provider.pods.phase import FAILED, SUCCEEDED
+from tests.helpers import Sidecar, htcondor_overrides, slurm
 from tests.idp import SITE_AUDIENCE, free_port
 from tests.integration.test_rest_api import run_until
 from tests.integration.test_site_auth import token_for, whoami_pod
@@ -155,3 +155,33 @@ async def test_two_identities_run_as_their_own_accounts_over_ssh(local_site, uni
     finally:
         sidecar.stop()
         shutil.rmtree(remote, ignore_errors=True)
+
+
+
+def condor_request(name: str, script: str) -> dict:
+    pod = {"metadata": {"name": name}, "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+           "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}}
+    return manifest.create_request(pod, manifest.Manifests(), namespace="ssh")
+
+
+async def test_htcondor_runs_over_the_ssh_transport(local_site, tmp_path):
+    """HTCondor's commands (the CLI emulator, tests/emulators/htcondor) and the pod's files reach a
+    "submit node" over SSH (the local sshd), as Slurm's do."""
+    remote = tmp_path / "on-the-submit-node" / "pods"
+    sidecar = ssh_sidecar(tmp_path / "s", local_site, **htcondor_overrides(tmp_path))
+    sidecar.config["pods_root"] = str(remote)
+    sidecar.config_path.write_text(yaml.safe_dump(sidecar.config))
+    sidecar.start()
+    try:
+        body = condor_request("over-ssh", "echo via ssh; exit 4")
+        uid = body["pod"]["metadata"]["uid"]
+        async with SidecarClient(sidecar.address) as client:
+            created = await client.create(body)
+            failed = await run_until(client, uid, FAILED)
+            text = await client.logs_text({"PodUID": uid, "Namespace": "ssh", "ContainerName": "main", "Opts": {}})
+            await client.delete(body["pod"])
+        assert failed["containers"][0]["state"]["terminated"]["exitCode"] == 4 and text.strip() == "via ssh"
+        assert sidecar.jobs_named(sidecar.prefix + uid) == [created["PodJID"]]
+        assert f'+InterLinkUID = "{uid}"' in (remote / f"ssh-{uid}" / "job.sub").read_text()  # sent over the link
+    finally:
+        sidecar.stop()

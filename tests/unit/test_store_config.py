@@ -103,6 +103,19 @@ def test_the_reference_config_is_valid_and_documents_every_key():
         assert f"{key}:" in text, f"examples/site.yaml does not document {key}"
 
 
+def test_the_htcondor_example_is_valid():
+    config = load_config(REPO / "examples" / "htcondor-site.yaml", {})
+    assert (config.backend, config.htcondor.shared_filesystem) == ("htcondor", True)
+
+
+def test_slurmrestd_is_refused_for_htcondor(tmp_path):
+    text = (REPO / "examples" / "htcondor-site.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text + "transport: {kind: slurmrestd, slurmrestd: {jwt_key_file: /k}}\n")
+    with pytest.raises(ValueError, match="HTCondor runs over local or ssh"):
+        load_config(bad, {})
+
+
 def test_the_local_site_config_is_valid():
     config = load_config(REPO / "deploy" / "local" / "sidecar.yaml", {"ILP_SITE_DIR": "/tmp/x"})
     assert config.runtime.default == "sandbox"
