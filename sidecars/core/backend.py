@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import posixpath
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.runtimes import Runtime
 
 from .script import PodPaths, RenderOptions
+from .transport import Transport, TransportError
 from .workdir import check_extra_file
 
 # Normalised job states. Terminal ones end a pod.
@@ -71,6 +74,32 @@ class SubmitError(Exception):
 
 class PollError(Exception):
     """The scheduler could not be asked: pods go Unknown, never Failed."""
+
+
+@dataclass(frozen=True)
+class SubmitCommand:
+    """How one scheduler's submit command answers: its job id, its error words, which are transient."""
+
+    job_id: Callable[[str], str | None]  # stdout -> job id
+    message: Callable[[str], str]  # stderr -> the scheduler's own words
+    transient: Callable[[str], bool]  # stderr -> retrying can help
+
+
+async def run_submit(transport: Transport, argv: list[str], timeout: float, answers: SubmitCommand) -> str:
+    """Run a submit command (sbatch, condor_submit); its job id, or SubmitError saying whether
+    a retry can help."""
+    try:
+        result = await transport.run(argv, timeout=timeout)
+    except TransportError as exc:
+        # The job may or may not exist now: the caller checks by name before retrying.
+        raise SubmitError(str(exc), permanent=False) from exc
+    if result.ok:
+        job_id = answers.job_id(result.stdout)
+        if job_id:
+            return job_id
+        raise SubmitError(f"{posixpath.basename(argv[0])} printed no job id: {result.stdout.strip()!r}",
+                          permanent=False)
+    raise SubmitError(answers.message(result.stderr), permanent=not answers.transient(result.stderr))
 
 
 class Backend(ABC):

@@ -8,6 +8,7 @@ few fragments of shell syntax that Python builds are wrapped in `Raw`.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 import posixpath
 import shlex
 from dataclasses import dataclass, field
@@ -91,11 +92,13 @@ class _ContainerContext:
 
 
 @functools.lru_cache(maxsize=16)
-def make_environment(*template_dirs: str | Path) -> jinja2.Environment:
-    """One environment per set of template directories: templates are parsed once."""
+def make_environment(*template_dirs: str | Path, finalize: Callable[[Any], str] = shq) -> jinja2.Environment:
+    """One environment per set of template directories (and value quoting): templates are parsed
+    once. `finalize` quotes every {{ value }}: for bash by default (an HTCondor submit
+    description has its own)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
-        finalize=shq,
+        finalize=finalize,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,

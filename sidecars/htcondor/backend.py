@@ -14,7 +14,6 @@ harmless second condor_rm ("already marked for removal").
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import posixpath
@@ -22,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import jinja2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from interlink_provider.pods.jobspec import JobSpec
@@ -30,9 +28,17 @@ from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.runtimes import Runtime
 from sidecars.core.batching import CommandBatches
-from sidecars.core.backend import Backend, Capacity, JobInfo, PollError, Submission, SubmitError
+from sidecars.core.backend import (
+    Backend,
+    Capacity,
+    JobInfo,
+    PollError,
+    Submission,
+    SubmitCommand,
+    run_submit,
+)
 from sidecars.core.ratelimit import TokenBucket
-from sidecars.core.script import PodPaths, RenderOptions, render, runner_context
+from sidecars.core.script import PodPaths, RenderOptions, make_environment, render, runner_context
 from sidecars.core.transport import CommandResult, LocalTransport, Transport, TransportError
 
 from . import parse
@@ -67,6 +73,9 @@ FIXED_COMMANDS = frozenset(normal_key(k) for k in (
     "job_max_vacate_time", "periodic_remove", "should_transfer_files", "when_to_transfer_output",
     "transfer_input_files", "transfer_output_files", "transfer_executable", "input", "queue",
 ))
+
+
+CONDOR_SUBMIT = SubmitCommand(parse.parse_submit, parse.submit_error_message, parse.submit_error_is_transient)
 
 
 class StaticCapacity(BaseModel):
@@ -185,19 +194,6 @@ def _submit_value(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise TypeError(f"unquoted value {value!r} in a submit description (quote it with submitlang)")
-
-
-@functools.lru_cache(maxsize=8)
-def submit_environment(*template_dirs: str | Path) -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
-        finalize=_submit_value,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-        comment_start_string="{##",
-        comment_end_string="##}",
-    )
 
 
 def _numeric(job_id: str) -> tuple[int, int, str]:
@@ -331,7 +327,7 @@ class HTCondorBackend(Backend):
     def render_description(self, spec: JobSpec, paths: PodPaths, job_name: str, options: RenderOptions) -> str:
         cmd = self.description_commands(spec, paths, job_name)
         dirs: list[str | Path] = [options.template_dir] if options.template_dir else []
-        template = submit_environment(*dirs, TEMPLATES).get_template("job.sub.j2")
+        template = make_environment(*dirs, TEMPLATES, finalize=_submit_value).get_template("job.sub.j2")
         site = [(k, v) for k, v in cmd.items() if normal_key(k) not in FIXED_COMMANDS and k != "requirements"]
         text = template.render(cmd=cmd, site_commands=site, staged=not self.config.shared_filesystem)
         try:
@@ -388,18 +384,7 @@ class HTCondorBackend(Backend):
 
     async def submit(self, paths: PodPaths, job_name: str, account: str | None = None) -> str:
         argv = [self.config.condor_submit, "-terse", *self._where(), posixpath.join(paths.pod_dir, SUBMIT_FILE)]
-        try:
-            result = await self.transport.as_account(account).run(argv, timeout=self.config.command_timeout)
-        except TransportError as exc:
-            # The job may or may not exist now: the caller checks by name before retrying.
-            raise SubmitError(str(exc), permanent=False) from exc
-        if result.ok:
-            job_id = parse.parse_submit(result.stdout)
-            if job_id:
-                return job_id
-            raise SubmitError(f"condor_submit printed no job id: {result.stdout.strip()!r}", permanent=False)
-        message = parse.submit_error_message(result.stderr)
-        raise SubmitError(message, permanent=not parse.submit_error_is_transient(result.stderr))
+        return await run_submit(self.transport.as_account(account), argv, self.config.command_timeout, CONDOR_SUBMIT)
 
     async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
         """One condor_q for every job of ours (any owner); jobs HTCondor still holds after they

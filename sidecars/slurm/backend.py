@@ -12,7 +12,7 @@ from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.runtimes import Runtime
 from sidecars.core.batching import CommandBatches
-from sidecars.core.backend import Backend, Capacity, JobInfo, PollError, Submission, SubmitError
+from sidecars.core.backend import Backend, Capacity, JobInfo, PollError, Submission, SubmitCommand, run_submit
 from sidecars.core.script import PodPaths, RenderOptions, render, runner_context
 from sidecars.core.ratelimit import TokenBucket
 from sidecars.core.transport import LocalTransport, Transport, TransportError
@@ -56,6 +56,9 @@ class SlurmConfig(BaseModel):
         description="shell lines written by the site admin, run first in every job "
         "(e.g. 'module load apptainer')",
     )
+
+
+SBATCH = SubmitCommand(parse.parse_sbatch, parse.sbatch_error_message, parse.sbatch_error_is_transient)
 
 
 def _numeric(job_id: str) -> tuple[int, str]:
@@ -133,20 +136,8 @@ class SlurmBackend(Backend):
             raise PollError(str(exc)) from exc
 
     async def submit(self, paths: PodPaths, job_name: str, account: str | None = None) -> str:
-        try:
-            result = await self.transport.as_account(account).run(
-                [self.config.sbatch, "--parsable", paths.script], timeout=self.config.command_timeout
-            )
-        except TransportError as exc:
-            # The job may or may not exist now: the caller checks by name before retrying.
-            raise SubmitError(str(exc), permanent=False) from exc
-        if result.ok:
-            job_id = parse.parse_sbatch(result.stdout)
-            if job_id:
-                return job_id
-            raise SubmitError(f"sbatch printed no job id: {result.stdout.strip()!r}", permanent=False)
-        message = parse.sbatch_error_message(result.stderr)
-        raise SubmitError(message, permanent=not parse.sbatch_error_is_transient(result.stderr))
+        return await run_submit(self.transport.as_account(account), [self.config.sbatch, "--parsable", paths.script],
+                                self.config.command_timeout, SBATCH)
 
     async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
         if not job_ids:
