@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,14 @@ import uuid
 import pytest
 
 from interlink_provider.staging.refs import adler32_of
-from tests.datalake import RSE, RUCIO_HOST, SLOW_RSE, corrupt, put_dataset, xrd_disk_path
+from tests.datalake import (
+    RSE,
+    RUCIO_HOST,
+    SLOW_RSE,
+    corrupt,
+    put_dataset,
+    xrd_disk_path,
+)
 from tests.helpers import REPO, site_dir
 
 pytestmark = pytest.mark.slurm
@@ -109,7 +117,8 @@ def test_bench_writes_reads_and_cleans_up(local_site):
     done = stage("bench", "root://127.0.0.1:11094//rucio/", "--write-size", "8M", "--repeat", "2", config=False)
     assert done.returncode == 0, done.stderr
     assert "write: median" in done.stdout and "read: median" in done.stdout
-    assert done.stdout.count("8.4 MB") == 4  # two writes, two reads
+    # two writes, two reads of 8.4 MB each (a throughput such as "18.4 MB/s" must not count)
+    assert len(re.findall(r"(?<![\d.])8\.4 MB(?!/s)", done.stdout)) == 4, done.stdout
     assert set((site_dir() / "xrd" / "data" / "rucio").glob("ilp-bench-*")) == before
 
 
