@@ -10,6 +10,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from interlink_provider import logsetup
+
 from .config import IdPConfig
 from .server import DevIdP, ensure_admin_token, make_app
 from .tls import ensure_certificates
@@ -52,5 +54,5 @@ async def serve(config: IdPConfig, stop: asyncio.Event | None = None) -> None:
 
 
 def run(config: IdPConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsetup.configure("INFO")
     asyncio.run(serve(config))

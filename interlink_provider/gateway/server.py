@@ -20,14 +20,22 @@ import grpc
 from aiohttp import web
 from pydantic import ValidationError
 
+from interlink_provider import logsetup
+
 from ..auth.errors import AuthError
 from ..pods.k8s import Pod
 from ..pods.quantity import count, cpu_millis, memory_bytes
 from ..pods.retrieve import from_create_request
-from ..pods.wire import CreateStruct, LogStruct, PingResponse, PodCreateRequests, validation_message
+from ..pods.wire import (
+    CreateStruct,
+    LogStruct,
+    PingResponse,
+    PodCreateRequests,
+    validation_message,
+)
+from ..rpc.client import bearer
 from ..rpc.convert import pod_status_json
 from ..rpc.offloader.v1 import offloader_pb2 as pb
-from ..rpc.client import bearer
 from .config import GatewayConfig
 from .identities import IdentityProblem, UserGrants, take_identity
 from .routing import NoSite, SiteState, choose_site
@@ -276,6 +284,5 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> Non
 
 
 def run(config: GatewayConfig) -> None:
-    logging.basicConfig(level=os.environ.get("ILP_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsetup.configure()
     asyncio.run(serve(config))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from interlink_provider import logsetup
 from interlink_provider.staging.engine import Stager
 from sidecars.htcondor.backend import HTCondorBackend
 from sidecars.slurm.backend import SlurmBackend
@@ -133,8 +134,5 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
 
 
 def run(config: SiteConfig) -> None:
-    logging.basicConfig(
-        level=os.environ.get("ILP_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logsetup.configure()
     asyncio.run(serve(config))

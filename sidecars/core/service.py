@@ -99,6 +99,17 @@ class CreateResult:
     created: bool
 
 
+def state_reason(record: PodRecord) -> str:
+    """Why the pod is where it is: the sidecar's message, else the first container's reason."""
+    if record.message:
+        return record.message
+    for container in [*record.status.get("initContainers", []), *record.status.get("containers", [])]:
+        for state in container.get("state", {}).values():
+            if isinstance(state, dict) and state.get("reason"):
+                return f"{state['reason']}: {state['message']}" if state.get("message") else state["reason"]
+    return ""
+
+
 def submit_backoff(attempts: int) -> float:
     return float(min(300, 5 * 2 ** max(0, attempts - 1)))
 
@@ -140,11 +151,23 @@ class SiteService:
         return PodPaths.for_pod(self.config.pods_root, record.namespace, record.uid)
 
     async def save(self, uid: str, **changes: Any) -> PodRecord:
+        before = self.pods.get(uid)
         record = await self.store.update(uid, **changes)
         assert record is not None, f"pod {uid} vanished from the store"
         self.pods[uid] = record
         self.feed.touch(uid, record.owner, record.actor)
+        if before is None or (before.stage, before.phase) != (record.stage, record.phase):
+            self.log_state(record)
         return record
+
+    def log_state(self, record: PodRecord) -> None:
+        """One line per state change, its facts as fields (never env values or secrets)."""
+        reason = state_reason(record)
+        log.info("pod %s/%s: %s, %s%s", record.namespace, record.name, record.stage, record.phase,
+                 f" ({reason})" if reason else "",
+                 extra={"pod_uid": record.uid, "namespace": record.namespace, "pod": record.name,
+                        "job_id": record.job_id, "site": self.config.site_name, "stage": record.stage,
+                        "phase": record.phase, "reason": reason})
 
     def forget(self, record: PodRecord) -> None:
         """The record is gone from the store: watchers learn that it was removed."""
@@ -238,6 +261,7 @@ class SiteService:
             record.status = self._uniform_status(record, waiting)
             record, _ = await self.store.insert(record)
             self.pods[record.uid] = record
+            self.log_state(record)
             self.feed.touch(record.uid, record.owner, record.actor)
             if record.stage == STAGING_IN:
                 assert self.staging is not None
