@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .. import __version__
-from . import pod, stage, token
+from . import doctor, pod, stage, token
 
 
 def _daemon(name: str, load, run, args, adjust=None) -> int:
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["pod"].set_defaults(func=pod.main)
     token.add_parser(sub)
     stage.add_parser(sub)
+    doctor.add_parser(sub)
     return parser
 
 

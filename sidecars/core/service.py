@@ -349,7 +349,7 @@ class SiteService:
     async def _submit_failed(self, record: PodRecord, exc: SubmitError) -> PodRecord:
         if exc.permanent:
             log.warning("pod %s/%s: the scheduler refused the job: %s", record.namespace, record.name, exc.message)
-            refused = status.terminated(1, "SubmitFailed", exc.message)
+            refused = status.terminated(1, "SchedulerRejected", f"{self.backend.display_name} refused the job: {exc.message}")
             return await self.save(
                 record.uid,
                 stage=FINISHED,

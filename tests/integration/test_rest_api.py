@@ -208,8 +208,8 @@ async def test_refused_sbatch_fails_the_pod_with_its_message(sidecar):
         assert answer["PodJID"] == ""
         final = await run_until(client, answer["PodUID"], FAILED, timeout=10)
     term = final["containers"][0]["state"]["terminated"]
-    assert term["reason"] == "SubmitFailed"
-    assert "Requested node configuration is not available" in term["message"]
+    assert term["reason"] == "SchedulerRejected"
+    assert term["message"].startswith("Slurm refused the job: ") and "Requested node configuration is not available" in term["message"]
 
 
 async def test_memory_over_the_limit_is_oom_killed(sidecar):
