@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 # API versions whose job and node shapes this module reads, newest first.
 SUPPORTED_VERSIONS = ("v0.0.38",)
 DEFAULT_JOB_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_HELD = re.compile(r"Job is in held state", re.I)
 # slurmrestd answers these for jobs that are gone or already ending: nothing to cancel.
 _GONE = re.compile(r"Invalid job id|already completing or completed|Job/step already completing", re.I)
 
@@ -335,8 +336,8 @@ class SlurmRestBackend(SlurmBackend):
             raise SubmitError(str(exc), permanent=False) from exc
         message = errors_of(answer)
         job_id = answer.get("job_id")
-        if status == 200 and not message and job_id:
-            return str(job_id)
+        if job_id and (status == 200 and not message or _HELD.search(message)):
+            return str(job_id)  # a job submitted on hold is answered with an "error" and its id
         if not message:  # no word from Slurm: the service, not the job, is at fault
             raise SubmitError(f"slurmrestd answered HTTP {status} without a job id", permanent=status < 500)
         raise SubmitError(message, permanent=not parse.sbatch_error_is_transient(message))

@@ -147,3 +147,23 @@ async def test_mapped_identities_run_as_their_own_accounts(local_site, unix_acco
     finally:
         sidecar.stop()
         shutil.rmtree(shared, ignore_errors=True)
+
+
+async def test_a_pod_submitted_on_hold_gets_its_job_and_waits(local_site, tmp_path):
+    """slurmrestd answers a held submission with an "error" next to the new job's id: it is a job."""
+    sidecar = restd_sidecar(tmp_path / "s", local_site, slurm={"flags": {"allow": ["--hold"]}}).start()
+    try:
+        body = pod_request("held", "true", annotations={"slurm-job.vk.io/flags": "--hold"})
+        async with SidecarClient(sidecar.address) as client:
+            created = await client.create(body)
+
+            async def held():
+                [answer] = await client.status([pod_ref(body["pod"]["metadata"]["uid"])])
+                return answer["containers"][0]["state"].get("waiting", {}).get("reason") == "JobHeldUser"
+
+            await wait_for(held, 30, what="the pod to wait as held")
+            await client.delete(body["pod"])
+        assert created["PodJID"].isdigit()
+        assert sidecar.jobs_named(sidecar.prefix + body["pod"]["metadata"]["uid"]) == [created["PodJID"]]
+    finally:
+        sidecar.stop()
