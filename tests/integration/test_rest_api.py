@@ -260,7 +260,11 @@ async def test_delete_runs_pre_stop_and_ends_the_job(sidecar):
     assert final["containers"][0]["state"]["terminated"]["exitCode"] == 143
     rootfs = sidecar.pods_root / f"ns-{uid}" / "containers" / "c" / "rootfs"
     assert (rootfs / "tmp" / "prestop").read_text() == "stopping\n"
-    assert slurm("squeue", "-h", "--states=all", "-j", answer["PodJID"], "-o", "%T").strip() in ("COMPLETED", "FAILED", "CANCELLED")
+
+    async def job_ended():  # the batch script may still be writing its last files
+        state = slurm("squeue", "-h", "--states=all", "-j", answer["PodJID"], "-o", "%T").strip()
+        return state if state in ("COMPLETED", "FAILED", "CANCELLED") else None
+    await wait_for(job_ended, 30, what="the job to end")
 
 
 async def test_metrics_count_scheduler_commands(sidecar):
