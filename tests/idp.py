@@ -23,6 +23,14 @@ COMPUTE = ["compute.create", "compute.read", "compute.cancel"]
 SITE_AUDIENCE = "https://site.test"
 
 
+def token_auth(idp: "IdP", rules: list[dict]) -> dict:
+    """A sidecar's `auth` section: tokens of this IdP for SITE_AUDIENCE on every call (no tokenless
+    socket), identities mapped to accounts by `rules` (their `issuer` is filled in)."""
+    return {"unix_socket_without_token": False,
+            "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
+            "identities": {"rules": [{"issuer": idp.issuer, **rule} for rule in rules]}}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

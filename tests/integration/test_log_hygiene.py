@@ -14,7 +14,7 @@ from interlink_provider.cli.client import SidecarClient, SidecarError
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import FAILED, SUCCEEDED
 from tests.helpers import Sidecar
-from tests.idp import SITE_AUDIENCE, free_port
+from tests.idp import free_port, token_auth
 from tests.integration.test_rest_api import run_until
 from tests.integration.test_site_auth import token_for
 
@@ -44,9 +44,7 @@ async def test_debug_logs_are_json_state_changes_without_credentials(local_site,
     sidecar = Sidecar(tmp_path / "s", {
         "pods_root": str(shared / "pods"), "listen": {"host": "127.0.0.1", "port": port},
         "status": {"poll_interval": 1},
-        "auth": {"unix_socket_without_token": False,
-                 "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
-                 "identities": {"rules": [{"issuer": idp.issuer, "sub": "alice", "account": "ilp-alice"}]}},
+        "auth": token_auth(idp, [{"sub": "alice", "account": "ilp-alice"}]),
     }).start(env={"ILP_LOG_LEVEL": "DEBUG"})
     try:
         token = await token_for(idp, "alice")

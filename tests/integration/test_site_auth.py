@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +17,7 @@ from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import SUCCEEDED, phase_of
 from tests.helpers import REPO, Sidecar, slurm, wait_for
-from tests.idp import SITE_AUDIENCE, free_port
+from tests.idp import SITE_AUDIENCE, free_port, token_auth
 
 pytestmark = pytest.mark.slurm
 USER_SCOPES = "compute.create compute.read compute.cancel wlcg.groups"
@@ -32,15 +32,9 @@ def site(local_site, unix_accounts, idp, tmp_path_factory):
     sidecar = Sidecar(tmp_path_factory.mktemp("authsite"), {
         "pods_root": str(pods_root / "pods"),
         "listen": {"host": "127.0.0.1", "port": port},
-        "auth": {
-            "unix_socket_without_token": False,
-            "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
-            "identities": {"rules": [
-                {"issuer": idp.issuer, "sub": "alice", "account": "ilp-alice"},
-                {"issuer": idp.issuer, "groups": ["/vo/bob-team"], "account": "ilp-bob"},
-                {"issuer": idp.issuer, "sub": "mallory", "account": "ilp-bob"},
-            ]},
-        },
+        "auth": token_auth(idp, [{"sub": "alice", "account": "ilp-alice"},
+                                 {"groups": ["/vo/bob-team"], "account": "ilp-bob"},
+                                 {"sub": "mallory", "account": "ilp-bob"}]),
     }).start()
     sidecar.http = f"http://127.0.0.1:{port}"
     yield sidecar

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import yaml
 
 from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import FAILED, RUNNING, SUCCEEDED
 from tests.helpers import Sidecar, slurm, wait_for
-from tests.idp import SITE_AUDIENCE, free_port
+from tests.idp import free_port, token_auth
 from tests.integration.test_rest_api import run_until
 from tests.integration.test_site_auth import token_for, whoami_pod
 
@@ -127,13 +126,9 @@ async def test_mapped_identities_run_as_their_own_accounts(local_site, unix_acco
     port = free_port()
     shared = Path(tempfile.mkdtemp(prefix="ilp-restd-"))
     shared.chmod(0o711)  # the job accounts traverse it
-    sidecar = restd_sidecar(tmp_path / "s", local_site, listen={"host": "127.0.0.1", "port": port}, auth={
-        "unix_socket_without_token": False,
-        "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
-        "identities": {"rules": [{"issuer": idp.issuer, "sub": "alice", "account": "ilp-alice"}]}})
-    sidecar.config["pods_root"] = str(shared / "pods")
-    sidecar.config_path.write_text(yaml.safe_dump(sidecar.config))
-    sidecar.start()
+    sidecar = restd_sidecar(tmp_path / "s", local_site, listen={"host": "127.0.0.1", "port": port},
+                            pods_root=str(shared / "pods"),
+                            auth=token_auth(idp, [{"sub": "alice", "account": "ilp-alice"}])).start()
     try:
         token = await token_for(idp, "alice")
         body = whoami_pod("rest-alice")

@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import FAILED, SUCCEEDED
 from tests.helpers import Sidecar, htcondor_overrides, slurm
-from tests.idp import SITE_AUDIENCE, free_port
+from tests.idp import free_port, token_auth
 from tests.integration.test_rest_api import run_until
 from tests.integration.test_site_auth import token_for, whoami_pod
 
@@ -131,14 +130,10 @@ async def test_two_identities_run_as_their_own_accounts_over_ssh(local_site, uni
     port = free_port()
     remote = Path(tempfile.mkdtemp(prefix="ilp-ssh-login-"))
     remote.chmod(0o711)  # the job accounts traverse it
-    sidecar = ssh_sidecar(tmp_path / "s", local_site, listen={"host": "127.0.0.1", "port": port}, auth={
-        "unix_socket_without_token": False,
-        "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
-        "identities": {"rules": [{"issuer": idp.issuer, "sub": "alice", "account": "ilp-alice"},
-                                 {"issuer": idp.issuer, "sub": "bob", "account": "ilp-bob"}]}})
-    sidecar.config["pods_root"] = str(remote / "pods")
-    sidecar.config_path.write_text(yaml.safe_dump(sidecar.config))
-    sidecar.start()
+    sidecar = ssh_sidecar(tmp_path / "s", local_site, listen={"host": "127.0.0.1", "port": port},
+                          pods_root=str(remote / "pods"),
+                          auth=token_auth(idp, [{"sub": "alice", "account": "ilp-alice"},
+                                                {"sub": "bob", "account": "ilp-bob"}])).start()
     try:
         accounts = {}
         for name in ("alice", "bob"):
@@ -168,10 +163,7 @@ async def test_htcondor_runs_over_the_ssh_transport(local_site, tmp_path):
     """HTCondor's commands (the CLI emulator, tests/emulators/htcondor) and the pod's files reach a
     "submit node" over SSH (the local sshd), as Slurm's do."""
     remote = tmp_path / "on-the-submit-node" / "pods"
-    sidecar = ssh_sidecar(tmp_path / "s", local_site, **htcondor_overrides(tmp_path))
-    sidecar.config["pods_root"] = str(remote)
-    sidecar.config_path.write_text(yaml.safe_dump(sidecar.config))
-    sidecar.start()
+    sidecar = ssh_sidecar(tmp_path / "s", local_site, pods_root=str(remote), **htcondor_overrides(tmp_path)).start()
     try:
         body = condor_request("over-ssh", "echo via ssh; exit 4")
         uid = body["pod"]["metadata"]["uid"]
