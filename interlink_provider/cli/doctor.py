@@ -266,9 +266,7 @@ async def diagnose(path: str) -> list[Check]:
     finally:
         if link is not None:
             await link.close()
-        close = getattr(backend, "close", None)
-        if close is not None:
-            await close()
+        await backend.close()
     timeout = config.auth.token.http_timeout_seconds
     checks += [await issuer(trusted, timeout) for trusted in config.auth.token.issuers]
     checks += [await token(config), *await staging(config), *certificates(config)]

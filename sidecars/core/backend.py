@@ -144,3 +144,7 @@ class Backend(ABC):
     @abstractmethod
     async def capacity(self) -> Capacity:
         """Free resources, for the Virtual Kubelet's node (PollError)."""
+
+    async def close(self) -> None:
+        """Release connections the backend holds itself (slurmrestd's HTTP pool); most hold none."""
+        return None

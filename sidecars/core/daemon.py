@@ -129,8 +129,7 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
         await store.close()
         if link is not None:
             await link.close()
-        if isinstance(backend, SlurmRestBackend):
-            await backend.close()
+        await backend.close()
 
 
 def run(config: SiteConfig) -> None:
