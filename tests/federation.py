@@ -79,10 +79,10 @@ class GatewayProcess:
         self.log_path = root / "gateway.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "GatewayProcess":
+    def start(self, env: dict[str, str] | None = None) -> "GatewayProcess":
         self.process = subprocess.Popen(
             [sys.executable, "-m", "interlink_provider.cli.main", "gateway", "--config", str(self.config_path)],
-            stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+            stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         return self
 
     def stop(self) -> None:

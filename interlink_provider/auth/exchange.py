@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from ..telemetry.metrics import TOKEN_REQUESTS
 from . import errors
 from .validate import LazySession, discovery_url, fetch_json, ssl_context
 
@@ -78,19 +79,23 @@ class OAuthClient(LazySession):
         else:  # a public client names itself
             form = {**form, "client_id": self.client_id}
         self.requests += 1
+        grant = form.get("grant_type", endpoint_key.removesuffix("_endpoint")).rsplit(":", 1)[-1]
         try:
             async with self.session().post(url, data=form, headers=headers, ssl=ssl_context(self.ca_file) or True,
                                            timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                 body = await response.json(content_type=None)
                 status = response.status
         except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+            TOKEN_REQUESTS.labels(grant, "unreachable").inc()
             raise errors.IdPUnreachable(f"cannot reach {url}: {exc or type(exc).__name__}") from exc
         if status != 200 or not isinstance(body, dict) or "error" in body:
             error = body.get("error", f"HTTP {status}") if isinstance(body, dict) else f"HTTP {status}"
             description = body.get("error_description", "") if isinstance(body, dict) else ""
             refused = errors.ExchangeRefused(f"{self.issuer} refused: {error}" + (f": {description}" if description else ""))
             refused.oauth_error = error  # type: ignore[attr-defined]
+            TOKEN_REQUESTS.labels(grant, "refused").inc()
             raise refused
+        TOKEN_REQUESTS.labels(grant, "ok").inc()
         return body
 
     async def client_credentials(self, scope: str, audience: str | None = None) -> Token:

@@ -20,6 +20,7 @@ import aiohttp
 import jwt
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..telemetry.metrics import TOKEN_FAILURES
 from . import errors
 from .identity import Identity
 from .scopes import parse_scopes
@@ -99,6 +100,21 @@ class KeyCache(LazySession):
         self.trusted = {i.issuer: i for i in config.issuers}
         self._keys: dict[str, _IssuerKeys] = {}
         self.fetches = 0  # how many JWKS downloads (for tests and benchmarks)
+        self.failures: dict[str, str] = {}  # issuer -> why its last key fetch failed
+
+    def state(self) -> dict[str, tuple[bool, str]]:
+        """Per trusted issuer, what the last key fetch says (for status pages, no call made)."""
+        now = time.monotonic()
+        states = {}
+        for issuer in self.trusted:
+            entry = self._keys.get(issuer)
+            if issuer in self.failures:
+                states[issuer] = (False, self.failures[issuer])
+            elif entry is None or not entry.fetched_at:
+                states[issuer] = (True, "keys not fetched yet (fetched at the first token)")
+            else:
+                states[issuer] = (True, f"{len(entry.keys)} keys, fetched {now - entry.fetched_at:.0f} s ago")
+        return states
 
     async def _fetch(self, issuer: str) -> dict[str, jwt.PyJWK]:
         trusted = self.trusted[issuer]
@@ -132,7 +148,12 @@ class KeyCache(LazySession):
             may_force = now - entry.forced_at >= self.config.jwks_cooldown_seconds
             if kid not in entry.keys or stale:
                 if stale or may_force:
-                    entry.keys = await self._fetch(issuer)
+                    try:
+                        entry.keys = await self._fetch(issuer)
+                    except errors.AuthError as exc:
+                        self.failures[issuer] = exc.message
+                        raise
+                    self.failures.pop(issuer, None)
                     entry.fetched_at = now
                     if not stale:
                         entry.forced_at = now
@@ -153,7 +174,14 @@ class TokenValidator:
         return [*self.config.audiences, *([WLCG_ANY_AUDIENCE] if self.config.accept_any_audience else [])]
 
     async def validate(self, token: str) -> Identity:
-        token = token.strip()
+        """The token's identity, or an AuthError naming why not (counted by that reason)."""
+        try:
+            return await self._validate(token.strip())
+        except errors.AuthError as exc:
+            TOKEN_FAILURES.labels(type(exc).__name__).inc()
+            raise
+
+    async def _validate(self, token: str) -> Identity:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})

@@ -13,11 +13,13 @@ import json
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import grpc
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from interlink_provider import logsetup
@@ -36,6 +38,8 @@ from ..pods.wire import (
 from ..rpc.client import bearer
 from ..rpc.convert import pod_status_json
 from ..rpc.offloader.v1 import offloader_pb2 as pb
+from ..telemetry import tracing
+from ..telemetry.metrics import PODS, REQUEST_SECONDS, SITE_UP
 from .config import GatewayConfig
 from .identities import IdentityProblem, UserGrants, take_identity
 from .routing import NoSite, SiteState, choose_site
@@ -47,6 +51,8 @@ _HTTP_OF = {grpc.StatusCode.INVALID_ARGUMENT: 422, grpc.StatusCode.NOT_FOUND: 40
             grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.UNAUTHENTICATED: 502,
             grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504}
 _REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+_OPERATIONS = {"/create": "create", "/delete": "delete", "/status": "status", "/getLogs": "logs"}
+PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 
 
 class Gateway:
@@ -68,7 +74,7 @@ class Gateway:
     def site_of(self, uid: str) -> Site | None:
         return next((s for s in self.sites.values() if uid in s.pods), None)
 
-    async def metadata_for(self, site: Site, uid: str) -> tuple[tuple[str, str], ...]:
+    async def metadata_for(self, site: Site, uid: str, request: web.Request) -> tuple[tuple[str, str], ...]:
         """Calls about a pod are made as its owner when it runs as them; as the gateway otherwise, or
         when the owner's grant is gone (the site lets the gateway act on pods it submitted)."""
         try:
@@ -76,7 +82,7 @@ class Gateway:
         except IdentityProblem as exc:
             log.warning("pod %s: acting as the gateway itself: %s", uid, exc.message)
             token = None
-        return bearer(token) if token else await site.metadata()
+        return (*(bearer(token) if token else await site.metadata()), *carried(request))
 
     async def create_metadata(self, request: dict[str, Any], site: Site) -> tuple[tuple[str, str], ...]:
         """The identity a new pod runs under: the gateway's, or (namespaces in `user` mode) its owner's."""
@@ -99,6 +105,11 @@ class Gateway:
         return self.sites[link.name]
 
 
+def carried(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """Metadata handing the trace and the interLink session on to the site."""
+    return tracing.outgoing(tracing.session_of(request.headers))
+
+
 def _text(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message.rstrip() + "\n", content_type="text/plain")
 
@@ -108,6 +119,21 @@ async def _body(request: web.Request) -> Any:
     if not raw.strip():
         return None
     return json.loads(raw.decode("utf-8"))
+
+
+@web.middleware
+async def observed(request: web.Request, handler) -> web.StreamResponse:
+    """Every interLink call traced (continuing the VK's session) and timed by operation."""
+    operation = _OPERATIONS.get(request.path)
+    if operation is None:
+        return await handler(request)
+    started = time.monotonic()
+    with tracing.server_span(f"gateway {request.path}", request.headers) as span:
+        response = await handler(request)  # `errors` (inside) made every failure an answer
+        span.set_attribute("http.response.status_code", response.status)
+    outcome = "ok" if response.status < 400 else "error"
+    REQUEST_SECONDS.labels(operation, outcome).observe(time.monotonic() - started)
+    return response
 
 
 @web.middleware
@@ -138,11 +164,12 @@ async def create(request: web.Request) -> web.Response:
     PodCreateRequests.model_validate(body)  # refuse malformed requests here, with the field
     site = gateway.route(body["pod"])
     uid = body["pod"]["metadata"].get("uid", "")
+    tracing.annotate({tracing.POD_UID: uid, "ilp.site": site.name})
     metadata = await gateway.create_metadata(body, site)  # may take the identity Secret out of `body`
     retrieved = from_create_request(body)
     try:
         answer = await site.stub.CreatePod(pb.CreatePodRequest(pod_json=json.dumps(retrieved).encode()),
-                                           metadata=metadata, timeout=120)
+                                           metadata=(*metadata, *carried(request)), timeout=120)
     except grpc.aio.AioRpcError as exc:
         if exc.code() in _REFUSALS:  # surely not created (unlike a lost answer): no grant to keep
             gateway.grants.forget(uid)
@@ -161,9 +188,10 @@ async def delete(request: web.Request) -> web.Response:
     pod = Pod.model_validate(await _body(request))
     uid = pod.metadata.uid or ""
     site = gateway.site_of(uid)
+    tracing.annotate({tracing.POD_UID: uid, "ilp.site": site.name if site else ""})
     if site is None:
         return _text(200, f"pod {pod.metadata.namespace}/{pod.metadata.name}: not found")
-    answer = await site.stub.DeletePod(pb.DeletePodRequest(uid=uid), metadata=await gateway.metadata_for(site, uid),
+    answer = await site.stub.DeletePod(pb.DeletePodRequest(uid=uid), metadata=await gateway.metadata_for(site, uid, request),
                                        timeout=60)
     gateway.grants.forget(uid)
     return _text(200, f"pod {pod.metadata.namespace}/{pod.metadata.name}: {answer.outcome} (site {site.name})")
@@ -188,6 +216,7 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY_KEY]
     query = LogStruct.model_validate(await _body(request))
     site = gateway.site_of(query.PodUID)
+    tracing.annotate({tracing.POD_UID: query.PodUID, "ilp.site": site.name if site else ""})
     if site is None:
         return _text(404, f"pod {query.PodUID} is not known to any site")
     opts = query.Opts
@@ -196,7 +225,7 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
                             follow=opts.Follow, previous=opts.Previous)
     if opts.SinceTime is not None:
         ask.since_time.FromDatetime(opts.SinceTime)
-    stream = site.stub.GetLogs(ask, metadata=await gateway.metadata_for(site, query.PodUID))
+    stream = site.stub.GetLogs(ask, metadata=await gateway.metadata_for(site, query.PodUID, request))
     first = await stream.read()  # errors (unknown pod, bad options) become a status code, not a broken body
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
@@ -245,6 +274,16 @@ async def update_cache(request: web.Request) -> web.Response:
     return _text(200, "ok: statuses are pushed by the sites, there is no cache to drop")
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition; pods per site and phase are counted now, from the pushed statuses."""
+    for site in request.app[GATEWAY_KEY].sites.values():
+        phases = [pod.phase for pod in site.pods.values()]  # the last known, as /status answers
+        for phase in PHASES:
+            PODS.labels(site.name, phase).set(phases.count(phase))
+        SITE_UP.labels(site.name).set(1 if site.up else 0)
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def healthz(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     lines = [f"{s.name}: {'up' if s.up else 'down: ' + s.error}" for s in gateway.sites.values()]
@@ -252,10 +291,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def make_app(gateway: Gateway) -> web.Application:
-    app = web.Application(client_max_size=gateway.config.listen.max_body_bytes, middlewares=[errors])
+    app = web.Application(client_max_size=gateway.config.listen.max_body_bytes, middlewares=[observed, errors])
     app[GATEWAY_KEY] = gateway
     for path, handler in (("/create", create), ("/delete", delete), ("/status", status), ("/getLogs", get_logs),
-                          ("/pinglink", pinglink), ("/updateCache", update_cache), ("/healthz", healthz)):
+                          ("/pinglink", pinglink), ("/updateCache", update_cache), ("/healthz", healthz),
+                          ("/metrics", metrics)):
         app.router.add_route("*", path, handler)
     return app
 
@@ -285,4 +325,8 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> Non
 
 def run(config: GatewayConfig) -> None:
     logsetup.configure()
-    asyncio.run(serve(config))
+    tracing.configure("interlink-provider-gateway")
+    try:
+        asyncio.run(serve(config))
+    finally:
+        tracing.shutdown()

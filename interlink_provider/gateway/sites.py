@@ -20,6 +20,7 @@ from ..auth.errors import AuthError
 from ..auth.exchange import OAuthClient, Token
 from ..rpc.client import bearer, offloader, open_channel
 from ..rpc.offloader.v1 import offloader_pb2 as pb
+from ..telemetry.metrics import STREAM_RECONNECTS
 from .config import ServiceIdentity, SiteLink
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,11 @@ class Site:
 
     async def _watch(self) -> None:
         backoff = 1.0
+        opened = False
         while True:
+            if opened:
+                STREAM_RECONNECTS.labels(self.name).inc()
+            opened = True
             try:
                 await self._follow()
             except (grpc.aio.AioRpcError, asyncio.TimeoutError, AuthError, OSError) as exc:

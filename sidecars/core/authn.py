@@ -11,18 +11,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from prometheus_client import Counter
 
 from interlink_provider.auth import errors
 from interlink_provider.auth.identity import Identity
 from interlink_provider.auth.mapping import Operation
 from interlink_provider.auth.validate import TokenValidator
+from interlink_provider.telemetry.metrics import AUTH_REFUSED as REFUSED
 
 from .config import AuthConfig
 from .service import LOCAL, Principal
 
 log = logging.getLogger(__name__)
-REFUSED = Counter("ilp_auth_refused_total", "Requests refused by authentication or authorization", ["code"])
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from interlink_provider import logsetup
 from interlink_provider.staging.engine import Stager
+from interlink_provider.telemetry import tracing
 from sidecars.htcondor.backend import HTCondorBackend
 from sidecars.slurm.backend import SlurmBackend
 from sidecars.slurm.restd import SlurmRestBackend
@@ -134,4 +135,8 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
 
 def run(config: SiteConfig) -> None:
     logsetup.configure()
-    asyncio.run(serve(config))
+    tracing.configure(f"interlink-provider-sidecar-{config.site_name}")
+    try:
+        asyncio.run(serve(config))
+    finally:
+        tracing.shutdown()

@@ -30,6 +30,7 @@ from interlink_provider.pods.wire import ContainerLogOpts, LogStruct, RetrievedP
 from interlink_provider.rpc.convert import container_status
 from interlink_provider.rpc.offloader.v1 import offloader_pb2 as pb
 from interlink_provider.rpc.offloader.v1 import offloader_pb2_grpc as pb_grpc
+from interlink_provider.telemetry import tracing
 
 from .authn import Authenticator, Caller
 from .config import GrpcConfig
@@ -157,6 +158,37 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
         )
 
 
+class TracedCalls(grpc.aio.ServerInterceptor):
+    """A server span per Offloader call, continuing the caller's trace from the metadata
+    (`traceparent`, `interlink-http-session`). WatchStatus, endless by design, is not traced."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        method = details.method.rsplit("/", 1)[-1]
+        if handler is None or not details.method.startswith(f"/{SERVICE_NAME}/") or method == "WatchStatus":
+            return handler
+        headers = {k: v for k, v in details.invocation_metadata or () if isinstance(v, str)}
+        name = f"sidecar {method}"
+        if handler.unary_unary is not None:
+            call = handler.unary_unary
+
+            async def unary(request, context):
+                with tracing.server_span(name, headers):
+                    return await call(request, context)
+            return handler._replace(unary_unary=unary)
+        stream_call = handler.unary_stream
+
+        async def stream(request, context):
+            span = tracing.start_server_span(name, headers)  # not made current: it spans many yields
+            span.set_attribute(tracing.POD_UID, getattr(request, "uid", ""))
+            try:
+                async for item in stream_call(request, context):
+                    yield item
+            finally:
+                span.end()
+        return handler._replace(unary_stream=stream)
+
+
 class _mapped_errors:
     """The service core's exceptions as gRPC status codes with their reasons."""
 
@@ -183,6 +215,7 @@ async def start_server(config: GrpcConfig, service: SiteService, authenticator: 
         options=[("grpc.max_receive_message_length", config.max_message_bytes),
                  ("grpc.max_send_message_length", config.max_message_bytes)],
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        interceptors=[TracedCalls()],
     )
     pb_grpc.add_OffloaderServicer_to_server(OffloaderServicer(service, authenticator), server)
     health_servicer = health.aio.HealthServicer()

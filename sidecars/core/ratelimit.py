@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from prometheus_client import Counter
-
-THROTTLED = Counter("ilp_scheduler_throttled_seconds_total", "Time scheduler commands waited for the site's rate limit")
+from interlink_provider.telemetry.metrics import THROTTLED
 
 
 class TokenBucket:

@@ -15,7 +15,8 @@ import logging
 import time
 from typing import Any
 
-from prometheus_client import Gauge, Histogram
+from interlink_provider.telemetry import tracing
+from interlink_provider.telemetry.metrics import CYCLE_COMMANDS, CYCLE_SECONDS, PODS, TRACKED
 
 from . import faults, status
 from .backend import COMPLETED, FAILED, PENDING, JobInfo, PollError
@@ -36,11 +37,6 @@ from .store import (
 )
 
 log = logging.getLogger(__name__)
-
-CYCLE_SECONDS = Histogram("ilp_status_cycle_seconds", "Wall time of a status cycle")
-CYCLE_COMMANDS = Gauge("ilp_status_cycle_scheduler_commands", "Scheduler commands in the last status cycle")
-TRACKED = Gauge("ilp_tracked_jobs", "Jobs followed by the last status cycle")
-PODS = Gauge("ilp_pods", "Pods known to the sidecar", ["phase"])
 
 
 class Reconciler:
@@ -115,6 +111,11 @@ class Reconciler:
     # ------------------------------------------------------------------ cycle
 
     async def cycle(self) -> None:
+        """One pass over every pod; traced, so its scheduler commands have a parent."""
+        with tracing.span("status cycle"):
+            await self._cycle()
+
+    async def _cycle(self) -> None:
         started = time.monotonic()
         commands = 0
         service = self.service
@@ -295,7 +296,7 @@ class Reconciler:
         for record in self.service.pods.values():
             counts[record.phase] = counts.get(record.phase, 0) + 1
         for phase in (status.PENDING, status.RUNNING, status.SUCCEEDED, status.FAILED, status.UNKNOWN):
-            PODS.labels(phase).set(counts.get(phase, 0))
+            PODS.labels(self.service.config.site_name, phase).set(counts.get(phase, 0))
 
 
 __all__ = ["Reconciler", "FINISHED", "DELETED"]

@@ -9,6 +9,7 @@ submission path whose crash windows the store's stages cover.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,8 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-from prometheus_client import Counter
 
 from interlink_provider.pods import PodRejected, pod_to_jobspec
 from interlink_provider.pods.jobspec import JobSpec
@@ -32,6 +31,8 @@ from interlink_provider.pods.wire import (
 )
 from interlink_provider.runtimes import Runtime, make_runtime
 from interlink_provider.staging.engine import Stager
+from interlink_provider.telemetry import tracing
+from interlink_provider.telemetry.metrics import CREATES, DELETES, timed
 
 from . import faults, logs, status, workdir
 from .backend import RUNNING, Backend, Capacity, JobInfo, PollError, SubmitError
@@ -58,8 +59,6 @@ from .store import (
 log = logging.getLogger(__name__)
 
 RUNTIME_ANNOTATION = "interlink.provider/runtime"
-CREATES = Counter("ilp_creates_total", "Create requests by outcome", ["outcome"])
-DELETES = Counter("ilp_deletes_total", "Delete requests")
 
 
 class NotFound(Exception):
@@ -133,6 +132,7 @@ class SiteService:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._submitters: list[asyncio.Task[None]] = []
         self._submitted: dict[str, asyncio.Future[None]] = {}
+        self._traces: dict[str, tracing.Context] = {}  # the create's trace, for its queued submission
         self._capacity: tuple[float, Capacity] | None = None
         self.options = config.render_options()
 
@@ -209,6 +209,10 @@ class SiteService:
 
     async def create(self, data: RetrievedPodData, principal: Principal = LOCAL) -> CreateResult:
         """Idempotent by pod UID. Raises PodRejected for pods this site cannot run."""
+        with timed("create"), tracing.span("sidecar create", {tracing.POD_UID: data.pod.metadata.uid or ""}):
+            return await self._create(data, principal)
+
+    async def _create(self, data: RetrievedPodData, principal: Principal) -> CreateResult:
         try:
             spec = pod_to_jobspec(data, self.config.translation)
             runtime = self.runtime_for(spec)
@@ -282,12 +286,14 @@ class SiteService:
 
     def enqueue(self, uid: str) -> asyncio.Future[None]:
         """Queue a never-submitted pod (stage ACCEPTED); the future resolves once it left that stage."""
-        if not self._submitters:
-            self._submitters = [asyncio.create_task(self._submitter(), name=f"submitter-{i}")
+        if not self._submitters:  # in a context of their own, not the first pod's trace
+            self._submitters = [asyncio.create_task(self._submitter(), name=f"submitter-{i}",
+                                                    context=contextvars.Context())
                                 for i in range(self.config.max_concurrent_submits)]
         future = self._submitted.get(uid)
         if future is None:
             future = self._submitted[uid] = asyncio.get_running_loop().create_future()
+            self._traces[uid] = tracing.remember()
             self._queue.put_nowait(uid)
         return future
 
@@ -295,7 +301,8 @@ class SiteService:
         while True:
             uid = await self._queue.get()
             try:
-                await self._submit_queued(uid)
+                with tracing.span("submit", {tracing.POD_UID: uid}, parent=self._traces.pop(uid, None)):
+                    await self._submit_queued(uid)
             except PollError as exc:  # the reconciler retries it
                 log.warning("pod %s: submission deferred: %s", uid, exc)
             except Exception:  # a submitter must outlive any one pod
@@ -401,6 +408,10 @@ class SiteService:
 
     async def delete(self, uid: str, principal: Principal = LOCAL) -> str:
         """Idempotent. Returns a short description of what happened."""
+        with timed("delete"), tracing.span("sidecar delete", {tracing.POD_UID: uid}):
+            return await self._delete(uid, principal)
+
+    async def _delete(self, uid: str, principal: Principal) -> str:
         DELETES.inc()
         async with self.lock(uid):
             record = self.pods.get(uid)
@@ -464,6 +475,10 @@ class SiteService:
 
     def statuses(self, uids: list[str], principal: Principal = LOCAL) -> list[dict[str, Any]]:
         """Cached statuses of the pods we know; unknown UIDs are left out (as interLink expects)."""
+        with timed("status"):
+            return self._statuses(uids, principal)
+
+    def _statuses(self, uids: list[str], principal: Principal) -> list[dict[str, Any]]:
         records = [self.pods[uid] for uid in uids if uid in self.pods]
         for record in records:
             self.check_owner(record, principal)

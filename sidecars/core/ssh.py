@@ -154,8 +154,9 @@ class SshTransport:
 
     async def run(self, argv: list[str], *, timeout: float = 30.0) -> CommandResult:
         command = os.path.basename(argv[0])
-        async with metered(command, self.limiter):
+        async with metered(command, self.limiter) as meter:
             code, out, err = await self.link.run(self.command_line(argv), timeout)
+            meter.exit_status(code == 0)
         return CommandResult(tuple(argv), code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
 

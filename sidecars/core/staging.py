@@ -17,12 +17,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter, Gauge
-
 from interlink_provider.auth.errors import AuthError, IdPUnreachable
 from interlink_provider.pods.staging import StageInput, StageOutput, StagingSpec
 from interlink_provider.staging.engine import PodStaging, Stager
 from interlink_provider.staging.errors import Cancelled, StagingError
+from interlink_provider.telemetry import tracing
+from interlink_provider.telemetry.metrics import (
+    CACHE_HITS,
+    DOWNLOADS,
+    STAGE_THROUGHPUT,
+    STAGED_BYTES,
+    STAGED_FILES,
+    STAGING,
+)
 
 from . import status
 from .store import DELETED, FINISHED, STAGING_IN, STAGING_OUT, SUBMITTING, PodRecord
@@ -31,10 +38,6 @@ if TYPE_CHECKING:
     from .service import SiteService
 
 log = logging.getLogger(__name__)
-STAGED_BYTES = Counter("ilp_staged_bytes_total", "Bytes staged", ["direction"])
-STAGING = Gauge("ilp_staging_pods", "Pods staging now", ["direction"])
-DOWNLOADS = Gauge("ilp_stage_downloads", "Files downloaded by stage-in since start")
-CACHE_HITS = Gauge("ilp_stage_cache_hits", "Staged files served by the content cache since start")
 PROGRESS_SECONDS = 1.0
 
 
@@ -59,6 +62,7 @@ class StagingPhases:
         self.stager = stager
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._pods: dict[str, PodStaging] = {}
+        self._counted = (0, 0)  # the stager's (downloads, cache hits) already added to the counters
 
     def _pod(self, record: PodRecord) -> PodStaging:
         spec = spec_of(record)
@@ -146,7 +150,23 @@ class StagingPhases:
                     await self.service.save(uid, **update)
         return task.result()
 
+    def _count(self, direction: str, pod: PodStaging, seconds: float) -> None:
+        """The finished phase in the metrics and on the pod's span."""
+        done = pod.progress.bytes_done
+        STAGED_BYTES.labels(direction).inc(done)
+        STAGED_FILES.labels(direction).inc(pod.progress.files_done)
+        STAGE_THROUGHPUT.labels(direction).observe(done / max(seconds, 1e-3))
+        downloads, hits = self.stager.downloads, self.stager.cache_hits
+        DOWNLOADS.inc(max(0, downloads - self._counted[0]))
+        CACHE_HITS.inc(max(0, hits - self._counted[1]))
+        self._counted = (downloads, hits)
+        tracing.annotate({"ilp.stage.files": pod.progress.files_done, "ilp.stage.bytes": done})
+
     async def _stage_in(self, uid: str, pod: PodStaging) -> None:
+        with tracing.span("stage-in", {tracing.POD_UID: uid}):
+            await self._staged_in(uid, pod)
+
+    async def _staged_in(self, uid: str, pod: PodStaging) -> None:
         STAGING.labels("in").inc()
         started = time.monotonic()
         try:
@@ -159,9 +179,7 @@ class StagingPhases:
             return
         finally:
             STAGING.labels("in").dec()
-        STAGED_BYTES.labels("in").inc(pod.progress.bytes_done)
-        DOWNLOADS.set(self.stager.downloads)
-        CACHE_HITS.set(self.stager.cache_hits)
+        self._count("in", pod, time.monotonic() - started)
         log.info("pod %s: staged in %s in %.1fs", uid, pod.progress.describe(), time.monotonic() - started)
         service = self.service
         async with service.lock(uid):
@@ -172,7 +190,12 @@ class StagingPhases:
             await service._submit(record)
 
     async def _stage_out(self, uid: str, pod: PodStaging) -> None:
+        with tracing.span("stage-out", {tracing.POD_UID: uid}):
+            await self._staged_out(uid, pod)
+
+    async def _staged_out(self, uid: str, pod: PodStaging) -> None:
         STAGING.labels("out").inc()
+        started = time.monotonic()
         try:
             datasets = await self._with_progress(uid, pod, self.stager.stage_out(pod), "staging out")
         except Cancelled:
@@ -183,7 +206,7 @@ class StagingPhases:
             return
         finally:
             STAGING.labels("out").dec()
-        STAGED_BYTES.labels("out").inc(pod.progress.bytes_done)
+        self._count("out", pod, time.monotonic() - started)
         await self._finish_out(uid, datasets=datasets, done=pod.progress.describe())
 
     async def _finish_out(self, uid: str, datasets: list[str] | None = None, done: str = "", error: str = "") -> None:

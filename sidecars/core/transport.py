@@ -17,16 +17,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from prometheus_client import Counter, Histogram
+from interlink_provider.telemetry import tracing
+from interlink_provider.telemetry.metrics import COMMAND_SECONDS, COMMANDS
 
 from .ratelimit import TokenBucket
-
-COMMANDS = Counter(
-    "ilp_scheduler_commands_total", "Scheduler commands run on the site", ["command"]
-)
-COMMAND_SECONDS = Histogram(
-    "ilp_scheduler_command_seconds", "Wall time of scheduler commands", ["command"]
-)
 
 
 @dataclass(frozen=True)
@@ -57,18 +51,35 @@ class TransportError(Exception):
 SUDO_PASSTHROUGH = ("SLURM_CONF", "PATH")
 
 
+@dataclass
+class Meter:
+    """What the carrier of a command reports back to `metered`: did the command succeed?"""
+
+    outcome: str = "ok"
+
+    def exit_status(self, ok: bool) -> None:
+        self.outcome = "ok" if ok else "failed"
+
+
 @asynccontextmanager
-async def metered(command: str, limiter: TokenBucket | None) -> AsyncIterator[None]:
+async def metered(command: str, limiter: TokenBucket | None) -> AsyncIterator[Meter]:
     """Every scheduler command, whatever carries it: a token from the site's bucket first, then
-    counted and timed."""
+    counted by outcome (ok, failed = non-zero exit or HTTP error, error = not run at all),
+    timed, and traced as a child of the pod's span."""
     if limiter is not None:
         await limiter.acquire()
-    COMMANDS.labels(command).inc()
+    meter = Meter()
     started = time.monotonic()
-    try:
-        yield
-    finally:
-        COMMAND_SECONDS.labels(command).observe(time.monotonic() - started)
+    with tracing.span(f"scheduler {command}", {"ilp.scheduler.command": command}) as span:
+        try:
+            yield meter
+        except BaseException:
+            meter.outcome = "error"
+            raise
+        finally:
+            COMMANDS.labels(command, meter.outcome).inc()
+            COMMAND_SECONDS.labels(command).observe(time.monotonic() - started)
+            span.set_attribute("ilp.scheduler.outcome", meter.outcome)
 
 
 class LocalTransport:
@@ -95,7 +106,7 @@ class LocalTransport:
     async def run(self, argv: list[str], *, timeout: float = 30.0) -> CommandResult:
         command = os.path.basename(argv[0])
         full = self._argv(argv)
-        async with metered(command, self.limiter):
+        async with metered(command, self.limiter) as meter:
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *full,
@@ -112,6 +123,7 @@ class LocalTransport:
                 proc.kill()
                 await proc.wait()
                 raise TransportError(f"{command} did not answer within {timeout:.0f}s") from exc
+            meter.exit_status(proc.returncode == 0)
         return CommandResult(
             argv=tuple(full),
             returncode=proc.returncode if proc.returncode is not None else -1,

@@ -133,7 +133,7 @@ class SlurmRestClient:
         """(HTTP status, JSON answer). Network failures and unreadable answers are TransportError."""
         user = user or self.tokens.default_user
         headers = {"X-SLURM-USER-NAME": user, "X-SLURM-USER-TOKEN": await asyncio.to_thread(self.tokens.for_user, user)}
-        async with metered(command, self.limiter):
+        async with metered(command, self.limiter) as meter:
             try:
                 async with self.session().request(method, path.lstrip("/"), json=body, params=params,
                                                   headers=headers) as response:
@@ -141,6 +141,7 @@ class SlurmRestClient:
                     status = response.status
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 raise TransportError(f"slurmrestd at {self.config.url} did not answer: {exc or type(exc).__name__}") from exc
+            meter.exit_status(status < 400)
         if status in (401, 403):
             raise TransportError(f"slurmrestd refused our token for {user} (HTTP {status})")
         try:

@@ -33,8 +33,11 @@ def paced(local_site, tmp_path_factory):
 
 async def commands(client: SidecarClient) -> dict[str, float]:
     text = await client.call("GET", "/metrics")
-    found = re.findall(r'^ilp_scheduler_commands_total\{command="(\w+)"\} ([0-9.e+]+)$', text, re.M)
-    return {name: float(value) for name, value in found}
+    found = re.findall(r'^ilp_scheduler_commands_total\{command="(\w+)",outcome="\w+"\} ([0-9.e+]+)$', text, re.M)
+    counts: dict[str, float] = {}
+    for name, value in found:  # every outcome
+        counts[name] = counts.get(name, 0.0) + float(value)
+    return counts
 
 
 async def test_a_burst_is_paced_queued_and_submitted_once_each(paced):

@@ -68,8 +68,8 @@ async def test_a_pod_runs_through_slurmrestd_with_its_options(local_site, tmp_pa
         assert fields["TimeLimit"] == "00:10:00"  # the pod's deadline wins over the annotation's --time
         assert fields["StdOut"].endswith(f"rest-{uid}/job.out") and fields["Partition"] == "debug"
         assert log.strip() == "hello from rest"
-        assert await metric(sidecar, 'ilp_scheduler_commands_total{command="slurmrestd-submit"}') == 1
-        assert await metric(sidecar, 'ilp_scheduler_commands_total{command="sbatch"}') == 0
+        assert await metric(sidecar, 'ilp_scheduler_commands_total{command="slurmrestd-submit",outcome="ok"}') == 1
+        assert await metric(sidecar, 'ilp_scheduler_commands_total{command="sbatch",') == 0
     finally:
         sidecar.stop()
 

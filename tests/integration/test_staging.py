@@ -103,17 +103,17 @@ def test_site_local_replicas_come_first(catalog):
 async def test_pods_needing_the_same_dataset_transfer_it_once(staging_sidecar, catalog):
     did, _ = put_dataset(catalog, {f"f{i}.dat": os.urandom(200_000) for i in range(3)})
     async with SidecarClient(staging_sidecar.address) as client:
-        before = await metric(staging_sidecar, "ilp_stage_downloads")
+        before = await metric(staging_sidecar, "ilp_stage_downloads_total")
         answers = [await client.create(staging_pod(f"shared-{i}", f"- {{did: '{did}', mount: /data/in}}"))
                    for i in range(3)]
         for answer in answers:
             assert phase_of(await final(client, answer["PodUID"])) == SUCCEEDED
-        assert await metric(staging_sidecar, "ilp_stage_downloads") - before == 3  # 3 files, not 9
+        assert await metric(staging_sidecar, "ilp_stage_downloads_total") - before == 3  # 3 files, not 9
         later = await client.create(staging_pod("shared-later", f"- {{did: '{did}', mount: /data/in}}"))
-        hits = await metric(staging_sidecar, "ilp_stage_cache_hits")
+        hits = await metric(staging_sidecar, "ilp_stage_cache_hits_total")
         assert phase_of(await final(client, later["PodUID"])) == SUCCEEDED
-        assert await metric(staging_sidecar, "ilp_stage_downloads") - before == 3
-        assert await metric(staging_sidecar, "ilp_stage_cache_hits") - hits == 3
+        assert await metric(staging_sidecar, "ilp_stage_downloads_total") - before == 3
+        assert await metric(staging_sidecar, "ilp_stage_cache_hits_total") - hits == 3
 
 
 async def failed_reason(client: SidecarClient, req: dict) -> dict:

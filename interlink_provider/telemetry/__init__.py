@@ -1,0 +1,1 @@
+"""What the daemons tell operators about themselves: Prometheus metrics and OpenTelemetry traces."""
