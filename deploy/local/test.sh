@@ -8,6 +8,12 @@ set -euo pipefail
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$REPO"
 bash deploy/local/install.sh
+# The status page's browser test drives Debian's headless Chromium (a test-only package).
+if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+  echo "[test] installing chromium" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+fi
 export ILP_SITE_DIR=${ILP_SITE_DIR:-$REPO/.site}
 PYTEST=${ILP_VENV:-$REPO/.venv}/bin/pytest
 WORKERS=${ILP_TEST_WORKERS:-3}

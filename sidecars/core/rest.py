@@ -18,8 +18,10 @@ from pydantic import BaseModel, ValidationError
 from interlink_provider.auth.errors import AuthError
 from interlink_provider.pods import PodRejected
 from interlink_provider.pods.k8s import Pod
+from interlink_provider.telemetry import tracing
 from interlink_provider.pods.wire import CreateStruct, LogStruct, RetrievedPodData, validation_message
 
+from . import statuspage
 from .authn import Authenticator, Caller
 from .reconciler import Reconciler
 from .service import BadRequest, Forbidden, NotFound, SiteService, Unavailable
@@ -73,6 +75,17 @@ async def errors(request: web.Request, handler) -> web.StreamResponse:
 def _via_unix_socket(request: web.Request) -> bool:
     transport = request.transport
     return transport is not None and isinstance(transport.get_extra_info("sockname"), str)
+
+
+@web.middleware
+async def traced(request: web.Request, handler) -> web.StreamResponse:
+    """A server span per API call, continuing the caller's trace and interLink session."""
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    with tracing.server_span(f"sidecar {request.path}", request.headers) as span:
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        return response
 
 
 @web.middleware
@@ -233,6 +246,14 @@ async def healthz(request: web.Request) -> web.Response:
     return _text(200, "ok")
 
 
+async def status_page(request: web.Request) -> web.Response:
+    """The read-only HTML page: the caller's pods, the scheduler's and IdPs' health."""
+    principal = _caller(request, "read").principal
+    issuers = request.app[AUTH_KEY].validator.keys.state()
+    html = statuspage.render(request.app[SERVICE_KEY], principal, issuers)
+    return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -240,7 +261,7 @@ async def metrics(request: web.Request) -> web.Response:
 def make_app(
     service: SiteService, reconciler: Reconciler, authenticator: Authenticator, max_body_bytes: int
 ) -> web.Application:
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[errors, authenticate])
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[traced, errors, authenticate])
     app[SERVICE_KEY] = service
     app[RECONCILER_KEY] = reconciler
     app[AUTH_KEY] = authenticator
@@ -254,6 +275,7 @@ def make_app(
         ("/system-info", system_info),
         ("/healthz", healthz),
         ("/metrics", metrics),
+        ("/ui", status_page),
     ):
         app.router.add_route("*", path, handler)
     return app

@@ -1,0 +1,81 @@
+"""The sidecar's read-only status page (`/ui`): the caller's pods and the health of what they
+depend on, for a human in a browser.
+
+Plain server-rendered HTML (Jinja2 with autoescaping: pod names, reasons and scheduler
+messages are user-controlled), refreshed by the browser every few seconds; no JavaScript.
+It shows what the API would show the same caller: authentication and ownership are the
+API's, so the page needs the same bearer token (or the trusted unix socket).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jinja2
+
+from interlink_provider import __version__
+
+from .service import Principal, SiteService, state_reason
+
+REFRESH_SECONDS = 5
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+@dataclass(frozen=True)
+class PodRow:
+    namespace: str
+    name: str
+    uid: str
+    phase: str
+    stage: str
+    job_id: str
+    owner: str
+    account: str
+    staging: str
+    reason: str
+    updated: str
+
+
+@dataclass(frozen=True)
+class Health:
+    what: str
+    ok: bool
+    detail: str
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if epoch else ""
+
+
+def pod_rows(service: SiteService, principal: Principal) -> list[PodRow]:
+    records = sorted(service.owned(principal), key=lambda r: r.created_at, reverse=True)
+    return [PodRow(namespace=r.namespace, name=r.name, uid=r.uid, phase=r.phase, stage=r.stage,
+                   job_id=r.job_id, owner=r.owner, account=r.account or "(the sidecar's own)",
+                   staging=service.staging.progress(r.uid) if service.staging else "",
+                   reason=state_reason(r), updated=_when(r.updated_at))
+            for r in records]
+
+
+def health(service: SiteService, issuers: dict[str, tuple[bool, str]]) -> list[Health]:
+    """What the page can tell without calling anyone: the last status poll and the key caches."""
+    scheduler = service.backend.display_name
+    checks = [Health(f"{scheduler} (status poll)", not service.poll_error, service.poll_error or "answering")]
+    checks += [Health(f"IdP {issuer}", ok, detail) for issuer, (ok, detail) in sorted(issuers.items())]
+    return checks
+
+
+def render(service: SiteService, principal: Principal, issuers: dict[str, tuple[bool, str]]) -> str:
+    rows = pod_rows(service, principal)
+    phases: dict[str, int] = {}
+    for row in rows:
+        phases[row.phase] = phases.get(row.phase, 0) + 1
+    return _TEMPLATES.get_template("status.html.j2").render(
+        site=service.config.site_name, version=__version__, viewer=principal.key, rows=rows, phases=phases,
+        health=health(service, issuers), refresh=REFRESH_SECONDS, now=_when(time.time()))
