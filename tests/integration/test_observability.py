@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
+from interlink_provider.cli.client import SidecarClient, SidecarError
 from interlink_provider.pods.phase import SUCCEEDED, phase_of
 from tests.federation import GatewayProcess, grpc_sidecar, vk_request, wait_until_up
 from tests.helpers import wait_for
