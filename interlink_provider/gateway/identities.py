@@ -26,6 +26,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,14 @@ SECRET_KEYS = ("access_token", "refresh_token", "client_id", "issuer")
 
 
 class IdentityProblem(Exception):
-    """The pod cannot run as its owner; `status` is the HTTP status the VK gets (and shows as the reason)."""
+    """The pod cannot run as its owner; `status` is the HTTP status the VK gets, and the message
+    (which the VK shows on the pod) starts with a reason word when one applies (`TokenExpired: ...`)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
+        message = f"{reason}: {message}" if reason else message
         super().__init__(message)
         self.status = status
+        self.reason = reason
         self.message = message
 
 
@@ -72,7 +76,8 @@ def _secret_values(secret: dict[str, Any], source: str) -> dict[str, str]:
         try:
             values[key] = base64.b64decode(str(encoded), validate=True).decode("utf-8").strip()
         except (binascii.Error, UnicodeDecodeError) as exc:
-            raise IdentityProblem(422, f"Secret {source}: key {key!r} is not base64 UTF-8 text") from exc
+            raise IdentityProblem(422, f"Secret {source}: key {key!r} is not base64 UTF-8 text",
+                                  "IdentitySecretInvalid") from exc
     for key, text in (secret.get("stringData") or {}).items():
         values[key] = str(text).strip()
     return values
@@ -87,16 +92,18 @@ def take_identity(request: dict[str, Any], secret_name: str) -> UserCredential:
     mine = [s for s in secrets if (s.get("metadata") or {}).get("name") == secret_name]
     if not mine:
         raise IdentityProblem(422, f"identity Secret {source} was not sent with the pod: reference it in a "
-                                   f"volume (`secret: {{secretName: {secret_name}}}`) so the Virtual Kubelet sends it")
+                                   f"volume (`secret: {{secretName: {secret_name}}}`) so the Virtual Kubelet sends it",
+                              "IdentityMissing")
     request["secrets"] = [s for s in secrets if s not in mine]
     _strip_uses(request, secret_name)
     values = _secret_values(mine[0], source)
     credential = UserCredential(source, *(values.get(key) or None for key in SECRET_KEYS))
     if not credential.access_token and not credential.refresh_token:
-        raise IdentityProblem(422, f"identity Secret {source} has neither `access_token` nor `refresh_token`")
+        raise IdentityProblem(422, f"identity Secret {source} has neither `access_token` nor `refresh_token`",
+                              "IdentitySecretInvalid")
     if credential.refresh_token and not credential.access_token and not credential.client_id:
         raise IdentityProblem(422, f"identity Secret {source}: a `refresh_token` needs the `client_id` it was "
-                                   "issued to (`interlink-provider token login` writes both)")
+                                   "issued to (`interlink-provider token login` writes both)", "IdentitySecretInvalid")
     return credential
 
 
@@ -202,7 +209,7 @@ class UserGrants:
             token = await self.client.exchange(subject_token, None, self.scope)
         except errors.AuthError as exc:
             raise IdentityProblem(403, f"the IdP refused to let the gateway act for the owner of "
-                                       f"{credential.source}: {exc.message}") from exc
+                                       f"{credential.source}: {exc.message}", "TokenExchangeRefused") from exc
         return Grant(str(_claims(token.access_token).get("sub", "?")), token.refresh_token)
 
     async def _redeem(self, credential: UserCredential) -> str:
@@ -214,7 +221,8 @@ class UserGrants:
             if credential.access_token:
                 return credential.access_token
             raise IdentityProblem(403, f"the refresh token in {credential.source} was refused (expired or "
-                                       f"revoked? run `interlink-provider token login` again): {exc.message}") from exc
+                                       f"revoked? run `interlink-provider token login` again): {exc.message}",
+                                  "TokenExpired") from exc
         finally:
             await user_client.close()
 
@@ -222,7 +230,8 @@ class UserGrants:
         async with self._locks.setdefault(key, asyncio.Lock()):
             grant = self.grants.get(key)
             if grant is None:
-                raise IdentityProblem(403, "the owner's grant is gone (refused earlier); recreate the pod")
+                raise IdentityProblem(403, "the owner's grant is gone (refused earlier); recreate the pod",
+                                      "TokenExpired")
             grant.last_used = time.time()
             cached = grant.access.get(audience)
             if cached is not None and cached.valid_for(RENEW_MARGIN):
@@ -235,8 +244,9 @@ class UserGrants:
             except errors.ExchangeRefused as exc:
                 self.grants.pop(key, None)
                 self._save()
-                raise IdentityProblem(403, f"the IdP no longer lets the gateway act for {grant.subject}: "
-                                           f"{exc.message}") from exc
+                raise IdentityProblem(403, f"the refresh token for identity {grant.subject} was refused "
+                                           f"(expired or revoked): {exc.message}; log in again and recreate "
+                                           "the pod", "TokenExpired") from exc
             if token.refresh_token != grant.refresh_token:
                 grant.refresh_token = token.refresh_token
                 self._save()  # a rotated refresh token must survive a restart
@@ -262,5 +272,6 @@ def _refuse_expired(token: str, source: str) -> None:
     expires = _claims(token).get("exp")
     if isinstance(expires, (int, float)) and expires <= time.time():
         ago = int(time.time() - expires)
-        raise IdentityProblem(403, f"the token in identity Secret {source} expired {ago} s ago: "
-                                   "run `interlink-provider token login` again and update the Secret")
+        when = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise IdentityProblem(403, f"the token in identity Secret {source} expired at {when} ({ago} s ago): "
+                                   "run `interlink-provider token login` again and update the Secret", "TokenExpired")

@@ -95,7 +95,7 @@ class Gateway:
         if not secret_name:
             raise IdentityProblem(422, f"pods of namespace {namespace} run under their owner's identity: annotate "
                                        f"the pod with {policy.secret_annotation} naming the Secret with your token "
-                                       "(`interlink-provider token login` writes one)")
+                                       "(`interlink-provider token login` writes one)", "IdentityMissing")
         credential = take_identity(request, secret_name)
         return bearer(await self.grants.enroll(metadata.get("uid", ""), credential, site.link.audience))
 

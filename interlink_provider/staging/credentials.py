@@ -151,11 +151,20 @@ class TokenBroker:
             except IdPUnreachable as exc:
                 raise StagingError(f"cannot get a storage token: {exc.message}", transient=True) from exc
             except AuthError as exc:
-                whose = "the pod owner's" if owner else f"the site's ({self.config.client_id})"
-                raise StagingError(f"the IdP refused {whose} token for {purpose.scope} "
-                                   f"(aud {purpose.audience}): {exc.message}") from exc
+                raise self._refused(owner, purpose, exc) from exc
             self._tokens[key] = token
             return token.access_token
+
+    def _refused(self, owner: str, purpose: Purpose, exc: AuthError) -> StagingError:
+        """An owner's refresh token the IdP no longer takes (`invalid_grant`) is TokenExpired: the
+        pod cannot stage until its owner logs in again; any other refusal is about the scopes."""
+        if owner and getattr(exc, "oauth_error", "") == "invalid_grant":
+            return StagingError(f"the IdP refused the pod owner's refresh token (expired or revoked; it was "
+                                f"granted when the pod was created): {exc.message}; log in again and recreate the pod",
+                                reason="TokenExpired")
+        whose = "the pod owner's" if owner else f"the site's ({self.config.client_id})"
+        return StagingError(f"the IdP refused {whose} token for {purpose.scope} (aud {purpose.audience}): "
+                            f"{exc.message}", reason="TokenRefused")
 
     async def _renew(self, uid: str, purpose: Purpose) -> Token:
         # Asking for offline_access too makes a rotating IdP hand back the next refresh token.

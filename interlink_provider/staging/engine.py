@@ -172,6 +172,7 @@ class Stager:
             for future in futures.values():
                 if not future.done():
                     future.set_exception(error)
+                    future.exception()  # seen: pods waiting on it get it, an unawaited one must not log it
             raise
         finally:
             for ref in refs:

@@ -105,6 +105,13 @@ def annotate(attributes: Mapping[str, Any]) -> None:
             current.set_attribute(key, value)
 
 
+def failed(reason: str, message: str) -> None:
+    """The current span's work failed without raising (the pod carries the failure instead)."""
+    current = trace.get_current_span()
+    current.set_attribute("ilp.failure.reason", reason)
+    current.set_status(trace.Status(trace.StatusCode.ERROR, message))
+
+
 def remember() -> Context:
     """The current context, for work that continues later in another task (queued submissions)."""
     return context.get_current()

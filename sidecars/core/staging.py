@@ -175,7 +175,8 @@ class StagingPhases:
             return  # deleted while staging: the deletion settles the record
         except StagingError as exc:
             log.warning("pod %s: stage-in failed: %s", uid, exc.message)
-            await self._fail(uid, "StageInFailed", f"stage-in failed: {exc.message}")
+            tracing.failed(exc.reason or "StageInFailed", exc.message)
+            await self._fail(uid, exc.reason or "StageInFailed", f"stage-in failed: {exc.message}")
             return
         finally:
             STAGING.labels("in").dec()
@@ -202,14 +203,16 @@ class StagingPhases:
             return
         except StagingError as exc:
             log.warning("pod %s: stage-out failed: %s", uid, exc.message)
-            await self._finish_out(uid, error=exc.message)
+            tracing.failed(exc.reason or "StageOutFailed", exc.message)
+            await self._finish_out(uid, error=exc.message, reason=exc.reason or "StageOutFailed")
             return
         finally:
             STAGING.labels("out").dec()
         self._count("out", pod, time.monotonic() - started)
         await self._finish_out(uid, datasets=datasets, done=pod.progress.describe())
 
-    async def _finish_out(self, uid: str, datasets: list[str] | None = None, done: str = "", error: str = "") -> None:
+    async def _finish_out(self, uid: str, datasets: list[str] | None = None, done: str = "", error: str = "",
+                          reason: str = "StageOutFailed") -> None:
         service = self.service
         async with service.lock(uid):
             record = service.pods.get(uid)
@@ -217,7 +220,7 @@ class StagingPhases:
                 return
             final = record.summary.get("final_status") or record.status
             if error:
-                final = _mark_failed(final, f"stage-out failed: {error}")
+                final = _mark_failed(final, f"stage-out failed: {error}", reason)
                 message = f"stage-out failed: {error}"
                 phase = status.FAILED
             else:
@@ -246,11 +249,11 @@ def hold_running(final: dict[str, Any]) -> dict[str, Any]:
     return {**final, "containers": held}
 
 
-def _mark_failed(final: dict[str, Any], message: str) -> dict[str, Any]:
+def _mark_failed(final: dict[str, Any], message: str, reason: str) -> dict[str, Any]:
     containers = []
     for item in final.get("containers", []):
         terminated = dict(item["state"].get("terminated") or {})
-        terminated.update(exitCode=1, reason="StageOutFailed",
+        terminated.update(exitCode=1, reason=reason,
                           message=f"{message} (the container itself exited {terminated.get('exitCode', 0)})")
         containers.append({**item, "state": {"terminated": terminated}})
     return {**final, "containers": containers}

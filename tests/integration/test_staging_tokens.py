@@ -8,6 +8,7 @@ may only read /public; site-stager is the sidecar's staging client.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -19,15 +20,16 @@ import pytest
 
 from interlink_provider.auth.exchange import OAuthClient
 from interlink_provider.cli.client import SidecarClient, SidecarError
-from interlink_provider.pods.phase import SUCCEEDED, phase_of
+from interlink_provider.pods.phase import FAILED, SUCCEEDED, phase_of
 from interlink_provider.pods.staging import parse_staging
 from interlink_provider.staging.config import StagingConfig
 from interlink_provider.staging.engine import PodStaging, Stager
 from interlink_provider.staging.errors import StagingError
 from tests.datalake import RUCIO_HOST, TOKEN_RSE, put_token_dataset, token_disk_path
-from tests.helpers import Sidecar, site_dir
+from tests.helpers import Sidecar, site_dir, wait_for
 from tests.idp import free_port
 from tests.integration.test_staging import final, staging_pod
+from tests.otlp import OtlpReceiver
 
 pytestmark = pytest.mark.slurm
 ISSUER = "https://127.0.0.1:8480/"
@@ -113,6 +115,40 @@ async def test_a_users_pod_stages_with_its_owners_tokens(token_site, catalog):
             assert token.encode() not in path.read_bytes(), f"the user's token was written to {path}"
             if "staging-tokens" in path.parts:
                 assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+
+
+async def test_an_owner_grant_the_idp_no_longer_takes_fails_stage_out_as_token_expired(token_site, catalog):
+    """The refresh token kept for the pod is refused (expired or revoked) when its outputs are due:
+    the pod fails with reason TokenExpired and what to do, and the stage-out span says so."""
+    did = put_token_dataset(catalog, {"in.dat": b"input\n"})
+    token = await user_token("demo-user", "demo-secret")
+    req = staging_pod("token-expires", f"- {{did: '{did}', mount: /data/in}}", "- {mount: /data/out, scope: user}",
+                      "sleep 6; echo result > /data/out/result.txt")
+    uid = req["pod"]["metadata"]["uid"]
+    grants = token_site.workdir / "state" / "staging-grants.json"
+    with OtlpReceiver() as otlp:
+        async with SidecarClient(token_site.http, token=token) as client:
+            await client.create(req)
+
+            async def running():
+                return [p for p in await client.pods() if p["uid"] == uid and p["phase"] == "Running"]
+            await wait_for(running, 60, what="the job to run (staged in)")
+            token_site.stop()  # while the job runs: its grant now expires
+            kept = json.loads(grants.read_text())
+            grants.write_text(json.dumps({**kept, uid: "expired-" + kept[uid][8:]}))
+            token_site.start(env=otlp.env())
+            result = await final(client, uid)
+        [container] = result["containers"]
+        terminated = container["state"]["terminated"]
+        assert phase_of(result) == FAILED and terminated["reason"] == "TokenExpired", terminated
+        assert "refresh token" in terminated["message"] and "log in again" in terminated["message"]
+
+        async def stage_out_span():
+            return [s for s in otlp.named("stage-out") if s.attributes.get("k8s.pod.uid") == uid]
+        [span] = await wait_for(stage_out_span, 30, what="the stage-out span")
+        assert span.attributes["ilp.failure.reason"] == "TokenExpired"
+    token_site.stop()
+    token_site.start()  # the module's other tests export nowhere
 
 
 async def test_a_tokenless_pod_stages_with_the_sites_own_tokens(token_site, catalog):
