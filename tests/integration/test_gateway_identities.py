@@ -159,12 +159,12 @@ async def test_missing_expired_and_refused_identities_fail_the_pod_with_the_reas
     expired = short_idp.forge(exp=int(time.time()) - 120, aud=short_idp.issuer)
     mallory = await user_token(short_idp, "mallory", "compute.read")
     cases = [
-        (request_with(user_pod("no-annotation", None), "team-a", None), 422, f"annotate the pod with {ANNOTATION}"),
-        (request_with(user_pod("no-secret", "alice-id"), "team-a", None), 422, "was not sent with the pod"),
+        (request_with(user_pod("no-annotation", None), "team-a", None), 422, f"IdentityMissing: pods of namespace team-a run under their owner's identity: annotate the pod with {ANNOTATION}"),
+        (request_with(user_pod("no-secret", "alice-id"), "team-a", None), 422, "IdentityMissing: identity Secret team-a/alice-id was not sent with the pod"),
         (request_with(user_pod("expired", "old-id"), "team-a", access_secret("old-id", expired)), 403,
-         "team-a/old-id expired"),
+         "TokenExpired: the token in identity Secret team-a/old-id expired at 20"),
         (request_with(user_pod("refused", "m-id"), "team-a", access_secret("m-id", mallory)), 403,
-         "refused to let the gateway act for the owner of team-a/m-id"),
+         "TokenExchangeRefused: the IdP refused to let the gateway act for the owner of team-a/m-id"),
     ]
     before = set(site.pods_root.iterdir()) if site.pods_root.exists() else set()
     async with SidecarClient(gateway.address) as client:
