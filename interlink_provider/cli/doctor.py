@@ -1,4 +1,5 @@
 """`interlink-provider doctor --config site.yaml`: can this sidecar work, and if not, why?
+(A gateway's config is checked by doctor_gateway.py.)
 
 Each check talks to the real dependency with the configured credentials, the way the
 sidecar would (same backend, transport, validator and clients), and says what to fix.
@@ -243,13 +244,18 @@ def certificates(config: Any, now: float | None = None) -> list[Check]:
     if cert.public_key().public_bytes(serialization.Encoding.PEM, public) != \
             key.public_key().public_bytes(serialization.Encoding.PEM, public):
         return [Check("gRPC TLS", FAIL, "the key does not belong to the certificate", "pair grpc.tls_cert with its key")]
+    return [expiry("gRPC TLS", cert, "renew the certificate", now)]
+
+
+def expiry(name: str, cert: Any, fix: str, now: float | None = None) -> Check:
+    """A certificate's verdict by its remaining validity: expired FAIL, under CERT_WARN_DAYS warn."""
     left = cert.not_valid_after_utc.timestamp() - (now or time.time())
     subject = cert.subject.rfc4514_string()
     if left <= 0:
-        return [Check("gRPC TLS", FAIL, f"{subject}: expired {-left / 86400:.0f} days ago", "renew the certificate")]
+        return Check(name, FAIL, f"{subject}: expired {-left / 86400:.0f} days ago", fix)
     if left < CERT_WARN_DAYS * 86400:
-        return [Check("gRPC TLS", WARN, f"{subject}: expires in {left / 86400:.1f} days", "renew the certificate soon")]
-    return [Check("gRPC TLS", OK, f"{subject}: valid for {left / 86400:.0f} more days")]
+        return Check(name, WARN, f"{subject}: expires in {left / 86400:.1f} days", f"{fix} soon")
+    return Check(name, OK, f"{subject}: valid for {left / 86400:.0f} more days")
 
 
 async def diagnose(path: str) -> list[Check]:
@@ -287,7 +293,10 @@ def render(checks: list[Check]) -> None:
 
 
 def doctor_cmd(args) -> int:
-    checks = asyncio.run(diagnose(args.config))
+    from .doctor_gateway import diagnose_gateway, is_gateway_config
+
+    run = diagnose_gateway if is_gateway_config(args.config) else diagnose
+    checks = asyncio.run(run(args.config))
     if args.json:
         print(json.dumps([asdict(check) for check in checks], indent=1))
     else:
@@ -296,8 +305,9 @@ def doctor_cmd(args) -> int:
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("doctor", help="check a sidecar config end to end: scheduler, runtime, "
-                                           "working area, IdP, tokens, Rucio/XRootD, TLS")
-    parser.add_argument("--config", required=True, help="the sidecar's site config (YAML)")
+    parser = sub.add_parser("doctor", help="check a sidecar or gateway config end to end: scheduler, runtime, "
+                                           "working area, IdP, tokens, Rucio/XRootD, sites, TLS")
+    parser.add_argument("--config", required=True,
+                        help="a sidecar's site config, or a gateway's config (recognised by its `sites`)")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON (for scripts)")
     parser.set_defaults(func=doctor_cmd)

@@ -6,17 +6,21 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.federation import GatewayProcess, grpc_sidecar
 from tests.helpers import Sidecar, site_dir
+from tests.idp import SITE_AUDIENCE, free_port
 
 pytestmark = pytest.mark.slurm
 ISSUER = "https://127.0.0.1:8480/"
@@ -107,3 +111,64 @@ def test_a_broken_config_is_the_first_and_only_answer(tmp_path):
     bad.write_text("listen: {socket: /tmp/x.sock}\nstate_dir: /tmp\npods_root: /tmp\nslurm: {sbtach: sbatch}\n")
     code, checks = doctor(bad)
     assert code == 1 and list(checks) == ["config"] and "sbtach" in checks["config"]["detail"]
+
+
+# ---------------------------------------------------------------------------- a gateway's config
+
+@pytest.fixture(scope="module")
+def gateway_config(local_site, unix_accounts, idp, tmp_path_factory):
+    """A gateway config (not started) in front of one real gRPC sidecar."""
+    root = tmp_path_factory.mktemp("doctor-gw")
+    sidecar = grpc_sidecar(root / "alpha", idp)
+    config = GatewayProcess(root / "gw", idp, {"alpha": sidecar}).config_path
+    yield config
+    sidecar.stop()
+    shutil.rmtree(sidecar.scratch, ignore_errors=True)
+
+
+def variant(config: Path, tmp_path: Path, change) -> Path:
+    raw = yaml.safe_load(config.read_text())
+    change(raw)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_a_healthy_gateway_passes_every_check(gateway_config, idp):
+    code, checks = doctor(gateway_config)
+    assert code == 0, checks
+    assert {name: c["verdict"] for name, c in checks.items()} == {
+        "config": "ok", f"IdP {idp.issuer}": "ok", f"token for {SITE_AUDIENCE}": "ok", "site alpha": "ok",
+        "site alpha TLS": "ok", "grants file": "skip"}
+    assert "interlink-provider" in checks["site alpha"]["detail"]
+
+
+def _wrong_secret(raw: dict, tmp_path: Path) -> None:
+    secret = tmp_path / "wrong-secret"
+    secret.write_text("not-the-secret\n")
+    secret.chmod(0o600)
+    raw["identity"]["client_secret_file"] = str(secret)
+
+
+def _open_grants(raw: dict, tmp_path: Path) -> None:
+    grants = tmp_path / "grants.json"
+    grants.write_text("{}")
+    grants.chmod(0o644)
+    raw["identities"] = {"grants_file": str(grants)}
+
+
+@pytest.mark.parametrize("broken, change, failing", [
+    ("gateway secret", _wrong_secret, {f"token for {SITE_AUDIENCE}"}),
+    ("site down", lambda raw, _: raw["sites"][0].update(target=f"127.0.0.1:{free_port()}"),
+     {"site alpha", "site alpha TLS"}),
+    ("site CA", lambda raw, _: raw["sites"][0].update(ca_file=str(site_dir() / "pki" / "ca.pem")),
+     {"site alpha", "site alpha TLS"}),
+    ("audience the site refuses", lambda raw, _: raw["sites"][0].update(audience="https://elsewhere.test"),
+     {"site alpha"}),
+    ("grants readable by others", _open_grants, {"grants file"}),
+])
+def test_each_broken_gateway_dependency_fails_its_own_line(gateway_config, tmp_path, broken, change, failing):
+    code, checks = doctor(variant(gateway_config, tmp_path, lambda raw: change(raw, tmp_path)))
+    failed = {name for name, check in checks.items() if check["verdict"] == "FAIL"}
+    assert code == 1 and failed == failing, (broken, checks)
+    assert all(checks[name]["fix"] for name in failed)
