@@ -7,6 +7,8 @@ import re
 from sidecars.core import backend as b
 from sidecars.core.backend import Capacity, JobInfo
 
+from .reasons import explain
+
 SQUEUE_FORMAT = "%i|%T|%r|%j"
 SACCT_FORMAT = "JobID,State,ExitCode,JobName"
 SINFO_FIELDS = "NodeHost:|,CPUsState:|,Memory:|,AllocMem:|,Gres:|,GresUsed:|,StateCompact:|"
@@ -55,7 +57,7 @@ def parse_squeue(text: str) -> dict[str, JobInfo]:
         jobs[job_id] = JobInfo(
             job_id=job_id,
             state=normalise_state(state),
-            reason="" if reason in ("None", "(null)") else reason,
+            reason="" if reason in ("None", "(null)") else explain(reason),
             name=name,
             raw_state=state,
         )

@@ -41,6 +41,7 @@ from sidecars.core.transport import TransportError, current_user, metered
 from . import parse
 from .backend import SlurmBackend, SlurmConfig
 from .flags import Flag, parse_flags
+from .reasons import explain
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +355,7 @@ class SlurmRestBackend(SlurmBackend):
         raw = str(job.get("job_state") or "")
         reason = str(job.get("state_reason") or "")
         return JobInfo(job_id=str(job.get("job_id")), state=parse.normalise_state(raw),
-                       reason="" if reason in ("None", "(null)") else reason,
+                       reason="" if reason in ("None", "(null)") else explain(reason),
                        name=str(job.get("name") or ""), raw_state=raw)
 
     async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:

@@ -234,9 +234,11 @@ async def test_pending_reason_surfaces_and_delete_cancels(local_site, tmp_path):
 
             async def held_waiting():
                 [status] = await client.status([pod_ref(answer["PodUID"])])
-                return status["containers"][0]["state"].get("waiting", {}).get("reason") == "JobHeldUser"
+                waiting = status["containers"][0]["state"].get("waiting", {})
+                return waiting if waiting.get("reason") == "JobHeldUser" else None
 
-            await wait_for(held_waiting, 30, what="JobHeldUser")
+            waiting = await wait_for(held_waiting, 30, what="JobHeldUser")
+            assert waiting["message"].endswith("is pending: JobHeldUser: held by its owner: release it, or delete the pod")
             assert "deleting" in await client.delete(req["pod"])
             final = await run_until(client, answer["PodUID"], FAILED, timeout=30)
         assert final["containers"][0]["state"]["terminated"]["reason"] == "Cancelled"

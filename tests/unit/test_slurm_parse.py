@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from sidecars.core import backend as b
+from sidecars.core.status import reason_word
+from sidecars.slurm.reasons import explain
 from sidecars.slurm import parse
 
 
@@ -18,7 +20,7 @@ def test_squeue_states_and_reasons():
     )
     jobs = parse.parse_squeue(text)
     assert jobs["1"].state == b.COMPLETED and jobs["1"].reason == ""
-    assert jobs["2"].state == b.PENDING and jobs["2"].reason == "JobHeldUser"
+    assert jobs["2"].state == b.PENDING and jobs["2"].reason == "JobHeldUser: held by its owner: release it, or delete the pod"
     assert jobs["3"].state == b.FAILED and jobs["3"].terminal
     assert jobs["7"].name == "name|with|pipes"
     assert jobs["8"].state == b.OUT_OF_MEMORY
@@ -63,3 +65,11 @@ def test_sinfo_capacity_counts_usable_nodes_once():
     assert cap.cpus == 3 + 8
     assert cap.memory_mib == (8000 - 1024) + 16000
     assert cap.gpus_total == 6 and cap.gpus == 1 + 4
+
+
+def test_pending_reasons_are_explained_and_unknown_codes_kept():
+    assert explain("Resources").startswith("Resources: waiting for nodes")
+    assert "lower it" in explain("PartitionTimeLimit")
+    assert explain("QOSMaxJobsPerUserLimit").startswith("QOSMaxJobsPerUserLimit: a limit of your account or QOS")
+    assert explain("SomethingNew") == "SomethingNew"
+    assert reason_word(explain("AssocGrpCpuLimit"), "Pending") == "AssocGrpCpuLimit"  # still the pod's reason
