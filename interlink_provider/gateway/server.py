@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from interlink_provider import logsetup
+from interlink_provider import logsetup, sdnotify
 
 from ..auth.errors import AuthError
 from ..pods.k8s import Pod
@@ -317,7 +317,9 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> Non
         if config.listen.host and config.listen.port:
             await web.TCPSite(runner, config.listen.host, config.listen.port).start()
         log.info("gateway serving the interLink API for sites %s", ", ".join(gateway.sites))
+        pinging = sdnotify.ready(f"sites {', '.join(gateway.sites)}")
         await stop.wait()
+        await sdnotify.stopping(pinging)
     finally:
         await runner.cleanup()
         await gateway.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from interlink_provider import logsetup
+from interlink_provider import logsetup, sdnotify
 from interlink_provider.staging.engine import Stager
 from interlink_provider.telemetry import tracing
 from sidecars.htcondor.backend import HTCondorBackend
@@ -116,8 +116,10 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
             grpc_server = await start_server(config.grpc, service, authenticator)
         addresses = await _listen(runner, config)
         log.info("sidecar for site %s serving on %s (%d pods known)", config.site_name, ", ".join(addresses), len(service.pods))
+        pinging = sdnotify.ready(f"site {config.site_name}: {len(service.pods)} pods")
         await stop.wait()
         log.info("stopping")
+        await sdnotify.stopping(pinging)
     finally:
         if grpc_server is not None:
             await grpc_server.stop(grace=2)
