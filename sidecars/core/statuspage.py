@@ -9,6 +9,7 @@ API's, so the page needs the same bearer token (or the trusted unix socket).
 
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,8 +20,10 @@ import jinja2
 from interlink_provider import __version__
 
 from .service import Principal, SiteService, state_reason
+from .store import PodRecord
 
 REFRESH_SECONDS = 5
+MAX_ROWS = 500  # the newest pods; the phase counts still cover all of them
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
     autoescape=True,
@@ -54,8 +57,7 @@ def _when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if epoch else ""
 
 
-def pod_rows(service: SiteService, principal: Principal) -> list[PodRow]:
-    records = sorted(service.owned(principal), key=lambda r: r.created_at, reverse=True)
+def pod_rows(service: SiteService, records: list[PodRecord]) -> list[PodRow]:
     return [PodRow(namespace=r.namespace, name=r.name, uid=r.uid, phase=r.phase, stage=r.stage,
                    job_id=r.job_id, owner=r.owner, account=r.account or "(the sidecar's own)",
                    staging=service.staging.progress(r.uid) if service.staging else "",
@@ -72,10 +74,12 @@ def health(service: SiteService, issuers: dict[str, tuple[bool, str]]) -> list[H
 
 
 def render(service: SiteService, principal: Principal, issuers: dict[str, tuple[bool, str]]) -> str:
-    rows = pod_rows(service, principal)
+    records = service.owned(principal)
     phases: dict[str, int] = {}
-    for row in rows:
-        phases[row.phase] = phases.get(row.phase, 0) + 1
+    for record in records:
+        phases[record.phase] = phases.get(record.phase, 0) + 1
+    newest = heapq.nlargest(MAX_ROWS, records, key=lambda r: r.created_at)
     return _TEMPLATES.get_template("status.html.j2").render(
-        site=service.config.site_name, version=__version__, viewer=principal.key, rows=rows, phases=phases,
-        health=health(service, issuers), refresh=REFRESH_SECONDS, now=_when(time.time()))
+        site=service.config.site_name, version=__version__, viewer=principal.key, rows=pod_rows(service, newest),
+        total=len(records), phases=phases, health=health(service, issuers), refresh=REFRESH_SECONDS,
+        now=_when(time.time()))

@@ -31,3 +31,13 @@ def test_reasons_are_escaped_and_failures_marked():
 def test_no_pods_says_so():
     html = statuspage.render(site([]), Principal("bob@iss"), {})
     assert 'id="no-pods"' in html and 'id="pods"' not in html and 'class="bad"' not in html
+
+
+def test_a_long_list_shows_the_newest_rows_and_counts_all(monkeypatch):
+    monkeypatch.setattr(statuspage, "MAX_ROWS", 3)
+    records = [PodRecord(uid=f"u{i}", namespace="ns", name=f"p{i}", owner="a", job_id=str(i),
+                         phase="Running" if i % 2 else "Pending", stage="submitted", created_at=float(i),
+                         pod_dir="/p", job_name="j", summary={}) for i in range(10)]
+    html = statuspage.render(site(records), Principal("a"), {})
+    assert [f'id="pod-u{i}"' in html for i in range(10)] == [False] * 7 + [True] * 3
+    assert "Pods (10; 5 Pending; 5 Running)" in html and "the newest 3 of 10 are listed" in html
