@@ -74,7 +74,7 @@ class Gateway:
     def site_of(self, uid: str) -> Site | None:
         return next((s for s in self.sites.values() if uid in s.pods), None)
 
-    async def metadata_for(self, site: Site, uid: str, request: web.Request) -> tuple[tuple[str, str], ...]:
+    async def metadata_for(self, site: Site, uid: str) -> tuple[tuple[str, str], ...]:
         """Calls about a pod are made as its owner when it runs as them; as the gateway otherwise, or
         when the owner's grant is gone (the site lets the gateway act on pods it submitted)."""
         try:
@@ -82,7 +82,7 @@ class Gateway:
         except IdentityProblem as exc:
             log.warning("pod %s: acting as the gateway itself: %s", uid, exc.message)
             token = None
-        return (*(bearer(token) if token else await site.metadata()), *carried(request))
+        return bearer(token) if token else await site.metadata()
 
     async def create_metadata(self, request: dict[str, Any], site: Site) -> tuple[tuple[str, str], ...]:
         """The identity a new pod runs under: the gateway's, or (namespaces in `user` mode) its owner's."""
@@ -191,8 +191,8 @@ async def delete(request: web.Request) -> web.Response:
     tracing.annotate({tracing.POD_UID: uid, "ilp.site": site.name if site else ""})
     if site is None:
         return _text(200, f"pod {pod.metadata.namespace}/{pod.metadata.name}: not found")
-    answer = await site.stub.DeletePod(pb.DeletePodRequest(uid=uid), metadata=await gateway.metadata_for(site, uid, request),
-                                       timeout=60)
+    metadata = (*await gateway.metadata_for(site, uid), *carried(request))
+    answer = await site.stub.DeletePod(pb.DeletePodRequest(uid=uid), metadata=metadata, timeout=60)
     gateway.grants.forget(uid)
     return _text(200, f"pod {pod.metadata.namespace}/{pod.metadata.name}: {answer.outcome} (site {site.name})")
 
@@ -225,7 +225,7 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
                             follow=opts.Follow, previous=opts.Previous)
     if opts.SinceTime is not None:
         ask.since_time.FromDatetime(opts.SinceTime)
-    stream = site.stub.GetLogs(ask, metadata=await gateway.metadata_for(site, query.PodUID, request))
+    stream = site.stub.GetLogs(ask, metadata=(*await gateway.metadata_for(site, query.PodUID), *carried(request)))
     first = await stream.read()  # errors (unknown pod, bad options) become a status code, not a broken body
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
