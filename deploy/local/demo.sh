@@ -88,5 +88,12 @@ cat "$LOGIN_ERR"
 ( umask 077; cat "$IDENTITY"; echo ---; cat examples/federation/as-myself.yaml ) >"$ILP_SITE_DIR/gateway/as-myself.yaml"
 "$BIN/interlink-provider" pod --gateway "$ILP_GATEWAY" run --rm --timeout 300 "$ILP_SITE_DIR/gateway/as-myself.yaml" || status=1
 echo
+echo "=== operability: doctor on the site's and the gateway's configs; the gateway's metrics"
+"$BIN/interlink-provider" doctor --config deploy/local/sidecar.yaml || status=1
+"$BIN/interlink-provider" doctor --config deploy/local/gateway.yaml || status=1
+curl -sf --unix-socket "$ILP_SITE_DIR/gateway/gateway.sock" http://gateway/metrics \
+  | grep -E '^ilp_(pods|site_up|request_seconds_count)\{' || status=1
+echo "[demo] the sidecar's status page (HTML): curl --unix-socket $ILP_SITE_DIR/sidecar/sidecar.sock http://sidecar/ui"
+echo
 "$BIN/interlink-provider" pod list
 exit "$status"

@@ -23,6 +23,7 @@ from typing import Any
 
 import jwt
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from authlib.common.security import generate_token
 from authlib.oauth2 import AuthorizationServer, OAuth2Error
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Payload, OAuth2Request, TokenMixin, grants
@@ -40,6 +41,10 @@ from interlink_provider.auth.scopes import Scope
 from . import policy
 from .config import ClientConfig, IdPConfig
 from .keys import KeyRing, new_jti
+
+# The development IdP's own metric (not charted: a real site runs IAM, with its own metrics).
+ISSUED = Counter("ilp_devidp_token_responses_total", "Token endpoint answers, by grant and outcome",
+                 ["grant", "outcome"])
 
 log = logging.getLogger(__name__)
 
@@ -418,6 +423,9 @@ def make_app(idp: DevIdP) -> web.Application:
             status, body, headers = idp.create_token_response(oauth_request)
         finally:
             _requested_audience.reset(marker)
+        grant = str(oauth_request.form.get("grant_type", "")).rsplit(":", 1)[-1] or "none"
+        error = body.get("error", status) if isinstance(body, dict) else status
+        ISSUED.labels(grant, "issued" if status == 200 else str(error)).inc()
         return _json(status, body, headers)
 
     async def devicecode(request: web.Request) -> web.Response:
@@ -449,6 +457,9 @@ def make_app(idp: DevIdP) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     app.router.add_get("/.well-known/openid-configuration", discovery)
     # The issuer ends with "/" (as IAM's does) and some clients, SciTokens among them,
     # append "/.well-known/..." to it verbatim.
@@ -460,6 +471,7 @@ def make_app(idp: DevIdP) -> web.Application:
     app.router.add_post("/device", device_approve)
     app.router.add_post("/admin/rotate-key", rotate)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import urllib.request
 
 import pytest
 
@@ -113,6 +114,13 @@ async def test_metrics_move_with_a_pod_through_its_life(observed):
     async with SidecarClient(gateway.address) as client:
         await client.call("POST", "/delete", {"metadata": {"name": "metered", "namespace": "gw", "uid": uid}})
     assert increase(await scrape(sidecar.address), site, 'ilp_request_seconds_count{operation="delete",outcome="ok"}') == 1
+
+
+def test_the_dev_idp_counts_its_token_answers(observed, idp):
+    """The third daemon: the gateway's client-credentials grants show at the IdP's /metrics too."""
+    with urllib.request.urlopen(idp.issuer + "metrics", timeout=5, context=idp._ssl()) as answer:
+        found = samples(answer.read().decode())
+    assert found['ilp_devidp_token_responses_total{grant="client_credentials",outcome="issued"}'] >= 1
 
 
 async def test_one_trace_follows_a_pod_from_the_gateway_to_the_scheduler(observed):
