@@ -170,7 +170,7 @@ def job_info(ad: dict[str, Any], *, now: float, hold_timeout: float, in_queue: b
         if code == OUT_OF_RESOURCES and (subcode == MEMORY_SUBCODE or "memory" in reason.lower()):
             return info(b.OUT_OF_MEMORY, f"Held: {reason}")
         if started:
-            return info(b.FAILED, f"Held after it had started: {reason}")
+            return info(b.FAILED, f"Held: held after it had started, it is not run again: {reason}")
         if since > hold_timeout:
             return info(b.FAILED, f"HoldTimeout: held for {since}s: {reason}")
         return info(b.PENDING, f"Held: {reason}")

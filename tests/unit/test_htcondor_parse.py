@@ -108,7 +108,7 @@ def test_condor_q_sample():
       "HoldReasonCode": 34, "HoldReasonSubCode": 102, "NumJobStarts": 1}, b.OUT_OF_MEMORY,
      "Held: Job has gone over memory limit", "HELD"),
     ({"JobStatus": 5, "HoldReason": "Error from slot1@wn: starter lost", "NumJobStarts": 1}, b.FAILED,
-     "Held after it had started: Error from slot1@wn", "HELD"),
+     "Held: held after it had started, it is not run again: Error from slot1@wn", "HELD"),
     ({"JobStatus": 6}, b.RUNNING, "", "TRANSFERRING_OUTPUT"),
     ({"JobStatus": 7}, b.RUNNING, "Suspended", "SUSPENDED"),
     ({"JobStatus": 9}, b.RUNNING, "unknown JobStatus 9", "STATUS_9"),
