@@ -336,8 +336,8 @@ ROOTS = [
     ("Gateway: `interlink-provider gateway --config gateway.yaml`", "gateway",
      "interlink_provider.gateway.config", "GatewayConfig",
      "The cluster-side gateway's YAML file (example: [examples/gateway.yaml](../../examples/gateway.yaml)). "
-     "Unknown keys are errors; there are no environment overrides. Paths may use `~` and `$VARIABLES`; "
-     "relative paths start at the config file's directory."),
+     "Unknown keys are errors; there are no environment overrides. Paths may use `~` and `$VARIABLES` "
+     "(an unset variable is an error); relative paths start at the config file's directory."),
     ("Dev IdP: `interlink-provider devidp --config devidp.yaml`", "devidp",
      "interlink_provider.devidp.config", "IdPConfig",
      "The small IAM-like OIDC provider for the local site and the tests (example: "

@@ -45,9 +45,15 @@ def _in_group(wanted: str, groups: tuple[str, ...]) -> bool:
 class IdentityPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rules: list[MappingRule] = Field(default_factory=list)
+    rules: list[MappingRule] = Field(
+        default_factory=list,
+        description="tried in order: the first rule whose every condition holds gives the local account; "
+        "no match refuses the identity",
+    )
     required_scopes: dict[Operation, list[str]] = Field(
-        default_factory=lambda: {"create": ["compute.create"], "read": ["compute.read"], "cancel": ["compute.cancel"]}
+        default_factory=lambda: {"create": ["compute.create"], "read": ["compute.read"], "cancel": ["compute.cancel"]},
+        description="scopes a token needs per operation (create; read: status, logs, lists; cancel: delete); "
+        "replaces the whole default, and an operation left out needs no scope",
     )
 
     def account_for(self, identity: Identity) -> str:

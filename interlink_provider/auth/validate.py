@@ -39,15 +39,22 @@ class TrustedIssuer(BaseModel):
 class ValidationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    issuers: list[TrustedIssuer] = Field(default_factory=list)
+    issuers: list[TrustedIssuer] = Field(
+        default_factory=list, description="the IdPs whose tokens are accepted; tokens of any other are refused"
+    )
     audiences: list[str] = Field(default_factory=list, description="`aud` values that mean us")
     accept_any_audience: bool = Field(False, description=f"also accept {WLCG_ANY_AUDIENCE}")
-    leeway_seconds: float = Field(60, ge=0)
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"])
+    leeway_seconds: float = Field(60, ge=0, description="clock skew tolerated when checking `exp`, `nbf` and `iat`")
+    algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"],
+        description="signature algorithms accepted (the token header's `alg`)",
+    )
     jwks_max_age_seconds: float = Field(3600, gt=0, description="keys are re-fetched when older")
     jwks_cooldown_seconds: float = Field(30, ge=0, description="least time between forced re-fetches")
     require_wlcg_profile: bool = Field(True, description="`wlcg.ver` must be present, major 1")
-    http_timeout_seconds: float = Field(10, gt=0)
+    http_timeout_seconds: float = Field(
+        10, gt=0, description="seconds per request to an IdP (discovery document, JWKS)"
+    )
 
 
 def ssl_context(ca_file: str | None) -> ssl.SSLContext | None:

@@ -306,7 +306,10 @@ def doctor_cmd(args) -> int:
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("doctor", help="check a sidecar or gateway config end to end: scheduler, runtime, "
-                                           "working area, IdP, tokens, Rucio/XRootD, sites, TLS")
+                                           "working area, IdP, tokens, Rucio/XRootD, sites, TLS",
+                            description="Check a sidecar's or a gateway's configuration against the real "
+                            "services it uses, with its credentials, and say what to fix. Exits 1 if a check "
+                            "fails.")
     parser.add_argument("--config", required=True,
                         help="a sidecar's site config, or a gateway's config (recognised by its `sites`)")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON (for scripts)")

@@ -238,7 +238,9 @@ async def list_cmd(args) -> int:
 
 
 def add_parser(sub) -> None:
-    pod = sub.add_parser("pod", help="run and inspect pods through a sidecar, as the Virtual Kubelet would")
+    pod = sub.add_parser("pod", help="run and inspect pods through a sidecar, as the Virtual Kubelet would",
+                         description="Run and inspect pods through a sidecar's interLink API, as the Virtual "
+                         "Kubelet would; `run` may go through a gateway instead.")
     pod.add_argument("--sidecar", help="unix:///path.sock or http://host:port (default: $ILP_SIDECAR)")
     pod.add_argument("--gateway", help="run through a gateway instead (unix:///path.sock): the pods are sent as "
                      "the Virtual Kubelet sends them; `run` only")
@@ -247,7 +249,10 @@ def add_parser(sub) -> None:
                      help="send no bearer token (default: the one WLCG discovery finds, if any)")
     actions = pod.add_subparsers(dest="action", required=True)
 
-    run_p = actions.add_parser("run", help="create the pods (and Jobs) of a manifest and wait for them")
+    run_p = actions.add_parser("run", help="create the pods (and Jobs) of a manifest and wait for them",
+                               description="Create the pods and Jobs of a manifest, report their phases until "
+                               "they finish (or run, with --until running) and print their logs. Exits 1 if a pod "
+                               "failed, 124 on timeout.")
     run_p.add_argument("file")
     run_p.add_argument("-f", "--follow", action="store_true", help="stream container logs")
     run_p.add_argument("--timeout", type=float, default=0, help="seconds; 0 waits forever")
@@ -257,15 +262,18 @@ def add_parser(sub) -> None:
     run_p.add_argument("-q", "--quiet", action="store_true", help="do not print logs at the end")
     run_p.set_defaults(handler=run)
 
-    for name, handler, help_text in (
-        ("status", status_cmd, "a pod's phase and container states"),
-        ("delete", delete_cmd, "delete a pod (runs preStop hooks, cancels its job)"),
+    for name, handler, help_text, description in (
+        ("status", status_cmd, "a pod's phase and container states",
+         "Show a pod's phase, job id and container states (the newest pod of that name)."),
+        ("delete", delete_cmd, "delete a pod (runs preStop hooks, cancels its job)",
+         "Delete a pod: its preStop hooks run, then its job is cancelled."),
     ):
-        p = actions.add_parser(name, help=help_text)
+        p = actions.add_parser(name, help=help_text, description=description)
         p.add_argument("pod", help="pod name or UID")
         p.set_defaults(handler=handler)
 
-    logs_p = actions.add_parser("logs", help="a container's logs")
+    logs_p = actions.add_parser("logs", help="a container's logs",
+                                description="Print a container's logs, like kubectl logs.")
     logs_p.add_argument("pod", help="pod name or UID")
     logs_p.add_argument("-c", "--container")
     logs_p.add_argument("-f", "--follow", action="store_true")
@@ -275,7 +283,9 @@ def add_parser(sub) -> None:
     logs_p.add_argument("-p", "--previous", action="store_true")
     logs_p.set_defaults(handler=logs_cmd)
 
-    list_p = actions.add_parser("list", help="pods known to the sidecar")
+    list_p = actions.add_parser("list", help="pods known to the sidecar",
+                                description="List the pods the sidecar knows (those the caller may see), oldest "
+                                "first: phase, job id, stage, age and UID.")
     list_p.set_defaults(handler=list_cmd)
 
 

@@ -457,23 +457,34 @@ def _common(parser, rucio: bool = True) -> None:
 
 
 def add_parser(sub) -> None:
-    stage = sub.add_parser("stage", help="resolve, move, check and measure datalake data (Rucio, XRootD)")
+    stage = sub.add_parser("stage", help="resolve, move, check and measure datalake data (Rucio, XRootD)",
+                           description="Use and diagnose the datalake the way the sidecar's staging does, with "
+                           "a Rucio DID (scope:name) or an XRootD URL (root://...). Exit codes: 0 done or "
+                           "healthy, 1 the data is wrong, 2 usage or configuration error, 3 a server is "
+                           "unreachable.")
     commands = stage.add_subparsers(dest="stage_command", required=True)
 
-    resolve = commands.add_parser("resolve", help="a DID's files, sizes, checksums, replicas and chosen source")
+    resolve = commands.add_parser("resolve", help="a DID's files, sizes, checksums, replicas and chosen source",
+                                  description="List a DID's files with their sizes, checksums and replicas (local "
+                                  "first) and the source staging would read; for a URL, probe the file.")
     resolve.add_argument("target", metavar="DID|URL")
     resolve.add_argument("--json", action="store_true")
     _common(resolve)
     resolve.set_defaults(func=resolve_cmd)
 
-    get = commands.add_parser("get", help="download a DID or URL into a directory, checksums verified")
+    get = commands.add_parser("get", help="download a DID or URL into a directory, checksums verified",
+                              description="Download the files of a DID, or one URL, into a directory as "
+                              "stage-in does, verifying adler32 checksums (a URL's with --adler32); files already "
+                              "there and verified are kept.")
     get.add_argument("target", metavar="DID|URL")
     get.add_argument("directory", metavar="DIR")
     get.add_argument("--adler32", help="expected checksum of a URL (DIDs carry their own)")
     _common(get)
     get.set_defaults(func=get_cmd)
 
-    put = commands.add_parser("put", help="upload a file to an RSE and register it (and its dataset)")
+    put = commands.add_parser("put", help="upload a file to an RSE and register it (and its dataset)",
+                              description="Upload a file to an RSE and register it in Rucio under a new DID, "
+                              "optionally attached to a dataset (created if missing), as stage-out does.")
     put.add_argument("file", metavar="FILE")
     put.add_argument("--rse", required=True)
     put.add_argument("--did", required=True, help="scope:name of the new file")
@@ -483,14 +494,19 @@ def add_parser(sub) -> None:
     put.set_defaults(func=put_cmd)
 
     check = commands.add_parser("check", help="reachability, permission, size and checksum of a URL or "
-                                              "of every replica of a DID")
+                                              "of every replica of a DID",
+                                description="Check that a URL, or every replica of a DID, is reachable, "
+                                "readable, present, and has the size and checksum the catalog (or --adler32) "
+                                "says.")
     check.add_argument("target", metavar="DID|URL")
     check.add_argument("--adler32", help="expected checksum of a URL")
     check.add_argument("--json", action="store_true")
     _common(check)
     check.set_defaults(func=check_cmd)
 
-    bench = commands.add_parser("bench", help="throughput: read a file URL, or write+read under a directory URL")
+    bench = commands.add_parser("bench", help="throughput: read a file URL, or write+read under a directory URL",
+                                description="Measure XRootD throughput: read a file URL, or write a generated "
+                                "file (--write-size) under a directory URL and read it back, --repeat times.")
     bench.add_argument("url", metavar="URL")
     bench.add_argument("--write-size", help="write a generated file of this size first (e.g. 256M)")
     bench.add_argument("--repeat", type=int, default=3)

@@ -267,17 +267,26 @@ async def whoami_cmd(args) -> int:
 
 
 def add_parser(sub) -> None:
-    token = sub.add_parser("token", help="find, inspect, verify and exchange OIDC tokens")
+    token = sub.add_parser("token", help="find, inspect, verify and exchange OIDC tokens",
+                           description="Find, inspect, verify and exchange OIDC tokens the way the trust network "
+                           "sees them. Exit codes: 0 yes, 1 the token is refused, 2 usage error or no token, "
+                           "3 the IdP or the site is unreachable.")
     actions = token.add_subparsers(dest="action", required=True)
 
-    p = actions.add_parser("discover", help="which token WLCG discovery would use, and from where")
+    p = actions.add_parser("discover", help="which token WLCG discovery would use, and from where",
+                           description="Show which token WLCG bearer token discovery finds (BEARER_TOKEN, "
+                           "BEARER_TOKEN_FILE, ...), where from, and its subject, issuer and expiry.")
     p.set_defaults(func=discover_cmd)
 
-    p = actions.add_parser("inspect", help="header, claims, expiry and WLCG profile checks (no signature check)")
+    p = actions.add_parser("inspect", help="header, claims, expiry and WLCG profile checks (no signature check)",
+                           description="Print a token's header, claims and scopes and check the WLCG profile, "
+                           "without checking the signature (see `token verify`).")
     p.add_argument("token", nargs="?", help="the token, '-' for stdin (default: discovered)")
     p.set_defaults(func=inspect_cmd)
 
-    p = actions.add_parser("verify", help="full validation against the issuer's live JWKS")
+    p = actions.add_parser("verify", help="full validation against the issuer's live JWKS",
+                           description="Validate a token as a sidecar would: signature against the issuer's "
+                           "live JWKS, expiry, audience, WLCG profile and the scopes given with --scope.")
     p.add_argument("token", nargs="?", help="the token, '-' for stdin (default: discovered)")
     p.add_argument("--issuer", required=True, help="the trusted issuer (exact `iss`)")
     p.add_argument("--audience", action="append", help="accepted audience (repeatable)")
@@ -287,7 +296,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-wlcg", action="store_true", help="do not require the WLCG profile")
     p.set_defaults(func=verify_cmd)
 
-    p = actions.add_parser("exchange", help="RFC 8693 exchange for another audience and scope")
+    p = actions.add_parser("exchange", help="RFC 8693 exchange for another audience and scope",
+                           description="Exchange a token (RFC 8693) at the issuer for one with another audience "
+                           "and scope, as the exchanging client.")
     p.add_argument("token", nargs="?", help="the subject token, '-' for stdin (default: discovered)")
     p.add_argument("--issuer", required=True)
     p.add_argument("--client-id", required=True, help="the exchanging (actor) client")
@@ -298,7 +309,9 @@ def add_parser(sub) -> None:
     p.add_argument("--output", help="write the token to this file (mode 0600) instead of stdout")
     p.set_defaults(func=exchange_cmd)
 
-    p = actions.add_parser("login", help="device-flow login; writes the identity Secret a pod names for the gateway")
+    p = actions.add_parser("login", help="device-flow login; writes the identity Secret a pod names for the gateway",
+                           description="Log in with the device flow and write the Kubernetes Secret holding your "
+                           "token, which pods name so that the gateway runs them under your identity.")
     p.add_argument("--issuer", required=True)
     p.add_argument("--client-id", default="cli", help="the public client for device flow (default: cli)")
     p.add_argument("--scope", default="compute.create compute.read compute.cancel wlcg.groups offline_access",
@@ -310,7 +323,9 @@ def add_parser(sub) -> None:
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the approval")
     p.set_defaults(func=login_cmd)
 
-    p = actions.add_parser("whoami", help="how a site maps this token: identity, account, operations")
+    p = actions.add_parser("whoami", help="how a site maps this token: identity, account, operations",
+                           description="Ask a site's sidecar how it maps this token: the identity, the local "
+                           "account its jobs run as, and which operations it may do.")
     p.add_argument("token", nargs="?", help="the token, '-' for stdin (default: discovered)")
     p.add_argument("--site", required=True, help="the sidecar: unix:///path.sock or http://host:port")
     p.set_defaults(func=whoami_cmd)

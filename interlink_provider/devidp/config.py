@@ -16,58 +16,86 @@ class Strict(BaseModel):
 
 class ClientConfig(Strict):
     secret: str | None = Field(None, description="absent for public clients (device flow only)")
-    grant_types: list[str] = Field(default_factory=lambda: ["client_credentials"])
+    grant_types: list[str] = Field(
+        default_factory=lambda: ["client_credentials"],
+        description="grants the client may use: client_credentials, refresh_token (also needed to receive "
+        "refresh tokens), urn:ietf:params:oauth:grant-type:device_code, "
+        "urn:ietf:params:oauth:grant-type:token-exchange",
+    )
     scopes: list[str] = Field(default_factory=list, description="scopes the client may ask for")
     groups: list[str] = Field(default_factory=list, description="wlcg.groups of its own tokens")
 
 
 class UserConfig(Strict):
-    sub: str
+    sub: str = Field(description="`sub` of the user's tokens")
     password: str | None = Field(None, description="asked when approving a device code")
-    groups: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list, description="wlcg.groups of the user's tokens")
 
 
 class ClientMatch(Strict):
-    type: Literal["ANY", "BY_ID", "BY_SCOPE"] = "ANY"
-    match: str = ""
+    type: Literal["ANY", "BY_ID", "BY_SCOPE"] = Field(
+        "ANY", description="`ANY` client; `BY_ID`: the client whose id is `match`; `BY_SCOPE`: clients that may "
+        "ask for scope `match`. More specific matches rank higher (ANY < BY_SCOPE < BY_ID)")
+    match: str = Field("", description="a client id (BY_ID) or a scope (BY_SCOPE); unused for ANY")
 
 
 class ScopePolicy(Strict):
-    rule: Literal["PERMIT", "DENY"] = "PERMIT"
-    type: Literal["EQ", "REGEXP", "PATH"] = "EQ"
-    match: str
+    rule: Literal["PERMIT", "DENY"] = Field(
+        "PERMIT", description="permit or deny the scopes it matches (a matching DENY wins)")
+    type: Literal["EQ", "REGEXP", "PATH"] = Field(
+        "EQ", description="`EQ`: the scope equals `match`; `REGEXP`: `match` matches the whole scope; `PATH`: "
+        "`match` covers the scope (same name, the same path or one below it)")
+    match: str = Field(description="the scope, regular expression or path scope compared with each requested scope")
 
 
 class ExchangePolicy(Strict):
-    description: str = ""
-    rule: Literal["PERMIT", "DENY"] = "PERMIT"
-    origin: ClientMatch = ClientMatch()
-    destination: ClientMatch = ClientMatch()
-    scopes: list[ScopePolicy] = Field(default_factory=list)
+    description: str = Field("", description="name of the policy in refusals")
+    rule: Literal["PERMIT", "DENY"] = Field(
+        "PERMIT", description="permit or deny the exchanges it applies to (DENY wins among equally specific policies)")
+    origin: ClientMatch = Field(
+        ClientMatch(), description="the client the subject token was issued to (its `client_id`)")
+    destination: ClientMatch = Field(ClientMatch(), description="the client asking for the exchange")
+    scopes: list[ScopePolicy] = Field(
+        default_factory=list,
+        description="for PERMIT: every requested scope must be permitted by one of these; empty: no scope limits",
+    )
 
 
 class TLSConfig(Strict):
-    enabled: bool = False
+    enabled: bool = Field(False, description="serve HTTPS (the default issuer URL becomes https://)")
     cert_file: str | None = Field(None, description="server certificate; generated with a local CA if absent")
-    key_file: str | None = None
+    key_file: str | None = Field(
+        None, description="its private key; both are generated into state_dir unless both are set")
 
 
 class IdPConfig(Strict):
     issuer: str | None = Field(None, description="defaults to http(s)://host:port/ (trailing slash, like IAM)")
-    host: str = "127.0.0.1"
-    port: int = 8480
-    state_dir: str = ".devidp"
-    tls: TLSConfig = TLSConfig()
+    host: str = Field(
+        "127.0.0.1", description="address to listen on; also in the default issuer and the generated certificate")
+    port: int = Field(8480, description="TCP port to listen on (`--port` overrides it)")
+    state_dir: str = Field(
+        ".devidp", description="signing keys, the generated admin token and TLS files; may name environment "
+        "variables (unset: an error); relative to the config file")
+    tls: TLSConfig = Field(TLSConfig(), description="HTTPS; plain HTTP when not enabled")
     admin_token: str | None = Field(None, description="bearer token for /admin endpoints")
-    access_token_lifetime: int = Field(3600, ge=1)
-    refresh_token_lifetime: int = Field(30 * 24 * 3600, ge=1)
-    device_code_lifetime: int = Field(600, ge=1)
-    device_poll_interval: int = Field(1, ge=0)
-    rotate_refresh_tokens: bool = True
-    clients: dict[str, ClientConfig] = Field(default_factory=dict)
-    users: dict[str, UserConfig] = Field(default_factory=dict)
+    access_token_lifetime: int = Field(3600, ge=1, description="seconds an access token is valid")
+    refresh_token_lifetime: int = Field(
+        30 * 24 * 3600, ge=1, description="seconds a refresh token is valid (issued only with offline_access)")
+    device_code_lifetime: int = Field(
+        600, ge=1, description="seconds a device code is valid (the device endpoint's "
+        "`expires_in` still says authlib's 1800)")
+    device_poll_interval: int = Field(
+        1, ge=0, description="not used: the device endpoint announces authlib's `interval` of 5 seconds")
+    rotate_refresh_tokens: bool = Field(
+        True, description="a used refresh token is revoked (the answer carries a new one); false: reusable "
+        "until it expires")
+    clients: dict[str, ClientConfig] = Field(default_factory=dict, description="OAuth clients, by client_id")
+    users: dict[str, UserConfig] = Field(
+        default_factory=dict, description="users, by the name they give when approving a device code")
     exchange_policies: list[ExchangePolicy] = Field(
-        default_factory=lambda: [ExchangePolicy(description="Allow all exchanges")]
+        default_factory=lambda: [ExchangePolicy(description="Allow all exchanges")],
+        description="which client may exchange which tokens, for which scopes (as in IAM); "
+        "none applicable: refused",
     )
 
     def issuer_url(self) -> str:

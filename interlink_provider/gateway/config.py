@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..paths import expand_variables
 
 
 class Strict(BaseModel):
@@ -17,8 +19,8 @@ class Strict(BaseModel):
 class GatewayListen(Strict):
     socket: str | None = Field(None, description="unix socket for the Virtual Kubelet (its InterlinkURL)")
     host: str | None = Field(None, description="TCP address (loopback: the VK in the same pod)")
-    port: int | None = Field(None, ge=1, le=65535)
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    port: int | None = Field(None, ge=1, le=65535, description="TCP port, together with `host`")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted request (bytes)")
 
     @model_validator(mode="after")
     def _one_address(self) -> "GatewayListen":
@@ -30,11 +32,12 @@ class GatewayListen(Strict):
 class SiteLink(Strict):
     """One site's sidecar, as the gateway reaches it."""
 
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+                      description="the site's name (a DNS label): what a pod's site annotation names")
     target: str = Field(description="host:port of the sidecar's gRPC API")
     ca_file: str | None = Field(None, description="CA of the sidecar's TLS certificate (default: system CAs)")
     cert_file: str | None = Field(None, description="client certificate, for sites that require mTLS")
-    key_file: str | None = None
+    key_file: str | None = Field(None, description="private key of cert_file")
     audience: str = Field(description="`aud` of the tokens this site accepts")
     labels: dict[str, str] = Field(default_factory=dict, description="matched against pods' nodeSelector")
 
@@ -42,11 +45,14 @@ class SiteLink(Strict):
 class ServiceIdentity(Strict):
     """The gateway's own identity (client credentials), for single-tenant sites."""
 
-    issuer: str
-    ca_file: str | None = None
-    client_id: str
-    client_secret_file: str
-    scopes: list[str] = Field(default_factory=lambda: ["compute.create", "compute.read", "compute.cancel"])
+    issuer: str = Field(description="the IdP (discovery at <issuer>/.well-known/openid-configuration)")
+    ca_file: str | None = Field(None, description="CA of the IdP's HTTPS certificate (default: system CAs)")
+    client_id: str = Field(description="the gateway's confidential client (also exchanges users' tokens)")
+    client_secret_file: str = Field(description="file holding the client secret (kept 0600)")
+    scopes: list[str] = Field(
+        default_factory=lambda: ["compute.create", "compute.read", "compute.cancel"],
+        description="scopes of the gateway's own tokens (one per site audience)",
+    )
 
 
 IdentityMode = Literal["service", "user"]
@@ -70,8 +76,10 @@ class Identities(Strict):
 
 
 class GatewayConfig(Strict):
-    listen: GatewayListen
-    sites: list[SiteLink] = Field(min_length=1)
+    listen: GatewayListen = Field(
+        description="where the interLink API is served to the Virtual Kubelet: a unix socket, or host and port"
+    )
+    sites: list[SiteLink] = Field(min_length=1, description="the sites' sidecars, by unique name")
     identity: ServiceIdentity
     identities: Identities = Field(default_factory=Identities)
     site_annotation: str = Field("interlink.provider/site", description="a pod naming its site")
@@ -85,22 +93,28 @@ class GatewayConfig(Strict):
         return self
 
 
-def load_config(path: str | Path) -> GatewayConfig:
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """The config file. Paths may use ~ and $VARIABLES (an unset one is an error, as for the sidecar);
+    relative ones start at the file's directory."""
+
     file = Path(path)
     raw = yaml.safe_load(file.read_text()) or {}
     config = GatewayConfig.model_validate(raw)
     base = file.parent.resolve()
+    env = os.environ if environ is None else environ
 
-    def resolve(value: str | None) -> str | None:
+    def resolve(key: str, value: str | None) -> str | None:
         if value is None:
             return None
-        expanded = Path(os.path.expandvars(os.path.expanduser(value)))
+        expanded = Path(expand_variables(os.path.expanduser(value), env, key))
         return str(expanded if expanded.is_absolute() else base / expanded)
 
-    config.listen.socket = resolve(config.listen.socket)
-    config.identity.client_secret_file = resolve(config.identity.client_secret_file) or ""
-    config.identity.ca_file = resolve(config.identity.ca_file)
-    config.identities.grants_file = resolve(config.identities.grants_file)
-    for site in config.sites:
-        site.ca_file, site.cert_file, site.key_file = map(resolve, (site.ca_file, site.cert_file, site.key_file))
+    config.listen.socket = resolve("listen.socket", config.listen.socket)
+    identity = config.identity
+    identity.client_secret_file = resolve("identity.client_secret_file", identity.client_secret_file) or ""
+    identity.ca_file = resolve("identity.ca_file", identity.ca_file)
+    config.identities.grants_file = resolve("identities.grants_file", config.identities.grants_file)
+    for index, site in enumerate(config.sites):
+        site.ca_file, site.cert_file, site.key_file = (
+            resolve(f"sites[{index}].{name}", getattr(site, name)) for name in ("ca_file", "cert_file", "key_file"))
     return config

@@ -12,7 +12,7 @@ class Flavor(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    description: str = ""
+    description: str = Field("", description="free text for people reading the config")
     cpu_default: int = Field(1, ge=1, description="CPUs when no container asks for any")
     memory_default: str = Field("1Gi", description="memory when no container asks for any")
     gpus: int = Field(0, ge=0, description="GPUs this flavor provides; >0 makes it a GPU flavor")
@@ -36,9 +36,12 @@ class TranslationPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     flavors: dict[str, Flavor] = Field(
-        default_factory=lambda: {"default": Flavor(description="site default")}
+        default_factory=lambda: {"default": Flavor(description="site default")},
+        description="job shapes by name; a pod picks one with the interlink.provider/flavor "
+        "(or slurm-job.vk.io/flavor) annotation",
     )
-    default_flavor: str = "default"
+    default_flavor: str = Field("default", description="flavor of pods that name none; GPU pods "
+                                "first get gpu_flavor, else the first flavor with enough `gpus`")
     gpu_flavor: str | None = Field(
         None, description="flavor used for GPU pods without an explicit flavor annotation"
     )
@@ -49,8 +52,10 @@ class TranslationPolicy(BaseModel):
     max_volume_bytes: int = Field(
         16 * 1024 * 1024, ge=0, description="total size of configMap/secret/projected files"
     )
-    default_grace_seconds: int = Field(30, ge=0)
-    max_grace_seconds: int = Field(300, ge=0)
+    default_grace_seconds: int = Field(
+        30, ge=0, description="seconds from TERM to KILL when a pod without terminationGracePeriodSeconds stops"
+    )
+    max_grace_seconds: int = Field(300, ge=0, description="cap on any pod's grace period (seconds)")
 
     @model_validator(mode="after")
     def _flavors_exist(self) -> "TranslationPolicy":

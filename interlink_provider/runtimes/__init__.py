@@ -20,15 +20,21 @@ class RuntimeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    default: RuntimeName = "apptainer"
+    default: RuntimeName = Field(
+        "apptainer", description="runtime of pods without the interlink.provider/runtime annotation (always allowed)"
+    )
     allowed: list[RuntimeName] = Field(
         default_factory=list,
         description="runtimes a pod may pick with the interlink.provider/runtime annotation",
     )
-    apptainer: ApptainerConfig = ApptainerConfig()
-    singularity: ApptainerConfig = ApptainerConfig(executable="singularity")
-    enroot: EnrootConfig = EnrootConfig()
-    sandbox: SandboxConfig = SandboxConfig()
+    apptainer: ApptainerConfig = Field(ApptainerConfig(), description="the apptainer runtime")
+    singularity: ApptainerConfig = Field(
+        ApptainerConfig(executable="singularity"), description="the singularity runtime (SingularityCE)"
+    )
+    enroot: EnrootConfig = Field(EnrootConfig(), description="the enroot runtime")
+    sandbox: SandboxConfig = Field(
+        SandboxConfig(), description="the sandbox runtime (bubblewrap); its image_defaults serve the host runtime too"
+    )
 
 
 def make_runtime(name: RuntimeName, config: RuntimeConfig) -> Runtime:

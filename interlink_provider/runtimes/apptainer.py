@@ -18,12 +18,14 @@ from .base import Launch, LaunchContext, Runtime, image_reference
 class ApptainerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    executable: str = "apptainer"
+    executable: str = Field("apptainer", description="the runtime's executable on the compute nodes (name or path)")
     options: list[str] = Field(
         default_factory=lambda: ["--containall", "--cleanenv", "--no-eval"],
         description="options for every exec/run (interLink uses --containall --no-eval)",
     )
-    image_prefix: str = "docker://"
+    image_prefix: str = Field(
+        "docker://", description="prefix of image references that have no scheme and are not absolute paths; "
+        "the slurm-job.vk.io/image-root annotation replaces it")
 
 
 class ApptainerRuntime(Runtime):

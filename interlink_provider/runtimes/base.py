@@ -54,8 +54,8 @@ class ImageDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image: str = Field(description="glob matched against the image reference, e.g. 'busybox*'")
-    entrypoint: list[str] = Field(default_factory=list)
-    cmd: list[str] = Field(default_factory=list)
+    entrypoint: list[str] = Field(default_factory=list, description="the image's ENTRYPOINT")
+    cmd: list[str] = Field(default_factory=list, description="the image's CMD (a container's `args` replace it)")
 
 
 def kubernetes_argv(container: ContainerSpec, entrypoint: list[str], cmd: list[str]) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..pods.jobspec import ContainerSpec
 from ..shell import Raw
@@ -18,9 +18,11 @@ from .base import Launch, LaunchContext, Runtime, image_reference
 class EnrootConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    executable: str = "enroot"
-    image_prefix: str = "docker://"
-    options: list[str] = ["--rw"]
+    executable: str = Field("enroot", description="enroot executable on the compute nodes (name or path)")
+    image_prefix: str = Field(
+        "docker://", description="prefix of image references that have no scheme and are not absolute paths; "
+        "the slurm-job.vk.io/image-root annotation replaces it")
+    options: list[str] = Field(["--rw"], description="options for every `enroot start`")
 
 
 class EnrootRuntime(Runtime):

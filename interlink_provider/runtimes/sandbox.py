@@ -30,7 +30,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class SandboxConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    executable: str = "bwrap"
+    executable: str = Field("bwrap", description="bubblewrap executable on the compute nodes (name or path)")
     image_defaults: list[ImageDefaults] = Field(
         default_factory=list,
         description="ENTRYPOINT/CMD of images used without `command`",

@@ -10,13 +10,15 @@ class RucioConfig(BaseModel):
 
     host: str = Field(description="Rucio server URL, e.g. https://rucio.example.org")
     auth_host: str | None = Field(None, description="auth server URL (default: host)")
-    account: str = "root"
+    account: str = Field("root", description="Rucio account the site acts as (also when presenting bearer tokens)")
     auth_type: str = Field("userpass", description="userpass for the local site")
-    username: str | None = None
+    username: str | None = Field(None, description="user name for userpass authentication")
     password_file: str | None = Field(None, description="file holding the password (kept 0600)")
-    vo: str = "def"
-    ca_cert: str | None = None
-    request_retries: int = Field(1, ge=0)
+    vo: str = Field("def", description="Rucio VO (`def` on single-VO servers)")
+    ca_cert: str | None = Field(
+        None, description="CA bundle for the Rucio servers' HTTPS (absent: $X509_CERT_DIR, else certifi's "
+        "bundle); rucio-clients lets a set $X509_CERT_DIR win over it for userpass logins")
+    request_retries: int = Field(1, ge=0, description="rucio-clients' retries of a failed request")
 
 
 class StorageTokensConfig(BaseModel):
@@ -41,7 +43,9 @@ class StorageTokensConfig(BaseModel):
                                     description="stage-out ({scope}: each output's Rucio scope); reading back "
                                                 "is how the copy's checksum is verified")
     rucio_audience: str | None = Field("rucio", description="`aud` of Rucio tokens; null: Rucio keeps userpass")
-    rucio_scopes: list[str] = Field(default_factory=lambda: ["openid", "profile"])
+    rucio_scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile"], description="scopes asked for Rucio tokens"
+    )
     x509_cert_dir: str | None = Field(None, description="CA directory (hashed) for TLS to the storage")
     exchange: bool = Field(True, description="exchange the pod owner's token; false: always the site's own")
 

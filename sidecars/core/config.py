@@ -9,7 +9,6 @@ relative to the config file's directory.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from interlink_provider.auth.mapping import IdentityPolicy
+from interlink_provider.paths import expand_variables
 from interlink_provider.auth.validate import ValidationConfig
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.staging.config import StagingConfig
@@ -39,7 +39,7 @@ class Strict(BaseModel):
 class ListenConfig(Strict):
     socket: str | None = Field(None, description="unix socket path (the interLink default)")
     host: str | None = Field(None, description="TCP address, e.g. 127.0.0.1")
-    port: int | None = Field(None, ge=1, le=65535)
+    port: int | None = Field(None, ge=1, le=65535, description="TCP port, together with `host`")
     socket_mode: int = Field(0o660, description="permissions of the unix socket")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted request")
 
@@ -54,7 +54,7 @@ class GrpcConfig(Strict):
     """The gRPC API (proto/offloader/v1) for the gateway: TLS and a token on every call."""
 
     host: str = Field("127.0.0.1", description="address to listen on")
-    port: int = Field(ge=1, le=65535)
+    port: int = Field(ge=1, le=65535, description="TCP port to listen on")
     tls_cert: str = Field(description="server certificate chain (PEM)")
     tls_key: str = Field(description="its private key (PEM, kept 0600)")
     client_ca: str | None = Field(None, description="CA of client certificates: set it to require mTLS")
@@ -85,9 +85,13 @@ class StatusConfig(Strict):
 
 
 class TaintConfig(Strict):
-    key: str
-    value: str = ""
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+    """A Kubernetes taint the sidecar reports for its virtual node."""
+
+    key: str = Field(description="taint key")
+    value: str = Field("", description="taint value (empty: none)")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        "NoSchedule", description="what the taint does to pods that do not tolerate it (Kubernetes' effects)"
+    )
 
 
 class AuthConfig(Strict):
@@ -113,7 +117,10 @@ class TransportConfig(Strict):
     """How the sidecar reaches the site: it runs there (`local`), over SSH to a login node, or
     through Slurm's REST API (`slurmrestd`, with the pods' directories on a shared filesystem)."""
 
-    kind: Literal["local", "ssh", "slurmrestd"] = "local"
+    kind: Literal["local", "ssh", "slurmrestd"] = Field(
+        "local", description="`local`: commands and files on this machine; `ssh`: over SSH to a login node "
+        "(`transport.ssh`); `slurmrestd`: Slurm's REST API (`transport.slurmrestd`, backend slurm only)"
+    )
     ssh: SshConfig | None = Field(None, description="the login node, for kind ssh")
     slurmrestd: SlurmRestdConfig | None = Field(None, description="Slurm's REST API, for kind slurmrestd")
 
@@ -122,26 +129,43 @@ class TransportConfig(Strict):
         if self.kind == "ssh" and self.ssh is None:
             raise ValueError("transport kind ssh needs a `transport.ssh` section (host, user, key_file, known_hosts)")
         if self.kind == "slurmrestd" and self.slurmrestd is None:
-            raise ValueError("transport kind slurmrestd needs a `transport.slurmrestd` section (url, jwt_key_file)")
+            raise ValueError("transport kind slurmrestd needs a `transport.slurmrestd` section (jwt_key_file or "
+                             "token_file; url defaults to http://127.0.0.1:6820)")
         return self
 
 
 class SiteConfig(Strict):
     site_name: str = Field("local", description="name of this site, shown in status messages")
-    listen: ListenConfig
+    listen: ListenConfig = Field(
+        description="where the interLink plugin API (REST) is served: a unix socket, or host and port"
+    )
     state_dir: str = Field(description="where the sidecar keeps its SQLite database")
     pods_root: str = Field(
         description="pods' working directories; must be shared with the compute nodes"
     )
     backend: Literal["slurm", "htcondor"] = Field("slurm", description="the site's batch system")
-    slurm: SlurmConfig = SlurmConfig()
+    slurm: SlurmConfig = Field(
+        SlurmConfig(),
+        description="the Slurm backend (commands, partition, rate limits, sbatch flags), for backend slurm",
+    )
     htcondor: HTCondorConfig = Field(HTCondorConfig(), description="the HTCondor backend, for backend htcondor")
     transport: TransportConfig = TransportConfig()
-    runtime: RuntimeConfig = RuntimeConfig()
+    runtime: RuntimeConfig = Field(
+        RuntimeConfig(), description="container runtimes: the default one, those pods may choose, and their settings"
+    )
     translation: TranslationPolicy = TranslationPolicy()
-    render: RenderConfig = RenderConfig()
-    status: StatusConfig = StatusConfig()
-    job_name_prefix: str = Field("ilp-", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    render: RenderConfig = Field(
+        RenderConfig(), description="how job scripts are written: environment passed to containers, annotations "
+        "honoured, templates, restart back-off"
+    )
+    status: StatusConfig = Field(
+        StatusConfig(), description="status cycles: how often the scheduler is asked, when a vanished job is lost"
+    )
+    job_name_prefix: str = Field(
+        "ilp-", pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="jobs are named this prefix + the pod's UID; the prefix marks the scheduler's jobs as ours "
+        "(see cancel_unknown_jobs)",
+    )
     cancel_unknown_jobs: bool = Field(
         False, description="at start-up, cancel jobs named with our prefix that no pod owns"
     )
@@ -150,7 +174,10 @@ class SiteConfig(Strict):
     )
     max_pods: int = Field(10000, ge=1, description="pod capacity reported to the Virtual Kubelet")
     gpu_resource: str = Field("nvidia.com/gpu", description="resource name for the site's GPUs")
-    taints: list[TaintConfig] = Field(default_factory=list)
+    taints: list[TaintConfig] = Field(
+        default_factory=list,
+        description="taints of the virtual node, sent with its capacity (ping); the Virtual Kubelet applies them",
+    )
     max_concurrent_submits: int = Field(8, ge=1, description="submitters working through the queue of new pods")
     create_wait_seconds: float = Field(
         10.0, ge=0, description="how long a create waits for its job id; then it answers without one "
@@ -202,21 +229,11 @@ def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[s
     return raw
 
 
-_VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
-
-
 def _resolve(base: Path, value: str | None, environ: dict[str, str]) -> str | None:
     """Paths may use ~ and $VARIABLES; relative ones start at the config file."""
     if value is None:
         return None
-
-    def variable(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
-        if name not in environ:
-            raise ValueError(f"path {value!r} uses ${name}, which is not set")
-        return environ[name]
-
-    path = Path(os.path.expanduser(_VARIABLE.sub(variable, value)))
+    path = Path(os.path.expanduser(expand_variables(value, environ)))
     return str(path if path.is_absolute() else (base / path).resolve())
 
 

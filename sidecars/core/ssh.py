@@ -46,12 +46,12 @@ class SshConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str
-    port: int = Field(22, ge=1, le=65535)
-    user: str
+    host: str = Field(description="the login node's host name or address")
+    port: int = Field(22, ge=1, le=65535, description="its SSH port")
+    user: str = Field(description="account the sidecar logs in as (other accounts' jobs go through `sudo -n -u`)")
     key_file: str = Field(description="private key of the sidecar (mode 0600)")
     known_hosts: str = Field(description="the login node's host key(s): checked on every connection")
-    connect_timeout: float = Field(15.0, gt=0)
+    connect_timeout: float = Field(15.0, gt=0, description="seconds to establish the connection before it fails")
     keepalive_seconds: float = Field(15.0, gt=0, description="a dead link is noticed after 3 missed keepalives")
     max_backoff_seconds: float = Field(60.0, gt=0, description="longest wait between reconnection attempts")
 

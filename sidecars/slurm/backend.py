@@ -31,23 +31,26 @@ class SlurmConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sbatch: str = "sbatch"
-    squeue: str = "squeue"
-    sacct: str = "sacct"
-    scancel: str = "scancel"
-    sinfo: str = "sinfo"
+    sbatch: str = Field("sbatch", description="sbatch executable (name or path)")
+    squeue: str = Field("squeue", description="squeue executable")
+    sacct: str = Field("sacct", description="sacct executable")
+    scancel: str = Field("scancel", description="scancel executable")
+    sinfo: str = Field("sinfo", description="sinfo executable (the site's capacity)")
     environment: dict[str, str] = Field(
         default_factory=dict, description="environment for Slurm commands, e.g. SLURM_CONF"
     )
-    partition: str | None = None
+    partition: str | None = Field(
+        None, description="--partition of every job, unless a flavor or the pod's flags name another; "
+        "null: Slurm's default partition")
     commands_per_second: float = Field(
         1.5, gt=0, description="average scheduler commands per second (Slurm's default per-user RPC limit is 2)")
     command_burst: int = Field(10, ge=1, description="commands that may run back to back before the rate applies")
     cancel_batch_seconds: float = Field(
         0.2, ge=0, description="deletions arriving within this window share one scancel (per account)")
-    flags: FlagPolicy = FlagPolicy()
+    flags: FlagPolicy = Field(
+        FlagPolicy(), description="which sbatch options pods may set with the slurm-job.vk.io/flags annotation")
     use_sacct: bool = Field(True, description="resolve jobs that left the queue with `sacct -c`")
-    command_timeout: float = Field(30.0, gt=0)
+    command_timeout: float = Field(30.0, gt=0, description="seconds before a Slurm command counts as failed")
     export: str = Field(
         "NONE", description="sbatch --export: NONE keeps the sidecar's environment out of jobs"
     )

@@ -88,8 +88,15 @@ class FlagPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOW))
-    drop: list[str] = Field(default_factory=lambda: list(DEFAULT_DROP))
+    allow: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOW),
+        description="sbatch options (long form, e.g. --time) the annotation may set; any other fails the pod",
+    )
+    drop: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DROP),
+        description="options the sidecar manages itself: ignored with a warning instead of failing the pod "
+        "(checked before `allow`)",
+    )
 
 
 @dataclass(frozen=True)

@@ -132,3 +132,17 @@ def test_the_systemd_units_start_commands_that_exist():
         argv = shlex.split(parser["Service"]["ExecStart"])
         assert argv[0].endswith("/interlink-provider") and argv[1] in commands and "--config" in argv
         assert parser["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_an_unset_variable_in_a_path_is_an_error_naming_it_and_the_key(tmp_path, monkeypatch):
+    from interlink_provider.gateway.config import load_config
+
+    example = (Path(__file__).resolve().parents[2] / "examples" / "gateway.yaml").read_text()
+    config_file = tmp_path / "gateway.yaml"
+    config_file.write_text(example.replace("/etc/interlink-provider/hpc-b-ca.pem", "$ILP_TEST_UNSET/hpc-b-ca.pem"))
+    monkeypatch.delenv("ILP_TEST_UNSET", raising=False)
+    with pytest.raises(ValueError, match=r"sites\[1\]\.ca_file: .*\$ILP_TEST_UNSET, which is not set"):
+        load_config(config_file)
+    with pytest.raises(ValueError, match=r"sites\[1\]\.ca_file"):
+        load_config(config_file, {})
+    assert load_config(config_file, {"ILP_TEST_UNSET": "/pki"}).sites[1].ca_file == "/pki/hpc-b-ca.pem"
