@@ -46,7 +46,7 @@ def status_page(pods: int) -> None:
                          job_id=str(1000 + i), phase=phases[i % 4], stage="submitted", created_at=float(i),
                          message=f"Slurm job {1000 + i} is pending: Resources: waiting for nodes",
                          pod_dir="/p", job_name="j", summary={}) for i in range(pods)]
-    site = SimpleNamespace(owned=lambda principal: records, staging=None, poll_error="",
+    site = SimpleNamespace(readable=lambda principal: records, staging=None, poll_error="",
                            backend=SimpleNamespace(display_name="Slurm"), config=SimpleNamespace(site_name="bench"))
     html = statuspage.render(site, Principal("alice@https://idp/"), {"https://idp/": (True, "3 keys")})
     took = median_ms(lambda: statuspage.render(site, Principal("alice@https://idp/"), {}), 20)

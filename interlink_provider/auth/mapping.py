@@ -18,14 +18,15 @@ from .identity import Identity
 Operation = Literal["create", "read", "cancel"]
 
 
-class MappingRule(BaseModel):
+class IdentityMatch(BaseModel):
+    """Which identities a rule is about: every field given must match."""
+
     model_config = ConfigDict(extra="forbid")
 
     issuer: str | None = Field(None, description="exact `iss`; any issuer when absent")
     sub: str | None = Field(None, description="`sub`, glob patterns allowed ('*' for any)")
     groups: list[str] = Field(default_factory=list, description="one of these WLCG groups (or a subgroup)")
     scopes: list[str] = Field(default_factory=list, description="all of these scopes")
-    account: str = Field(description="local Unix account the identity's jobs run as")
 
     def matches(self, identity: Identity) -> bool:
         if self.issuer is not None and identity.issuer != self.issuer:
@@ -35,6 +36,12 @@ class MappingRule(BaseModel):
         if self.groups and not any(_in_group(g, identity.groups) for g in self.groups):
             return False
         return all(identity.has_scope(scope) for scope in self.scopes)
+
+
+class MappingRule(IdentityMatch):
+    """Identities that match run their jobs as `account`."""
+
+    account: str = Field(description="local Unix account the identity's jobs run as")
 
 
 def _in_group(wanted: str, groups: tuple[str, ...]) -> bool:
@@ -55,6 +62,15 @@ class IdentityPolicy(BaseModel):
         description="scopes a token needs per operation (create; read: status, logs, lists; cancel: delete); "
         "replaces the whole default, and an operation left out needs no scope",
     )
+
+    site_admins: list[IdentityMatch] = Field(
+        default_factory=list,
+        description="identities that may read every pod of the site (statuses, logs, /pods, the status "
+        "page), to tell why a pod is stuck; they may create and cancel only their own, like anyone",
+    )
+
+    def is_site_admin(self, identity: Identity) -> bool:
+        return any(rule.matches(identity) for rule in self.site_admins)
 
     def account_for(self, identity: Identity) -> str:
         for rule in self.rules:

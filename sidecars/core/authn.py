@@ -43,7 +43,7 @@ class Authenticator:
             if not authorization:
                 if via_unix_socket and self.config.unix_socket_without_token:
                     account = self.config.unix_socket_account
-                    return Caller(Principal(LOCAL.key, account), None)
+                    return Caller(Principal(LOCAL.key, account, site_admin=self.config.unix_socket_admin), None)
                 raise errors.MissingToken("this sidecar needs an `Authorization: Bearer <token>` header")
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -51,7 +51,8 @@ class Authenticator:
             identity = await self.validator.validate(token)
             account = self.config.identities.account_for(identity)
             actor = f"{identity.actor}@{identity.issuer}" if identity.actor else ""
-            return Caller(Principal(identity.key, account, actor=actor, token=token.strip()), identity)
+            admin = self.config.identities.is_site_admin(identity)
+            return Caller(Principal(identity.key, account, actor=actor, token=token.strip(), site_admin=admin), identity)
         except errors.AuthError as exc:
             REFUSED.labels(exc.code).inc()
             log.info("refused a caller: %s", exc.message)  # the reason, never the token

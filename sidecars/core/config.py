@@ -102,6 +102,10 @@ class AuthConfig(Strict):
         description="accept requests without a token on the unix socket (the upstream interLink "
         "API server sends none); TCP always needs a token",
     )
+    unix_socket_admin: bool = Field(
+        False, description="tokenless unix-socket callers are site admins: they may read every pod (the "
+        "socket is the site's own channel; its mode decides who can open it)",
+    )
     unix_socket_account: str | None = Field(
         None, description="account for tokenless unix-socket pods (default: the sidecar's own)"
     )

@@ -91,7 +91,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
     async def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.GetStatusResponse:
         principal = (await self._caller(context, "read")).principal
         async with _mapped_errors(context):
-            uids = list(request.uids) or [r.uid for r in self.service.owned(principal)]
+            uids = list(request.uids) or [r.uid for r in self.service.readable(principal)]
             answers = self.service.statuses(uids, principal)
         return pb.GetStatusResponse(pods=[self._pod_status(a) for a in answers])
 

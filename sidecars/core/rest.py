@@ -199,7 +199,7 @@ async def list_pods(request: web.Request) -> web.Response:
             "message": r.message,
             "created_at": r.created_at,
         }
-        for r in service.owned(principal)
+        for r in service.readable(principal)
     ]
     return web.json_response(pods)
 
@@ -219,6 +219,7 @@ async def whoami(request: web.Request) -> web.Response:
     return web.json_response({
         "owner": caller.principal.key,
         "account": caller.principal.account or "(the sidecar's own)",
+        "site_admin": caller.principal.site_admin,
         "issuer": identity.issuer if identity else None,
         "subject": identity.subject if identity else None,
         "actor": identity.actor if identity else None,

@@ -85,6 +85,7 @@ class Principal:
     account: str | None = None  # local account their jobs run as (None: the sidecar's own)
     actor: str = ""  # key of the service acting for them (a token's `act`), stored with the pod
     token: str | None = field(default=None, repr=False, compare=False)  # theirs, for staging's exchange
+    site_admin: bool = False  # may read every pod (not act on them)
 
 
 # Tokenless callers on a trusted unix socket (the upstream interLink API server).
@@ -403,8 +404,17 @@ class SiteService:
         if not self.answers_to(record, principal):
             raise Forbidden(f"pod {record.namespace}/{record.name} belongs to another identity")
 
+    def check_reader(self, record: PodRecord, principal: Principal) -> None:
+        """Reading (status, logs) is for the owner, its actor, and the site's admins."""
+        if not principal.site_admin:
+            self.check_owner(record, principal)
+
     def owned(self, principal: Principal) -> list[PodRecord]:
         return [r for r in self.pods.values() if self.answers_to(r, principal)]
+
+    def readable(self, principal: Principal) -> list[PodRecord]:
+        """The pods a listing shows: a site admin's is every pod."""
+        return list(self.pods.values()) if principal.site_admin else self.owned(principal)
 
     async def delete(self, uid: str, principal: Principal = LOCAL) -> str:
         """Idempotent. Returns a short description of what happened."""
@@ -481,7 +491,7 @@ class SiteService:
     def _statuses(self, uids: list[str], principal: Principal) -> list[dict[str, Any]]:
         records = [self.pods[uid] for uid in uids if uid in self.pods]
         for record in records:
-            self.check_owner(record, principal)
+            self.check_reader(record, principal)
         return [self.pod_status(record) for record in records]
 
     async def capacity(self) -> Capacity:
@@ -519,7 +529,7 @@ class SiteService:
         record = self.pods.get(request.PodUID)
         if record is None:
             raise NotFound(f"pod {request.PodUID} is not known to this site")
-        self.check_owner(record, principal)
+        self.check_reader(record, principal)
         containers = record.summary["containers"]
         name = request.ContainerName
         if not name:

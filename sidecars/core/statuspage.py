@@ -74,12 +74,13 @@ def health(service: SiteService, issuers: dict[str, tuple[bool, str]]) -> list[H
 
 
 def render(service: SiteService, principal: Principal, issuers: dict[str, tuple[bool, str]]) -> str:
-    records = service.owned(principal)
+    records = service.readable(principal)
     phases: dict[str, int] = {}
     for record in records:
         phases[record.phase] = phases.get(record.phase, 0) + 1
     newest = heapq.nlargest(MAX_ROWS, records, key=lambda r: r.created_at)
     return _TEMPLATES.get_template("status.html.j2").render(
-        site=service.config.site_name, version=__version__, viewer=principal.key, rows=pod_rows(service, newest),
+        site=service.config.site_name, version=__version__, viewer=principal.key, admin=principal.site_admin,
+        rows=pod_rows(service, newest),
         total=len(records), phases=phases, health=health(service, issuers), refresh=REFRESH_SECONDS,
         now=_when(time.time()))

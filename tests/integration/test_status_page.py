@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from interlink_provider.cli.client import SidecarClient
+from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from tests.browser import Chromium
 from tests.helpers import Sidecar, wait_for
 from tests.idp import free_port, token_auth
@@ -24,10 +24,12 @@ def page_sidecar(local_site, unix_accounts, idp, tmp_path):
     port = free_port()
     shared = Path(tempfile.mkdtemp(prefix="ilp-ui-"))
     shared.chmod(0o711)
+    auth = token_auth(idp, [{"sub": "alice", "account": "ilp-alice"}, {"sub": "bob", "account": "ilp-bob"},
+                            {"sub": "gateway", "account": "ilp-bob"}])
+    auth["identities"]["site_admins"] = [{"issuer": idp.issuer, "sub": "gateway"}]  # reads every pod
     sidecar = Sidecar(tmp_path / "s", {
         "site_name": "ui-site", "pods_root": str(shared / "pods"), "listen": {"host": "127.0.0.1", "port": port},
-        "status": {"poll_interval": 1},
-        "auth": token_auth(idp, [{"sub": "alice", "account": "ilp-alice"}, {"sub": "bob", "account": "ilp-bob"}]),
+        "status": {"poll_interval": 1}, "auth": auth,
     }).start()
     sidecar.url = f"http://127.0.0.1:{port}"
     yield sidecar
@@ -35,7 +37,7 @@ def page_sidecar(local_site, unix_accounts, idp, tmp_path):
 
 
 async def test_the_status_page_shows_a_running_pod_and_follows_it(page_sidecar, idp):
-    alice, bob = await token_for(idp, "alice"), await token_for(idp, "bob")
+    alice, bob, admin = (await token_for(idp, "alice"), await token_for(idp, "bob"), await token_for(idp, "gateway"))
     request = secretive_pod("shown", "sleep 8; echo done")
     uid = request["pod"]["metadata"]["uid"]
     async with SidecarClient(page_sidecar.url, token=alice) as client:
@@ -66,3 +68,14 @@ async def test_the_status_page_shows_a_running_pod_and_follows_it(page_sidecar, 
         await browser.headers({"Authorization": f"Bearer {bob}"})  # another identity sees none of it
         await browser.goto(f"{page_sidecar.url}/ui")
         assert await browser.text(row) is None and await browser.text("#no-pods") is not None
+
+        await browser.headers({"Authorization": f"Bearer {admin}"})  # a site admin sees every pod
+        await browser.goto(f"{page_sidecar.url}/ui")
+        assert await browser.text(f"{row} .phase") == "Succeeded"
+        assert "(site admin: every pod)" in (await browser.text("body") or "")
+    async with SidecarClient(page_sidecar.url, token=admin) as client:  # reads it, may not act on it
+        [status] = await client.status([pod_ref(uid)])
+        assert status["UID"] == uid and (await client.whoami())["site_admin"] is True
+        with pytest.raises(SidecarError) as refused:
+            await client.delete(request["pod"])
+        assert refused.value.status == 403

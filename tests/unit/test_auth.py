@@ -92,3 +92,11 @@ def test_bearer_token_discovery_order(tmp_path):
     with pytest.raises(errors.MissingToken) as info:
         discovery.discover({"XDG_RUNTIME_DIR": str(tmp_path)}, 10**9)
     assert "/tmp/bt_u1000000000" in info.value.message
+
+
+def test_site_admins_match_like_rules_without_an_account():
+    policy = IdentityPolicy(site_admins=[{"issuer": "https://iam/", "groups": ["/site/admins"]}])
+    assert policy.is_site_admin(identity(groups=["/site/admins/oncall"]))
+    assert not policy.is_site_admin(identity(groups=["/site/users"]))
+    assert not policy.is_site_admin(identity(iss="https://other/", groups=["/site/admins"]))
+    assert not IdentityPolicy().is_site_admin(identity())  # none by default

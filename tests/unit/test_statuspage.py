@@ -12,7 +12,7 @@ from sidecars.core.store import PodRecord
 
 def site(records: list[PodRecord], poll_error: str = "") -> SimpleNamespace:
     """The parts of SiteService the page reads (a data holder, not a stand-in for a component)."""
-    return SimpleNamespace(owned=lambda principal: records, staging=None, poll_error=poll_error,
+    return SimpleNamespace(readable=lambda principal: records, staging=None, poll_error=poll_error,
                            backend=SimpleNamespace(display_name="Slurm"),
                            config=SimpleNamespace(site_name="unit"))
 
@@ -31,6 +31,9 @@ def test_reasons_are_escaped_and_failures_marked():
 def test_no_pods_says_so():
     html = statuspage.render(site([]), Principal("bob@iss"), {})
     assert 'id="no-pods"' in html and 'id="pods"' not in html and 'class="bad"' not in html
+    assert "No pods of yours" in html and "site admin" not in html
+    admin = statuspage.render(site([]), Principal("root@iss", site_admin=True), {})
+    assert "(site admin: every pod)" in admin and "No pods on this site." in admin
 
 
 def test_a_long_list_shows_the_newest_rows_and_counts_all(monkeypatch):
