@@ -58,7 +58,7 @@ async def metric(sidecar: Sidecar, name: str) -> float:
     async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=sidecar.socket)) as session:
         async with session.get("http://sidecar/metrics") as response:
             text = await response.text()
-    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
 
 
@@ -104,11 +104,17 @@ async def test_pods_needing_the_same_dataset_transfer_it_once(staging_sidecar, c
     did, _ = put_dataset(catalog, {f"f{i}.dat": os.urandom(200_000) for i in range(3)})
     async with SidecarClient(staging_sidecar.address) as client:
         before = await metric(staging_sidecar, "ilp_stage_downloads_total")
+        files = await metric(staging_sidecar, 'ilp_staged_files_total{direction="in"}')
+        phases = await metric(staging_sidecar, 'ilp_stage_throughput_bytes_per_second_count{direction="in"}')
         answers = [await client.create(staging_pod(f"shared-{i}", f"- {{did: '{did}', mount: /data/in}}"))
                    for i in range(3)]
         for answer in answers:
             assert phase_of(await final(client, answer["PodUID"])) == SUCCEEDED
         assert await metric(staging_sidecar, "ilp_stage_downloads_total") - before == 3  # 3 files, not 9
+        # ...while each pod staged its 3 files in, one stage-in each
+        assert await metric(staging_sidecar, 'ilp_staged_files_total{direction="in"}') - files == 9
+        assert await metric(staging_sidecar, 'ilp_stage_throughput_bytes_per_second_count{direction="in"}') \
+            - phases == 3
         later = await client.create(staging_pod("shared-later", f"- {{did: '{did}', mount: /data/in}}"))
         hits = await metric(staging_sidecar, "ilp_stage_cache_hits_total")
         assert phase_of(await final(client, later["PodUID"])) == SUCCEEDED
