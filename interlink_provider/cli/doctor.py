@@ -258,13 +258,20 @@ def expiry(name: str, cert: Any, fix: str, now: float | None = None) -> Check:
     return Check(name, OK, f"{subject}: valid for {left / 86400:.0f} more days")
 
 
+def loaded(load: Any, path: str, example: str) -> tuple[Any, Check]:
+    """The config, or None and the failed first line (a broken file is the first answer)."""
+    try:
+        return load(path), Check("config", OK, path)
+    except Exception as exc:  # every failure is a line of the report
+        return None, Check("config", FAIL, f"{path}: {_error(exc)}", f"every key is documented in {example}")
+
+
 async def diagnose(path: str) -> list[Check]:
     from sidecars.core.config import load_config
 
-    try:
-        config = load_config(path)
-    except Exception as exc:  # a broken file is the first answer
-        return [Check("config", FAIL, f"{path}: {_error(exc)}", "every key is documented in examples/site.yaml")]
+    config, check = loaded(load_config, path, "examples/site.yaml")
+    if config is None:
+        return [check]
     checks = [Check("config", OK, f"{path}: {config.backend} via {config.transport.kind}, site {config.site_name}")]
     found, (backend, link) = await scheduler(config)
     try:

@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from .doctor import FAIL, OK, SKIP, Check, _error, expiry, issuer
+from .doctor import FAIL, OK, SKIP, Check, _error, expiry, issuer, loaded
 
 
 def is_gateway_config(path: str) -> bool:
@@ -123,10 +123,9 @@ def grants_file(config: Any) -> Check:
 async def diagnose_gateway(path: str) -> list[Check]:
     from interlink_provider.gateway.config import load_config
 
-    try:
-        config = load_config(path)
-    except Exception as exc:  # a broken file is the first answer
-        return [Check("config", FAIL, f"{path}: {_error(exc)}", "every key is documented in examples/gateway.yaml")]
+    config, check = loaded(load_config, path, "examples/gateway.yaml")
+    if config is None:
+        return [check]
     checks = [Check("config", OK, f"{path}: gateway for sites {', '.join(s.name for s in config.sites)}")]
     checks.append(await issuer(config.identity, 15))
     tokens: dict[str, str | None] = {}
