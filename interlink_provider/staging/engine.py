@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..pods.staging import StageInput, StagingSpec, parse_did
+from ..telemetry.metrics import CACHE_HITS, DOWNLOADS
 from .cache import ContentCache, link_into
 from .catalog import RucioCatalog
 from .config import StagingConfig
@@ -145,6 +146,7 @@ class Stager:
                 counted.discard(ref)
             else:
                 self.cache_hits += 1
+                CACHE_HITS.inc()
                 pod.progress.finish(ref, ref.size or 0)
         links = [(sources[ref], pod.input_dirs[index] / ref.basename) for index, ref in plan]
         await asyncio.to_thread(lambda: [link_into(source, target) for source, target in links])
@@ -164,6 +166,7 @@ class Stager:
                                                         for t, target in done])
             for ref, path in admitted:
                 self.downloads += 1
+                DOWNLOADS.inc()
                 futures[ref].set_result(path)
             for transfer, message in failed:
                 futures[transfer.ref].set_exception(StagingError(f"{transfer.ref.did}: {message}"))

@@ -22,14 +22,7 @@ from interlink_provider.pods.staging import StageInput, StageOutput, StagingSpec
 from interlink_provider.staging.engine import PodStaging, Stager
 from interlink_provider.staging.errors import Cancelled, StagingError
 from interlink_provider.telemetry import tracing
-from interlink_provider.telemetry.metrics import (
-    CACHE_HITS,
-    DOWNLOADS,
-    STAGE_THROUGHPUT,
-    STAGED_BYTES,
-    STAGED_FILES,
-    STAGING,
-)
+from interlink_provider.telemetry.metrics import STAGE_THROUGHPUT, STAGED_BYTES, STAGED_FILES, STAGING
 
 from . import status
 from .store import DELETED, FINISHED, STAGING_IN, STAGING_OUT, SUBMITTING, PodRecord
@@ -62,7 +55,6 @@ class StagingPhases:
         self.stager = stager
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._pods: dict[str, PodStaging] = {}
-        self._counted = (0, 0)  # the stager's (downloads, cache hits) already added to the counters
 
     def _pod(self, record: PodRecord) -> PodStaging:
         spec = spec_of(record)
@@ -156,10 +148,6 @@ class StagingPhases:
         STAGED_BYTES.labels(direction).inc(done)
         STAGED_FILES.labels(direction).inc(pod.progress.files_done)
         STAGE_THROUGHPUT.labels(direction).observe(done / max(seconds, 1e-3))
-        downloads, hits = self.stager.downloads, self.stager.cache_hits
-        DOWNLOADS.inc(max(0, downloads - self._counted[0]))
-        CACHE_HITS.inc(max(0, hits - self._counted[1]))
-        self._counted = (downloads, hits)
         tracing.annotate({"ilp.stage.files": pod.progress.files_done, "ilp.stage.bytes": done})
 
     async def _stage_in(self, uid: str, pod: PodStaging) -> None:
