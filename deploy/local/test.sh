@@ -24,7 +24,7 @@ fi
 bash deploy/local/site.sh start
 
 status=0
-"$PYTEST" -n "$WORKERS" --dist loadfile -m "not serial" "$@" || status=$?
+"$PYTEST" -n "$WORKERS" --dist loadfile -m "not serial" --durations=15 "$@" || status=$?
 serial=0
 "$PYTEST" -m serial "$@" || serial=$?
 (( status == 5 )) && status=0  # 5: no test selected in this half

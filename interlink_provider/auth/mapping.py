@@ -10,12 +10,14 @@ from __future__ import annotations
 import fnmatch
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import errors
 from .identity import Identity
 
 Operation = Literal["create", "read", "cancel"]
+DEFAULT_SCOPES: dict[Operation, list[str]] = {
+    "create": ["compute.create"], "read": ["compute.read"], "cancel": ["compute.cancel"]}
 
 
 class IdentityMatch(BaseModel):
@@ -58,9 +60,9 @@ class IdentityPolicy(BaseModel):
         "no match refuses the identity",
     )
     required_scopes: dict[Operation, list[str]] = Field(
-        default_factory=lambda: {"create": ["compute.create"], "read": ["compute.read"], "cancel": ["compute.cancel"]},
+        default_factory=lambda: dict(DEFAULT_SCOPES),
         description="scopes a token needs per operation (create; read: status, logs, lists; cancel: delete); "
-        "replaces the whole default, and an operation left out needs no scope",
+        "an operation left out keeps its default (give it [] to require no scope)",
     )
 
     site_admins: list[IdentityMatch] = Field(
@@ -68,6 +70,12 @@ class IdentityPolicy(BaseModel):
         description="identities that may read every pod of the site (statuses, logs, /pods, the status "
         "page), to tell why a pod is stuck; they may create and cancel only their own, like anyone",
     )
+
+    @field_validator("required_scopes", mode="after")
+    @classmethod
+    def _defaults_for_the_rest(cls, given: dict[Operation, list[str]]) -> dict[Operation, list[str]]:
+        """Naming one operation must not silently open the others."""
+        return {**DEFAULT_SCOPES, **given}
 
     def is_site_admin(self, identity: Identity) -> bool:
         return any(rule.matches(identity) for rule in self.site_admins)

@@ -82,10 +82,9 @@ class IdPConfig(Strict):
     refresh_token_lifetime: int = Field(
         30 * 24 * 3600, ge=1, description="seconds a refresh token is valid (issued only with offline_access)")
     device_code_lifetime: int = Field(
-        600, ge=1, description="seconds a device code is valid (the device endpoint's "
-        "`expires_in` still says authlib's 1800)")
+        600, ge=1, description="seconds a device code is valid (announced as the device endpoint's `expires_in`)")
     device_poll_interval: int = Field(
-        1, ge=0, description="not used: the device endpoint announces authlib's `interval` of 5 seconds")
+        1, ge=0, description="seconds a device should wait between polls (announced as `interval`)")
     rotate_refresh_tokens: bool = Field(
         True, description="a used refresh token is revoked (the answer carries a new one); false: reusable "
         "until it expires")

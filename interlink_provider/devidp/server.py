@@ -218,6 +218,9 @@ class DeviceEndpoint(DeviceAuthorizationEndpoint):
     def create_endpoint_response(self, request):
         client = self.authenticate_client(request)
         client.get_allowed_scope(request.payload.scope)  # refuses scopes the client may not ask
+        # Announce what this IdP does (authlib's class defaults say 1800 s and 5 s).
+        self.EXPIRES_IN = self.server.config.device_code_lifetime
+        self.INTERVAL = self.server.config.device_poll_interval
         return super().create_endpoint_response(request)
 
     def save_device_credential(self, client_id: str, scope: str, data: dict[str, Any]) -> None:

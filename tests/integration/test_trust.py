@@ -123,6 +123,7 @@ async def test_device_flow(idp):
     cli = client(idp, "cli")
     try:
         start = await cli.device_authorization("compute.read offline_access")
+        assert (start["expires_in"], start["interval"]) == (600, 1)  # the IdP's own settings (defaults)
         await refused(cli.device_token(start["device_code"]), errors.ExchangeRefused, "authorization_pending")
         async with aiohttp.ClientSession() as session:
             form = {"user_code": start["user_code"], "username": "carol", "password": "wrong"}

@@ -100,3 +100,13 @@ def test_site_admins_match_like_rules_without_an_account():
     assert not policy.is_site_admin(identity(groups=["/site/users"]))
     assert not policy.is_site_admin(identity(iss="https://other/", groups=["/site/admins"]))
     assert not IdentityPolicy().is_site_admin(identity())  # none by default
+
+
+def test_naming_one_operations_scopes_keeps_the_others_defaults():
+    policy = IdentityPolicy(required_scopes={"create": ["compute.create", "storage.read:/"]})
+    reader = identity(scopes="compute.create")  # no compute.cancel
+    with pytest.raises(errors.MissingScope):
+        policy.check(reader, "cancel")  # not opened by naming `create` alone
+    with pytest.raises(errors.MissingScope):
+        policy.check(reader, "create")  # the named operation's own list
+    IdentityPolicy(required_scopes={"read": []}).check(identity(scopes="compute.create"), "read")  # [] opens it
