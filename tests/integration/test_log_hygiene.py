@@ -4,8 +4,10 @@ level with failures of every kind, never a token, a Secret's value or an env val
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,16 @@ def secretive_pod(name: str, script: str) -> dict:
     return manifest.create_request(pod, manifest.Manifests(secrets={("logs", "creds"): secret}), namespace="logs")
 
 
+async def until_logged(sidecar: Sidecar, uid: str, stage: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in sidecar.log().splitlines() if line.strip()]
+        if any(line.get("pod_uid") == uid and line.get("stage") == stage for line in lines):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"pod {uid} never logged stage {stage}")
+
+
 async def test_debug_logs_are_json_state_changes_without_credentials(local_site, unix_accounts, idp, tmp_path):
     port = free_port()
     shared = Path(tempfile.mkdtemp(prefix="ilp-logs-"))
@@ -59,6 +71,8 @@ async def test_debug_logs_are_json_state_changes_without_credentials(local_site,
                 await alice.call("POST", "/create", {"pod": {"metadata": {"name": "x"}}})
             for body in (ok, failing):
                 await alice.delete(body["pod"])
+            # Deletion is confirmed by the reconciler after the reply: wait for its line.
+            await until_logged(sidecar, failing["pod"]["metadata"]["uid"], "deleted")
         async with SidecarClient(f"http://127.0.0.1:{port}", token=REFUSED) as mallory:
             with pytest.raises(SidecarError):
                 await mallory.pods()
