@@ -78,6 +78,7 @@ class Sidecar:
         self.socket = f"/tmp/ilp-{os.getpid()}-{abs(hash(str(workdir))) % 10**8}.sock"
         config = deep_merge(config, {
             "listen": {"socket": self.socket, "host": None, "port": None},
+            "grpc": None,  # the local site's gRPC port belongs to deploy/local/federation.sh
             "state_dir": str(workdir / "state"),
             "pods_root": str(workdir / "pods"),
             "job_name_prefix": f"ilpt{abs(hash(str(workdir))) % 10**6}-",

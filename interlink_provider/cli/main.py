@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .. import __version__
+from ..telemetry.tracing import TracingConfigError
 from . import doctor, pod, stage, token
 
 
@@ -18,7 +19,11 @@ def _daemon(name: str, load, run, args, adjust=None) -> int:
         return 2
     if adjust is not None:
         adjust(config)
-    run(config)
+    try:
+        run(config)
+    except TracingConfigError as exc:  # raised before anything starts
+        print(f"interlink-provider {name}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from interlink_provider import logsetup, sdnotify
+from interlink_provider.listeners import CannotListen, opening
 
 from ..auth.errors import AuthError
 from ..pods.k8s import Pod
@@ -310,12 +311,13 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> Non
     runner = web.AppRunner(make_app(gateway), access_log=None)
     await runner.setup()
     try:
-        if config.listen.socket:
-            Path(config.listen.socket).unlink(missing_ok=True)
-            await web.UnixSite(runner, config.listen.socket).start()
-            os.chmod(config.listen.socket, 0o660)
-        if config.listen.host and config.listen.port:
-            await web.TCPSite(runner, config.listen.host, config.listen.port).start()
+        with opening():
+            if config.listen.socket:
+                Path(config.listen.socket).unlink(missing_ok=True)
+                await web.UnixSite(runner, config.listen.socket).start()
+                os.chmod(config.listen.socket, 0o660)
+            if config.listen.host and config.listen.port:
+                await web.TCPSite(runner, config.listen.host, config.listen.port).start()
         log.info("gateway serving the interLink API for sites %s", ", ".join(gateway.sites))
         pinging = sdnotify.ready(f"sites {', '.join(gateway.sites)}")
         await stop.wait()
@@ -330,5 +332,8 @@ def run(config: GatewayConfig) -> None:
     tracing.configure("interlink-provider-gateway")
     try:
         asyncio.run(serve(config))
+    except CannotListen as exc:
+        log.error("gateway cannot start: %s", exc)
+        raise SystemExit(1) from None
     finally:
         tracing.shutdown()

@@ -2,9 +2,10 @@
 
 Nothing is exported unless the standard OTEL_* variables ask for it
 (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or
-`OTEL_TRACES_EXPORTER=otlp|console`); spans then go out by OTLP over HTTP from a
-background thread (BatchSpanProcessor), never blocking the event loop. Without them the
-API's no-op tracer costs next to nothing.
+`OTEL_TRACES_EXPORTER=otlp|console`); spans then go out by OTLP from a background thread
+(BatchSpanProcessor), never blocking the event loop: over HTTP (`http/protobuf`, the
+default, port 4318) or gRPC (`OTEL_EXPORTER_OTLP_PROTOCOL=grpc`, port 4317), as a
+Collector takes them. Without them the API's no-op tracer costs next to nothing.
 
 One pod can be followed end to end: the context travels as W3C `traceparent` (HTTP
 headers, gRPC metadata), and every span about a pod carries `k8s.pod.uid`; the
@@ -28,10 +29,35 @@ POD_UID = "k8s.pod.uid"
 TRACER = trace.get_tracer("interlink_provider")
 
 _configured = False
+PROTOCOLS = ("http/protobuf", "grpc")
+
+
+class TracingConfigError(ValueError):
+    """The OTEL_* variables ask for something we cannot export with."""
+
+
+def otlp_protocol() -> str:
+    """The OTLP protocol the standard variables choose (traces-specific first)."""
+    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip().lower()
+    if protocol not in PROTOCOLS:
+        raise TracingConfigError(f"OTLP protocol {protocol!r} is not supported: use one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+def otlp_exporter() -> Any:
+    """The OTLP span exporter for the chosen protocol; endpoint, headers, TLS (`..._CERTIFICATE`,
+    `..._INSECURE`) and timeout come from the OTEL_EXPORTER_OTLP_* variables, read by the exporter."""
+    if otlp_protocol() == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+        return GrpcExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+    return HttpExporter()
 
 
 def configure(service_name: str) -> bool:
-    """Install an exporting TracerProvider when the environment names an exporter. True if it did."""
+    """Install an exporting TracerProvider when the environment names an exporter. True if it did.
+    Raises TracingConfigError (before installing anything) for a protocol we cannot speak."""
     global _configured
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -41,11 +67,7 @@ def configure(service_name: str) -> bool:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-    if exporter_name == "console":
-        exporter: Any = ConsoleSpanExporter()
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        exporter = OTLPSpanExporter()  # endpoint, headers, timeout: from the OTEL_EXPORTER_OTLP_* variables
+    exporter = ConsoleSpanExporter() if exporter_name == "console" else otlp_exporter()
     name = os.environ.get("OTEL_SERVICE_NAME") or service_name
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
     provider.add_span_processor(BatchSpanProcessor(exporter))

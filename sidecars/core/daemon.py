@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from interlink_provider import logsetup, sdnotify
+from interlink_provider.listeners import CannotListen, opening
 from interlink_provider.staging.engine import Stager
 from interlink_provider.telemetry import tracing
 from sidecars.htcondor.backend import HTCondorBackend
@@ -110,11 +111,12 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
     await runner.setup()
     grpc_server = None
     try:
-        if config.grpc is not None:
-            from .grpc_api import start_server
+        with opening():
+            if config.grpc is not None:
+                from .grpc_api import start_server
 
-            grpc_server = await start_server(config.grpc, service, authenticator)
-        addresses = await _listen(runner, config)
+                grpc_server = await start_server(config.grpc, service, authenticator)
+            addresses = await _listen(runner, config)
         log.info("sidecar for site %s serving on %s (%d pods known)", config.site_name, ", ".join(addresses), len(service.pods))
         pinging = sdnotify.ready(f"site {config.site_name}: {len(service.pods)} pods")
         await stop.wait()
@@ -140,5 +142,8 @@ def run(config: SiteConfig) -> None:
     tracing.configure(f"interlink-provider-sidecar-{config.site_name}")
     try:
         asyncio.run(serve(config))
+    except CannotListen as exc:
+        log.error("sidecar for site %s cannot start: %s", config.site_name, exc)
+        raise SystemExit(1) from None
     finally:
         tracing.shutdown()

@@ -213,7 +213,10 @@ async def start_server(config: GrpcConfig, service: SiteService, authenticator: 
     """Listen on config.host:port with TLS; returns the started server."""
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", config.max_message_bytes),
-                 ("grpc.max_send_message_length", config.max_message_bytes)],
+                 ("grpc.max_send_message_length", config.max_message_bytes),
+                 # gRPC binds with SO_REUSEPORT by default: a second sidecar given the same port
+                 # would silently take half the gateway's connections. Refuse to share it.
+                 ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         interceptors=[TracedCalls()],
     )
@@ -229,8 +232,12 @@ async def start_server(config: GrpcConfig, service: SiteService, authenticator: 
     credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
                                               require_client_auth=client_ca is not None)
     address = f"{config.host}:{config.port}"
-    if server.add_secure_port(address, credentials) == 0:
-        raise OSError(f"cannot listen for gRPC on {address}")
+    try:
+        bound = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:  # newer grpcio raises where older ones returned 0
+        raise OSError(f"cannot listen for gRPC on {address}: {exc} (is another process using the port?)") from exc
+    if bound == 0:
+        raise OSError(f"cannot listen for gRPC on {address} (is another process using the port?)")
     await server.start()
     log.info("gRPC (offloader.v1, TLS%s) on %s", " + client certificates" if client_ca else "", address)
     return server

@@ -4,9 +4,12 @@ with its own tokens from a real devidp, on real Slurm."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -132,3 +135,18 @@ async def _final(gateway, uid: str) -> dict:
     async with SidecarClient(gateway.address) as client:
         return await finished(client, uid)
 
+
+
+def test_a_gateway_whose_port_is_taken_stops_with_the_reason(idp, tmp_path):
+    nowhere = SimpleNamespace(target="127.0.0.1:1", ca=idp.ca_file)  # never reached: it stops first
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        gateway = GatewayProcess(tmp_path / "gw", idp, {"nowhere": nowhere},
+                                 {"listen": {"host": "127.0.0.1", "port": port}}).start()
+        assert gateway.process is not None and gateway.process.wait(timeout=60) == 1
+    log = gateway.log_path.read_text()
+    [refusal] = [json.loads(line) for line in log.splitlines() if "cannot start" in line]
+    assert refusal["level"] == "ERROR" and f"('127.0.0.1', {port})" in refusal["message"], refusal
+    assert "address already in use" in refusal["message"] and "Traceback" not in log

@@ -17,7 +17,7 @@ from interlink_provider.pods import manifest
 from interlink_provider.rpc.client import bearer, offloader, open_channel
 from interlink_provider.rpc.offloader.v1 import offloader_pb2 as pb
 from tests.federation import grpc_sidecar
-from tests.helpers import wait_for
+from tests.helpers import Sidecar, wait_for
 from tests.integration.test_site_auth import USER_SCOPES, token_for
 
 pytestmark = pytest.mark.slurm
@@ -272,3 +272,16 @@ async def test_a_restarted_sidecar_starts_a_new_epoch_and_keeps_its_pods(site, i
     assert events and events[0].epoch != before.epoch
     assert uid in {e.pod.uid for e in events}  # the restarted sidecar still knows the pod
     assert not again.created  # and would not submit it twice
+
+
+def test_a_second_sidecar_on_the_same_grpc_port_is_refused(site, tmp_path):
+    """gRPC binds with SO_REUSEPORT by default: a misconfigured second sidecar would then take half
+    of the gateway's connections unnoticed. It must fail to start instead, saying why."""
+    twin = Sidecar(tmp_path / "twin", {"grpc": site.config["grpc"]}).start(wait=False)
+    try:
+        assert twin.process is not None and twin.process.wait(timeout=60) != 0
+    finally:
+        twin.stop()
+    [refusal] = [json.loads(line) for line in twin.log().splitlines() if "cannot start" in line]
+    assert refusal["level"] == "ERROR" and f"cannot listen for gRPC on {site.target}" in refusal["message"], refusal
+    assert "Traceback" not in twin.log()

@@ -1,6 +1,7 @@
 """What operators see of one pod's life through the federation: Prometheus metrics on the gateway
 and the sidecar that move with the pod, and one OpenTelemetry trace that follows it from the
-gateway through the site to the scheduler, exported by OTLP to a receiver as a Collector would be."""
+gateway through the site to the scheduler, exported by OTLP to receivers as a Collector would take
+it: the gateway over HTTP, the sidecar over gRPC with TLS (the two protocols a Collector serves)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import urllib.request
 import pytest
 
 from interlink_provider.cli.client import SidecarClient, SidecarError
+from interlink_provider.devidp.tls import ensure_certificates
 from interlink_provider.pods.phase import SUCCEEDED, phase_of
 from tests.federation import GatewayProcess, grpc_sidecar, vk_request, wait_until_up
 from tests.helpers import wait_for
 from tests.integration.test_gateway import finished, hello
-from tests.otlp import OtlpReceiver
+from tests.otlp import OtlpGrpcReceiver, OtlpReceiver
 
 pytestmark = pytest.mark.slurm
 
@@ -27,10 +29,12 @@ SESSION = "CreatePod#4242"
 @pytest.fixture(scope="module")
 def observed(local_site, unix_accounts, idp, tmp_path_factory):
     root = tmp_path_factory.mktemp("observed")
-    with OtlpReceiver() as otlp:
+    ca, cert, key = ensure_certificates(root / "otlp-tls", "127.0.0.1")
+    with OtlpReceiver() as otlp, OtlpGrpcReceiver(ca, cert, key, into=otlp) as otlp_grpc:
         sidecar = grpc_sidecar(root / SITE, idp)
         sidecar.stop()
-        sidecar.start(env=otlp.env())  # now exporting its spans
+        sidecar.exporting = otlp_grpc.env()
+        sidecar.start(env=sidecar.exporting)  # now exporting its spans, over gRPC
         gateway = GatewayProcess(root / "gw", idp, {SITE: sidecar}).start(env=otlp.env())
         asyncio.run(wait_until_up(gateway, 1))
         yield gateway, sidecar, otlp
@@ -106,7 +110,7 @@ async def test_metrics_move_with_a_pod_through_its_life(observed):
     reconnects = f'ilp_grpc_stream_reconnects_total{{site="{SITE}"}}'
     sidecar.stop()
     await until(gateway.address, f'ilp_site_up{{site="{SITE}"}}', 0, timeout=30)
-    sidecar.start(env=observed[2].env())
+    sidecar.start(env=sidecar.exporting)
     await until(gateway.address, f'ilp_site_up{{site="{SITE}"}}', 1, timeout=60)
     assert increase(await scrape(gateway.address), gw, reconnects) >= 1
     await until(gateway.address, pods(SITE, "Succeeded"), 1)  # the resync brought the pod back
@@ -142,10 +146,11 @@ async def test_one_trace_follows_a_pod_from_the_gateway_to_the_scheduler(observe
         return spans if "scheduler sbatch" in spans else None
     spans = await wait_for(whole_trace, 30, what="the site's spans in the same trace")
 
-    assert root.service == "interlink-provider-gateway" and root.parent_id == ""
+    assert root.service == "interlink-provider-gateway" and root.parent_id == "" and root.protocol == "http"
     assert root.attributes["interlink.http_session"] == SESSION and root.attributes["ilp.site"] == SITE
     served = spans["sidecar CreatePod"]
     assert served.service.startswith("interlink-provider-sidecar") and served.parent_id == root.span_id
+    assert served.protocol == "grpc"  # the sidecar exports by OTLP/gRPC over TLS
     assert served.attributes["interlink.http_session"] == SESSION  # handed on by the gateway
     create, submit, sbatch = spans["sidecar create"], spans["submit"], spans["scheduler sbatch"]
     assert create.parent_id == served.span_id and create.attributes["k8s.pod.uid"] == uid

@@ -3,6 +3,8 @@ interLink session kept, and request timing records the outcome."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -75,3 +77,32 @@ def test_nothing_is_exported_unless_the_environment_asks(monkeypatch):
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
     assert tracing.configure("unit") is False
+
+
+def test_the_otlp_protocol_picks_the_exporter(monkeypatch):
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    for name in ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):
+        monkeypatch.delenv(name, raising=False)
+    assert isinstance(tracing.otlp_exporter(), HttpExporter)  # the default, http/protobuf
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:1")
+    exporter = tracing.otlp_exporter()
+    assert isinstance(exporter, GrpcExporter)
+    exporter.shutdown()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")  # the traces' own setting wins
+    assert isinstance(tracing.otlp_exporter(), HttpExporter)
+
+
+def test_an_unsupported_otlp_protocol_stops_the_daemon_with_a_reason(monkeypatch, capsys):
+    from interlink_provider.cli.main import main
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    with pytest.raises(tracing.TracingConfigError, match="'http/json' is not supported: use one of http/protobuf, grpc"):
+        tracing.configure("unit")
+    assert not tracing._configured  # nothing was installed
+    example = Path(__file__).resolve().parents[2] / "examples" / "gateway.yaml"
+    assert main(["gateway", "--config", str(example)]) == 2  # refused before it serves anything
+    assert "OTLP protocol 'http/json' is not supported" in capsys.readouterr().err
