@@ -8,12 +8,19 @@ counts as recency: every hit touches the file; eviction removes the least
 recently used files until the cache fits its size limit. The cache's total size is
 counted once at start and kept up to date, so admitting a file costs no directory
 walk; only an eviction walks the cache.
+
+Several sidecars may share one cache (say a Slurm and an HTCondor sidecar on one login
+node). Each downloads into its own directory under `.partial/`, which it holds locked
+(flock) while it lives; whoever starts removes the directories nobody holds any more
+(their owner crashed mid-download), never a live sidecar's downloads.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -26,9 +33,16 @@ class ContentCache:
         self.max_bytes = max_bytes
         self.partial = root / ".partial"
         self.partial.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for leftover in self.partial.iterdir():  # a crash mid-download: start over
-            leftover.unlink(missing_ok=True)
+        self.downloads, self._held = claim_area(self.partial)  # this process's temporary files
+        sweep_abandoned(self.partial)
         self._used: int | None = None  # bytes in the cache, counted on first need
+
+    def close(self) -> None:
+        """Remove this process's temporary files and give up its claim."""
+        shutil.rmtree(self.downloads, ignore_errors=True)
+        if self._held >= 0:
+            os.close(self._held)
+            self._held = -1
 
     def path(self, ref: FileRef) -> Path:
         checksum = ref.adler32 or "nochecksum"
@@ -52,7 +66,7 @@ class ContentCache:
         return path
 
     def temporary(self) -> Path:
-        return self.partial / uuid.uuid4().hex
+        return self.downloads / uuid.uuid4().hex
 
     def admit(self, ref: FileRef, verified: Path) -> Path:
         """Move a verified download into the cache (atomic rename), then keep to the limit."""
@@ -89,6 +103,54 @@ class ContentCache:
 
     def size(self) -> int:
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file() and self.partial not in p.parents)
+
+
+NEW = ".new-"  # an area being claimed: not yet locked, left alone for a while
+STALE_NEW_SECONDS = 3600
+
+
+def claim_area(partial: Path) -> tuple[Path, int]:
+    """A download area of our own under `partial`, and the descriptor whose flock marks it as
+    alive. It is locked under a temporary name first, so no sweeper ever sees it unlocked."""
+    name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    claiming = partial / f"{NEW}{name}"
+    claiming.mkdir(mode=0o700)
+    held = os.open(claiming, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    area = partial / name
+    claiming.rename(area)
+    return area, held
+
+
+def sweep_abandoned(partial: Path) -> None:
+    """Remove what no live process owns under `partial`: areas whose lock can be taken (their
+    owner died mid-download), stray files (the old single-directory layout), old claims."""
+    now = time.time()
+    for entry in partial.iterdir():
+        try:
+            if entry.name.startswith(NEW) and now - entry.stat().st_mtime < STALE_NEW_SECONDS:
+                continue
+        except FileNotFoundError:
+            continue  # claimed meanwhile
+        if not entry.is_dir():
+            entry.unlink(missing_ok=True)
+        elif not _alive(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(area: Path) -> bool:
+    """Whether a live process holds the area's lock."""
+    try:
+        descriptor = os.open(area, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
 
 
 def link_into(source: Path, target: Path) -> None:

@@ -56,7 +56,7 @@ class StagingConfig(BaseModel):
     rucio: RucioConfig | None = Field(None, description="needed for DIDs; plain XRootD URLs work without")
     tokens: StorageTokensConfig | None = Field(None, description="tokens for storage and Rucio (trust network)")
     site: str = Field("LOCAL", description="this site's name for Rucio's client_location (prefer local replicas)")
-    cache_dir: str = Field(description="content cache, on the same filesystem as pods_root")
+    cache_dir: str = Field(description="content cache, on the same filesystem as pods_root; sidecars of one host may share it")
     cache_max_bytes: int = Field(10 * 1024**3, ge=0, description="least-recently-used files are evicted beyond this")
     parallel: int = Field(4, ge=1, description="concurrent file transfers")
     retries: int = Field(3, ge=0, description="retries of a transfer after a transient error")

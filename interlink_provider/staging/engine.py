@@ -64,6 +64,7 @@ class Stager:
     async def close(self) -> None:
         if self.tokens is not None:
             await self.tokens.close()
+        self.cache.close()
 
     def output_scopes(self, spec: StagingSpec) -> list[str]:
         """The Rucio scopes the pod's outputs are registered in (their storage paths)."""

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.federation import GatewayProcess, grpc_sidecar
-from tests.helpers import Sidecar, site_dir
+from tests.helpers import LOCAL_CONFIG, Sidecar, site_dir
 from tests.idp import SITE_AUDIENCE, free_port
 
 pytestmark = pytest.mark.slurm
@@ -61,7 +61,9 @@ def config(local_site, tmp_path_factory) -> Path:
               "client_secret_file": str(secret), "storage_audience": "https://127.0.0.1:11096",
               "storage_endpoints": ["127.0.0.1:11096"], "rucio_audience": None,
               "x509_cert_dir": str(site_dir() / "pki" / "ca-dir")}
-    sidecar = Sidecar(root, {"staging": {"tokens": tokens}})
+    # The local site's gRPC section (its certificates): doctor checks them, it never listens.
+    grpc = yaml.safe_load(LOCAL_CONFIG.read_text())["grpc"]
+    sidecar = Sidecar(root, {"staging": {"tokens": tokens}, "grpc": grpc})
     return sidecar.config_path
 
 
