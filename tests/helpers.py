@@ -116,22 +116,28 @@ class Sidecar:
             self.wait_ready()
         return self
 
+    def listeners(self) -> list[tuple[int, Any]]:
+        """(address family, address) of every listener the config opens: ready means all accept."""
+        found: list[tuple[int, Any]] = [(socket.AF_UNIX, self.socket)]
+        listen = self.config.get("listen") or {}
+        if listen.get("host") and listen.get("port"):
+            found.append((socket.AF_INET, (listen["host"], int(listen["port"]))))
+        grpc = self.config.get("grpc") or {}
+        if grpc.get("host") and grpc.get("port"):
+            found.append((socket.AF_INET, (grpc["host"], int(grpc["port"]))))
+        return found
+
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
+        waiting = self.listeners()
         while time.monotonic() < deadline:
             if self.process and self.process.poll() is not None:
                 raise RuntimeError(f"sidecar exited with {self.process.returncode}:\n{self.log()}")
-            if os.path.exists(self.socket):
-                probe = socket.socket(socket.AF_UNIX)
-                try:
-                    probe.connect(self.socket)
-                    return
-                except OSError:
-                    pass
-                finally:
-                    probe.close()
+            waiting = [listener for listener in waiting if not _accepts(*listener)]
+            if not waiting:
+                return
             time.sleep(0.05)
-        raise RuntimeError(f"sidecar did not start:\n{self.log()}")
+        raise RuntimeError(f"sidecar did not start (no listener on {waiting}):\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -182,6 +188,20 @@ class Sidecar:
             return sorted({f"{ad['ClusterId']}.{ad['ProcId']}" for ad in ads})
         out = slurm("squeue", "-h", "--states=all", f"--name={name}", "-o", "%i")
         return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _accepts(family: int, address: Any) -> bool:
+    """Whether something accepts connections at this address now."""
+    if family == socket.AF_UNIX and not os.path.exists(address):
+        return False
+    probe = socket.socket(family)
+    try:
+        probe.connect(address)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 async def wait_for(predicate, timeout: float, interval: float = 0.3, what: str = "condition"):
