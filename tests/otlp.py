@@ -43,11 +43,11 @@ class Spans:
     """The spans a receiver was sent, whatever the protocol (`into`: share another receiver's,
     so daemons exporting by different protocols are read as one collector)."""
 
+    protocol = ""  # set by each receiver
+
     def __init__(self, into: Spans | None = None) -> None:
         self.spans: list[ReceivedSpan] = into.spans if into else []
         self._lock = into._lock if into else threading.Lock()
-
-    protocol = ""
 
     def _take(self, request: ExportTraceServiceRequest) -> None:
         found = []

@@ -136,7 +136,6 @@ async def _final(gateway, uid: str) -> dict:
         return await finished(client, uid)
 
 
-
 def test_a_gateway_whose_port_is_taken_stops_with_the_reason(idp, tmp_path):
     nowhere = SimpleNamespace(target="127.0.0.1:1", ca=idp.ca_file)  # never reached: it stops first
     with socket.socket() as taken:

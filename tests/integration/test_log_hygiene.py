@@ -4,10 +4,8 @@ level with failures of every kind, never a token, a Secret's value or an env val
 
 from __future__ import annotations
 
-import asyncio
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, SidecarError
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import FAILED, SUCCEEDED
-from tests.helpers import Sidecar
+from tests.helpers import Sidecar, wait_for
 from tests.idp import free_port, token_auth
 from tests.integration.test_rest_api import run_until
 from tests.integration.test_site_auth import token_for
@@ -39,14 +37,12 @@ def secretive_pod(name: str, script: str) -> dict:
     return manifest.create_request(pod, manifest.Manifests(secrets={("logs", "creds"): secret}), namespace="logs")
 
 
-async def until_logged(sidecar: Sidecar, uid: str, stage: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def logged(sidecar: Sidecar, uid: str, stage: str):
+    """A predicate for wait_for: the sidecar's log has the pod's line for this stage."""
+    async def found() -> bool:
         lines = [json.loads(line) for line in sidecar.log().splitlines() if line.strip()]
-        if any(line.get("pod_uid") == uid and line.get("stage") == stage for line in lines):
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"pod {uid} never logged stage {stage}")
+        return any(line.get("pod_uid") == uid and line.get("stage") == stage for line in lines)
+    return found
 
 
 async def test_debug_logs_are_json_state_changes_without_credentials(local_site, unix_accounts, idp, tmp_path):
@@ -72,7 +68,7 @@ async def test_debug_logs_are_json_state_changes_without_credentials(local_site,
             for body in (ok, failing):
                 await alice.delete(body["pod"])
             # Deletion is confirmed by the reconciler after the reply: wait for its line.
-            await until_logged(sidecar, failing["pod"]["metadata"]["uid"], "deleted")
+            await wait_for(logged(sidecar, failing["pod"]["metadata"]["uid"], "deleted"), 60, what="the deleted line")
         async with SidecarClient(f"http://127.0.0.1:{port}", token=REFUSED) as mallory:
             with pytest.raises(SidecarError):
                 await mallory.pods()
