@@ -79,8 +79,17 @@ async def fetch_json(session: aiohttp.ClientSession, url: str, ca_file: str | No
 @dataclass
 class _IssuerKeys:
     keys: dict[str, jwt.PyJWK] = field(default_factory=dict)
-    fetched_at: float = 0.0
-    forced_at: float = -1e18
+    # Times on the monotonic clock, which starts near 0 at boot: "never" must be None,
+    # not 0.0, or a host booted minutes ago takes its first fetch for a recent one.
+    fetched_at: float | None = None
+    forced_at: float | None = None
+
+    def age(self, now: float) -> float:
+        """Seconds since the last fetch (infinite when never fetched)."""
+        return float("inf") if self.fetched_at is None else now - self.fetched_at
+
+    def since_forced(self, now: float) -> float:
+        return float("inf") if self.forced_at is None else now - self.forced_at
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -117,7 +126,7 @@ class KeyCache(LazySession):
             entry = self._keys.get(issuer)
             if issuer in self.failures:
                 states[issuer] = (False, self.failures[issuer])
-            elif entry is None or not entry.fetched_at:
+            elif entry is None or entry.fetched_at is None:
                 states[issuer] = (True, "keys not fetched yet (fetched at the first token)")
             else:
                 states[issuer] = (True, f"{len(entry.keys)} keys, fetched {now - entry.fetched_at:.0f} s ago")
@@ -146,13 +155,13 @@ class KeyCache(LazySession):
     async def key(self, issuer: str, kid: str) -> jwt.PyJWK:
         entry = self._keys.setdefault(issuer, _IssuerKeys())
         now = time.monotonic()
-        fresh = now - entry.fetched_at < self.config.jwks_max_age_seconds
+        fresh = entry.age(now) < self.config.jwks_max_age_seconds
         if fresh and kid in entry.keys:
             return entry.keys[kid]
         async with entry.lock:
             now = time.monotonic()
-            stale = now - entry.fetched_at >= self.config.jwks_max_age_seconds
-            may_force = now - entry.forced_at >= self.config.jwks_cooldown_seconds
+            stale = entry.age(now) >= self.config.jwks_max_age_seconds
+            may_force = entry.since_forced(now) >= self.config.jwks_cooldown_seconds
             if kid not in entry.keys or stale:
                 if stale or may_force:
                     try:

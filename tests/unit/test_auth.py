@@ -110,3 +110,42 @@ def test_naming_one_operations_scopes_keeps_the_others_defaults():
     with pytest.raises(errors.MissingScope):
         policy.check(reader, "create")  # the named operation's own list
     IdentityPolicy(required_scopes={"read": []}).check(identity(scopes="compute.create"), "read")  # [] opens it
+
+
+class KeyCacheWithFakeIdP:
+    """Test double: a KeyCache whose IdP is a dict of key sets (no network); counts fetches."""
+
+    @staticmethod
+    def make(published: dict[str, list[str]]):
+        import jwt
+
+        from interlink_provider.auth.validate import KeyCache, TrustedIssuer, ValidationConfig
+
+        config = ValidationConfig(issuers=[TrustedIssuer(issuer="https://iam/")], jwks_cooldown_seconds=30)
+        cache = KeyCache(config)
+
+        async def fetch(issuer):
+            cache.fetches += 1
+            return {kid: jwt.PyJWK({"kty": "oct", "k": "c2VjcmV0", "kid": kid}, algorithm="HS256")
+                    for kid in published[issuer]}
+
+        cache._fetch = fetch
+        return cache
+
+
+@pytest.mark.parametrize("uptime", [5.0, 120.0, 100_000.0])
+async def test_a_rotated_key_is_fetched_at_once_on_a_host_booted_minutes_ago(monkeypatch, uptime):
+    """The monotonic clock starts near 0 at boot: "never fetched" must not read as "just forced"."""
+    published = {"https://iam/": ["k1"]}
+    cache = KeyCacheWithFakeIdP.make(published)
+    clock = [uptime]
+    monkeypatch.setattr("interlink_provider.auth.validate.time.monotonic", lambda: clock[0])
+    assert (await cache.key("https://iam/", "k1")).key_id == "k1"
+    assert cache.fetches == 1
+    clock[0] += 1
+    published["https://iam/"] = ["k1", "k2"]  # the IdP rotates
+    assert (await cache.key("https://iam/", "k2")).key_id == "k2"  # one forced re-fetch, not 401
+    assert cache.fetches == 2
+    with pytest.raises(errors.BadSignature):  # a forged kid within the cooldown: no third fetch
+        await cache.key("https://iam/", "forged")
+    assert cache.fetches == 2
