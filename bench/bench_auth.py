@@ -20,10 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import percentile  # noqa: E402
 from interlink_provider.auth.exchange import ExchangeCache, OAuthClient  # noqa: E402
 from interlink_provider.auth.validate import TokenValidator, TrustedIssuer, ValidationConfig  # noqa: E402
 from tests.idp import SITE_AUDIENCE, IdP  # noqa: E402
-from bench.common import percentile  # noqa: E402
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -32,15 +32,18 @@ async def run(args: argparse.Namespace) -> None:
         alice = OAuthClient(idp.issuer, "alice", "alice-secret", ca_file=idp.ca_file)
         gateway = OAuthClient(idp.issuer, "gateway", "gateway-secret", ca_file=idp.ca_file)
         token = (await alice.client_credentials("compute.create compute.read", SITE_AUDIENCE)).access_token
-        validator = TokenValidator(ValidationConfig(
-            issuers=[TrustedIssuer(issuer=idp.issuer, ca_file=idp.ca_file)], audiences=[SITE_AUDIENCE]))
+        validator = TokenValidator(
+            ValidationConfig(issuers=[TrustedIssuer(issuer=idp.issuer, ca_file=idp.ca_file)], audiences=[SITE_AUDIENCE])
+        )
         await validator.validate(token)  # warm: discovery + JWKS fetched once
         started = time.perf_counter()
         for _ in range(args.validations):
             await validator.validate(token)
         elapsed = time.perf_counter() - started
-        print(f"validations (warm JWKS cache): {args.validations / elapsed:,.0f}/s "
-              f"({elapsed / args.validations * 1e6:.0f} us each; JWKS fetched {validator.keys.fetches}x)")
+        print(
+            f"validations (warm JWKS cache): {args.validations / elapsed:,.0f}/s "
+            f"({elapsed / args.validations * 1e6:.0f} us each; JWKS fetched {validator.keys.fetches}x)"
+        )
 
         subject = (await alice.client_credentials("compute.create compute.read")).access_token
         cold: list[float] = []
@@ -54,10 +57,14 @@ async def run(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             await cache.get(subject, SITE_AUDIENCE, "compute.read", subject="alice")
             warm.append(time.perf_counter() - t0)
-        print(f"exchange without cache: p50 {statistics.median(cold) * 1000:.1f} ms, "
-              f"p95 {percentile(cold, 0.95) * 1000:.1f} ms ({args.exchanges} round trips over HTTPS)")
-        print(f"exchange with cache:    p50 {statistics.median(warm) * 1e6:.1f} us, "
-              f"p95 {percentile(warm, 0.95) * 1e6:.1f} us ({cache.exchanges} exchange, {cache.hits} hits)")
+        print(
+            f"exchange without cache: p50 {statistics.median(cold) * 1000:.1f} ms, "
+            f"p95 {percentile(cold, 0.95) * 1000:.1f} ms ({args.exchanges} round trips over HTTPS)"
+        )
+        print(
+            f"exchange with cache:    p50 {statistics.median(warm) * 1e6:.1f} us, "
+            f"p95 {percentile(warm, 0.95) * 1e6:.1f} us ({cache.exchanges} exchange, {cache.hits} hits)"
+        )
         await validator.close()
         await alice.close()
         await gateway.close()

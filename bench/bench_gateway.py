@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import quantiles  # noqa: E402
 from interlink_provider.cli.client import SidecarClient, pod_ref  # noqa: E402
 from interlink_provider.rpc.client import bearer, offloader, open_channel  # noqa: E402
 from interlink_provider.rpc.offloader.v1 import offloader_pb2 as pb  # noqa: E402
@@ -38,14 +39,18 @@ from sidecars.core.store import FINISHED, PodRecord, Store  # noqa: E402
 from tests.federation import GatewayProcess, grpc_sidecar, vk_request, wait_until_up  # noqa: E402
 from tests.helpers import SITE_SCRIPT, site_dir  # noqa: E402
 from tests.idp import SITE_AUDIENCE, IdP  # noqa: E402
-from bench.common import quantiles  # noqa: E402
 
 ACCOUNTS = ("ilp-alice", "ilp-bob")  # the sidecar maps the gateway to ilp-alice
 
 
 def ensure_site_and_accounts() -> None:
-    subprocess.run(["bash", str(SITE_SCRIPT), "start"], check=True, capture_output=True, timeout=600,
-                   env={"ILP_SITE_DIR": str(site_dir()), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    subprocess.run(
+        ["bash", str(SITE_SCRIPT), "start"],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env={"ILP_SITE_DIR": str(site_dir()), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
     for name in ACCOUNTS:
         if subprocess.run(["id", name], capture_output=True).returncode != 0:
             subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
@@ -55,17 +60,42 @@ async def seed(state_dir: Path, owner: str, count: int) -> None:
     """Finished pods of the gateway's identity, as a long-running sidecar would hold them."""
     store = Store(state_dir / "sidecar.db")
     await store.open()
-    container = {"name": "c", "image": "busybox", "state": {"terminated": {
-        "exitCode": 0, "reason": "Completed", "startedAt": "2026-11-23T10:00:00Z", "finishedAt": "2026-11-23T10:00:01Z"}},
-        "ready": False, "started": False, "restartCount": 0}
+    container = {
+        "name": "c",
+        "image": "busybox",
+        "state": {
+            "terminated": {
+                "exitCode": 0,
+                "reason": "Completed",
+                "startedAt": "2026-11-23T10:00:00Z",
+                "finishedAt": "2026-11-23T10:00:01Z",
+            }
+        },
+        "ready": False,
+        "started": False,
+        "restartCount": 0,
+    }
     for index in range(count):
         uid = f"00000000-0000-4000-8000-{index:012d}"
-        await store.insert(PodRecord(
-            uid=uid, namespace="tracked", name=f"tracked-{index}", pod_dir=f"/nonexistent/{uid}",
-            job_name=f"seeded-{uid}", stage=FINISHED, owner=owner, job_id=str(900000 + index), phase="Succeeded",
-            summary={"containers": [{"name": "c", "image": "busybox", "init": False, "restart_policy": "Never"}],
-                     "grace": 30},
-            status={"containers": [container], "initContainers": []}, finished_at=time.time()))
+        await store.insert(
+            PodRecord(
+                uid=uid,
+                namespace="tracked",
+                name=f"tracked-{index}",
+                pod_dir=f"/nonexistent/{uid}",
+                job_name=f"seeded-{uid}",
+                stage=FINISHED,
+                owner=owner,
+                job_id=str(900000 + index),
+                phase="Succeeded",
+                summary={
+                    "containers": [{"name": "c", "image": "busybox", "init": False, "restart_policy": "Never"}],
+                    "grace": 30,
+                },
+                status={"containers": [container], "initContainers": []},
+                finished_at=time.time(),
+            )
+        )
     await store.close()
 
 
@@ -75,9 +105,14 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 
 def hello(index: int) -> dict:
-    return {"metadata": {"name": f"gwbench-{index}"},
-            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                     "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}
+    return {
+        "metadata": {"name": f"gwbench-{index}"},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "c", "image": "busybox", "command": ["true"]}],
+        },
+    }
 
 
 def finished_at(sidecar, uid: str) -> float | None:
@@ -116,12 +151,14 @@ async def run(args) -> None:
         uids: list[str] = []
         semaphore = asyncio.Semaphore(args.concurrency)
         async with SidecarClient(gateway.address) as client:
+
             async def create(index: int) -> None:
                 async with semaphore:
                     begin = time.monotonic()
                     answer = await client.call("POST", "/create", vk_request(hello(index), namespace="gwbench"))
                     latencies.append(time.monotonic() - begin)
                     uids.append(answer["PodUID"])
+
             burst_started = time.monotonic()
             await asyncio.gather(*(create(i) for i in range(args.pods)))
             burst_seconds = time.monotonic() - burst_started
@@ -145,13 +182,15 @@ async def run(args) -> None:
                 async with open_channel(sidecar.target, sidecar.ca) as channel:
                     stub = offloader(channel)
                     while len(polled) < len(uids):
-                        reply = await stub.GetStatus(pb.GetStatusRequest(uids=[u for u in uids if u not in polled]),
-                                                     metadata=bearer(token))
+                        reply = await stub.GetStatus(
+                            pb.GetStatusRequest(uids=[u for u in uids if u not in polled]), metadata=bearer(token)
+                        )
                         now = time.time()
                         for pod in reply.pods:
                             if pod.phase == "Succeeded":
                                 polled[pod.uid] = now
                         await asyncio.sleep(args.poll)
+
             await asyncio.wait_for(asyncio.gather(watch_gateway(), poll_site()), timeout=600)
             ends = {uid: finished_at(sidecar, uid) for uid in uids}
             push_delays = [pushed[u] - e for u, e in ends.items() if e is not None]
@@ -166,13 +205,19 @@ async def run(args) -> None:
             sidecar.stop()
         idp.stop()
 
-    print(f"tracked pods: {args.tracked} learned from the WatchStatus snapshot in {snapshot_seconds:.2f} s "
-          f"(gateway start included); gateway RSS holding them: {rss_tracked:.0f} MiB")
-    print(f"create burst through the gateway: {args.pods} pods in {burst_seconds:.2f} s = "
-          f"{args.pods / burst_seconds:.1f} pods/s; create latency {quantiles(latencies)} ({args.concurrency} in flight)")
+    print(
+        f"tracked pods: {args.tracked} learned from the WatchStatus snapshot in {snapshot_seconds:.2f} s "
+        f"(gateway start included); gateway RSS holding them: {rss_tracked:.0f} MiB"
+    )
+    print(
+        f"create burst through the gateway: {args.pods} pods in {burst_seconds:.2f} s = "
+        f"{args.pods / burst_seconds:.1f} pods/s; create latency {quantiles(latencies)} ({args.concurrency} in flight)"
+    )
     print(f"status freshness, container end -> gateway /status (WatchStatus push): {quantiles(push_delays)}")
-    print(f"status freshness, container end -> site polled every {args.poll:g} s (interLink-style): "
-          f"{quantiles(poll_delays)}")
+    print(
+        f"status freshness, container end -> site polled every {args.poll:g} s (interLink-style): "
+        f"{quantiles(poll_delays)}"
+    )
     print(f"gateway RSS at the end: {rss_end:.0f} MiB (peak {peak:.0f} MiB)")
 
 
@@ -181,7 +226,9 @@ async def gateway_token(idp) -> str:
 
     client = OAuthClient(idp.issuer, "gateway", "gateway-secret", ca_file=idp.ca_file)
     try:
-        return (await client.client_credentials("compute.create compute.read compute.cancel", SITE_AUDIENCE)).access_token
+        return (
+            await client.client_credentials("compute.create compute.read compute.cancel", SITE_AUDIENCE)
+        ).access_token
     finally:
         await client.close()
 

@@ -35,8 +35,10 @@ from interlink_provider.cli.client import SidecarClient, pod_ref  # noqa: E402
 from sidecars.core.store import SUBMITTED, PodRecord, Store  # noqa: E402
 from tests.helpers import SITE_SCRIPT, Sidecar, site_dir, slurm_env  # noqa: E402
 
-SITE_DEFAULTS = {"slurm": {"commands_per_second": 1.5, "command_burst": 10, "flags": {"allow": ["--hold"]}},
-                 "status": {"poll_interval": 5.0}}
+SITE_DEFAULTS = {
+    "slurm": {"commands_per_second": 1.5, "command_burst": 10, "flags": {"allow": ["--hold"]}},
+    "status": {"poll_interval": 5.0},
+}
 
 
 def submit_held(count: int, prefix: str, workdir: Path) -> list[str]:
@@ -45,10 +47,27 @@ def submit_held(count: int, prefix: str, workdir: Path) -> list[str]:
     script.write_text("#!/bin/sh\ntrue\n")
     names = "\n".join(f"{prefix}{i:05d}" for i in range(count))
     out = subprocess.run(
-        ["xargs", "-P", "8", "-I{}", "sbatch", "--parsable", "--hold", "--job-name={}", "--output=/dev/null",
-         str(script)], input=names, capture_output=True, text=True, env=slurm_env(), check=True).stdout
-    listed = subprocess.run(["squeue", "-h", "-o", "%j %i", "--states=PENDING"], capture_output=True, text=True,
-                            env=slurm_env(), check=True).stdout
+        [
+            "xargs",
+            "-P",
+            "8",
+            "-I{}",
+            "sbatch",
+            "--parsable",
+            "--hold",
+            "--job-name={}",
+            "--output=/dev/null",
+            str(script),
+        ],
+        input=names,
+        capture_output=True,
+        text=True,
+        env=slurm_env(),
+        check=True,
+    ).stdout
+    listed = subprocess.run(
+        ["squeue", "-h", "-o", "%j %i", "--states=PENDING"], capture_output=True, text=True, env=slurm_env(), check=True
+    ).stdout
     by_name = dict(line.split() for line in listed.splitlines() if line.startswith(prefix))
     assert len(out.split()) == count == len(by_name), (len(out.split()), len(by_name))
     return [by_name[f"{prefix}{i:05d}"] for i in range(count)]
@@ -56,19 +75,28 @@ def submit_held(count: int, prefix: str, workdir: Path) -> list[str]:
 
 def cancel(job_ids: list[str]) -> None:
     for start in range(0, len(job_ids), 1000):
-        subprocess.run(["scancel", *job_ids[start:start + 1000]], env=slurm_env(), capture_output=True)
+        subprocess.run(["scancel", *job_ids[start : start + 1000]], env=slurm_env(), capture_output=True)
 
 
 async def seed(state_dir: Path, job_ids: list[str], prefix: str) -> None:
     store = Store(state_dir / "sidecar.db")
     await store.open()
-    summary = {"containers": [{"name": "c", "image": "busybox", "init": False, "restart_policy": "Never"}],
-               "grace": 30}
+    summary = {"containers": [{"name": "c", "image": "busybox", "init": False, "restart_policy": "Never"}], "grace": 30}
     for index, job_id in enumerate(job_ids):
         uid = f"00000000-0000-4000-9000-{index:012d}"
-        await store.insert(PodRecord(uid=uid, namespace="scale", name=f"scale-{index}", pod_dir=f"/nonexistent/{uid}",
-                                     job_name=f"{prefix}{index:05d}", stage=SUBMITTED, job_id=job_id,
-                                     summary=summary, submitted_at=time.time()))
+        await store.insert(
+            PodRecord(
+                uid=uid,
+                namespace="scale",
+                name=f"scale-{index}",
+                pod_dir=f"/nonexistent/{uid}",
+                job_name=f"{prefix}{index:05d}",
+                stage=SUBMITTED,
+                job_id=job_id,
+                summary=summary,
+                submitted_at=time.time(),
+            )
+        )
     await store.close()
 
 
@@ -109,10 +137,12 @@ async def tracked_figures(count: int, steady: float, root: Path) -> None:
         wall = (after["ilp_status_cycle_seconds_sum"] - before["ilp_status_cycle_seconds_sum"]) / max(cycles, 1)
         per_minute = (commands_total(after) - commands_total(before)) / elapsed * 60
         rss, peak = rss_mib(pid)
-        print(f"[{count} tracked] steady state over {elapsed:.0f} s: {per_minute:.1f} scheduler commands/min "
-              f"({per_minute / 60:.2f}/s), {cycles:.0f} status cycles of {wall * 1000:.0f} ms wall and "
-              f"{(cpu_after - cpu_before) / max(cycles, 1) * 1000:.0f} ms sidecar CPU each; "
-              f"RSS {rss:.0f} MiB (peak {peak:.0f} MiB)")
+        print(
+            f"[{count} tracked] steady state over {elapsed:.0f} s: {per_minute:.1f} scheduler commands/min "
+            f"({per_minute / 60:.2f}/s), {cycles:.0f} status cycles of {wall * 1000:.0f} ms wall and "
+            f"{(cpu_after - cpu_before) / max(cycles, 1) * 1000:.0f} ms sidecar CPU each; "
+            f"RSS {rss:.0f} MiB (peak {peak:.0f} MiB)"
+        )
     finally:
         sidecar.stop()
         cancel(job_ids)
@@ -123,13 +153,29 @@ def transport_overrides(kind: str, root: Path) -> dict:
     if kind == "local":
         return {}
     if kind == "slurmrestd":
-        return {"transport": {"kind": "slurmrestd", "slurmrestd": {
-            "url": "http://127.0.0.1:6820", "jwt_key_file": str(site_dir() / "slurm" / "jwt_hs256.key")}}}
+        return {
+            "transport": {
+                "kind": "slurmrestd",
+                "slurmrestd": {
+                    "url": "http://127.0.0.1:6820",
+                    "jwt_key_file": str(site_dir() / "slurm" / "jwt_hs256.key"),
+                },
+            }
+        }
     keys = site_dir() / "ssh"
-    return {"transport": {"kind": "ssh", "ssh": {"host": "127.0.0.1", "port": 2222, "user": "root",
-                                                 "key_file": str(keys / "client_ed25519"),
-                                                 "known_hosts": str(keys / "known_hosts")}},
-            "pods_root": str(root / "login-node-pods")}
+    return {
+        "transport": {
+            "kind": "ssh",
+            "ssh": {
+                "host": "127.0.0.1",
+                "port": 2222,
+                "user": "root",
+                "key_file": str(keys / "client_ed25519"),
+                "known_hosts": str(keys / "known_hosts"),
+            },
+        },
+        "pods_root": str(root / "login-node-pods"),
+    }
 
 
 async def burst_figures(count: int, concurrency: int, root: Path, transport: str, rate: float) -> None:
@@ -143,8 +189,10 @@ async def burst_figures(count: int, concurrency: int, root: Path, transport: str
             started = time.monotonic()
             latencies = await create_all(client, requests, concurrency)
             answered = time.monotonic() - started
-            print(f"[burst, {transport}] {count} creates answered in {answered:.1f} s = {count / answered:.1f} pods/s; "
-                  f"create latency {quantiles(latencies)} ({concurrency} in flight)")
+            print(
+                f"[burst, {transport}] {count} creates answered in {answered:.1f} s = {count / answered:.1f} pods/s; "
+                f"create latency {quantiles(latencies)} ({concurrency} in flight)"
+            )
             while True:
                 statuses = await client.status([pod_ref(uid) for uid in uids])
                 if sum(1 for s in statuses if s.get("JID")) == count:
@@ -152,9 +200,11 @@ async def burst_figures(count: int, concurrency: int, root: Path, transport: str
                 await asyncio.sleep(1)
             submitted = time.monotonic() - started
             values = await metrics(sidecar)
-            print(f"[burst, {transport}] all {count} submitted after {submitted:.1f} s = {count / submitted:.2f} "
-                  f"pods/s at {rate:g} commands/s ({values.get('ilp_scheduler_throttled_seconds_total', 0):.0f} s of "
-                  "waiting for the bucket in all)")
+            print(
+                f"[burst, {transport}] all {count} submitted after {submitted:.1f} s = {count / submitted:.2f} "
+                f"pods/s at {rate:g} commands/s ({values.get('ilp_scheduler_throttled_seconds_total', 0):.0f} s of "
+                "waiting for the bucket in all)"
+            )
             for request in requests:
                 await client.delete(request["pod"])
     finally:

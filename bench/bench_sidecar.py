@@ -29,20 +29,26 @@ sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
 
+from bench.common import percentile  # noqa: E402
 from interlink_provider.cli.client import SidecarClient  # noqa: E402
 from interlink_provider.pods import manifest  # noqa: E402
 from tests.helpers import SITE_SCRIPT, Sidecar, site_dir  # noqa: E402
-from bench.common import percentile  # noqa: E402
 
 
 def pod_request(index: int) -> dict:
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": f"bench-{index}", "namespace": "bench",
-                     "annotations": {"slurm-job.vk.io/flags": "--hold"}},
-        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                 "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]},
+        "metadata": {
+            "name": f"bench-{index}",
+            "namespace": "bench",
+            "annotations": {"slurm-job.vk.io/flags": "--hold"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "c", "image": "busybox", "command": ["true"]}],
+        },
     }
     return manifest.create_request(pod, manifest.Manifests(), namespace="bench")
 
@@ -105,11 +111,14 @@ async def run(args: argparse.Namespace) -> None:
     env = {**os.environ, "ILP_SITE_DIR": str(site_dir())}
     subprocess.run(["bash", str(SITE_SCRIPT), "start"], env=env, check=True, capture_output=True)
     workdir = Path(args.workdir)
-    sidecar = Sidecar(workdir, {
-        "slurm": {"flags": {"allow": ["--hold", "--time"]}},
-        "status": {"poll_interval": args.poll_interval},
-        "max_concurrent_submits": args.concurrency,
-    }).start()
+    sidecar = Sidecar(
+        workdir,
+        {
+            "slurm": {"flags": {"allow": ["--hold", "--time"]}},
+            "status": {"poll_interval": args.poll_interval},
+            "max_concurrent_submits": args.concurrency,
+        },
+    ).start()
     created: list[dict] = []
     try:
         async with SidecarClient(sidecar.address) as client:
@@ -136,9 +145,11 @@ async def run(args: argparse.Namespace) -> None:
             for level in large:
                 await measure_level(level)
 
-            print(f"create burst: {args.pods} pods in {elapsed:.1f}s = {args.pods / elapsed:.1f} pods/s; "
-                  f"latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
-                  f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms (concurrency {args.concurrency})")
+            print(
+                f"create burst: {args.pods} pods in {elapsed:.1f}s = {args.pods / elapsed:.1f} pods/s; "
+                f"latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
+                f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms (concurrency {args.concurrency})"
+            )
             print(f"{'tracked jobs':>13} {'commands/cycle':>15} {'cycle wall ms':>14} {'cycles':>7}")
             for tracked, per_cycle, seconds, cycles in rows:
                 print(f"{tracked:>13} {per_cycle:>15.2f} {seconds * 1000:>14.1f} {cycles:>7}")

@@ -103,8 +103,12 @@ def _make_dirs_as(directory: Path, owner: os.stat_result) -> None:
 
 
 def stager(cache: Path, state: Path, password: Path, parallel: int) -> Stager:
-    config = StagingConfig(rucio=RucioConfig(host=RUCIO_HOST, username="ddmlab", password_file=str(password)),
-                           cache_dir=str(cache), cache_max_bytes=8 * 1024**3, parallel=parallel)
+    config = StagingConfig(
+        rucio=RucioConfig(host=RUCIO_HOST, username="ddmlab", password_file=str(password)),
+        cache_dir=str(cache),
+        cache_max_bytes=8 * 1024**3,
+        parallel=parallel,
+    )
     return Stager(config, state)
 
 
@@ -143,13 +147,14 @@ async def run(args) -> None:
     password = work / "password"
     password.write_text((site_dir() / "rucio" / "password").read_text())
     password.chmod(0o600)
-    catalog = RucioCatalog(RucioConfig(host=RUCIO_HOST, username="ddmlab", password_file=str(password)),
-                           work, "LOCAL")
+    catalog = RucioCatalog(RucioConfig(host=RUCIO_HOST, username="ddmlab", password_file=str(password)), work, "LOCAL")
     sizes = file_mix(args.total)
     total = sum(sizes)
-    print(f"dataset: {len(sizes)} files, {total / MIB:.0f} MiB "
-          f"({', '.join(f'{n} x {s // 1024} KiB' for s, n in sorted(_counts(sizes).items(), reverse=True))})")
-    did, refs, disks = make_dataset(catalog, sizes)
+    print(
+        f"dataset: {len(sizes)} files, {total / MIB:.0f} MiB "
+        f"({', '.join(f'{n} x {s // 1024} KiB' for s, n in sorted(_counts(sizes).items(), reverse=True))})"
+    )
+    did, _refs, disks = make_dataset(catalog, sizes)
     pfns = [r.sources[0] for r in catalog.resolve(*did.split(":", 1))]
     ours, plain, plain_ck = [], [], []
     try:
@@ -177,11 +182,15 @@ async def run(args) -> None:
     print(f"stage-in (Stager, verified, cached)   best {rate(total, best_ours)}   runs {_runs(ours)}")
     print(f"xrdcp --parallel {args.parallel}                   best {rate(total, best_plain)}   runs {_runs(plain)}")
     print(f"xrdcp --parallel {args.parallel} --cksum adler32   best {rate(total, best_ck)}   runs {_runs(plain_ck)}")
-    print(f"ratio stage-in / xrdcp: {best_ours / best_plain:.2f} (time; 1.00 = as fast), "
-          f"against xrdcp with checksums: {best_ours / best_ck:.2f}")
+    print(
+        f"ratio stage-in / xrdcp: {best_ours / best_plain:.2f} (time; 1.00 = as fast), "
+        f"against xrdcp with checksums: {best_ours / best_ck:.2f}"
+    )
     print(f"cache hit (second pod, {len(sizes)} links): median {statistics.median(hits) * 1000:.0f} ms")
-    print(f"4 pods at once on a cold cache: {shared_seconds:.2f} s, files transferred {shared.downloads} "
-          f"of {4 * len(sizes)} needed, cache/in-flight hits {shared.cache_hits}")
+    print(
+        f"4 pods at once on a cold cache: {shared_seconds:.2f} s, files transferred {shared.downloads} "
+        f"of {4 * len(sizes)} needed, cache/in-flight hits {shared.cache_hits}"
+    )
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

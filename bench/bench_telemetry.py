@@ -42,22 +42,44 @@ def median_ms(work, rounds: int) -> float:
 
 def status_page(pods: int) -> None:
     phases = ("Pending", "Running", "Succeeded", "Failed")
-    records = [PodRecord(uid=f"uid-{i:08d}", namespace="bench", name=f"pod-{i}", owner="alice@https://idp/",
-                         job_id=str(1000 + i), phase=phases[i % 4], stage="submitted", created_at=float(i),
-                         message=f"Slurm job {1000 + i} is pending: Resources: waiting for nodes",
-                         pod_dir="/p", job_name="j", summary={}) for i in range(pods)]
-    site = SimpleNamespace(readable=lambda principal: records, staging=None, poll_error="",
-                           backend=SimpleNamespace(display_name="Slurm"), config=SimpleNamespace(site_name="bench"))
+    records = [
+        PodRecord(
+            uid=f"uid-{i:08d}",
+            namespace="bench",
+            name=f"pod-{i}",
+            owner="alice@https://idp/",
+            job_id=str(1000 + i),
+            phase=phases[i % 4],
+            stage="submitted",
+            created_at=float(i),
+            message=f"Slurm job {1000 + i} is pending: Resources: waiting for nodes",
+            pod_dir="/p",
+            job_name="j",
+            summary={},
+        )
+        for i in range(pods)
+    ]
+    site = SimpleNamespace(
+        readable=lambda principal: records,
+        staging=None,
+        poll_error="",
+        backend=SimpleNamespace(display_name="Slurm"),
+        config=SimpleNamespace(site_name="bench"),
+    )
     html = statuspage.render(site, Principal("alice@https://idp/"), {"https://idp/": (True, "3 keys")})
     took = median_ms(lambda: statuspage.render(site, Principal("alice@https://idp/"), {}), 20)
-    print(f"status page, {pods} pods ({statuspage.MAX_ROWS} listed): {took:.1f} ms per render, "
-          f"{len(html) / 1024:.0f} KiB of HTML")
+    print(
+        f"status page, {pods} pods ({statuspage.MAX_ROWS} listed): {took:.1f} ms per render, "
+        f"{len(html) / 1024:.0f} KiB of HTML"
+    )
 
 
 def create_path(iterations: int) -> float:
     """The spans and timing one create makes at the sidecar, per pod, in microseconds."""
-    headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-               "InterLink-Http-Session": "CreatePod#1"}
+    headers = {
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "InterLink-Http-Session": "CreatePod#1",
+    }
 
     def one() -> None:
         with tracing.server_span("sidecar CreatePod", headers), timed("bench"):
@@ -66,6 +88,7 @@ def create_path(iterations: int) -> float:
         with tracing.span("submit", {tracing.POD_UID: "u"}, parent=context):
             with tracing.span("scheduler sbatch", {"ilp.scheduler.command": "sbatch"}):
                 pass
+
     started = time.perf_counter()
     for _ in range(iterations):
         one()
@@ -97,8 +120,10 @@ def main() -> None:
     trace.set_tracer_provider(provider)
     exported = create_path(args.spans)
     provider.shutdown()
-    print(f"one create's spans (5) and timing: {quiet:.1f} us without an exporter, "
-          f"{exported:.1f} us with the SDK batching to an exporter")
+    print(
+        f"one create's spans (5) and timing: {quiet:.1f} us without an exporter, "
+        f"{exported:.1f} us with the SDK batching to an exporter"
+    )
 
 
 if __name__ == "__main__":

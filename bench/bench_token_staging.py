@@ -29,15 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.bench_staging import RUCIO_HOST, ensure_site, forget, make_dataset  # noqa: E402
-from interlink_provider.cli.stage import parse_size  # noqa: E402
+from bench.common import quantiles  # noqa: E402
 from interlink_provider.auth.exchange import OAuthClient  # noqa: E402
+from interlink_provider.cli.stage import parse_size  # noqa: E402
 from interlink_provider.pods.staging import StageInput, StagingSpec  # noqa: E402
 from interlink_provider.staging.catalog import RucioCatalog  # noqa: E402
 from interlink_provider.staging.config import RucioConfig, StagingConfig, StorageTokensConfig  # noqa: E402
 from interlink_provider.staging.engine import PodStaging, Stager  # noqa: E402
 from tests.datalake import put_token_dataset  # noqa: E402
 from tests.helpers import site_dir  # noqa: E402
-from bench.common import quantiles  # noqa: E402
 
 ISSUER = "https://127.0.0.1:8480/"
 STORAGE = "127.0.0.1:11096"
@@ -47,10 +47,15 @@ def token_stager(work: Path, cache: Path) -> Stager:
     secret = work / "stager-secret"
     secret.write_text("stager-secret")
     secret.chmod(0o600)
-    tokens = StorageTokensConfig(issuer=ISSUER, ca_file=str(site_dir() / "devidp" / "ca.pem"),
-                                 client_id="site-stager", client_secret_file=str(secret),
-                                 storage_audience=f"https://{STORAGE}", storage_endpoints=[STORAGE],
-                                 x509_cert_dir=str(site_dir() / "pki" / "ca-dir"))
+    tokens = StorageTokensConfig(
+        issuer=ISSUER,
+        ca_file=str(site_dir() / "devidp" / "ca.pem"),
+        client_id="site-stager",
+        client_secret_file=str(secret),
+        storage_audience=f"https://{STORAGE}",
+        storage_endpoints=[STORAGE],
+        x509_cert_dir=str(site_dir() / "pki" / "ca-dir"),
+    )
     config = StagingConfig(rucio=RucioConfig(host=RUCIO_HOST), tokens=tokens, cache_dir=str(cache))
     state = work / f"state-{uuid.uuid4().hex[:6]}"
     state.mkdir()
@@ -58,8 +63,9 @@ def token_stager(work: Path, cache: Path) -> Stager:
 
 
 def plain_stager(work: Path, cache: Path, password: Path) -> Stager:
-    config = StagingConfig(rucio=RucioConfig(host=RUCIO_HOST, username="ddmlab", password_file=str(password)),
-                           cache_dir=str(cache))
+    config = StagingConfig(
+        rucio=RucioConfig(host=RUCIO_HOST, username="ddmlab", password_file=str(password)), cache_dir=str(cache)
+    )
     return Stager(config, work)
 
 
@@ -81,12 +87,12 @@ async def run(args) -> None:
     password = work / "password"
     password.write_text((site_dir() / "rucio" / "password").read_text())
     password.chmod(0o600)
-    catalog = RucioCatalog(RucioConfig(host=RUCIO_HOST, username="ddmlab", password_file=str(password)),
-                           work, "LOCAL")
+    catalog = RucioCatalog(RucioConfig(host=RUCIO_HOST, username="ddmlab", password_file=str(password)), work, "LOCAL")
     size = parse_size(args.size)
     blob = os.urandom(size)
-    token_did = put_token_dataset(catalog, {f"f{i:03d}.dat": i.to_bytes(8, "little") + blob[8:]
-                                            for i in range(args.files)})
+    token_did = put_token_dataset(
+        catalog, {f"f{i:03d}.dat": i.to_bytes(8, "little") + blob[8:] for i in range(args.files)}
+    )
     plain_did, _, disks = make_dataset(catalog, [size] * args.files)
     user = OAuthClient(ISSUER, "demo-user", "demo-secret", ca_file=str(site_dir() / "devidp" / "ca.pem"))
     stagers: list[Stager] = []
@@ -108,8 +114,9 @@ async def run(args) -> None:
             plain = plain_stager(work, work / f"cache-p{round_}", password)
             plain_runs.append(await timed(plain.stage_in(pod(plain, plain_did, work / f"p{round_}", "pod-p"))))
         await tokened.tokens.enroll("pod-h", owner_token, [])
-        token_hits = [await timed(tokened.stage_in(pod(tokened, token_did, work / f"th{i}", "pod-h")))
-                      for i in range(3)]
+        token_hits = [
+            await timed(tokened.stage_in(pod(tokened, token_did, work / f"th{i}", "pod-h"))) for i in range(3)
+        ]
         plain_hits = [await timed(plain.stage_in(pod(plain, plain_did, work / f"ph{i}", "pod-p"))) for i in range(3)]
     finally:
         await user.close()
@@ -129,8 +136,10 @@ async def run(args) -> None:
     print(f"stage-in with tokens (TOKEN_XRD, TLS+ztn)     best {best_t:.2f} s  {total / best_t / 1e6:.1f} MB/s")
     print(f"stage-in anonymous (LOCAL_XRD)                best {best_p:.2f} s  {total / best_p / 1e6:.1f} MB/s")
     print(f"ratio tokens / anonymous: {best_t / best_p:.2f}")
-    print(f"cache hit with tokens (re-check per file): median {statistics.median(token_hits) * 1000:.0f} ms; "
-          f"without: median {statistics.median(plain_hits) * 1000:.0f} ms")
+    print(
+        f"cache hit with tokens (re-check per file): median {statistics.median(token_hits) * 1000:.0f} ms; "
+        f"without: median {statistics.median(plain_hits) * 1000:.0f} ms"
+    )
 
 
 def main() -> None:

@@ -29,9 +29,10 @@ import sys
 import textwrap
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import annotated_types
 from pydantic import BaseModel
@@ -58,7 +59,7 @@ def prose(text: str) -> str:
     """Text as markdown shows it verbatim: `<x>` outside code spans is not an HTML tag, `*` not emphasis."""
     out, last = [], 0
     for match in _CODE_SPAN.finditer(text):
-        out.append(_escape(text[last:match.start()]))
+        out.append(_escape(text[last : match.start()]))
         out.append(match.group(0))
         last = match.end()
     out.append(_escape(text[last:]))
@@ -166,8 +167,14 @@ class ConfigWalker:
     def link(self, path: str, variant: str = "") -> str:
         return f"[{code(path)}](#{anchor(self.heading(path, variant))})"
 
-    def walk(self, model: type[BaseModel], path: str = "", defaults: BaseModel | None = None,
-             note: str = "", stack: tuple[type, ...] = ()) -> None:
+    def walk(
+        self,
+        model: type[BaseModel],
+        path: str = "",
+        defaults: BaseModel | None = None,
+        note: str = "",
+        stack: tuple[type, ...] = (),
+    ) -> None:
         section = Section(path, model, defaults, note)
         self.sections.append(section)
         nested: list[tuple[type[BaseModel], str, BaseModel | None, str]] = []
@@ -183,8 +190,9 @@ class ConfigWalker:
                     description = doc
             if not description:
                 self.undocumented.append(f"{model.__module__}.{model.__qualname__}.{name}")
-            section.rows.append([code(dotted), kind, self.default_words(info, defaults, name),
-                                 self.constraints(info), description])
+            section.rows.append(
+                [code(dotted), kind, self.default_words(info, defaults, name), self.constraints(info), description]
+            )
         for sub, sub_path, sub_defaults, sub_note in nested:
             if sub in stack:
                 continue  # recursive model: described once
@@ -271,8 +279,13 @@ class ConfigWalker:
     def constraints(info: FieldInfo) -> str:
         words = []
         for item in info.metadata:
-            for attribute, sign in (("ge", "at least"), ("gt", "more than"), ("le", "at most"),
-                                    ("lt", "less than"), ("multiple_of", "a multiple of")):
+            for attribute, sign in (
+                ("ge", "at least"),
+                ("gt", "more than"),
+                ("le", "at most"),
+                ("lt", "less than"),
+                ("multiple_of", "a multiple of"),
+            ):
                 value = getattr(item, attribute, None)
                 if value is not None:
                     words.append(f"{sign} {show(value)}")
@@ -326,36 +339,54 @@ def message_text(node: ast.expr) -> str | None:
 
 
 ROOTS = [
-    ("Sidecar: `interlink-provider sidecar --config site.yaml`", "sidecar",
-     "sidecars.core.config", "SiteConfig",
-     "The site sidecar's YAML file (example: [examples/site.yaml](../../examples/site.yaml), "
-     "HTCondor: [examples/htcondor-site.yaml](../../examples/htcondor-site.yaml)). Unknown keys are "
-     "errors. Environment variables override keys: `ILP__a__b=value` sets `a.b` (the value is read as "
-     "YAML, e.g. `ILP__listen__port=4001`). Paths may use `~` and `$VARIABLES` (an unset variable is an "
-     "error); relative paths start at the config file's directory."),
-    ("Gateway: `interlink-provider gateway --config gateway.yaml`", "gateway",
-     "interlink_provider.gateway.config", "GatewayConfig",
-     "The cluster-side gateway's YAML file (example: [examples/gateway.yaml](../../examples/gateway.yaml)). "
-     "Unknown keys are errors; there are no environment overrides. Paths may use `~` and `$VARIABLES` "
-     "(an unset variable is an error); relative paths start at the config file's directory."),
-    ("Dev IdP: `interlink-provider devidp --config devidp.yaml`", "devidp",
-     "interlink_provider.devidp.config", "IdPConfig",
-     "The small IAM-like OIDC provider for the local site and the tests (example: "
-     "[deploy/local/devidp.yaml](../../deploy/local/devidp.yaml)); not for production. Unknown keys are "
-     "errors; `--port` overrides `port`; `state_dir` may name environment variables and is relative to the "
-     "config file."),
+    (
+        "Sidecar: `interlink-provider sidecar --config site.yaml`",
+        "sidecar",
+        "sidecars.core.config",
+        "SiteConfig",
+        "The site sidecar's YAML file (example: [examples/site.yaml](../../examples/site.yaml), "
+        "HTCondor: [examples/htcondor-site.yaml](../../examples/htcondor-site.yaml)). Unknown keys are "
+        "errors. Environment variables override keys: `ILP__a__b=value` sets `a.b` (the value is read as "
+        "YAML, e.g. `ILP__listen__port=4001`). Paths may use `~` and `$VARIABLES` (an unset variable is an "
+        "error); relative paths start at the config file's directory.",
+    ),
+    (
+        "Gateway: `interlink-provider gateway --config gateway.yaml`",
+        "gateway",
+        "interlink_provider.gateway.config",
+        "GatewayConfig",
+        "The cluster-side gateway's YAML file (example: [examples/gateway.yaml](../../examples/gateway.yaml)). "
+        "Unknown keys are errors; there are no environment overrides. Paths may use `~` and `$VARIABLES` "
+        "(an unset variable is an error); relative paths start at the config file's directory.",
+    ),
+    (
+        "Dev IdP: `interlink-provider devidp --config devidp.yaml`",
+        "devidp",
+        "interlink_provider.devidp.config",
+        "IdPConfig",
+        "The small IAM-like OIDC provider for the local site and the tests (example: "
+        "[deploy/local/devidp.yaml](../../deploy/local/devidp.yaml)); not for production. Unknown keys are "
+        "errors; `--port` overrides `port`; `state_dir` may name environment variables and is relative to the "
+        "config file.",
+    ),
 ]
 
 
 def config_reference() -> tuple[str, list[str]]:
     import importlib
 
-    out = [GENERATED_NOTE, "", "# Configuration reference", "",
-           "Every key of the three daemons' YAML files, generated from their pydantic models. "
-           "Keys are given as dotted paths (`transport.ssh.host` is `host` inside `ssh` inside "
-           "`transport`); `[]` is one entry of a list, `<name>` a key of your choice in a mapping. "
-           "Defaults are shown as YAML flow values; `null` means absent. For a guided tour see the "
-           "[admin guide](../admin-guide.md).", ""]
+    out = [
+        GENERATED_NOTE,
+        "",
+        "# Configuration reference",
+        "",
+        "Every key of the three daemons' YAML files, generated from their pydantic models. "
+        "Keys are given as dotted paths (`transport.ssh.host` is `host` inside `ssh` inside "
+        "`transport`); `[]` is one entry of a list, `<name>` a key of your choice in a mapping. "
+        "Defaults are shown as YAML flow values; `null` means absent. For a guided tour see the "
+        "[admin guide](../admin-guide.md).",
+        "",
+    ]
     undocumented: list[str] = []
     for title, _, _, _, _ in ROOTS:
         out.append(f"- [{title}](#{anchor(title)})")
@@ -369,8 +400,11 @@ def config_reference() -> tuple[str, list[str]]:
         for section in walker.sections:
             variant = section.model.__name__ if section.note.startswith("variant") else ""
             out += [f"### {walker.heading(section.path, variant)}", ""]
-            about = [f"Model `{section.model.__qualname__}` ({code(section.model.__module__)})"
-                     + (f"; {section.note}" if section.note else "") + "."]
+            about = [
+                f"Model `{section.model.__qualname__}` ({code(section.model.__module__)})"
+                + (f"; {section.note}" if section.note else "")
+                + "."
+            ]
             doc = first_paragraph(section.model.__doc__)
             if doc:
                 about.insert(0, prose(doc))
@@ -381,11 +415,12 @@ def config_reference() -> tuple[str, list[str]]:
                 out.append("")
                 out += [f"- {prose(message)}" for message in checks]
                 out.append("")
-            out += ["| Key | Type | Default | Constraints | Description |",
-                    "|---|---|---|---|---|"]
+            out += ["| Key | Type | Default | Constraints | Description |", "|---|---|---|---|---|"]
             # The default column is markdown already (code, or **required**).
-            out += ["| " + " | ".join(c.replace("|", "\\|") if i == 2 else cell(c) for i, c in enumerate(row))
-                    + " |" for row in section.rows]
+            out += [
+                "| " + " | ".join(c.replace("|", "\\|") if i == 2 else cell(c) for i, c in enumerate(row)) + " |"
+                for row in section.rows
+            ]
             out.append("")
     return "\n".join(out).rstrip() + "\n", undocumented
 
@@ -407,8 +442,9 @@ def neutral_environment() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def walk_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...], help_text: str
-                 ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser, str]]:
+def walk_parsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...], help_text: str
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser, str]]:
     yield path, parser, help_text
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -427,8 +463,7 @@ def argument_rows(parser: argparse.ArgumentParser) -> list[list[str]]:
             continue
         invocation = formatter._format_action_invocation(action)
         help_text = formatter._expand_help(action) if action.help else ""
-        required = "yes" if (action.required or not action.option_strings and action.nargs not in ("?", "*")) \
-            else ""
+        required = "yes" if (action.required or (not action.option_strings and action.nargs not in ("?", "*"))) else ""
         if isinstance(action, argparse._VersionAction):
             default = ""
         elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._CountAction)):
@@ -456,10 +491,16 @@ def cli_reference() -> str:
         root = build_parser()
         root.prog = PROG
         entries = list(walk_parsers(root, (), root.description or ""))
-        out = [GENERATED_NOTE, "", "# Command-line reference", "",
-               f"Every command of `{PROG}`, generated from its argparse parser. Every command also takes "
-               "`-h`/`--help`. For what the commands are for, see the [user guide](../user-guide.md) and the "
-               "[admin guide](../admin-guide.md).", ""]
+        out = [
+            GENERATED_NOTE,
+            "",
+            "# Command-line reference",
+            "",
+            f"Every command of `{PROG}`, generated from its argparse parser. Every command also takes "
+            "`-h`/`--help`. For what the commands are for, see the [user guide](../user-guide.md) and the "
+            "[admin guide](../admin-guide.md).",
+            "",
+        ]
         for path, _, help_text in entries[1:]:
             title = " ".join((PROG,) + path)
             out.append(f"{'  ' * (len(path) - 1)}- [{code(' '.join(path))}](#{anchor(title)}): {prose(help_text)}")
@@ -478,10 +519,13 @@ def cli_reference() -> str:
                 out += ["| Argument | Required | Default | Description |", "|---|---|---|---|"]
                 out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
                 out.append("")
-            subs = [(p, h) for p, _, h in entries if len(p) == len(path) + 1 and p[:len(path)] == path]
+            subs = [(p, h) for p, _, h in entries if len(p) == len(path) + 1 and p[: len(path)] == path]
             if subs:
-                out.append("Subcommands: " + ", ".join(
-                    f"[{code(p[-1])}](#{anchor(' '.join((PROG,) + p))})" for p, _ in subs) + ".")
+                out.append(
+                    "Subcommands: "
+                    + ", ".join(f"[{code(p[-1])}](#{anchor(' '.join((PROG,) + p))})" for p, _ in subs)
+                    + "."
+                )
                 out.append("")
     return "\n".join(out).rstrip() + "\n"
 
@@ -496,8 +540,7 @@ def outputs() -> dict[Path, str]:
 
 def stale() -> list[Path]:
     """The generated files that differ from what would be written now."""
-    return [path for path, text in outputs().items()
-            if not path.exists() or path.read_text(encoding="utf-8") != text]
+    return [path for path, text in outputs().items() if not path.exists() or path.read_text(encoding="utf-8") != text]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,12 @@ clear line (which address, why), not a traceback."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+from aiohttp import web
 
 
 class CannotListen(OSError):
@@ -20,3 +24,19 @@ def opening() -> Iterator[None]:
         raise
     except OSError as exc:
         raise CannotListen(str(exc)) from exc
+
+
+def prepare_socket_path(path: str) -> None:
+    """Make room for a unix socket: its directory exists, a stale socket of a killed daemon is gone."""
+    socket_path = Path(path)
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    if socket_path.exists() or socket_path.is_symlink():
+        socket_path.unlink()
+
+
+async def unix_site(runner: web.AppRunner, path: str, mode: int) -> str:
+    """Serve `runner` on a unix socket at `path`, with permissions `mode`; its address."""
+    prepare_socket_path(path)
+    await web.UnixSite(runner, path).start()
+    os.chmod(path, mode)
+    return f"unix://{path}"

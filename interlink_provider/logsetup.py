@@ -20,8 +20,10 @@ import time
 FIELDS = ("pod_uid", "namespace", "pod", "job_id", "site", "stage", "phase", "reason")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',]+")
-_ASSIGNED = re.compile(r"(?i)\b((?:access_token|refresh_token|id_token|client_secret|password)[\"']?\s*[:=]\s*[\"']?)"
-                       r"[^\s\"',&}]+")
+_ASSIGNED = re.compile(
+    r"(?i)\b((?:access_token|refresh_token|id_token|client_secret|password)[\"']?\s*[:=]\s*[\"']?)"
+    r"[^\s\"',&}]+"
+)
 REDACTED = "[redacted]"
 
 

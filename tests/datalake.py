@@ -20,8 +20,9 @@ def xrd_disk_path(pfn: str) -> Path:
     return site_dir() / "xrd" / "data" / pfn.split("//", 2)[2].lstrip("/")
 
 
-def put_dataset(catalog: RucioCatalog, files: dict[str, bytes], scope: str = "user",
-                rses: tuple[str, ...] = (RSE,)) -> tuple[str, dict[str, Path]]:
+def put_dataset(
+    catalog: RucioCatalog, files: dict[str, bytes], scope: str = "user", rses: tuple[str, ...] = (RSE,)
+) -> tuple[str, dict[str, Path]]:
     """A new dataset of new files, written through the local xrootd and registered on `rses`
     (LOCAL_XRD and SLOW_XRD share their files); returns (DID, disk paths)."""
     dataset = f"test-{uuid.uuid4().hex[:10]}"

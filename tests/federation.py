@@ -24,21 +24,31 @@ def grpc_sidecar(root: Path, idp, client_ca: Path | None = None) -> Sidecar:
     pods_root = Path(tempfile.mkdtemp(prefix="ilp-grpcsite-"))
     pods_root.chmod(0o711)  # the job accounts traverse it
     port = free_port()
-    sidecar = Sidecar(root / "sidecar", {
-        "pods_root": str(pods_root / "pods"),
-        "grpc": {"host": "127.0.0.1", "port": port, "tls_cert": str(cert), "tls_key": str(key),
-                 "client_ca": str(client_ca) if client_ca else None},
-        "auth": {
-            "unix_socket_without_token": True,
-            "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
-            "identities": {"rules": [
-                {"issuer": idp.issuer, "sub": "alice", "account": "ilp-alice"},
-                {"issuer": idp.issuer, "sub": "bob", "account": "ilp-bob"},
-                {"issuer": idp.issuer, "sub": "carol-sub", "account": "ilp-bob"},  # a device-flow user
-                {"issuer": idp.issuer, "sub": "gateway", "account": "ilp-alice"},  # the gateway's own identity
-            ]},
+    sidecar = Sidecar(
+        root / "sidecar",
+        {
+            "pods_root": str(pods_root / "pods"),
+            "grpc": {
+                "host": "127.0.0.1",
+                "port": port,
+                "tls_cert": str(cert),
+                "tls_key": str(key),
+                "client_ca": str(client_ca) if client_ca else None,
+            },
+            "auth": {
+                "unix_socket_without_token": True,
+                "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
+                "identities": {
+                    "rules": [
+                        {"issuer": idp.issuer, "sub": "alice", "account": "ilp-alice"},
+                        {"issuer": idp.issuer, "sub": "bob", "account": "ilp-bob"},
+                        {"issuer": idp.issuer, "sub": "carol-sub", "account": "ilp-bob"},  # a device-flow user
+                        {"issuer": idp.issuer, "sub": "gateway", "account": "ilp-alice"},  # the gateway's own identity
+                    ]
+                },
+            },
         },
-    }).start()
+    ).start()
     sidecar.target, sidecar.ca = f"127.0.0.1:{port}", str(ca)
     sidecar.scratch = pods_root
     return sidecar
@@ -53,8 +63,13 @@ def as_vk_request(retrieved: dict) -> dict:
     """A RetrievedPodData back as the PodCreateRequests it came from (the VK's side of the API server)."""
     containers = retrieved["container"]
     unique = lambda key: list({o["metadata"]["name"]: o for c in containers for o in c[key]}.values())  # noqa: E731
-    return {"pod": retrieved["pod"], "configmaps": unique("configMaps"), "secrets": unique("secrets"),
-            "projectedvolumesmaps": unique("projectedvolumemaps"), "jobscriptURL": ""}
+    return {
+        "pod": retrieved["pod"],
+        "configmaps": unique("configMaps"),
+        "secrets": unique("secrets"),
+        "projectedvolumesmaps": unique("projectedvolumemaps"),
+        "jobscriptURL": "",
+    }
 
 
 class GatewayProcess:
@@ -66,12 +81,23 @@ class GatewayProcess:
         self.socket = f"/tmp/ilp-gw-{os.getpid()}-{abs(hash(str(root))) % 10**6}.sock"
         config = {
             "listen": {"socket": self.socket},
-            "identity": {"issuer": idp.issuer, "ca_file": idp.ca_file, "client_id": "gateway",
-                         "client_secret_file": str(secret)},
+            "identity": {
+                "issuer": idp.issuer,
+                "ca_file": idp.ca_file,
+                "client_id": "gateway",
+                "client_secret_file": str(secret),
+            },
             "heartbeat_seconds": 1,
-            "sites": [{"name": name, "target": sidecar.target, "ca_file": sidecar.ca,
-                       "audience": SITE_AUDIENCE, "labels": {LABEL: name}}
-                      for name, sidecar in sites.items()],
+            "sites": [
+                {
+                    "name": name,
+                    "target": sidecar.target,
+                    "ca_file": sidecar.ca,
+                    "audience": SITE_AUDIENCE,
+                    "labels": {LABEL: name},
+                }
+                for name, sidecar in sites.items()
+            ],
             **(extra or {}),
         }
         self.config_path = root / "gateway.yaml"
@@ -79,10 +105,13 @@ class GatewayProcess:
         self.log_path = root / "gateway.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, env: dict[str, str] | None = None) -> "GatewayProcess":
+    def start(self, env: dict[str, str] | None = None) -> GatewayProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "interlink_provider.cli.main", "gateway", "--config", str(self.config_path)],
-            stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+            stdout=open(self.log_path, "ab"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
         return self
 
     def stop(self) -> None:
@@ -95,8 +124,6 @@ class GatewayProcess:
         return f"unix://{self.socket}"
 
 
-
-
 async def wait_until_up(gateway: GatewayProcess, sites: int) -> None:
     async def all_up():
         async with SidecarClient(gateway.address) as client:
@@ -105,4 +132,5 @@ async def wait_until_up(gateway: GatewayProcess, sites: int) -> None:
             except (SidecarError, OSError):
                 return None
             return text if text.count(": up") == sites else None
+
     await wait_for(all_up, 30, what="the gateway to reach its sites")

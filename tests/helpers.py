@@ -41,15 +41,25 @@ def slurm(*argv: str, check: bool = True) -> str:
 
 def htcondor_overrides(workdir: Path, slots: int = 16) -> dict[str, Any]:
     """A site config's HTCondor backend, talking to the emulator whose queue lives in `workdir`."""
-    environment = {"ILP_CONDOR_EMULATOR_DIR": str(workdir / "condor-queue"),
-                   "ILP_CONDOR_EMULATOR_SLOTS": str(slots), "ILP_EMULATOR_PYTHON": sys.executable}
+    environment = {
+        "ILP_CONDOR_EMULATOR_DIR": str(workdir / "condor-queue"),
+        "ILP_CONDOR_EMULATOR_SLOTS": str(slots),
+        "ILP_EMULATOR_PYTHON": sys.executable,
+    }
     commands = {name: str(CONDOR_BIN / name) for name in CONDOR_COMMANDS}
-    return {"backend": "htcondor",
-            "htcondor": {**commands, "environment": environment, "commands_per_second": 25, "command_burst": 25,
-                         "cancel_batch_seconds": 0.2}}
+    return {
+        "backend": "htcondor",
+        "htcondor": {
+            **commands,
+            "environment": environment,
+            "commands_per_second": 25,
+            "command_burst": 25,
+            "cancel_batch_seconds": 0.2,
+        },
+    }
 
 
-def condor_jobs(sidecar: "Sidecar", command: str = "condor_q", constraint: str = "true") -> list[dict[str, Any]]:
+def condor_jobs(sidecar: Sidecar, command: str = "condor_q", constraint: str = "true") -> list[dict[str, Any]]:
     """The emulator's job ads (condor_q: in the queue; condor_history: left it) for a sidecar."""
     environment = {**os.environ, **sidecar.config["htcondor"]["environment"]}
     argv = [str(CONDOR_BIN / command), "-json", "-constraint", constraint]
@@ -76,13 +86,16 @@ class Sidecar:
         config = yaml.safe_load(LOCAL_CONFIG.read_text())
         # Short socket paths: unix sockets are limited to 107 bytes.
         self.socket = f"/tmp/ilp-{os.getpid()}-{abs(hash(str(workdir))) % 10**8}.sock"
-        config = deep_merge(config, {
-            "listen": {"socket": self.socket, "host": None, "port": None},
-            "grpc": None,  # the local site's gRPC port belongs to deploy/local/federation.sh
-            "state_dir": str(workdir / "state"),
-            "pods_root": str(workdir / "pods"),
-            "job_name_prefix": f"ilpt{abs(hash(str(workdir))) % 10**6}-",
-        })
+        config = deep_merge(
+            config,
+            {
+                "listen": {"socket": self.socket, "host": None, "port": None},
+                "grpc": None,  # the local site's gRPC port belongs to deploy/local/federation.sh
+                "state_dir": str(workdir / "state"),
+                "pods_root": str(workdir / "pods"),
+                "job_name_prefix": f"ilpt{abs(hash(str(workdir))) % 10**6}-",
+            },
+        )
         self.config = deep_merge(config, overrides or {})
         self.config_path = workdir / "sidecar.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config))
@@ -102,7 +115,7 @@ class Sidecar:
     def prefix(self) -> str:
         return self.config["job_name_prefix"]
 
-    def start(self, env: dict[str, str] | None = None, wait: bool = True) -> "Sidecar":
+    def start(self, env: dict[str, str] | None = None, wait: bool = True) -> Sidecar:
         if os.path.exists(self.socket):
             os.unlink(self.socket)  # left by a killed process: readiness must mean a live listener
         log = open(self.log_path, "ab")
@@ -168,11 +181,17 @@ class Sidecar:
         """This sidecar's jobs that have not ended (Slurm: pending, running, completing; HTCondor:
         still in the queue, including removed jobs whose processes are still stopping)."""
         if self.htcondor:
-            return [f"{ad['ClusterId']}.{ad['ProcId']}" for ad in condor_jobs(self)
-                    if str(ad.get("InterLinkJobName", "")).startswith(self.prefix)]
+            return [
+                f"{ad['ClusterId']}.{ad['ProcId']}"
+                for ad in condor_jobs(self)
+                if str(ad.get("InterLinkJobName", "")).startswith(self.prefix)
+            ]
         out = slurm("squeue", "-h", "-o", "%i %j")
-        return [line.split()[0] for line in out.splitlines() if line.split()[1:2]
-                and line.split()[1].startswith(self.prefix)]
+        return [
+            line.split()[0]
+            for line in out.splitlines()
+            if line.split()[1:2] and line.split()[1].startswith(self.prefix)
+        ]
 
     def wait_jobs_gone(self, timeout: float = 120) -> None:
         """Until every job of this sidecar has left Slurm (a deleted pod's processes are gone)."""

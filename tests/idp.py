@@ -23,12 +23,14 @@ COMPUTE = ["compute.create", "compute.read", "compute.cancel"]
 SITE_AUDIENCE = "https://site.test"
 
 
-def token_auth(idp: "IdP", rules: list[dict]) -> dict:
+def token_auth(idp: IdP, rules: list[dict]) -> dict:
     """A sidecar's `auth` section: tokens of this IdP for SITE_AUDIENCE on every call (no tokenless
     socket), identities mapped to accounts by `rules` (their `issuer` is filled in)."""
-    return {"unix_socket_without_token": False,
-            "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
-            "identities": {"rules": [{"issuer": idp.issuer, **rule} for rule in rules]}}
+    return {
+        "unix_socket_without_token": False,
+        "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
+        "identities": {"rules": [{"issuer": idp.issuer, **rule} for rule in rules]},
+    }
 
 
 def free_port() -> int:
@@ -46,27 +48,49 @@ def test_config(port: int, state_dir: Path, tls: bool) -> dict[str, Any]:
         "admin_token": "test-admin-token",
         "tls": {"enabled": tls},
         "clients": {
-            "alice": {"secret": "alice-secret", "grant_types": ["client_credentials"], "scopes": user_scopes,
-                      "groups": ["/vo/alice-team"]},
-            "bob": {"secret": "bob-secret", "grant_types": ["client_credentials"], "scopes": user_scopes,
-                    "groups": ["/vo/bob-team"]},
-            "mallory": {"secret": "mallory-secret", "grant_types": ["client_credentials"],
-                        "scopes": ["compute.read", "storage.read:/"]},
-            "gateway": {"secret": "gateway-secret",
-                        "grant_types": ["client_credentials", EXCHANGE, "refresh_token"],
-                        "scopes": [*COMPUTE, "offline_access", "storage.read:/", "wlcg.groups"]},
+            "alice": {
+                "secret": "alice-secret",
+                "grant_types": ["client_credentials"],
+                "scopes": user_scopes,
+                "groups": ["/vo/alice-team"],
+            },
+            "bob": {
+                "secret": "bob-secret",
+                "grant_types": ["client_credentials"],
+                "scopes": user_scopes,
+                "groups": ["/vo/bob-team"],
+            },
+            "mallory": {
+                "secret": "mallory-secret",
+                "grant_types": ["client_credentials"],
+                "scopes": ["compute.read", "storage.read:/"],
+            },
+            "gateway": {
+                "secret": "gateway-secret",
+                "grant_types": ["client_credentials", EXCHANGE, "refresh_token"],
+                "scopes": [*COMPUTE, "offline_access", "storage.read:/", "wlcg.groups"],
+            },
             "cli": {"grant_types": [DEVICE, "refresh_token"], "scopes": [*COMPUTE, "offline_access", "wlcg.groups"]},
         },
         "users": {"carol": {"sub": "carol-sub", "password": "carol-pw", "groups": ["/vo/carol-team"]}},
         "exchange_policies": [
             {"description": "Allow all exchanges", "rule": "PERMIT"},
-            {"description": "mallory's tokens are never exchanged", "rule": "DENY",
-             "origin": {"type": "BY_ID", "match": "mallory"}},
-            {"description": "bob only reads public data through the gateway", "rule": "PERMIT",
-             "origin": {"type": "BY_ID", "match": "bob"}, "destination": {"type": "BY_ID", "match": "gateway"},
-             "scopes": [{"type": "PATH", "match": "storage.read:/public"},
-                        {"type": "REGEXP", "match": "compute\\..*"},
-                        {"type": "EQ", "match": "offline_access"}]},
+            {
+                "description": "mallory's tokens are never exchanged",
+                "rule": "DENY",
+                "origin": {"type": "BY_ID", "match": "mallory"},
+            },
+            {
+                "description": "bob only reads public data through the gateway",
+                "rule": "PERMIT",
+                "origin": {"type": "BY_ID", "match": "bob"},
+                "destination": {"type": "BY_ID", "match": "gateway"},
+                "scopes": [
+                    {"type": "PATH", "match": "storage.read:/public"},
+                    {"type": "REGEXP", "match": "compute\\..*"},
+                    {"type": "EQ", "match": "offline_access"},
+                ],
+            },
         ],
     }
 
@@ -94,11 +118,12 @@ class IdP:
     def _ssl(self) -> ssl.SSLContext | None:
         return ssl.create_default_context(cafile=self.ca_file) if self.tls else None
 
-    def start(self) -> "IdP":
+    def start(self) -> IdP:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "interlink_provider.cli.main", "devidp", "--config", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -117,8 +142,9 @@ class IdP:
             self.process.wait(10)
 
     def rotate(self) -> str:
-        request = urllib.request.Request(self.issuer + "admin/rotate-key", method="POST",
-                                         headers={"Authorization": "Bearer test-admin-token"})
+        request = urllib.request.Request(
+            self.issuer + "admin/rotate-key", method="POST", headers={"Authorization": "Bearer test-admin-token"}
+        )
         with urllib.request.urlopen(request, timeout=5, context=self._ssl()) as response:
             return json.load(response)["kid"]
 
@@ -128,9 +154,18 @@ class IdP:
     def forge(self, **overrides: Any) -> str:
         """A token signed with the IdP's current key, with chosen claims (for rejection tests)."""
         now = int(time.time())
-        claims = {"iss": self.issuer, "sub": "alice", "aud": SITE_AUDIENCE, "iat": now, "nbf": now - 60,
-                  "exp": now + 600, "jti": new_jti(), "client_id": "alice", "scope": " ".join(COMPUTE),
-                  "wlcg.ver": "1.0"}
+        claims = {
+            "iss": self.issuer,
+            "sub": "alice",
+            "aud": SITE_AUDIENCE,
+            "iat": now,
+            "nbf": now - 60,
+            "exp": now + 600,
+            "jti": new_jti(),
+            "client_id": "alice",
+            "scope": " ".join(COMPUTE),
+            "wlcg.ver": "1.0",
+        }
         headers = {"kid": overrides.pop("_kid", None) or self.signing_key()["kid"]}
         for key, value in overrides.items():
             if value is None:

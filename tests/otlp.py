@@ -55,10 +55,17 @@ class Spans:
             resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
-                    found.append(ReceivedSpan(
-                        service=resource.get("service.name", ""), name=span.name, trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(), parent_id=span.parent_span_id.hex(),
-                        attributes={a.key: _value(a.value) for a in span.attributes}, protocol=self.protocol))
+                    found.append(
+                        ReceivedSpan(
+                            service=resource.get("service.name", ""),
+                            name=span.name,
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_id=span.parent_span_id.hex(),
+                            attributes={a.key: _value(a.value) for a in span.attributes},
+                            protocol=self.protocol,
+                        )
+                    )
         with self._lock:
             self.spans.extend(found)
 
@@ -81,7 +88,7 @@ class OtlpReceiver(Spans):
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
@@ -105,7 +112,7 @@ class OtlpReceiver(Spans):
         """What a daemon needs to export here (the standard variables, nothing of ours)."""
         return {"OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"}
 
-    def __enter__(self) -> "OtlpReceiver":
+    def __enter__(self) -> OtlpReceiver:
         self._thread.start()
         return self
 
@@ -124,7 +131,7 @@ class OtlpGrpcReceiver(Spans):
         receiver, self.ca = self, ca
 
         class Service(TraceServiceServicer):
-            def Export(self, request, context):  # noqa: N802 (the generated service's name)
+            def Export(self, request, context):
                 receiver._take(request)
                 return ExportTraceServiceResponse()
 
@@ -135,10 +142,14 @@ class OtlpGrpcReceiver(Spans):
 
     def env(self) -> dict[str, str]:
         """The standard variables for OTLP over gRPC, trusting this receiver's CA."""
-        return {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": f"https://127.0.0.1:{self.port}",
-                "OTEL_EXPORTER_OTLP_CERTIFICATE": str(self.ca), "OTEL_BSP_SCHEDULE_DELAY": "200"}
+        return {
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"https://127.0.0.1:{self.port}",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE": str(self.ca),
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+        }
 
-    def __enter__(self) -> "OtlpGrpcReceiver":
+    def __enter__(self) -> OtlpGrpcReceiver:
         self.server.start()
         return self
 

@@ -11,8 +11,8 @@ from interlink_provider.pods import TranslationPolicy, pod_to_jobspec
 from interlink_provider.pods.wire import RetrievedPodData
 from interlink_provider.runtimes import ImageDefaults, RuntimeConfig, make_runtime
 from interlink_provider.runtimes.sandbox import SandboxConfig
-from sidecars.core.script import PodPaths, RenderOptions
 from sidecars.core import workdir
+from sidecars.core.script import PodPaths, RenderOptions
 from sidecars.slurm.backend import SlurmBackend, SlurmConfig
 
 SANDBOX = RuntimeConfig(
@@ -21,19 +21,37 @@ SANDBOX = RuntimeConfig(
 )
 
 
-def pod(containers: list[dict[str, Any]], *, init: list[dict[str, Any]] | None = None,
-        volumes: list[dict[str, Any]] | None = None, annotations: dict[str, str] | None = None,
-        name: str = "p", restart: str = "Never", **spec: Any) -> dict[str, Any]:
+def pod(
+    containers: list[dict[str, Any]],
+    *,
+    init: list[dict[str, Any]] | None = None,
+    volumes: list[dict[str, Any]] | None = None,
+    annotations: dict[str, str] | None = None,
+    name: str = "p",
+    restart: str = "Never",
+    **spec: Any,
+) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "namespace": "ns", "uid": str(uuid.uuid4()), "annotations": annotations or {}},
-        "spec": {"restartPolicy": restart, "containers": containers, "initContainers": init or [],
-                 "volumes": volumes or [], **spec},
+        "spec": {
+            "restartPolicy": restart,
+            "containers": containers,
+            "initContainers": init or [],
+            "volumes": volumes or [],
+            **spec,
+        },
     }
 
 
-def render(pod_json: dict[str, Any], pods_root: str, runtime: str = "sandbox",
-           retrieved: list[dict[str, Any]] | None = None, runtime_config: RuntimeConfig | None = None,
-           options: RenderOptions | None = None, policy: TranslationPolicy | None = None):
+def render(
+    pod_json: dict[str, Any],
+    pods_root: str,
+    runtime: str = "sandbox",
+    retrieved: list[dict[str, Any]] | None = None,
+    runtime_config: RuntimeConfig | None = None,
+    options: RenderOptions | None = None,
+    policy: TranslationPolicy | None = None,
+):
     """(spec, paths, script) for a pod, as the sidecar would render it."""
     data = RetrievedPodData.model_validate({"pod": copy.deepcopy(pod_json), "container": retrieved or []})
     policy = policy or TranslationPolicy()

@@ -66,7 +66,10 @@ def _ignore_duplicate(call, *args, **kwargs) -> None:
 def add_rse(client, rse: str, port: int, site: str) -> None:
     _ignore_duplicate(client.add_rse, rse)
     protocol = {
-        "scheme": "root", "hostname": "127.0.0.1", "port": port, "prefix": "//rucio/",
+        "scheme": "root",
+        "hostname": "127.0.0.1",
+        "port": port,
+        "prefix": "//rucio/",
         "impl": "rucio.rse.protocols.xrootd.Default",
         "domains": {
             "lan": {"read": 1, "write": 1, "delete": 1},
@@ -104,8 +107,17 @@ def populate(port: int, slow_port: int, token_port: int, issuer: str, data_dir: 
         path = data_dir / name
         lines = [f"{name},{i},{(i * 7919) % 1000}" for i in range(SAMPLE_FILES[name])]
         path.write_text("\n".join(lines) + "\n")
-        items.append({"path": str(path), "rse": RSE, "did_scope": DATASET[0], "did_name": name,
-                      "dataset_scope": DATASET[0], "dataset_name": DATASET[1], "register_after_upload": True})
+        items.append(
+            {
+                "path": str(path),
+                "rse": RSE,
+                "did_scope": DATASET[0],
+                "did_name": name,
+                "dataset_scope": DATASET[0],
+                "dataset_name": DATASET[1],
+                "register_after_upload": True,
+            }
+        )
     UploadClient(client, logger=UploadLogger()).upload(items)
     for name in missing:
         print(f"uploaded {DATASET[0]}:{name} adler32 {zlib.adler32((data_dir / name).read_bytes()):08x}")

@@ -23,7 +23,9 @@ def candidates(environ: dict[str, str], uid: int) -> list[tuple[str, str | None,
     """(description, inline value, file) in discovery order."""
     places: list[tuple[str, str | None, Path | None]] = [("$BEARER_TOKEN", environ.get("BEARER_TOKEN"), None)]
     if environ.get("BEARER_TOKEN_FILE"):
-        places.append((f"$BEARER_TOKEN_FILE ({environ['BEARER_TOKEN_FILE']})", None, Path(environ["BEARER_TOKEN_FILE"])))
+        places.append(
+            (f"$BEARER_TOKEN_FILE ({environ['BEARER_TOKEN_FILE']})", None, Path(environ["BEARER_TOKEN_FILE"]))
+        )
     if environ.get("XDG_RUNTIME_DIR"):
         path = Path(environ["XDG_RUNTIME_DIR"]) / f"bt_u{uid}"
         places.append((str(path), None, path))

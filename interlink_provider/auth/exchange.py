@@ -53,8 +53,14 @@ def _token_from(body: dict[str, Any]) -> Token:
 class OAuthClient(LazySession):
     """One confidential (or public) client of one issuer."""
 
-    def __init__(self, issuer: str, client_id: str, client_secret: str | None = None,
-                 ca_file: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        issuer: str,
+        client_id: str,
+        client_secret: str | None = None,
+        ca_file: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         self.issuer = issuer
         self.client_id = client_id
         self.client_secret = client_secret
@@ -81,17 +87,24 @@ class OAuthClient(LazySession):
         self.requests += 1
         grant = form.get("grant_type", endpoint_key.removesuffix("_endpoint")).rsplit(":", 1)[-1]
         try:
-            async with self.session().post(url, data=form, headers=headers, ssl=ssl_context(self.ca_file) or True,
-                                           timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
+            async with self.session().post(
+                url,
+                data=form,
+                headers=headers,
+                ssl=ssl_context(self.ca_file) or True,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as response:
                 body = await response.json(content_type=None)
                 status = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+        except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
             TOKEN_REQUESTS.labels(grant, "unreachable").inc()
             raise errors.IdPUnreachable(f"cannot reach {url}: {exc or type(exc).__name__}") from exc
         if status != 200 or not isinstance(body, dict) or "error" in body:
             error = body.get("error", f"HTTP {status}") if isinstance(body, dict) else f"HTTP {status}"
             description = body.get("error_description", "") if isinstance(body, dict) else ""
-            refused = errors.ExchangeRefused(f"{self.issuer} refused: {error}" + (f": {description}" if description else ""))
+            refused = errors.ExchangeRefused(
+                f"{self.issuer} refused: {error}" + (f": {description}" if description else "")
+            )
             refused.oauth_error = error  # type: ignore[attr-defined]
             TOKEN_REQUESTS.labels(grant, "refused").inc()
             raise refused

@@ -17,7 +17,10 @@ from .identity import Identity
 
 Operation = Literal["create", "read", "cancel"]
 DEFAULT_SCOPES: dict[Operation, list[str]] = {
-    "create": ["compute.create"], "read": ["compute.read"], "cancel": ["compute.cancel"]}
+    "create": ["compute.create"],
+    "read": ["compute.read"],
+    "cancel": ["compute.cancel"],
+}
 
 
 class IdentityMatch(BaseModel):
@@ -92,5 +95,7 @@ class IdentityPolicy(BaseModel):
     def check(self, identity: Identity, operation: Operation) -> None:
         missing = [s for s in self.required_scopes.get(operation, []) if not identity.has_scope(s)]
         if missing:
-            raise errors.MissingScope(f"{operation} needs scope {' '.join(missing)}; the token has "
-                                      f"{' '.join(str(s) for s in identity.scopes) or 'none'}")
+            raise errors.MissingScope(
+                f"{operation} needs scope {' '.join(missing)}; the token has "
+                f"{' '.join(str(s) for s in identity.scopes) or 'none'}"
+            )

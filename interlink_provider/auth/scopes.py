@@ -14,7 +14,7 @@ class Scope:
     path: str | None = None  # normalised, for path scopes
 
     @classmethod
-    def parse(cls, text: str) -> "Scope":
+    def parse(cls, text: str) -> Scope:
         name, sep, path = text.partition(":")
         if name in PATH_SCOPES:
             if not sep or not path.startswith("/"):
@@ -23,7 +23,7 @@ class Scope:
             return cls(name, _normalise(path))
         return cls(text, None)
 
-    def covers(self, wanted: "Scope") -> bool:
+    def covers(self, wanted: Scope) -> bool:
         if self.name != wanted.name:
             return False
         if self.path is None or wanted.path is None:

@@ -67,12 +67,13 @@ def discovery_url(issuer: str) -> str:
 
 async def fetch_json(session: aiohttp.ClientSession, url: str, ca_file: str | None, timeout: float) -> Any:
     try:
-        async with session.get(url, ssl=ssl_context(ca_file) or True,
-                               timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+        async with session.get(
+            url, ssl=ssl_context(ca_file) or True, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
             if response.status != 200:
                 raise errors.IdPUnreachable(f"{url} answered HTTP {response.status}")
             return await response.json(content_type=None)
-    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+    except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
         raise errors.IdPUnreachable(f"cannot reach {url}: {exc or type(exc).__name__}") from exc
 
 
@@ -90,6 +91,7 @@ class _IssuerKeys:
 
     def since_forced(self, now: float) -> float:
         return float("inf") if self.forced_at is None else now - self.forced_at
+
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 

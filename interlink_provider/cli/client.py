@@ -26,15 +26,16 @@ def default_address() -> str:
 class SidecarClient:
     """`address` is unix:///path/to.sock or http://host:port."""
 
-    def __init__(self, address: str | None = None, timeout: float = 120.0, token: str | None = None,
-                 speaks_vk: bool = False) -> None:
+    def __init__(
+        self, address: str | None = None, timeout: float = 120.0, token: str | None = None, speaks_vk: bool = False
+    ) -> None:
         self.address = address or default_address()
         self.speaks_vk = speaks_vk  # a gateway: /create takes the VK's PodCreateRequests
         self.headers = {"Content-Type": "application/json"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
         if self.address.startswith("unix://"):
-            self._connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=self.address[len("unix://"):])
+            self._connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=self.address[len("unix://") :])
             self.base = "http://sidecar"
         else:
             self._connector = aiohttp.TCPConnector()
@@ -46,7 +47,7 @@ class SidecarClient:
     async def close(self) -> None:
         await self._session.close()
 
-    async def __aenter__(self) -> "SidecarClient":
+    async def __aenter__(self) -> SidecarClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -44,24 +44,38 @@ async def scheduler(config: Any) -> tuple[Check, Any]:
     """The batch system answers through the configured transport (its capacity query)."""
     from sidecars.core.daemon import make_backend
 
-    backend, files, link = make_backend(config)
+    backend, _files, link = make_backend(config)
     name = backend.display_name
     try:
         capacity = await asyncio.wait_for(backend.capacity(), 60)
-        check = Check("scheduler", OK, f"{name} via {config.transport.kind}: {capacity.nodes} nodes, "
-                      f"{capacity.cpus} CPUs, {capacity.memory_mib} MiB, {capacity.gpus} GPUs free")
+        check = Check(
+            "scheduler",
+            OK,
+            f"{name} via {config.transport.kind}: {capacity.nodes} nodes, "
+            f"{capacity.cpus} CPUs, {capacity.memory_mib} MiB, {capacity.gpus} GPUs free",
+        )
     except Exception as exc:  # every failure is a line of the report
-        fixes = {"Slurm": "check slurm.* commands and slurm.environment (SLURM_CONF); does `sinfo` answer?",
-                 "HTCondor": "check htcondor.* commands, environment (CONDOR_CONFIG), pool/schedd and tokens"}
-        check = Check("scheduler", FAIL, f"{name} via {config.transport.kind}: {_error(exc)}",
-                      fixes.get(name, "check the backend section"))
+        fixes = {
+            "Slurm": "check slurm.* commands and slurm.environment (SLURM_CONF); does `sinfo` answer?",
+            "HTCondor": "check htcondor.* commands, environment (CONDOR_CONFIG), pool/schedd and tokens",
+        }
+        check = Check(
+            "scheduler",
+            FAIL,
+            f"{name} via {config.transport.kind}: {_error(exc)}",
+            fixes.get(name, "check the backend section"),
+        )
     return check, (backend, link)
 
 
 def runtime_executable(config: Any) -> str | None:
     name = config.runtime.default
-    return {"apptainer": config.runtime.apptainer.executable, "singularity": config.runtime.singularity.executable,
-            "enroot": config.runtime.enroot.executable, "sandbox": config.runtime.sandbox.executable}.get(name)
+    return {
+        "apptainer": config.runtime.apptainer.executable,
+        "singularity": config.runtime.singularity.executable,
+        "enroot": config.runtime.enroot.executable,
+        "sandbox": config.runtime.sandbox.executable,
+    }.get(name)
 
 
 async def on_site(config: Any, link: Any, command: str) -> tuple[int, str]:
@@ -69,8 +83,9 @@ async def on_site(config: Any, link: Any, command: str) -> tuple[int, str]:
     if link is not None:
         code, out, err = await link.run(command, 30)
         return code, (out or err).decode(errors="replace")
-    proc = await asyncio.create_subprocess_exec("sh", "-c", command, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
+    proc = await asyncio.create_subprocess_exec(
+        "sh", "-c", command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode(errors="replace")
 
@@ -82,8 +97,12 @@ async def runtime(config: Any, link: Any) -> Check:
     code, out = await on_site(config, link, f"command -v {shlex.quote(executable)}")
     if code == 0 and out.strip():
         return Check("runtime", OK, f"{config.runtime.default}: {out.strip()}")
-    return Check("runtime", FAIL, f"{config.runtime.default}: {executable} not found on the site's PATH",
-                 f"install {executable} on the compute nodes, or set runtime.{config.runtime.default}.executable")
+    return Check(
+        "runtime",
+        FAIL,
+        f"{config.runtime.default}: {executable} not found on the site's PATH",
+        f"install {executable} on the compute nodes, or set runtime.{config.runtime.default}.executable",
+    )
 
 
 async def working_area(config: Any, link: Any) -> list[Check]:
@@ -92,21 +111,39 @@ async def working_area(config: Any, link: Any) -> list[Check]:
     probe = f"{root}/.ilp-doctor-{os.getpid()}"
     code, out = await on_site(config, link, f"mkdir -p {root} && touch {probe} && rm -f {probe} && df -Pk {root}")
     if code != 0:
-        checks = [Check("working area", FAIL, f"{config.pods_root}: {out.strip() or 'not writable'}",
-                        "create pods_root on the shared filesystem, writable by the sidecar's account")]
+        checks = [
+            Check(
+                "working area",
+                FAIL,
+                f"{config.pods_root}: {out.strip() or 'not writable'}",
+                "create pods_root on the shared filesystem, writable by the sidecar's account",
+            )
+        ]
     else:
         free = int(out.strip().splitlines()[-1].split()[3]) * 1024
         verdict = OK if free >= MIN_FREE_BYTES else WARN
-        checks = [Check("working area", verdict, f"{config.pods_root}: {free / 1024**3:.1f} GiB free",
-                        "" if verdict == OK else "free space on pods_root's filesystem (pods write volumes and logs)")]
+        checks = [
+            Check(
+                "working area",
+                verdict,
+                f"{config.pods_root}: {free / 1024**3:.1f} GiB free",
+                "" if verdict == OK else "free space on pods_root's filesystem (pods write volumes and logs)",
+            )
+        ]
     try:
         Path(config.state_dir).mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=config.state_dir):
             pass
         checks.append(Check("state directory", OK, f"{config.state_dir}: writable"))
     except OSError as exc:
-        checks.append(Check("state directory", FAIL, f"{config.state_dir}: {_error(exc)}",
-                            "make state_dir writable by the sidecar's account (it holds the pod database)"))
+        checks.append(
+            Check(
+                "state directory",
+                FAIL,
+                f"{config.state_dir}: {_error(exc)}",
+                "make state_dir writable by the sidecar's account (it holds the pod database)",
+            )
+        )
     return checks
 
 
@@ -122,8 +159,12 @@ async def issuer(trusted: Any, timeout: float) -> Check:
                 answer.raise_for_status()
                 keys = (await answer.json()).get("keys", [])
     except Exception as exc:  # every failure is a line of the report
-        return Check(f"IdP {trusted.issuer}", FAIL, f"discovery or JWKS: {_error(exc)}",
-                     "check auth.token.issuers[].issuer and ca_file; is the IdP reachable from here?")
+        return Check(
+            f"IdP {trusted.issuer}",
+            FAIL,
+            f"discovery or JWKS: {_error(exc)}",
+            "check auth.token.issuers[].issuer and ca_file; is the IdP reachable from here?",
+        )
     if not keys:
         return Check(f"IdP {trusted.issuer}", FAIL, "the JWKS holds no keys", "the IdP publishes no signing key")
     return Check(f"IdP {trusted.issuer}", OK, f"discovery and JWKS: {len(keys)} keys")
@@ -148,8 +189,12 @@ async def token(config: Any) -> Check:
         got = await client.client_credentials("openid", audience)
         identity = await validator.validate(got.access_token)
     except Exception as exc:  # every failure is a line of the report
-        return Check("token", FAIL, f"for {audience}: {_error(exc)}",
-                     "check the client's grants at the IdP and auth.token (issuers, audiences)")
+        return Check(
+            "token",
+            FAIL,
+            f"for {audience}: {_error(exc)}",
+            "check the client's grants at the IdP and auth.token (issuers, audiences)",
+        )
     finally:
         await client.close()
         await validator.close()
@@ -206,8 +251,12 @@ async def xrootd(config: Any, endpoint: str) -> Check:
                 url, how = with_token(url, await storage_token(tokens, scratch)), "with the site's read token"
             await asyncio.to_thread(_xrootd, url, config.staging.connection_window)
         except Exception as exc:  # every failure is a line of the report
-            return Check(f"XRootD {endpoint}", FAIL, _error(exc), "is the storage up and reachable from here, "
-                         "and does it accept the site's tokens (staging.tokens)?")
+            return Check(
+                f"XRootD {endpoint}",
+                FAIL,
+                _error(exc),
+                "is the storage up and reachable from here, and does it accept the site's tokens (staging.tokens)?",
+            )
     return Check(f"XRootD {endpoint}", OK, f"answers ({how})")
 
 
@@ -222,8 +271,14 @@ async def staging(config: Any) -> list[Check]:
             checks.append(Check("Rucio", OK, f"{config.staging.rucio.host}: logged in as {account}"))
             endpoints += [e for e in served if e not in endpoints]
         except Exception as exc:  # every failure is a line of the report
-            checks.append(Check("Rucio", FAIL, f"{config.staging.rucio.host}: {_error(exc)}",
-                                "check staging.rucio (host, account, auth_type, password_file, ca_cert)"))
+            checks.append(
+                Check(
+                    "Rucio",
+                    FAIL,
+                    f"{config.staging.rucio.host}: {_error(exc)}",
+                    "check staging.rucio (host, account, auth_type, password_file, ca_cert)",
+                )
+            )
     checks += [await xrootd(config, endpoint) for endpoint in endpoints]
     return checks
 
@@ -241,9 +296,12 @@ def certificates(config: Any, now: float | None = None) -> list[Check]:
     except (OSError, ValueError) as exc:
         return [Check("gRPC TLS", FAIL, _error(exc), "check grpc.tls_cert and grpc.tls_key (PEM)")]
     public = serialization.PublicFormat.SubjectPublicKeyInfo
-    if cert.public_key().public_bytes(serialization.Encoding.PEM, public) != \
-            key.public_key().public_bytes(serialization.Encoding.PEM, public):
-        return [Check("gRPC TLS", FAIL, "the key does not belong to the certificate", "pair grpc.tls_cert with its key")]
+    if cert.public_key().public_bytes(serialization.Encoding.PEM, public) != key.public_key().public_bytes(
+        serialization.Encoding.PEM, public
+    ):
+        return [
+            Check("gRPC TLS", FAIL, "the key does not belong to the certificate", "pair grpc.tls_cert with its key")
+        ]
     return [expiry("gRPC TLS", cert, "renew the certificate", now)]
 
 
@@ -312,12 +370,16 @@ def doctor_cmd(args) -> int:
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("doctor", help="check a sidecar or gateway config end to end: scheduler, runtime, "
-                                           "working area, IdP, tokens, Rucio/XRootD, sites, TLS",
-                            description="Check a sidecar's or a gateway's configuration against the real "
-                            "services it uses, with its credentials, and say what to fix. Exits 1 if a check "
-                            "fails.")
-    parser.add_argument("--config", required=True,
-                        help="a sidecar's site config, or a gateway's config (recognised by its `sites`)")
+    parser = sub.add_parser(
+        "doctor",
+        help="check a sidecar or gateway config end to end: scheduler, runtime, "
+        "working area, IdP, tokens, Rucio/XRootD, sites, TLS",
+        description="Check a sidecar's or a gateway's configuration against the real "
+        "services it uses, with its credentials, and say what to fix. Exits 1 if a check "
+        "fails.",
+    )
+    parser.add_argument(
+        "--config", required=True, help="a sidecar's site config, or a gateway's config (recognised by its `sites`)"
+    )
     parser.add_argument("--json", action="store_true", help="print the checks as JSON (for scripts)")
     parser.set_defaults(func=doctor_cmd)

@@ -45,8 +45,13 @@ async def service_token(config: Any, audience: str) -> tuple[Check, str | None]:
     try:
         token = await client.client_credentials(" ".join(identity.scopes), audience)
     except Exception as exc:  # every failure is a line of the report
-        return Check(name, FAIL, _error(exc), f"may client {identity.client_id} get scopes "
-                     f"{' '.join(identity.scopes)} for audience {audience} at the IdP?"), None
+        return Check(
+            name,
+            FAIL,
+            _error(exc),
+            f"may client {identity.client_id} get scopes "
+            f"{' '.join(identity.scopes)} for audience {audience} at the IdP?",
+        ), None
     finally:
         await client.close()
     left = token.expires_at - time.time()
@@ -65,18 +70,28 @@ async def site_ping(link: Any, token: str | None) -> Check:
     try:
         node = await offloader(channel).Ping(pb.PingRequest(), metadata=bearer(token), timeout=15)
     except grpc.aio.AioRpcError as exc:
-        fixes = {grpc.StatusCode.UNAVAILABLE: "is the sidecar's gRPC API up and reachable, and does ca_file "
-                                               "(and cert_file/key_file for mTLS) match its TLS?",
-                 grpc.StatusCode.UNAUTHENTICATED: "the site refuses the gateway's token: does its auth.token "
-                                                  "trust this issuer and accept this audience?",
-                 grpc.StatusCode.PERMISSION_DENIED: "the site maps the gateway to no account or denies it "
-                                                    "compute.read: check its auth.identities"}
-        return Check(name, FAIL, f"{link.target}: {exc.code().name}: {exc.details()}",
-                     fixes.get(exc.code(), "see the sidecar's log"))
+        fixes = {
+            grpc.StatusCode.UNAVAILABLE: "is the sidecar's gRPC API up and reachable, and does ca_file "
+            "(and cert_file/key_file for mTLS) match its TLS?",
+            grpc.StatusCode.UNAUTHENTICATED: "the site refuses the gateway's token: does its auth.token "
+            "trust this issuer and accept this audience?",
+            grpc.StatusCode.PERMISSION_DENIED: "the site maps the gateway to no account or denies it "
+            "compute.read: check its auth.identities",
+        }
+        return Check(
+            name,
+            FAIL,
+            f"{link.target}: {exc.code().name}: {exc.details()}",
+            fixes.get(exc.code(), "see the sidecar's log"),
+        )
     finally:
         await channel.close()
-    return Check(name, OK, f"{link.target}: site {node.site} (interlink-provider {node.version}), "
-                 f"{node.capacity.cpu} CPUs, {node.capacity.memory}, {node.capacity.pods} pods free")
+    return Check(
+        name,
+        OK,
+        f"{link.target}: site {node.site} (interlink-provider {node.version}), "
+        f"{node.capacity.cpu} CPUs, {node.capacity.memory}, {node.capacity.pods} pods free",
+    )
 
 
 def _server_certificate(target: str, ca_file: str | None) -> bytes:
@@ -90,11 +105,22 @@ async def site_certificates(link: Any) -> list[Check]:
     checks = []
     try:
         pem = await asyncio.to_thread(_server_certificate, link.target, link.ca_file)
-        checks.append(expiry(f"site {link.name} TLS", x509.load_pem_x509_certificate(pem),
-                             "the site's admin must renew its grpc.tls_cert"))
+        checks.append(
+            expiry(
+                f"site {link.name} TLS",
+                x509.load_pem_x509_certificate(pem),
+                "the site's admin must renew its grpc.tls_cert",
+            )
+        )
     except (OSError, ValueError, ssl.SSLError) as exc:
-        checks.append(Check(f"site {link.name} TLS", FAIL, f"{link.target}: {_error(exc)}",
-                            "is the sidecar up, and is it serving TLS that ca_file verifies?"))
+        checks.append(
+            Check(
+                f"site {link.name} TLS",
+                FAIL,
+                f"{link.target}: {_error(exc)}",
+                "is the sidecar up, and is it serving TLS that ca_file verifies?",
+            )
+        )
     if link.cert_file:
         try:
             cert = x509.load_pem_x509_certificate(Path(link.cert_file).read_bytes())
@@ -112,8 +138,12 @@ def grants_file(config: Any) -> Check:
     if file.exists():
         mode = stat.S_IMODE(file.stat().st_mode)
         if mode & 0o077:
-            return Check("grants file", FAIL, f"{path}: mode {mode:o}, readable by others",
-                         f"chmod 600 {path} (it holds users' refresh tokens)")
+            return Check(
+                "grants file",
+                FAIL,
+                f"{path}: mode {mode:o}, readable by others",
+                f"chmod 600 {path} (it holds users' refresh tokens)",
+            )
         return Check("grants file", OK, f"{path}: 0600")
     if os.access(file.parent, os.W_OK):
         return Check("grants file", OK, f"{path}: not written yet, its directory is writable")

@@ -41,6 +41,7 @@ def _devidp(args) -> int:
     def port(config) -> None:
         if args.port:
             config.port = args.port
+
     return _daemon("devidp", load, run, args, port)
 
 
@@ -74,6 +75,7 @@ def _gateway_health(path: str) -> int:
             except OSError as exc:
                 print(f"the gateway does not answer at {address}: {exc}", file=sys.stderr)
                 return 1
+
     return asyncio.run(ask())
 
 
@@ -85,22 +87,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sidecar = sub.add_parser(
-        "sidecar", help="run a site sidecar (the interLink plugin API on Slurm or HTCondor)",
+        "sidecar",
+        help="run a site sidecar (the interLink plugin API on Slurm or HTCondor)",
         description="Run a site sidecar: it serves the interLink plugin API (and, if configured, the gRPC API "
-        "for a gateway) and runs each pod as a Slurm or HTCondor job, as the site configuration says.")
+        "for a gateway) and runs each pod as a Slurm or HTCondor job, as the site configuration says.",
+    )
     sidecar.add_argument("--config", required=True, help="site configuration YAML")
     sidecar.set_defaults(func=_sidecar)
     gateway = sub.add_parser(
-        "gateway", help="run the cluster-side gateway (interLink API -> sites over gRPC)",
+        "gateway",
+        help="run the cluster-side gateway (interLink API -> sites over gRPC)",
         description="Run the cluster-side gateway: it serves the interLink API to the Virtual Kubelet and sends "
-        "each pod over gRPC to one site's sidecar. With --health, only ask a running gateway whether a site is up.")
+        "each pod over gRPC to one site's sidecar. With --health, only ask a running gateway whether a site is up.",
+    )
     gateway.add_argument("--config", required=True, help="gateway configuration YAML")
     gateway.add_argument("--health", action="store_true", help="ask the running gateway whether a site is up")
     gateway.set_defaults(func=_gateway)
     devidp = sub.add_parser(
-        "devidp", help="run the small IAM-like OIDC provider (local site, tests)",
+        "devidp",
+        help="run the small IAM-like OIDC provider (local site, tests)",
         description="Run the small IAM-like OIDC provider of the local site and the tests (client credentials, "
-        "device flow, refresh and token exchange). Not for production.")
+        "device flow, refresh and token exchange). Not for production.",
+    )
     devidp.add_argument("--config", required=True, help="devidp configuration YAML")
     devidp.add_argument("--port", type=int, help="override the configured port")
     devidp.set_defaults(func=_devidp)

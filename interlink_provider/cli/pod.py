@@ -70,22 +70,35 @@ def describe(status: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-async def _create(client: SidecarClient, pod: dict[str, Any], m: manifest.Manifests, namespace: str,
-                  job: manifest.JobTemplate | None = None, attempt: int = 1) -> Tracked:
+async def _create(
+    client: SidecarClient,
+    pod: dict[str, Any],
+    m: manifest.Manifests,
+    namespace: str,
+    job: manifest.JobTemplate | None = None,
+    attempt: int = 1,
+) -> Tracked:
     if client.speaks_vk:  # a gateway: the Virtual Kubelet's side of the interLink API
         request = manifest.vk_create_request(pod, m, namespace=namespace)
     else:  # a sidecar: the interLink API server's side
         request = manifest.create_request(pod, m, namespace=namespace)
     answer = await client.create(request)
     created = request["pod"]
-    err.print(f"[bold]created[/] {created['metadata']['namespace']}/{created['metadata']['name']} "
-              f"uid {answer['PodUID']} job {answer['PodJID'] or '(pending)'}")
+    err.print(
+        f"[bold]created[/] {created['metadata']['namespace']}/{created['metadata']['name']} "
+        f"uid {answer['PodUID']} job {answer['PodJID'] or '(pending)'}"
+    )
     return Tracked(pod=created, uid=answer["PodUID"], job=job, attempt=attempt)
 
 
 async def _follow(client: SidecarClient, tracked: Tracked, container: str) -> None:
-    query = {"Namespace": tracked.namespace, "PodUID": tracked.uid, "PodName": tracked.name,
-             "ContainerName": container, "Opts": {"Follow": True}}
+    query = {
+        "Namespace": tracked.namespace,
+        "PodUID": tracked.uid,
+        "PodName": tracked.name,
+        "ContainerName": container,
+        "Opts": {"Follow": True},
+    }
     prefix = f"[{tracked.name}/{container}] "
     pending = b""
     async for chunk in client.logs(query):
@@ -108,10 +121,17 @@ def _started_containers(status: dict[str, Any]) -> list[str]:
 
 
 async def _print_logs(client: SidecarClient, tracked: Tracked) -> None:
-    names = [c["name"] for c in [*(tracked.status.get("initContainers") or []), *(tracked.status.get("containers") or [])]]
+    names = [
+        c["name"] for c in [*(tracked.status.get("initContainers") or []), *(tracked.status.get("containers") or [])]
+    ]
     for name in names:
-        query = {"Namespace": tracked.namespace, "PodUID": tracked.uid, "PodName": tracked.name,
-                 "ContainerName": name, "Opts": {}}
+        query = {
+            "Namespace": tracked.namespace,
+            "PodUID": tracked.uid,
+            "PodName": tracked.name,
+            "ContainerName": name,
+            "Opts": {},
+        }
         try:
             text = await client.logs_text(query)
         except SidecarError as exc:
@@ -198,8 +218,10 @@ async def status_cmd(args) -> int:
         pod = await _find(client, args.pod, args.namespace)
         answers = await client.status([pod_ref(pod["uid"], pod["name"], pod["namespace"])])
         for answer in answers:
-            err.print(f"{pod['namespace']}/{pod['name']} uid {pod['uid']} job {pod['job_id'] or '-'}: "
-                      f"[bold]{phase_of(answer)}[/] {describe(answer)}")
+            err.print(
+                f"{pod['namespace']}/{pod['name']} uid {pod['uid']} job {pod['job_id'] or '-'}: "
+                f"[bold]{phase_of(answer)}[/] {describe(answer)}"
+            )
             if pod["message"]:
                 err.print(f"  {pod['message']}")
         return 0
@@ -208,10 +230,19 @@ async def status_cmd(args) -> int:
 async def logs_cmd(args) -> int:
     async with SidecarClient(args.sidecar, token=_token(args)) as client:
         pod = await _find(client, args.pod, args.namespace)
-        query = {"Namespace": pod["namespace"], "PodUID": pod["uid"], "PodName": pod["name"],
-                 "ContainerName": args.container or "",
-                 "Opts": {"Follow": args.follow, "Tail": args.tail or 0, "Timestamps": args.timestamps,
-                          "SinceSeconds": args.since or 0, "Previous": args.previous}}
+        query = {
+            "Namespace": pod["namespace"],
+            "PodUID": pod["uid"],
+            "PodName": pod["name"],
+            "ContainerName": args.container or "",
+            "Opts": {
+                "Follow": args.follow,
+                "Tail": args.tail or 0,
+                "Timestamps": args.timestamps,
+                "SinceSeconds": args.since or 0,
+                "Previous": args.previous,
+            },
+        }
         async for chunk in client.logs(query):
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
@@ -231,28 +262,45 @@ async def list_cmd(args) -> int:
         table = Table("NAMESPACE", "NAME", "PHASE", "JOB", "STAGE", "AGE", "UID")
         now = time.time()
         for p in sorted(pods, key=lambda p: p["created_at"]):
-            table.add_row(p["namespace"], p["name"], p["phase"], p["job_id"] or "-", p["stage"],
-                          f"{int(now - p['created_at'])}s", p["uid"])
+            table.add_row(
+                p["namespace"],
+                p["name"],
+                p["phase"],
+                p["job_id"] or "-",
+                p["stage"],
+                f"{int(now - p['created_at'])}s",
+                p["uid"],
+            )
         Console().print(table)
         return 0
 
 
 def add_parser(sub) -> None:
-    pod = sub.add_parser("pod", help="run and inspect pods through a sidecar, as the Virtual Kubelet would",
-                         description="Run and inspect pods through a sidecar's interLink API, as the Virtual "
-                         "Kubelet would; `run` may go through a gateway instead.")
+    pod = sub.add_parser(
+        "pod",
+        help="run and inspect pods through a sidecar, as the Virtual Kubelet would",
+        description="Run and inspect pods through a sidecar's interLink API, as the Virtual "
+        "Kubelet would; `run` may go through a gateway instead.",
+    )
     pod.add_argument("--sidecar", help="unix:///path.sock or http://host:port (default: $ILP_SIDECAR)")
-    pod.add_argument("--gateway", help="run through a gateway instead (unix:///path.sock): the pods are sent as "
-                     "the Virtual Kubelet sends them; `run` only")
+    pod.add_argument(
+        "--gateway",
+        help="run through a gateway instead (unix:///path.sock): the pods are sent as "
+        "the Virtual Kubelet sends them; `run` only",
+    )
     pod.add_argument("-n", "--namespace", default=None)
-    pod.add_argument("--no-token", action="store_true",
-                     help="send no bearer token (default: the one WLCG discovery finds, if any)")
+    pod.add_argument(
+        "--no-token", action="store_true", help="send no bearer token (default: the one WLCG discovery finds, if any)"
+    )
     actions = pod.add_subparsers(dest="action", required=True)
 
-    run_p = actions.add_parser("run", help="create the pods (and Jobs) of a manifest and wait for them",
-                               description="Create the pods and Jobs of a manifest, report their phases until "
-                               "they finish (or run, with --until running) and print their logs. Exits 1 if a pod "
-                               "failed, 124 on timeout.")
+    run_p = actions.add_parser(
+        "run",
+        help="create the pods (and Jobs) of a manifest and wait for them",
+        description="Create the pods and Jobs of a manifest, report their phases until "
+        "they finish (or run, with --until running) and print their logs. Exits 1 if a pod "
+        "failed, 124 on timeout.",
+    )
     run_p.add_argument("file")
     run_p.add_argument("-f", "--follow", action="store_true", help="stream container logs")
     run_p.add_argument("--timeout", type=float, default=0, help="seconds; 0 waits forever")
@@ -263,17 +311,26 @@ def add_parser(sub) -> None:
     run_p.set_defaults(handler=run)
 
     for name, handler, help_text, description in (
-        ("status", status_cmd, "a pod's phase and container states",
-         "Show a pod's phase, job id and container states (the newest pod of that name)."),
-        ("delete", delete_cmd, "delete a pod (runs preStop hooks, cancels its job)",
-         "Delete a pod: its preStop hooks run, then its job is cancelled."),
+        (
+            "status",
+            status_cmd,
+            "a pod's phase and container states",
+            "Show a pod's phase, job id and container states (the newest pod of that name).",
+        ),
+        (
+            "delete",
+            delete_cmd,
+            "delete a pod (runs preStop hooks, cancels its job)",
+            "Delete a pod: its preStop hooks run, then its job is cancelled.",
+        ),
     ):
         p = actions.add_parser(name, help=help_text, description=description)
         p.add_argument("pod", help="pod name or UID")
         p.set_defaults(handler=handler)
 
-    logs_p = actions.add_parser("logs", help="a container's logs",
-                                description="Print a container's logs, like kubectl logs.")
+    logs_p = actions.add_parser(
+        "logs", help="a container's logs", description="Print a container's logs, like kubectl logs."
+    )
     logs_p.add_argument("pod", help="pod name or UID")
     logs_p.add_argument("-c", "--container")
     logs_p.add_argument("-f", "--follow", action="store_true")
@@ -283,9 +340,12 @@ def add_parser(sub) -> None:
     logs_p.add_argument("-p", "--previous", action="store_true")
     logs_p.set_defaults(handler=logs_cmd)
 
-    list_p = actions.add_parser("list", help="pods known to the sidecar",
-                                description="List the pods the sidecar knows (those the caller may see), oldest "
-                                "first: phase, job id, stage, age and UID.")
+    list_p = actions.add_parser(
+        "list",
+        help="pods known to the sidecar",
+        description="List the pods the sidecar knows (those the caller may see), oldest "
+        "first: phase, job id, stage, age and UID.",
+    )
     list_p.set_defaults(handler=list_cmd)
 
 

@@ -22,9 +22,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
@@ -70,8 +71,12 @@ def _rucio_config(args) -> tuple[RucioConfig | None, str]:
         base.update(host=args.rucio_host)
         rucio = RucioConfig.model_validate(base)
     if rucio is not None:
-        overrides = {"account": args.rucio_account, "username": args.rucio_username,
-                     "password_file": args.rucio_password_file, "auth_type": args.rucio_auth_type}
+        overrides = {
+            "account": args.rucio_account,
+            "username": args.rucio_username,
+            "password_file": args.rucio_password_file,
+            "auth_type": args.rucio_auth_type,
+        }
         rucio = rucio.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     return rucio, site or "LOCAL"
 
@@ -177,22 +182,26 @@ def resolve_cmd(args) -> int:
     if args.json:
         print(json.dumps([_file_json(f) for f in files], indent=2))
         return OK
-    table = Table(title=f"{args.target}: {len(files)} files, "
-                        f"{human_bytes(sum(f.ref.size or 0 for f in files))}")
+    table = Table(title=f"{args.target}: {len(files)} files, {human_bytes(sum(f.ref.size or 0 for f in files))}")
     for column in ("file", "size", "adler32", "replicas (best first)", "chosen source"):
         table.add_column(column, overflow="fold")
     for entry in files:
         replicas = "\n".join(f"{r.rse} ({'local' if r.domain == 'lan' else 'remote'})" for r in entry.replicas)
-        table.add_row(entry.ref.did, human_bytes(entry.ref.size or 0), entry.ref.adler32 or "-", replicas,
-                      entry.replicas[0].pfn)
+        table.add_row(
+            entry.ref.did, human_bytes(entry.ref.size or 0), entry.ref.adler32 or "-", replicas, entry.replicas[0].pfn
+        )
     out.print(table)
     return OK
 
 
 def _file_json(entry: CatalogFile) -> dict[str, Any]:
-    return {"did": entry.ref.did, "bytes": entry.ref.size, "adler32": entry.ref.adler32,
-            "replicas": [{"rse": r.rse, "pfn": r.pfn, "local": r.domain == "lan"} for r in entry.replicas],
-            "chosen": entry.replicas[0].pfn}
+    return {
+        "did": entry.ref.did,
+        "bytes": entry.ref.size,
+        "adler32": entry.ref.adler32,
+        "replicas": [{"rse": r.rse, "pfn": r.pfn, "local": r.domain == "lan"} for r in entry.replicas],
+        "chosen": entry.replicas[0].pfn,
+    }
 
 
 # ---------------------------------------------------------------------- get
@@ -219,7 +228,10 @@ def get_cmd(args) -> int:
             present.append(ref)  # already here and verified: nothing to move
         else:
             todo.append(ref)
-    transfers = [Transfer(ref, tuple(map(_authorized, ref.sources)), _partial_target(directory, ref), ref.adler32) for ref in todo]
+    transfers = [
+        Transfer(ref, tuple(map(_authorized, ref.sources)), _partial_target(directory, ref), ref.adler32)
+        for ref in todo
+    ]
     started = time.monotonic()
     try:
         done, failed = _copy_with_bar(transfers, _policy(args), f"get {args.target}") if transfers else ([], [])
@@ -232,9 +244,11 @@ def get_cmd(args) -> int:
         os.replace(target, directory / transfer.ref.basename)
     elapsed = time.monotonic() - started
     moved = sum(Path(directory / t.ref.basename).stat().st_size for t, _ in done)
-    err.print(f"{len(done)} files ({human_bytes(moved)}) in {elapsed:.1f} s"
-              + (f", {len(present)} already present and verified" if present else "")
-              + f" -> {directory}")
+    err.print(
+        f"{len(done)} files ({human_bytes(moved)}) in {elapsed:.1f} s"
+        + (f", {len(present)} already present and verified" if present else "")
+        + f" -> {directory}"
+    )
     for transfer, message in failed:
         err.print(f"[red]{transfer.ref.did}: {message}[/]")
     return OK if not failed else BAD_DATA
@@ -249,8 +263,14 @@ def _copy_with_bar(transfers: list[Transfer], policy: RetryPolicy, label: str):
     progress = TransferProgress()
     progress.add(len(transfers), sum(t.ref.size or 0 for t in transfers))
     cancel = threading.Event()
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TextColumn("{task.fields[files]}"), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[files]}"),
+        TimeRemainingColumn(),
+    )
 
     async def run():
         with Progress(*columns, console=err, transient=False) as bar:
@@ -261,8 +281,9 @@ def _copy_with_bar(transfers: list[Transfer], policy: RetryPolicy, label: str):
                 loop.add_signal_handler(signum, cancel.set)
             try:
                 while not copying.done():
-                    bar.update(task, completed=progress.bytes_done,
-                               files=f"{progress.files_done}/{progress.files_total} files")
+                    bar.update(
+                        task, completed=progress.bytes_done, files=f"{progress.files_done}/{progress.files_total} files"
+                    )
                     await asyncio.wait({copying}, timeout=0.2)
             except asyncio.CancelledError:  # Ctrl-C: stop the copy thread before the loop closes
                 cancel.set()
@@ -291,8 +312,10 @@ def put_cmd(args) -> int:
         err.print(f"{ref.did} is already registered with the same content (adler32 {known}); rules checked")
         return OK
     if known is not None:
-        raise StagingError(f"{ref.did} already exists with other content (adler32 {known}, the file's "
-                           f"{ref.adler32}); DIDs are immutable: choose another name")
+        raise StagingError(
+            f"{ref.did} already exists with other content (adler32 {known}, the file's "
+            f"{ref.adler32}); DIDs are immutable: choose another name"
+        )
     pfn = catalog.pfn(args.rse, scope, name)
     transfer = Transfer(ref, (str(path),), lambda: _authorized(pfn), None)
     _, failed = _copy_with_bar([transfer], _policy(args), f"put {ref.did}")
@@ -331,30 +354,60 @@ class _Check:
 def check_cmd(args) -> int:
     """Every replica: reachable, permitted, present, same size and checksum as the catalog."""
     if _is_url(args.target):
-        return _print_checks([_Check(args.target, storage.probe(_authorized(args.target)), None, args.adler32)], args.json)
+        return _print_checks(
+            [_Check(args.target, storage.probe(_authorized(args.target)), None, args.adler32)], args.json
+        )
     scope, name = _did(args.target)
-    checks = [_Check(f"{entry.ref.did} @ {replica.rse}", storage.probe(_authorized(replica.pfn)), entry.ref.size,
-                     entry.ref.adler32)
-              for entry in _catalog(args).describe(scope, name) for replica in entry.replicas]
+    checks = [
+        _Check(
+            f"{entry.ref.did} @ {replica.rse}",
+            storage.probe(_authorized(replica.pfn)),
+            entry.ref.size,
+            entry.ref.adler32,
+        )
+        for entry in _catalog(args).describe(scope, name)
+        for replica in entry.replicas
+    ]
     return _print_checks(checks, args.json)
 
 
 def _print_checks(checks: list[_Check], as_json: bool) -> int:
     if as_json:
-        print(json.dumps([{"replica": c.label, "url": c.probe.url, "verdict": c.verdict, "bytes": c.probe.size,
-                           "adler32": c.probe.adler32, "expected_bytes": c.size, "expected_adler32": c.adler32,
-                           "error": c.probe.error} for c in checks], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "replica": c.label,
+                        "url": c.probe.url,
+                        "verdict": c.verdict,
+                        "bytes": c.probe.size,
+                        "adler32": c.probe.adler32,
+                        "expected_bytes": c.size,
+                        "expected_adler32": c.adler32,
+                        "error": c.probe.error,
+                    }
+                    for c in checks
+                ],
+                indent=2,
+            )
+        )
     else:
         table = Table()
         for column in ("replica", "verdict", "size", "adler32", "catalog says", "detail"):
             table.add_column(column, overflow="fold")
         for check in checks:
             colour = "green" if check.verdict == "ok" else "red"
-            expected = " ".join(x for x in (human_bytes(check.size) if check.size is not None else "",
-                                             check.adler32 or "") if x)
-            table.add_row(check.label, f"[{colour}]{check.verdict}[/]",
-                          human_bytes(check.probe.size) if check.probe.size is not None else "-",
-                          check.probe.adler32 or "-", expected or "-", check.probe.error or "")
+            expected = " ".join(
+                x for x in (human_bytes(check.size) if check.size is not None else "", check.adler32 or "") if x
+            )
+            table.add_row(
+                check.label,
+                f"[{colour}]{check.verdict}[/]",
+                human_bytes(check.probe.size) if check.probe.size is not None else "-",
+                check.probe.adler32 or "-",
+                expected or "-",
+                check.probe.error or "",
+            )
         out.print(table)
     verdicts = [c.verdict for c in checks]
     if "unreachable" in verdicts:
@@ -369,8 +422,10 @@ def _print_checks(checks: list[_Check], as_json: bool) -> int:
 def bench_cmd(args) -> int:
     """Read throughput of a file, or write + read of a generated one under a directory URL."""
     if not _is_url(args.url):
-        raise UsageError(f"{args.url!r}: bench measures an XRootD URL (root://host//path); "
-                         "`stage resolve DID` shows a DID's replicas")
+        raise UsageError(
+            f"{args.url!r}: bench measures an XRootD URL (root://host//path); "
+            "`stage resolve DID` shows a DID's replicas"
+        )
     scratch = Path(tempfile.mkdtemp(prefix="ilp-stage-bench-"))
     written = None
     try:
@@ -412,8 +467,9 @@ def _timed_copy(source: str, target: str, size: int | None, args) -> tuple[int, 
     ref = FileRef("", Path(target).name, size, None, (source,))
     transfer = Transfer(ref, (_authorized(source),), lambda: _authorized(target), None)
     started = time.monotonic()
-    _, failed = asyncio.run(copy_with_retries([transfer], RetryPolicy(1, args.retries, args.backoff),
-                                              TransferProgress(), threading.Event()))
+    _, failed = asyncio.run(
+        copy_with_retries([transfer], RetryPolicy(1, args.retries, args.backoff), TransferProgress(), threading.Event())
+    )
     elapsed = time.monotonic() - started
     if failed:
         raise StagingError(f"{source} -> {target}: {failed[0][1]}")
@@ -439,8 +495,11 @@ def _print_bench(url: str, rows: list[tuple[str, int, float]]) -> None:
 
 def _common(parser, rucio: bool = True) -> None:
     if rucio:
-        parser.add_argument("--config", default=os.environ.get("ILP_SITE_CONFIG"),
-                            help="a site configuration (its staging section); default $ILP_SITE_CONFIG")
+        parser.add_argument(
+            "--config",
+            default=os.environ.get("ILP_SITE_CONFIG"),
+            help="a site configuration (its staging section); default $ILP_SITE_CONFIG",
+        )
         parser.add_argument("--rucio-host", help="Rucio server URL (instead of or over --config)")
         parser.add_argument("--rucio-account")
         parser.add_argument("--rucio-username")
@@ -457,34 +516,46 @@ def _common(parser, rucio: bool = True) -> None:
 
 
 def add_parser(sub) -> None:
-    stage = sub.add_parser("stage", help="resolve, move, check and measure datalake data (Rucio, XRootD)",
-                           description="Use and diagnose the datalake the way the sidecar's staging does, with "
-                           "a Rucio DID (scope:name) or an XRootD URL (root://...). Exit codes: 0 done or "
-                           "healthy, 1 the data is wrong, 2 usage or configuration error, 3 a server is "
-                           "unreachable.")
+    stage = sub.add_parser(
+        "stage",
+        help="resolve, move, check and measure datalake data (Rucio, XRootD)",
+        description="Use and diagnose the datalake the way the sidecar's staging does, with "
+        "a Rucio DID (scope:name) or an XRootD URL (root://...). Exit codes: 0 done or "
+        "healthy, 1 the data is wrong, 2 usage or configuration error, 3 a server is "
+        "unreachable.",
+    )
     commands = stage.add_subparsers(dest="stage_command", required=True)
 
-    resolve = commands.add_parser("resolve", help="a DID's files, sizes, checksums, replicas and chosen source",
-                                  description="List a DID's files with their sizes, checksums and replicas (local "
-                                  "first) and the source staging would read; for a URL, probe the file.")
+    resolve = commands.add_parser(
+        "resolve",
+        help="a DID's files, sizes, checksums, replicas and chosen source",
+        description="List a DID's files with their sizes, checksums and replicas (local "
+        "first) and the source staging would read; for a URL, probe the file.",
+    )
     resolve.add_argument("target", metavar="DID|URL")
     resolve.add_argument("--json", action="store_true")
     _common(resolve)
     resolve.set_defaults(func=resolve_cmd)
 
-    get = commands.add_parser("get", help="download a DID or URL into a directory, checksums verified",
-                              description="Download the files of a DID, or one URL, into a directory as "
-                              "stage-in does, verifying adler32 checksums (a URL's with --adler32); files already "
-                              "there and verified are kept.")
+    get = commands.add_parser(
+        "get",
+        help="download a DID or URL into a directory, checksums verified",
+        description="Download the files of a DID, or one URL, into a directory as "
+        "stage-in does, verifying adler32 checksums (a URL's with --adler32); files already "
+        "there and verified are kept.",
+    )
     get.add_argument("target", metavar="DID|URL")
     get.add_argument("directory", metavar="DIR")
     get.add_argument("--adler32", help="expected checksum of a URL (DIDs carry their own)")
     _common(get)
     get.set_defaults(func=get_cmd)
 
-    put = commands.add_parser("put", help="upload a file to an RSE and register it (and its dataset)",
-                              description="Upload a file to an RSE and register it in Rucio under a new DID, "
-                              "optionally attached to a dataset (created if missing), as stage-out does.")
+    put = commands.add_parser(
+        "put",
+        help="upload a file to an RSE and register it (and its dataset)",
+        description="Upload a file to an RSE and register it in Rucio under a new DID, "
+        "optionally attached to a dataset (created if missing), as stage-out does.",
+    )
     put.add_argument("file", metavar="FILE")
     put.add_argument("--rse", required=True)
     put.add_argument("--did", required=True, help="scope:name of the new file")
@@ -493,20 +564,25 @@ def add_parser(sub) -> None:
     _common(put)
     put.set_defaults(func=put_cmd)
 
-    check = commands.add_parser("check", help="reachability, permission, size and checksum of a URL or "
-                                              "of every replica of a DID",
-                                description="Check that a URL, or every replica of a DID, is reachable, "
-                                "readable, present, and has the size and checksum the catalog (or --adler32) "
-                                "says.")
+    check = commands.add_parser(
+        "check",
+        help="reachability, permission, size and checksum of a URL or of every replica of a DID",
+        description="Check that a URL, or every replica of a DID, is reachable, "
+        "readable, present, and has the size and checksum the catalog (or --adler32) "
+        "says.",
+    )
     check.add_argument("target", metavar="DID|URL")
     check.add_argument("--adler32", help="expected checksum of a URL")
     check.add_argument("--json", action="store_true")
     _common(check)
     check.set_defaults(func=check_cmd)
 
-    bench = commands.add_parser("bench", help="throughput: read a file URL, or write+read under a directory URL",
-                                description="Measure XRootD throughput: read a file URL, or write a generated "
-                                "file (--write-size) under a directory URL and read it back, --repeat times.")
+    bench = commands.add_parser(
+        "bench",
+        help="throughput: read a file URL, or write+read under a directory URL",
+        description="Measure XRootD throughput: read a file URL, or write a generated "
+        "file (--write-size) under a directory URL and read it back, --repeat times.",
+    )
     bench.add_argument("url", metavar="URL")
     bench.add_argument("--write-size", help="write a generated file of this size first (e.g. 256M)")
     bench.add_argument("--repeat", type=int, default=3)

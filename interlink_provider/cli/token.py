@@ -14,8 +14,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import jwt
 import yaml
@@ -151,9 +152,11 @@ async def verify_cmd(args) -> int:
     if missing:
         err.print(f"[red]INVALID (missing_scope): the token lacks {' '.join(missing)}[/]")
         return REFUSED
-    out.print(f"[green]VALID[/]: sub {identity.subject} from {identity.issuer}, "
-              f"aud {list(identity.audiences)}, {expiry_text(identity.expires_at)}"
-              + (f", exchanged by {identity.actor}" if identity.actor else ""))
+    out.print(
+        f"[green]VALID[/]: sub {identity.subject} from {identity.issuer}, "
+        f"aud {list(identity.audiences)}, {expiry_text(identity.expires_at)}"
+        + (f", exchanged by {identity.actor}" if identity.actor else "")
+    )
     return OK
 
 
@@ -217,10 +220,17 @@ def identity_secret(name: str, namespace: str, issuer: str, client_id: str, toke
     data = {"issuer": issuer, "client_id": client_id, "access_token": token.access_token}
     if token.refresh_token:
         data["refresh_token"] = token.refresh_token
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "namespace": namespace,
-                         "labels": {"app.kubernetes.io/managed-by": "interlink-provider"}},
-            "stringData": data}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "interlink-provider"},
+        },
+        "stringData": data,
+    }
 
 
 @command
@@ -230,18 +240,25 @@ async def login_cmd(args) -> int:
     if isinstance(token, int):
         return token
     if not token.refresh_token:
-        err.print("[yellow]the IdP gave no refresh token (offline_access?): pods can start only while the "
-                  f"access token lives ({expiry_text(token.expires_at)})[/]")
-    manifest = yaml.safe_dump(identity_secret(args.secret_name, args.namespace, args.issuer, args.client_id, token),
-                              sort_keys=False)
+        err.print(
+            "[yellow]the IdP gave no refresh token (offline_access?): pods can start only while the "
+            f"access token lives ({expiry_text(token.expires_at)})[/]"
+        )
+    manifest = yaml.safe_dump(
+        identity_secret(args.secret_name, args.namespace, args.issuer, args.client_id, token), sort_keys=False
+    )
     if args.output:
         write_private(Path(args.output), manifest)
-        err.print(f"wrote Secret {args.namespace}/{args.secret_name} to {args.output} (mode 0600): "
-                  f"kubectl apply -f {args.output}")
+        err.print(
+            f"wrote Secret {args.namespace}/{args.secret_name} to {args.output} (mode 0600): "
+            f"kubectl apply -f {args.output}"
+        )
     else:
         print(manifest, end="")
-    err.print(f"pods name it with the annotation interlink.provider/identity-secret: {args.secret_name} and a "
-              f"volume `secret: {{secretName: {args.secret_name}}}` (the gateway removes both before the site)")
+    err.print(
+        f"pods name it with the annotation interlink.provider/identity-secret: {args.secret_name} and a "
+        f"volume `secret: {{secretName: {args.secret_name}}}` (the gateway removes both before the site)"
+    )
     return OK
 
 
@@ -258,8 +275,10 @@ async def whoami_cmd(args) -> int:
             err.print(f"[red]cannot reach the site {args.site}: {exc}[/]")
             return UNREACHABLE
     out.print(f"token from {source}")
-    out.print(f"  identity {answer['subject']} from {answer['issuer']}"
-              + (f" (exchanged by {answer['actor']})" if answer.get("actor") else ""))
+    out.print(
+        f"  identity {answer['subject']} from {answer['issuer']}"
+        + (f" (exchanged by {answer['actor']})" if answer.get("actor") else "")
+    )
     out.print(f"  runs jobs as account [bold]{answer['account']}[/]")
     allowed = answer["allowed"]
     out.print("  may " + ", ".join(f"{op} {'yes' if ok else 'NO'}" for op, ok in allowed.items()))
@@ -267,26 +286,38 @@ async def whoami_cmd(args) -> int:
 
 
 def add_parser(sub) -> None:
-    token = sub.add_parser("token", help="find, inspect, verify and exchange OIDC tokens",
-                           description="Find, inspect, verify and exchange OIDC tokens the way the trust network "
-                           "sees them. Exit codes: 0 yes, 1 the token is refused, 2 usage error or no token, "
-                           "3 the IdP or the site is unreachable.")
+    token = sub.add_parser(
+        "token",
+        help="find, inspect, verify and exchange OIDC tokens",
+        description="Find, inspect, verify and exchange OIDC tokens the way the trust network "
+        "sees them. Exit codes: 0 yes, 1 the token is refused, 2 usage error or no token, "
+        "3 the IdP or the site is unreachable.",
+    )
     actions = token.add_subparsers(dest="action", required=True)
 
-    p = actions.add_parser("discover", help="which token WLCG discovery would use, and from where",
-                           description="Show which token WLCG bearer token discovery finds (BEARER_TOKEN, "
-                           "BEARER_TOKEN_FILE, ...), where from, and its subject, issuer and expiry.")
+    p = actions.add_parser(
+        "discover",
+        help="which token WLCG discovery would use, and from where",
+        description="Show which token WLCG bearer token discovery finds (BEARER_TOKEN, "
+        "BEARER_TOKEN_FILE, ...), where from, and its subject, issuer and expiry.",
+    )
     p.set_defaults(func=discover_cmd)
 
-    p = actions.add_parser("inspect", help="header, claims, expiry and WLCG profile checks (no signature check)",
-                           description="Print a token's header, claims and scopes and check the WLCG profile, "
-                           "without checking the signature (see `token verify`).")
+    p = actions.add_parser(
+        "inspect",
+        help="header, claims, expiry and WLCG profile checks (no signature check)",
+        description="Print a token's header, claims and scopes and check the WLCG profile, "
+        "without checking the signature (see `token verify`).",
+    )
     p.add_argument("token", nargs="?", help="the token, '-' for stdin (default: discovered)")
     p.set_defaults(func=inspect_cmd)
 
-    p = actions.add_parser("verify", help="full validation against the issuer's live JWKS",
-                           description="Validate a token as a sidecar would: signature against the issuer's "
-                           "live JWKS, expiry, audience, WLCG profile and the scopes given with --scope.")
+    p = actions.add_parser(
+        "verify",
+        help="full validation against the issuer's live JWKS",
+        description="Validate a token as a sidecar would: signature against the issuer's "
+        "live JWKS, expiry, audience, WLCG profile and the scopes given with --scope.",
+    )
     p.add_argument("token", nargs="?", help="the token, '-' for stdin (default: discovered)")
     p.add_argument("--issuer", required=True, help="the trusted issuer (exact `iss`)")
     p.add_argument("--audience", action="append", help="accepted audience (repeatable)")
@@ -296,9 +327,12 @@ def add_parser(sub) -> None:
     p.add_argument("--no-wlcg", action="store_true", help="do not require the WLCG profile")
     p.set_defaults(func=verify_cmd)
 
-    p = actions.add_parser("exchange", help="RFC 8693 exchange for another audience and scope",
-                           description="Exchange a token (RFC 8693) at the issuer for one with another audience "
-                           "and scope, as the exchanging client.")
+    p = actions.add_parser(
+        "exchange",
+        help="RFC 8693 exchange for another audience and scope",
+        description="Exchange a token (RFC 8693) at the issuer for one with another audience "
+        "and scope, as the exchanging client.",
+    )
     p.add_argument("token", nargs="?", help="the subject token, '-' for stdin (default: discovered)")
     p.add_argument("--issuer", required=True)
     p.add_argument("--client-id", required=True, help="the exchanging (actor) client")
@@ -309,13 +343,19 @@ def add_parser(sub) -> None:
     p.add_argument("--output", help="write the token to this file (mode 0600) instead of stdout")
     p.set_defaults(func=exchange_cmd)
 
-    p = actions.add_parser("login", help="device-flow login; writes the identity Secret a pod names for the gateway",
-                           description="Log in with the device flow and write the Kubernetes Secret holding your "
-                           "token, which pods name so that the gateway runs them under your identity.")
+    p = actions.add_parser(
+        "login",
+        help="device-flow login; writes the identity Secret a pod names for the gateway",
+        description="Log in with the device flow and write the Kubernetes Secret holding your "
+        "token, which pods name so that the gateway runs them under your identity.",
+    )
     p.add_argument("--issuer", required=True)
     p.add_argument("--client-id", default="cli", help="the public client for device flow (default: cli)")
-    p.add_argument("--scope", default="compute.create compute.read compute.cancel wlcg.groups offline_access",
-                   help="space-separated scopes (offline_access: pods may start later and run long)")
+    p.add_argument(
+        "--scope",
+        default="compute.create compute.read compute.cancel wlcg.groups offline_access",
+        help="space-separated scopes (offline_access: pods may start later and run long)",
+    )
     p.add_argument("--ca-file")
     p.add_argument("--namespace", required=True, help="the namespace of the pods that will use it")
     p.add_argument("--secret-name", default="interlink-identity")
@@ -323,9 +363,12 @@ def add_parser(sub) -> None:
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the approval")
     p.set_defaults(func=login_cmd)
 
-    p = actions.add_parser("whoami", help="how a site maps this token: identity, account, operations",
-                           description="Ask a site's sidecar how it maps this token: the identity, the local "
-                           "account its jobs run as, and which operations it may do.")
+    p = actions.add_parser(
+        "whoami",
+        help="how a site maps this token: identity, account, operations",
+        description="Ask a site's sidecar how it maps this token: the identity, the local "
+        "account its jobs run as, and which operations it may do.",
+    )
     p.add_argument("token", nargs="?", help="the token, '-' for stdin (default: discovered)")
     p.add_argument("--site", required=True, help="the sidecar: unix:///path.sock or http://host:port")
     p.set_defaults(func=whoami_cmd)

@@ -34,26 +34,33 @@ class UserConfig(Strict):
 
 class ClientMatch(Strict):
     type: Literal["ANY", "BY_ID", "BY_SCOPE"] = Field(
-        "ANY", description="`ANY` client; `BY_ID`: the client whose id is `match`; `BY_SCOPE`: clients that may "
-        "ask for scope `match`. More specific matches rank higher (ANY < BY_SCOPE < BY_ID)")
+        "ANY",
+        description="`ANY` client; `BY_ID`: the client whose id is `match`; `BY_SCOPE`: clients that may "
+        "ask for scope `match`. More specific matches rank higher (ANY < BY_SCOPE < BY_ID)",
+    )
     match: str = Field("", description="a client id (BY_ID) or a scope (BY_SCOPE); unused for ANY")
 
 
 class ScopePolicy(Strict):
     rule: Literal["PERMIT", "DENY"] = Field(
-        "PERMIT", description="permit or deny the scopes it matches (a matching DENY wins)")
+        "PERMIT", description="permit or deny the scopes it matches (a matching DENY wins)"
+    )
     type: Literal["EQ", "REGEXP", "PATH"] = Field(
-        "EQ", description="`EQ`: the scope equals `match`; `REGEXP`: `match` matches the whole scope; `PATH`: "
-        "`match` covers the scope (same name, the same path or one below it)")
+        "EQ",
+        description="`EQ`: the scope equals `match`; `REGEXP`: `match` matches the whole scope; `PATH`: "
+        "`match` covers the scope (same name, the same path or one below it)",
+    )
     match: str = Field(description="the scope, regular expression or path scope compared with each requested scope")
 
 
 class ExchangePolicy(Strict):
     description: str = Field("", description="name of the policy in refusals")
     rule: Literal["PERMIT", "DENY"] = Field(
-        "PERMIT", description="permit or deny the exchanges it applies to (DENY wins among equally specific policies)")
+        "PERMIT", description="permit or deny the exchanges it applies to (DENY wins among equally specific policies)"
+    )
     origin: ClientMatch = Field(
-        ClientMatch(), description="the client the subject token was issued to (its `client_id`)")
+        ClientMatch(), description="the client the subject token was issued to (its `client_id`)"
+    )
     destination: ClientMatch = Field(ClientMatch(), description="the client asking for the exchange")
     scopes: list[ScopePolicy] = Field(
         default_factory=list,
@@ -65,36 +72,44 @@ class TLSConfig(Strict):
     enabled: bool = Field(False, description="serve HTTPS (the default issuer URL becomes https://)")
     cert_file: str | None = Field(None, description="server certificate; generated with a local CA if absent")
     key_file: str | None = Field(
-        None, description="its private key; both are generated into state_dir unless both are set")
+        None, description="its private key; both are generated into state_dir unless both are set"
+    )
 
 
 class IdPConfig(Strict):
     issuer: str | None = Field(None, description="defaults to http(s)://host:port/ (trailing slash, like IAM)")
     host: str = Field(
-        "127.0.0.1", description="address to listen on; also in the default issuer and the generated certificate")
+        "127.0.0.1", description="address to listen on; also in the default issuer and the generated certificate"
+    )
     port: int = Field(8480, description="TCP port to listen on (`--port` overrides it)")
     state_dir: str = Field(
-        ".devidp", description="signing keys, the generated admin token and TLS files; may name environment "
-        "variables (unset: an error); relative to the config file")
+        ".devidp",
+        description="signing keys, the generated admin token and TLS files; may name environment "
+        "variables (unset: an error); relative to the config file",
+    )
     tls: TLSConfig = Field(TLSConfig(), description="HTTPS; plain HTTP when not enabled")
     admin_token: str | None = Field(None, description="bearer token for /admin endpoints")
     access_token_lifetime: int = Field(3600, ge=1, description="seconds an access token is valid")
     refresh_token_lifetime: int = Field(
-        30 * 24 * 3600, ge=1, description="seconds a refresh token is valid (issued only with offline_access)")
+        30 * 24 * 3600, ge=1, description="seconds a refresh token is valid (issued only with offline_access)"
+    )
     device_code_lifetime: int = Field(
-        600, ge=1, description="seconds a device code is valid (announced as the device endpoint's `expires_in`)")
+        600, ge=1, description="seconds a device code is valid (announced as the device endpoint's `expires_in`)"
+    )
     device_poll_interval: int = Field(
-        1, ge=0, description="seconds a device should wait between polls (announced as `interval`)")
+        1, ge=0, description="seconds a device should wait between polls (announced as `interval`)"
+    )
     rotate_refresh_tokens: bool = Field(
-        True, description="a used refresh token is revoked (the answer carries a new one); false: reusable "
-        "until it expires")
+        True,
+        description="a used refresh token is revoked (the answer carries a new one); false: reusable until it expires",
+    )
     clients: dict[str, ClientConfig] = Field(default_factory=dict, description="OAuth clients, by client_id")
     users: dict[str, UserConfig] = Field(
-        default_factory=dict, description="users, by the name they give when approving a device code")
+        default_factory=dict, description="users, by the name they give when approving a device code"
+    )
     exchange_policies: list[ExchangePolicy] = Field(
         default_factory=lambda: [ExchangePolicy(description="Allow all exchanges")],
-        description="which client may exchange which tokens, for which scopes (as in IAM); "
-        "none applicable: refused",
+        description="which client may exchange which tokens, for which scopes (as in IAM); none applicable: refused",
     )
 
     def issuer_url(self) -> str:

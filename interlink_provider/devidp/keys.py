@@ -72,8 +72,13 @@ class KeyRing:
         header = jwt.get_unverified_header(token)
         for key in self.keys:
             if key["kid"] == header.get("kid"):
-                return jwt.decode(token, self._private(key).public_key(), algorithms=["RS256"], issuer=issuer,
-                                  options={"verify_aud": False})
+                return jwt.decode(
+                    token,
+                    self._private(key).public_key(),
+                    algorithms=["RS256"],
+                    issuer=issuer,
+                    options={"verify_aud": False},
+                )
         raise jwt.InvalidKeyError(f"unknown kid {header.get('kid')!r}")
 
 

@@ -41,8 +41,7 @@ def decide(
 ) -> str | None:
     """None when the exchange is allowed, else the reason it is not."""
     applicable = [
-        p for p in policies
-        if _client_matches(p.origin, *origin) and _client_matches(p.destination, *destination)
+        p for p in policies if _client_matches(p.origin, *origin) and _client_matches(p.destination, *destination)
     ]
     if not applicable:
         return "no exchange policy applies"

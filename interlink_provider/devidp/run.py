@@ -33,13 +33,18 @@ def server_ssl(config: IdPConfig) -> tuple[ssl.SSLContext | None, Path | None]:
     return context, ca
 
 
+def prepare_state(config: IdPConfig) -> None:
+    """The state directory (0700) and the admin token in it."""
+    Path(config.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_admin_token(config)
+
+
 async def serve(config: IdPConfig, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    Path(config.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-    ensure_admin_token(config)
+    prepare_state(config)
     idp = DevIdP(config)
     context, ca = server_ssl(config)
     runner = web.AppRunner(make_app(idp), access_log=None)

@@ -23,7 +23,6 @@ from typing import Any
 
 import jwt
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from authlib.common.security import generate_token
 from authlib.oauth2 import AuthorizationServer, OAuth2Error
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Payload, OAuth2Request, TokenMixin, grants
@@ -35,6 +34,7 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc6749.util import list_to_scope, scope_to_list
 from authlib.oauth2.rfc6750.errors import InvalidTokenError
 from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint, DeviceCodeGrant, DeviceCredentialDict
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from interlink_provider.auth.scopes import Scope
 
@@ -43,8 +43,9 @@ from .config import ClientConfig, IdPConfig
 from .keys import KeyRing, new_jti
 
 # The development IdP's own metric (not charted: a real site runs IAM, with its own metrics).
-ISSUED = Counter("ilp_devidp_token_responses_total", "Token endpoint answers, by grant and outcome",
-                 ["grant", "outcome"])
+ISSUED = Counter(
+    "ilp_devidp_token_responses_total", "Token endpoint answers, by grant and outcome", ["grant", "outcome"]
+)
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,9 @@ class DeviceEndpoint(DeviceAuthorizationEndpoint):
 
     def save_device_credential(self, client_id: str, scope: str, data: dict[str, Any]) -> None:
         self.server.device_codes[data["device_code"]] = DeviceCredentialDict(
-            client_id=client_id, scope=scope, user_code=data["user_code"],
+            client_id=client_id,
+            scope=scope,
+            user_code=data["user_code"],
             expires_at=time.time() + self.server.config.device_code_lifetime,
         )
 
@@ -363,10 +366,17 @@ class DevIdP(AuthorizationServer):
         kept_scope = origin.scope if origin is not None else " ".join(scopes)
         if include_refresh_token and "offline_access" in kept_scope.split():
             refresh = generate_token(48)
-            kept = origin.principal if origin is not None else \
-                Principal(principal.sub, principal.groups, principal.act, audience)
+            kept = (
+                origin.principal
+                if origin is not None
+                else Principal(principal.sub, principal.groups, principal.act, audience)
+            )
             self.refresh_tokens[refresh] = RefreshRecord(
-                refresh, client.client_id, kept, kept_scope, time.time() + self.config.refresh_token_lifetime,
+                refresh,
+                client.client_id,
+                kept,
+                kept_scope,
+                time.time() + self.config.refresh_token_lifetime,
             )
             token["refresh_token"] = refresh
         return token
@@ -438,10 +448,14 @@ def make_app(idp: DevIdP) -> web.Application:
 
     async def device_page(request: web.Request) -> web.Response:
         code = html.escape(request.query.get("user_code", ""))
-        return web.Response(content_type="text/html", text=(
-            "<form method=post><p>Code <input name=user_code value='" + code + "'></p>"
-            "<p>User <input name=username> Password <input name=password type=password></p>"
-            "<button>Approve</button></form>"))
+        return web.Response(
+            content_type="text/html",
+            text=(
+                "<form method=post><p>Code <input name=user_code value='" + code + "'></p>"
+                "<p>User <input name=username> Password <input name=password type=password></p>"
+                "<button>Approve</button></form>"
+            ),
+        )
 
     async def device_approve(request: web.Request) -> web.Response:
         form = await request.post()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,7 +24,7 @@ class GatewayListen(Strict):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted request (bytes)")
 
     @model_validator(mode="after")
-    def _one_address(self) -> "GatewayListen":
+    def _one_address(self) -> GatewayListen:
         if not self.socket and not (self.host and self.port):
             raise ValueError("listen needs `socket`, or `host` and `port`")
         return self
@@ -32,8 +33,10 @@ class GatewayListen(Strict):
 class SiteLink(Strict):
     """One site's sidecar, as the gateway reaches it."""
 
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
-                      description="the site's name (a DNS label): what a pod's site annotation names")
+    name: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="the site's name (a DNS label): what a pod's site annotation names",
+    )
     target: str = Field(description="host:port of the sidecar's gRPC API")
     ca_file: str | None = Field(None, description="CA of the sidecar's TLS certificate (default: system CAs)")
     cert_file: str | None = Field(None, description="client certificate, for sites that require mTLS")
@@ -63,11 +66,13 @@ class Identities(Strict):
 
     default: IdentityMode = Field("service", description="`service`: the gateway's own; `user`: the pod owner's")
     namespaces: dict[str, IdentityMode] = Field(default_factory=dict, description="per-namespace exceptions")
-    secret_annotation: str = Field("interlink.provider/identity-secret",
-                                   description="pod annotation naming the Secret with the user's token")
+    secret_annotation: str = Field(
+        "interlink.provider/identity-secret", description="pod annotation naming the Secret with the user's token"
+    )
     user_scopes: list[str] = Field(
         default_factory=lambda: ["compute.create", "compute.read", "compute.cancel", "wlcg.groups", "offline_access"],
-        description="asked when exchanging a user's token (groups: sites map users by them; offline_access: a grant)")
+        description="asked when exchanging a user's token (groups: sites map users by them; offline_access: a grant)",
+    )
     grants_file: str | None = Field(None, description="users' delegated refresh tokens (0600); memory only if unset")
     idle_days: float = Field(30, gt=0, description="a grant no pod has used for this long is dropped")
 
@@ -86,7 +91,7 @@ class GatewayConfig(Strict):
     heartbeat_seconds: int = Field(5, ge=1, le=300, description="WatchStatus heartbeats; 3 missed: the site is down")
 
     @model_validator(mode="after")
-    def _unique_sites(self) -> "GatewayConfig":
+    def _unique_sites(self) -> GatewayConfig:
         names = [s.name for s in self.sites]
         if len(set(names)) != len(names):
             raise ValueError("site names must be unique")
@@ -116,5 +121,6 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> G
     config.identities.grants_file = resolve("identities.grants_file", config.identities.grants_file)
     for index, site in enumerate(config.sites):
         site.ca_file, site.cert_file, site.key_file = (
-            resolve(f"sites[{index}].{name}", getattr(site, name)) for name in ("ca_file", "cert_file", "key_file"))
+            resolve(f"sites[{index}].{name}", getattr(site, name)) for name in ("ca_file", "cert_file", "key_file")
+        )
     return config

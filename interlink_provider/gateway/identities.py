@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +76,9 @@ def _secret_values(secret: dict[str, Any], source: str) -> dict[str, str]:
         try:
             values[key] = base64.b64decode(str(encoded), validate=True).decode("utf-8").strip()
         except (binascii.Error, UnicodeDecodeError) as exc:
-            raise IdentityProblem(422, f"Secret {source}: key {key!r} is not base64 UTF-8 text",
-                                  "IdentitySecretInvalid") from exc
+            raise IdentityProblem(
+                422, f"Secret {source}: key {key!r} is not base64 UTF-8 text", "IdentitySecretInvalid"
+            ) from exc
     for key, text in (secret.get("stringData") or {}).items():
         values[key] = str(text).strip()
     return values
@@ -91,19 +92,27 @@ def take_identity(request: dict[str, Any], secret_name: str) -> UserCredential:
     secrets = request.get("secrets") or []
     mine = [s for s in secrets if (s.get("metadata") or {}).get("name") == secret_name]
     if not mine:
-        raise IdentityProblem(422, f"identity Secret {source} was not sent with the pod: reference it in a "
-                                   f"volume (`secret: {{secretName: {secret_name}}}`) so the Virtual Kubelet sends it",
-                              "IdentityMissing")
+        raise IdentityProblem(
+            422,
+            f"identity Secret {source} was not sent with the pod: reference it in a "
+            f"volume (`secret: {{secretName: {secret_name}}}`) so the Virtual Kubelet sends it",
+            "IdentityMissing",
+        )
     request["secrets"] = [s for s in secrets if s not in mine]
     _strip_uses(request, secret_name)
     values = _secret_values(mine[0], source)
     credential = UserCredential(source, *(values.get(key) or None for key in SECRET_KEYS))
     if not credential.access_token and not credential.refresh_token:
-        raise IdentityProblem(422, f"identity Secret {source} has neither `access_token` nor `refresh_token`",
-                              "IdentitySecretInvalid")
+        raise IdentityProblem(
+            422, f"identity Secret {source} has neither `access_token` nor `refresh_token`", "IdentitySecretInvalid"
+        )
     if credential.refresh_token and not credential.access_token and not credential.client_id:
-        raise IdentityProblem(422, f"identity Secret {source}: a `refresh_token` needs the `client_id` it was "
-                                   "issued to (`interlink-provider token login` writes both)", "IdentitySecretInvalid")
+        raise IdentityProblem(
+            422,
+            f"identity Secret {source}: a `refresh_token` needs the `client_id` it was "
+            "issued to (`interlink-provider token login` writes both)",
+            "IdentitySecretInvalid",
+        )
     return credential
 
 
@@ -114,20 +123,26 @@ def _strip_uses(request: dict[str, Any], secret_name: str) -> None:
     kept = []
     for volume in spec.get("volumes") or []:
         if (volume.get("secret") or {}).get("secretName") == secret_name or any(
-                (source.get("secret") or {}).get("name") == secret_name
-                for source in (volume.get("projected") or {}).get("sources") or []):
+            (source.get("secret") or {}).get("name") == secret_name
+            for source in (volume.get("projected") or {}).get("sources") or []
+        ):
             removed.add(volume.get("name", ""))
         else:
             kept.append(volume)
     spec["volumes"] = kept
-    request["projectedvolumesmaps"] = [m for m in request.get("projectedvolumesmaps") or []
-                                       if (m.get("metadata") or {}).get("name") not in removed]
+    request["projectedvolumesmaps"] = [
+        m for m in request.get("projectedvolumesmaps") or [] if (m.get("metadata") or {}).get("name") not in removed
+    ]
     for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
         container["volumeMounts"] = [m for m in container.get("volumeMounts") or [] if m.get("name") not in removed]
-        container["env"] = [e for e in container.get("env") or []
-                            if ((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name") != secret_name]
-        container["envFrom"] = [e for e in container.get("envFrom") or []
-                                if (e.get("secretRef") or {}).get("name") != secret_name]
+        container["env"] = [
+            e
+            for e in container.get("env") or []
+            if ((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name") != secret_name
+        ]
+        container["envFrom"] = [
+            e for e in container.get("envFrom") or [] if (e.get("secretRef") or {}).get("name") != secret_name
+        ]
 
 
 # ---------------------------------------------------------------------- grants
@@ -158,14 +173,18 @@ class UserGrants:
         if self.path is None or not self.path.exists():
             return
         data = json.loads(self.path.read_text())
-        self.grants = {k: Grant(v["subject"], v.get("refresh_token"), v.get("last_used", time.time()))
-                       for k, v in data.get("grants", {}).items()}
+        self.grants = {
+            k: Grant(v["subject"], v.get("refresh_token"), v.get("last_used", time.time()))
+            for k, v in data.get("grants", {}).items()
+        }
         self.pods = {uid: key for uid, key in data.get("pods", {}).items() if key in self.grants}
 
     def _save(self) -> None:
         if self.path is None:
             return
-        grants = {k: {key: value for key, value in asdict(g).items() if key != "access"} for k, g in self.grants.items()}
+        grants = {
+            k: {key: value for key, value in asdict(g).items() if key != "access"} for k, g in self.grants.items()
+        }
         write_private(self.path, json.dumps({"grants": grants, "pods": self.pods}))
 
     def runs_as_user(self, uid: str) -> bool:
@@ -198,8 +217,11 @@ class UserGrants:
 
     async def _delegate(self, credential: UserCredential) -> Grant:
         if credential.issuer and credential.issuer.rstrip("/") != self.client.issuer.rstrip("/"):
-            raise IdentityProblem(403, f"identity Secret {credential.source} is from {credential.issuer}; this "
-                                       f"gateway exchanges tokens of {self.client.issuer} only")
+            raise IdentityProblem(
+                403,
+                f"identity Secret {credential.source} is from {credential.issuer}; this "
+                f"gateway exchanges tokens of {self.client.issuer} only",
+            )
         subject_token = credential.access_token
         if credential.refresh_token:
             subject_token = await self._redeem(credential)
@@ -208,8 +230,11 @@ class UserGrants:
         try:
             token = await self.client.exchange(subject_token, None, self.scope)
         except errors.AuthError as exc:
-            raise IdentityProblem(403, f"the IdP refused to let the gateway act for the owner of "
-                                       f"{credential.source}: {exc.message}", "TokenExchangeRefused") from exc
+            raise IdentityProblem(
+                403,
+                f"the IdP refused to let the gateway act for the owner of {credential.source}: {exc.message}",
+                "TokenExchangeRefused",
+            ) from exc
         return Grant(str(_claims(token.access_token).get("sub", "?")), token.refresh_token)
 
     async def _redeem(self, credential: UserCredential) -> str:
@@ -220,9 +245,12 @@ class UserGrants:
         except errors.AuthError as exc:
             if credential.access_token:
                 return credential.access_token
-            raise IdentityProblem(403, f"the refresh token in {credential.source} was refused (expired or "
-                                       f"revoked? run `interlink-provider token login` again): {exc.message}",
-                                  "TokenExpired") from exc
+            raise IdentityProblem(
+                403,
+                f"the refresh token in {credential.source} was refused (expired or "
+                f"revoked? run `interlink-provider token login` again): {exc.message}",
+                "TokenExpired",
+            ) from exc
         finally:
             await user_client.close()
 
@@ -230,23 +258,31 @@ class UserGrants:
         async with self._locks.setdefault(key, asyncio.Lock()):
             grant = self.grants.get(key)
             if grant is None:
-                raise IdentityProblem(403, "the owner's grant is gone (refused earlier); recreate the pod",
-                                      "TokenExpired")
+                raise IdentityProblem(
+                    403, "the owner's grant is gone (refused earlier); recreate the pod", "TokenExpired"
+                )
             grant.last_used = time.time()
             cached = grant.access.get(audience)
             if cached is not None and cached.valid_for(RENEW_MARGIN):
                 return cached.access_token
             if not grant.refresh_token:
-                raise IdentityProblem(403, f"the IdP gave no refresh token for {grant.subject} (offline_access "
-                                           "refused?): the pod cannot be acted on past its first token")
+                raise IdentityProblem(
+                    403,
+                    f"the IdP gave no refresh token for {grant.subject} (offline_access "
+                    "refused?): the pod cannot be acted on past its first token",
+                )
             try:
                 token = await self.client.refresh(grant.refresh_token, audience=audience)
             except errors.ExchangeRefused as exc:
                 self.grants.pop(key, None)
                 self._save()
-                raise IdentityProblem(403, f"the refresh token for identity {grant.subject} was refused "
-                                           f"(expired or revoked): {exc.message}; log in again and recreate "
-                                           "the pod", "TokenExpired") from exc
+                raise IdentityProblem(
+                    403,
+                    f"the refresh token for identity {grant.subject} was refused "
+                    f"(expired or revoked): {exc.message}; log in again and recreate "
+                    "the pod",
+                    "TokenExpired",
+                ) from exc
             if token.refresh_token != grant.refresh_token:
                 grant.refresh_token = token.refresh_token
                 self._save()  # a rotated refresh token must survive a restart
@@ -272,6 +308,10 @@ def _refuse_expired(token: str, source: str) -> None:
     expires = _claims(token).get("exp")
     if isinstance(expires, (int, float)) and expires <= time.time():
         ago = int(time.time() - expires)
-        when = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        raise IdentityProblem(403, f"the token in identity Secret {source} expired at {when} ({ago} s ago): "
-                                   "run `interlink-provider token login` again and update the Secret", "TokenExpired")
+        when = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise IdentityProblem(
+            403,
+            f"the token in identity Secret {source} expired at {when} ({ago} s ago): "
+            "run `interlink-provider token login` again and update the Secret",
+            "TokenExpired",
+        )

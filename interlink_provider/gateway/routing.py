@@ -25,15 +25,15 @@ class SiteState:
     free_pods: int
 
 
-def choose_site(pod: dict[str, Any], sites: list[SiteLink], states: dict[str, SiteState],
-                annotation: str) -> SiteLink:
+def choose_site(pod: dict[str, Any], sites: list[SiteLink], states: dict[str, SiteState], annotation: str) -> SiteLink:
     named = ((pod.get("metadata") or {}).get("annotations") or {}).get(annotation)
     if named:
         for site in sites:
             if site.name == named:
                 return site
-        raise NoSite(f"annotation {annotation}={named!r} names no site of this gateway "
-                     f"({', '.join(s.name for s in sites)})")
+        raise NoSite(
+            f"annotation {annotation}={named!r} names no site of this gateway ({', '.join(s.name for s in sites)})"
+        )
     selector = (pod.get("spec") or {}).get("nodeSelector") or {}
     ours = {key: value for key, value in selector.items() if any(key in s.labels for s in sites)}
     candidates = [s for s in sites if all(s.labels.get(k) == v for k, v in ours.items())]
@@ -42,5 +42,7 @@ def choose_site(pod: dict[str, Any], sites: list[SiteLink], states: dict[str, Si
         raise NoSite(f"no site has the labels the pod's nodeSelector asks for ({wanted})")
     order = {site.name: index for index, site in enumerate(sites)}
     unknown = SiteState(up=False, free_pods=0)
-    return min(candidates, key=lambda s: (not states.get(s.name, unknown).up,
-                                          -states.get(s.name, unknown).free_pods, order[s.name]))
+    return min(
+        candidates,
+        key=lambda s: (not states.get(s.name, unknown).up, -states.get(s.name, unknown).free_pods, order[s.name]),
+    )

@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from interlink_provider import logsetup, sdnotify
-from interlink_provider.listeners import CannotListen, opening
+from interlink_provider.listeners import CannotListen, opening, unix_site
 
 from ..auth.errors import AuthError
 from ..pods.k8s import Pod
@@ -48,9 +46,14 @@ from .sites import ServiceTokens, Site
 
 log = logging.getLogger(__name__)
 GATEWAY_KEY = web.AppKey("gateway", "Gateway")
-_HTTP_OF = {grpc.StatusCode.INVALID_ARGUMENT: 422, grpc.StatusCode.NOT_FOUND: 404,
-            grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.UNAUTHENTICATED: 502,
-            grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504}
+_HTTP_OF = {
+    grpc.StatusCode.INVALID_ARGUMENT: 422,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 502,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
 _REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 _OPERATIONS = {"/create": "create", "/delete": "delete", "/status": "status", "/getLogs": "logs"}
 PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
@@ -94,9 +97,13 @@ class Gateway:
             return await site.metadata()
         secret_name = annotations.get(policy.secret_annotation)
         if not secret_name:
-            raise IdentityProblem(422, f"pods of namespace {namespace} run under their owner's identity: annotate "
-                                       f"the pod with {policy.secret_annotation} naming the Secret with your token "
-                                       "(`interlink-provider token login` writes one)", "IdentityMissing")
+            raise IdentityProblem(
+                422,
+                f"pods of namespace {namespace} run under their owner's identity: annotate "
+                f"the pod with {policy.secret_annotation} naming the Secret with your token "
+                "(`interlink-provider token login` writes one)",
+                "IdentityMissing",
+            )
         credential = take_identity(request, secret_name)
         return bearer(await self.grants.enroll(metadata.get("uid", ""), credential, site.link.audience))
 
@@ -169,18 +176,33 @@ async def create(request: web.Request) -> web.Response:
     metadata = await gateway.create_metadata(body, site)  # may take the identity Secret out of `body`
     retrieved = from_create_request(body)
     try:
-        answer = await site.stub.CreatePod(pb.CreatePodRequest(pod_json=json.dumps(retrieved).encode()),
-                                           metadata=(*metadata, *carried(request)), timeout=120)
+        answer = await site.stub.CreatePod(
+            pb.CreatePodRequest(pod_json=json.dumps(retrieved).encode()),
+            metadata=(*metadata, *carried(request)),
+            timeout=120,
+        )
     except grpc.aio.AioRpcError as exc:
         if exc.code() in _REFUSALS:  # surely not created (unlike a lost answer): no grant to keep
             gateway.grants.forget(uid)
         raise
-    log.info("pod %s/%s -> site %s (job %s)", body["pod"]["metadata"].get("namespace"),
-             body["pod"]["metadata"].get("name"), site.name, answer.job_id or "staging")
+    log.info(
+        "pod %s/%s -> site %s (job %s)",
+        body["pod"]["metadata"].get("namespace"),
+        body["pod"]["metadata"].get("name"),
+        site.name,
+        answer.job_id or "staging",
+    )
     # The pod is the site's now: remember where it went until its status arrives.
-    site.pods.setdefault(answer.uid, pb.PodStatus(uid=answer.uid, job_id=answer.job_id, phase="Pending",
-                                                  name=body["pod"]["metadata"].get("name", ""),
-                                                  namespace=body["pod"]["metadata"].get("namespace", "")))
+    site.pods.setdefault(
+        answer.uid,
+        pb.PodStatus(
+            uid=answer.uid,
+            job_id=answer.job_id,
+            phase="Pending",
+            name=body["pod"]["metadata"].get("name", ""),
+            namespace=body["pod"]["metadata"].get("namespace", ""),
+        ),
+    )
     return web.json_response(CreateStruct(PodUID=answer.uid, PodJID=answer.job_id).model_dump())
 
 
@@ -221,9 +243,16 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
     if site is None:
         return _text(404, f"pod {query.PodUID} is not known to any site")
     opts = query.Opts
-    ask = pb.GetLogsRequest(uid=query.PodUID, container=query.ContainerName, tail_lines=opts.Tail,
-                            limit_bytes=opts.Bytes, since_seconds=opts.SinceSeconds, timestamps=opts.Timestamps,
-                            follow=opts.Follow, previous=opts.Previous)
+    ask = pb.GetLogsRequest(
+        uid=query.PodUID,
+        container=query.ContainerName,
+        tail_lines=opts.Tail,
+        limit_bytes=opts.Bytes,
+        since_seconds=opts.SinceSeconds,
+        timestamps=opts.Timestamps,
+        follow=opts.Follow,
+        previous=opts.Previous,
+    )
     if opts.SinceTime is not None:
         ask.since_time.FromDatetime(opts.SinceTime)
     stream = site.stub.GetLogs(ask, metadata=(*await gateway.metadata_for(site, query.PodUID), *carried(request)))
@@ -261,14 +290,18 @@ def aggregate(nodes: list[pb.NodeInfo]) -> PingResponse:
         for accelerator in node.accelerators:
             gpus[accelerator.resource_type] = gpus.get(accelerator.resource_type, 0) + accelerator.available
     taints = {(t.key, t.value, t.effect) for n in nodes for t in n.taints}
-    return PingResponse.model_validate({
-        "status": "ok",
-        "resources": {"cpu": f"{cpu // 1000}" if cpu % 1000 == 0 else f"{cpu}m",
-                      "memory": f"{memory // (1024 * 1024)}Mi", "pods": str(pods),
-                      "accelerators": [{"resourceType": k, "available": str(v)} for k, v in sorted(gpus.items())]
-                      or None},
-        "taints": [{"key": k, "value": v or None, "effect": e} for k, v, e in sorted(taints)] or None,
-    })
+    return PingResponse.model_validate(
+        {
+            "status": "ok",
+            "resources": {
+                "cpu": f"{cpu // 1000}" if cpu % 1000 == 0 else f"{cpu}m",
+                "memory": f"{memory // (1024 * 1024)}Mi",
+                "pods": str(pods),
+                "accelerators": [{"resourceType": k, "available": str(v)} for k, v in sorted(gpus.items())] or None,
+            },
+            "taints": [{"key": k, "value": v or None, "effect": e} for k, v, e in sorted(taints)] or None,
+        }
+    )
 
 
 async def update_cache(request: web.Request) -> web.Response:
@@ -294,9 +327,16 @@ async def healthz(request: web.Request) -> web.Response:
 def make_app(gateway: Gateway) -> web.Application:
     app = web.Application(client_max_size=gateway.config.listen.max_body_bytes, middlewares=[observed, errors])
     app[GATEWAY_KEY] = gateway
-    for path, handler in (("/create", create), ("/delete", delete), ("/status", status), ("/getLogs", get_logs),
-                          ("/pinglink", pinglink), ("/updateCache", update_cache), ("/healthz", healthz),
-                          ("/metrics", metrics)):
+    for path, handler in (
+        ("/create", create),
+        ("/delete", delete),
+        ("/status", status),
+        ("/getLogs", get_logs),
+        ("/pinglink", pinglink),
+        ("/updateCache", update_cache),
+        ("/healthz", healthz),
+        ("/metrics", metrics),
+    ):
         app.router.add_route("*", path, handler)
     return app
 
@@ -313,9 +353,7 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> Non
     try:
         with opening():
             if config.listen.socket:
-                Path(config.listen.socket).unlink(missing_ok=True)
-                await web.UnixSite(runner, config.listen.socket).start()
-                os.chmod(config.listen.socket, 0o660)
+                await unix_site(runner, config.listen.socket, 0o660)
             if config.listen.host and config.listen.port:
                 await web.TCPSite(runner, config.listen.host, config.listen.port).start()
         log.info("gateway serving the interLink API for sites %s", ", ".join(gateway.sites))

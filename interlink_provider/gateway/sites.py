@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
 from pathlib import Path
 
 import grpc
@@ -86,7 +85,7 @@ class Site:
             opened = True
             try:
                 await self._follow()
-            except (grpc.aio.AioRpcError, asyncio.TimeoutError, AuthError, OSError) as exc:
+            except (TimeoutError, grpc.aio.AioRpcError, AuthError, OSError) as exc:
                 self._down(_describe(exc))
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
@@ -94,8 +93,9 @@ class Site:
                 backoff = 1.0
 
     async def _follow(self) -> None:
-        request = pb.WatchStatusRequest(epoch=self.epoch, since_revision=self.revision,
-                                        heartbeat_seconds=self.heartbeat)
+        request = pb.WatchStatusRequest(
+            epoch=self.epoch, since_revision=self.revision, heartbeat_seconds=self.heartbeat
+        )
         stream = self.stub.WatchStatus(request, metadata=await self.metadata())
         try:
             await self._ping()
@@ -153,5 +153,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, AuthError):
         return f"no token for the site: {exc.message}"
     return str(exc) or type(exc).__name__
-
-

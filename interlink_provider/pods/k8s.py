@@ -237,9 +237,7 @@ class VolumeProjection(K8sModel):
     config_map: ConfigMapVolumeSource | None = Field(None, alias="configMap")
     secret: ConfigMapVolumeSource | None = None  # same shape: name + items
     downward_api: DownwardAPIVolumeSource | None = Field(None, alias="downwardAPI")
-    service_account_token: ServiceAccountTokenProjection | None = Field(
-        None, alias="serviceAccountToken"
-    )
+    service_account_token: ServiceAccountTokenProjection | None = Field(None, alias="serviceAccountToken")
 
 
 class ProjectedVolumeSource(K8sModel):
@@ -298,12 +296,8 @@ class PodSpec(K8sModel):
     containers: NullableList[Container] = []
     init_containers: NullableList[Container] = Field([], alias="initContainers")
     volumes: NullableList[Volume] = []
-    restart_policy: Literal["Always", "OnFailure", "Never", ""] = Field(
-        "Always", alias="restartPolicy"
-    )
-    termination_grace_period_seconds: int | None = Field(
-        None, alias="terminationGracePeriodSeconds", ge=0
-    )
+    restart_policy: Literal["Always", "OnFailure", "Never", ""] = Field("Always", alias="restartPolicy")
+    termination_grace_period_seconds: int | None = Field(None, alias="terminationGracePeriodSeconds", ge=0)
     active_deadline_seconds: int | None = Field(None, alias="activeDeadlineSeconds", ge=1)
     node_name: str = Field("", alias="nodeName")
     service_account_name: str = Field("", alias="serviceAccountName")
@@ -355,10 +349,7 @@ class Secret(K8sModel):
     def items_bytes(self) -> dict[str, bytes]:
         """Decoded secret data. The API server sends `data` base64-encoded; a
         hand-written manifest may use `stringData`, which wins as in Kubernetes."""
-        out = {
-            key: _b64decode(value, f"secret {self.metadata.name} key {key}")
-            for key, value in self.data.items()
-        }
+        out = {key: _b64decode(value, f"secret {self.metadata.name} key {key}") for key, value in self.data.items()}
         out.update({key: value.encode() for key, value in self.string_data.items()})
         return out
 

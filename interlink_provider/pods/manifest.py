@@ -77,9 +77,7 @@ def load(text: str, default_namespace: str = "default") -> Manifests:
         elif kind == "Job":
             spec = doc.get("spec") or {}
             template = spec.get("template") or {}
-            out.jobs.append(
-                JobTemplate(meta.get("name", "job"), namespace, template, int(spec.get("backoffLimit", 6)))
-            )
+            out.jobs.append(JobTemplate(meta.get("name", "job"), namespace, template, int(spec.get("backoffLimit", 6))))
         elif kind == "ConfigMap":
             out.config_maps[(namespace, meta.get("name", ""))] = doc
         elif kind == "Secret":
@@ -129,7 +127,16 @@ def _admit(pod: dict[str, Any], namespace: str, node_name: str) -> dict[str, Any
                     "sources": [
                         {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
                         {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+                        {
+                            "downwardAPI": {
+                                "items": [
+                                    {
+                                        "path": "namespace",
+                                        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                                    }
+                                ]
+                            }
+                        },
                     ],
                 },
             }
@@ -154,14 +161,18 @@ def _field_value(pod: dict[str, Any], path: str) -> str:
     }
     if path in values:
         return values[path]
-    for prefix, mapping in (("metadata.labels", meta.get("labels") or {}), ("metadata.annotations", meta.get("annotations") or {})):
+    for prefix, mapping in (
+        ("metadata.labels", meta.get("labels") or {}),
+        ("metadata.annotations", meta.get("annotations") or {}),
+    ):
         if path.startswith(prefix + "['") and path.endswith("']"):
             return str(mapping.get(path[len(prefix) + 2 : -2], ""))
     raise ManifestError(f"unsupported fieldRef {path!r}")
 
 
-def _lookup(objects: dict[tuple[str, str], dict[str, Any]], namespace: str, name: str, kind: str,
-            optional: bool) -> dict[str, Any] | None:
+def _lookup(
+    objects: dict[tuple[str, str], dict[str, Any]], namespace: str, name: str, kind: str, optional: bool
+) -> dict[str, Any] | None:
     found = objects.get((namespace, name))
     if found is None and not optional:
         raise ManifestError(f"{kind} {namespace}/{name} is referenced but not in the manifest")
@@ -234,7 +245,7 @@ def _projected_map(pod: dict[str, Any], volume: dict[str, Any], m: Manifests, ca
         elif "secret" in source:
             ref = source["secret"]
             secret = _lookup(m.secrets, namespace, ref["name"], "Secret", bool(ref.get("optional")))
-            keys = list(((secret or {}).get("data") or {}))
+            keys = list((secret or {}).get("data") or {})
             items = ref.get("items") or [{"key": k, "path": k} for k in keys]
             for item in items:
                 value = _secret_text(secret, item["key"]) if secret else None
@@ -305,5 +316,10 @@ def vk_create_request(
         if "secret" in volume:
             want("Secret", volume["secret"].get("secretName", ""), bool(volume["secret"].get("optional")))
     projected = {m["metadata"]["name"]: m for c in retrieved["container"] for m in c["projectedvolumemaps"]}
-    return {"pod": admitted, "configmaps": list(config_maps.values()), "secrets": list(secrets.values()),
-            "projectedvolumesmaps": list(projected.values()), "jobscriptURL": ""}
+    return {
+        "pod": admitted,
+        "configmaps": list(config_maps.values()),
+        "secrets": list(secrets.values()),
+        "projectedvolumesmaps": list(projected.values()),
+        "jobscriptURL": "",
+    }

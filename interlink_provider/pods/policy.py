@@ -40,25 +40,24 @@ class TranslationPolicy(BaseModel):
         description="job shapes by name; a pod picks one with the interlink.provider/flavor "
         "(or slurm-job.vk.io/flavor) annotation",
     )
-    default_flavor: str = Field("default", description="flavor of pods that name none; GPU pods "
-                                "first get gpu_flavor, else the first flavor with enough `gpus`")
-    gpu_flavor: str | None = Field(
-        None, description="flavor used for GPU pods without an explicit flavor annotation"
+    default_flavor: str = Field(
+        "default",
+        description="flavor of pods that name none; GPU pods "
+        "first get gpu_flavor, else the first flavor with enough `gpus`",
     )
+    gpu_flavor: str | None = Field(None, description="flavor used for GPU pods without an explicit flavor annotation")
     host_path_allow: list[str] = Field(
         default_factory=list,
         description="absolute host directories under which hostPath volumes may point",
     )
-    max_volume_bytes: int = Field(
-        16 * 1024 * 1024, ge=0, description="total size of configMap/secret/projected files"
-    )
+    max_volume_bytes: int = Field(16 * 1024 * 1024, ge=0, description="total size of configMap/secret/projected files")
     default_grace_seconds: int = Field(
         30, ge=0, description="seconds from TERM to KILL when a pod without terminationGracePeriodSeconds stops"
     )
     max_grace_seconds: int = Field(300, ge=0, description="cap on any pod's grace period (seconds)")
 
     @model_validator(mode="after")
-    def _flavors_exist(self) -> "TranslationPolicy":
+    def _flavors_exist(self) -> TranslationPolicy:
         if self.default_flavor not in self.flavors:
             raise ValueError(f"default_flavor {self.default_flavor!r} is not in flavors")
         if self.gpu_flavor is not None and self.gpu_flavor not in self.flavors:

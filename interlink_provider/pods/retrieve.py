@@ -14,15 +14,21 @@ from typing import Any
 Lookup = Callable[[str, bool], "dict[str, Any] | None"]  # (name, optional) -> object or None
 
 
-def retrieved_containers(pod: dict[str, Any], config_map: Lookup, secret: Lookup,
-                         projected: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def retrieved_containers(
+    pod: dict[str, Any], config_map: Lookup, secret: Lookup, projected: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
     """One RetrievedContainer (JSON) per init container, then per container."""
     spec = pod.get("spec") or {}
     volumes = {v["name"]: v for v in spec.get("volumes") or [] if isinstance(v, dict) and "name" in v}
     retrieved = []
     for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
-        entry: dict[str, Any] = {"name": container.get("name", ""), "configMaps": [], "secrets": [],
-                                 "projectedvolumemaps": [], "emptyDirs": None}
+        entry: dict[str, Any] = {
+            "name": container.get("name", ""),
+            "configMaps": [],
+            "secrets": [],
+            "projectedvolumemaps": [],
+            "emptyDirs": None,
+        }
         for mount in container.get("volumeMounts") or []:
             volume = volumes.get(mount.get("name"))
             if volume is None:
@@ -49,5 +55,9 @@ def from_create_request(request: dict[str, Any]) -> dict[str, Any]:
     config_maps, secrets = by_name(request.get("configmaps")), by_name(request.get("secrets"))
     projected = by_name(request.get("projectedvolumesmaps"))
     pod = request.get("pod") or {}
-    return {"pod": pod, "container": retrieved_containers(
-        pod, lambda name, _: config_maps.get(name), lambda name, _: secrets.get(name), projected)}
+    return {
+        "pod": pod,
+        "container": retrieved_containers(
+            pod, lambda name, _: config_maps.get(name), lambda name, _: secrets.get(name), projected
+        ),
+    }

@@ -53,7 +53,7 @@ class StageInput(BaseModel):
     adler32: str | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "StageInput":
+    def _one_source(self) -> StageInput:
         if (self.did is None) == (self.url is None):
             raise ValueError("give exactly one of `did` and `url`")
         if self.did is not None:
@@ -79,7 +79,7 @@ class StageOutput(BaseModel):
     lifetime: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
-    def _valid_names(self) -> "StageOutput":
+    def _valid_names(self) -> StageOutput:
         if self.scope is not None and not _SCOPE.match(self.scope):
             raise ValueError(f"scope {self.scope!r} is not a Rucio scope")
         if self.dataset is not None:
@@ -119,7 +119,10 @@ def _entries(annotations: dict[str, str], key: str) -> list:
 
 def parse_staging(annotations: dict[str, str]) -> StagingSpec:
     spec = {}
-    for key, model, attribute in ((INPUTS_ANNOTATION, StageInput, "inputs"), (OUTPUTS_ANNOTATION, StageOutput, "outputs")):
+    for key, model, attribute in (
+        (INPUTS_ANNOTATION, StageInput, "inputs"),
+        (OUTPUTS_ANNOTATION, StageOutput, "outputs"),
+    ):
         items = []
         for index, entry in enumerate(_entries(annotations, key)):
             field = f"metadata.annotations[{key}][{index}]"

@@ -111,7 +111,9 @@ def _with_staging(staging: StagingSpec, volumes, init_containers, containers):
     extra_mounts: list[MountSpec] = []
     for index, item in enumerate(staging.inputs):
         extra_volumes.append(VolumeSpec(name=StagingSpec.input_volume(index), kind="emptyDir"))
-        extra_mounts.append(MountSpec(StagingSpec.input_volume(index), mount_path(item.mount, "staging"), read_only=True))
+        extra_mounts.append(
+            MountSpec(StagingSpec.input_volume(index), mount_path(item.mount, "staging"), read_only=True)
+        )
     for index, item in enumerate(staging.outputs):
         extra_volumes.append(VolumeSpec(name=StagingSpec.output_volume(index), kind="emptyDir"))
         extra_mounts.append(MountSpec(StagingSpec.output_volume(index), mount_path(item.mount, "staging")))
@@ -120,8 +122,10 @@ def _with_staging(staging: StagingSpec, volumes, init_containers, containers):
         taken = {m.container_path for m in container.mounts}
         clash = [m.container_path for m in extra_mounts if m.container_path in taken]
         if clash:
-            raise PodRejected(f"container {container.name!r} already mounts {clash[0]}, where staged data goes",
-                              field="metadata.annotations")
+            raise PodRejected(
+                f"container {container.name!r} already mounts {clash[0]}, where staged data goes",
+                field="metadata.annotations",
+            )
         return dataclasses.replace(container, mounts=(*container.mounts, *extra_mounts))
 
     return (
@@ -177,12 +181,11 @@ def _container(
         )
     env = _env(container, where, pod, data, pod_env)
     variables = dict(env)
-    command = tuple(
-        no_nul(expand(arg, variables), f"{where}.command") for arg in container.command
-    )
+    command = tuple(no_nul(expand(arg, variables), f"{where}.command") for arg in container.command)
     args = tuple(no_nul(expand(arg, variables), f"{where}.args") for arg in container.args)
-    mounts = tuple(_mount(m, f"{where}.volumeMounts[{i}]", volume_names, variables)
-                   for i, m in enumerate(container.volume_mounts))
+    mounts = tuple(
+        _mount(m, f"{where}.volumeMounts[{i}]", volume_names, variables) for i, m in enumerate(container.volume_mounts)
+    )
     _distinct_mount_paths(mounts, where)
     if is_init:
         restart = "Never" if pod_policy == "Never" else "OnFailure"
@@ -199,12 +202,8 @@ def _container(
         mounts=mounts,
         is_init=is_init,
         restart_policy=restart,  # type: ignore[arg-type]
-        post_start=_handler(lifecycle.post_start, container, f"{where}.lifecycle.postStart")
-        if lifecycle
-        else None,
-        pre_stop=_handler(lifecycle.pre_stop, container, f"{where}.lifecycle.preStop")
-        if lifecycle
-        else None,
+        post_start=_handler(lifecycle.post_start, container, f"{where}.lifecycle.postStart") if lifecycle else None,
+        pre_stop=_handler(lifecycle.pre_stop, container, f"{where}.lifecycle.preStop") if lifecycle else None,
         startup_probe=None if is_init else _probe(container.startup_probe, container, where),
         liveness_probe=None if is_init else _probe(container.liveness_probe, container, where),
         readiness_probe=None if is_init else _probe(container.readiness_probe, container, where),
@@ -222,9 +221,7 @@ def _distinct_mount_paths(mounts: tuple[MountSpec, ...], where: str) -> None:
     seen: set[str] = set()
     for mount in mounts:
         if mount.container_path in seen:
-            raise PodRejected(
-                f"two volumes are mounted at {mount.container_path}", field=f"{where}.volumeMounts"
-            )
+            raise PodRejected(f"two volumes are mounted at {mount.container_path}", field=f"{where}.volumeMounts")
         seen.add(mount.container_path)
 
 
@@ -273,11 +270,18 @@ def _env(
 def _env_from(source, where: str, data: RetrievedPodData) -> dict[str, str]:
     """envFrom is normally resolved by the Virtual Kubelet; resolve what it left."""
     if source.config_map_ref is not None:
-        return _prefixed_items(source.prefix, source.config_map_ref, data.config_maps(), "ConfigMap",
-                               lambda cm: cm.items_bytes(), where)
+        return _prefixed_items(
+            source.prefix, source.config_map_ref, data.config_maps(), "ConfigMap", lambda cm: cm.items_bytes(), where
+        )
     if source.secret_ref is not None:
-        return _prefixed_items(source.prefix, source.secret_ref, data.secrets(), "Secret",
-                               lambda secret: _secret_items(secret, where), where)
+        return _prefixed_items(
+            source.prefix,
+            source.secret_ref,
+            data.secrets(),
+            "Secret",
+            lambda secret: _secret_items(secret, where),
+            where,
+        )
     return {}
 
 
@@ -290,18 +294,14 @@ def _prefixed_items(prefix: str, ref, objects: dict, kind: str, items, where: st
     return {prefix + key: value.decode("utf-8", "replace") for key, value in items(found).items()}
 
 
-def _env_value(
-    var: EnvVar, where: str, pod: Pod, container: Container, data: RetrievedPodData
-) -> str:
+def _env_value(var: EnvVar, where: str, pod: Pod, container: Container, data: RetrievedPodData) -> str:
     source = var.value_from
     if source is None:
         return var.value
     if source.field_ref is not None:
         value = _field_ref(pod, source.field_ref.field_path)
         if value is None:
-            raise PodRejected(
-                f"fieldRef {source.field_ref.field_path!r} is not supported", field=where
-            )
+            raise PodRejected(f"fieldRef {source.field_ref.field_path!r} is not supported", field=where)
         return value
     if source.config_map_key_ref is not None:
         ref = source.config_map_key_ref
@@ -323,8 +323,7 @@ def _key_ref(items, name: str, key: str, optional: bool, kind: str, where: str) 
         if optional:
             return ""
         raise PodRejected(
-            f"{kind} {name!r} key {key!r} was not resolved by the Virtual Kubelet "
-            "and was not sent with the pod",
+            f"{kind} {name!r} key {key!r} was not resolved by the Virtual Kubelet and was not sent with the pod",
             field=where,
         )
     return items[key].decode("utf-8", "replace")
@@ -435,9 +434,7 @@ def _probe(probe: Probe | None, container: Container, where: str) -> ProbeSpec |
 # --------------------------------------------------------------------------- volumes
 
 
-def _volumes(
-    data: RetrievedPodData, policy: TranslationPolicy, warnings: list[str]
-) -> tuple[VolumeSpec, ...]:
+def _volumes(data: RetrievedPodData, policy: TranslationPolicy, warnings: list[str]) -> tuple[VolumeSpec, ...]:
     pod = data.pod
     mounted = {m.name for c in pod.all_containers() for m in c.volume_mounts}
     out: list[VolumeSpec] = []
@@ -450,8 +447,7 @@ def _volumes(
         total_bytes += sum(len(f.content) for f in spec.files)
         if total_bytes > policy.max_volume_bytes:
             raise PodRejected(
-                f"configMap/secret/projected files exceed the site limit of "
-                f"{policy.max_volume_bytes} bytes",
+                f"configMap/secret/projected files exceed the site limit of {policy.max_volume_bytes} bytes",
                 field=where,
             )
         out.append(spec)
@@ -488,13 +484,14 @@ def _volume(
         if secret is None:
             if secret_source.optional or not mounted:
                 return VolumeSpec(name=volume.name, kind="secret", sensitive=True)
-            raise PodRejected(
-                f"Secret {secret_source.secret_name!r} was not sent with the pod", field=where
-            )
+            raise PodRejected(f"Secret {secret_source.secret_name!r} was not sent with the pod", field=where)
         mode = secret_source.default_mode
         files = _key_files(
-            _secret_items(secret, where), secret_source.items,
-            SENSITIVE_DEFAULT_MODE if mode is None else mode, where, sensitive=True,
+            _secret_items(secret, where),
+            secret_source.items,
+            SENSITIVE_DEFAULT_MODE if mode is None else mode,
+            where,
+            sensitive=True,
         )
         return VolumeSpec(name=volume.name, kind="secret", files=files, sensitive=True)
     if kind in ("projected", "downwardAPI"):
@@ -507,12 +504,10 @@ def _volume(
                 )
             return VolumeSpec(name=volume.name, kind="projected", sensitive=True)
         items = {
-            relative_path(key, f"{where}.projected[{key!r}]"): value
-            for key, value in projected.items_bytes().items()
+            relative_path(key, f"{where}.projected[{key!r}]"): value for key, value in projected.items_bytes().items()
         }
         files = tuple(
-            FileItem(path=path, content=content, mode=SENSITIVE_DEFAULT_MODE)
-            for path, content in sorted(items.items())
+            FileItem(path=path, content=content, mode=SENSITIVE_DEFAULT_MODE) for path, content in sorted(items.items())
         )
         return VolumeSpec(name=volume.name, kind="projected", files=files, sensitive=True)
     if kind == "hostPath":
@@ -562,6 +557,7 @@ def _key_files(
     sensitive: bool,
 ) -> tuple[FileItem, ...]:
     """Files for a configMap/secret volume: every key, or only `items` with their paths."""
+
     def clamp(mode: int) -> int:
         mode &= 0o777
         return mode & 0o700 if sensitive else mode
@@ -605,13 +601,9 @@ def _container_gpus(container: Container, where: str) -> int:
 def _pod_total(pod: Pod, name: str, parse) -> int:
     """max(largest init container, sum of app containers): init containers run alone."""
     init = [
-        _container_request(c, name, parse, f"spec.initContainers[{i}]")
-        for i, c in enumerate(pod.spec.init_containers)
+        _container_request(c, name, parse, f"spec.initContainers[{i}]") for i, c in enumerate(pod.spec.init_containers)
     ]
-    apps = [
-        _container_request(c, name, parse, f"spec.containers[{i}]")
-        for i, c in enumerate(pod.spec.containers)
-    ]
+    apps = [_container_request(c, name, parse, f"spec.containers[{i}]") for i, c in enumerate(pod.spec.containers)]
     return max(max(init, default=0), sum(apps))
 
 
@@ -651,8 +643,7 @@ def _flavor(pod: Pod, policy: TranslationPolicy, gpus: int) -> str:
             name = annotations[key]
             if name not in policy.flavors:
                 raise PodRejected(
-                    f"flavor {name!r} does not exist here; choose one of "
-                    f"{sorted(policy.flavors)}",
+                    f"flavor {name!r} does not exist here; choose one of {sorted(policy.flavors)}",
                     field=f"metadata.annotations[{key}]",
                 )
             return name

@@ -9,14 +9,14 @@ key: `projectedvolumesmaps` (VK -> API) and `projectedvolumemaps` (API -> plugin
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
 from .k8s import ConfigMap, K8sModel, NullableList, Pod, Secret
 
-GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
+GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
 
 class PodCreateRequests(K8sModel):
@@ -54,9 +54,7 @@ class RetrievedPodData(K8sModel):
 
     def projected_maps(self) -> dict[str, ConfigMap]:
         """Projected/downwardAPI volume contents, keyed by *volume* name."""
-        return {
-            cm.metadata.name: cm for c in self.containers for cm in c.projected_volume_maps
-        }
+        return {cm.metadata.name: cm for c in self.containers for cm in c.projected_volume_maps}
 
 
 class CreateStruct(K8sModel):
@@ -82,7 +80,7 @@ class ContainerLogOpts(K8sModel):
         if value is None:
             return None
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return None if value <= GO_ZERO_TIME else value
 
 

@@ -9,18 +9,27 @@ import grpc
 from .offloader.v1 import offloader_pb2_grpc
 
 
-def open_channel(target: str, ca_file: str | None = None, cert_file: str | None = None,
-                 key_file: str | None = None, max_message_bytes: int = 16 * 1024 * 1024) -> grpc.aio.Channel:
+def open_channel(
+    target: str,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    max_message_bytes: int = 16 * 1024 * 1024,
+) -> grpc.aio.Channel:
     """A TLS channel (system CAs unless `ca_file`; a client certificate for mTLS sites)."""
     credentials = grpc.ssl_channel_credentials(
         root_certificates=Path(ca_file).read_bytes() if ca_file else None,
         private_key=Path(key_file).read_bytes() if key_file else None,
         certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
     )
-    return grpc.aio.secure_channel(target, credentials, options=[
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-    ])
+    return grpc.aio.secure_channel(
+        target,
+        credentials,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ],
+    )
 
 
 def offloader(channel: grpc.aio.Channel) -> offloader_pb2_grpc.OffloaderStub:

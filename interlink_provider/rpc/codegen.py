@@ -31,8 +31,17 @@ def generate(out: Path) -> list[Path]:
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     files = [f"{PACKAGE}/{p.relative_to(PROTO_ROOT)}" for p in protos()]
-    code = protoc.main(["protoc", f"-I{PACKAGE}={PROTO_ROOT}", f"-I{include}", f"--python_out={out}",
-                        f"--pyi_out={out}", f"--grpc_python_out={out}", *files])
+    code = protoc.main(
+        [
+            "protoc",
+            f"-I{PACKAGE}={PROTO_ROOT}",
+            f"-I{include}",
+            f"--python_out={out}",
+            f"--pyi_out={out}",
+            f"--grpc_python_out={out}",
+            *files,
+        ]
+    )
     if code != 0:
         raise SystemExit(f"protoc failed ({code})")
     return sorted(p.relative_to(out) for p in (out / PACKAGE).rglob("*_pb2*.py*"))
@@ -43,8 +52,9 @@ def drifted() -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp))
         committed = sorted(p.relative_to(REPO) for p in (REPO / PACKAGE).rglob("*_pb2*.py*"))
-        problems = [str(p) for p in fresh if not (REPO / p).exists()
-                    or not filecmp.cmp(Path(tmp) / p, REPO / p, shallow=False)]
+        problems = [
+            str(p) for p in fresh if not (REPO / p).exists() or not filecmp.cmp(Path(tmp) / p, REPO / p, shallow=False)
+        ]
         problems += [f"{p} (not generated from proto/)" for p in committed if p not in fresh]
         return problems
 

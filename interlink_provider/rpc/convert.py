@@ -7,7 +7,7 @@ so that a round trip is lossless for every field the contract carries.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -26,19 +26,27 @@ def _timestamp(text: str | None) -> Timestamp | None:
 def _rfc3339(stamp: Timestamp) -> str | None:
     if not stamp.seconds and not stamp.nanos:
         return None
-    return stamp.ToDatetime(tzinfo=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _terminated(state: dict[str, Any]) -> pb.Terminated:
-    return pb.Terminated(exit_code=int(state.get("exitCode", 0)), reason=state.get("reason", ""),
-                         message=state.get("message", ""), started_at=_timestamp(state.get("startedAt")),
-                         finished_at=_timestamp(state.get("finishedAt")))
+    return pb.Terminated(
+        exit_code=int(state.get("exitCode", 0)),
+        reason=state.get("reason", ""),
+        message=state.get("message", ""),
+        started_at=_timestamp(state.get("startedAt")),
+        finished_at=_timestamp(state.get("finishedAt")),
+    )
 
 
 def _terminated_json(message: pb.Terminated) -> dict[str, Any]:
     out: dict[str, Any] = {"exitCode": message.exit_code}
-    for key, value in (("reason", message.reason), ("message", message.message),
-                       ("startedAt", _rfc3339(message.started_at)), ("finishedAt", _rfc3339(message.finished_at))):
+    for key, value in (
+        ("reason", message.reason),
+        ("message", message.message),
+        ("startedAt", _rfc3339(message.started_at)),
+        ("finishedAt", _rfc3339(message.finished_at)),
+    ):
         if value:
             out[key] = value
     return out
@@ -46,9 +54,13 @@ def _terminated_json(message: pb.Terminated) -> dict[str, Any]:
 
 def container_status(status: dict[str, Any]) -> pb.ContainerStatus:
     """A Kubernetes ContainerStatus (JSON) as its typed message."""
-    out = pb.ContainerStatus(name=status.get("name", ""), image=status.get("image", ""),
-                             ready=bool(status.get("ready")), started=bool(status.get("started")),
-                             restart_count=int(status.get("restartCount", 0)))
+    out = pb.ContainerStatus(
+        name=status.get("name", ""),
+        image=status.get("image", ""),
+        ready=bool(status.get("ready")),
+        started=bool(status.get("started")),
+        restart_count=int(status.get("restartCount", 0)),
+    )
     state = status.get("state") or {}
     if "terminated" in state:
         out.terminated.CopyFrom(_terminated(state["terminated"]))
@@ -74,9 +86,15 @@ def container_status_json(message: pb.ContainerStatus) -> dict[str, Any]:
     else:
         waiting = {k: v for k, v in (("reason", message.waiting.reason), ("message", message.waiting.message)) if v}
         state = {"waiting": waiting}
-    out: dict[str, Any] = {"name": message.name, "image": message.image, "imageID": "", "state": state,
-                           "ready": message.ready, "started": message.started,
-                           "restartCount": message.restart_count}
+    out: dict[str, Any] = {
+        "name": message.name,
+        "image": message.image,
+        "imageID": "",
+        "state": state,
+        "ready": message.ready,
+        "started": message.started,
+        "restartCount": message.restart_count,
+    }
     if message.HasField("last_termination"):
         out["lastState"] = {"terminated": _terminated_json(message.last_termination)}
     return out
@@ -84,6 +102,11 @@ def container_status_json(message: pb.ContainerStatus) -> dict[str, Any]:
 
 def pod_status_json(message: pb.PodStatus) -> dict[str, Any]:
     """A PodStatus message as one element of the interLink `/status` answer (Go PodStatus)."""
-    return {"name": message.name, "UID": message.uid, "namespace": message.namespace, "JID": message.job_id,
-            "containers": [container_status_json(c) for c in message.containers],
-            "initContainers": [container_status_json(c) for c in message.init_containers]}
+    return {
+        "name": message.name,
+        "UID": message.uid,
+        "namespace": message.namespace,
+        "JID": message.job_id,
+        "containers": [container_status_json(c) for c in message.containers],
+        "initContainers": [container_status_json(c) for c in message.init_containers],
+    }

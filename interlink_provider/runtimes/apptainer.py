@@ -24,8 +24,10 @@ class ApptainerConfig(BaseModel):
         description="options for every exec/run (interLink uses --containall --no-eval)",
     )
     image_prefix: str = Field(
-        "docker://", description="prefix of image references that have no scheme and are not absolute paths; "
-        "the slurm-job.vk.io/image-root annotation replaces it")
+        "docker://",
+        description="prefix of image references that have no scheme and are not absolute paths; "
+        "the slurm-job.vk.io/image-root annotation replaces it",
+    )
 
 
 class ApptainerRuntime(Runtime):

@@ -20,8 +20,10 @@ class EnrootConfig(BaseModel):
 
     executable: str = Field("enroot", description="enroot executable on the compute nodes (name or path)")
     image_prefix: str = Field(
-        "docker://", description="prefix of image references that have no scheme and are not absolute paths; "
-        "the slurm-job.vk.io/image-root annotation replaces it")
+        "docker://",
+        description="prefix of image references that have no scheme and are not absolute paths; "
+        "the slurm-job.vk.io/image-root annotation replaces it",
+    )
     options: list[str] = Field(["--rw"], description="options for every `enroot start`")
 
 

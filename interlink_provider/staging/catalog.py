@@ -24,8 +24,9 @@ from .refs import FileRef
 
 def _token_file_name(config: RucioConfig) -> str:
     """One cached Rucio token per server and identity: never present one server's token to another."""
-    who = "\0".join((config.auth_host or config.host, config.vo, config.account, config.auth_type,
-                     config.username or ""))
+    who = "\0".join(
+        (config.auth_host or config.host, config.vo, config.account, config.auth_type, config.username or "")
+    )
     return f"rucio-auth-token-{hashlib.sha256(who.encode()).hexdigest()[:16]}"
 
 
@@ -88,8 +89,10 @@ class RucioCatalog:
             try:
                 client = _BearerClient.build(self.config, token) if token else _login_client()
             except CannotAuthenticate as exc:
-                raise StagingError(f"Rucio at {self.config.host} refused the login of account "
-                                   f"{self.config.account} ({self.config.auth_type}): {exc}") from exc
+                raise StagingError(
+                    f"Rucio at {self.config.host} refused the login of account "
+                    f"{self.config.account} ({self.config.auth_type}): {exc}"
+                ) from exc
             except (RucioException, EOFError, OSError) as exc:
                 raise StagingError(f"cannot log in to Rucio at {self.config.host}: {exc}", transient=True) from exc
             setattr(self._local, slot, client)
@@ -113,19 +116,34 @@ class RucioCatalog:
         except RucioException as exc:
             raise StagingError(f"Rucio: {exc}", transient=_transient(exc)) from exc
         try:
-            found = list(client.list_replicas([{"scope": scope, "name": name}], schemes=["root"],
-                                              client_location={"site": self.site}))
+            found = list(
+                client.list_replicas(
+                    [{"scope": scope, "name": name}], schemes=["root"], client_location={"site": self.site}
+                )
+            )
         except RucioException as exc:
-            raise StagingError(f"Rucio cannot list replicas of {scope}:{name}: {exc}", transient=_transient(exc)) from exc
+            raise StagingError(
+                f"Rucio cannot list replicas of {scope}:{name}: {exc}", transient=_transient(exc)
+            ) from exc
         files = []
         for entry in found:
             pfns = entry.get("pfns") or {}
-            replicas = sorted((Replica(info.get("rse", "?"), pfn, info.get("domain") or "wan", info.get("priority", 99))
-                               for pfn, info in pfns.items()), key=lambda r: (r.domain != "lan", r.priority))
+            replicas = sorted(
+                (
+                    Replica(info.get("rse", "?"), pfn, info.get("domain") or "wan", info.get("priority", 99))
+                    for pfn, info in pfns.items()
+                ),
+                key=lambda r: (r.domain != "lan", r.priority),
+            )
             if not replicas:
                 raise StagingError(f"{entry['scope']}:{entry['name']} has no readable root:// replica")
-            ref = FileRef(entry["scope"], entry["name"], entry.get("bytes"),
-                          (entry.get("adler32") or "").lower() or None, tuple(r.pfn for r in replicas))
+            ref = FileRef(
+                entry["scope"],
+                entry["name"],
+                entry.get("bytes"),
+                (entry.get("adler32") or "").lower() or None,
+                tuple(r.pfn for r in replicas),
+            )
             files.append(CatalogFile(ref, replicas))
         if not files:
             raise StagingError(f"DID {scope}:{name} has no files")
@@ -144,8 +162,14 @@ class RucioCatalog:
         except RucioException as exc:
             raise StagingError(f"RSE {rse} has no writable root:// protocol: {exc}") from exc
 
-    def register(self, rse: str, files: list[FileRef], dataset: tuple[str, str] | None, lifetime: int | None,
-                 token: str | None = None) -> None:
+    def register(
+        self,
+        rse: str,
+        files: list[FileRef],
+        dataset: tuple[str, str] | None,
+        lifetime: int | None,
+        token: str | None = None,
+    ) -> None:
         """Replicas, the dataset that holds them, and a rule that keeps them (idempotent).
 
         Without a dataset each file gets its own rule.
@@ -168,8 +192,11 @@ class RucioCatalog:
                 new = [{"scope": f.scope, "name": f.name} for f in files if f.name not in existing]
                 if new:
                     client.attach_dids(dataset[0], dataset[1], new)
-            kept = [{"scope": dataset[0], "name": dataset[1]}] if dataset else [
-                {"scope": f.scope, "name": f.name} for f in files]
+            kept = (
+                [{"scope": dataset[0], "name": dataset[1]}]
+                if dataset
+                else [{"scope": f.scope, "name": f.name} for f in files]
+            )
             for did in kept:
                 try:
                     client.add_replication_rule([did], 1, rse, lifetime=lifetime)
@@ -236,5 +263,11 @@ class _BearerClient:
                 self.auth_token = bearer
                 self.headers["X-Rucio-Auth-Token"] = bearer
 
-        return BearerClient(rucio_host=config.host, auth_host=config.auth_host or config.host,
-                            account=config.account, auth_type="oidc", vo=config.vo, ca_cert=config.ca_cert)
+        return BearerClient(
+            rucio_host=config.host,
+            auth_host=config.auth_host or config.host,
+            account=config.account,
+            auth_type="oidc",
+            vo=config.vo,
+            ca_cert=config.ca_cert,
+        )

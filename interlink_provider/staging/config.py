@@ -16,8 +16,10 @@ class RucioConfig(BaseModel):
     password_file: str | None = Field(None, description="file holding the password (kept 0600)")
     vo: str = Field("def", description="Rucio VO (`def` on single-VO servers)")
     ca_cert: str | None = Field(
-        None, description="CA bundle for the Rucio servers' HTTPS (absent: $X509_CERT_DIR, else certifi's "
-        "bundle); rucio-clients lets a set $X509_CERT_DIR win over it for userpass logins")
+        None,
+        description="CA bundle for the Rucio servers' HTTPS (absent: $X509_CERT_DIR, else certifi's "
+        "bundle); rucio-clients lets a set $X509_CERT_DIR win over it for userpass logins",
+    )
     request_retries: int = Field(1, ge=0, description="rucio-clients' retries of a failed request")
 
 
@@ -39,9 +41,11 @@ class StorageTokensConfig(BaseModel):
     storage_audience: str = Field(description="`aud` the storage expects, e.g. https://storage.example:1094")
     storage_endpoints: list[str] = Field(min_length=1, description="host:port of the storages that get the tokens")
     read_scopes: list[str] = Field(default_factory=lambda: ["storage.read:/"], description="stage-in")
-    write_scopes: list[str] = Field(default_factory=lambda: ["storage.create:/{scope}", "storage.read:/{scope}"],
-                                    description="stage-out ({scope}: each output's Rucio scope); reading back "
-                                                "is how the copy's checksum is verified")
+    write_scopes: list[str] = Field(
+        default_factory=lambda: ["storage.create:/{scope}", "storage.read:/{scope}"],
+        description="stage-out ({scope}: each output's Rucio scope); reading back "
+        "is how the copy's checksum is verified",
+    )
     rucio_audience: str | None = Field("rucio", description="`aud` of Rucio tokens; null: Rucio keeps userpass")
     rucio_scopes: list[str] = Field(
         default_factory=lambda: ["openid", "profile"], description="scopes asked for Rucio tokens"
@@ -56,7 +60,9 @@ class StagingConfig(BaseModel):
     rucio: RucioConfig | None = Field(None, description="needed for DIDs; plain XRootD URLs work without")
     tokens: StorageTokensConfig | None = Field(None, description="tokens for storage and Rucio (trust network)")
     site: str = Field("LOCAL", description="this site's name for Rucio's client_location (prefer local replicas)")
-    cache_dir: str = Field(description="content cache, on the same filesystem as pods_root; sidecars of one host may share it")
+    cache_dir: str = Field(
+        description="content cache, on the same filesystem as pods_root; sidecars of one host may share it"
+    )
     cache_max_bytes: int = Field(10 * 1024**3, ge=0, description="least-recently-used files are evicted beyond this")
     parallel: int = Field(4, ge=1, description="concurrent file transfers")
     retries: int = Field(3, ge=0, description="retries of a transfer after a transient error")

@@ -91,8 +91,9 @@ class TokenBroker:
         return Purpose(self.config.storage_audience, tuple(self.config.read_scopes))
 
     def write(self, rucio_scope: str) -> Purpose:
-        return Purpose(self.config.storage_audience,
-                       tuple(s.replace("{scope}", rucio_scope) for s in self.config.write_scopes))
+        return Purpose(
+            self.config.storage_audience, tuple(s.replace("{scope}", rucio_scope) for s in self.config.write_scopes)
+        )
 
     def rucio(self) -> Purpose | None:
         if not self.config.rucio_audience:
@@ -120,8 +121,9 @@ class TokenBroker:
         scopes["offline_access"] = None
         token = await self.client.exchange(subject_token, self.config.storage_audience, " ".join(scopes))
         if not token.refresh_token:
-            raise ExchangeRefused(f"{self.config.issuer} gave no refresh token (is offline_access allowed to "
-                                  f"{self.config.client_id}?)")
+            raise ExchangeRefused(
+                f"{self.config.issuer} gave no refresh token (is offline_access allowed to {self.config.client_id}?)"
+            )
         async with self._lock(uid):
             self._grants[uid] = token.refresh_token
             self._save_grants()
@@ -146,8 +148,11 @@ class TokenBroker:
             if cached is not None and cached.valid_for(MARGIN_SECONDS):
                 return cached.access_token
             try:
-                token = await (self._renew(owner, purpose) if owner else
-                               self.client.client_credentials(purpose.scope, purpose.audience))
+                token = await (
+                    self._renew(owner, purpose)
+                    if owner
+                    else self.client.client_credentials(purpose.scope, purpose.audience)
+                )
             except IdPUnreachable as exc:
                 raise StagingError(f"cannot get a storage token: {exc.message}", transient=True) from exc
             except AuthError as exc:
@@ -159,12 +164,16 @@ class TokenBroker:
         """An owner's refresh token the IdP no longer takes (`invalid_grant`) is TokenExpired: the
         pod cannot stage until its owner logs in again; any other refusal is about the scopes."""
         if owner and getattr(exc, "oauth_error", "") == "invalid_grant":
-            return StagingError(f"the IdP refused the pod owner's refresh token (expired or revoked; it was "
-                                f"granted when the pod was created): {exc.message}; log in again and recreate the pod",
-                                reason="TokenExpired")
+            return StagingError(
+                f"the IdP refused the pod owner's refresh token (expired or revoked; it was "
+                f"granted when the pod was created): {exc.message}; log in again and recreate the pod",
+                reason="TokenExpired",
+            )
         whose = "the pod owner's" if owner else f"the site's ({self.config.client_id})"
-        return StagingError(f"the IdP refused {whose} token for {purpose.scope} (aud {purpose.audience}): "
-                            f"{exc.message}", reason="TokenRefused")
+        return StagingError(
+            f"the IdP refused {whose} token for {purpose.scope} (aud {purpose.audience}): {exc.message}",
+            reason="TokenRefused",
+        )
 
     async def _renew(self, uid: str, purpose: Purpose) -> Token:
         # Asking for offline_access too makes a rotating IdP hand back the next refresh token.
@@ -202,8 +211,9 @@ class TokenBroker:
 
     def covers(self, url: str) -> bool:
         parts = urlsplit(url)
-        return parts.scheme in ("root", "roots", "xroot", "xroots") and \
-            (parts.hostname or "", parts.port or 1094) in {_host_port(e) for e in self.endpoints}
+        return parts.scheme in ("root", "roots", "xroot", "xroots") and (parts.hostname or "", parts.port or 1094) in {
+            _host_port(e) for e in self.endpoints
+        }
 
     def authorize(self, url: str, token_file: Path) -> str:
         """The URL that presents the token, if it goes to one of the token storages; else unchanged."""
@@ -244,7 +254,9 @@ class PodCredentials:
 
     async def reader(self):
         """A function turning a source URL into one that reads with the pod's token."""
-        token_file = await asyncio.to_thread(self.broker.token_file, await self.broker.token(self.uid, self.broker.read()))
+        token_file = await asyncio.to_thread(
+            self.broker.token_file, await self.broker.token(self.uid, self.broker.read())
+        )
         return lambda url: self.broker.authorize(url, token_file)
 
     async def writer(self, rucio_scope: str):

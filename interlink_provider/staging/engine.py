@@ -159,12 +159,15 @@ class Stager:
             if ref.adler32:
                 self._inflight[self.cache.path(ref)] = future
         reader = await pod.credentials.reader() if pod.credentials else _unchanged
-        transfers = [Transfer(ref, tuple(map(reader, ref.sources)), lambda: str(self.cache.temporary()), ref.adler32)
-                     for ref in refs]
+        transfers = [
+            Transfer(ref, tuple(map(reader, ref.sources)), lambda: str(self.cache.temporary()), ref.adler32)
+            for ref in refs
+        ]
         try:
             done, failed = await copy_with_retries(transfers, self.retry_policy, pod.progress, pod.cancel)
-            admitted = await asyncio.to_thread(lambda: [(t.ref, self._admit(t.ref, Path(target)))
-                                                        for t, target in done])
+            admitted = await asyncio.to_thread(
+                lambda: [(t.ref, self._admit(t.ref, Path(target))) for t, target in done]
+            )
             for ref, path in admitted:
                 self.downloads += 1
                 DOWNLOADS.inc()
@@ -212,8 +215,9 @@ class Stager:
                     raise StagingError(f"{ref.did}: the pod's token may not read {plain(source)} ({answer.error})")
                 answers.append(f"{plain(source)}: {answer.verdict} ({answer.error})")
             else:
-                raise StagingError(f"{ref.did}: cannot confirm the pod may read it: {'; '.join(answers)}",
-                                   transient=True)
+                raise StagingError(
+                    f"{ref.did}: cannot confirm the pod may read it: {'; '.join(answers)}", transient=True
+                )
 
     def _admit(self, ref: FileRef, downloaded: Path) -> Path:
         if not ref.adler32:  # a URL without a declared checksum: verified end to end, keyed by its own
@@ -248,16 +252,24 @@ class Stager:
                     pod.progress.finish(ref, ref.size or 0)
                     continue
                 if known is not None:
-                    raise StagingError(f"output {ref.did} already exists in Rucio with other content "
-                                       f"(adler32 {known}, ours {ref.adler32})")
+                    raise StagingError(
+                        f"output {ref.did} already exists in Rucio with other content "
+                        f"(adler32 {known}, ours {ref.adler32})"
+                    )
                 pfn = writer(await asyncio.to_thread(self.catalog.pfn, rse, ref.scope, ref.name, rucio_token))
                 transfers.append(Transfer(ref, (str(path),), lambda pfn=pfn: pfn, None))
             done, failed = await copy_with_retries(transfers, self.retry_policy, pod.progress, pod.cancel)
             if failed:
                 transfer, message = failed[0]
                 raise StagingError(f"stage-out of {transfer.ref.did} failed: {message}")
-            await asyncio.to_thread(self.catalog.register, rse, [*already, *(t.ref for t, _ in done)], dataset,
-                                    output.lifetime or self.config.default_lifetime, rucio_token)
+            await asyncio.to_thread(
+                self.catalog.register,
+                rse,
+                [*already, *(t.ref for t, _ in done)],
+                dataset,
+                output.lifetime or self.config.default_lifetime,
+                rucio_token,
+            )
             datasets.append(f"{dataset[0]}:{dataset[1]}")
         return datasets
 

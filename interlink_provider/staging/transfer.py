@@ -23,8 +23,18 @@ from .refs import FileRef
 log = logging.getLogger(__name__)
 
 # Failures worth retrying: the network or the server being busy, not the data.
-_TRANSIENT = ("connection", "socket", "timeout", "timed out", "expired", "refused", "unreachable",
-              "temporarily", "try again", "redirect limit")
+_TRANSIENT = (
+    "connection",
+    "socket",
+    "timeout",
+    "timed out",
+    "expired",
+    "refused",
+    "unreachable",
+    "temporarily",
+    "try again",
+    "redirect limit",
+)
 
 
 @dataclass
@@ -76,7 +86,8 @@ class Progress:
             return self._base + sum(self._bytes.values())
 
     def describe(self) -> str:
-        return f"{self.files_done}/{self.files_total} files, {human_bytes(self.bytes_done)}/{human_bytes(self.bytes_total)}"
+        done, total = human_bytes(self.bytes_done), human_bytes(self.bytes_total)
+        return f"{self.files_done}/{self.files_total} files, {done}/{total}"
 
 
 def human_bytes(size: int) -> str:
@@ -125,13 +136,23 @@ def run_copies(jobs: list[CopyJob], parallel: int, progress: Progress, cancel: t
     process.parallel(parallel)
     for job in jobs:
         mode = "target" if job.checksum else "end2end"
-        process.add_job(job.source, job.target, force=True, mkdir=True, posc=True,
-                        checksummode=mode, checksumtype="adler32", checksumpreset=job.checksum or "",
-                        rmBadCksum=True)
+        process.add_job(
+            job.source,
+            job.target,
+            force=True,
+            mkdir=True,
+            posc=True,
+            checksummode=mode,
+            checksumtype="adler32",
+            checksumpreset=job.checksum or "",
+            rmBadCksum=True,
+        )
     prepared = process.prepare()
     if not prepared.ok:
-        return [CopyOutcome(job, False, f"cannot prepare the copy: {prepared.message}", _is_transient(prepared))
-                for job in jobs]
+        return [
+            CopyOutcome(job, False, f"cannot prepare the copy: {prepared.message}", _is_transient(prepared))
+            for job in jobs
+        ]
     _, results = process.run(Handler())
     if cancel.is_set():
         raise Cancelled()
@@ -143,7 +164,7 @@ def run_copies(jobs: list[CopyJob], parallel: int, progress: Progress, cancel: t
         else:
             message = str(getattr(status, "message", "no result")).strip()
             outcomes.append(CopyOutcome(job, False, message, _is_transient(status)))
-    outcomes += [CopyOutcome(job, False, "the copy did not run", True) for job in jobs[len(results):]]
+    outcomes += [CopyOutcome(job, False, "the copy did not run", True) for job in jobs[len(results) :]]
     return outcomes
 
 
@@ -169,8 +190,9 @@ class Transfer:
     attempts: int = 0
 
 
-async def copy_with_retries(transfers: list[Transfer], policy: RetryPolicy, progress: Progress,
-                            cancel: threading.Event) -> tuple[list[tuple[Transfer, str]], list[tuple[Transfer, str]]]:
+async def copy_with_retries(
+    transfers: list[Transfer], policy: RetryPolicy, progress: Progress, cancel: threading.Event
+) -> tuple[list[tuple[Transfer, str]], list[tuple[Transfer, str]]]:
     """Copy all transfers in a worker thread: (done with their targets, failed with the reason).
 
     Transient errors are retried with back-off, then the next source is tried;
@@ -193,8 +215,13 @@ async def copy_with_retries(transfers: list[Transfer], policy: RetryPolicy, prog
                 continue
             _remove_local(outcome.job.target)
             transfer.attempts += 1
-            log.warning("transfer of %s from %s failed (attempt %d): %s", transfer.ref.did,
-                        plain(outcome.job.source), transfer.attempts, outcome.message)
+            log.warning(
+                "transfer of %s from %s failed (attempt %d): %s",
+                transfer.ref.did,
+                plain(outcome.job.source),
+                transfer.attempts,
+                outcome.message,
+            )
             if outcome.transient and transfer.attempts <= policy.retries:
                 retry.append(transfer)
             elif transfer.source_index + 1 < len(transfer.sources):

@@ -17,7 +17,9 @@ from prometheus_client import Counter, Gauge, Histogram
 # Pods and requests (both daemons).
 PODS = Gauge("ilp_pods", "Pods known, by site and phase", ["site", "phase"])
 REQUEST_SECONDS = Histogram(
-    "ilp_request_seconds", "Latency of create/delete/status/logs requests", ["operation", "outcome"],
+    "ilp_request_seconds",
+    "Latency of create/delete/status/logs requests",
+    ["operation", "outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 CREATES = Counter("ilp_creates_total", "Create requests by outcome", ["outcome"])
@@ -36,7 +38,9 @@ STAGED_BYTES = Counter("ilp_staged_bytes_total", "Bytes staged", ["direction"])
 STAGED_FILES = Counter("ilp_staged_files_total", "Files staged", ["direction"])
 STAGING = Gauge("ilp_staging_pods", "Pods staging now", ["direction"])
 STAGE_THROUGHPUT = Histogram(
-    "ilp_stage_throughput_bytes_per_second", "Throughput of each pod's stage-in or stage-out", ["direction"],
+    "ilp_stage_throughput_bytes_per_second",
+    "Throughput of each pod's stage-in or stage-out",
+    ["direction"],
     buckets=(1e4, 1e5, 1e6, 1e7, 5e7, 1e8, 5e8, 1e9, 5e9),
 )
 DOWNLOADS = Counter("ilp_stage_downloads_total", "Files downloaded by stage-in")

@@ -38,8 +38,15 @@ class TracingConfigError(ValueError):
 
 def otlp_protocol() -> str:
     """The OTLP protocol the standard variables choose (traces-specific first)."""
-    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip().lower()
+    protocol = (
+        (
+            os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or "http/protobuf"
+        )
+        .strip()
+        .lower()
+    )
     if protocol not in PROTOCOLS:
         raise TracingConfigError(f"OTLP protocol {protocol!r} is not supported: use one of {', '.join(PROTOCOLS)}")
     return protocol
@@ -50,8 +57,10 @@ def otlp_exporter() -> Any:
     `..._INSECURE`) and timeout come from the OTEL_EXPORTER_OTLP_* variables, read by the exporter."""
     if otlp_protocol() == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
         return GrpcExporter()
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
     return HttpExporter()
 
 
@@ -88,8 +97,7 @@ def session_of(headers: Mapping[str, str]) -> str:
 
 
 @contextmanager
-def span(name: str, attributes: Mapping[str, Any] | None = None, parent: Context | None = None
-         ) -> Iterator[trace.Span]:
+def span(name: str, attributes: Mapping[str, Any] | None = None, parent: Context | None = None) -> Iterator[trace.Span]:
     """A span, child of the current one (or of `parent`, a context remembered earlier)."""
     with TRACER.start_as_current_span(name, context=parent, attributes=dict(attributes or {})) as current:
         yield current
@@ -99,8 +107,12 @@ def start_server_span(name: str, headers: Mapping[str, str]) -> trace.Span:
     """The span of a request we serve: continues the caller's trace (traceparent) and keeps the
     interLink session, so the next hop can be given both. The caller ends it."""
     session = session_of(headers)
-    return TRACER.start_span(name, context=propagate.extract(headers), kind=trace.SpanKind.SERVER,
-                             attributes={SESSION_ATTRIBUTE: session} if session else {})
+    return TRACER.start_span(
+        name,
+        context=propagate.extract(headers),
+        kind=trace.SpanKind.SERVER,
+        attributes={SESSION_ATTRIBUTE: session} if session else {},
+    )
 
 
 @contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-
 from interlink_provider.auth import errors
 from interlink_provider.auth.identity import Identity
 from interlink_provider.auth.mapping import Operation
@@ -52,7 +51,9 @@ class Authenticator:
             account = self.config.identities.account_for(identity)
             actor = f"{identity.actor}@{identity.issuer}" if identity.actor else ""
             admin = self.config.identities.is_site_admin(identity)
-            return Caller(Principal(identity.key, account, actor=actor, token=token.strip(), site_admin=admin), identity)
+            return Caller(
+                Principal(identity.key, account, actor=actor, token=token.strip(), site_admin=admin), identity
+            )
         except errors.AuthError as exc:
             REFUSED.labels(exc.code).inc()
             log.info("refused a caller: %s", exc.message)  # the reason, never the token

@@ -97,8 +97,9 @@ async def run_submit(transport: Transport, argv: list[str], timeout: float, answ
         job_id = answers.job_id(result.stdout)
         if job_id:
             return job_id
-        raise SubmitError(f"{posixpath.basename(argv[0])} printed no job id: {result.stdout.strip()!r}",
-                          permanent=False)
+        raise SubmitError(
+            f"{posixpath.basename(argv[0])} printed no job id: {result.stdout.strip()!r}", permanent=False
+        )
     raise SubmitError(answers.message(result.stderr), permanent=not answers.transient(result.stderr))
 
 

@@ -25,7 +25,7 @@ class _Batch:
         self.job_ids: set[str] = set()
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def settle(self, task: "asyncio.Task[None]") -> None:
+    def settle(self, task: asyncio.Task[None]) -> None:
         error = PollError(f"{self.command} was interrupted") if task.cancelled() else task.exception()
         if error is None:
             self.done.set_result(None)

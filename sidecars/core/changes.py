@@ -37,6 +37,6 @@ class ChangeFeed:
         changed = self._changed
         try:
             await asyncio.wait_for(changed.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True

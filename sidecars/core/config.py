@@ -16,18 +16,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from interlink_provider.auth.mapping import IdentityPolicy
-from interlink_provider.paths import expand_variables
 from interlink_provider.auth.validate import ValidationConfig
+from interlink_provider.paths import expand_variables
 from interlink_provider.pods.policy import TranslationPolicy
-from interlink_provider.staging.config import StagingConfig
 from interlink_provider.runtimes import RuntimeConfig
+from interlink_provider.staging.config import StagingConfig
 from sidecars.htcondor.backend import HTCondorConfig
 from sidecars.slurm.backend import SlurmConfig
 from sidecars.slurm.restd import SlurmRestdConfig
 
-from .ssh import SshConfig
-
 from .script import DEFAULT_PASSTHROUGH_ENV, RenderOptions
+from .ssh import SshConfig
 
 ENV_PREFIX = "ILP__"
 
@@ -44,7 +43,7 @@ class ListenConfig(Strict):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted request")
 
     @model_validator(mode="after")
-    def _one_address(self) -> "ListenConfig":
+    def _one_address(self) -> ListenConfig:
         if not self.socket and not (self.host and self.port):
             raise ValueError("listen needs `socket`, or `host` and `port`")
         return self
@@ -68,9 +67,7 @@ class RenderConfig(Strict):
         description="site variables containers may see (Slurm job id, GPU visibility)",
     )
     allow_pre_exec: bool = Field(True, description="honour slurm-job.vk.io/pre-exec")
-    allow_runtime_options: bool = Field(
-        True, description="honour slurm-job.vk.io/<runtime>-options and -mounts"
-    )
+    allow_runtime_options: bool = Field(True, description="honour slurm-job.vk.io/<runtime>-options and -mounts")
     template_dir: str | None = Field(None, description="site templates overriding ours")
     restart_backoff_seconds: int = Field(
         10, ge=1, description="first back-off before a container restarts (doubles up to 300)"
@@ -79,9 +76,7 @@ class RenderConfig(Strict):
 
 class StatusConfig(Strict):
     poll_interval: float = Field(5.0, gt=0, description="seconds between status cycles")
-    lost_after: float = Field(
-        120.0, gt=0, description="a job absent from queue and accounting this long is lost"
-    )
+    lost_after: float = Field(120.0, gt=0, description="a job absent from queue and accounting this long is lost")
 
 
 class TaintConfig(Strict):
@@ -103,7 +98,8 @@ class AuthConfig(Strict):
         "API server sends none); TCP always needs a token",
     )
     unix_socket_admin: bool = Field(
-        False, description="tokenless unix-socket callers are site admins: they may read every pod (the "
+        False,
+        description="tokenless unix-socket callers are site admins: they may read every pod (the "
         "socket is the site's own channel; its mode decides who can open it)",
     )
     unix_socket_account: str | None = Field(
@@ -122,19 +118,22 @@ class TransportConfig(Strict):
     through Slurm's REST API (`slurmrestd`, with the pods' directories on a shared filesystem)."""
 
     kind: Literal["local", "ssh", "slurmrestd"] = Field(
-        "local", description="`local`: commands and files on this machine; `ssh`: over SSH to a login node "
-        "(`transport.ssh`); `slurmrestd`: Slurm's REST API (`transport.slurmrestd`, backend slurm only)"
+        "local",
+        description="`local`: commands and files on this machine; `ssh`: over SSH to a login node "
+        "(`transport.ssh`); `slurmrestd`: Slurm's REST API (`transport.slurmrestd`, backend slurm only)",
     )
     ssh: SshConfig | None = Field(None, description="the login node, for kind ssh")
     slurmrestd: SlurmRestdConfig | None = Field(None, description="Slurm's REST API, for kind slurmrestd")
 
     @model_validator(mode="after")
-    def _kind_needs_its_section(self) -> "TransportConfig":
+    def _kind_needs_its_section(self) -> TransportConfig:
         if self.kind == "ssh" and self.ssh is None:
             raise ValueError("transport kind ssh needs a `transport.ssh` section (host, user, key_file, known_hosts)")
         if self.kind == "slurmrestd" and self.slurmrestd is None:
-            raise ValueError("transport kind slurmrestd needs a `transport.slurmrestd` section (jwt_key_file or "
-                             "token_file; url defaults to http://127.0.0.1:6820)")
+            raise ValueError(
+                "transport kind slurmrestd needs a `transport.slurmrestd` section (jwt_key_file or "
+                "token_file; url defaults to http://127.0.0.1:6820)"
+            )
         return self
 
 
@@ -144,9 +143,7 @@ class SiteConfig(Strict):
         description="where the interLink plugin API (REST) is served: a unix socket, or host and port"
     )
     state_dir: str = Field(description="where the sidecar keeps its SQLite database")
-    pods_root: str = Field(
-        description="pods' working directories; must be shared with the compute nodes"
-    )
+    pods_root: str = Field(description="pods' working directories; must be shared with the compute nodes")
     backend: Literal["slurm", "htcondor"] = Field("slurm", description="the site's batch system")
     slurm: SlurmConfig = Field(
         SlurmConfig(),
@@ -159,23 +156,23 @@ class SiteConfig(Strict):
     )
     translation: TranslationPolicy = TranslationPolicy()
     render: RenderConfig = Field(
-        RenderConfig(), description="how job scripts are written: environment passed to containers, annotations "
-        "honoured, templates, restart back-off"
+        RenderConfig(),
+        description="how job scripts are written: environment passed to containers, annotations "
+        "honoured, templates, restart back-off",
     )
     status: StatusConfig = Field(
         StatusConfig(), description="status cycles: how often the scheduler is asked, when a vanished job is lost"
     )
     job_name_prefix: str = Field(
-        "ilp-", pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        "ilp-",
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
         description="jobs are named this prefix + the pod's UID; the prefix marks the scheduler's jobs as ours "
         "(see cancel_unknown_jobs)",
     )
     cancel_unknown_jobs: bool = Field(
         False, description="at start-up, cancel jobs named with our prefix that no pod owns"
     )
-    retention_seconds: float = Field(
-        3600.0, ge=0, description="how long finished pods stay answerable (status, logs)"
-    )
+    retention_seconds: float = Field(3600.0, ge=0, description="how long finished pods stay answerable (status, logs)")
     max_pods: int = Field(10000, ge=1, description="pod capacity reported to the Virtual Kubelet")
     gpu_resource: str = Field("nvidia.com/gpu", description="resource name for the site's GPUs")
     taints: list[TaintConfig] = Field(
@@ -184,8 +181,11 @@ class SiteConfig(Strict):
     )
     max_concurrent_submits: int = Field(8, ge=1, description="submitters working through the queue of new pods")
     create_wait_seconds: float = Field(
-        10.0, ge=0, description="how long a create waits for its job id; then it answers without one "
-        "(the status shows the job once submitted)")
+        10.0,
+        ge=0,
+        description="how long a create waits for its job id; then it answers without one "
+        "(the status shows the job once submitted)",
+    )
     auth: AuthConfig = AuthConfig()
     grpc: GrpcConfig | None = Field(None, description="the gRPC API beside REST (none: REST only)")
     staging: StagingConfig | None = Field(
@@ -193,7 +193,7 @@ class SiteConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def _someone_can_get_in(self) -> "SiteConfig":
+    def _someone_can_get_in(self) -> SiteConfig:
         if self.listen.host and not self.auth.token.issuers:
             raise ValueError("auth.token.issuers is empty: a TCP listener needs trusted issuers")
         if self.grpc is not None and not self.auth.token.issuers:
@@ -205,7 +205,7 @@ class SiteConfig(Strict):
         return self
 
     @model_validator(mode="after")
-    def _transport_fits_the_backend(self) -> "SiteConfig":
+    def _transport_fits_the_backend(self) -> SiteConfig:
         if self.backend == "htcondor" and self.transport.kind == "slurmrestd":
             raise ValueError("transport kind slurmrestd is Slurm's REST API: HTCondor runs over local or ssh")
         return self
@@ -225,7 +225,7 @@ def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[s
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        path = name[len(ENV_PREFIX):].split("__")
+        path = name[len(ENV_PREFIX) :].split("__")
         node = raw
         for key in path[:-1]:
             node = node.setdefault(key, {})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import stat
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from interlink_provider import logsetup, sdnotify
-from interlink_provider.listeners import CannotListen, opening
+from interlink_provider.listeners import CannotListen, opening, unix_site
 from interlink_provider.staging.engine import Stager
 from interlink_provider.telemetry import tracing
 from sidecars.htcondor.backend import HTCondorBackend
@@ -61,14 +60,7 @@ async def _listen(runner: web.AppRunner, config: SiteConfig) -> list[str]:
     addresses = []
     listen = config.listen
     if listen.socket:
-        socket_path = Path(listen.socket)
-        socket_path.parent.mkdir(parents=True, exist_ok=True)
-        if socket_path.exists() or socket_path.is_symlink():
-            socket_path.unlink()  # a stale socket from a killed sidecar
-        site = web.UnixSite(runner, str(socket_path))
-        await site.start()
-        os.chmod(socket_path, listen.socket_mode)
-        addresses.append(f"unix://{socket_path}")
+        addresses.append(await unix_site(runner, listen.socket, listen.socket_mode))
     if listen.host and listen.port:
         site = web.TCPSite(runner, listen.host, listen.port)
         await site.start()
@@ -84,8 +76,11 @@ def warn_if_untraversable(config: SiteConfig) -> None:
     path = Path(config.pods_root)
     for parent in [*reversed(path.parents)]:
         if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
-            log.warning("%s is not traversable by other accounts: jobs of mapped accounts cannot "
-                        "reach their pods under %s", parent, path)
+            log.warning(
+                "%s is not traversable by other accounts: jobs of mapped accounts cannot reach their pods under %s",
+                parent,
+                path,
+            )
             return
 
 
@@ -117,7 +112,12 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
 
                 grpc_server = await start_server(config.grpc, service, authenticator)
             addresses = await _listen(runner, config)
-        log.info("sidecar for site %s serving on %s (%d pods known)", config.site_name, ", ".join(addresses), len(service.pods))
+        log.info(
+            "sidecar for site %s serving on %s (%d pods known)",
+            config.site_name,
+            ", ".join(addresses),
+            len(service.pods),
+        )
         pinging = sdnotify.ready(f"site {config.site_name}: {len(service.pods)} pods")
         await stop.wait()
         log.info("stopping")

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
         self.auth = authenticator
 
     async def _caller(self, context: grpc.aio.ServicerContext, operation: str) -> Caller:
-        metadata = {key: value for key, value in context.invocation_metadata() or ()}
+        metadata = dict(context.invocation_metadata() or ())
         try:
             caller = await self.auth.caller(metadata.get("authorization"), via_unix_socket=False)
             self.auth.require(caller, operation)  # type: ignore[arg-type]
@@ -108,8 +108,9 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
                 if record is None:
                     yield pb.StatusEvent(epoch=feed.epoch, revision=revision, removed_uid=uid)
                 else:
-                    yield pb.StatusEvent(epoch=feed.epoch, revision=revision,
-                                         pod=self._pod_status(self.service.pod_status(record)))
+                    yield pb.StatusEvent(
+                        epoch=feed.epoch, revision=revision, pod=self._pod_status(self.service.pod_status(record))
+                    )
                 quiet_since = time.monotonic()
             position = max(position, current)  # others' changes are behind us too
             # Others' pods may change all the time: silence is measured for this watcher only.
@@ -121,7 +122,10 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
     def _pod_status(self, answer: dict[str, Any]) -> pb.PodStatus:
         record = self.service.pods.get(answer["UID"])
         return pb.PodStatus(
-            uid=answer["UID"], namespace=answer["namespace"], name=answer["name"], job_id=answer.get("JID") or "",
+            uid=answer["UID"],
+            namespace=answer["namespace"],
+            name=answer["name"],
+            job_id=answer.get("JID") or "",
             phase=record.phase if record and record.phase else phase_of(answer),
             message=record.message if record else "",
             init_containers=[container_status(c) for c in answer.get("initContainers") or []],
@@ -135,10 +139,20 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
                 raise BadRequest("both tail_lines and limit_bytes set: set only one of them")
             if request.since_seconds and request.HasField("since_time"):
                 raise BadRequest("both since_seconds and since_time set: set only one of them")
-            since = request.since_time.ToDatetime(tzinfo=timezone.utc) if request.HasField("since_time") else None
-            query = LogStruct(PodUID=request.uid, ContainerName=request.container, Opts=ContainerLogOpts(
-                Tail=request.tail_lines, Bytes=request.limit_bytes, SinceSeconds=request.since_seconds,
-                SinceTime=since, Timestamps=request.timestamps, Follow=request.follow, Previous=request.previous))
+            since = request.since_time.ToDatetime(tzinfo=UTC) if request.HasField("since_time") else None
+            query = LogStruct(
+                PodUID=request.uid,
+                ContainerName=request.container,
+                Opts=ContainerLogOpts(
+                    Tail=request.tail_lines,
+                    Bytes=request.limit_bytes,
+                    SinceSeconds=request.since_seconds,
+                    SinceTime=since,
+                    Timestamps=request.timestamps,
+                    Follow=request.follow,
+                    Previous=request.previous,
+                ),
+            )
             chunks = self.service.logs(query, principal)
             async for chunk in chunks:
                 yield pb.LogChunk(data=chunk)
@@ -149,11 +163,16 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
             ping = await self.service.ping()
         resources = ping.resources
         return pb.NodeInfo(
-            site=self.service.config.site_name, version=__version__, status=ping.status or "ok",
+            site=self.service.config.site_name,
+            version=__version__,
+            status=ping.status or "ok",
             capacity=pb.Resources(cpu=resources.cpu or "", memory=resources.memory or "", pods=resources.pods or "")
-            if resources else None,
-            accelerators=[pb.Accelerator(resource_type=a.resourceType, available=int(a.available))
-                          for a in (resources.accelerators or [] if resources else [])],
+            if resources
+            else None,
+            accelerators=[
+                pb.Accelerator(resource_type=a.resourceType, available=int(a.available))
+                for a in (resources.accelerators or [] if resources else [])
+            ],
             taints=[pb.Taint(key=t.key, value=t.value or "", effect=t.effect) for t in ping.taints or []],
         )
 
@@ -175,6 +194,7 @@ class TracedCalls(grpc.aio.ServerInterceptor):
             async def unary(request, context):
                 with tracing.server_span(name, headers):
                     return await call(request, context)
+
             return handler._replace(unary_unary=unary)
         stream_call = handler.unary_stream
 
@@ -186,6 +206,7 @@ class TracedCalls(grpc.aio.ServerInterceptor):
                     yield item
             finally:
                 span.end()
+
         return handler._replace(unary_stream=stream)
 
 
@@ -209,14 +230,25 @@ class _mapped_errors:
         return False
 
 
+def server_credentials(config: GrpcConfig) -> grpc.ServerCredentials:
+    """TLS from the configured files; client certificates required when a client CA is set."""
+    key, cert = Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes()
+    client_ca = Path(config.client_ca).read_bytes() if config.client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
 async def start_server(config: GrpcConfig, service: SiteService, authenticator: Authenticator) -> grpc.aio.Server:
     """Listen on config.host:port with TLS; returns the started server."""
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", config.max_message_bytes),
-                 ("grpc.max_send_message_length", config.max_message_bytes),
-                 # gRPC binds with SO_REUSEPORT by default: a second sidecar given the same port
-                 # would silently take half the gateway's connections. Refuse to share it.
-                 ("grpc.so_reuseport", 0)],
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            # gRPC binds with SO_REUSEPORT by default: a second sidecar given the same port
+            # would silently take half the gateway's connections. Refuse to share it.
+            ("grpc.so_reuseport", 0),
+        ],
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         interceptors=[TracedCalls()],
     )
@@ -226,11 +258,9 @@ async def start_server(config: GrpcConfig, service: SiteService, authenticator: 
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
-    key, cert = Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes()
-    client_ca = Path(config.client_ca).read_bytes() if config.client_ca else None
-    credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
-                                              require_client_auth=client_ca is not None)
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    credentials = server_credentials(config)
     address = f"{config.host}:{config.port}"
     try:
         bound = server.add_secure_port(address, credentials)
@@ -239,5 +269,5 @@ async def start_server(config: GrpcConfig, service: SiteService, authenticator: 
     if bound == 0:
         raise OSError(f"cannot listen for gRPC on {address} (is another process using the port?)")
     await server.start()
-    log.info("gRPC (offloader.v1, TLS%s) on %s", " + client certificates" if client_ca else "", address)
+    log.info("gRPC (offloader.v1, TLS%s) on %s", " + client certificates" if config.client_ca else "", address)
     return server

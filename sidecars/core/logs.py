@@ -12,8 +12,8 @@ import asyncio
 import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from datetime import datetime, timedelta, timezone
 
 from interlink_provider.pods.wire import ContainerLogOpts
 
@@ -32,7 +32,7 @@ def parse_timestamp(text: str) -> datetime | None:
         main, _, fraction = text.partition(".")
         moment = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S")
         micros = int((fraction + "000000")[:6]) if fraction else 0
-        return moment.replace(microsecond=micros, tzinfo=timezone.utc)
+        return moment.replace(microsecond=micros, tzinfo=UTC)
     except ValueError:
         return None
 
@@ -147,14 +147,14 @@ def read_lines(path: str, opts: ContainerLogOpts, formatter: LineFormatter) -> t
 
 
 async def stream(
-    files: "SiteFiles",
+    files: SiteFiles,
     path: str,
     opts: ContainerLogOpts,
     finished: Callable[[], Awaitable[bool] | bool],
     now: datetime | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the log; with Follow, keep yielding new lines until `finished()` and drained."""
-    formatter = LineFormatter(opts, now or datetime.now(timezone.utc))
+    formatter = LineFormatter(opts, now or datetime.now(UTC))
     data, start, identity = await files.read_tail(path, opts.Tail or 0)
     out, cut = format_lines(data, formatter, opts.Follow)
     if out:

@@ -21,7 +21,6 @@ from interlink_provider.telemetry.metrics import CYCLE_COMMANDS, CYCLE_SECONDS, 
 from . import faults, status
 from .backend import COMPLETED, FAILED, PENDING, JobInfo, PollError
 from .service import SiteService
-from .transport import TransportError
 from .staging import hold_running, spec_of
 from .store import (
     ACCEPTED,
@@ -35,6 +34,7 @@ from .store import (
     TERMINAL_STAGES,
     PodRecord,
 )
+from .transport import TransportError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Reconciler:
                 log.exception("status cycle failed")
             try:
                 await asyncio.wait_for(self._wake.wait(), self.config.status.poll_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
 
@@ -208,12 +208,22 @@ class Reconciler:
             changes["job_state"] = job.raw_state
         if record.message and not ended:
             changes["message"] = ""
-        stage_out = (ended and record.stage == SUBMITTED and phase == status.SUCCEEDED
-                     and service.staging is not None and spec_of(record).outputs)
+        stage_out = (
+            ended
+            and record.stage == SUBMITTED
+            and phase == status.SUCCEEDED
+            and service.staging is not None
+            and spec_of(record).outputs
+        )
         if stage_out:
             # Not finished until the outputs are safe: hold the containers as running.
-            changes.update(stage=STAGING_OUT, phase=status.RUNNING, status=hold_running(new_status),
-                           summary={**record.summary, "final_status": new_status}, message="staging out")
+            changes.update(
+                stage=STAGING_OUT,
+                phase=status.RUNNING,
+                status=hold_running(new_status),
+                summary={**record.summary, "final_status": new_status},
+                message="staging out",
+            )
             ended = False
         if ended:
             changes["stage"] = DELETED if record.stage == DELETING else FINISHED
@@ -248,8 +258,12 @@ class Reconciler:
                     await service.save(record.uid, stage=DELETED, finished_at=now)
         due: dict[str, list[PodRecord]] = {}
         for record in service.pods.values():
-            if (record.stage == DELETING and record.job_id and record.hard_cancel_at is not None
-                    and now >= record.hard_cancel_at):
+            if (
+                record.stage == DELETING
+                and record.job_id
+                and record.hard_cancel_at is not None
+                and now >= record.hard_cancel_at
+            ):
                 due.setdefault(record.account, []).append(record)
         for account, records in due.items():  # one cancel per account for all that are due
             try:
@@ -264,7 +278,9 @@ class Reconciler:
 
     async def _retries(self, now: float) -> None:
         service = self.service
-        retry = [r for r in service.pods.values() if r.stage == ACCEPTED and r.submit_attempts and r.next_attempt_at <= now]
+        retry = [
+            r for r in service.pods.values() if r.stage == ACCEPTED and r.submit_attempts and r.next_attempt_at <= now
+        ]
         for record in retry:
             try:
                 await service.resubmit(record)
@@ -299,4 +315,4 @@ class Reconciler:
             PODS.labels(self.service.config.site_name, phase).set(counts.get(phase, 0))
 
 
-__all__ = ["Reconciler", "FINISHED", "DELETED"]
+__all__ = ["DELETED", "FINISHED", "Reconciler"]

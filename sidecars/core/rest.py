@@ -18,8 +18,8 @@ from pydantic import BaseModel, ValidationError
 from interlink_provider.auth.errors import AuthError
 from interlink_provider.pods import PodRejected
 from interlink_provider.pods.k8s import Pod
-from interlink_provider.telemetry import tracing
 from interlink_provider.pods.wire import CreateStruct, LogStruct, RetrievedPodData, validation_message
+from interlink_provider.telemetry import tracing
 
 from . import statuspage
 from .authn import Authenticator, Caller
@@ -91,9 +91,7 @@ async def traced(request: web.Request, handler) -> web.StreamResponse:
 @web.middleware
 async def authenticate(request: web.Request, handler) -> web.StreamResponse:
     if request.path not in PUBLIC_PATHS:
-        caller = await request.app[AUTH_KEY].caller(
-            request.headers.get("Authorization"), _via_unix_socket(request)
-        )
+        caller = await request.app[AUTH_KEY].caller(request.headers.get("Authorization"), _via_unix_socket(request))
         request[CALLER] = caller
     return await handler(request)
 
@@ -216,17 +214,19 @@ async def whoami(request: web.Request) -> web.Response:
             allowed[operation] = True
         except AuthError:
             allowed[operation] = False
-    return web.json_response({
-        "owner": caller.principal.key,
-        "account": caller.principal.account or "(the sidecar's own)",
-        "site_admin": caller.principal.site_admin,
-        "issuer": identity.issuer if identity else None,
-        "subject": identity.subject if identity else None,
-        "actor": identity.actor if identity else None,
-        "groups": list(identity.groups) if identity else [],
-        "scopes": [str(s) for s in identity.scopes] if identity else [],
-        "allowed": allowed,
-    })
+    return web.json_response(
+        {
+            "owner": caller.principal.key,
+            "account": caller.principal.account or "(the sidecar's own)",
+            "site_admin": caller.principal.site_admin,
+            "issuer": identity.issuer if identity else None,
+            "subject": identity.subject if identity else None,
+            "actor": identity.actor if identity else None,
+            "groups": list(identity.groups) if identity else [],
+            "scopes": [str(s) for s in identity.scopes] if identity else [],
+            "allowed": allowed,
+        }
+    )
 
 
 async def system_info(request: web.Request) -> web.Response:

@@ -8,9 +8,9 @@ few fragments of shell syntax that Python builds are wrapped in `Raw`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 import posixpath
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ class PodPaths:
     pod_dir: str
 
     @classmethod
-    def for_pod(cls, pods_root: str, namespace: str, uid: str) -> "PodPaths":
+    def for_pod(cls, pods_root: str, namespace: str, uid: str) -> PodPaths:
         return cls(pods_root=pods_root, pod_dir=posixpath.join(pods_root, f"{namespace}-{uid}"))
 
     def volume_dir(self, volume: str) -> str:
@@ -131,9 +131,7 @@ def annotation_words(spec: JobSpec, name: str) -> tuple[str, ...]:
     try:
         return tuple(shlex.split(value))
     except ValueError as exc:
-        raise PodRejected(
-            f"cannot parse: {exc}", field=f"metadata.annotations[{ANNOTATION_PREFIX}{name}]"
-        ) from exc
+        raise PodRejected(f"cannot parse: {exc}", field=f"metadata.annotations[{ANNOTATION_PREFIX}{name}]") from exc
 
 
 def _binds(spec: JobSpec, container: ContainerSpec, paths: PodPaths) -> tuple[list[Bind], list[dict[str, Any]]]:
@@ -168,7 +166,11 @@ def _probe_contexts(index: int, container: ContainerSpec) -> list[dict[str, Any]
 
 
 def container_context(
-    index: int, spec: JobSpec, container: ContainerSpec, runtime: Runtime, paths: PodPaths,
+    index: int,
+    spec: JobSpec,
+    container: ContainerSpec,
+    runtime: Runtime,
+    paths: PodPaths,
     options: RenderOptions,
 ) -> _ContainerContext:
     binds, checks = _binds(spec, container, paths)
@@ -202,14 +204,9 @@ def container_context(
     )
 
 
-def runner_context(
-    spec: JobSpec, runtime: Runtime, paths: PodPaths, options: RenderOptions
-) -> dict[str, Any]:
+def runner_context(spec: JobSpec, runtime: Runtime, paths: PodPaths, options: RenderOptions) -> dict[str, Any]:
     """Template variables of the shared pod runner."""
-    containers = [
-        container_context(i, spec, c, runtime, paths, options)
-        for i, c in enumerate(spec.all_containers())
-    ]
+    containers = [container_context(i, spec, c, runtime, paths, options) for i, c in enumerate(spec.all_containers())]
     pre_exec = spec.annotation(ANNOTATION_PREFIX + "pre-exec")
     if pre_exec and not options.allow_pre_exec:
         raise PodRejected(

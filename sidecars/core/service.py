@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,10 @@ from interlink_provider.telemetry.metrics import CREATES, DELETES, timed
 
 from . import faults, logs, status, workdir
 from .backend import RUNNING, Backend, Capacity, JobInfo, PollError, SubmitError
+from .changes import ChangeFeed
 from .config import SiteConfig
 from .script import PodPaths
 from .sitefs import LocalFiles, SiteFiles
-from .transport import TransportError
-from .changes import ChangeFeed
 from .staging import StagingPhases, spec_summary
 from .store import (
     ACCEPTED,
@@ -55,6 +54,7 @@ from .store import (
     PodRecord,
     Store,
 )
+from .transport import TransportError
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,14 @@ def submit_backoff(attempts: int) -> float:
 
 
 class SiteService:
-    def __init__(self, config: SiteConfig, backend: Backend, store: Store, stager: Stager | None = None,
-                 files: SiteFiles | None = None) -> None:
+    def __init__(
+        self,
+        config: SiteConfig,
+        backend: Backend,
+        store: Store,
+        stager: Stager | None = None,
+        files: SiteFiles | None = None,
+    ) -> None:
         self.config = config
         self.backend = backend
         self.files = files or LocalFiles()  # where pod directories live: here, or over SSH
@@ -164,11 +170,24 @@ class SiteService:
     def log_state(self, record: PodRecord) -> None:
         """One line per state change, its facts as fields (never env values or secrets)."""
         reason = state_reason(record)
-        log.info("pod %s/%s: %s, %s%s", record.namespace, record.name, record.stage, record.phase,
-                 f" ({reason})" if reason else "",
-                 extra={"pod_uid": record.uid, "namespace": record.namespace, "pod": record.name,
-                        "job_id": record.job_id, "site": self.config.site_name, "stage": record.stage,
-                        "phase": record.phase, "reason": reason})
+        log.info(
+            "pod %s/%s: %s, %s%s",
+            record.namespace,
+            record.name,
+            record.stage,
+            record.phase,
+            f" ({reason})" if reason else "",
+            extra={
+                "pod_uid": record.uid,
+                "namespace": record.namespace,
+                "pod": record.name,
+                "job_id": record.job_id,
+                "site": self.config.site_name,
+                "stage": record.stage,
+                "phase": record.phase,
+                "reason": reason,
+            },
+        )
 
     def forget(self, record: PodRecord) -> None:
         """The record is gone from the store: watchers learn that it was removed."""
@@ -221,8 +240,11 @@ class SiteService:
             job_name = self.config.job_name_prefix + spec.uid
             submission = self.backend.prepare(spec, paths, runtime, self.options, job_name)
             if spec.staging:
-                refusal = self.staging.stager.check(spec.staging) if self.staging else \
-                    "this site does not stage data (its config has no `staging` section)"
+                refusal = (
+                    self.staging.stager.check(spec.staging)
+                    if self.staging
+                    else "this site does not stage data (its config has no `staging` section)"
+                )
                 if refusal:
                     raise PodRejected(refusal, field="metadata.annotations[datalake.interlink/*]")
         except PodRejected:
@@ -237,8 +259,7 @@ class SiteService:
             if spec.staging and principal.token and self.staging is not None:
                 await self.staging.enroll(spec.uid, principal.token, spec.staging)
             try:
-                await self.files.materialize(paths, spec, submission.script, principal.account,
-                                             submission.files)
+                await self.files.materialize(paths, spec, submission.script, principal.account, submission.files)
             except (OSError, workdir.WorkdirError, TransportError) as exc:
                 await self._remove_quietly(paths)
                 if self.staging is not None:
@@ -278,7 +299,7 @@ class SiteService:
             # Small bursts get their job id in the answer; big ones are not held up by the rate limit.
             try:
                 await asyncio.wait_for(asyncio.shield(submitted), self.config.create_wait_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             record = self.pods.get(record.uid, record)
         return CreateResult(record.uid, record.job_id, created=True)
@@ -288,9 +309,10 @@ class SiteService:
     def enqueue(self, uid: str) -> asyncio.Future[None]:
         """Queue a never-submitted pod (stage ACCEPTED); the future resolves once it left that stage."""
         if not self._submitters:  # in a context of their own, not the first pod's trace
-            self._submitters = [asyncio.create_task(self._submitter(), name=f"submitter-{i}",
-                                                    context=contextvars.Context())
-                                for i in range(self.config.max_concurrent_submits)]
+            self._submitters = [
+                asyncio.create_task(self._submitter(), name=f"submitter-{i}", context=contextvars.Context())
+                for i in range(self.config.max_concurrent_submits)
+            ]
         future = self._submitted.get(uid)
         if future is None:
             future = self._submitted[uid] = asyncio.get_running_loop().create_future()
@@ -357,7 +379,9 @@ class SiteService:
     async def _submit_failed(self, record: PodRecord, exc: SubmitError) -> PodRecord:
         if exc.permanent:
             log.warning("pod %s/%s: the scheduler refused the job: %s", record.namespace, record.name, exc.message)
-            refused = status.terminated(1, "SchedulerRejected", f"{self.backend.display_name} refused the job: {exc.message}")
+            refused = status.terminated(
+                1, "SchedulerRejected", f"{self.backend.display_name} refused the job: {exc.message}"
+            )
             return await self.save(
                 record.uid,
                 stage=FINISHED,
@@ -368,7 +392,9 @@ class SiteService:
             )
         attempts = record.submit_attempts + 1
         delay = submit_backoff(attempts)
-        log.warning("pod %s/%s: submission failed (retry in %.0fs): %s", record.namespace, record.name, delay, exc.message)
+        log.warning(
+            "pod %s/%s: submission failed (retry in %.0fs): %s", record.namespace, record.name, delay, exc.message
+        )
         retrying = status.waiting("SubmitRetrying", f"{exc.message} (attempt {attempts}, next in {delay:.0f}s)")
         return await self.save(
             record.uid,
@@ -437,15 +463,21 @@ class SiteService:
             if record.stage in (STAGING_IN, STAGING_OUT):
                 if self.staging is not None:
                     self.staging.cancel(uid)  # stops its transfers
-                await self.save(uid, stage=DELETED, delete_requested_at=now, finished_at=now,
-                                message=f"deleted while {record.stage.replace('-', ' ')}")
+                await self.save(
+                    uid,
+                    stage=DELETED,
+                    delete_requested_at=now,
+                    finished_at=now,
+                    message=f"deleted while {record.stage.replace('-', ' ')}",
+                )
                 return "staging stopped"
             if self.staging is not None:
                 self.staging.forget(uid)  # it will not stage out
             if record.stage == ACCEPTED and not record.submit_attempts:
                 # Still queued: sbatch never ran for it, there is nothing to cancel.
-                await self.save(uid, stage=DELETED, delete_requested_at=now, finished_at=now,
-                                message="deleted before submission")
+                await self.save(
+                    uid, stage=DELETED, delete_requested_at=now, finished_at=now, message="deleted before submission"
+                )
                 return "deleted before submission"
             if record.stage in (ACCEPTED, SUBMITTING) or not record.job_id:
                 # A transient failure may have left a job after all: the reconciler looks
@@ -573,5 +605,5 @@ class SiteService:
             str(path),
             request.Opts,
             lambda: self._container_finished(record.uid, container),
-            now=datetime.now(timezone.utc),
+            now=datetime.now(UTC),
         )

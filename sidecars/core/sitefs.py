@@ -25,8 +25,9 @@ from .workdir import ContainerFiles
 
 class SiteFiles(ABC):
     @abstractmethod
-    async def materialize(self, paths: PodPaths, spec: JobSpec, script: str, account: str | None,
-                          files: dict[str, str] | None = None) -> None:
+    async def materialize(
+        self, paths: PodPaths, spec: JobSpec, script: str, account: str | None, files: dict[str, str] | None = None
+    ) -> None:
         """Write the pod's directory (volumes, container dirs, job.sh and the submission's extra
         `files` beside it), owned by `account` if given."""
 
@@ -55,8 +56,9 @@ class SiteFiles(ABC):
 
 
 class LocalFiles(SiteFiles):
-    async def materialize(self, paths: PodPaths, spec: JobSpec, script: str, account: str | None,
-                          files: dict[str, str] | None = None) -> None:
+    async def materialize(
+        self, paths: PodPaths, spec: JobSpec, script: str, account: str | None, files: dict[str, str] | None = None
+    ) -> None:
         await asyncio.to_thread(workdir.materialize, paths, spec, script, account, files)
 
     async def remove(self, paths: PodPaths) -> None:

@@ -78,10 +78,17 @@ class SshLink:
                 raise TransportError(f"ssh {self.config.host}: reconnecting in {wait:.0f}s after: {self._last_error}")
             try:
                 self._conn = await asyncssh.connect(
-                    self.config.host, port=self.config.port, username=self.config.user,
-                    client_keys=[self.config.key_file], known_hosts=self.config.known_hosts,
-                    connect_timeout=self.config.connect_timeout, keepalive_interval=self.config.keepalive_seconds,
-                    keepalive_count_max=3, agent_path=None, config=None)
+                    self.config.host,
+                    port=self.config.port,
+                    username=self.config.user,
+                    client_keys=[self.config.key_file],
+                    known_hosts=self.config.known_hosts,
+                    connect_timeout=self.config.connect_timeout,
+                    keepalive_interval=self.config.keepalive_seconds,
+                    keepalive_count_max=3,
+                    agent_path=None,
+                    config=None,
+                )
             except (OSError, asyncssh.Error) as exc:
                 self._backoff = min(max(1.0, self._backoff * 2), self.config.max_backoff_seconds)
                 self._retry_at = time.monotonic() + self._backoff
@@ -103,7 +110,7 @@ class SshLink:
         conn = await self.connection()
         try:
             result = await asyncio.wait_for(conn.run(command, input=stdin, check=False, encoding=None), timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise TransportError(f"ssh {self.config.host}: no answer within {timeout:.0f}s") from exc
         except (OSError, asyncssh.Error) as exc:
             self.lost(exc)
@@ -131,14 +138,19 @@ class SshLink:
 class SshTransport:
     """Scheduler commands on the login node (same interface as transport.LocalTransport)."""
 
-    def __init__(self, link: SshLink, env: dict[str, str] | None = None, limiter: TokenBucket | None = None,
-                 sudo_user: str | None = None) -> None:
+    def __init__(
+        self,
+        link: SshLink,
+        env: dict[str, str] | None = None,
+        limiter: TokenBucket | None = None,
+        sudo_user: str | None = None,
+    ) -> None:
         self.link = link
         self.env = dict(env or {})
         self.limiter = limiter
         self.sudo_user = sudo_user
 
-    def as_account(self, account: str | None) -> "SshTransport":
+    def as_account(self, account: str | None) -> SshTransport:
         """The same link acting as another account of the login node (`sudo -n -u ACCOUNT`)."""
         if not account or account == self.link.config.user:
             return self
@@ -149,8 +161,7 @@ class SshTransport:
         if not self.sudo_user:
             return f"env {words}" if self.env else shlex.join(argv)
         # sudo resets the environment: the login's SLURM_CONF (sshd SetEnv, profile) is handed on.
-        return (f"sudo -n -u {shlex.quote(self.sudo_user)} -- env "
-                '${SLURM_CONF:+"SLURM_CONF=$SLURM_CONF"} ' + words)
+        return f'sudo -n -u {shlex.quote(self.sudo_user)} -- env ${{SLURM_CONF:+"SLURM_CONF=$SLURM_CONF"}} ' + words
 
     async def run(self, argv: list[str], *, timeout: float = 30.0) -> CommandResult:
         command = os.path.basename(argv[0])
@@ -167,22 +178,29 @@ class SshFiles(SiteFiles):
         self.link = link
         self.timeout = timeout
 
-    async def materialize(self, paths: PodPaths, spec: JobSpec, script: str, account: str | None,
-                          files: dict[str, str] | None = None) -> None:
+    async def materialize(
+        self, paths: PodPaths, spec: JobSpec, script: str, account: str | None, files: dict[str, str] | None = None
+    ) -> None:
         give = account and account != self.link.config.user
         if give and self.link.config.user != "root":
-            raise WorkdirError(f"running jobs as {account!r} over SSH needs the sidecar to log in as root "
-                               f"(it logs in as {self.link.config.user})")
+            raise WorkdirError(
+                f"running jobs as {account!r} over SSH needs the sidecar to log in as root "
+                f"(it logs in as {self.link.config.user})"
+            )
         if not inside(paths.pods_root, paths.pod_dir) or paths.pod_dir == paths.pods_root:
             raise WorkdirError(f"pod directory {paths.pod_dir} is outside {paths.pods_root}")
         archive = await asyncio.to_thread(_pack, paths, spec, script, files)
-        command = (f"mkdir -p -m 0711 {shlex.quote(paths.pods_root)} && "
-                   f"tar -x -z -p --no-same-owner -f - -C {shlex.quote(paths.pods_root)}")
+        command = (
+            f"mkdir -p -m 0711 {shlex.quote(paths.pods_root)} && "
+            f"tar -x -z -p --no-same-owner -f - -C {shlex.quote(paths.pods_root)}"
+        )
         if give:
             command += f" && chown -R -- {shlex.quote(str(account))}: {shlex.quote(paths.pod_dir)}"
         code, _, err = await self.link.run(command, self.timeout, stdin=archive)
         if code != 0:
-            raise WorkdirError(f"writing {paths.pod_dir} on {self.link.config.host}: {err.decode(errors='replace').strip()}")
+            raise WorkdirError(
+                f"writing {paths.pod_dir} on {self.link.config.host}: {err.decode(errors='replace').strip()}"
+            )
 
     async def remove(self, paths: PodPaths) -> None:
         if not inside(paths.pods_root, paths.pod_dir) or paths.pod_dir == paths.pods_root:

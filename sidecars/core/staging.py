@@ -63,7 +63,9 @@ class StagingPhases:
             spec=spec,
             input_dirs=[Path(paths.volume_dir(StagingSpec.input_volume(i))) for i in range(len(spec.inputs))],
             output_dirs=[Path(paths.volume_dir(StagingSpec.output_volume(i))) for i in range(len(spec.outputs))],
-            namespace=record.namespace, name=record.name, uid=record.uid,
+            namespace=record.namespace,
+            name=record.name,
+            uid=record.uid,
             credentials=self.stager.credentials_for(record.uid),
         )
 
@@ -96,7 +98,9 @@ class StagingPhases:
         runner = self._stage_in if record.stage == STAGING_IN else self._stage_out
         pod = self._pod(record)
         self._pods[record.uid] = pod
-        self._tasks[record.uid] = asyncio.create_task(self._guard(runner, record.uid, pod), name=f"staging-{record.uid}")
+        self._tasks[record.uid] = asyncio.create_task(
+            self._guard(runner, record.uid, pod), name=f"staging-{record.uid}"
+        )
 
     def cancel(self, uid: str) -> None:
         pod = self._pods.get(uid)
@@ -199,8 +203,14 @@ class StagingPhases:
         self._count("out", pod, time.monotonic() - started)
         await self._finish_out(uid, datasets=datasets, done=pod.progress.describe())
 
-    async def _finish_out(self, uid: str, datasets: list[str] | None = None, done: str = "", error: str = "",
-                          reason: str = "StageOutFailed") -> None:
+    async def _finish_out(
+        self,
+        uid: str,
+        datasets: list[str] | None = None,
+        done: str = "",
+        error: str = "",
+        reason: str = "StageOutFailed",
+    ) -> None:
         service = self.service
         async with service.lock(uid):
             record = service.pods.get(uid)
@@ -223,8 +233,14 @@ class StagingPhases:
             if record is None or record.stage in (FINISHED, DELETED):
                 return
             failed = status.terminated(1, reason, message)
-            await service.save(uid, stage=FINISHED, phase=status.FAILED, message=message,
-                               status=service._uniform_status(record, failed), finished_at=time.time())
+            await service.save(
+                uid,
+                stage=FINISHED,
+                phase=status.FAILED,
+                message=message,
+                status=service._uniform_status(record, failed),
+                finished_at=time.time(),
+            )
 
 
 def hold_running(final: dict[str, Any]) -> dict[str, Any]:
@@ -232,8 +248,9 @@ def hold_running(final: dict[str, Any]) -> dict[str, Any]:
     held = []
     for item in final.get("containers", []):
         terminated = item["state"].get("terminated") or {}
-        held.append({**item, "state": {"running": {"startedAt": terminated.get("startedAt")}},
-                     "ready": False, "started": True})
+        held.append(
+            {**item, "state": {"running": {"startedAt": terminated.get("startedAt")}}, "ready": False, "started": True}
+        )
     return {**final, "containers": held}
 
 
@@ -241,9 +258,10 @@ def _mark_failed(final: dict[str, Any], message: str, reason: str) -> dict[str, 
     containers = []
     for item in final.get("containers", []):
         terminated = dict(item["state"].get("terminated") or {})
-        terminated.update(exitCode=1, reason=reason,
-                          message=f"{message} (the container itself exited {terminated.get('exitCode', 0)})")
+        terminated.update(
+            exitCode=1,
+            reason=reason,
+            message=f"{message} (the container itself exited {terminated.get('exitCode', 0)})",
+        )
         containers.append({**item, "state": {"terminated": terminated}})
     return {**final, "containers": containers}
-
-

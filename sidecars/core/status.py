@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from interlink_provider.pods.phase import FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, vk_phase
+
 from . import backend as b
 from .backend import JobInfo
 from .workdir import ContainerFiles
-
-from interlink_provider.pods.phase import FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, vk_phase
 
 __all__ = ["FAILED", "PENDING", "RUNNING", "SUCCEEDED", "UNKNOWN", "vk_phase"]
 
@@ -125,9 +125,7 @@ def _job_end(job: JobInfo | None, lost: bool, scheduler: str) -> tuple[int, str,
 def _restarting(info: ContainerInfo, files: ContainerFiles, job_alive: bool, terminating: bool) -> bool:
     if not job_alive or terminating or files.exit_code is None:
         return False
-    return info.restart_policy == "Always" or (
-        info.restart_policy == "OnFailure" and files.exit_code != 0
-    )
+    return info.restart_policy == "Always" or (info.restart_policy == "OnFailure" and files.exit_code != 0)
 
 
 def container_state(info: ContainerInfo, view: PodView, init_running: bool) -> dict[str, Any]:
@@ -163,9 +161,7 @@ def container_state(info: ContainerInfo, view: PodView, init_running: bool) -> d
 def pod_statuses(view: PodView) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(initContainers, containers) as lists of v1.ContainerStatus JSON."""
     init_infos = [c for c in view.containers if c.is_init]
-    init_done = all(
-        view.files.get(c.name, ContainerFiles()).exit_code == 0 for c in init_infos
-    )
+    init_done = all(view.files.get(c.name, ContainerFiles()).exit_code == 0 for c in init_infos)
     init_states = [
         container_status(c, container_state(c, view, False), view.files.get(c.name, ContainerFiles()))
         for c in init_infos

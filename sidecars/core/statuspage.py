@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
@@ -54,15 +54,26 @@ class Health:
 
 
 def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if epoch else ""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if epoch else ""
 
 
 def pod_rows(service: SiteService, records: list[PodRecord]) -> list[PodRow]:
-    return [PodRow(namespace=r.namespace, name=r.name, uid=r.uid, phase=r.phase, stage=r.stage,
-                   job_id=r.job_id, owner=r.owner, account=r.account or "(the sidecar's own)",
-                   staging=service.staging.progress(r.uid) if service.staging else "",
-                   reason=state_reason(r), updated=_when(r.updated_at))
-            for r in records]
+    return [
+        PodRow(
+            namespace=r.namespace,
+            name=r.name,
+            uid=r.uid,
+            phase=r.phase,
+            stage=r.stage,
+            job_id=r.job_id,
+            owner=r.owner,
+            account=r.account or "(the sidecar's own)",
+            staging=service.staging.progress(r.uid) if service.staging else "",
+            reason=state_reason(r),
+            updated=_when(r.updated_at),
+        )
+        for r in records
+    ]
 
 
 def health(service: SiteService, issuers: dict[str, tuple[bool, str]]) -> list[Health]:
@@ -80,7 +91,14 @@ def render(service: SiteService, principal: Principal, issuers: dict[str, tuple[
         phases[record.phase] = phases.get(record.phase, 0) + 1
     newest = heapq.nlargest(MAX_ROWS, records, key=lambda r: r.created_at)
     return _TEMPLATES.get_template("status.html.j2").render(
-        site=service.config.site_name, version=__version__, viewer=principal.key, admin=principal.site_admin,
+        site=service.config.site_name,
+        version=__version__,
+        viewer=principal.key,
+        admin=principal.site_admin,
         rows=pod_rows(service, newest),
-        total=len(records), phases=phases, health=health(service, issuers), refresh=REFRESH_SECONDS,
-        now=_when(time.time()))
+        total=len(records),
+        phases=phases,
+        health=health(service, issuers),
+        refresh=REFRESH_SECONDS,
+        now=_when(time.time()),
+    )

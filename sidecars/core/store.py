@@ -15,10 +15,11 @@ import asyncio
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -169,8 +170,7 @@ class Store:
         row = self.db.execute("SELECT value FROM meta WHERE key='revision'").fetchone()
         revision = (int(row[0]) if row else 0) + 1
         self.db.execute(
-            "INSERT INTO meta(key, value) VALUES('revision', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            "INSERT INTO meta(key, value) VALUES('revision', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (str(revision),),
         )
         return revision
@@ -235,9 +235,7 @@ class Store:
 
     def _by_stage(self, stages: tuple[str, ...]) -> list[PodRecord]:
         marks = ",".join("?" for _ in stages)
-        rows = self.db.execute(
-            f"SELECT * FROM pods WHERE stage IN ({marks}) ORDER BY created_at", stages
-        ).fetchall()
+        rows = self.db.execute(f"SELECT * FROM pods WHERE stage IN ({marks}) ORDER BY created_at", stages).fetchall()
         return [_from_row(row) for row in rows]
 
     async def by_stage(self, *stages: str) -> list[PodRecord]:

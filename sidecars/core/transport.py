@@ -40,7 +40,7 @@ class Transport(Protocol):
 
     async def run(self, argv: list[str], *, timeout: float = 30.0) -> CommandResult: ...
 
-    def as_account(self, account: str | None) -> "Transport": ...
+    def as_account(self, account: str | None) -> Transport: ...
 
 
 class TransportError(Exception):
@@ -83,14 +83,15 @@ async def metered(command: str, limiter: TokenBucket | None) -> AsyncIterator[Me
 
 
 class LocalTransport:
-    def __init__(self, env: dict[str, str] | None = None, sudo_user: str | None = None,
-                 limiter: TokenBucket | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, sudo_user: str | None = None, limiter: TokenBucket | None = None
+    ) -> None:
         self.extra_env = dict(env or {})
         self.env = {**os.environ, **self.extra_env}
         self.sudo_user = sudo_user
         self.limiter = limiter
 
-    def as_account(self, account: str | None) -> "LocalTransport":
+    def as_account(self, account: str | None) -> LocalTransport:
         """The same transport (and rate limit) acting as another local account (`sudo -n -u ACCOUNT`)."""
         if not account or account == current_user():
             return self
@@ -119,7 +120,7 @@ class LocalTransport:
                 raise TransportError(f"cannot run {command}: {exc}") from exc
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), timeout)
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 proc.kill()
                 await proc.wait()
                 raise TransportError(f"{command} did not answer within {timeout:.0f}s") from exc

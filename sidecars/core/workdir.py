@@ -57,8 +57,7 @@ RESERVED_NAMES = frozenset({"job.sh", "job.out", "volumes", "containers"})
 
 def check_extra_file(name: str) -> None:
     """An extra file of a submission (written next to job.sh): a plain, visible file name."""
-    if (not name or "/" in name or "\x00" in name or name.startswith(".")
-            or name in RESERVED_NAMES or len(name) > 255):
+    if not name or "/" in name or "\x00" in name or name.startswith(".") or name in RESERVED_NAMES or len(name) > 255:
         raise WorkdirError(f"{name!r} is not a plain file name for the pod directory")
 
 
@@ -68,8 +67,9 @@ def _write_atomically(pod_dir: Path, name: str, text: str, mode: int) -> None:
     os.replace(tmp, pod_dir / name)
 
 
-def materialize(paths: PodPaths, spec: JobSpec, script: str, account: str | None = None,
-                files: dict[str, str] | None = None) -> None:
+def materialize(
+    paths: PodPaths, spec: JobSpec, script: str, account: str | None = None, files: dict[str, str] | None = None
+) -> None:
     """Write volumes, container directories, the batch script and the submission's extra
     `files` (idempotent), owned by `account` when the job will run as another local account."""
     for name in files or {}:

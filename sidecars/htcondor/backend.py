@@ -27,7 +27,6 @@ from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.runtimes import Runtime
-from sidecars.core.batching import CommandBatches
 from sidecars.core.backend import (
     Backend,
     Capacity,
@@ -37,6 +36,7 @@ from sidecars.core.backend import (
     SubmitCommand,
     run_submit,
 )
+from sidecars.core.batching import CommandBatches
 from sidecars.core.ratelimit import TokenBucket
 from sidecars.core.script import PodPaths, RenderOptions, make_environment, render, runner_context
 from sidecars.core.transport import CommandResult, LocalTransport, Transport, TransportError
@@ -66,13 +66,39 @@ JOB_ID_ENVIRONMENT = {"ILP_JOB_ID": SubmitText("$(Cluster).$(Process)")}
 # A job may be matched only before its first start: like sbatch --no-requeue.
 RUN_ONCE = "(MY.NumJobStarts =?= undefined || MY.NumJobStarts == 0)"
 # Commands the backend writes itself: site commands (extra_submit, flavors) may not set them.
-FIXED_COMMANDS = frozenset(normal_key(k) for k in (
-    "universe", "executable", "arguments", "initialdir", "output", "error", "log", "batch_name",
-    "+InterLinkJobName", "+InterLinkPod", "+InterLinkUID", "request_cpus", "request_memory",
-    "request_gpus", "environment", "getenv", "notification", "kill_sig", "want_graceful_removal",
-    "job_max_vacate_time", "periodic_remove", "should_transfer_files", "when_to_transfer_output",
-    "transfer_input_files", "transfer_output_files", "transfer_executable", "input", "queue",
-))
+FIXED_COMMANDS = frozenset(
+    normal_key(k)
+    for k in (
+        "universe",
+        "executable",
+        "arguments",
+        "initialdir",
+        "output",
+        "error",
+        "log",
+        "batch_name",
+        "+InterLinkJobName",
+        "+InterLinkPod",
+        "+InterLinkUID",
+        "request_cpus",
+        "request_memory",
+        "request_gpus",
+        "environment",
+        "getenv",
+        "notification",
+        "kill_sig",
+        "want_graceful_removal",
+        "job_max_vacate_time",
+        "periodic_remove",
+        "should_transfer_files",
+        "when_to_transfer_output",
+        "transfer_input_files",
+        "transfer_output_files",
+        "transfer_executable",
+        "input",
+        "queue",
+    )
+)
 
 
 CONDOR_SUBMIT = SubmitCommand(parse.parse_submit, parse.submit_error_message, parse.submit_error_is_transient)
@@ -104,40 +130,60 @@ class HTCondorConfig(BaseModel):
         description="environment for the HTCondor commands, e.g. CONDOR_CONFIG or _CONDOR_<KNOB> overrides",
     )
     pool: str | None = Field(
-        None, description="central manager (collector) to find the schedd and the slots in (-pool); "
-        "none: the local configuration's COLLECTOR_HOST")
+        None,
+        description="central manager (collector) to find the schedd and the slots in (-pool); "
+        "none: the local configuration's COLLECTOR_HOST",
+    )
     schedd: str | None = Field(
-        None, description="name of the schedd to submit to and query (-name); none: the local schedd. "
-        "Submissions are not spooled: the schedd must read the pod directories (same host or shared)")
+        None,
+        description="name of the schedd to submit to and query (-name); none: the local schedd. "
+        "Submissions are not spooled: the schedd must read the pod directories (same host or shared)",
+    )
     token_directory: str | None = Field(
-        None, description="directory of IDTOKENS the commands authenticate with "
+        None,
+        description="directory of IDTOKENS the commands authenticate with "
         "(_CONDOR_SEC_TOKEN_DIRECTORY; HTCondor takes tokens from a directory, not a single file). "
-        "Leave unset when jobs run as mapped local accounts, which must authenticate as themselves")
+        "Leave unset when jobs run as mapped local accounts, which must authenticate as themselves",
+    )
     scitoken_file: str | None = Field(
-        None, description="file holding a SciToken the commands authenticate with (_CONDOR_SCITOKENS_FILE; "
-        "unset: HTCondor's WLCG bearer token discovery, e.g. BEARER_TOKEN_FILE)")
+        None,
+        description="file holding a SciToken the commands authenticate with (_CONDOR_SCITOKENS_FILE; "
+        "unset: HTCondor's WLCG bearer token discovery, e.g. BEARER_TOKEN_FILE)",
+    )
     authentication_methods: list[str] = Field(
-        default_factory=list, description="client authentication methods, in order, e.g. [IDTOKENS, FS] "
-        "(_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS); empty: the local configuration's")
+        default_factory=list,
+        description="client authentication methods, in order, e.g. [IDTOKENS, FS] "
+        "(_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS); empty: the local configuration's",
+    )
     shared_filesystem: bool = Field(
-        True, description="pods_root is shared with the execute nodes. When false, HTCondor transfers "
+        True,
+        description="pods_root is shared with the execute nodes. When false, HTCondor transfers "
         "volumes/ to the job and containers/ (state, logs) back when it ends or is evicted; the pod "
         "directory is rebuilt at the same path on the execute node, which must be able to create it, "
-        "and container status and logs appear only once the job has ended")
+        "and container status and logs appear only once the job has ended",
+    )
     hold_timeout_seconds: float = Field(
-        600.0, ge=0, description="a job held before it ever started shows as Pending (Held: <reason>) "
-        "so that an admin can release it; held longer than this it fails (HoldTimeout) and is removed")
+        600.0,
+        ge=0,
+        description="a job held before it ever started shows as Pending (Held: <reason>) "
+        "so that an admin can release it; held longer than this it fails (HoldTimeout) and is removed",
+    )
     commands_per_second: float = Field(
-        2.0, gt=0, description="average HTCondor commands per second (every condor_q/submit/rm is a "
-        "schedd query or transaction)")
+        2.0,
+        gt=0,
+        description="average HTCondor commands per second (every condor_q/submit/rm is a schedd query or transaction)",
+    )
     command_burst: int = Field(10, ge=1, description="commands that may run back to back before the rate applies")
     cancel_batch_seconds: float = Field(
-        0.2, ge=0, description="deletions arriving within this window share one condor_rm (per account)")
+        0.2, ge=0, description="deletions arriving within this window share one condor_rm (per account)"
+    )
     command_timeout: float = Field(60.0, gt=0, description="seconds before a command counts as failed")
     use_history: bool = Field(
-        True, description="resolve jobs that left the queue with condor_history (else only the runner's files)")
+        True, description="resolve jobs that left the queue with condor_history (else only the runner's files)"
+    )
     history_match_slack: int = Field(
-        10, ge=0, description="condor_history -match: records read beyond one per job asked for")
+        10, ge=0, description="condor_history -match: records read beyond one per job asked for"
+    )
     prologue: list[str] = Field(
         default_factory=list,
         description="shell lines written by the site admin, run first in every job (e.g. 'module load apptainer')",
@@ -149,12 +195,15 @@ class HTCondorConfig(BaseModel):
         "itself (executable, output, requirements, ...) are refused",
     )
     requirements: str | None = Field(
-        None, description="a ClassAd expression every job's slot must satisfy, e.g. 'HasSingularity'")
+        None, description="a ClassAd expression every job's slot must satisfy, e.g. 'HasSingularity'"
+    )
     universe: Literal["vanilla"] = Field("vanilla", description="job universe (the pod runner needs vanilla)")
     query_capacity: bool = Field(
-        True, description="report the pool's free slots (condor_status) as the node's capacity")
+        True, description="report the pool's free slots (condor_status) as the node's capacity"
+    )
     static_capacity: StaticCapacity | None = Field(
-        None, description="capacity reported when query_capacity is false, or when condor_status fails")
+        None, description="capacity reported when query_capacity is false, or when condor_status fails"
+    )
 
     @field_validator("extra_submit")
     @classmethod
@@ -166,8 +215,10 @@ class HTCondorConfig(BaseModel):
                 raise ValueError(str(exc)) from exc
             norm = normal_key(key)
             if norm in FIXED_COMMANDS or norm == "requirements":
-                raise ValueError(f"extra_submit may not set {key}: the backend sets it "
-                                 "(for requirements use `htcondor.requirements`)")
+                raise ValueError(
+                    f"extra_submit may not set {key}: the backend sets it "
+                    "(for requirements use `htcondor.requirements`)"
+                )
         return value
 
     @field_validator("requirements")
@@ -181,7 +232,7 @@ class HTCondorConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _capacity_source(self) -> "HTCondorConfig":
+    def _capacity_source(self) -> HTCondorConfig:
         if not self.query_capacity and self.static_capacity is None:
             raise ValueError("query_capacity is false: set static_capacity")
         return self
@@ -205,13 +256,12 @@ class HTCondorBackend(Backend):
     name = "htcondor"
     display_name = "HTCondor"
 
-    def __init__(
-        self, config: HTCondorConfig, policy: TranslationPolicy, transport: Transport | None = None
-    ) -> None:
+    def __init__(self, config: HTCondorConfig, policy: TranslationPolicy, transport: Transport | None = None) -> None:
         self.config = config
         self.policy = policy
         self.transport = transport or LocalTransport(
-            env=self.command_environment(config), limiter=self.rate_limit(config))
+            env=self.command_environment(config), limiter=self.rate_limit(config)
+        )
         self._batches = CommandBatches(config.cancel_batch_seconds, self._condor_rm, _numeric)
 
     @staticmethod
@@ -279,8 +329,7 @@ class HTCondorBackend(Backend):
             try:
                 return fn(value, field)
             except SubmitQuoteError as exc:
-                raise PodRejected(f"cannot be written into an HTCondor submit description: {exc}",
-                                  field=field) from exc
+                raise PodRejected(f"cannot be written into an HTCondor submit description: {exc}", field=field) from exc
 
         res = spec.resources
         site, flavor_requirements = self.site_commands(spec)
@@ -301,24 +350,26 @@ class HTCondorBackend(Backend):
         }
         if res.gpus:
             cmd["request_gpus"] = SubmitText(str(res.gpus))
-        cmd.update({
-            "environment": environment(JOB_ID_ENVIRONMENT),
-            "getenv": SubmitText("false"),
-            "notification": SubmitText("never"),
-            "kill_sig": SubmitText("SIGUSR1"),
-            "want_graceful_removal": SubmitText("true"),
-            "job_max_vacate_time": SubmitText(str(spec.grace_seconds + 5)),
-            "requirements": self.requirements(flavor_requirements),
-            "periodic_remove": self.periodic_remove(spec),
-        })
+        cmd.update(
+            {
+                "environment": environment(JOB_ID_ENVIRONMENT),
+                "getenv": SubmitText("false"),
+                "notification": SubmitText("never"),
+                "kill_sig": SubmitText("SIGUSR1"),
+                "want_graceful_removal": SubmitText("true"),
+                "job_max_vacate_time": SubmitText(str(spec.grace_seconds + 5)),
+                "requirements": self.requirements(flavor_requirements),
+                "periodic_remove": self.periodic_remove(spec),
+            }
+        )
         if self.config.shared_filesystem:
             cmd.update(should_transfer_files=SubmitText("NO"), transfer_executable=SubmitText("false"))
         else:
-            cmd.update(should_transfer_files=SubmitText("YES"),
-                       when_to_transfer_output=SubmitText("ON_EXIT_OR_EVICT"))
+            cmd.update(should_transfer_files=SubmitText("YES"), when_to_transfer_output=SubmitText("ON_EXIT_OR_EVICT"))
             if any(v.kind != "hostPath" for v in spec.volumes):
                 cmd["transfer_input_files"] = quoted(
-                    file_list, [posixpath.join(paths.pod_dir, "volumes")], "metadata.namespace")
+                    file_list, [posixpath.join(paths.pod_dir, "volumes")], "metadata.namespace"
+                )
             cmd["transfer_output_files"] = SubmitText("containers")
         for key, value in site.values():
             cmd[key] = value
@@ -333,8 +384,9 @@ class HTCondorBackend(Backend):
         try:
             check_description(text, cmd)
         except DescriptionError as exc:
-            raise PodRejected(f"the HTCondor submit description did not come out as meant: {exc}",
-                              field="metadata") from exc
+            raise PodRejected(
+                f"the HTCondor submit description did not come out as meant: {exc}", field="metadata"
+            ) from exc
         return text
 
     def prepare(
@@ -391,16 +443,24 @@ class HTCondorBackend(Backend):
         failed (held too long, evicted) are removed as well."""
         if not job_ids:
             return {}
-        argv = [self.config.condor_q, "-allusers", *self._where(), "-json",
-                "-constraint", f"{parse.NAME_ATTR} =!= undefined", *self._attributes()]
+        argv = [
+            self.config.condor_q,
+            "-allusers",
+            *self._where(),
+            "-json",
+            "-constraint",
+            f"{parse.NAME_ATTR} =!= undefined",
+            *self._attributes(),
+        ]
         jobs = await self._ads(argv, "condor_q", now=time.time(), hold_timeout=self.config.hold_timeout_seconds)
         wanted = set(job_ids)
         found = {k: v for k, v in jobs.items() if k in wanted}
         stuck = sorted((j.job_id for j in found.values() if parse.needs_removal(j)), key=_numeric)
         if stuck:
             try:
-                await self._batches.add(self._rm("interlink-provider: the job failed while held or evicted"),
-                                        stuck, None)
+                await self._batches.add(
+                    self._rm("interlink-provider: the job failed while held or evicted"), stuck, None
+                )
             except PollError as exc:  # the job's own periodic_remove does it too
                 log.warning("cannot remove failed jobs %s: %s", ", ".join(stuck), exc)
         return found
@@ -408,9 +468,16 @@ class HTCondorBackend(Backend):
     async def completed(self, job_ids: list[str]) -> dict[str, JobInfo]:
         if not job_ids or not self.config.use_history:
             return {}
-        argv = [self.config.condor_history, *self._where(), "-json",
-                "-constraint", parse.ids_constraint(job_ids), *self._attributes(),
-                "-match", str(len(set(job_ids)) + self.config.history_match_slack)]
+        argv = [
+            self.config.condor_history,
+            *self._where(),
+            "-json",
+            "-constraint",
+            parse.ids_constraint(job_ids),
+            *self._attributes(),
+            "-match",
+            str(len(set(job_ids)) + self.config.history_match_slack),
+        ]
         try:
             jobs = await self._ads(argv, "condor_history", in_queue=False)
         except PollError as exc:
@@ -435,24 +502,57 @@ class HTCondorBackend(Backend):
 
         if self.config.use_history:
             try:
-                keep(await self._ads(
-                    [self.config.condor_history, *self._where(), "-json", "-constraint", constraint,
-                     *self._attributes(), "-match", str(2 * len(wanted) + self.config.history_match_slack)],
-                    "condor_history", in_queue=False))
+                keep(
+                    await self._ads(
+                        [
+                            self.config.condor_history,
+                            *self._where(),
+                            "-json",
+                            "-constraint",
+                            constraint,
+                            *self._attributes(),
+                            "-match",
+                            str(2 * len(wanted) + self.config.history_match_slack),
+                        ],
+                        "condor_history",
+                        in_queue=False,
+                    )
+                )
             except PollError as exc:
                 log.warning("condor_history failed, looking in the queue only: %s", exc)
-        keep(await self._ads(
-            [self.config.condor_q, "-allusers", *self._where(), "-json", "-constraint", constraint,
-             *self._attributes()],
-            "condor_q", now=time.time(), hold_timeout=self.config.hold_timeout_seconds))
+        keep(
+            await self._ads(
+                [
+                    self.config.condor_q,
+                    "-allusers",
+                    *self._where(),
+                    "-json",
+                    "-constraint",
+                    constraint,
+                    *self._attributes(),
+                ],
+                "condor_q",
+                now=time.time(),
+                hold_timeout=self.config.hold_timeout_seconds,
+            )
+        )
         return found
 
     async def list_own(self, prefix: str) -> list[JobInfo]:
         """The sidecar's own queued jobs (condor_q without -allusers) named with `prefix`."""
         jobs = await self._ads(
-            [self.config.condor_q, *self._where(), "-json", "-constraint", parse.prefix_constraint(prefix),
-             *self._attributes()],
-            "condor_q", now=time.time(), hold_timeout=self.config.hold_timeout_seconds)
+            [
+                self.config.condor_q,
+                *self._where(),
+                "-json",
+                "-constraint",
+                parse.prefix_constraint(prefix),
+                *self._attributes(),
+            ],
+            "condor_q",
+            now=time.time(),
+            hold_timeout=self.config.hold_timeout_seconds,
+        )
         return [job for job in jobs.values() if job.name.startswith(prefix)]
 
     def _rm(self, reason: str) -> tuple[str, ...]:
@@ -481,10 +581,22 @@ class HTCondorBackend(Backend):
     async def capacity(self) -> Capacity:
         static = self.config.static_capacity
         if not self.config.query_capacity and static is not None:
-            return Capacity(cpus=static.cpus, memory_mib=static.memory_mib, gpus=static.gpus,
-                            gpus_total=static.gpus, nodes=static.nodes)
-        argv = [self.config.condor_status, *self._where(schedd=False), "-json",
-                "-constraint", "DynamicSlot =!= true", "-attributes", ",".join(parse.SLOT_ATTRIBUTES)]
+            return Capacity(
+                cpus=static.cpus,
+                memory_mib=static.memory_mib,
+                gpus=static.gpus,
+                gpus_total=static.gpus,
+                nodes=static.nodes,
+            )
+        argv = [
+            self.config.condor_status,
+            *self._where(schedd=False),
+            "-json",
+            "-constraint",
+            "DynamicSlot =!= true",
+            "-attributes",
+            ",".join(parse.SLOT_ATTRIBUTES),
+        ]
         try:
             result = await self._run(argv)
             if not result.ok:
@@ -494,5 +606,10 @@ class HTCondorBackend(Backend):
             if static is None:
                 raise PollError(str(exc)) from exc
             log.warning("condor_status failed, reporting the configured capacity: %s", exc)
-            return Capacity(cpus=static.cpus, memory_mib=static.memory_mib, gpus=static.gpus,
-                            gpus_total=static.gpus, nodes=static.nodes)
+            return Capacity(
+                cpus=static.cpus,
+                memory_mib=static.memory_mib,
+                gpus=static.gpus,
+                gpus_total=static.gpus,
+                nodes=static.nodes,
+            )

@@ -25,20 +25,49 @@ from .submitlang import classad_string
 NAME_ATTR = "InterLinkJobName"
 
 JOB_ATTRIBUTES = (
-    "ClusterId", "ProcId", "JobStatus", NAME_ATTR, "JobBatchName", "EnteredCurrentStatus",
-    "HoldReason", "HoldReasonCode", "HoldReasonSubCode", "LastRejMatchReason", "NumJobStarts",
-    "ExitCode", "ExitBySignal", "ExitSignal", "RemoveReason", "RemoteHost", "JobMaxVacateTime",
-    "ServerTime", "LastJobStatus", "LastHoldReason",
+    "ClusterId",
+    "ProcId",
+    "JobStatus",
+    NAME_ATTR,
+    "JobBatchName",
+    "EnteredCurrentStatus",
+    "HoldReason",
+    "HoldReasonCode",
+    "HoldReasonSubCode",
+    "LastRejMatchReason",
+    "NumJobStarts",
+    "ExitCode",
+    "ExitBySignal",
+    "ExitSignal",
+    "RemoveReason",
+    "RemoteHost",
+    "JobMaxVacateTime",
+    "ServerTime",
+    "LastJobStatus",
+    "LastHoldReason",
 )
 SLOT_ATTRIBUTES = (
-    "Name", "Machine", "State", "Activity", "Cpus", "Memory", "GPUs", "TotalSlotGPUs",
-    "PartitionableSlot", "DynamicSlot",
+    "Name",
+    "Machine",
+    "State",
+    "Activity",
+    "Cpus",
+    "Memory",
+    "GPUs",
+    "TotalSlotGPUs",
+    "PartitionableSlot",
+    "DynamicSlot",
 )
 
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING_OUTPUT, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
 RAW_STATES = {
-    IDLE: "IDLE", RUNNING: "RUNNING", REMOVED: "REMOVED", COMPLETED: "COMPLETED", HELD: "HELD",
-    TRANSFERRING_OUTPUT: "TRANSFERRING_OUTPUT", SUSPENDED: "SUSPENDED",
+    IDLE: "IDLE",
+    RUNNING: "RUNNING",
+    REMOVED: "REMOVED",
+    COMPLETED: "COMPLETED",
+    HELD: "HELD",
+    TRANSFERRING_OUTPUT: "TRANSFERRING_OUTPUT",
+    SUSPENDED: "SUSPENDED",
 }
 # HoldReasonCode 34 (JobOutOfResources) with subcode 102: memory use exceeded request_memory.
 OUT_OF_RESOURCES, MEMORY_SUBCODE = 34, 102
@@ -141,8 +170,7 @@ def job_info(ad: dict[str, Any], *, now: float, hold_timeout: float, in_queue: b
 
     if status == IDLE:
         if started:
-            return info(b.FAILED, "Evicted: the job lost its execute slot after it had started "
-                                  "and is not run again")
+            return info(b.FAILED, "Evicted: the job lost its execute slot after it had started and is not run again")
         why = _str(ad, "LastRejMatchReason")
         return info(b.PENDING, "Idle: waiting for a matching slot" + (f" ({why})" if why else ""))
     if status == RUNNING or status == TRANSFERRING_OUTPUT:
@@ -177,8 +205,9 @@ def job_info(ad: dict[str, Any], *, now: float, hold_timeout: float, in_queue: b
     return info(b.RUNNING, f"unknown JobStatus {status}")  # never terminal on a guess
 
 
-def parse_jobs(text: str, *, now: float | None = None, hold_timeout: float = float("inf"),
-               in_queue: bool = True) -> dict[str, JobInfo]:
+def parse_jobs(
+    text: str, *, now: float | None = None, hold_timeout: float = float("inf"), in_queue: bool = True
+) -> dict[str, JobInfo]:
     """condor_q / condor_history -json -> job id -> JobInfo. History lists newest first: the
     first record of a job wins."""
     now = time.time() if now is None else now
@@ -235,8 +264,7 @@ def names_constraint(names: Iterable[str]) -> str:
 
 def prefix_constraint(prefix: str) -> str:
     literal = _name_literal(prefix, "job name prefix")
-    return (f"{NAME_ATTR} =!= undefined && "
-            f"strcmp(substr({NAME_ATTR}, 0, {len(prefix)}), {literal}) == 0")
+    return f"{NAME_ATTR} =!= undefined && strcmp(substr({NAME_ATTR}, 0, {len(prefix)}), {literal}) == 0"
 
 
 # ---------------------------------------------------------------- condor_submit
@@ -292,11 +320,11 @@ _RM_HARMLESS = re.compile(r"^Job \d+\.\d+ (?:not found|already marked for remova
 def rm_problems(stderr: str) -> list[str]:
     """The lines of condor_rm's stderr that are real failures: a job that is gone or already
     being removed is what an idempotent cancel wants."""
-    return [line.strip() for line in stderr.splitlines()
-            if line.strip() and not _RM_HARMLESS.match(line.strip())]
+    return [line.strip() for line in stderr.splitlines() if line.strip() and not _RM_HARMLESS.match(line.strip())]
 
 
 # ---------------------------------------------------------------- condor_status
+
 
 def parse_status(text: str) -> Capacity:
     """Free resources over the pool's slots (condor_status -json).

@@ -191,8 +191,9 @@ def check_description(text: str, expected: Mapping[str, str]) -> None:
     except ImportError:
         global _missing_bindings_noted
         if not _missing_bindings_noted:
-            log.info("the htcondor2 Python bindings are not installed: submit descriptions are "
-                     "checked line by line only")
+            log.info(
+                "the htcondor2 Python bindings are not installed: submit descriptions are checked line by line only"
+            )
             _missing_bindings_noted = True
         return
     try:

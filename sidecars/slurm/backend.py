@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.runtimes import Runtime
-from sidecars.core.batching import CommandBatches
 from sidecars.core.backend import Backend, Capacity, JobInfo, PollError, Submission, SubmitCommand, run_submit
-from sidecars.core.script import PodPaths, RenderOptions, render, runner_context
+from sidecars.core.batching import CommandBatches
 from sidecars.core.ratelimit import TokenBucket
+from sidecars.core.script import PodPaths, RenderOptions, render, runner_context
 from sidecars.core.transport import LocalTransport, Transport, TransportError
 
 from . import parse
@@ -40,24 +40,26 @@ class SlurmConfig(BaseModel):
         default_factory=dict, description="environment for Slurm commands, e.g. SLURM_CONF"
     )
     partition: str | None = Field(
-        None, description="--partition of every job, unless a flavor or the pod's flags name another; "
-        "null: Slurm's default partition")
+        None,
+        description="--partition of every job, unless a flavor or the pod's flags name another; "
+        "null: Slurm's default partition",
+    )
     commands_per_second: float = Field(
-        1.5, gt=0, description="average scheduler commands per second (Slurm's default per-user RPC limit is 2)")
+        1.5, gt=0, description="average scheduler commands per second (Slurm's default per-user RPC limit is 2)"
+    )
     command_burst: int = Field(10, ge=1, description="commands that may run back to back before the rate applies")
     cancel_batch_seconds: float = Field(
-        0.2, ge=0, description="deletions arriving within this window share one scancel (per account)")
+        0.2, ge=0, description="deletions arriving within this window share one scancel (per account)"
+    )
     flags: FlagPolicy = Field(
-        FlagPolicy(), description="which sbatch options pods may set with the slurm-job.vk.io/flags annotation")
+        FlagPolicy(), description="which sbatch options pods may set with the slurm-job.vk.io/flags annotation"
+    )
     use_sacct: bool = Field(True, description="resolve jobs that left the queue with `sacct -c`")
     command_timeout: float = Field(30.0, gt=0, description="seconds before a Slurm command counts as failed")
-    export: str = Field(
-        "NONE", description="sbatch --export: NONE keeps the sidecar's environment out of jobs"
-    )
+    export: str = Field("NONE", description="sbatch --export: NONE keeps the sidecar's environment out of jobs")
     prologue: list[str] = Field(
         default_factory=list,
-        description="shell lines written by the site admin, run first in every job "
-        "(e.g. 'module load apptainer')",
+        description="shell lines written by the site admin, run first in every job (e.g. 'module load apptainer')",
     )
 
 
@@ -73,9 +75,7 @@ class SlurmBackend(Backend):
     name = "slurm"
     display_name = "Slurm"
 
-    def __init__(
-        self, config: SlurmConfig, policy: TranslationPolicy, transport: Transport | None = None
-    ) -> None:
+    def __init__(self, config: SlurmConfig, policy: TranslationPolicy, transport: Transport | None = None) -> None:
         self.config = config
         self.policy = policy
         self.transport = transport or LocalTransport(env=config.environment, limiter=self.rate_limit(config))
@@ -139,8 +139,12 @@ class SlurmBackend(Backend):
             raise PollError(str(exc)) from exc
 
     async def submit(self, paths: PodPaths, job_name: str, account: str | None = None) -> str:
-        return await run_submit(self.transport.as_account(account), [self.config.sbatch, "--parsable", paths.script],
-                                self.config.command_timeout, SBATCH)
+        return await run_submit(
+            self.transport.as_account(account),
+            [self.config.sbatch, "--parsable", paths.script],
+            self.config.command_timeout,
+            SBATCH,
+        )
 
     async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
         if not job_ids:
@@ -162,8 +166,7 @@ class SlurmBackend(Backend):
         if not job_ids or not self.config.use_sacct:
             return {}
         result = await self._run(
-            [self.config.sacct, "-c", "-P", "-n", "-j", ",".join(job_ids),
-             f"--format={parse.SACCT_FORMAT}"]
+            [self.config.sacct, "-c", "-P", "-n", "-j", ",".join(job_ids), f"--format={parse.SACCT_FORMAT}"]
         )
         if not result.ok:
             log.warning("sacct -c failed, relying on exit-code files: %s", result.stderr.strip())
@@ -177,16 +180,11 @@ class SlurmBackend(Backend):
         wanted = set(job_names)
         found: dict[str, JobInfo] = {}
         if self.config.use_sacct:
-            result = await self._run(
-                [self.config.sacct, "-c", "-P", "-n", f"--format={parse.SACCT_FORMAT}"]
-            )
+            result = await self._run([self.config.sacct, "-c", "-P", "-n", f"--format={parse.SACCT_FORMAT}"])
             if result.ok:
-                found.update(
-                    {job.name: job for job in parse.parse_sacct(result.stdout).values() if job.name in wanted}
-                )
+                found.update({job.name: job for job in parse.parse_sacct(result.stdout).values() if job.name in wanted})
         result = await self._run(
-            [self.config.squeue, "-h", "--states=all", "-o", parse.SQUEUE_FORMAT,
-             "--name=" + ",".join(sorted(wanted))]
+            [self.config.squeue, "-h", "--states=all", "-o", parse.SQUEUE_FORMAT, "--name=" + ",".join(sorted(wanted))]
         )
         if not result.ok:
             raise PollError(f"squeue failed: {result.stderr.strip() or result.returncode}")
@@ -194,9 +192,7 @@ class SlurmBackend(Backend):
         return found
 
     async def list_own(self, prefix: str) -> list[JobInfo]:
-        result = await self._run(
-            [self.config.squeue, "-h", "--states=all", "--me", "-o", parse.SQUEUE_FORMAT]
-        )
+        result = await self._run([self.config.squeue, "-h", "--states=all", "--me", "-o", parse.SQUEUE_FORMAT])
         if not result.ok:
             raise PollError(f"squeue failed: {result.stderr.strip() or result.returncode}")
         return [job for job in parse.parse_squeue(result.stdout).values() if job.name.startswith(prefix)]

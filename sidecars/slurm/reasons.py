@@ -35,6 +35,8 @@ def explain(code: str) -> str:
     if code in EXPLAINED:
         return f"{code}: {EXPLAINED[code]}"
     if code.startswith(LIMIT_PREFIXES) and code.endswith("Limit"):
-        return f"{code}: a limit of your account or QOS is reached (running jobs, CPUs, memory or GPUs); " \
-               "it starts when your other jobs end"
+        return (
+            f"{code}: a limit of your account or QOS is reached (running jobs, CPUs, memory or GPUs); "
+            "it starts when your other jobs end"
+        )
     return code

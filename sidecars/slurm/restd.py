@@ -25,8 +25,9 @@ import logging
 import re
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import jwt
@@ -61,20 +62,24 @@ class SlurmRestdConfig(BaseModel):
     url: str = Field("http://127.0.0.1:6820", description="slurmrestd's address")
     user: str | None = Field(None, description="account the sidecar acts as (default: the sidecar's own)")
     jwt_key_file: str | None = Field(
-        None, description="slurmctld's HS256 key (AuthAltParameters=jwt_key): the sidecar mints "
-        "short-lived tokens, also for mapped accounts")
+        None,
+        description="slurmctld's HS256 key (AuthAltParameters=jwt_key): the sidecar mints "
+        "short-lived tokens, also for mapped accounts",
+    )
     token_file: str | None = Field(
-        None, description="a token made elsewhere (scontrol token); re-read when it changes; acts as one user")
+        None, description="a token made elsewhere (scontrol token); re-read when it changes; acts as one user"
+    )
     token_lifespan: int = Field(600, ge=60, description="seconds a minted token is valid")
     api_version: str | None = Field(None, description="e.g. v0.0.38; default: discovered from /openapi/v3")
     ca_file: str | None = Field(None, description="CA of slurmrestd's certificate, for https URLs")
     job_environment: dict[str, str] = Field(
         default_factory=lambda: {"PATH": DEFAULT_JOB_PATH},
-        description="the batch script's environment (slurmrestd needs one; like sbatch --export=NONE)")
+        description="the batch script's environment (slurmrestd needs one; like sbatch --export=NONE)",
+    )
     timeout: float = Field(30.0, gt=0, description="seconds per request")
 
     @model_validator(mode="after")
-    def _one_credential(self) -> "SlurmRestdConfig":
+    def _one_credential(self) -> SlurmRestdConfig:
         if bool(self.jwt_key_file) == bool(self.token_file):
             raise ValueError("transport.slurmrestd needs exactly one of jwt_key_file or token_file")
         return self
@@ -91,8 +96,9 @@ class Tokens:
     def for_user(self, user: str) -> str:
         if self.config.token_file:
             if user != self.default_user:
-                raise TransportError(f"token_file acts only as {self.default_user}: use jwt_key_file "
-                                     f"to run jobs as {user}")
+                raise TransportError(
+                    f"token_file acts only as {self.default_user}: use jwt_key_file to run jobs as {user}"
+                )
             return Path(self.config.token_file).read_text().strip()
         token, renew_at = self._minted.get(user, ("", 0.0))
         now = time.time()
@@ -128,20 +134,30 @@ class SlurmRestClient:
         if self._session is not None:
             await self._session.close()
 
-    async def request(self, method: str, path: str, command: str, *, user: str | None = None,
-                      body: dict[str, Any] | None = None, params: dict[str, str] | None = None
-                      ) -> tuple[int, dict[str, Any]]:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        command: str,
+        *,
+        user: str | None = None,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
         """(HTTP status, JSON answer). Network failures and unreadable answers are TransportError."""
         user = user or self.tokens.default_user
         headers = {"X-SLURM-USER-NAME": user, "X-SLURM-USER-TOKEN": await asyncio.to_thread(self.tokens.for_user, user)}
         async with metered(command, self.limiter) as meter:
             try:
-                async with self.session().request(method, path.lstrip("/"), json=body, params=params,
-                                                  headers=headers) as response:
+                async with self.session().request(
+                    method, path.lstrip("/"), json=body, params=params, headers=headers
+                ) as response:
                     text = await response.text()
                     status = response.status
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                raise TransportError(f"slurmrestd at {self.config.url} did not answer: {exc or type(exc).__name__}") from exc
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise TransportError(
+                    f"slurmrestd at {self.config.url} did not answer: {exc or type(exc).__name__}"
+                ) from exc
             meter.exit_status(status < 400)
         if status in (401, 403):
             raise TransportError(f"slurmrestd refused our token for {user} (HTTP {status})")
@@ -155,12 +171,20 @@ class SlurmRestClient:
         """The newest API version both slurmrestd and this module speak (asked once)."""
         if self._version is None:
             status, spec = await self.request("GET", "/openapi/v3", "slurmrestd-openapi")
-            offered = sorted({m.group(1) for p in spec.get("paths", {})
-                              if (m := re.match(r"^/slurm/(v\d+\.\d+\.\d+)/job/submit$", p))}, reverse=True)
+            offered = sorted(
+                {
+                    m.group(1)
+                    for p in spec.get("paths", {})
+                    if (m := re.match(r"^/slurm/(v\d+\.\d+\.\d+)/job/submit$", p))
+                },
+                reverse=True,
+            )
             usable = [v for v in SUPPORTED_VERSIONS if v in offered]
             if not usable:
-                raise TransportError(f"slurmrestd offers {', '.join(offered) or 'no slurm API'} (HTTP {status}); "
-                                     f"this sidecar speaks {', '.join(SUPPORTED_VERSIONS)}")
+                raise TransportError(
+                    f"slurmrestd offers {', '.join(offered) or 'no slurm API'} (HTTP {status}); "
+                    f"this sidecar speaks {', '.join(SUPPORTED_VERSIONS)}"
+                )
             self._version = usable[0]
             log.info("slurmrestd at %s: using API %s (offered: %s)", self.config.url, self._version, ", ".join(offered))
         return self._version
@@ -332,13 +356,14 @@ class SlurmRestBackend(SlurmBackend):
         except PodRejected as exc:
             raise SubmitError(str(exc), permanent=True) from exc
         try:
-            status, answer = await self.client.slurm("POST", "job/submit", "slurmrestd-submit", user=account,
-                                                     body={"script": script, "job": job})
+            status, answer = await self.client.slurm(
+                "POST", "job/submit", "slurmrestd-submit", user=account, body={"script": script, "job": job}
+            )
         except TransportError as exc:
             raise SubmitError(str(exc), permanent=False) from exc
         message = errors_of(answer)
         job_id = answer.get("job_id")
-        if job_id and (status == 200 and not message or _HELD.search(message)):
+        if job_id and ((status == 200 and not message) or _HELD.search(message)):
             return str(job_id)  # a job submitted on hold is answered with an "error" and its id
         if not message:  # no word from Slurm: the service, not the job, is at fault
             raise SubmitError(f"slurmrestd answered HTTP {status} without a job id", permanent=status < 500)
@@ -354,9 +379,13 @@ class SlurmRestBackend(SlurmBackend):
     def job_info(job: dict[str, Any]) -> JobInfo:
         raw = str(job.get("job_state") or "")
         reason = str(job.get("state_reason") or "")
-        return JobInfo(job_id=str(job.get("job_id")), state=parse.normalise_state(raw),
-                       reason="" if reason in ("None", "(null)") else explain(reason),
-                       name=str(job.get("name") or ""), raw_state=raw)
+        return JobInfo(
+            job_id=str(job.get("job_id")),
+            state=parse.normalise_state(raw),
+            reason="" if reason in ("None", "(null)") else explain(reason),
+            name=str(job.get("name") or ""),
+            raw_state=raw,
+        )
 
     async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
         if not job_ids:
@@ -377,8 +406,11 @@ class SlurmRestBackend(SlurmBackend):
 
     async def list_own(self, prefix: str) -> list[JobInfo]:
         me = self.client.tokens.default_user
-        return [self.job_info(job) for job in await self._jobs()
-                if job.get("user_name") == me and str(job.get("name") or "").startswith(prefix)]
+        return [
+            self.job_info(job)
+            for job in await self._jobs()
+            if job.get("user_name") == me and str(job.get("name") or "").startswith(prefix)
+        ]
 
     async def _scancel(self, argv: list[str], account: str | None) -> None:
         """The batched scancel of the CLI backend, as one DELETE per job (the API has no list).
@@ -390,10 +422,16 @@ class SlurmRestBackend(SlurmBackend):
         params = {"signal": "TERM" if signal == "USR1" else signal} if signal else None
         job_ids = [word for word in argv[1:] if not word.startswith("-")]
         results = await asyncio.gather(
-            *(self._call("DELETE", f"job/{job_id}", "slurmrestd-cancel", user=account, params=params)
-              for job_id in job_ids))
-        failures = [errors_of(answer) or f"HTTP {status}" for status, answer in results
-                    if status != 200 and not _GONE.search(errors_of(answer))]
+            *(
+                self._call("DELETE", f"job/{job_id}", "slurmrestd-cancel", user=account, params=params)
+                for job_id in job_ids
+            )
+        )
+        failures = [
+            errors_of(answer) or f"HTTP {status}"
+            for status, answer in results
+            if status != 200 and not _GONE.search(errors_of(answer))
+        ]
         if failures:
             raise PollError(f"slurmrestd cancel failed: {'; '.join(failures)}")
 

@@ -156,7 +156,9 @@ async def validate(client: SidecarClient, r: Rendered) -> None:
             still.append(check)
         pending_pods = still
         if pending_pods:
-            assert time.monotonic() < deadline, f"{r.template}: pods not {[c.get('status', SUCCEEDED) for c in pending_pods]} after {timeout}s: {phases}"
+            assert time.monotonic() < deadline, (
+                f"{r.template}: pods not {[c.get('status', SUCCEEDED) for c in pending_pods]} after {timeout}s: {phases}"
+            )
             await asyncio.sleep(0.5)
     for check in r.validation.get("check_logs") or []:
         pods = _matching(r, check["name"])
@@ -166,9 +168,13 @@ async def validate(client: SidecarClient, r: Rendered) -> None:
         if instead is not None:
             await _check_reason(client, pod, check["container"], instead)
             continue
-        query = {"Namespace": pod["pod"]["metadata"]["namespace"], "PodUID": pod["uid"],
-                 "PodName": pod["pod"]["metadata"]["name"], "ContainerName": check.get("container") or "",
-                 "Opts": {}}
+        query = {
+            "Namespace": pod["pod"]["metadata"]["namespace"],
+            "PodUID": pod["uid"],
+            "PodName": pod["pod"]["metadata"]["name"],
+            "ContainerName": check.get("container") or "",
+            "Opts": {},
+        }
         while True:
             text = await client.logs_text(query)
             if _log_check(check, text):
@@ -281,7 +287,15 @@ async def _check_prestop(sidecar: Sidecar, r: Rendered) -> None:
     """Beyond the template: deletion ran the preStop hook inside the container."""
     entry = r.pods[0]
     meta = entry["pod"]["metadata"]
-    marker = sidecar.pods_root / f"{meta['namespace']}-{entry['uid']}" / "containers" / "lifecycle-test" / "rootfs" / "tmp" / "prestop-marker"
+    marker = (
+        sidecar.pods_root
+        / f"{meta['namespace']}-{entry['uid']}"
+        / "containers"
+        / "lifecycle-test"
+        / "rootfs"
+        / "tmp"
+        / "prestop-marker"
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if marker.exists() and "preStop hook completed" in marker.read_text():
@@ -292,6 +306,6 @@ async def _check_prestop(sidecar: Sidecar, r: Rendered) -> None:
 
 def test_exclusions_are_documented():
     readme = (REPO / "README.md").read_text()
-    limitations = readme[readme.index("## Limitations"):]
+    limitations = readme[readme.index("## Limitations") :]
     for template in [*EXCLUDED, *(t for t, _ in EXCLUDED_LOG_CHECKS)]:
         assert template.removesuffix(".yaml") in limitations, f"README Limitations must list {template}"

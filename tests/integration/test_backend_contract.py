@@ -48,9 +48,15 @@ def condor_site(local_site, tmp_path):
 
 
 def pod_request(name: str, script: str, **spec) -> dict:
-    pod = {"metadata": {"name": name}, "spec": {
-        "restartPolicy": "Never", "automountServiceAccountToken": False, **spec,
-        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}}
+    pod = {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            **spec,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}],
+        },
+    }
     return manifest.create_request(pod, manifest.Manifests(), namespace=NAMESPACE)
 
 
@@ -84,8 +90,11 @@ async def test_status_exit_codes_and_logs(site):
 
 
 async def test_deletion_stops_a_running_pod_gracefully(site):
-    body = pod_request("stoppable", "trap 'echo got TERM; exit 0' TERM; echo up; while :; do sleep 0.2; done",
-                       terminationGracePeriodSeconds=5)
+    body = pod_request(
+        "stoppable",
+        "trap 'echo got TERM; exit 0' TERM; echo up; while :; do sleep 0.2; done",
+        terminationGracePeriodSeconds=5,
+    )
     log_file = Path(site.pods_root) / f"{NAMESPACE}-{uid_of(body)}" / "containers" / "main" / "log"
 
     async def started() -> bool:
@@ -129,8 +138,12 @@ async def test_a_held_htcondor_job_waits_with_its_reason_then_fails(condor_site)
     async with SidecarClient(site.address) as client:
         created = await client.create(body)
         environment = site.config["htcondor"]["environment"]
-        subprocess.run([str(CONDOR_BIN / "condor_hold"), "-reason", "site maintenance", created["PodJID"]],
-                       env={**os.environ, **environment}, check=True, capture_output=True)
+        subprocess.run(
+            [str(CONDOR_BIN / "condor_hold"), "-reason", "site maintenance", created["PodJID"]],
+            env={**os.environ, **environment},
+            check=True,
+            capture_output=True,
+        )
 
         async def waiting_for_hold():
             [answer] = await client.status([pod_ref(uid_of(body))])
@@ -144,4 +157,3 @@ async def test_a_held_htcondor_job_waits_with_its_reason_then_fails(condor_site)
     ended = terminated(failed)
     assert ended["reason"] == "HoldTimeout" and "site maintenance" in ended["message"], ended
     assert site.live_jobs() == []  # removed from the queue
-

@@ -16,7 +16,10 @@ pytestmark = pytest.mark.slurm
 def cli(sidecar, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "interlink_provider.cli.main", "pod", "--sidecar", sidecar.address, *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
     )
 
 
@@ -66,6 +69,9 @@ def test_cli_errors_are_clear(sidecar, tmp_path):
     assert result.returncode == 2 and "unsupported kind" in result.stderr
     result = cli(sidecar, "status", "no-such-pod")
     assert result.returncode == 2 and "no pod named no-such-pod" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "interlink_provider.cli.main", "pod", "--sidecar",
-                             "unix:///nonexistent.sock", "list"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "interlink_provider.cli.main", "pod", "--sidecar", "unix:///nonexistent.sock", "list"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "cannot reach the sidecar" in result.stderr

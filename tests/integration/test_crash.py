@@ -130,6 +130,7 @@ async def test_scheduler_down_makes_pods_unknown_then_they_recover(local_site, t
             await wait_for(running, 60, what="the pod to run")
             subprocess.run(["kill", pid_file.read_text().strip()], check=True)
             try:
+
                 async def unknown():
                     pods = {p["uid"]: p for p in await client.pods()}
                     return pods[uid]["phase"] == UNKNOWN
@@ -148,15 +149,18 @@ async def test_scheduler_down_makes_pods_unknown_then_they_recover(local_site, t
 async def test_unknown_jobs_with_our_prefix_are_cancelled_only_when_configured(local_site, tmp_path):
     keep = Sidecar(tmp_path / "keep")
     stray_name = keep.prefix + "00000000-0000-0000-0000-00000000dead"
-    job_id = slurm("sbatch", "--parsable", "--hold", f"--job-name={stray_name}", "--output=/dev/null",
-                   "--wrap=true").strip()
+    job_id = slurm(
+        "sbatch", "--parsable", "--hold", f"--job-name={stray_name}", "--output=/dev/null", "--wrap=true"
+    ).strip()
     keep.start()
     keep.stop()
     assert slurm("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T").strip() == "PENDING"
     cancel = Sidecar(tmp_path / "keep", {"cancel_unknown_jobs": True}).start()
     try:
+
         async def cancelled():
             return slurm("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T").strip() == "CANCELLED"
+
         await wait_for(cancelled, 30, what="the stray job to be cancelled")
         assert "cancelling 1 jobs no pod owns" in cancel.log()
     finally:
@@ -183,6 +187,7 @@ async def test_slurmctld_restarted_under_load_loses_nothing_and_submits_nothing_
                 async def unknown():
                     pods = {p["uid"]: p for p in await client.pods()}
                     return all(pods[r["pod"]["metadata"]["uid"]]["phase"] == UNKNOWN for r in running)
+
                 await wait_for(unknown, 60, what="the running pods to be Unknown")
                 assert not any(p["phase"] == "Failed" for p in await client.pods())
             finally:
@@ -215,12 +220,15 @@ async def test_jobs_that_leave_the_queue_within_two_seconds_still_end_right(loca
 
         async def vanished():
             return not any(sidecar.jobs_named(name) for name in names)
+
         await wait_for(vanished, 150, interval=2, what="Slurm to purge the finished jobs")
         sidecar.start()
         async with SidecarClient(sidecar.address) as client:
+
             async def ended():
                 answers = await client.status([pod_ref(b["pod"]["metadata"]["uid"]) for b in (ok, failing)])
                 return answers if all(phase_of(a) in ("Succeeded", "Failed") for a in answers) else None
+
             good, bad = await wait_for(ended, 60, what="both pods to end")
         assert phase_of(good) == SUCCEEDED and phase_of(bad) == "Failed"
         assert bad["containers"][0]["state"]["terminated"]["exitCode"] == 3
@@ -253,6 +261,7 @@ async def test_sigkill_at_random_moments_during_a_500_pod_run(local_site, tmp_pa
                     acknowledged.add((await client.create(requests[uid]))["PodUID"])
                 except aiohttp.ClientError:
                     return  # killed: the rest is sent again after the restart
+
         async with SidecarClient(sidecar.address) as client:
             await asyncio.gather(*(caller(client) for _ in range(20)))
             if not pending:  # all acknowledged: this kill lands while pods run
@@ -264,8 +273,9 @@ async def test_sigkill_at_random_moments_during_a_500_pod_run(local_site, tmp_pa
     try:
         async with SidecarClient(sidecar.address) as client:
             assert acknowledged <= {p["uid"] for p in await client.pods()}, "an acknowledged pod was lost"
-            await wait_for(lambda: all_succeeded(client, list(requests)), 300, interval=2,
-                           what="all 500 pods to finish")
+            await wait_for(
+                lambda: all_succeeded(client, list(requests)), 300, interval=2, what="all 500 pods to finish"
+            )
         names = slurm("squeue", "-h", "-t", "all", "-o", "%j").split()
         ours = [name for name in names if name.startswith(sidecar.prefix)]
         assert sorted(ours) == sorted(sidecar.prefix + uid for uid in requests)  # one job per pod, no more

@@ -27,13 +27,28 @@ def small_disk(tmp_path):
 
 
 def with_config(name: str, size: int) -> dict:
-    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "blob", "namespace": "disk"},
-              "data": {"blob": "x" * size}}
-    pod = {"metadata": {"name": name}, "spec": {
-        "restartPolicy": "Never", "automountServiceAccountToken": False,
-        "volumes": [{"name": "b", "configMap": {"name": "blob"}}],
-        "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "wc -c < /b/blob"],
-                        "volumeMounts": [{"name": "b", "mountPath": "/b"}]}]}}
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "blob", "namespace": "disk"},
+        "data": {"blob": "x" * size},
+    }
+    pod = {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "volumes": [{"name": "b", "configMap": {"name": "blob"}}],
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "command": ["sh", "-c", "wc -c < /b/blob"],
+                    "volumeMounts": [{"name": "b", "mountPath": "/b"}],
+                }
+            ],
+        },
+    }
     return manifest.create_request(pod, manifest.Manifests(config_maps={("disk", "blob"): config}), namespace="disk")
 
 
@@ -49,8 +64,9 @@ async def test_a_full_disk_refuses_the_pod_clearly_and_keeps_the_rest(local_site
             assert await client.status([pod_ref(big["pod"]["metadata"]["uid"])]) == []
             await client.create(small)
             await run_until(client, small["pod"]["metadata"]["uid"], SUCCEEDED)
-            log = await client.logs_text({"PodUID": small["pod"]["metadata"]["uid"], "Namespace": "disk",
-                                          "ContainerName": "c", "Opts": {}})
+            log = await client.logs_text(
+                {"PodUID": small["pod"]["metadata"]["uid"], "Namespace": "disk", "ContainerName": "c", "Opts": {}}
+            )
         assert log.strip() == "1000"
         sidecar.stop()
         sidecar.start()  # the store survived the refusals intact

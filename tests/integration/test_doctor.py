@@ -29,8 +29,13 @@ ISSUER = "https://127.0.0.1:8480/"
 def doctor(config: Path, **overrides: str) -> tuple[int, dict[str, dict]]:
     """Run the CLI with ILP__ overrides; its checks by name."""
     env = {**os.environ, "ILP_SITE_DIR": str(site_dir()), **{f"ILP__{k}": v for k, v in overrides.items()}}
-    done = subprocess.run([sys.executable, "-m", "interlink_provider.cli.main", "doctor", "--json", "--config", str(config)],
-                          env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-m", "interlink_provider.cli.main", "doctor", "--json", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.stdout.strip(), done.stderr
     return done.returncode, {check["name"]: check for check in json.loads(done.stdout)}
 
@@ -39,14 +44,22 @@ def certificate(path: Path, days: float) -> tuple[Path, Path]:
     """A self-signed certificate valid for `days` from now (negative: expired)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "doctor-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=30))
-            .not_valid_after(now + datetime.timedelta(days=days)).sign(key, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=30))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = path / "cert.pem", path / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_file, key_file
 
 
@@ -57,10 +70,16 @@ def config(local_site, tmp_path_factory) -> Path:
     secret = root / "stager-secret"
     secret.write_text("stager-secret\n")
     secret.chmod(0o600)
-    tokens = {"issuer": ISSUER, "ca_file": str(site_dir() / "devidp" / "ca.pem"), "client_id": "site-stager",
-              "client_secret_file": str(secret), "storage_audience": "https://127.0.0.1:11096",
-              "storage_endpoints": ["127.0.0.1:11096"], "rucio_audience": None,
-              "x509_cert_dir": str(site_dir() / "pki" / "ca-dir")}
+    tokens = {
+        "issuer": ISSUER,
+        "ca_file": str(site_dir() / "devidp" / "ca.pem"),
+        "client_id": "site-stager",
+        "client_secret_file": str(secret),
+        "storage_audience": "https://127.0.0.1:11096",
+        "storage_endpoints": ["127.0.0.1:11096"],
+        "rucio_audience": None,
+        "x509_cert_dir": str(site_dir() / "pki" / "ca-dir"),
+    }
     # The local site's gRPC section (its certificates): doctor checks them, it never listens.
     grpc = yaml.safe_load(LOCAL_CONFIG.read_text())["grpc"]
     sidecar = Sidecar(root, {"staging": {"tokens": tokens}, "grpc": grpc})
@@ -71,23 +90,44 @@ def test_a_healthy_site_passes_every_check(config):
     code, checks = doctor(config)
     verdicts = {name: check["verdict"] for name, check in checks.items()}
     assert code == 0 and set(verdicts.values()) == {"ok"}, checks
-    assert {"config", "scheduler", "runtime", "working area", "state directory", f"IdP {ISSUER}", "token",
-            "Rucio", "XRootD 127.0.0.1:11096", "XRootD 127.0.0.1:11094", "gRPC TLS"} <= set(checks)
+    assert {
+        "config",
+        "scheduler",
+        "runtime",
+        "working area",
+        "state directory",
+        f"IdP {ISSUER}",
+        "token",
+        "Rucio",
+        "XRootD 127.0.0.1:11096",
+        "XRootD 127.0.0.1:11094",
+        "gRPC TLS",
+    } <= set(checks)
     assert "accepted as site-stager" in checks["token"]["detail"]
 
 
-@pytest.mark.parametrize("broken, overrides, lines", [
-    ("scheduler", {"slurm__sinfo": "/nonexistent/sinfo"}, ["scheduler"]),
-    ("runtime", {"runtime__sandbox__executable": "no-such-bwrap"}, ["runtime"]),
-    ("working area", {"pods_root": "/proc/ilp-doctor"}, ["working area"]),
-    # the only trusted IdP is unreachable: no token of the real one can be accepted either
-    ("IdP", {"auth__token__issuers": '[{"issuer": "https://127.0.0.1:1/"}]'}, ["IdP https://127.0.0.1:1/", "token"]),
-    # the site's client also gets the token storages' tokens
-    ("site client", {"staging__tokens__client_id": "no-such-client"}, ["token", "XRootD 127.0.0.1:11096"]),
-    ("Rucio", {"staging__rucio__host": "http://127.0.0.1:1"}, ["Rucio"]),
-    ("XRootD", {"staging__tokens__storage_endpoints": '["127.0.0.1:1"]', "staging__connection_window": "2"},
-     ["XRootD 127.0.0.1:1"]),
-])
+@pytest.mark.parametrize(
+    "broken, overrides, lines",
+    [
+        ("scheduler", {"slurm__sinfo": "/nonexistent/sinfo"}, ["scheduler"]),
+        ("runtime", {"runtime__sandbox__executable": "no-such-bwrap"}, ["runtime"]),
+        ("working area", {"pods_root": "/proc/ilp-doctor"}, ["working area"]),
+        # the only trusted IdP is unreachable: no token of the real one can be accepted either
+        (
+            "IdP",
+            {"auth__token__issuers": '[{"issuer": "https://127.0.0.1:1/"}]'},
+            ["IdP https://127.0.0.1:1/", "token"],
+        ),
+        # the site's client also gets the token storages' tokens
+        ("site client", {"staging__tokens__client_id": "no-such-client"}, ["token", "XRootD 127.0.0.1:11096"]),
+        ("Rucio", {"staging__rucio__host": "http://127.0.0.1:1"}, ["Rucio"]),
+        (
+            "XRootD",
+            {"staging__tokens__storage_endpoints": '["127.0.0.1:1"]', "staging__connection_window": "2"},
+            ["XRootD 127.0.0.1:1"],
+        ),
+    ],
+)
 def test_each_broken_dependency_fails_its_own_line(config, broken, overrides, lines):
     code, checks = doctor(config, **overrides)
     failed = sorted(name for name, check in checks.items() if check["verdict"] == "FAIL")
@@ -117,6 +157,7 @@ def test_a_broken_config_is_the_first_and_only_answer(tmp_path):
 
 # ---------------------------------------------------------------------------- a gateway's config
 
+
 @pytest.fixture(scope="module")
 def gateway_config(local_site, unix_accounts, idp, tmp_path_factory):
     """A gateway config (not started) in front of one real gRPC sidecar."""
@@ -140,8 +181,13 @@ def test_a_healthy_gateway_passes_every_check(gateway_config, idp):
     code, checks = doctor(gateway_config)
     assert code == 0, checks
     assert {name: c["verdict"] for name, c in checks.items()} == {
-        "config": "ok", f"IdP {idp.issuer}": "ok", f"token for {SITE_AUDIENCE}": "ok", "site alpha": "ok",
-        "site alpha TLS": "ok", "grants file": "skip"}
+        "config": "ok",
+        f"IdP {idp.issuer}": "ok",
+        f"token for {SITE_AUDIENCE}": "ok",
+        "site alpha": "ok",
+        "site alpha TLS": "ok",
+        "grants file": "skip",
+    }
     assert "interlink-provider" in checks["site alpha"]["detail"]
 
 
@@ -159,16 +205,28 @@ def _open_grants(raw: dict, tmp_path: Path) -> None:
     raw["identities"] = {"grants_file": str(grants)}
 
 
-@pytest.mark.parametrize("broken, change, failing", [
-    ("gateway secret", _wrong_secret, {f"token for {SITE_AUDIENCE}"}),
-    ("site down", lambda raw, _: raw["sites"][0].update(target=f"127.0.0.1:{free_port()}"),
-     {"site alpha", "site alpha TLS"}),
-    ("site CA", lambda raw, _: raw["sites"][0].update(ca_file=str(site_dir() / "pki" / "ca.pem")),
-     {"site alpha", "site alpha TLS"}),
-    ("audience the site refuses", lambda raw, _: raw["sites"][0].update(audience="https://elsewhere.test"),
-     {"site alpha"}),
-    ("grants readable by others", _open_grants, {"grants file"}),
-])
+@pytest.mark.parametrize(
+    "broken, change, failing",
+    [
+        ("gateway secret", _wrong_secret, {f"token for {SITE_AUDIENCE}"}),
+        (
+            "site down",
+            lambda raw, _: raw["sites"][0].update(target=f"127.0.0.1:{free_port()}"),
+            {"site alpha", "site alpha TLS"},
+        ),
+        (
+            "site CA",
+            lambda raw, _: raw["sites"][0].update(ca_file=str(site_dir() / "pki" / "ca.pem")),
+            {"site alpha", "site alpha TLS"},
+        ),
+        (
+            "audience the site refuses",
+            lambda raw, _: raw["sites"][0].update(audience="https://elsewhere.test"),
+            {"site alpha"},
+        ),
+        ("grants readable by others", _open_grants, {"grants file"}),
+    ],
+)
 def test_each_broken_gateway_dependency_fails_its_own_line(gateway_config, tmp_path, broken, change, failing):
     code, checks = doctor(variant(gateway_config, tmp_path, lambda raw: change(raw, tmp_path)))
     failed = {name for name, check in checks.items() if check["verdict"] == "FAIL"}

@@ -22,30 +22,49 @@ pytestmark = pytest.mark.slurm
 PATHS = ["/create", "/delete", "/status", "/getLogs"]
 SEEN: Counter[tuple[str, int]] = Counter()  # (path, status) over every example
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64), st.floats(allow_nan=False),
-                    st.text(max_size=40), st.sampled_from(["", "../../etc/passwd", "$(id)", "`id`", "a;b", "\x00",
-                                                           "-" * 300, "1e999", "nvidia.com/gpu"]))
-json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                            st.dictionaries(st.text(max_size=12), inner, max_size=4)),
-                           max_leaves=20)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64),
+    st.floats(allow_nan=False),
+    st.text(max_size=40),
+    st.sampled_from(["", "../../etc/passwd", "$(id)", "`id`", "a;b", "\x00", "-" * 300, "1e999", "nvidia.com/gpu"]),
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+    max_leaves=20,
+)
 
 
 @pytest.fixture(scope="module")
 def fuzzed(local_site, tmp_path_factory):
-    sidecar = Sidecar(tmp_path_factory.mktemp("fuzz"), {"slurm": {"partition": "no-such-partition"},
-                                                         "create_wait_seconds": 0}).start()
+    sidecar = Sidecar(
+        tmp_path_factory.mktemp("fuzz"), {"slurm": {"partition": "no-such-partition"}, "create_wait_seconds": 0}
+    ).start()
     yield sidecar
     sidecar.stop()
 
 
 def valid_create() -> dict[str, Any]:
-    pod = {"metadata": {"name": "fuzz", "annotations": {"slurm-job.vk.io/flags": "--time=5"}},
-           "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                    "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo hi"],
-                                    "env": [{"name": "A", "value": "1"}],
-                                    "resources": {"limits": {"cpu": "1", "memory": "64Mi"}},
-                                    "volumeMounts": [{"name": "v", "mountPath": "/data"}]}],
-                    "volumes": [{"name": "v", "emptyDir": {}}]}}
+    pod = {
+        "metadata": {"name": "fuzz", "annotations": {"slurm-job.vk.io/flags": "--time=5"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "command": ["sh", "-c", "echo hi"],
+                    "env": [{"name": "A", "value": "1"}],
+                    "resources": {"limits": {"cpu": "1", "memory": "64Mi"}},
+                    "volumeMounts": [{"name": "v", "mountPath": "/data"}],
+                }
+            ],
+            "volumes": [{"name": "v", "emptyDir": {}}],
+        },
+    }
     return manifest.create_request(pod, manifest.Manifests(), namespace="fuzz")
 
 
@@ -75,8 +94,9 @@ def mutated_creates(draw) -> dict[str, Any]:
 async def send(sidecar: Sidecar, path: str, body: bytes) -> tuple[int, str]:
     connector = aiohttp.UnixConnector(path=sidecar.socket)
     async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.request("POST" if path in ("/create", "/delete") else "GET", f"http://sidecar{path}",
-                                   data=body) as response:
+        async with session.request(
+            "POST" if path in ("/create", "/delete") else "GET", f"http://sidecar{path}", data=body
+        ) as response:
             return response.status, await response.text()
 
 

@@ -35,24 +35,27 @@ def federation(local_site, unix_accounts, idp, tmp_path_factory):
         shutil.rmtree(sidecar.scratch, ignore_errors=True)
 
 
-def hello(name: str, annotations: dict | None = None, script: str = "id -un", mounts: list | None = None,
-          **spec) -> dict:
+def hello(
+    name: str, annotations: dict | None = None, script: str = "id -un", mounts: list | None = None, **spec
+) -> dict:
     container = {"name": "c", "image": "busybox", "command": ["sh", "-c", script], "volumeMounts": mounts or []}
-    return {"metadata": {"name": name, "annotations": annotations or {}},
-            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, **spec,
-                     "containers": [container]}}
+    return {
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, **spec, "containers": [container]},
+    }
 
 
 async def finished(client: SidecarClient, uid: str) -> dict:
     async def done():
         answers = await client.status([pod_ref(uid)])
         return answers[0] if answers and phase_of(answers[0]) in ("Succeeded", "Failed") else None
+
     return await wait_for(done, 90, what=f"pod {uid} to finish")
 
 
 async def pods_at(sidecar) -> set[str]:
     """UIDs of the pods a site has a working directory for (namespace gw)."""
-    return {path.name[len("gw-"):] for path in sidecar.pods_root.glob("gw-*")}
+    return {path.name[len("gw-") :] for path in sidecar.pods_root.glob("gw-*")}
 
 
 async def site_gpus(sidecar) -> int:
@@ -63,12 +66,20 @@ async def site_gpus(sidecar) -> int:
 
 async def test_pods_are_routed_to_their_site_and_run_through_grpc(federation):
     gateway, sites = federation
-    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "greeting", "namespace": "gw"},
-              "data": {"text": "hello via the gateway\n"}}
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "greeting", "namespace": "gw"},
+        "data": {"text": "hello via the gateway\n"},
+    }
     manifests = manifest.Manifests(config_maps={("gw", "greeting"): config})
-    named = hello("gw-named", annotations={"interlink.provider/site": "beta"},
-                  volumes=[{"name": "g", "configMap": {"name": "greeting"}}],
-                  mounts=[{"name": "g", "mountPath": "/etc/greeting"}], script="cat /etc/greeting/text; id -un")
+    named = hello(
+        "gw-named",
+        annotations={"interlink.provider/site": "beta"},
+        volumes=[{"name": "g", "configMap": {"name": "greeting"}}],
+        mounts=[{"name": "g", "mountPath": "/etc/greeting"}],
+        script="cat /etc/greeting/text; id -un",
+    )
     selected = hello("gw-selected", nodeSelector={LABEL: "alpha", "kubernetes.io/role": "agent"})
     async with SidecarClient(gateway.address) as client:
         a = await client.call("POST", "/create", vk_request(named, manifests))
@@ -90,8 +101,9 @@ async def test_a_pod_for_no_site_is_refused_with_the_reason(federation):
     gateway, _ = federation
     async with SidecarClient(gateway.address) as client:
         with pytest.raises(SidecarError) as named:
-            await client.call("POST", "/create", vk_request(hello("gw-nowhere",
-                                                                  annotations={"interlink.provider/site": "gamma"})))
+            await client.call(
+                "POST", "/create", vk_request(hello("gw-nowhere", annotations={"interlink.provider/site": "gamma"}))
+            )
         with pytest.raises(SidecarError) as selected:
             await client.call("POST", "/create", vk_request(hello("gw-nolabel", nodeSelector={LABEL: "gamma"})))
         with pytest.raises(SidecarError) as malformed:
@@ -103,8 +115,20 @@ async def test_a_pod_for_no_site_is_refused_with_the_reason(federation):
 
 def test_the_health_probe_reports_the_sites(federation):
     gateway, _ = federation
-    probe = subprocess.run([sys.executable, "-m", "interlink_provider.cli.main", "gateway", "--config",
-                            str(gateway.config_path), "--health"], capture_output=True, text=True, timeout=30)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "interlink_provider.cli.main",
+            "gateway",
+            "--config",
+            str(gateway.config_path),
+            "--health",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert probe.returncode == 0, probe.stderr
     assert "alpha: up" in probe.stdout and "beta: up" in probe.stdout
 
@@ -112,12 +136,18 @@ def test_the_health_probe_reports_the_sites(federation):
 async def test_a_site_that_goes_down_and_comes_back_loses_nothing(federation):
     gateway, sites = federation
     async with SidecarClient(gateway.address) as client:
-        running = await client.call("POST", "/create", vk_request(
-            hello("gw-long", annotations={"interlink.provider/site": "beta"}, script="sleep 8; echo survived")))
+        running = await client.call(
+            "POST",
+            "/create",
+            vk_request(
+                hello("gw-long", annotations={"interlink.provider/site": "beta"}, script="sleep 8; echo survived")
+            ),
+        )
         sites["beta"].stop()
 
         async def beta_down():
             return "beta: down" in (await client.call("GET", "/healthz"))
+
         await wait_for(beta_down, 20, what="the gateway to see beta down")
         [during] = await client.status([pod_ref(running["PodUID"])])
         assert phase_of(during) != "Failed"  # last known, never Failed because the site is unreachable
@@ -125,8 +155,7 @@ async def test_a_site_that_goes_down_and_comes_back_loses_nothing(federation):
         assert elsewhere["PodUID"] in await pods_at(sites["alpha"])  # new pods go to the site that is up
         sites["beta"].start()
         result = await finished(client, running["PodUID"])
-        log = await client.logs_text({"PodUID": running["PodUID"], "Namespace": "gw", "ContainerName": "c",
-                                      "Opts": {}})
+        log = await client.logs_text({"PodUID": running["PodUID"], "Namespace": "gw", "ContainerName": "c", "Opts": {}})
     assert phase_of(result) == SUCCEEDED and log == "survived\n"
     assert phase_of(await _final(gateway, elsewhere["PodUID"])) == SUCCEEDED
 
@@ -142,8 +171,9 @@ def test_a_gateway_whose_port_is_taken_stops_with_the_reason(idp, tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        gateway = GatewayProcess(tmp_path / "gw", idp, {"nowhere": nowhere},
-                                 {"listen": {"host": "127.0.0.1", "port": port}}).start()
+        gateway = GatewayProcess(
+            tmp_path / "gw", idp, {"nowhere": nowhere}, {"listen": {"host": "127.0.0.1", "port": port}}
+        ).start()
         assert gateway.process is not None and gateway.process.wait(timeout=60) == 1
     log = gateway.log_path.read_text()
     [refusal] = [json.loads(line) for line in log.splitlines() if "cannot start" in line]

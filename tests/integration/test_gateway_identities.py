@@ -43,8 +43,7 @@ def tenants(local_site, unix_accounts, short_idp, tmp_path_factory):
     root = tmp_path_factory.mktemp("tenants")
     site = grpc_sidecar(root / "alpha", short_idp)
     grants = root / "gw" / "state" / "user-grants.json"
-    identities = {"default": "service", "namespaces": {"team-a": "user", "team-c": "user"},
-                  "grants_file": str(grants)}
+    identities = {"default": "service", "namespaces": {"team-a": "user", "team-c": "user"}, "grants_file": str(grants)}
     gateway = GatewayProcess(root / "gw", short_idp, {"alpha": site}, extra={"identities": identities}).start()
     asyncio.run(wait_until_up(gateway, 1))
     yield gateway, site, grants
@@ -56,9 +55,13 @@ def tenants(local_site, unix_accounts, short_idp, tmp_path_factory):
 def user_pod(name: str, secret: str | None, script: str = "id -un") -> dict:
     if secret is None:
         return hello(name, script=script)
-    return hello(name, annotations={ANNOTATION: secret}, script=script,
-                 volumes=[{"name": "me", "secret": {"secretName": secret, "optional": True}}],
-                 mounts=[{"name": "me", "mountPath": "/var/run/identity"}])
+    return hello(
+        name,
+        annotations={ANNOTATION: secret},
+        script=script,
+        volumes=[{"name": "me", "secret": {"secretName": secret, "optional": True}}],
+        mounts=[{"name": "me", "mountPath": "/var/run/identity"}],
+    )
 
 
 def request_with(pod: dict, namespace: str, secret: dict | None) -> dict:
@@ -73,9 +76,27 @@ def access_secret(name: str, token: str) -> dict:
 def token_login(idp: IdP, namespace: str, name: str, output) -> subprocess.Popen:
     """`interlink-provider token login`, approved the way a user does it in a browser."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "interlink_provider.cli.main", "token", "login", "--issuer", idp.issuer,
-         "--ca-file", idp.ca_file, "--namespace", namespace, "--secret-name", name, "--output", str(output)],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "300"})
+        [
+            sys.executable,
+            "-m",
+            "interlink_provider.cli.main",
+            "token",
+            "login",
+            "--issuer",
+            idp.issuer,
+            "--ca-file",
+            idp.ca_file,
+            "--namespace",
+            namespace,
+            "--secret-name",
+            name,
+            "--output",
+            str(output),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "300"},
+    )
     assert process.stderr is not None
     line = process.stderr.readline()
     found = re.search(r"open (\S+) and enter the code (\S+)", line)
@@ -102,15 +123,20 @@ async def test_two_users_run_as_their_own_accounts(tenants, short_idp, tmp_path)
     assert login.wait(30) == 0, login.stderr.read() if login.stderr else ""
     assert (tmp_path / "carol-id.yaml").stat().st_mode & 0o777 == 0o600
     carol_secret = yaml.safe_load((tmp_path / "carol-id.yaml").read_text())
-    assert carol_secret["metadata"] == {"name": "carol-id", "namespace": "team-c",
-                                        "labels": {"app.kubernetes.io/managed-by": "interlink-provider"}}
+    assert carol_secret["metadata"] == {
+        "name": "carol-id",
+        "namespace": "team-c",
+        "labels": {"app.kubernetes.io/managed-by": "interlink-provider"},
+    }
     carol_refresh = carol_secret["stringData"]["refresh_token"]
 
     async with SidecarClient(gateway.address) as client:
-        a = await client.call("POST", "/create", request_with(user_pod("as-alice", "alice-id"), "team-a",
-                                                               access_secret("alice-id", alice)))
-        c = await client.call("POST", "/create", request_with(user_pod("as-carol", "carol-id"), "team-c",
-                                                               carol_secret))
+        a = await client.call(
+            "POST",
+            "/create",
+            request_with(user_pod("as-alice", "alice-id"), "team-a", access_secret("alice-id", alice)),
+        )
+        c = await client.call("POST", "/create", request_with(user_pod("as-carol", "carol-id"), "team-c", carol_secret))
         accounts = {}
         for uid, namespace in ((a["PodUID"], "team-a"), (c["PodUID"], "team-c")):
             assert phase_of(await finished(client, uid)) == SUCCEEDED
@@ -123,7 +149,7 @@ async def test_two_users_run_as_their_own_accounts(tenants, short_idp, tmp_path)
 
 
 async def test_a_long_pod_is_acted_on_as_its_owner_across_refreshes_and_restarts(tenants, short_idp):
-    gateway, site, grants = tenants
+    gateway, _site, grants = tenants
     alice = await user_token(short_idp, "alice", "compute.create compute.read compute.cancel")
     pod = user_pod("long-alice", "alice-id", script="sleep 14; id -un")
     query = {"PodUID": "", "Namespace": "team-a", "ContainerName": "c", "Opts": {}}
@@ -159,12 +185,26 @@ async def test_missing_expired_and_refused_identities_fail_the_pod_with_the_reas
     expired = short_idp.forge(exp=int(time.time()) - 120, aud=short_idp.issuer)
     mallory = await user_token(short_idp, "mallory", "compute.read")
     cases = [
-        (request_with(user_pod("no-annotation", None), "team-a", None), 422, f"IdentityMissing: pods of namespace team-a run under their owner's identity: annotate the pod with {ANNOTATION}"),
-        (request_with(user_pod("no-secret", "alice-id"), "team-a", None), 422, "IdentityMissing: identity Secret team-a/alice-id was not sent with the pod"),
-        (request_with(user_pod("expired", "old-id"), "team-a", access_secret("old-id", expired)), 403,
-         "TokenExpired: the token in identity Secret team-a/old-id expired at 20"),
-        (request_with(user_pod("refused", "m-id"), "team-a", access_secret("m-id", mallory)), 403,
-         "TokenExchangeRefused: the IdP refused to let the gateway act for the owner of team-a/m-id"),
+        (
+            request_with(user_pod("no-annotation", None), "team-a", None),
+            422,
+            f"IdentityMissing: pods of namespace team-a run under their owner's identity: annotate the pod with {ANNOTATION}",
+        ),
+        (
+            request_with(user_pod("no-secret", "alice-id"), "team-a", None),
+            422,
+            "IdentityMissing: identity Secret team-a/alice-id was not sent with the pod",
+        ),
+        (
+            request_with(user_pod("expired", "old-id"), "team-a", access_secret("old-id", expired)),
+            403,
+            "TokenExpired: the token in identity Secret team-a/old-id expired at 20",
+        ),
+        (
+            request_with(user_pod("refused", "m-id"), "team-a", access_secret("m-id", mallory)),
+            403,
+            "TokenExchangeRefused: the IdP refused to let the gateway act for the owner of team-a/m-id",
+        ),
     ]
     before = set(site.pods_root.iterdir()) if site.pods_root.exists() else set()
     async with SidecarClient(gateway.address) as client:

@@ -32,8 +32,14 @@ def site(local_site, unix_accounts, idp, tmp_path_factory):
 
 
 def pod_json(name: str, script: str = "id -un; echo from-grpc") -> tuple[bytes, str]:
-    pod = {"metadata": {"name": name}, "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-           "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}]}}
+    pod = {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}],
+        },
+    }
     request = manifest.create_request(pod, manifest.Manifests(), namespace="grpc")
     return json.dumps(request).encode(), request["pod"]["metadata"]["uid"]
 
@@ -41,17 +47,18 @@ def pod_json(name: str, script: str = "id -un; echo from-grpc") -> tuple[bytes, 
 async def expect_error(code: grpc.StatusCode, text: str, call) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
-    assert info.value.code() == code and text in (info.value.details() or ""), (info.value.code(),
-                                                                                info.value.details())
+    assert info.value.code() == code and text in (info.value.details() or ""), (info.value.code(), info.value.details())
 
 
 async def test_health_and_reflection_are_served(site):
     async with open_channel(site.target, site.ca) as channel:
         answer = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="offloader.v1.Offloader"))
+            health_pb2.HealthCheckRequest(service="offloader.v1.Offloader")
+        )
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
         stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
         services = {s.name async for r in stream for s in r.list_services_response.service}
     assert {"offloader.v1.Offloader", "grpc.health.v1.Health"} <= services
 
@@ -69,6 +76,7 @@ async def test_a_pod_through_grpc_runs_on_slurm_as_its_owner(site, idp):
         async def finished():
             [status] = (await stub.GetStatus(pb.GetStatusRequest(uids=[uid]), metadata=bearer(token))).pods
             return status if status.phase in ("Succeeded", "Failed") else None
+
         status = await wait_for(finished, 90, what="the pod to finish")
         assert status.phase == "Succeeded" and status.job_id == created.job_id
         [container] = status.containers
@@ -77,8 +85,9 @@ async def test_a_pod_through_grpc_runs_on_slurm_as_its_owner(site, idp):
         chunks = stub.GetLogs(pb.GetLogsRequest(uid=uid, container="c"), metadata=bearer(token))
         log = b"".join([chunk.data async for chunk in chunks]).decode()
         assert log == "ilp-alice\nfrom-grpc\n"
-        tail = stub.GetLogs(pb.GetLogsRequest(uid=uid, container="c", tail_lines=1, timestamps=True),
-                            metadata=bearer(token))
+        tail = stub.GetLogs(
+            pb.GetLogsRequest(uid=uid, container="c", tail_lines=1, timestamps=True), metadata=bearer(token)
+        )
         assert b"".join([c.data async for c in tail]).decode().endswith(" from-grpc\n")
         listed = await stub.GetStatus(pb.GetStatusRequest(), metadata=bearer(token))
         assert uid in {p.uid for p in listed.pods}
@@ -94,17 +103,30 @@ async def test_calls_without_a_valid_token_or_of_another_owner_are_refused(site,
     async with open_channel(site.target, site.ca) as channel:
         stub = offloader(channel)
         await expect_error(grpc.StatusCode.UNAUTHENTICATED, "missing_token", stub.Ping(pb.PingRequest()))
-        await expect_error(grpc.StatusCode.UNAUTHENTICATED, "wrong_audience",
-                           stub.Ping(pb.PingRequest(), metadata=bearer(elsewhere)))
-        await expect_error(grpc.StatusCode.UNAUTHENTICATED, "malformed_token",
-                           stub.Ping(pb.PingRequest(), metadata=bearer("not-a-jwt")))
-        await expect_error(grpc.StatusCode.PERMISSION_DENIED, "missing_scope",
-                           stub.CreatePod(pb.CreatePodRequest(pod_json=body), metadata=bearer(reader)))
+        await expect_error(
+            grpc.StatusCode.UNAUTHENTICATED, "wrong_audience", stub.Ping(pb.PingRequest(), metadata=bearer(elsewhere))
+        )
+        await expect_error(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "malformed_token",
+            stub.Ping(pb.PingRequest(), metadata=bearer("not-a-jwt")),
+        )
+        await expect_error(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "missing_scope",
+            stub.CreatePod(pb.CreatePodRequest(pod_json=body), metadata=bearer(reader)),
+        )
         await stub.CreatePod(pb.CreatePodRequest(pod_json=body), metadata=bearer(alice))
-        await expect_error(grpc.StatusCode.PERMISSION_DENIED, "belongs to another identity",
-                           stub.GetStatus(pb.GetStatusRequest(uids=[uid]), metadata=bearer(bob)))
-        await expect_error(grpc.StatusCode.PERMISSION_DENIED, "belongs to another identity",
-                           stub.DeletePod(pb.DeletePodRequest(uid=uid), metadata=bearer(bob)))
+        await expect_error(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "belongs to another identity",
+            stub.GetStatus(pb.GetStatusRequest(uids=[uid]), metadata=bearer(bob)),
+        )
+        await expect_error(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "belongs to another identity",
+            stub.DeletePod(pb.DeletePodRequest(uid=uid), metadata=bearer(bob)),
+        )
         assert uid not in {p.uid for p in (await stub.GetStatus(pb.GetStatusRequest(), metadata=bearer(bob))).pods}
         assert (await stub.DeletePod(pb.DeletePodRequest(uid=uid), metadata=bearer(alice))).outcome
 
@@ -116,38 +138,61 @@ async def test_bad_requests_get_invalid_argument_with_a_reason(site, idp):
     bad["pod"]["spec"]["containers"][0]["name"] = "Not_A_DNS_Label"
     async with open_channel(site.target, site.ca) as channel:
         stub = offloader(channel)
-        await expect_error(grpc.StatusCode.INVALID_ARGUMENT, "not JSON",
-                           stub.CreatePod(pb.CreatePodRequest(pod_json=b"{nope"), metadata=bearer(token)))
-        await expect_error(grpc.StatusCode.INVALID_ARGUMENT, "must be a RetrievedPodData",
-                           stub.CreatePod(pb.CreatePodRequest(pod_json=b"[1, 2]"), metadata=bearer(token)))
-        await expect_error(grpc.StatusCode.INVALID_ARGUMENT, "pod rejected",
-                           stub.CreatePod(pb.CreatePodRequest(pod_json=json.dumps(bad).encode()),
-                                          metadata=bearer(token)))
-        await expect_error(grpc.StatusCode.INVALID_ARGUMENT, "uid is missing",
-                           stub.DeletePod(pb.DeletePodRequest(), metadata=bearer(token)))
-        await expect_error(grpc.StatusCode.NOT_FOUND, "not known",
-                           stub.GetLogs(pb.GetLogsRequest(uid="nope", container="c"), metadata=bearer(token)).read())
-        await expect_error(grpc.StatusCode.INVALID_ARGUMENT, "set only one",
-                           stub.GetLogs(pb.GetLogsRequest(uid="x", tail_lines=1, limit_bytes=1),
-                                        metadata=bearer(token)).read())
+        await expect_error(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "not JSON",
+            stub.CreatePod(pb.CreatePodRequest(pod_json=b"{nope"), metadata=bearer(token)),
+        )
+        await expect_error(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "must be a RetrievedPodData",
+            stub.CreatePod(pb.CreatePodRequest(pod_json=b"[1, 2]"), metadata=bearer(token)),
+        )
+        await expect_error(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "pod rejected",
+            stub.CreatePod(pb.CreatePodRequest(pod_json=json.dumps(bad).encode()), metadata=bearer(token)),
+        )
+        await expect_error(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "uid is missing",
+            stub.DeletePod(pb.DeletePodRequest(), metadata=bearer(token)),
+        )
+        await expect_error(
+            grpc.StatusCode.NOT_FOUND,
+            "not known",
+            stub.GetLogs(pb.GetLogsRequest(uid="nope", container="c"), metadata=bearer(token)).read(),
+        )
+        await expect_error(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "set only one",
+            stub.GetLogs(pb.GetLogsRequest(uid="x", tail_lines=1, limit_bytes=1), metadata=bearer(token)).read(),
+        )
         info = await stub.Ping(pb.PingRequest(), metadata=bearer(token))
     assert info.status == "ok" and int(info.capacity.cpu) > 0 and info.version
-    assert [(a.resource_type, a.available) for a in info.accelerators][0][0] == "nvidia.com/gpu"
+    assert next((a.resource_type, a.available) for a in info.accelerators)[0] == "nvidia.com/gpu"
 
 
 async def test_plaintext_and_untrusted_clients_cannot_connect(site, idp, tmp_path):
     token = await token_for(idp, "alice")
     async with grpc.aio.insecure_channel(site.target) as plaintext:
-        await expect_error(grpc.StatusCode.UNAVAILABLE, "", offloader(plaintext).Ping(
-            pb.PingRequest(), metadata=bearer(token), timeout=5))
+        await expect_error(
+            grpc.StatusCode.UNAVAILABLE,
+            "",
+            offloader(plaintext).Ping(pb.PingRequest(), metadata=bearer(token), timeout=5),
+        )
     other_ca, _, _ = ensure_certificates(tmp_path / "other", "127.0.0.1")
     async with open_channel(site.target, str(other_ca)) as wrong_ca:  # the server is not who we trust
-        await expect_error(grpc.StatusCode.UNAVAILABLE, "", offloader(wrong_ca).Ping(
-            pb.PingRequest(), metadata=bearer(token), timeout=5))
+        await expect_error(
+            grpc.StatusCode.UNAVAILABLE,
+            "",
+            offloader(wrong_ca).Ping(pb.PingRequest(), metadata=bearer(token), timeout=5),
+        )
 
 
-async def test_mutual_tls_requires_a_client_certificate_from_the_configured_ca(local_site, unix_accounts, idp,
-                                                                              tmp_path):
+async def test_mutual_tls_requires_a_client_certificate_from_the_configured_ca(
+    local_site, unix_accounts, idp, tmp_path
+):
     client_ca, client_cert, client_key = ensure_certificates(tmp_path / "clients", "127.0.0.1")
     _, stranger_cert, stranger_key = ensure_certificates(tmp_path / "strangers", "127.0.0.1")
     sidecar = grpc_sidecar(tmp_path / "mtls", idp, client_ca=client_ca)
@@ -157,8 +202,11 @@ async def test_mutual_tls_requires_a_client_certificate_from_the_configured_ca(l
             assert (await offloader(channel).Ping(pb.PingRequest(), metadata=bearer(token))).status == "ok"
         for cert, key in ((None, None), (str(stranger_cert), str(stranger_key))):
             async with open_channel(sidecar.target, sidecar.ca, cert, key) as channel:
-                await expect_error(grpc.StatusCode.UNAVAILABLE, "", offloader(channel).Ping(
-                    pb.PingRequest(), metadata=bearer(token), timeout=5))
+                await expect_error(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "",
+                    offloader(channel).Ping(pb.PingRequest(), metadata=bearer(token), timeout=5),
+                )
     finally:
         sidecar.stop()
         shutil.rmtree(sidecar.scratch, ignore_errors=True)
@@ -181,15 +229,16 @@ async def test_watch_status_pushes_changes_and_resumes_without_gaps(site, idp):
         phases = [e.pod.phase for e in seen if e.pod.uid == first_uid]
         assert phases[0] == "Pending" and phases[-1] == "Succeeded"
         revisions = [e.revision for e in seen]
-        assert revisions == sorted(revisions) and len(set(e.epoch for e in seen)) == 1
+        assert revisions == sorted(revisions) and len({e.epoch for e in seen}) == 1
         epoch, last = seen[-1].epoch, seen[-1].revision
 
         # While nobody watches: a change for alice, and bob's pod (never shown to alice).
         await stub.CreatePod(pb.CreatePodRequest(pod_json=second), metadata=bearer(alice))
         bobs, bobs_uid = pod_json("grpc-watch-bob", "echo bob")
         await stub.CreatePod(pb.CreatePodRequest(pod_json=bobs), metadata=bearer(bob))
-        resumed = stub.WatchStatus(pb.WatchStatusRequest(epoch=epoch, since_revision=last, heartbeat_seconds=1),
-                                   metadata=bearer(alice))
+        resumed = stub.WatchStatus(
+            pb.WatchStatusRequest(epoch=epoch, since_revision=last, heartbeat_seconds=1), metadata=bearer(alice)
+        )
         after = []
         async for event in resumed:
             after.append(event)
@@ -201,8 +250,9 @@ async def test_watch_status_pushes_changes_and_resumes_without_gaps(site, idp):
         assert all(e.revision > last for e in after if not e.heartbeat)
 
         # Another epoch (as after a restart of the sidecar): everything again.
-        fresh = stub.WatchStatus(pb.WatchStatusRequest(epoch="another", since_revision=10**9, heartbeat_seconds=1),
-                                 metadata=bearer(alice))
+        fresh = stub.WatchStatus(
+            pb.WatchStatusRequest(epoch="another", since_revision=10**9, heartbeat_seconds=1), metadata=bearer(alice)
+        )
         snapshot = set()
         async for event in fresh:
             if event.heartbeat:
@@ -224,8 +274,9 @@ async def test_a_quiet_watcher_gets_heartbeats_while_others_pods_keep_changing(s
                 break
         epoch, position = event.epoch, event.revision
         snapshot.cancel()
-        watch = stub.WatchStatus(pb.WatchStatusRequest(epoch=epoch, since_revision=position, heartbeat_seconds=1),
-                                 metadata=bearer(bob))
+        watch = stub.WatchStatus(
+            pb.WatchStatusRequest(epoch=epoch, since_revision=position, heartbeat_seconds=1), metadata=bearer(bob)
+        )
         heartbeats = 0
 
         async def count() -> None:
@@ -260,8 +311,10 @@ async def test_a_restarted_sidecar_starts_a_new_epoch_and_keeps_its_pods(site, i
     site.start()
     async with open_channel(site.target, site.ca) as channel:
         stub = offloader(channel)
-        stream = stub.WatchStatus(pb.WatchStatusRequest(epoch=before.epoch, since_revision=before.revision,
-                                                        heartbeat_seconds=1), metadata=bearer(token))
+        stream = stub.WatchStatus(
+            pb.WatchStatusRequest(epoch=before.epoch, since_revision=before.revision, heartbeat_seconds=1),
+            metadata=bearer(token),
+        )
         events = []
         async for event in stream:
             if event.heartbeat:

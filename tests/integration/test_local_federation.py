@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import sys
 import urllib.parse
 import urllib.request
-import ssl
 
 import pytest
 
@@ -31,8 +31,12 @@ def federation(local_site):
 
 
 def run_through(gateway: str, manifest) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, "pod", "--gateway", gateway, "run", "--rm", "--timeout", "180", str(manifest)],
-                          capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [*CLI, "pod", "--gateway", gateway, "run", "--rm", "--timeout", "180", str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 def test_pods_reach_the_site_they_name_or_select(federation):
@@ -45,9 +49,26 @@ def test_pods_reach_the_site_they_name_or_select(federation):
 def test_a_user_logs_in_and_runs_a_pod_as_themselves(federation, local_site, tmp_path):
     ca = str(local_site / "devidp" / "ca.pem")
     secret = tmp_path / "my-identity.yaml"
-    login = subprocess.Popen([*CLI, "token", "login", "--issuer", "https://127.0.0.1:8480/", "--ca-file", ca,
-                              "--namespace", "team-a", "--secret-name", "my-identity", "-o", str(secret)],
-                             stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "300"})
+    login = subprocess.Popen(
+        [
+            *CLI,
+            "token",
+            "login",
+            "--issuer",
+            "https://127.0.0.1:8480/",
+            "--ca-file",
+            ca,
+            "--namespace",
+            "team-a",
+            "--secret-name",
+            "my-identity",
+            "-o",
+            str(secret),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "300"},
+    )
     assert login.stderr is not None
     found = re.search(r"open (\S+) and enter the code (\S+)", login.stderr.readline())
     assert found

@@ -26,22 +26,39 @@ REFUSED = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.Zm9yZ2Vk"
 
 
 def secretive_pod(name: str, script: str) -> dict:
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "logs"},
-              "stringData": {"password": SECRET_VALUE}}
-    pod = {"metadata": {"name": name}, "spec": {
-        "restartPolicy": "Never", "automountServiceAccountToken": False,
-        "volumes": [{"name": "creds", "secret": {"secretName": "creds"}}],
-        "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script],
-                        "env": [{"name": "API_KEY", "value": ENV_VALUE}],
-                        "volumeMounts": [{"name": "creds", "mountPath": "/creds"}]}]}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "creds", "namespace": "logs"},
+        "stringData": {"password": SECRET_VALUE},
+    }
+    pod = {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "volumes": [{"name": "creds", "secret": {"secretName": "creds"}}],
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "command": ["sh", "-c", script],
+                    "env": [{"name": "API_KEY", "value": ENV_VALUE}],
+                    "volumeMounts": [{"name": "creds", "mountPath": "/creds"}],
+                }
+            ],
+        },
+    }
     return manifest.create_request(pod, manifest.Manifests(secrets={("logs", "creds"): secret}), namespace="logs")
 
 
 def logged(sidecar: Sidecar, uid: str, stage: str):
     """A predicate for wait_for: the sidecar's log has the pod's line for this stage."""
+
     async def found() -> bool:
         lines = [json.loads(line) for line in sidecar.log().splitlines() if line.strip()]
         return any(line.get("pod_uid") == uid and line.get("stage") == stage for line in lines)
+
     return found
 
 
@@ -49,14 +66,18 @@ async def test_debug_logs_are_json_state_changes_without_credentials(local_site,
     port = free_port()
     shared = Path(tempfile.mkdtemp(prefix="ilp-logs-"))
     shared.chmod(0o711)
-    sidecar = Sidecar(tmp_path / "s", {
-        "pods_root": str(shared / "pods"), "listen": {"host": "127.0.0.1", "port": port},
-        "status": {"poll_interval": 1},
-        "auth": token_auth(idp, [{"sub": "alice", "account": "ilp-alice"}]),
-    }).start(env={"ILP_LOG_LEVEL": "DEBUG"})
+    sidecar = Sidecar(
+        tmp_path / "s",
+        {
+            "pods_root": str(shared / "pods"),
+            "listen": {"host": "127.0.0.1", "port": port},
+            "status": {"poll_interval": 1},
+            "auth": token_auth(idp, [{"sub": "alice", "account": "ilp-alice"}]),
+        },
+    ).start(env={"ILP_LOG_LEVEL": "DEBUG"})
     try:
         token = await token_for(idp, "alice")
-        ok = secretive_pod("reads-secret", "test \"$(cat /creds/password)\" = \"$API_KEY\" || echo differ")
+        ok = secretive_pod("reads-secret", 'test "$(cat /creds/password)" = "$API_KEY" || echo differ')
         failing = secretive_pod("fails", "echo $API_KEY $(cat /creds/password) >&2; exit 7")
         async with SidecarClient(f"http://127.0.0.1:{port}", token=token) as alice:
             await alice.create(ok)

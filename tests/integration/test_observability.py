@@ -61,6 +61,7 @@ async def scrape(address: str) -> dict[str, float]:
 async def until(address: str, key: str, wanted: float, timeout: float = 60) -> None:
     async def reached():
         return (await scrape(address)).get(key) == wanted
+
     await wait_for(reached, timeout, what=f"{key} == {wanted}")
 
 
@@ -117,7 +118,9 @@ async def test_metrics_move_with_a_pod_through_its_life(observed):
 
     async with SidecarClient(gateway.address) as client:
         await client.call("POST", "/delete", {"metadata": {"name": "metered", "namespace": "gw", "uid": uid}})
-    assert increase(await scrape(sidecar.address), site, 'ilp_request_seconds_count{operation="delete",outcome="ok"}') == 1
+    assert (
+        increase(await scrape(sidecar.address), site, 'ilp_request_seconds_count{operation="delete",outcome="ok"}') == 1
+    )
 
 
 def test_the_dev_idp_counts_its_token_answers(observed, idp):
@@ -139,11 +142,13 @@ async def test_one_trace_follows_a_pod_from_the_gateway_to_the_scheduler(observe
 
     async def entry():
         return [s for s in otlp.named("gateway /create") if s.attributes.get("k8s.pod.uid") == uid] or None
+
     [root] = await wait_for(entry, 30, what="the gateway's create span")
 
     async def whole_trace():
         spans = {s.name: s for s in otlp.trace(root.trace_id)}
         return spans if "scheduler sbatch" in spans else None
+
     spans = await wait_for(whole_trace, 30, what="the site's spans in the same trace")
 
     assert root.service == "interlink-provider-gateway" and root.parent_id == "" and root.protocol == "http"
@@ -161,6 +166,7 @@ async def test_one_trace_follows_a_pod_from_the_gateway_to_the_scheduler(observe
         gw = [s for s in otlp.named("gateway /getLogs") if s.attributes.get("k8s.pod.uid") == uid]
         site = [s for s in otlp.named("sidecar GetLogs") if gw and s.trace_id == gw[0].trace_id]
         return (gw[0], site[0]) if site else None
+
     gw_logs, site_logs = await wait_for(logs_trace, 30, what="the logs spans")
     assert site_logs.parent_id == gw_logs.span_id and site_logs.attributes["k8s.pod.uid"] == uid
     assert site_logs.attributes["interlink.http_session"] == "GetLogs#4243"

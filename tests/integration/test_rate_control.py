@@ -22,11 +22,14 @@ ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED"}
 
 @pytest.fixture(scope="module")
 def paced(local_site, tmp_path_factory):
-    sidecar = Sidecar(tmp_path_factory.mktemp("paced"), {
-        "slurm": {"commands_per_second": RATE, "command_burst": BURST, "cancel_batch_seconds": 0.5},
-        "create_wait_seconds": 1,
-        "status": {"poll_interval": 1},
-    }).start()
+    sidecar = Sidecar(
+        tmp_path_factory.mktemp("paced"),
+        {
+            "slurm": {"commands_per_second": RATE, "command_burst": BURST, "cancel_batch_seconds": 0.5},
+            "create_wait_seconds": 1,
+            "status": {"poll_interval": 1},
+        },
+    ).start()
     yield sidecar
     sidecar.stop()
 
@@ -41,8 +44,7 @@ async def commands(client: SidecarClient) -> dict[str, float]:
 
 
 async def test_a_burst_is_paced_queued_and_submitted_once_each(paced):
-    requests = [request_for(pod([{"name": "c", "image": "busybox", "command": ["sleep", "120"]}]))
-                for _ in range(PODS)]
+    requests = [request_for(pod([{"name": "c", "image": "busybox", "command": ["sleep", "120"]}])) for _ in range(PODS)]
     async with SidecarClient(paced.address) as client:
         before = await commands(client)
         started = time.monotonic()
@@ -57,6 +59,7 @@ async def test_a_burst_is_paced_queued_and_submitted_once_each(paced):
         async def all_submitted():
             statuses = await client.status([pod_ref(r["pod"]["metadata"]["uid"]) for r in requests[:-1]])
             return statuses if all(s.get("JID") for s in statuses) and len(statuses) == PODS - 1 else None
+
         await wait_for(all_submitted, 60, what="every queued pod to be submitted")
         elapsed = time.monotonic() - started
         after = await commands(client)
@@ -83,6 +86,7 @@ async def test_deletions_share_scancels(paced):
         async def all_ended():
             seen[:] = slurm("squeue", "-h", "--states=all", f"--name={names}", "-o", "%T").split()
             return len(seen) == len(listed) and not set(seen) & ACTIVE
+
         await wait_for(all_ended, 90, what=f"every job to end (states {seen})")
         after = await commands(client)
     scancels = after.get("scancel", 0) - before.get("scancel", 0)
@@ -99,9 +103,11 @@ async def test_a_sidecar_killed_with_pods_in_the_queue_submits_each_exactly_once
     paced.start()
     uids = [r["pod"]["metadata"]["uid"] for r in requests]
     async with SidecarClient(paced.address) as client:
+
         async def all_submitted():
             statuses = await client.status([pod_ref(uid) for uid in uids])
             return len(statuses) == len(uids) and all(s.get("JID") for s in statuses)
+
         await wait_for(all_submitted, 60, what="the queue to be worked off after the restart")
     for uid in uids:
         assert len(paced.jobs_named(paced.prefix + uid)) == 1, uid

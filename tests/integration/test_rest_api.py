@@ -35,6 +35,7 @@ async def run_until(client: SidecarClient, uid: str, wanted: str, timeout: float
     async def reached():
         answers = await client.status([pod_ref(uid)])
         return answers[0] if answers and phase_of(answers[0]) == wanted else None
+
     return await wait_for(reached, timeout, what=f"pod {uid} {wanted}")
 
 
@@ -86,7 +87,9 @@ async def test_legacy_list_create_and_go_nulls(sidecar):
 
 
 async def test_follow_streams_until_the_container_ends(sidecar):
-    p = pod([{"name": "c", "image": "busybox", "command": ["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 1; done"]}])
+    p = pod(
+        [{"name": "c", "image": "busybox", "command": ["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 1; done"]}]
+    )
     req = request_for(p)
     uid = req["pod"]["metadata"]["uid"]
     async with SidecarClient(sidecar.address) as client:
@@ -113,26 +116,64 @@ async def test_ping_reports_slurm_resources_and_taints(sidecar):
 # ------------------------------------------------------------------ bad input
 
 
-@pytest.mark.parametrize("path,body,status,reason", [
-    ("/create", b"{not json", 400, "invalid JSON"),
-    ("/create", b"", 400, "empty"),
-    ("/create", b'"a string"', 400, "RetrievedPodData"),
-    ("/create", b'{"pod": 5}', 422, "pod"),
-    ("/create", b'{"pod": {"metadata": {"name": "x", "uid": "u1"}, "spec": {"containers": "nope"}}}', 422, "containers"),
-    ("/create", b'{"pod": {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a", "image": "i"}]}}}', 422, "no UID"),
-    ("/create", b'{"pod": {"metadata": {"name": "x", "uid": "../../etc"}, "spec": {"containers": [{"name": "a"}]}}}', 422, "not a valid UID"),
-    ("/create", b'{"pod": {"metadata": {"name": "x", "uid": "u2"}, "spec": {"containers": [{"name": "a", "image": "busybox", "command": ["true"], "volumeMounts": [{"name": "v", "mountPath": "/m", "subPath": "../../etc"}]}], "volumes": [{"name": "v", "emptyDir": {}}]}}}', 422, "must not contain '..'"),
-    ("/create", b'{"pod": {"metadata": {"name": "x", "uid": "u3", "annotations": {"slurm-job.vk.io/flags": "--uid=0"}}, "spec": {"containers": [{"name": "a", "image": "busybox", "command": ["true"]}]}}}', 422, "unknown sbatch option"),
-    ("/create", b'{"pod": {"metadata": {"name": "x", "uid": "u4"}, "spec": {"containers": [{"name": "a", "image": "busybox", "command": ["true"], "volumeMounts": [{"name": "v", "mountPath": "/m"}]}], "volumes": [{"name": "v", "configMap": {"name": "cm"}}]}}, "container": [{"name": "a", "configMaps": [{"metadata": {"name": "cm"}, "data": {"..": "x"}}]}]}', 422, "not a valid ConfigMap/Secret key"),
-    ("/delete", b'{"metadata": {"name": "x"}}', 400, "uid"),
-    ("/delete", b"[1, 2]", 400, "v1.Pod"),
-    ("/status", b'{"a": 1}', 400, "list"),
-    ("/status", b'[{"metadata": {"uid": 5}}]', 422, "uid"),
-    ("/getLogs", b'{"PodUID": "x", "Opts": {"Tail": 1, "Bytes": 1}}', 400, "Tail and LimitBytes"),
-    ("/getLogs", b'{"PodUID": "x", "Opts": {"SinceSeconds": 1, "SinceTime": "2020-01-01T00:00:00Z"}}', 400, "SinceSeconds and SinceTime"),
-    ("/getLogs", b'{"PodUID": "no-such-pod"}', 404, "not known"),
-    ("/getLogs", b'{"Opts": {}}', 422, "PodUID"),
-])
+@pytest.mark.parametrize(
+    "path,body,status,reason",
+    [
+        ("/create", b"{not json", 400, "invalid JSON"),
+        ("/create", b"", 400, "empty"),
+        ("/create", b'"a string"', 400, "RetrievedPodData"),
+        ("/create", b'{"pod": 5}', 422, "pod"),
+        (
+            "/create",
+            b'{"pod": {"metadata": {"name": "x", "uid": "u1"}, "spec": {"containers": "nope"}}}',
+            422,
+            "containers",
+        ),
+        (
+            "/create",
+            b'{"pod": {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a", "image": "i"}]}}}',
+            422,
+            "no UID",
+        ),
+        (
+            "/create",
+            b'{"pod": {"metadata": {"name": "x", "uid": "../../etc"}, "spec": {"containers": [{"name": "a"}]}}}',
+            422,
+            "not a valid UID",
+        ),
+        (
+            "/create",
+            b'{"pod": {"metadata": {"name": "x", "uid": "u2"}, "spec": {"containers": [{"name": "a", "image": "busybox", "command": ["true"], "volumeMounts": [{"name": "v", "mountPath": "/m", "subPath": "../../etc"}]}], "volumes": [{"name": "v", "emptyDir": {}}]}}}',
+            422,
+            "must not contain '..'",
+        ),
+        (
+            "/create",
+            b'{"pod": {"metadata": {"name": "x", "uid": "u3", "annotations": {"slurm-job.vk.io/flags": "--uid=0"}}, "spec": {"containers": [{"name": "a", "image": "busybox", "command": ["true"]}]}}}',
+            422,
+            "unknown sbatch option",
+        ),
+        (
+            "/create",
+            b'{"pod": {"metadata": {"name": "x", "uid": "u4"}, "spec": {"containers": [{"name": "a", "image": "busybox", "command": ["true"], "volumeMounts": [{"name": "v", "mountPath": "/m"}]}], "volumes": [{"name": "v", "configMap": {"name": "cm"}}]}}, "container": [{"name": "a", "configMaps": [{"metadata": {"name": "cm"}, "data": {"..": "x"}}]}]}',
+            422,
+            "not a valid ConfigMap/Secret key",
+        ),
+        ("/delete", b'{"metadata": {"name": "x"}}', 400, "uid"),
+        ("/delete", b"[1, 2]", 400, "v1.Pod"),
+        ("/status", b'{"a": 1}', 400, "list"),
+        ("/status", b'[{"metadata": {"uid": 5}}]', 422, "uid"),
+        ("/getLogs", b'{"PodUID": "x", "Opts": {"Tail": 1, "Bytes": 1}}', 400, "Tail and LimitBytes"),
+        (
+            "/getLogs",
+            b'{"PodUID": "x", "Opts": {"SinceSeconds": 1, "SinceTime": "2020-01-01T00:00:00Z"}}',
+            400,
+            "SinceSeconds and SinceTime",
+        ),
+        ("/getLogs", b'{"PodUID": "no-such-pod"}', 404, "not known"),
+        ("/getLogs", b'{"Opts": {}}', 422, "PodUID"),
+    ],
+)
 async def test_bad_input_gets_a_4xx_with_a_reason(sidecar, path, body, status, reason):
     code, text = await raw(sidecar, "POST", path, body)
     assert code == status, text
@@ -142,7 +183,9 @@ async def test_bad_input_gets_a_4xx_with_a_reason(sidecar, path, body, status, r
 
 
 async def test_logs_need_a_container_name_for_multi_container_pods(sidecar):
-    p = pod([{"name": "a", "image": "busybox", "command": ["true"]}, {"name": "b", "image": "busybox", "command": ["true"]}])
+    p = pod(
+        [{"name": "a", "image": "busybox", "command": ["true"]}, {"name": "b", "image": "busybox", "command": ["true"]}]
+    )
     req = request_for(p)
     async with SidecarClient(sidecar.address) as client:
         await client.create(req)
@@ -158,7 +201,7 @@ async def test_request_bodies_over_the_limit_are_refused(local_site, tmp_path):
     small = Sidecar(tmp_path / "small", {"listen": {"max_body_bytes": 4096}}).start()
     try:
         p = pod([{"name": "c", "image": "busybox", "command": ["echo", "x" * 10000]}])
-        code, text = await raw(small, "POST", "/create", json.dumps(request_for(p)).encode())
+        code, _text = await raw(small, "POST", "/create", json.dumps(request_for(p)).encode())
         assert code == 413
         assert not list(small.pods_root.glob("*")) if small.pods_root.exists() else True
     finally:
@@ -170,9 +213,17 @@ async def test_injection_payloads_through_the_api_run_literally(sidecar):
     marker.unlink(missing_ok=True)
     payload = f"$(touch {marker}); `touch {marker}`; '\"; touch {marker}; echo \"'\n|& > {marker}"
     comment = payload.replace("\n", " ")
-    p = pod([{"name": "c", "image": "busybox", "command": ["sh", "-c", 'printf "%s" "$V"'],
-              "env": [{"name": "V", "value": payload}]}],
-            annotations={"slurm-job.vk.io/flags": "--comment=" + shlex.quote(comment)})
+    p = pod(
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["sh", "-c", 'printf "%s" "$V"'],
+                "env": [{"name": "V", "value": payload}],
+            }
+        ],
+        annotations={"slurm-job.vk.io/flags": "--comment=" + shlex.quote(comment)},
+    )
     req = request_for(p)
     async with SidecarClient(sidecar.address) as client:
         answer = await client.create(req)
@@ -188,8 +239,16 @@ async def test_injection_payloads_through_the_api_run_literally(sidecar):
 
 
 async def test_gpu_pods_get_gres_and_see_their_gpus(sidecar):
-    p = pod([{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo gpus=$SLURM_GPUS_ON_NODE"],
-              "resources": {"limits": {"nvidia.com/gpu": 1}}}])
+    p = pod(
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["sh", "-c", "echo gpus=$SLURM_GPUS_ON_NODE"],
+                "resources": {"limits": {"nvidia.com/gpu": 1}},
+            }
+        ]
+    )
     req = request_for(p)
     async with SidecarClient(sidecar.address) as client:
         answer = await client.create(req)
@@ -209,13 +268,23 @@ async def test_refused_sbatch_fails_the_pod_with_its_message(sidecar):
         final = await run_until(client, answer["PodUID"], FAILED, timeout=10)
     term = final["containers"][0]["state"]["terminated"]
     assert term["reason"] == "SchedulerRejected"
-    assert term["message"].startswith("Slurm refused the job: ") and "Requested node configuration is not available" in term["message"]
+    assert (
+        term["message"].startswith("Slurm refused the job: ")
+        and "Requested node configuration is not available" in term["message"]
+    )
 
 
 async def test_memory_over_the_limit_is_oom_killed(sidecar):
-    p = pod([{"name": "hog", "image": "python:3.11-alpine",
-              "command": ["python3", "-c", "b = bytearray(300 * 1024 * 1024); print('survived')"],
-              "resources": {"limits": {"memory": "64Mi"}}}])
+    p = pod(
+        [
+            {
+                "name": "hog",
+                "image": "python:3.11-alpine",
+                "command": ["python3", "-c", "b = bytearray(300 * 1024 * 1024); print('survived')"],
+                "resources": {"limits": {"memory": "64Mi"}},
+            }
+        ]
+    )
     req = request_for(p)
     async with SidecarClient(sidecar.address) as client:
         answer = await client.create(req)
@@ -227,7 +296,9 @@ async def test_memory_over_the_limit_is_oom_killed(sidecar):
 async def test_pending_reason_surfaces_and_delete_cancels(local_site, tmp_path):
     held = Sidecar(tmp_path / "held", {"slurm": {"flags": {"allow": ["--hold", "--time"]}}}).start()
     try:
-        p = pod([{"name": "c", "image": "busybox", "command": ["true"]}], annotations={"slurm-job.vk.io/flags": "--hold"})
+        p = pod(
+            [{"name": "c", "image": "busybox", "command": ["true"]}], annotations={"slurm-job.vk.io/flags": "--hold"}
+        )
         req = request_for(p)
         async with SidecarClient(held.address) as client:
             answer = await client.create(req)
@@ -238,7 +309,9 @@ async def test_pending_reason_surfaces_and_delete_cancels(local_site, tmp_path):
                 return waiting if waiting.get("reason") == "JobHeldUser" else None
 
             waiting = await wait_for(held_waiting, 30, what="JobHeldUser")
-            assert waiting["message"].endswith("is pending: JobHeldUser: held by its owner: release it, or delete the pod")
+            assert waiting["message"].endswith(
+                "is pending: JobHeldUser: held by its owner: release it, or delete the pod"
+            )
             assert "deleting" in await client.delete(req["pod"])
             final = await run_until(client, answer["PodUID"], FAILED, timeout=30)
         assert final["containers"][0]["state"]["terminated"]["reason"] == "Cancelled"
@@ -249,9 +322,17 @@ async def test_pending_reason_surfaces_and_delete_cancels(local_site, tmp_path):
 
 
 async def test_delete_runs_pre_stop_and_ends_the_job(sidecar):
-    p = pod([{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo up; while true; do sleep 1; done"],
-              "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo stopping > /tmp/prestop"]}}}}],
-            terminationGracePeriodSeconds=5)
+    p = pod(
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["sh", "-c", "echo up; while true; do sleep 1; done"],
+                "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo stopping > /tmp/prestop"]}}},
+            }
+        ],
+        terminationGracePeriodSeconds=5,
+    )
     req = request_for(p)
     uid = req["pod"]["metadata"]["uid"]
     async with SidecarClient(sidecar.address) as client:
@@ -266,6 +347,7 @@ async def test_delete_runs_pre_stop_and_ends_the_job(sidecar):
     async def job_ended():  # the batch script may still be writing its last files
         state = slurm("squeue", "-h", "--states=all", "-j", answer["PodJID"], "-o", "%T").strip()
         return state if state in ("COMPLETED", "FAILED", "CANCELLED") else None
+
     await wait_for(job_ended, 30, what="the job to end")
 
 

@@ -23,8 +23,13 @@ FAST = RenderOptions(restart_backoff_seconds=1)
 
 
 def run_job(paths, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", paths.script], capture_output=True, text=True, timeout=timeout,
-                          env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+    return subprocess.run(
+        ["bash", paths.script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
 
 
 @pytest.fixture
@@ -36,10 +41,18 @@ def test_init_containers_run_in_order_and_fail_fast(pods_root):
     p = pod(
         [{"name": "app", "image": "busybox", "command": ["sh", "-c", "echo should not run"]}],
         init=[
-            {"name": "first", "image": "busybox", "command": ["sh", "-c", "echo first >> /shared/order"],
-             "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
-            {"name": "second", "image": "busybox", "command": ["sh", "-c", "cat /shared/order; exit 7"],
-             "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
+            {
+                "name": "first",
+                "image": "busybox",
+                "command": ["sh", "-c", "echo first >> /shared/order"],
+                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+            },
+            {
+                "name": "second",
+                "image": "busybox",
+                "command": ["sh", "-c", "cat /shared/order; exit 7"],
+                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+            },
             {"name": "third", "image": "busybox", "command": ["true"]},
         ],
         volumes=[{"name": "shared", "emptyDir": {}}],
@@ -57,8 +70,20 @@ def test_app_containers_run_in_parallel_and_keep_their_own_exit_codes(pods_root)
     mount = [{"name": "shared", "mountPath": "/shared"}]
     # Each waits for the other: this only finishes if both run at the same time.
     p = pod(
-        [{"name": "a", "image": "busybox", "command": ["sh", "-c", "touch /shared/a; until [ -e /shared/b ]; do sleep 0.1; done; exit 3"], "volumeMounts": mount},
-         {"name": "b", "image": "busybox", "command": ["sh", "-c", "touch /shared/b; until [ -e /shared/a ]; do sleep 0.1; done"], "volumeMounts": mount}],
+        [
+            {
+                "name": "a",
+                "image": "busybox",
+                "command": ["sh", "-c", "touch /shared/a; until [ -e /shared/b ]; do sleep 0.1; done; exit 3"],
+                "volumeMounts": mount,
+            },
+            {
+                "name": "b",
+                "image": "busybox",
+                "command": ["sh", "-c", "touch /shared/b; until [ -e /shared/a ]; do sleep 0.1; done"],
+                "volumeMounts": mount,
+            },
+        ],
         volumes=[{"name": "shared", "emptyDir": {}}],
     )
     _, paths = materialize(p, pods_root)
@@ -71,11 +96,18 @@ def test_app_containers_run_in_parallel_and_keep_their_own_exit_codes(pods_root)
 def test_injection_payloads_reach_the_container_literally(pods_root, tmp_path):
     marker = Path("/tmp/ilp-pwned")
     marker.unlink(missing_ok=True)
-    p = pod([{"name": "echo", "image": "busybox",
-              "command": ["sh", "-c", 'printf "%s|" "$0" "$PAYLOAD"', PAYLOAD],
-              "env": [{"name": "PAYLOAD", "value": PAYLOAD}],
-              "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo hook", PAYLOAD]}}}}],
-            annotations={"slurm-job.vk.io/flags": "--comment='" + PAYLOAD.replace("'", "").replace("\n", " ") + "'"})
+    p = pod(
+        [
+            {
+                "name": "echo",
+                "image": "busybox",
+                "command": ["sh", "-c", 'printf "%s|" "$0" "$PAYLOAD"', PAYLOAD],
+                "env": [{"name": "PAYLOAD", "value": PAYLOAD}],
+                "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo hook", PAYLOAD]}}},
+            }
+        ],
+        annotations={"slurm-job.vk.io/flags": "--comment='" + PAYLOAD.replace("'", "").replace("\n", " ") + "'"},
+    )
     _, paths = materialize(p, pods_root)
     result = run_job(paths)
     assert result.returncode == 0, result.stderr
@@ -85,31 +117,56 @@ def test_injection_payloads_reach_the_container_literally(pods_root, tmp_path):
 
 def test_sub_path_symlinks_cannot_escape_the_volume(pods_root):
     p = pod(
-        [{"name": "reader", "image": "busybox", "command": ["sh", "-c", "ls /mnt/escaped"],
-          "volumeMounts": [{"name": "data", "mountPath": "/mnt/escaped", "subPath": "link"}]}],
-        init=[{"name": "plant", "image": "busybox", "command": ["ln", "-s", "/etc", "/data/link"],
-               "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+        [
+            {
+                "name": "reader",
+                "image": "busybox",
+                "command": ["sh", "-c", "ls /mnt/escaped"],
+                "volumeMounts": [{"name": "data", "mountPath": "/mnt/escaped", "subPath": "link"}],
+            }
+        ],
+        init=[
+            {
+                "name": "plant",
+                "image": "busybox",
+                "command": ["ln", "-s", "/etc", "/data/link"],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            }
+        ],
         volumes=[{"name": "data", "emptyDir": {}}],
     )
     _, paths = materialize(p, pods_root)
     result = run_job(paths)
     assert result.returncode == 128
     assert container_file(paths, "reader", "reason") == "CreateContainerConfigError"
-    assert "resolves outside its volume" in "\n".join(log_lines(paths, "reader")) or \
-        "outside its volume" in Path(paths.container_dir("reader"), "log").read_text()
+    assert (
+        "resolves outside its volume" in "\n".join(log_lines(paths, "reader"))
+        or "outside its volume" in Path(paths.container_dir("reader"), "log").read_text()
+    )
 
 
 def test_volumes_read_only_and_sub_paths(pods_root):
     cm = {"metadata": {"name": "cm"}, "data": {"app.conf": "key=value\n", "other": "x\n"}}
     p = pod(
-        [{"name": "c", "image": "busybox",
-          "command": ["sh", "-c", "cat /etc/app/app.conf /conf/other; touch /ro/x 2>/dev/null && echo writable || echo read-only; "
-                                  "touch /rw/new && echo rw-ok; ls /sub"],
-          "volumeMounts": [{"name": "cfg", "mountPath": "/etc/app/app.conf", "subPath": "app.conf"},
-                           {"name": "cfg", "mountPath": "/conf"},
-                           {"name": "scratch", "mountPath": "/ro", "readOnly": True},
-                           {"name": "scratch", "mountPath": "/rw"},
-                           {"name": "scratch", "mountPath": "/sub", "subPath": "made/by/kubelet"}]}],
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": [
+                    "sh",
+                    "-c",
+                    "cat /etc/app/app.conf /conf/other; touch /ro/x 2>/dev/null && echo writable || echo read-only; "
+                    "touch /rw/new && echo rw-ok; ls /sub",
+                ],
+                "volumeMounts": [
+                    {"name": "cfg", "mountPath": "/etc/app/app.conf", "subPath": "app.conf"},
+                    {"name": "cfg", "mountPath": "/conf"},
+                    {"name": "scratch", "mountPath": "/ro", "readOnly": True},
+                    {"name": "scratch", "mountPath": "/rw"},
+                    {"name": "scratch", "mountPath": "/sub", "subPath": "made/by/kubelet"},
+                ],
+            }
+        ],
         volumes=[{"name": "cfg", "configMap": {"name": "cm"}}, {"name": "scratch", "emptyDir": {}}],
     )
     _, paths = materialize(p, pods_root, retrieved=[{"name": "c", "configMaps": [cm]}])
@@ -121,9 +178,17 @@ def test_volumes_read_only_and_sub_paths(pods_root):
 
 def test_secret_files_are_private(pods_root):
     secret = {"metadata": {"name": "s"}, "data": {"token": "c2VjcmV0"}}
-    p = pod([{"name": "c", "image": "busybox", "command": ["cat", "/s/token"],
-              "volumeMounts": [{"name": "s", "mountPath": "/s"}]}],
-            volumes=[{"name": "s", "secret": {"secretName": "s"}}])
+    p = pod(
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["cat", "/s/token"],
+                "volumeMounts": [{"name": "s", "mountPath": "/s"}],
+            }
+        ],
+        volumes=[{"name": "s", "secret": {"secretName": "s"}}],
+    )
     _, paths = materialize(p, pods_root, retrieved=[{"name": "c", "secrets": [secret]}])
     token = Path(paths.volume_dir("s"), "token")
     assert oct(token.stat().st_mode & 0o777) == "0o600"
@@ -141,13 +206,24 @@ def test_logs_are_timestamped_lines(pods_root):
     assert len(raw) == 3
     for line in raw:
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ", line), line
-    assert [l.split(" ", 1)[1] for l in raw] == ["one", "two", "partial"]
+    assert [line.split(" ", 1)[1] for line in raw] == ["one", "two", "partial"]
 
 
 def test_on_failure_restarts_until_success(pods_root):
-    p = pod([{"name": "flaky", "image": "busybox",
-              "command": ["sh", "-c", "if [ -e /tmp/tried ]; then echo second try; else touch /tmp/tried; echo first try; exit 1; fi"]}],
-            restart="OnFailure")
+    p = pod(
+        [
+            {
+                "name": "flaky",
+                "image": "busybox",
+                "command": [
+                    "sh",
+                    "-c",
+                    "if [ -e /tmp/tried ]; then echo second try; else touch /tmp/tried; echo first try; exit 1; fi",
+                ],
+            }
+        ],
+        restart="OnFailure",
+    )
     _, paths = materialize(p, pods_root, options=FAST)
     assert run_job(paths).returncode == 0
     assert container_file(paths, "flaky", "restarts") == "1"
@@ -159,8 +235,16 @@ def test_on_failure_restarts_until_success(pods_root):
 
 
 def test_liveness_failure_kills_the_container(pods_root):
-    p = pod([{"name": "c", "image": "busybox", "command": ["sleep", "300"],
-              "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2}}])
+    p = pod(
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["sleep", "300"],
+                "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2},
+            }
+        ]
+    )
     _, paths = materialize(p, pods_root)
     started = time.monotonic()
     result = run_job(paths, timeout=60)
@@ -170,9 +254,16 @@ def test_liveness_failure_kills_the_container(pods_root):
 
 
 def test_readiness_follows_the_probe(pods_root):
-    p = pod([{"name": "c", "image": "busybox",
-              "command": ["sh", "-c", "sleep 2; touch /tmp/ready; sleep 3"],
-              "readinessProbe": {"exec": {"command": ["test", "-e", "/tmp/ready"]}, "periodSeconds": 1}}])
+    p = pod(
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["sh", "-c", "sleep 2; touch /tmp/ready; sleep 3"],
+                "readinessProbe": {"exec": {"command": ["test", "-e", "/tmp/ready"]}, "periodSeconds": 1},
+            }
+        ]
+    )
     _, paths = materialize(p, pods_root)
     process = subprocess.Popen(["bash", paths.script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seen = set()
@@ -186,8 +277,16 @@ def test_readiness_follows_the_probe(pods_root):
 
 
 def test_post_start_failure_stops_the_container(pods_root):
-    p = pod([{"name": "c", "image": "busybox", "command": ["sleep", "300"],
-              "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "exit 4"]}}}}])
+    p = pod(
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["sleep", "300"],
+                "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "exit 4"]}}},
+            }
+        ]
+    )
     _, paths = materialize(p, pods_root)
     result = run_job(paths, timeout=60)
     assert container_file(paths, "c", "reason") == "FailedPostStartHook"
@@ -195,9 +294,17 @@ def test_post_start_failure_stops_the_container(pods_root):
 
 
 def test_usr1_runs_pre_stop_then_terminates(pods_root):
-    p = pod([{"name": "c", "image": "busybox", "command": ["sh", "-c", "echo up; while true; do sleep 1; done"],
-              "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo bye > /tmp/prestop"]}}}}],
-            terminationGracePeriodSeconds=5)
+    p = pod(
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["sh", "-c", "echo up; while true; do sleep 1; done"],
+                "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo bye > /tmp/prestop"]}}},
+            }
+        ],
+        terminationGracePeriodSeconds=5,
+    )
     _, paths = materialize(p, pods_root)
     process = subprocess.Popen(["bash", paths.script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
@@ -230,9 +337,17 @@ def test_host_path_directories_are_bound(pods_root, tmp_path):
     shared = tmp_path / "scratch"
     shared.mkdir()
     (shared / "input").write_text("from the host\n")
-    p = pod([{"name": "c", "image": "busybox", "command": ["sh", "-c", "cat /data/input; echo out > /data/output"],
-              "volumeMounts": [{"name": "h", "mountPath": "/data"}]}],
-            volumes=[{"name": "h", "hostPath": {"path": str(shared), "type": "Directory"}}])
+    p = pod(
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["sh", "-c", "cat /data/input; echo out > /data/output"],
+                "volumeMounts": [{"name": "h", "mountPath": "/data"}],
+            }
+        ],
+        volumes=[{"name": "h", "hostPath": {"path": str(shared), "type": "Directory"}}],
+    )
     _, paths = materialize(p, pods_root, policy=TranslationPolicy(host_path_allow=[str(tmp_path)]))
     assert run_job(paths).returncode == 0
     assert log_lines(paths, "c") == ["from the host"]

@@ -29,13 +29,21 @@ def site(local_site, unix_accounts, idp, tmp_path_factory):
     # The job accounts must traverse every directory above their pods (pytest's are 0700).
     pods_root = Path(tempfile.mkdtemp(prefix="ilp-authsite-"))
     pods_root.chmod(0o711)
-    sidecar = Sidecar(tmp_path_factory.mktemp("authsite"), {
-        "pods_root": str(pods_root / "pods"),
-        "listen": {"host": "127.0.0.1", "port": port},
-        "auth": token_auth(idp, [{"sub": "alice", "account": "ilp-alice"},
-                                 {"groups": ["/vo/bob-team"], "account": "ilp-bob"},
-                                 {"sub": "mallory", "account": "ilp-bob"}]),
-    }).start()
+    sidecar = Sidecar(
+        tmp_path_factory.mktemp("authsite"),
+        {
+            "pods_root": str(pods_root / "pods"),
+            "listen": {"host": "127.0.0.1", "port": port},
+            "auth": token_auth(
+                idp,
+                [
+                    {"sub": "alice", "account": "ilp-alice"},
+                    {"groups": ["/vo/bob-team"], "account": "ilp-bob"},
+                    {"sub": "mallory", "account": "ilp-bob"},
+                ],
+            ),
+        },
+    ).start()
     sidecar.http = f"http://127.0.0.1:{port}"
     yield sidecar
     sidecar.stop()
@@ -51,8 +59,14 @@ async def token_for(idp, name: str, scope: str = USER_SCOPES, audience: str | No
 
 
 def whoami_pod(name: str) -> dict:
-    pod = {"metadata": {"name": name}, "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-           "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "id -un; touch /tmp/mine"]}]}}
+    pod = {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "id -un; touch /tmp/mine"]}],
+        },
+    }
     return manifest.create_request(pod, manifest.Manifests(), namespace="team")
 
 
@@ -84,6 +98,7 @@ async def test_requests_without_a_valid_token_are_refused(site, idp):
 
 async def _healthz(site) -> int:
     import aiohttp
+
     async with aiohttp.ClientSession() as session:
         async with session.get(site.http + "/healthz") as response:
             return response.status
@@ -96,8 +111,10 @@ async def test_two_identities_run_as_two_accounts_and_cannot_touch_each_other(si
         a = await alice.create(a_req)
         b = await bob.create(b_req)
         for c, answer in ((alice, a), (bob, b)):
+
             async def done(c=c, answer=answer):
                 return phase_of((await c.status([pod_ref(answer["PodUID"])]))[0]) == SUCCEEDED
+
             await wait_for(done, 90, what="the pod to succeed")
         log = lambda r: {"PodUID": r["pod"]["metadata"]["uid"], "ContainerName": "c", "Opts": {}}  # noqa: E731
         assert await alice.logs_text(log(a_req)) == "ilp-alice\n"
@@ -133,9 +150,14 @@ async def test_an_exchanged_token_acts_for_its_user(site, idp):
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "interlink_provider.cli.main", "token", *args],
-                          capture_output=True, text=True, timeout=60, cwd=REPO,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "interlink_provider.cli.main", "token", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
 
 
 async def test_token_cli(site, idp, tmp_path):
@@ -162,9 +184,22 @@ async def test_token_cli(site, idp, tmp_path):
     down = cli("verify", "--issuer", nowhere, idp.forge(iss=nowhere))
     assert down.returncode == 3 and "cannot" in down.stderr
     output = tmp_path / "exchanged"
-    exchanged = cli("exchange", "--issuer", idp.issuer, "--ca-file", idp.ca_file, "--client-id", "gateway",
-                    "--audience", SITE_AUDIENCE, "--scope", "compute.read", "--output", str(output),
-                    env={**env, "ILP_CLIENT_SECRET": "gateway-secret"})
+    exchanged = cli(
+        "exchange",
+        "--issuer",
+        idp.issuer,
+        "--ca-file",
+        idp.ca_file,
+        "--client-id",
+        "gateway",
+        "--audience",
+        SITE_AUDIENCE,
+        "--scope",
+        "compute.read",
+        "--output",
+        str(output),
+        env={**env, "ILP_CLIENT_SECRET": "gateway-secret"},
+    )
     assert exchanged.returncode == 0 and oct(output.stat().st_mode & 0o777) == "0o600"
     assert output.read_text().strip() not in exchanged.stdout + exchanged.stderr
     whoami = cli("whoami", "--site", site.http, env=env)
@@ -183,6 +218,7 @@ async def test_tokens_never_reach_logs_or_readable_files(site, idp):
 
         async def done():
             return phase_of((await alice.status([pod_ref(answer["PodUID"])]))[0]) == SUCCEEDED
+
         await wait_for(done, 90, what="the pod to succeed")
     async with SidecarClient(site.http, token="eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln") as bad:
         with pytest.raises(SidecarError):

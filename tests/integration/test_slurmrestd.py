@@ -25,14 +25,21 @@ pytestmark = pytest.mark.slurm
 
 def restd_sidecar(workdir: Path, site: Path, url: str = "http://127.0.0.1:6820", **extra) -> Sidecar:
     restd = {"url": url, "jwt_key_file": str(site / "slurm" / "jwt_hs256.key")}
-    return Sidecar(workdir, {"transport": {"kind": "slurmrestd", "slurmrestd": restd},
-                             "status": {"poll_interval": 1}, **extra})
+    return Sidecar(
+        workdir, {"transport": {"kind": "slurmrestd", "slurmrestd": restd}, "status": {"poll_interval": 1}, **extra}
+    )
 
 
 def pod_request(name: str, script: str, annotations: dict[str, str] | None = None, **spec) -> dict:
-    pod = {"metadata": {"name": name, "annotations": annotations or {}},
-           "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, **spec,
-                    "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}}
+    pod = {
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            **spec,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}],
+        },
+    }
     return manifest.create_request(pod, manifest.Manifests(), namespace="rest")
 
 
@@ -51,9 +58,12 @@ async def metric(sidecar: Sidecar, name: str) -> float:
 async def test_a_pod_runs_through_slurmrestd_with_its_options(local_site, tmp_path):
     sidecar = restd_sidecar(tmp_path / "s", local_site).start()
     try:
-        body = pod_request("via-rest", "echo hello from rest; sleep 3",
-                           annotations={"slurm-job.vk.io/flags": "--comment=from-rest --time=7"},
-                           activeDeadlineSeconds=600)
+        body = pod_request(
+            "via-rest",
+            "echo hello from rest; sleep 3",
+            annotations={"slurm-job.vk.io/flags": "--comment=from-rest --time=7"},
+            activeDeadlineSeconds=600,
+        )
         uid = body["pod"]["metadata"]["uid"]
         async with SidecarClient(sidecar.address) as client:
             created = await client.create(body)
@@ -77,8 +87,11 @@ async def test_a_pod_runs_through_slurmrestd_with_its_options(local_site, tmp_pa
 async def test_deletion_is_graceful_and_an_unmappable_option_is_a_clear_error(local_site, tmp_path):
     sidecar = restd_sidecar(tmp_path / "s", local_site).start()
     try:
-        stoppable = pod_request("stoppable", "trap 'echo got TERM; exit 0' TERM; echo up; "
-                                "while :; do sleep 0.2; done", terminationGracePeriodSeconds=5)
+        stoppable = pod_request(
+            "stoppable",
+            "trap 'echo got TERM; exit 0' TERM; echo up; while :; do sleep 0.2; done",
+            terminationGracePeriodSeconds=5,
+        )
         uid = stoppable["pod"]["metadata"]["uid"]
         odd = pod_request("odd", "true", annotations={"slurm-job.vk.io/flags": "--tmp=100"})
         async with SidecarClient(sidecar.address) as client:
@@ -107,8 +120,9 @@ async def test_deletion_is_graceful_and_an_unmappable_option_is_a_clear_error(lo
 
 
 async def test_slurmrestd_unreachable_leaves_the_pod_pending_not_failed(local_site, tmp_path):
-    sidecar = restd_sidecar(tmp_path / "s", local_site, url=f"http://127.0.0.1:{free_port()}",
-                            create_wait_seconds=2).start()
+    sidecar = restd_sidecar(
+        tmp_path / "s", local_site, url=f"http://127.0.0.1:{free_port()}", create_wait_seconds=2
+    ).start()
     try:
         body = pod_request("nowhere", "true")
         async with SidecarClient(sidecar.address) as client:
@@ -126,9 +140,13 @@ async def test_mapped_identities_run_as_their_own_accounts(local_site, unix_acco
     port = free_port()
     shared = Path(tempfile.mkdtemp(prefix="ilp-restd-"))
     shared.chmod(0o711)  # the job accounts traverse it
-    sidecar = restd_sidecar(tmp_path / "s", local_site, listen={"host": "127.0.0.1", "port": port},
-                            pods_root=str(shared / "pods"),
-                            auth=token_auth(idp, [{"sub": "alice", "account": "ilp-alice"}])).start()
+    sidecar = restd_sidecar(
+        tmp_path / "s",
+        local_site,
+        listen={"host": "127.0.0.1", "port": port},
+        pods_root=str(shared / "pods"),
+        auth=token_auth(idp, [{"sub": "alice", "account": "ilp-alice"}]),
+    ).start()
     try:
         token = await token_for(idp, "alice")
         body = whoami_pod("rest-alice")

@@ -26,11 +26,24 @@ pytestmark = pytest.mark.slurm
 
 
 def ssh_sidecar(workdir, site, known_hosts=None, **extra) -> Sidecar:
-    ssh = {"host": "127.0.0.1", "port": 2222, "user": "root", "key_file": str(site / "ssh" / "client_ed25519"),
-           "known_hosts": str(known_hosts or site / "ssh" / "known_hosts"), "keepalive_seconds": 2}
+    ssh = {
+        "host": "127.0.0.1",
+        "port": 2222,
+        "user": "root",
+        "key_file": str(site / "ssh" / "client_ed25519"),
+        "known_hosts": str(known_hosts or site / "ssh" / "known_hosts"),
+        "keepalive_seconds": 2,
+    }
     remote = workdir / "on-the-login-node"
-    return Sidecar(workdir, {"transport": {"kind": "ssh", "ssh": ssh}, "pods_root": str(remote / "pods"),
-                             "status": {"poll_interval": 1}, **extra})
+    return Sidecar(
+        workdir,
+        {
+            "transport": {"kind": "ssh", "ssh": ssh},
+            "pods_root": str(remote / "pods"),
+            "status": {"poll_interval": 1},
+            **extra,
+        },
+    )
 
 
 def accepted_connections(site, since: int) -> int:
@@ -44,17 +57,42 @@ def sshd_log_size(site) -> int:
 
 
 def request(name: str, script: str) -> dict:
-    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "ssh"},
-              "data": {"greeting": "hello over ssh"}}
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sec", "namespace": "ssh"},
-              "stringData": {"token": "s3cret"}}
-    pod = {"metadata": {"name": name}, "spec": {
-        "restartPolicy": "Never", "automountServiceAccountToken": False,
-        "volumes": [{"name": "c", "configMap": {"name": "cfg"}}, {"name": "s", "secret": {"secretName": "sec"}}],
-        "initContainers": [{"name": "init", "image": "busybox", "command": ["sh", "-c", "cat /c/greeting"],
-                            "volumeMounts": [{"name": "c", "mountPath": "/c"}]}],
-        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script],
-                        "volumeMounts": [{"name": "s", "mountPath": "/s"}]}]}}
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cfg", "namespace": "ssh"},
+        "data": {"greeting": "hello over ssh"},
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "sec", "namespace": "ssh"},
+        "stringData": {"token": "s3cret"},
+    }
+    pod = {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "volumes": [{"name": "c", "configMap": {"name": "cfg"}}, {"name": "s", "secret": {"secretName": "sec"}}],
+            "initContainers": [
+                {
+                    "name": "init",
+                    "image": "busybox",
+                    "command": ["sh", "-c", "cat /c/greeting"],
+                    "volumeMounts": [{"name": "c", "mountPath": "/c"}],
+                }
+            ],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox",
+                    "command": ["sh", "-c", script],
+                    "volumeMounts": [{"name": "s", "mountPath": "/s"}],
+                }
+            ],
+        },
+    }
     manifests = manifest.Manifests(config_maps={("ssh", "cfg"): config}, secrets={("ssh", "sec"): secret})
     return manifest.create_request(pod, manifests, namespace="ssh")
 
@@ -73,8 +111,9 @@ async def test_a_pod_runs_through_one_ssh_connection(local_site, tmp_path):
             followed = await asyncio.wait_for(client.logs_text(follow), 90)
             await run_until(client, uid, SUCCEEDED)
             init = await client.logs_text({"PodUID": uid, "Namespace": "ssh", "ContainerName": "init", "Opts": {}})
-            tail = await client.logs_text({"PodUID": uid, "Namespace": "ssh", "ContainerName": "main",
-                                           "Opts": {"Tail": 1}})
+            tail = await client.logs_text(
+                {"PodUID": uid, "Namespace": "ssh", "ContainerName": "main", "Opts": {"Tail": 1}}
+            )
             assert sidecar.jobs_named(sidecar.prefix + uid) == [created["PodJID"]]
             await client.delete(body["pod"])
         assert followed.split() == ["6", "line", "1", "line", "2", "line", "3"]
@@ -89,11 +128,12 @@ async def test_a_pod_runs_through_one_ssh_connection(local_site, tmp_path):
 
 async def test_an_unknown_host_key_is_refused(local_site, tmp_path):
     other = tmp_path / "known_hosts"
-    key = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "impostor")],
-                         check=True)
+    key = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "impostor")], check=True)
     assert key.returncode == 0
-    other.write_text(f"[127.0.0.1]:2222 {(tmp_path / 'impostor.pub').read_text().split(' ', 2)[0]} "
-                     f"{(tmp_path / 'impostor.pub').read_text().split(' ', 2)[1]}\n")
+    other.write_text(
+        f"[127.0.0.1]:2222 {(tmp_path / 'impostor.pub').read_text().split(' ', 2)[0]} "
+        f"{(tmp_path / 'impostor.pub').read_text().split(' ', 2)[1]}\n"
+    )
     sidecar = ssh_sidecar(tmp_path / "s", local_site, known_hosts=other).start()
     try:
         async with SidecarClient(sidecar.address) as client:
@@ -130,10 +170,13 @@ async def test_two_identities_run_as_their_own_accounts_over_ssh(local_site, uni
     port = free_port()
     remote = Path(tempfile.mkdtemp(prefix="ilp-ssh-login-"))
     remote.chmod(0o711)  # the job accounts traverse it
-    sidecar = ssh_sidecar(tmp_path / "s", local_site, listen={"host": "127.0.0.1", "port": port},
-                          pods_root=str(remote / "pods"),
-                          auth=token_auth(idp, [{"sub": "alice", "account": "ilp-alice"},
-                                                {"sub": "bob", "account": "ilp-bob"}])).start()
+    sidecar = ssh_sidecar(
+        tmp_path / "s",
+        local_site,
+        listen={"host": "127.0.0.1", "port": port},
+        pods_root=str(remote / "pods"),
+        auth=token_auth(idp, [{"sub": "alice", "account": "ilp-alice"}, {"sub": "bob", "account": "ilp-bob"}]),
+    ).start()
     try:
         accounts = {}
         for name in ("alice", "bob"):
@@ -144,18 +187,26 @@ async def test_two_identities_run_as_their_own_accounts_over_ssh(local_site, uni
                 created = await client.create(body)
                 await run_until(client, uid, SUCCEEDED)
                 log = await client.logs_text({"PodUID": uid, "Namespace": "team", "ContainerName": "c", "Opts": {}})
-            accounts[name] = (log.strip(), slurm("squeue", "-h", "-t", "all", "-j", created["PodJID"], "-o", "%u").strip(),
-                              (remote / "pods" / f"team-{uid}").owner())
+            accounts[name] = (
+                log.strip(),
+                slurm("squeue", "-h", "-t", "all", "-j", created["PodJID"], "-o", "%u").strip(),
+                (remote / "pods" / f"team-{uid}").owner(),
+            )
         assert accounts == {"alice": ("ilp-alice",) * 3, "bob": ("ilp-bob",) * 3}
     finally:
         sidecar.stop()
         shutil.rmtree(remote, ignore_errors=True)
 
 
-
 def condor_request(name: str, script: str) -> dict:
-    pod = {"metadata": {"name": name}, "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-           "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}}
+    pod = {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}],
+        },
+    }
     return manifest.create_request(pod, manifest.Manifests(), namespace="ssh")
 
 

@@ -29,8 +29,17 @@ SITE_CONFIG = str(REPO / "deploy" / "local" / "sidecar.yaml")
 
 
 def stage_command(*args: str, config: bool = True) -> tuple[list[str], dict[str, str]]:
-    command = [sys.executable, "-m", "interlink_provider.cli.main", "stage", *args,
-               "--connection-window", "2", "--retries", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "interlink_provider.cli.main",
+        "stage",
+        *args,
+        "--connection-window",
+        "2",
+        "--retries",
+        "0",
+    ]
     if config:
         command += ["--config", SITE_CONFIG]
     return command, {**os.environ, "ILP_SITE_DIR": str(site_dir()), "COLUMNS": "200"}
@@ -122,11 +131,14 @@ def test_bench_writes_reads_and_cleans_up(local_site):
     assert set((site_dir() / "xrd" / "data" / "rucio").glob("ilp-bench-*")) == before
 
 
-@pytest.mark.parametrize("args, config, message", [
-    (("resolve", "no-colon"), True, "is not a Rucio DID"),
-    (("get", "http://example.org/file", "/tmp/x"), True, "is not an XRootD URL"),
-    (("bench", "demo:input-data"), False, "bench measures an XRootD URL"),
-])
+@pytest.mark.parametrize(
+    "args, config, message",
+    [
+        (("resolve", "no-colon"), True, "is not a Rucio DID"),
+        (("get", "http://example.org/file", "/tmp/x"), True, "is not an XRootD URL"),
+        (("bench", "demo:input-data"), False, "bench measures an XRootD URL"),
+    ],
+)
 def test_bad_targets_are_usage_errors(local_site, args, config, message):
     done = stage(*args, config=config)
     assert done.returncode == 2 and message in done.stderr
@@ -137,14 +149,33 @@ def test_a_did_without_rucio_configured_says_how_to_configure_it(local_site, tmp
     assert env_less.returncode == 2 and "--rucio-host" in env_less.stderr
     password = tmp_path / "password"
     password.write_text("secret\n")
-    flags = stage("resolve", "demo:input-data", "--json", "--rucio-host", RUCIO_HOST, "--rucio-username", "ddmlab",
-                  "--rucio-password-file", str(password), config=False)
+    flags = stage(
+        "resolve",
+        "demo:input-data",
+        "--json",
+        "--rucio-host",
+        RUCIO_HOST,
+        "--rucio-username",
+        "ddmlab",
+        "--rucio-password-file",
+        str(password),
+        config=False,
+    )
     assert flags.returncode == 0, flags.stderr
     assert len(json.loads(flags.stdout)) == 3
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-password\n")
-    refused = stage("resolve", "demo:input-data", "--rucio-host", RUCIO_HOST, "--rucio-username", "intruder",
-                    "--rucio-password-file", str(wrong), config=False)
+    refused = stage(
+        "resolve",
+        "demo:input-data",
+        "--rucio-host",
+        RUCIO_HOST,
+        "--rucio-username",
+        "intruder",
+        "--rucio-password-file",
+        str(wrong),
+        config=False,
+    )
     assert refused.returncode == 1 and "refused the login" in refused.stderr and "Traceback" not in refused.stderr
 
 
@@ -152,8 +183,9 @@ def test_an_interrupted_get_stops_and_leaves_no_partial_file(local_site, tmp_pat
     big = site_dir() / "xrd" / "data" / "rucio" / f"big-{uuid.uuid4().hex[:8]}.bin"
     big.write_bytes(os.urandom(40_000_000))  # ten seconds through the throttled xrootd
     big.chmod(0o644)
-    command, env = stage_command("get", f"root://127.0.0.1:11095//rucio/{big.name}", str(tmp_path / "out"),
-                                 config=False)
+    command, env = stage_command(
+        "get", f"root://127.0.0.1:11095//rucio/{big.name}", str(tmp_path / "out"), config=False
+    )
     try:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30

@@ -25,15 +25,26 @@ def staging_pod(name: str, inputs: str, outputs: str = "", script: str = "ls -l 
     annotations = {"datalake.interlink/inputs": inputs}
     if outputs:
         annotations["datalake.interlink/outputs"] = outputs
-    pod = {"metadata": {"name": name, "annotations": annotations},
-           "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                    "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}]}}
+    pod = {
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}],
+        },
+    }
     return manifest.create_request(pod, manifest.Manifests(), namespace="data")
 
 
 def make_sidecar(root: Path, **staging) -> Sidecar:
-    options = {"cache_dir": str(root / "cache"), "connection_window": 2, "connection_retry": 1,
-               "retries": 1, "retry_backoff_seconds": 0.2, **staging}
+    options = {
+        "cache_dir": str(root / "cache"),
+        "connection_window": 2,
+        "connection_retry": 1,
+        "retries": 1,
+        "retry_backoff_seconds": 0.2,
+        **staging,
+    }
     return Sidecar(root / "sidecar", {"staging": options})
 
 
@@ -55,6 +66,7 @@ async def final(client: SidecarClient, uid: str, timeout: float = 120) -> dict:
     async def done():
         [answer] = await client.status([pod_ref(uid)])
         return answer if phase_of(answer) in (SUCCEEDED, FAILED) else None
+
     return await wait_for(done, timeout, what=f"pod {uid} to finish")
 
 
@@ -69,10 +81,16 @@ async def metric(sidecar: Sidecar, name: str) -> float:
 async def test_dataset_stage_in_on_slurm_and_outputs_registered(staging_sidecar, catalog):
     contents = {"a.dat": os.urandom(300_000), "b.dat": os.urandom(1_000), "c.txt": b"hello\n"}
     did, _ = put_dataset(catalog, contents)
-    script = ("cd /data/in && md5sum a.dat b.dat c.txt && mkdir -p /data/out/sub && "
-              "cat c.txt > /data/out/sub/copy.txt && echo done > /data/out/result.txt && touch /data/in/x 2>/dev/null || echo read-only")
-    req = staging_pod("stage-roundtrip", f"- {{did: '{did}', mount: /data/in}}",
-                      "- {mount: /data/out, scope: user, lifetime: 3600}", script)
+    script = (
+        "cd /data/in && md5sum a.dat b.dat c.txt && mkdir -p /data/out/sub && "
+        "cat c.txt > /data/out/sub/copy.txt && echo done > /data/out/result.txt && touch /data/in/x 2>/dev/null || echo read-only"
+    )
+    req = staging_pod(
+        "stage-roundtrip",
+        f"- {{did: '{did}', mount: /data/in}}",
+        "- {mount: /data/out, scope: user, lifetime: 3600}",
+        script,
+    )
     async with SidecarClient(staging_sidecar.address) as client:
         answer = await client.create(req)
         assert answer["PodJID"] == ""  # submitted only after stage-in
@@ -95,7 +113,8 @@ async def test_dataset_stage_in_on_slurm_and_outputs_registered(staging_sidecar,
 
 def adler32_of_bytes(data: bytes) -> str:
     import zlib
-    return f"{zlib.adler32(data) & 0xffffffff:08x}"
+
+    return f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
 
 
 def test_site_local_replicas_come_first(catalog):
@@ -110,15 +129,17 @@ async def test_pods_needing_the_same_dataset_transfer_it_once(staging_sidecar, c
         before = await metric(staging_sidecar, "ilp_stage_downloads_total")
         files = await metric(staging_sidecar, 'ilp_staged_files_total{direction="in"}')
         phases = await metric(staging_sidecar, 'ilp_stage_throughput_bytes_per_second_count{direction="in"}')
-        answers = [await client.create(staging_pod(f"shared-{i}", f"- {{did: '{did}', mount: /data/in}}"))
-                   for i in range(3)]
+        answers = [
+            await client.create(staging_pod(f"shared-{i}", f"- {{did: '{did}', mount: /data/in}}")) for i in range(3)
+        ]
         for answer in answers:
             assert phase_of(await final(client, answer["PodUID"])) == SUCCEEDED
         assert await metric(staging_sidecar, "ilp_stage_downloads_total") - before == 3  # 3 files, not 9
         # ...while each pod staged its 3 files in, one stage-in each
         assert await metric(staging_sidecar, 'ilp_staged_files_total{direction="in"}') - files == 9
-        assert await metric(staging_sidecar, 'ilp_stage_throughput_bytes_per_second_count{direction="in"}') \
-            - phases == 3
+        assert (
+            await metric(staging_sidecar, 'ilp_stage_throughput_bytes_per_second_count{direction="in"}') - phases == 3
+        )
         later = await client.create(staging_pod("shared-later", f"- {{did: '{did}', mount: /data/in}}"))
         hits = await metric(staging_sidecar, "ilp_stage_cache_hits_total")
         assert phase_of(await final(client, later["PodUID"])) == SUCCEEDED
@@ -156,10 +177,17 @@ async def test_unreachable_storage_fails_with_the_file_and_error(staging_sidecar
     dead = f"DEAD_XRD_{uuid.uuid4().hex[:6].upper()}"
     client = catalog.client()
     client.add_rse(dead)
-    client.add_protocol(dead, {"scheme": "root", "hostname": "127.0.0.1", "port": free_port(), "prefix": "//rucio/",
-                               "impl": "rucio.rse.protocols.xrootd.Default",
-                               "domains": {"lan": {"read": 1, "write": 1, "delete": 1},
-                                           "wan": {"read": 1, "write": 1, "delete": 1}}})
+    client.add_protocol(
+        dead,
+        {
+            "scheme": "root",
+            "hostname": "127.0.0.1",
+            "port": free_port(),
+            "prefix": "//rucio/",
+            "impl": "rucio.rse.protocols.xrootd.Default",
+            "domains": {"lan": {"read": 1, "write": 1, "delete": 1}, "wan": {"read": 1, "write": 1, "delete": 1}},
+        },
+    )
     client.set_local_account_limit("root", dead, 10**9)
     did, _ = put_dataset(catalog, {"far.dat": b"x" * 10}, rses=(dead,))
     async with SidecarClient(staging_sidecar.address) as sidecar_client:
@@ -204,8 +232,10 @@ async def test_delete_during_transfer_stops_it(local_site, catalog, tmp_path):
             assert "staging stopped" in await client.delete(req["pod"])
             pods = {p["uid"]: p for p in await client.pods()}
             assert pods[answer["PodUID"]]["stage"] == "deleted" and pods[answer["PodUID"]]["job_id"] == ""
+
         async def cleaned():  # the cancelled transfer removes its temporary file as it stops
             return not partial_files(tmp_path / "cache")
+
         await wait_for(cleaned, 30, what="the interrupted download to be removed")
         assert "staged in" not in sidecar.log(), progress
     finally:
@@ -218,8 +248,9 @@ async def test_a_sidecar_killed_mid_transfer_stages_again_after_restart(local_si
     sidecar = make_sidecar(tmp_path).start()
     try:
         async with SidecarClient(sidecar.address) as client:
-            answer = await client.create(staging_pod("restarted", f"- {{did: '{did}', mount: /d}}",
-                                                     script="md5sum /d/restart.dat"))
+            answer = await client.create(
+                staging_pod("restarted", f"- {{did: '{did}', mount: /d}}", script="md5sum /d/restart.dat")
+            )
 
             async def moving():
                 pods = {p["uid"]: p for p in await client.pods()}

@@ -42,16 +42,29 @@ def tokens_config(root: Path, **overrides) -> dict:
     secret = root / "stager-secret"
     secret.write_text("stager-secret\n")
     secret.chmod(0o600)
-    return {"issuer": ISSUER, "ca_file": str(site_dir() / "devidp" / "ca.pem"), "client_id": "site-stager",
-            "client_secret_file": str(secret), "storage_audience": f"https://{STORAGE}",
-            "storage_endpoints": [STORAGE], "x509_cert_dir": str(site_dir() / "pki" / "ca-dir"), **overrides}
+    return {
+        "issuer": ISSUER,
+        "ca_file": str(site_dir() / "devidp" / "ca.pem"),
+        "client_id": "site-stager",
+        "client_secret_file": str(secret),
+        "storage_audience": f"https://{STORAGE}",
+        "storage_endpoints": [STORAGE],
+        "x509_cert_dir": str(site_dir() / "pki" / "ca-dir"),
+        **overrides,
+    }
 
 
 def staging_config(root: Path, **token_overrides) -> dict:
-    return {"cache_dir": str(root / "cache"), "connection_window": 2, "connection_retry": 1, "retries": 1,
-            "retry_backoff_seconds": 0.2, "default_rse": TOKEN_RSE,
-            "rucio": {"host": RUCIO_HOST, "account": "root"},  # no password: tokens only
-            "tokens": tokens_config(root, **token_overrides)}
+    return {
+        "cache_dir": str(root / "cache"),
+        "connection_window": 2,
+        "connection_retry": 1,
+        "retries": 1,
+        "retry_backoff_seconds": 0.2,
+        "default_rse": TOKEN_RSE,
+        "rucio": {"host": RUCIO_HOST, "account": "root"},  # no password: tokens only
+        "tokens": tokens_config(root, **token_overrides),
+    }
 
 
 async def user_token(client_id: str, secret: str) -> str:
@@ -68,17 +81,22 @@ def token_site(local_site, unix_accounts, tmp_path_factory):
     pods_root = Path(tempfile.mkdtemp(prefix="ilp-tokensite-"))
     pods_root.chmod(0o711)  # the job account traverses it
     port = free_port()
-    sidecar = Sidecar(root / "sidecar", {
-        "pods_root": str(pods_root / "pods"),
-        "listen": {"host": "127.0.0.1", "port": port},
-        "auth": {
-            "unix_socket_without_token": True,
-            "token": {"issuers": [{"issuer": ISSUER, "ca_file": str(site_dir() / "devidp" / "ca.pem")}],
-                      "audiences": [SITE_AUDIENCE]},
-            "identities": {"rules": [{"issuer": ISSUER, "sub": "demo-*", "account": "ilp-alice"}]},
+    sidecar = Sidecar(
+        root / "sidecar",
+        {
+            "pods_root": str(pods_root / "pods"),
+            "listen": {"host": "127.0.0.1", "port": port},
+            "auth": {
+                "unix_socket_without_token": True,
+                "token": {
+                    "issuers": [{"issuer": ISSUER, "ca_file": str(site_dir() / "devidp" / "ca.pem")}],
+                    "audiences": [SITE_AUDIENCE],
+                },
+                "identities": {"rules": [{"issuer": ISSUER, "sub": "demo-*", "account": "ilp-alice"}]},
+            },
+            "staging": staging_config(root),
         },
-        "staging": staging_config(root),
-    }).start()
+    ).start()
     sidecar.http = f"http://127.0.0.1:{port}"
     yield sidecar
     sidecar.stop()
@@ -90,8 +108,9 @@ async def test_a_users_pod_stages_with_its_owners_tokens(token_site, catalog):
     did = put_token_dataset(catalog, contents)
     token = await user_token("demo-user", "demo-secret")
     script = "cd /data/in && md5sum a.dat b.dat && id -un && echo result > /data/out/result.txt"
-    req = staging_pod("token-roundtrip", f"- {{did: '{did}', mount: /data/in}}", "- {mount: /data/out, scope: user}",
-                      script)
+    req = staging_pod(
+        "token-roundtrip", f"- {{did: '{did}', mount: /data/in}}", "- {mount: /data/out, scope: user}", script
+    )
     async with SidecarClient(token_site.http, token=token) as client:
         answer = await client.create(req)
         uid = answer["PodUID"]
@@ -122,8 +141,12 @@ async def test_an_owner_grant_the_idp_no_longer_takes_fails_stage_out_as_token_e
     the pod fails with reason TokenExpired and what to do, and the stage-out span says so."""
     did = put_token_dataset(catalog, {"in.dat": b"input\n"})
     token = await user_token("demo-user", "demo-secret")
-    req = staging_pod("token-expires", f"- {{did: '{did}', mount: /data/in}}", "- {mount: /data/out, scope: user}",
-                      "sleep 6; echo result > /data/out/result.txt")
+    req = staging_pod(
+        "token-expires",
+        f"- {{did: '{did}', mount: /data/in}}",
+        "- {mount: /data/out, scope: user}",
+        "sleep 6; echo result > /data/out/result.txt",
+    )
     uid = req["pod"]["metadata"]["uid"]
     grants = token_site.workdir / "state" / "staging-grants.json"
     with OtlpReceiver() as otlp:
@@ -132,6 +155,7 @@ async def test_an_owner_grant_the_idp_no_longer_takes_fails_stage_out_as_token_e
 
             async def running():
                 return [p for p in await client.pods() if p["uid"] == uid and p["phase"] == "Running"]
+
             await wait_for(running, 60, what="the job to run (staged in)")
             token_site.stop()  # while the job runs: its grant now expires
             kept = json.loads(grants.read_text())
@@ -145,6 +169,7 @@ async def test_an_owner_grant_the_idp_no_longer_takes_fails_stage_out_as_token_e
 
         async def stage_out_span():
             return [s for s in otlp.named("stage-out") if s.attributes.get("k8s.pod.uid") == uid]
+
         [span] = await wait_for(stage_out_span, 30, what="the stage-out span")
         assert span.attributes["ilp.failure.reason"] == "TokenExpired"
     token_site.stop()
@@ -154,8 +179,9 @@ async def test_an_owner_grant_the_idp_no_longer_takes_fails_stage_out_as_token_e
 async def test_a_tokenless_pod_stages_with_the_sites_own_tokens(token_site, catalog):
     did = put_token_dataset(catalog, {"site.dat": b"read by the site client\n"})
     async with SidecarClient(token_site.address) as client:  # the trusted unix socket, no token
-        answer = await client.create(staging_pod("token-site", f"- {{did: '{did}', mount: /data/in}}",
-                                                 script="cat /data/in/site.dat"))
+        answer = await client.create(
+            staging_pod("token-site", f"- {{did: '{did}', mount: /data/in}}", script="cat /data/in/site.dat")
+        )
         result = await final(client, answer["PodUID"])
         assert phase_of(result) == SUCCEEDED, result
         log = await client.logs_text({"PodUID": answer["PodUID"], "ContainerName": "c", "Opts": {}})
@@ -184,8 +210,9 @@ async def test_the_cache_serves_a_file_only_to_pods_whose_token_may_read_it(loca
         return PodStaging(spec, [directory], [], "data", uid, uid, credentials=stager.credentials_for(uid))
 
     full = Stager(StagingConfig(**staging_config(tmp_path)), tmp_path / "state-a")
-    public_only = Stager(StagingConfig(**staging_config(tmp_path, read_scopes=["storage.read:/public"])),
-                         tmp_path / "state-b")
+    public_only = Stager(
+        StagingConfig(**staging_config(tmp_path, read_scopes=["storage.read:/public"])), tmp_path / "state-b"
+    )
     try:
         await full.tokens.enroll("pod-a", await user_token("demo-user", "demo-secret"), [])
         await full.stage_in(pod(full, "pod-a", tmp_path / "a"))
@@ -212,13 +239,15 @@ def test_stage_check_names_a_refused_token_and_accepts_a_good_one(local_site, ca
     token_file = tmp_path / "token"
     token_file.write_text(issue_storage_token("storage.read:/"))
     token_file.chmod(0o600)
-    good = subprocess.run([*cli, url, "--token-file", str(token_file)], capture_output=True, text=True, env=env,
-                          timeout=60)
+    good = subprocess.run(
+        [*cli, url, "--token-file", str(token_file)], capture_output=True, text=True, env=env, timeout=60
+    )
     assert good.returncode == 0, good.stdout + good.stderr
     assert "ok" in good.stdout and "xrd.ztn" not in good.stdout
     token_file.write_text(issue_storage_token("storage.read:/public"))
-    narrow = subprocess.run([*cli, url, "--token-file", str(token_file)], capture_output=True, text=True, env=env,
-                            timeout=60)
+    narrow = subprocess.run(
+        [*cli, url, "--token-file", str(token_file)], capture_output=True, text=True, env=env, timeout=60
+    )
     assert narrow.returncode == 1 and "refused" in narrow.stdout + narrow.stderr
 
 
@@ -231,5 +260,5 @@ def issue_storage_token(scope: str) -> str:
             return (await client.client_credentials(scope, f"https://{STORAGE}")).access_token
         finally:
             await client.close()
-    return asyncio.run(issue())
 
+    return asyncio.run(issue())

@@ -24,13 +24,25 @@ def page_sidecar(local_site, unix_accounts, idp, tmp_path):
     port = free_port()
     shared = Path(tempfile.mkdtemp(prefix="ilp-ui-"))
     shared.chmod(0o711)
-    auth = token_auth(idp, [{"sub": "alice", "account": "ilp-alice"}, {"sub": "bob", "account": "ilp-bob"},
-                            {"sub": "gateway", "account": "ilp-bob"}])
+    auth = token_auth(
+        idp,
+        [
+            {"sub": "alice", "account": "ilp-alice"},
+            {"sub": "bob", "account": "ilp-bob"},
+            {"sub": "gateway", "account": "ilp-bob"},
+        ],
+    )
     auth["identities"]["site_admins"] = [{"issuer": idp.issuer, "sub": "gateway"}]  # reads every pod
-    sidecar = Sidecar(tmp_path / "s", {
-        "site_name": "ui-site", "pods_root": str(shared / "pods"), "listen": {"host": "127.0.0.1", "port": port},
-        "status": {"poll_interval": 1}, "auth": auth,
-    }).start()
+    sidecar = Sidecar(
+        tmp_path / "s",
+        {
+            "site_name": "ui-site",
+            "pods_root": str(shared / "pods"),
+            "listen": {"host": "127.0.0.1", "port": port},
+            "status": {"poll_interval": 1},
+            "auth": auth,
+        },
+    ).start()
     sidecar.url = f"http://127.0.0.1:{port}"
     yield sidecar
     sidecar.stop()
@@ -52,6 +64,7 @@ async def test_the_status_page_shows_a_running_pod_and_follows_it(page_sidecar, 
 
         async def running():
             return await browser.text(f"{row} .phase") == "Running"
+
         await wait_for(running, 60, what="the page to show the pod Running")  # by its own reloads
         assert await browser.text(f"{row} .job") == job_id
         cells = await browser.text(row) or ""
@@ -62,6 +75,7 @@ async def test_the_status_page_shows_a_running_pod_and_follows_it(page_sidecar, 
 
         async def succeeded():
             return await browser.text(f"{row} .phase") == "Succeeded"
+
         await wait_for(succeeded, 90, what="the page to follow the pod to Succeeded")
         assert "Completed" in (await browser.text(f"{row} .reason") or "")
 

@@ -28,12 +28,17 @@ def client(idp: IdP, name: str) -> OAuthClient:
 
 
 def validator(idp: IdP, **kwargs) -> TokenValidator:
-    config = {"issuers": [TrustedIssuer(issuer=idp.issuer, ca_file=idp.ca_file)], "audiences": [SITE_AUDIENCE], **kwargs}
+    config = {
+        "issuers": [TrustedIssuer(issuer=idp.issuer, ca_file=idp.ca_file)],
+        "audiences": [SITE_AUDIENCE],
+        **kwargs,
+    }
     return TokenValidator(ValidationConfig(**config))
 
 
-async def user_token(idp: IdP, name: str = "alice", scope: str = "compute.create compute.read wlcg.groups",
-                     audience: str | None = None) -> str:
+async def user_token(
+    idp: IdP, name: str = "alice", scope: str = "compute.create compute.read wlcg.groups", audience: str | None = None
+) -> str:
     c = client(idp, name)
     try:
         return (await c.client_credentials(scope, audience)).access_token
@@ -77,8 +82,11 @@ async def test_token_exchange_with_iam_semantics(idp):
         assert claims(again.access_token)["act"] == {"sub": "gateway", "act": {"sub": "gateway"}}  # chained
         assert again.refresh_token is None
         form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": subject}
-        await refused(gateway._post("token_endpoint", {**form, "scope": "compute.read", "actor_token": subject}),
-                      errors.ExchangeRefused, "Delegation not supported")
+        await refused(
+            gateway._post("token_endpoint", {**form, "scope": "compute.read", "actor_token": subject}),
+            errors.ExchangeRefused,
+            "Delegation not supported",
+        )
         await refused(gateway._post("token_endpoint", form), errors.ExchangeRefused, "scope parameter is required")
         await refused(gateway.exchange("not-a-token", None, "compute.read"), errors.ExchangeRefused, "invalid_token")
         mallory = await user_token(idp, "mallory", "compute.read")
@@ -100,8 +108,11 @@ async def test_same_client_offline_access_is_refused(idp, tmp_path):
     try:
         own = (await gateway.client_credentials("compute.read")).access_token
         assert (await gateway.exchange(own, None, "compute.read")).access_token  # narrowing is fine
-        await refused(gateway.exchange(own, None, "compute.read offline_access"), errors.ExchangeRefused,
-                      "actor and the subject are the same client")
+        await refused(
+            gateway.exchange(own, None, "compute.read offline_access"),
+            errors.ExchangeRefused,
+            "actor and the subject are the same client",
+        )
     finally:
         await gateway.close()
 
@@ -152,15 +163,18 @@ async def test_valid_token_gives_an_identity(idp):
     assert identity.groups == ("/vo/alice-team",)
 
 
-@pytest.mark.parametrize("overrides,kind,text", [
-    ({"exp": int(time.time()) - 3600}, errors.Expired, "expired"),
-    ({"nbf": int(time.time()) + 3600}, errors.NotYetValid, "not valid yet"),
-    ({"aud": "https://elsewhere.test"}, errors.WrongAudience, "not for this service"),
-    ({"wlcg.ver": None}, errors.ProfileViolation, "wlcg.ver"),
-    ({"wlcg.ver": "2.0"}, errors.ProfileViolation, "major 1"),
-    ({"jti": None}, errors.ProfileViolation, "jti"),
-    ({"iss": "https://evil.example/"}, errors.UnknownIssuer, "not trusted"),
-])
+@pytest.mark.parametrize(
+    "overrides,kind,text",
+    [
+        ({"exp": int(time.time()) - 3600}, errors.Expired, "expired"),
+        ({"nbf": int(time.time()) + 3600}, errors.NotYetValid, "not valid yet"),
+        ({"aud": "https://elsewhere.test"}, errors.WrongAudience, "not for this service"),
+        ({"wlcg.ver": None}, errors.ProfileViolation, "wlcg.ver"),
+        ({"wlcg.ver": "2.0"}, errors.ProfileViolation, "major 1"),
+        ({"jti": None}, errors.ProfileViolation, "jti"),
+        ({"iss": "https://evil.example/"}, errors.UnknownIssuer, "not trusted"),
+    ],
+)
 async def test_every_rejection_has_its_reason(idp, overrides, kind, text):
     v = validator(idp)
     try:
@@ -173,14 +187,18 @@ async def test_bad_signatures_and_malformed_tokens(idp):
     v = validator(idp)
     try:
         token = idp.forge()
-        head, payload, signature = token.split(".")
+        head, _payload, signature = token.split(".")
         tampered = claims(token) | {"sub": "root"}
         forged = ".".join([head, jwt.utils.base64url_encode(json.dumps(tampered).encode()).decode(), signature])
         await refused(v.validate(forged), errors.BadSignature, "does not verify")
         await refused(v.validate("garbage"), errors.MalformedToken, "not a JWT")
         await refused(v.validate(idp.forge(_kid="no-such-kid")), errors.BadSignature, "no signing key")
-        other = jwt.encode({"iss": idp.issuer, "sub": "x"}, "a-long-enough-hmac-secret-for-sha256!",
-                           algorithm="HS256", headers={"kid": "k"})
+        other = jwt.encode(
+            {"iss": idp.issuer, "sub": "x"},
+            "a-long-enough-hmac-secret-for-sha256!",
+            algorithm="HS256",
+            headers={"kid": "k"},
+        )
         await refused(v.validate(other), errors.BadSignature, "not accepted")
     finally:
         await v.close()

@@ -12,24 +12,31 @@ from interlink_provider.devidp.config import ClientMatch, ExchangePolicy, ScopeP
 from interlink_provider.devidp.policy import decide
 
 
-@pytest.mark.parametrize("granted,wanted,ok", [
-    ("storage.read:/a", "storage.read:/a/b", True),
-    ("storage.read:/a", "storage.read:/a", True),
-    ("storage.read:/a", "storage.read:/ab", False),
-    ("storage.read:/a/", "storage.read:/a/b", True),
-    ("storage.read:/", "storage.read:/anything/at/all", True),
-    ("storage.read:/a", "storage.create:/a", False),
-    ("storage.modify:/a/b", "storage.modify:/a", False),
-    ("storage.read:/a/../b", "storage.read:/b/c", True),
-    ("compute.create", "compute.create", True),
-    ("compute.create", "compute.cancel", False),
-])
+@pytest.mark.parametrize(
+    "granted,wanted,ok",
+    [
+        ("storage.read:/a", "storage.read:/a/b", True),
+        ("storage.read:/a", "storage.read:/a", True),
+        ("storage.read:/a", "storage.read:/ab", False),
+        ("storage.read:/a/", "storage.read:/a/b", True),
+        ("storage.read:/", "storage.read:/anything/at/all", True),
+        ("storage.read:/a", "storage.create:/a", False),
+        ("storage.modify:/a/b", "storage.modify:/a", False),
+        ("storage.read:/a/../b", "storage.read:/b/c", True),
+        ("compute.create", "compute.create", True),
+        ("compute.create", "compute.cancel", False),
+    ],
+)
 def test_wlcg_scope_paths(granted, wanted, ok):
     assert covered(parse_scopes(granted), wanted) is ok
 
 
 def test_scope_parsing():
-    assert [str(s) for s in parse_scopes("openid storage.read:/x  compute.read")] == ["openid", "storage.read:/x", "compute.read"]
+    assert [str(s) for s in parse_scopes("openid storage.read:/x  compute.read")] == [
+        "openid",
+        "storage.read:/x",
+        "compute.read",
+    ]
     assert Scope.parse("storage.read").path == "/"  # path missing: the whole namespace
     assert parse_scopes(None) == [] and parse_scopes(["a b", "c"]) == parse_scopes("a b c")
 
@@ -39,10 +46,12 @@ def identity(sub="alice", iss="https://iam/", groups=(), scopes="compute.create 
 
 
 def test_first_matching_rule_gives_the_account():
-    policy = IdentityPolicy(rules=[
-        MappingRule(issuer="https://iam/", groups=["/atlas/prod"], account="atlasprd"),
-        MappingRule(issuer="https://iam/", sub="a*", scopes=["compute.create"], account="guest"),
-    ])
+    policy = IdentityPolicy(
+        rules=[
+            MappingRule(issuer="https://iam/", groups=["/atlas/prod"], account="atlasprd"),
+            MappingRule(issuer="https://iam/", sub="a*", scopes=["compute.create"], account="guest"),
+        ]
+    )
     assert policy.account_for(identity(groups=["/atlas/prod/sub"])) == "atlasprd"
     assert policy.account_for(identity(groups=["/atlas/production"])) == "guest"  # not a subgroup
     with pytest.raises(errors.NoAccount) as info:
@@ -63,10 +72,15 @@ def test_operations_need_their_scopes():
 def test_exchange_policies_rank_and_deny():
     allow_all = ExchangePolicy(description="all")
     deny_m = ExchangePolicy(description="no m", rule="DENY", origin=ClientMatch(type="BY_ID", match="m"))
-    limited = ExchangePolicy(description="b", origin=ClientMatch(type="BY_ID", match="b"),
-                             destination=ClientMatch(type="BY_ID", match="gw"),
-                             scopes=[ScopePolicy(type="PATH", match="storage.read:/pub"),
-                                     ScopePolicy(rule="DENY", type="EQ", match="storage.read:/pub/secret")])
+    limited = ExchangePolicy(
+        description="b",
+        origin=ClientMatch(type="BY_ID", match="b"),
+        destination=ClientMatch(type="BY_ID", match="gw"),
+        scopes=[
+            ScopePolicy(type="PATH", match="storage.read:/pub"),
+            ScopePolicy(rule="DENY", type="EQ", match="storage.read:/pub/secret"),
+        ],
+    )
     policies = [allow_all, deny_m, limited]
     assert decide(policies, ("a", []), ("gw", []), ["compute.read"]) is None
     assert "denied" in decide(policies, ("m", []), ("gw", []), ["compute.read"])
@@ -126,8 +140,10 @@ class KeyCacheWithFakeIdP:
 
         async def fetch(issuer):
             cache.fetches += 1
-            return {kid: jwt.PyJWK({"kty": "oct", "k": "c2VjcmV0", "kid": kid}, algorithm="HS256")
-                    for kid in published[issuer]}
+            return {
+                kid: jwt.PyJWK({"kty": "oct", "k": "c2VjcmV0", "kid": kid}, algorithm="HS256")
+                for kid in published[issuer]
+            }
 
         cache._fetch = fetch
         return cache

@@ -25,10 +25,13 @@ def test_a_second_sidecar_keeps_the_first_ones_downloads(tmp_path):
 
 def test_a_crashed_sidecars_downloads_are_removed_by_the_next(tmp_path):
     # A real process claims an area, starts a download and dies without closing anything.
-    script = ("import sys; from pathlib import Path; from interlink_provider.staging.cache import ContentCache;"
-              "c = ContentCache(Path(sys.argv[1]), 1 << 20); c.temporary().write_bytes(b'x'); print(c.downloads)")
-    crashed = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
-                             check=True).stdout.strip()
+    script = (
+        "import sys; from pathlib import Path; from interlink_provider.staging.cache import ContentCache;"
+        "c = ContentCache(Path(sys.argv[1]), 1 << 20); c.temporary().write_bytes(b'x'); print(c.downloads)"
+    )
+    crashed = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert os.path.isdir(crashed) and os.listdir(crashed)
     (tmp_path / ".partial" / "0123abcd").write_bytes(b"old layout")  # a file of the old single directory
     restarted = ContentCache(tmp_path, 1 << 20)

@@ -34,8 +34,9 @@ def test_generated_references_are_current():
 
 
 def test_check_mode_exits_cleanly_as_a_script():
-    result = subprocess.run([sys.executable, str(DOCS / "generate.py"), "--check"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(DOCS / "generate.py"), "--check"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -50,9 +51,16 @@ def test_generation_does_not_depend_on_the_environment(monkeypatch):
 
 def test_config_reference_covers_the_sidecar_and_the_gateway():
     text = (REFERENCE / "config.md").read_text()
-    for key in ("transport.kind", "listen.port", "listen.socket", "auth.token.issuers[].issuer",
-                "staging.tokens.storage_endpoints", "translation.flavors.<name>.cpu_default",
-                "sites[].audience", "identities.secret_annotation"):
+    for key in (
+        "transport.kind",
+        "listen.port",
+        "listen.socket",
+        "auth.token.issuers[].issuer",
+        "staging.tokens.storage_endpoints",
+        "translation.flavors.<name>.cpu_default",
+        "sites[].audience",
+        "identities.secret_annotation",
+    ):
         assert f"`{key}`" in text, key
     assert " at 0x" not in text  # no object reprs
     # Defaults of nested sections come from the parent's default instance.

@@ -45,9 +45,15 @@ def test_an_example_is_a_valid_config_or_manifest(path: Path):
         secret = ((document or {}).get("metadata", {}).get("annotations") or {}).get(IDENTITY_ANNOTATION)
         if secret:
             namespace = document["metadata"].get("namespace", "default")
-            text += yaml.safe_dump({"apiVersion": "v1", "kind": "Secret",
-                                    "metadata": {"name": secret, "namespace": namespace},
-                                    "stringData": {"access_token": "stand-in"}}, explicit_start=True)
+            text += yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": secret, "namespace": namespace},
+                    "stringData": {"access_token": "stand-in"},
+                },
+                explicit_start=True,
+            )
     loaded = manifest.load(text)
     pods = loaded.pods + [{"metadata": {"name": job.name}, **job.template} for job in loaded.jobs]
     assert pods, f"{path} holds no Pod or Job"

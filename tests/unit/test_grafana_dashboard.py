@@ -124,8 +124,10 @@ def test_panels_do_not_overlap_and_fit_the_grid(dashboard):
         boxes.append((panel["title"], g))
     for (a, ga), (b, gb) in itertools.combinations(boxes, 2):
         apart = (
-            ga["x"] + ga["w"] <= gb["x"] or gb["x"] + gb["w"] <= ga["x"]
-            or ga["y"] + ga["h"] <= gb["y"] or gb["y"] + gb["h"] <= ga["y"]
+            ga["x"] + ga["w"] <= gb["x"]
+            or gb["x"] + gb["w"] <= ga["x"]
+            or ga["y"] + ga["h"] <= gb["y"]
+            or gb["y"] + gb["h"] <= ga["y"]
         )
         assert apart, f"panels {a!r} {ga} and {b!r} {gb} overlap"
 

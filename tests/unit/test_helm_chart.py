@@ -13,10 +13,12 @@ from interlink_provider.gateway.config import GatewayConfig
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "interlink-provider"
 # interLink's VK config keys (research/interlink.md §7)
-VK_KEYS = set("""InterlinkURL InterlinkPort KubernetesApiAddr KubernetesApiPort KubernetesApiCaCrt
+VK_KEYS = set(
+    """InterlinkURL InterlinkPort KubernetesApiAddr KubernetesApiPort KubernetesApiCaCrt
 DisableProjectedVolumes JobScriptBuilderURL VKConfigPath VKTokenFile ServiceAccount Namespace PodIP PodCIDR
 VerboseLogging ErrorsOnlyLogging HTTP KubeletHTTP KubeletCertFile KubeletKeyFile KubeletCSRSignerName Resources
-NodeLabels NodeTaints TLS Network SkipDownwardAPIResolution DisableCSR Pprof""".split())
+NodeLabels NodeTaints TLS Network SkipDownwardAPIResolution DisableCSR Pprof""".split()
+)
 
 
 def values() -> dict:

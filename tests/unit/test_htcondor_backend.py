@@ -54,30 +54,48 @@ PATHS = PodPaths.for_pod("/scratch/pods", "ns", "uid-1")
 
 
 def test_rate_limit_and_environment():
-    config = HTCondorConfig(commands_per_second=3, command_burst=7, environment={"CONDOR_CONFIG": "/etc/c"},
-                            token_directory="/run/tokens.d", scitoken_file="/run/scitoken",
-                            authentication_methods=["IDTOKENS", "FS"])
+    config = HTCondorConfig(
+        commands_per_second=3,
+        command_burst=7,
+        environment={"CONDOR_CONFIG": "/etc/c"},
+        token_directory="/run/tokens.d",
+        scitoken_file="/run/scitoken",
+        authentication_methods=["IDTOKENS", "FS"],
+    )
     bucket = HTCondorBackend.rate_limit(config)
     assert isinstance(bucket, TokenBucket) and (bucket.rate, bucket.burst) == (3, 7)
     assert HTCondorBackend.command_environment(config) == {
-        "CONDOR_CONFIG": "/etc/c", "_CONDOR_SEC_TOKEN_DIRECTORY": "/run/tokens.d",
-        "_CONDOR_SCITOKENS_FILE": "/run/scitoken", "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS": "IDTOKENS,FS"}
+        "CONDOR_CONFIG": "/etc/c",
+        "_CONDOR_SEC_TOKEN_DIRECTORY": "/run/tokens.d",
+        "_CONDOR_SCITOKENS_FILE": "/run/scitoken",
+        "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS": "IDTOKENS,FS",
+    }
     assert HTCondorBackend(config, TranslationPolicy()).transport.extra_env["_CONDOR_SCITOKENS_FILE"] == "/run/scitoken"
 
 
 async def test_submit_as_the_account_to_the_configured_schedd():
     be, t = backend({"condor_submit": (0, "123.0 - 123.0\n", "")}, pool="cm.example.org", schedd="ap1")
     assert await be.submit(PATHS, "ilp-uid-1", "alice") == "123.0"
-    assert t.calls == [("alice", ["condor_submit", "-terse", "-pool", "cm.example.org", "-name", "ap1",
-                                  "/scratch/pods/ns-uid-1/job.sub"])]
+    assert t.calls == [
+        (
+            "alice",
+            ["condor_submit", "-terse", "-pool", "cm.example.org", "-name", "ap1", "/scratch/pods/ns-uid-1/job.sub"],
+        )
+    ]
 
 
-@pytest.mark.parametrize("answer, permanent", [
-    ((1, "", "\nERROR: Failed to connect to local queue manager\nSECMAN:2007:Failed to end classad message.\n"), False),
-    ((1, "", "\nERROR: on Line 3 of submit file: \nERROR: Parse error in expression\n"), True),
-    ((0, "", ""), False),  # no id printed
-    (TransportError("condor_submit did not answer within 60s"), False),
-])
+@pytest.mark.parametrize(
+    "answer, permanent",
+    [
+        (
+            (1, "", "\nERROR: Failed to connect to local queue manager\nSECMAN:2007:Failed to end classad message.\n"),
+            False,
+        ),
+        ((1, "", "\nERROR: on Line 3 of submit file: \nERROR: Parse error in expression\n"), True),
+        ((0, "", ""), False),  # no id printed
+        (TransportError("condor_submit did not answer within 60s"), False),
+    ],
+)
 async def test_submit_errors(answer, permanent):
     be, _ = backend({"condor_submit": answer})
     with pytest.raises(b.SubmitError) as info:
@@ -118,8 +136,9 @@ async def test_query_failures_are_poll_errors():
 async def test_jobs_held_too_long_fail_and_are_removed():
     old = 1_000  # held since 1970: long past the timeout
     out = ads(job(5, 5, HoldReason="Failed to transfer files", EnteredCurrentStatus=old), job(6, 2))
-    be, t = backend({"condor_q": (0, out, ""), "condor_rm": (0, "Job 5.0 marked for removal\n", "")},
-                    hold_timeout_seconds=60)
+    be, t = backend(
+        {"condor_q": (0, out, ""), "condor_rm": (0, "Job 5.0 marked for removal\n", "")}, hold_timeout_seconds=60
+    )
     jobs = await be.query(["5.0", "6.0"])
     assert jobs["5.0"].state == b.FAILED and jobs["5.0"].reason.startswith("HoldTimeout: held for")
     rm = [argv for _, argv in t.calls if argv[0] == "condor_rm"]
@@ -159,10 +178,11 @@ async def test_list_own_is_the_sidecars_own_queue():
 
 
 async def test_cancels_share_one_condor_rm_and_are_idempotent():
-    be, t = backend({"condor_rm": (1, "Job 1.0 marked for removal\n",
-                                   "Job 2.0 not found\nJob 10.0 already marked for removal\n")})
+    be, t = backend(
+        {"condor_rm": (1, "Job 1.0 marked for removal\n", "Job 2.0 not found\nJob 10.0 already marked for removal\n")}
+    )
     await asyncio.gather(be.cancel(["10.0"], "alice"), be.cancel(["2.0", "1.0"], "alice"), be.cancel(["3.0"], "bob"))
-    rm = sorted((account, argv[argv.index("-reason") + 2:]) for account, argv in t.calls)
+    rm = sorted((account, argv[argv.index("-reason") + 2 :]) for account, argv in t.calls)
     assert rm == [("alice", ["1.0", "2.0", "10.0"]), ("bob", ["3.0"])]
 
 
@@ -184,8 +204,16 @@ async def test_graceful_stop_is_a_condor_rm():
 
 
 async def test_capacity_from_the_pool_or_the_configuration():
-    slots = ads({"Name": "slot1@wn", "Machine": "wn", "State": "Unclaimed", "Cpus": 8, "Memory": 16000,
-                 "PartitionableSlot": True})
+    slots = ads(
+        {
+            "Name": "slot1@wn",
+            "Machine": "wn",
+            "State": "Unclaimed",
+            "Cpus": 8,
+            "Memory": 16000,
+            "PartitionableSlot": True,
+        }
+    )
     be, t = backend({"condor_status": (0, slots, "")}, pool="cm")
     assert (await be.capacity()).cpus == 8
     assert t.calls[0][1][:3] == ["condor_status", "-pool", "cm"] and "-name" not in t.calls[0][1]

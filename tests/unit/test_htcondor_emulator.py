@@ -35,7 +35,9 @@ except ImportError:  # the emulator itself never needs them
     classad2 = None
     htcondor2 = None
 
-needs_htcondor = pytest.mark.skipif(classad2 is None, reason="the htcondor wheel (classad2, htcondor2) is not installed")
+needs_htcondor = pytest.mark.skipif(
+    classad2 is None, reason="the htcondor wheel (classad2, htcondor2) is not installed"
+)
 
 
 def _pids_using(marker: str) -> list[int]:
@@ -72,7 +74,13 @@ class Condor:
     def run(self, *argv: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
         """The real executable from bin/, as a backend runs it."""
         return subprocess.run(
-            list(argv), cwd=self.work, env={**self.env, **env}, input=stdin, capture_output=True, text=True, timeout=30,
+            list(argv),
+            cwd=self.work,
+            env={**self.env, **env},
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=30,
             check=False,
         )
 
@@ -223,8 +231,13 @@ def _lines(ad_text: str) -> list[str]:
 
 @needs_htcondor
 def test_json_output_is_what_the_classad_library_prints(condor):
-    condor.submit(sleeper("abc", "periodic_remove = (JobStatus == 5) && (time() - EnteredCurrentStatus > 600)\n"
-                                 "hold = true\n+Ratio = 0.25\n+Flag = true\n+Quoted = \"say \\\"hi\\\"\\n\"\n"))
+    condor.submit(
+        sleeper(
+            "abc",
+            "periodic_remove = (JobStatus == 5) && (time() - EnteredCurrentStatus > 600)\n"
+            'hold = true\n+Ratio = 0.25\n+Flag = true\n+Quoted = "say \\"hi\\"\\n"\n',
+        )
+    )
     text = condor.run("condor_q", "-json").stdout
     assert text.startswith("[\n{\n") and text.endswith("\n}\n]\n")
     body = text[2:-2]
@@ -283,9 +296,13 @@ def test_a_job_ignoring_sigterm_is_killed_after_the_vacate_time(condor):
     cluster = condor.submit(_shell_job("trap '' TERM; touch ready; sleep 300", "job_max_vacate_time = 1\n"))
     condor.wait(lambda: condor.q()[0]["JobStatus"] == emu.RUNNING)
     condor.wait(lambda: (condor.work / "ready").exists())  # the trap is in place
-    assert condor.run("condor_rm", f"{cluster}.0", "-reason", "enough").stdout == f"Job {cluster}.0 marked for removal\n"
+    assert (
+        condor.run("condor_rm", f"{cluster}.0", "-reason", "enough").stdout == f"Job {cluster}.0 marked for removal\n"
+    )
     lingering = condor.q()  # still in the queue, status X, while the job survives SIGTERM
-    assert [(a["JobStatus"], a["RemoveReason"]) for a in lingering] == [(emu.REMOVED, f"enough (by user {emu.current_user()})")]
+    assert [(a["JobStatus"], a["RemoveReason"]) for a in lingering] == [
+        (emu.REMOVED, f"enough (by user {emu.current_user()})")
+    ]
     gone = condor.finished(cluster, timeout=6)
     assert gone[0]["JobStatus"] == emu.REMOVED
 
@@ -343,7 +360,7 @@ def test_bad_submit_files_fail_like_condor_submit(condor):
         "executable = /bin/true\nthis is not valid\nqueue\n": "ERROR: on Line 2 of bad.sub",
         "executable = /bin/true\n": 'ERROR: "bad.sub" doesn\'t contain any "queue" commands',
         "executable = /no/such/program\nqueue\n": "ERROR: Can't access executable file /no/such/program",
-        "executable = /bin/true\narguments = \"unterminated\nqueue\n": "ERROR: Unterminated double-quote.",
+        'executable = /bin/true\narguments = "unterminated\nqueue\n': "ERROR: Unterminated double-quote.",
         "executable = /bin/true\nuniverse = docker\nqueue\n": "ERROR: the HTCondor emulator runs only vanilla",
         "executable = /bin/true\nperiodic_remove = (JobStatus ==\nqueue\n": "ERROR: Parse error in expression",
     }
@@ -372,7 +389,9 @@ def test_rm_of_unknown_jobs(condor):
 
 
 def test_periodic_remove_with_time_and_entered_current_status(condor):
-    cluster = condor.submit(sleeper("slow", "periodic_remove = (JobStatus == 2) && (time() - EnteredCurrentStatus > 0)\n"))
+    cluster = condor.submit(
+        sleeper("slow", "periodic_remove = (JobStatus == 2) && (time() - EnteredCurrentStatus > 0)\n")
+    )
     # policies are evaluated by each command's schedd pass: poll with condor_q until it fires
     condor.wait(lambda: condor.call("condor_q", "-af", "JobStatus").stdout in ("", "3\n"), timeout=6, interval=0.1)
     ad = condor.finished(cluster)[0]
@@ -389,7 +408,10 @@ def test_missing_state_dir_is_a_clear_error(condor):
 def test_runs_with_a_plain_python_without_classad2(condor):
     """The wrappers' default interpreter (python3) may lack the htcondor wheel: stdlib only."""
     bare = Path(sys.base_prefix) / "bin" / "python3"  # the venv's base interpreter
-    if not bare.exists() or subprocess.run([str(bare), "-c", "import classad2"], capture_output=True, check=False).returncode == 0:
+    if (
+        not bare.exists()
+        or subprocess.run([str(bare), "-c", "import classad2"], capture_output=True, check=False).returncode == 0
+    ):
         pytest.skip("no base interpreter without the htcondor wheel")
     env = {"ILP_EMULATOR_PYTHON": str(bare)}  # the evaluator falls back to the built-in one by itself
     cluster = condor.submit(ECHO_EXIT_3, **env)
@@ -405,7 +427,11 @@ def test_user_log_is_readable_by_htcondor2(condor):
     condor.finished(cluster)
     events = list(htcondor2.JobEventLog(str(condor.work / "job.log")).events(0))
     kinds = [e.type for e in events]
-    assert kinds == [htcondor2.JobEventType.SUBMIT, htcondor2.JobEventType.EXECUTE, htcondor2.JobEventType.JOB_TERMINATED]
+    assert kinds == [
+        htcondor2.JobEventType.SUBMIT,
+        htcondor2.JobEventType.EXECUTE,
+        htcondor2.JobEventType.JOB_TERMINATED,
+    ]
     assert events[-1]["ReturnValue"] == 3 and events[-1].cluster == cluster
 
 
@@ -413,8 +439,8 @@ def test_user_log_is_readable_by_htcondor2(condor):
 
 SUBMIT_SAMPLES = [
     (  # the examples of the condor_submit manual
-        'executable = /bin/echo\narguments = "one ""two"" \'spacey \'\'quoted\'\' argument\'"\n'
-        'environment = "one=1 two=""2"" three=\'spacey \'\'quoted\'\' value\'"\nqueue\n'
+        "executable = /bin/echo\narguments = \"one \"\"two\"\" 'spacey ''quoted'' argument'\"\n"
+        "environment = \"one=1 two=\"\"2\"\" three='spacey ''quoted'' value'\"\nqueue\n"
     ),
     "Executable = run.sh\nArguments = a b   c\nEnvironment = A=1;B=two words\nqueue 2\n",
     'executable = x\narguments = "3 simple arguments"\n+InterLinkUID = "abc"\nrequest_memory = 2G\nqueue\n',
@@ -425,8 +451,16 @@ SUBMIT_SAMPLES = [
 def test_arguments_and_environment_follow_htcondor_rules():
     first = emu.parse_submit(SUBMIT_SAMPLES[0], "s", [])[0].commands
     assert emu.parse_arguments(first["arguments"][1])[2] == ["one", '"two"', "spacey 'quoted' argument"]
-    assert emu.parse_environment(first["environment"][1]) == {"one": "1", "two": '"2"', "three": "spacey 'quoted' value"}
-    assert emu.parse_arguments('"3 simple arguments"') == ("Arguments", "3 simple arguments", ["3", "simple", "arguments"])
+    assert emu.parse_environment(first["environment"][1]) == {
+        "one": "1",
+        "two": '"2"',
+        "three": "spacey 'quoted' value",
+    }
+    assert emu.parse_arguments('"3 simple arguments"') == (
+        "Arguments",
+        "3 simple arguments",
+        ["3", "simple", "arguments"],
+    )
     assert emu.parse_arguments("a b   c") == ("Args", "a b c", ["a", "b", "c"])
     quote = "'"
     # as append_arg() writes it: a quote inside a quoted section is doubled, an empty argument is ''
@@ -461,19 +495,71 @@ def test_submit_parser_rejects_what_htcondor2_rejects():
 
 
 EXPRESSIONS = [
-    'Name == "ABC"', 'Name =?= "ABC"', 'Name =!= "abc"', "Missing == 1", "Missing =?= undefined", "Missing is undefined",
-    "Count > 2 && Count < 10", "Missing && false", "Missing || true", "Missing && true", "!(Count == 5)",
-    "Count / 2", "-Count % 3", "Count * 1.5", "Ratio > 0.2", 'stringListMember("b", "a,b,c")', "ifThenElse(Count > 1, 10, 20)",
-    'Count > 3 ? "big" : "small"', "isUndefined(Missing)", "time() > 0", "MY.Count + 1", "TARGET.Count", "Flag && Count >= 5",
-    "(JobStatus == 2) && (time() - EnteredCurrentStatus > 100)", "Expr1 + 1", 'strcat(Name, "-", Count)',
-    "Name == 3", "max({1, Count, 3})", 'toLower(Name) == "abc"', "Count == 5.0", "Count =?= 5.0", "true == 1",
-    "max({1024, 1.25})", emu.DEFAULT_REQUEST_DISK, "min(3, 2.5)", "max({})", "min({2, undefined})", 'strcat("x", 1.5)',
-    "string(Ratio)", 'stringListIMember("B", "a, b")', 'stringListMember("b", Missing)', "int(-3.7)", 'real("x")',
-    "-7 / 2", "7 % -3", "1 / 0", '"a" < "B"', "undefined == undefined", "!Missing", "Count && 2", 'size(Name)',
-    'regexp("^A", Name, "i")', "member(5, {1, Count})", "isError(1 / 0)",
+    'Name == "ABC"',
+    'Name =?= "ABC"',
+    'Name =!= "abc"',
+    "Missing == 1",
+    "Missing =?= undefined",
+    "Missing is undefined",
+    "Count > 2 && Count < 10",
+    "Missing && false",
+    "Missing || true",
+    "Missing && true",
+    "!(Count == 5)",
+    "Count / 2",
+    "-Count % 3",
+    "Count * 1.5",
+    "Ratio > 0.2",
+    'stringListMember("b", "a,b,c")',
+    "ifThenElse(Count > 1, 10, 20)",
+    'Count > 3 ? "big" : "small"',
+    "isUndefined(Missing)",
+    "time() > 0",
+    "MY.Count + 1",
+    "TARGET.Count",
+    "Flag && Count >= 5",
+    "(JobStatus == 2) && (time() - EnteredCurrentStatus > 100)",
+    "Expr1 + 1",
+    'strcat(Name, "-", Count)',
+    "Name == 3",
+    "max({1, Count, 3})",
+    'toLower(Name) == "abc"',
+    "Count == 5.0",
+    "Count =?= 5.0",
+    "true == 1",
+    "max({1024, 1.25})",
+    emu.DEFAULT_REQUEST_DISK,
+    "min(3, 2.5)",
+    "max({})",
+    "min({2, undefined})",
+    'strcat("x", 1.5)',
+    "string(Ratio)",
+    'stringListIMember("B", "a, b")',
+    'stringListMember("b", Missing)',
+    "int(-3.7)",
+    'real("x")',
+    "-7 / 2",
+    "7 % -3",
+    "1 / 0",
+    '"a" < "B"',
+    "undefined == undefined",
+    "!Missing",
+    "Count && 2",
+    "size(Name)",
+    'regexp("^A", Name, "i")',
+    "member(5, {1, Count})",
+    "isError(1 / 0)",
 ]
-AD = {"Name": "abc", "Count": 5, "Ratio": 0.25, "Flag": True, "JobStatus": 2, "EnteredCurrentStatus": 1,
-      "Expr1": emu.Expr("Count * 2"), "TransferInputSizeMB": 0}
+AD = {
+    "Name": "abc",
+    "Count": 5,
+    "Ratio": 0.25,
+    "Flag": True,
+    "JobStatus": 2,
+    "EnteredCurrentStatus": 1,
+    "Expr1": emu.Expr("Count * 2"),
+    "TransferInputSizeMB": 0,
+}
 
 
 @needs_htcondor
@@ -487,9 +573,20 @@ def test_builtin_evaluator_agrees_with_classad2(expression, monkeypatch):
 
 @needs_htcondor
 def test_json_printer_matches_classad2_print_json():
-    ad = {"b": 1, "A": -2, "s": 'q"uote\\back\nline\ttab', "R": 0.1, "Big": 1e20, "Zero": 0.0, "Whole": 3.0, "T": True,
-          "L": [1, "x", 2.5], "E": emu.Expr('(JobStatus == 2) && Name =?= "x" || -Count > 1.5'),
-          "D": emu.Expr(emu.DEFAULT_REQUEST_DISK), "U": None}
+    ad = {
+        "b": 1,
+        "A": -2,
+        "s": 'q"uote\\back\nline\ttab',
+        "R": 0.1,
+        "Big": 1e20,
+        "Zero": 0.0,
+        "Whole": 3.0,
+        "T": True,
+        "L": [1, "x", 2.5],
+        "E": emu.Expr('(JobStatus == 2) && Name =?= "x" || -Count > 1.5'),
+        "D": emu.Expr(emu.DEFAULT_REQUEST_DISK),
+        "U": None,
+    }
     real = classad2.ClassAd()
     for key, value in ad.items():
         if isinstance(value, emu.Expr) or value is None:

@@ -63,8 +63,14 @@ def condor_json(ads: list[dict]) -> str:
 
 
 def ad(cluster=1, status=2, **attrs) -> dict:
-    return {"ClusterId": cluster, "ProcId": 0, "JobStatus": status, "InterLinkJobName": f"ilp-{cluster}",
-            "EnteredCurrentStatus": NOW - 10, **attrs}
+    return {
+        "ClusterId": cluster,
+        "ProcId": 0,
+        "JobStatus": status,
+        "InterLinkJobName": f"ilp-{cluster}",
+        "EnteredCurrentStatus": NOW - 10,
+        **attrs,
+    }
 
 
 def one(a: dict, *, now=NOW, hold_timeout=600.0, in_queue=True) -> b.JobInfo:
@@ -81,38 +87,83 @@ def test_condor_q_sample():
     assert (running.state, running.reason) == (b.RUNNING, "")
     # ServerTime (the schedd's clock) counts, not ours: held 1000 s, over the 600 s timeout.
     assert held.state == b.FAILED and held.terminal
-    assert held.reason == ('HoldTimeout: held for 1000s: Error from slot1@wn02: Failed to transfer files: '
-                           '"volumes" not found')
+    assert held.reason == (
+        'HoldTimeout: held for 1000s: Error from slot1@wn02: Failed to transfer files: "volumes" not found'
+    )
 
 
-@pytest.mark.parametrize("attrs, state, reason, raw", [
-    ({"JobStatus": 1}, b.PENDING, "Idle: waiting for a matching slot", "IDLE"),
-    ({"JobStatus": 1, "NumJobStarts": 1}, b.FAILED, "Evicted:", "IDLE"),
-    ({"JobStatus": 2}, b.RUNNING, "", "RUNNING"),
-    ({"JobStatus": 3, "RemoveReason": "via condor_rm (by user ilp)"}, b.CANCELLED, "via condor_rm (by user ilp)",
-     "REMOVED"),
-    ({"JobStatus": 3, "RemoteHost": "slot1@wn", "JobMaxVacateTime": 35}, b.RUNNING,
-     "Removing: the job is being stopped", "REMOVED"),
-    ({"JobStatus": 3, "RemoteHost": "slot1@wn", "JobMaxVacateTime": 35, "EnteredCurrentStatus": NOW - 200},
-     b.CANCELLED, "removed", "REMOVED"),  # removal stuck longer than vacate time + margin
-    ({"JobStatus": 3, "RemoveReason": "The job attribute PeriodicRemove expression '(JobStatus == 1 && "
-      "NumJobStarts > 0)' evaluated to TRUE"}, b.FAILED, "Removed: The job attribute PeriodicRemove", "REMOVED"),
-    ({"JobStatus": 4, "ExitCode": 0, "ExitBySignal": False}, b.COMPLETED, "exit code 0", "COMPLETED"),
-    ({"JobStatus": 4, "ExitCode": 3, "ExitBySignal": False}, b.FAILED, "exit code 3", "COMPLETED"),
-    ({"JobStatus": 4, "ExitBySignal": True, "ExitSignal": 9}, b.FAILED, "killed by signal 9", "COMPLETED"),
-    ({"JobStatus": 5, "HoldReason": "via condor_hold (by user admin)", "HoldReasonCode": 1},
-     b.PENDING, "Held: via condor_hold (by user admin)", "HELD"),
-    ({"JobStatus": 5, "HoldReason": "via condor_hold", "EnteredCurrentStatus": NOW - 601},
-     b.FAILED, "HoldTimeout: held for 601s: via condor_hold", "HELD"),
-    ({"JobStatus": 5, "HoldReason": "Job has gone over memory limit of 2048 megabytes. Peak usage: 2300 megabytes.",
-      "HoldReasonCode": 34, "HoldReasonSubCode": 102, "NumJobStarts": 1}, b.OUT_OF_MEMORY,
-     "Held: Job has gone over memory limit", "HELD"),
-    ({"JobStatus": 5, "HoldReason": "Error from slot1@wn: starter lost", "NumJobStarts": 1}, b.FAILED,
-     "Held: held after it had started, it is not run again: Error from slot1@wn", "HELD"),
-    ({"JobStatus": 6}, b.RUNNING, "", "TRANSFERRING_OUTPUT"),
-    ({"JobStatus": 7}, b.RUNNING, "Suspended", "SUSPENDED"),
-    ({"JobStatus": 9}, b.RUNNING, "unknown JobStatus 9", "STATUS_9"),
-])
+@pytest.mark.parametrize(
+    "attrs, state, reason, raw",
+    [
+        ({"JobStatus": 1}, b.PENDING, "Idle: waiting for a matching slot", "IDLE"),
+        ({"JobStatus": 1, "NumJobStarts": 1}, b.FAILED, "Evicted:", "IDLE"),
+        ({"JobStatus": 2}, b.RUNNING, "", "RUNNING"),
+        (
+            {"JobStatus": 3, "RemoveReason": "via condor_rm (by user ilp)"},
+            b.CANCELLED,
+            "via condor_rm (by user ilp)",
+            "REMOVED",
+        ),
+        (
+            {"JobStatus": 3, "RemoteHost": "slot1@wn", "JobMaxVacateTime": 35},
+            b.RUNNING,
+            "Removing: the job is being stopped",
+            "REMOVED",
+        ),
+        (
+            {"JobStatus": 3, "RemoteHost": "slot1@wn", "JobMaxVacateTime": 35, "EnteredCurrentStatus": NOW - 200},
+            b.CANCELLED,
+            "removed",
+            "REMOVED",
+        ),  # removal stuck longer than vacate time + margin
+        (
+            {
+                "JobStatus": 3,
+                "RemoveReason": "The job attribute PeriodicRemove expression '(JobStatus == 1 && "
+                "NumJobStarts > 0)' evaluated to TRUE",
+            },
+            b.FAILED,
+            "Removed: The job attribute PeriodicRemove",
+            "REMOVED",
+        ),
+        ({"JobStatus": 4, "ExitCode": 0, "ExitBySignal": False}, b.COMPLETED, "exit code 0", "COMPLETED"),
+        ({"JobStatus": 4, "ExitCode": 3, "ExitBySignal": False}, b.FAILED, "exit code 3", "COMPLETED"),
+        ({"JobStatus": 4, "ExitBySignal": True, "ExitSignal": 9}, b.FAILED, "killed by signal 9", "COMPLETED"),
+        (
+            {"JobStatus": 5, "HoldReason": "via condor_hold (by user admin)", "HoldReasonCode": 1},
+            b.PENDING,
+            "Held: via condor_hold (by user admin)",
+            "HELD",
+        ),
+        (
+            {"JobStatus": 5, "HoldReason": "via condor_hold", "EnteredCurrentStatus": NOW - 601},
+            b.FAILED,
+            "HoldTimeout: held for 601s: via condor_hold",
+            "HELD",
+        ),
+        (
+            {
+                "JobStatus": 5,
+                "HoldReason": "Job has gone over memory limit of 2048 megabytes. Peak usage: 2300 megabytes.",
+                "HoldReasonCode": 34,
+                "HoldReasonSubCode": 102,
+                "NumJobStarts": 1,
+            },
+            b.OUT_OF_MEMORY,
+            "Held: Job has gone over memory limit",
+            "HELD",
+        ),
+        (
+            {"JobStatus": 5, "HoldReason": "Error from slot1@wn: starter lost", "NumJobStarts": 1},
+            b.FAILED,
+            "Held: held after it had started, it is not run again: Error from slot1@wn",
+            "HELD",
+        ),
+        ({"JobStatus": 6}, b.RUNNING, "", "TRANSFERRING_OUTPUT"),
+        ({"JobStatus": 7}, b.RUNNING, "Suspended", "SUSPENDED"),
+        ({"JobStatus": 9}, b.RUNNING, "unknown JobStatus 9", "STATUS_9"),
+    ],
+)
 def test_status_table(attrs, state, reason, raw):
     job = one(ad(**attrs))
     assert (job.state, job.raw_state) == (state, raw)
@@ -130,8 +181,13 @@ def test_held_is_pending_then_failed_after_the_timeout():
 
 
 def test_a_hold_ended_by_the_periodic_remove_backstop_is_a_hold_timeout():
-    removed = ad(status=3, LastJobStatus=5, HoldReason="site maintenance", NumJobStarts=0,
-                 RemoveReason="The job attribute PeriodicRemove expression '(JobStatus == 5)' evaluated to TRUE")
+    removed = ad(
+        status=3,
+        LastJobStatus=5,
+        HoldReason="site maintenance",
+        NumJobStarts=0,
+        RemoveReason="The job attribute PeriodicRemove expression '(JobStatus == 5)' evaluated to TRUE",
+    )
     job = one(removed)
     assert (job.state, job.reason) == (b.FAILED, "HoldTimeout: held too long: site maintenance")
     cancelled = one(ad(status=3, LastJobStatus=5, RemoveReason="via condor_rm (by user alice)"))
@@ -156,8 +212,16 @@ def test_empty_and_broken_output():
 
 
 def test_values_of_other_types():
-    job = one(ad(status=4, ExitCode="2", ExitBySignal="false", JobBatchName="fallback",
-                 InterLinkJobName=None, LastRejMatchReason="/Expr(x)/"))
+    job = one(
+        ad(
+            status=4,
+            ExitCode="2",
+            ExitBySignal="false",
+            JobBatchName="fallback",
+            InterLinkJobName=None,
+            LastRejMatchReason="/Expr(x)/",
+        )
+    )
     assert (job.state, job.reason, job.name) == (b.FAILED, "exit code 2", "fallback")
 
 
@@ -203,17 +267,25 @@ def test_parse_submit():
     assert parse.parse_submit("") is None
 
 
-@pytest.mark.parametrize("stderr, transient", [
-    ("\nERROR: Failed to connect to local queue manager\nAUTHENTICATE:1003:Failed to authenticate with any method\n",
-     True),
-    ("\nERROR: Can't find address of local schedd\n", True),
-    ("\nERROR: Failed to create cluster\nNumber of submitted jobs would exceed MAX_JOBS_PER_OWNER\n", True),
-    ("\nERROR: Failed to commit job submission into the queue.\nERROR: SUBMIT_REQUIREMENT NotTooBig "
-     "evaluated to false\n", False),
-    ("\nERROR: on Line 7 of submit file: \nERROR: Parse error in expression: \n\t(Foo &&\n", False),
-    ("\nERROR: Executable file /p/job.sh does not exist\n", False),
-    ("something nobody expected", False),
-])
+@pytest.mark.parametrize(
+    "stderr, transient",
+    [
+        (
+            "\nERROR: Failed to connect to local queue manager\nAUTHENTICATE:1003:Failed to authenticate with any method\n",
+            True,
+        ),
+        ("\nERROR: Can't find address of local schedd\n", True),
+        ("\nERROR: Failed to create cluster\nNumber of submitted jobs would exceed MAX_JOBS_PER_OWNER\n", True),
+        (
+            "\nERROR: Failed to commit job submission into the queue.\nERROR: SUBMIT_REQUIREMENT NotTooBig "
+            "evaluated to false\n",
+            False,
+        ),
+        ("\nERROR: on Line 7 of submit file: \nERROR: Parse error in expression: \n\t(Foo &&\n", False),
+        ("\nERROR: Executable file /p/job.sh does not exist\n", False),
+        ("something nobody expected", False),
+    ],
+)
 def test_submit_errors(stderr, transient):
     assert parse.submit_error_is_transient(stderr) is transient
     assert "ERROR" not in parse.submit_error_message(stderr)
@@ -223,7 +295,8 @@ def test_rm_problems():
     stderr = "Job 5.0 not found\nJob 6.0 already marked for removal\n"
     assert parse.rm_problems(stderr) == []
     assert parse.rm_problems("Job 7.0 not found\nPermission denied to remove job 8.0\n") == [
-        "Permission denied to remove job 8.0"]
+        "Permission denied to remove job 8.0"
+    ]
     assert parse.rm_problems("Can't find address of local schedd\n") == ["Can't find address of local schedd"]
 
 
@@ -231,23 +304,61 @@ def test_rm_problems():
 
 
 def test_parse_status():
-    slots = condor_json([
-        # a partitionable slot: 40 of 64 cores, 100 of 256 GB and 3 of 4 GPUs not handed out
-        {"Name": "slot1@wn01", "Machine": "wn01", "State": "Unclaimed", "Activity": "Idle", "Cpus": 40,
-         "Memory": 102400, "GPUs": 3, "TotalSlotGPUs": 4, "PartitionableSlot": True},
-        # its dynamic slot (in use): not counted again
-        {"Name": "slot1_1@wn01", "Machine": "wn01", "State": "Claimed", "Cpus": 24, "Memory": 160000,
-         "GPUs": 1, "DynamicSlot": True},
-        # a static slot, busy
-        {"Name": "slot1@wn02", "Machine": "wn02", "State": "Claimed", "Activity": "Busy", "Cpus": 8,
-         "Memory": 16000, "GPUs": 1},
-        # a static slot, free
-        {"Name": "slot2@wn02", "Machine": "wn02", "State": "Unclaimed", "Activity": "Idle", "Cpus": 8,
-         "Memory": 16000},
-        # a drained machine counts for nothing
-        {"Name": "slot1@wn03", "Machine": "wn03", "State": "Drained", "Cpus": 64, "Memory": 256000,
-         "PartitionableSlot": True, "TotalSlotGPUs": 8},
-    ])
+    slots = condor_json(
+        [
+            # a partitionable slot: 40 of 64 cores, 100 of 256 GB and 3 of 4 GPUs not handed out
+            {
+                "Name": "slot1@wn01",
+                "Machine": "wn01",
+                "State": "Unclaimed",
+                "Activity": "Idle",
+                "Cpus": 40,
+                "Memory": 102400,
+                "GPUs": 3,
+                "TotalSlotGPUs": 4,
+                "PartitionableSlot": True,
+            },
+            # its dynamic slot (in use): not counted again
+            {
+                "Name": "slot1_1@wn01",
+                "Machine": "wn01",
+                "State": "Claimed",
+                "Cpus": 24,
+                "Memory": 160000,
+                "GPUs": 1,
+                "DynamicSlot": True,
+            },
+            # a static slot, busy
+            {
+                "Name": "slot1@wn02",
+                "Machine": "wn02",
+                "State": "Claimed",
+                "Activity": "Busy",
+                "Cpus": 8,
+                "Memory": 16000,
+                "GPUs": 1,
+            },
+            # a static slot, free
+            {
+                "Name": "slot2@wn02",
+                "Machine": "wn02",
+                "State": "Unclaimed",
+                "Activity": "Idle",
+                "Cpus": 8,
+                "Memory": 16000,
+            },
+            # a drained machine counts for nothing
+            {
+                "Name": "slot1@wn03",
+                "Machine": "wn03",
+                "State": "Drained",
+                "Cpus": 64,
+                "Memory": 256000,
+                "PartitionableSlot": True,
+                "TotalSlotGPUs": 8,
+            },
+        ]
+    )
     capacity = parse.parse_status(slots)
     assert (capacity.cpus, capacity.memory_mib) == (48, 118400)
     assert (capacity.gpus, capacity.gpus_total, capacity.nodes) == (3, 5, 2)

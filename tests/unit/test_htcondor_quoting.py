@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from sidecars.htcondor import submitlang as sl
 
-NASTY = st.lists(st.sampled_from(list("ab \"'\\$()#=,;\n\t\r{}[]+-.") + ["queue", "\u2028", "é"]),
-                 max_size=20).map("".join)
+NASTY = st.lists(st.sampled_from(list("ab \"'\\$()#=,;\n\t\r{}[]+-.") + ["queue", "\u2028", "é"]), max_size=20).map(
+    "".join
+)
 
 
 def submit_with(line: str) -> htcondor2.Submit:
@@ -36,7 +37,7 @@ def decode_new_syntax(value: str) -> list[str]:
             current.append('"')
             started, i = True, i + 2
         elif quoted and c == "'":
-            if body[i + 1:i + 2] == "'":
+            if body[i + 1 : i + 2] == "'":
                 current.append("'")
                 i += 2
             else:
@@ -62,10 +63,26 @@ def decode_new_syntax(value: str) -> list[str]:
 # ---- ClassAd strings
 
 
-@pytest.mark.parametrize("value", [
-    "", "plain", 'a "quoted" word', 'ends with "', '"', '\\"', 'a\\"b', "back\\slash", "\\\\\"x",
-    "x = 1", "queue", "# c", "ünïcödé", "[a = 1]", "' single",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "plain",
+        'a "quoted" word',
+        'ends with "',
+        '"',
+        '\\"',
+        'a\\"b',
+        "back\\slash",
+        '\\\\"x',
+        "x = 1",
+        "queue",
+        "# c",
+        "ünïcödé",
+        "[a = 1]",
+        "' single",
+    ],
+)
 def test_classad_strings_round_trip(value):
     literal = sl.classad_string(value)
     assert old_classad_string(literal) == value
@@ -74,8 +91,9 @@ def test_classad_strings_round_trip(value):
     assert set(sub.keys()) == {"executable", "MY.A"}
 
 
-@pytest.mark.parametrize("value", ["a\nb", "a\rb", "a\x00", "a\tb", "\u2028", "$", "$(x)", "$$(Memory)",
-                                   "$ENV(HOME)", "ends\\"])
+@pytest.mark.parametrize(
+    "value", ["a\nb", "a\rb", "a\x00", "a\tb", "\u2028", "$", "$(x)", "$$(Memory)", "$ENV(HOME)", "ends\\"]
+)
 def test_classad_strings_refuse_what_cannot_be_written(value):
     with pytest.raises(sl.SubmitQuoteError):
         sl.classad_string(value)
@@ -118,10 +136,15 @@ def test_file_lists():
 # ---- arguments and environment, new syntax
 
 
-@pytest.mark.parametrize("words", [
-    ["one", "two"], ["with space", "'single'", '"double"', "", "mixed ' and \" both"],
-    ["--opt=a b", "\\backslash\\"], ["tab-less", "a,b;c"],
-])
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["one", "two"],
+        ["with space", "'single'", '"double"', "", "mixed ' and \" both"],
+        ["--opt=a b", "\\backslash\\"],
+        ["tab-less", "a,b;c"],
+    ],
+)
 def test_arguments_new_syntax(words):
     value = sl.arguments(words)
     assert decode_new_syntax(value) == words
@@ -135,10 +158,22 @@ def test_arguments_refuse_macros_and_line_breaks():
 
 
 def test_environment_new_syntax():
-    value = sl.environment({"A": "1", "B": "two words", "C": "it's \"x\"", "EMPTY": "",
-                            "ILP_JOB_ID": sl.SubmitText("$(Cluster).$(Process)")})
-    assert decode_new_syntax(value) == ["A=1", "B=two words", "C=it's \"x\"", "EMPTY=",
-                                        "ILP_JOB_ID=$(Cluster).$(Process)"]
+    value = sl.environment(
+        {
+            "A": "1",
+            "B": "two words",
+            "C": 'it\'s "x"',
+            "EMPTY": "",
+            "ILP_JOB_ID": sl.SubmitText("$(Cluster).$(Process)"),
+        }
+    )
+    assert decode_new_syntax(value) == [
+        "A=1",
+        "B=two words",
+        'C=it\'s "x"',
+        "EMPTY=",
+        "ILP_JOB_ID=$(Cluster).$(Process)",
+    ]
     sub = submit_with(f"environment = {value}")
     assert sub.expand("environment").endswith('ILP_JOB_ID=1.0"')  # our own macros stay live
     for bad in ({"1A": "x"}, {"A B": "x"}, {"A": "$HOME"}, {"A": "x\ny"}):
@@ -151,7 +186,7 @@ def test_environment_new_syntax():
 
 def test_site_commands():
     assert sl.site_command("+AccountingGroup", ' "g.u" ', "x") == ("+AccountingGroup", '"g.u"')
-    assert sl.parse_site_command("MY.Project = \"p = q\"", "x") == ("MY.Project", '"p = q"')
+    assert sl.parse_site_command('MY.Project = "p = q"', "x") == ("MY.Project", '"p = q"')
     for key, value in (("queue", "1"), ("a b", "1"), ("+A", "1\nqueue"), ("+A", ""), ("+A", "x\\"), ("=", "1")):
         with pytest.raises(sl.SubmitQuoteError):
             sl.site_command(key, value, "x")
@@ -166,15 +201,18 @@ def test_check_description_accepts_what_was_meant():
     sl.check_description(GOOD, {"executable": "/bin/true", "+A": '"x"'})
 
 
-@pytest.mark.parametrize("text, problem", [
-    (GOOD.replace("queue", "queue 5"), "bare `queue`"),
-    (GOOD + "+B = 1\nqueue\n", "queue"),
-    ('executable = /bin/true\n+A = "x"\n+B = 1\nqueue\n', "unexpected"),
-    ('executable = /bin/sh\n+A = "x"\nqueue\n', "executable"),
-    ('executable = /bin/true\n+A = "x" \\\n+B = 1\nqueue\n', "continues"),
-    ('executable = /bin/true\nexecutable = /bin/true\n+A = "x"\nqueue\n', "twice"),
-    ('executable = /bin/true\n+A = "x"\nB @=end\nx\n@end\nqueue\n', "command = value"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        (GOOD.replace("queue", "queue 5"), "bare `queue`"),
+        (GOOD + "+B = 1\nqueue\n", "queue"),
+        ('executable = /bin/true\n+A = "x"\n+B = 1\nqueue\n', "unexpected"),
+        ('executable = /bin/sh\n+A = "x"\nqueue\n', "executable"),
+        ('executable = /bin/true\n+A = "x" \\\n+B = 1\nqueue\n', "continues"),
+        ('executable = /bin/true\nexecutable = /bin/true\n+A = "x"\nqueue\n', "twice"),
+        ('executable = /bin/true\n+A = "x"\nB @=end\nx\n@end\nqueue\n', "command = value"),
+    ],
+)
 def test_check_description_catches_anything_else(text, problem):
     with pytest.raises(sl.DescriptionError, match=problem):
         sl.check_description(text, {"executable": "/bin/true", "+A": '"x"'})

@@ -27,7 +27,7 @@ from tests.podkit import SANDBOX, pod
 HOSTILE = [
     'say "hi"',
     'ends with a quote"',
-    "back\\slash \\\" tricky",
+    'back\\slash \\" tricky',
     "x = 1",
     "queue 5",
     "# not a comment",
@@ -35,8 +35,18 @@ HOSTILE = [
     "ünïcödé ✓",
 ]
 # Refused: a line break or control character, a $ (macro expansion), a trailing backslash.
-REFUSED = ["a\nqueue 5", "a\rexecutable = /bin/sh", "a\x00b", "tab\there", "x\u2028y",
-           "$(touch /tmp/ilp-pwned)", "$ENV(HOME)", "$$(Memory)", "a $ b", "trailing\\"]
+REFUSED = [
+    "a\nqueue 5",
+    "a\rexecutable = /bin/sh",
+    "a\x00b",
+    "tab\there",
+    "x\u2028y",
+    "$(touch /tmp/ilp-pwned)",
+    "$ENV(HOME)",
+    "$$(Memory)",
+    "a $ b",
+    "trailing\\",
+]
 
 
 def make_spec(pod_json, policy=None):
@@ -52,8 +62,17 @@ def prepare(spec, pods_root="/scratch/pods", config=None, policy=None, options=N
 
 
 def simple_pod(**spec):
-    return pod([{"name": "app", "image": "busybox", "command": ["sh", "-c", "echo hi"],
-                 "resources": {"limits": {"cpu": "3", "memory": "2Gi"}}}], **spec)
+    return pod(
+        [
+            {
+                "name": "app",
+                "image": "busybox",
+                "command": ["sh", "-c", "echo hi"],
+                "resources": {"limits": {"cpu": "3", "memory": "2Gi"}},
+            }
+        ],
+        **spec,
+    )
 
 
 def parsed(submission: Submission) -> htcondor2.Submit:
@@ -98,8 +117,13 @@ def test_description_parses_and_carries_the_pod():
 
 
 def test_gpus_deadline_and_hold_timeout():
-    spec = make_spec(pod([{"name": "app", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": 2}}}],
-                         activeDeadlineSeconds=300, terminationGracePeriodSeconds=20))
+    spec = make_spec(
+        pod(
+            [{"name": "app", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": 2}}}],
+            activeDeadlineSeconds=300,
+            terminationGracePeriodSeconds=20,
+        )
+    )
     _, submission = prepare(spec, config=HTCondorConfig(hold_timeout_seconds=90.5))
     sub = parsed(submission)
     assert sub["request_gpus"] == "2"
@@ -124,8 +148,12 @@ def test_job_script_is_the_shared_runner_with_the_site_prologue():
 
 
 def test_without_a_shared_filesystem_the_pod_directory_travels():
-    spec = make_spec(pod([{"name": "app", "image": "busybox", "volumeMounts": [{"name": "d", "mountPath": "/d"}]}],
-                         volumes=[{"name": "d", "emptyDir": {}}]))
+    spec = make_spec(
+        pod(
+            [{"name": "app", "image": "busybox", "volumeMounts": [{"name": "d", "mountPath": "/d"}]}],
+            volumes=[{"name": "d", "emptyDir": {}}],
+        )
+    )
     paths, submission = prepare(spec, config=HTCondorConfig(shared_filesystem=False))
     sub = parsed(submission)
     assert sub["should_transfer_files"] == "YES"
@@ -141,11 +169,17 @@ def test_without_a_shared_filesystem_the_pod_directory_travels():
 
 
 def test_site_commands_flavors_and_requirements():
-    policy = TranslationPolicy(flavors={"default": Flavor(scheduler_flags=[
-        "+WantGPULab = true", "requirements = (CUDACapability >= 7)", "MY.Project = \"p\""])})
-    config = HTCondorConfig(extra_submit={"+AccountingGroup": '"group_physics.svc"', "request_disk": "4GB",
-                                          "+WantGPULab": "false"},
-                            requirements="HasSingularity =?= true")
+    policy = TranslationPolicy(
+        flavors={
+            "default": Flavor(
+                scheduler_flags=["+WantGPULab = true", "requirements = (CUDACapability >= 7)", 'MY.Project = "p"']
+            )
+        }
+    )
+    config = HTCondorConfig(
+        extra_submit={"+AccountingGroup": '"group_physics.svc"', "request_disk": "4GB", "+WantGPULab": "false"},
+        requirements="HasSingularity =?= true",
+    )
     spec = make_spec(simple_pod(), policy)
     _, submission = prepare(spec, config=config, policy=policy)
     sub = parsed(submission)
@@ -153,14 +187,26 @@ def test_site_commands_flavors_and_requirements():
     assert sub["request_disk"] == "4GB"
     assert sub["MY.WantGPULab"] == "true"  # the flavor's command replaces the site's
     assert sub["MY.Project"] == '"p"'
-    assert sub["requirements"] == ("(HasSingularity =?= true) && ((CUDACapability >= 7)) && "
-                                   "(MY.NumJobStarts =?= undefined || MY.NumJobStarts == 0)")
+    assert sub["requirements"] == (
+        "(HasSingularity =?= true) && ((CUDACapability >= 7)) && "
+        "(MY.NumJobStarts =?= undefined || MY.NumJobStarts == 0)"
+    )
 
 
-@pytest.mark.parametrize("extra", [
-    {"executable": "/bin/evil"}, {"Output": "/tmp/x"}, {"+InterLinkJobName": '"x"'}, {"requirements": "true"},
-    {"queue": "5"}, {"+A": "1\nqueue 5"}, {"+A": "x \\"}, {"bad key": "1"}, {"+A": ""},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"executable": "/bin/evil"},
+        {"Output": "/tmp/x"},
+        {"+InterLinkJobName": '"x"'},
+        {"requirements": "true"},
+        {"queue": "5"},
+        {"+A": "1\nqueue 5"},
+        {"+A": "x \\"},
+        {"bad key": "1"},
+        {"+A": ""},
+    ],
+)
 def test_extra_submit_cannot_take_over(extra):
     with pytest.raises(ValueError):
         HTCondorConfig(extra_submit=extra)
@@ -184,17 +230,20 @@ def test_slurm_flags_annotation_is_ignored_with_a_warning():
 @pytest.mark.parametrize("evil", HOSTILE)
 def test_hostile_pod_strings_stay_values(evil):
     spec = dataclasses.replace(make_spec(simple_pod()), name=evil)
-    paths, submission = prepare(spec)
+    _paths, submission = prepare(spec)
     sub = parsed(submission)
     assert classad_value(sub, "InterLinkPod") == f"ns/{evil}"
     # Nothing else moved: same commands, same values, one job.
     _, reference = prepare(dataclasses.replace(spec, name="p"))
     ref = parsed(reference)
     assert set(sub.keys()) == set(ref.keys())
-    assert {k: v for k, v in sub.items() if k != "MY.InterLinkPod"} == \
-           {k: v for k, v in ref.items() if k != "MY.InterLinkPod"}
+    assert {k: v for k, v in sub.items() if k != "MY.InterLinkPod"} == {
+        k: v for k, v in ref.items() if k != "MY.InterLinkPod"
+    }
     assert sub.getQArgs() == ""
-    assert [line for line in submission.files["job.sub"].splitlines() if line.strip().lower().startswith("queue")] == ["queue"]
+    assert [line for line in submission.files["job.sub"].splitlines() if line.strip().lower().startswith("queue")] == [
+        "queue"
+    ]
     bash_syntax_ok(submission.script)
 
 
@@ -231,13 +280,14 @@ def test_the_template_only_writes_quoted_values():
 
 def test_a_site_template_that_changes_a_value_is_caught(tmp_path):
     (tmp_path / "job.sub.j2").write_text(
-        'executable = /bin/sh\n{% for k, v in cmd.items() if k != "executable" %}{{ k }} = {{ v }}\n{% endfor %}queue\n')
+        'executable = /bin/sh\n{% for k, v in cmd.items() if k != "executable" %}{{ k }} = {{ v }}\n{% endfor %}queue\n'
+    )
     with pytest.raises(PodRejected, match="did not come out as meant"):
         prepare(make_spec(simple_pod()), options=RenderOptions(template_dir=str(tmp_path)))
 
 
 def test_a_site_template_with_all_commands_is_accepted(tmp_path):
-    (tmp_path / "job.sub.j2").write_text('{% for k, v in cmd.items() %}{{ k }} = {{ v }}\n{% endfor %}queue\n')
+    (tmp_path / "job.sub.j2").write_text("{% for k, v in cmd.items() %}{{ k }} = {{ v }}\n{% endfor %}queue\n")
     _, submission = prepare(make_spec(simple_pod()), options=RenderOptions(template_dir=str(tmp_path)))
     assert parsed(submission)["kill_sig"] == "SIGUSR1"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from interlink_provider.pods.wire import ContainerLogOpts
 from sidecars.core.logs import LineFormatter, read_lines, stream
@@ -15,7 +15,7 @@ LINES = [
     "2026-01-01T00:00:03.000000000Z ",
     "2026-01-01T00:00:04.000000000Z fourth with  spaces",
 ]
-NOW = datetime(2026, 1, 1, 0, 0, 5, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
 
 
 def read(tmp_path, text: str, **opts) -> str:

@@ -17,10 +17,17 @@ def record(message: str, *args, exc_info=None, **extra) -> logging.LogRecord:
 
 
 def test_credentials_are_redacted_wherever_they_appear():
-    for text in (f"token {JWT} refused", "Authorization: Bearer opaque-123", "refresh_token=abc.def&x=1",
-                 '{"client_secret": "s3cr3t"}', "password: hunter2"):
+    for text in (
+        f"token {JWT} refused",
+        "Authorization: Bearer opaque-123",
+        "refresh_token=abc.def&x=1",
+        '{"client_secret": "s3cr3t"}',
+        "password: hunter2",
+    ):
         cleaned = redact(text)
-        assert REDACTED in cleaned and not any(s in cleaned for s in (JWT, "opaque-123", "abc.def", "s3cr3t", "hunter2"))
+        assert REDACTED in cleaned and not any(
+            s in cleaned for s in (JWT, "opaque-123", "abc.def", "s3cr3t", "hunter2")
+        )
     assert redact("pod ns/x: submitted, Pending (job 12)") == "pod ns/x: submitted, Pending (job 12)"
 
 
@@ -29,13 +36,31 @@ def test_a_json_line_carries_the_pod_fields_and_no_token():
         raise ValueError(f"bad token {JWT}")
     except ValueError:
         import sys
+
         failure = sys.exc_info()
-    line = JsonFormatter().format(record("pod %s/%s: %s", "ns", "p", "finished", exc_info=failure,
-                                         pod_uid="u-1", job_id="42", site="hpc", reason="Error", stage="finished"))
+    line = JsonFormatter().format(
+        record(
+            "pod %s/%s: %s",
+            "ns",
+            "p",
+            "finished",
+            exc_info=failure,
+            pod_uid="u-1",
+            job_id="42",
+            site="hpc",
+            reason="Error",
+            stage="finished",
+        )
+    )
     parsed = json.loads(line)
     assert parsed["message"] == "pod ns/p: finished" and parsed["level"] == "INFO"
     assert {k: parsed[k] for k in ("pod_uid", "job_id", "site", "reason", "stage")} == {
-        "pod_uid": "u-1", "job_id": "42", "site": "hpc", "reason": "Error", "stage": "finished"}
+        "pod_uid": "u-1",
+        "job_id": "42",
+        "site": "hpc",
+        "reason": "Error",
+        "stage": "finished",
+    }
     assert "ValueError" in parsed["exception"] and JWT not in line
 
 

@@ -83,11 +83,14 @@ def test_job_pods_get_generated_names():
     assert first["metadata"]["labels"]["job-name"] == "j"
 
 
-@pytest.mark.parametrize("text,error", [
-    ("kind: Deployment\nmetadata: {name: d}", "unsupported kind"),
-    ("[1, 2]", "Kubernetes object"),
-    ("a: [", "invalid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,error",
+    [
+        ("kind: Deployment\nmetadata: {name: d}", "unsupported kind"),
+        ("[1, 2]", "Kubernetes object"),
+        ("a: [", "invalid YAML"),
+    ],
+)
 def test_bad_manifests(text, error):
     with pytest.raises(manifest.ManifestError) as info:
         manifest.load(text)
@@ -95,7 +98,9 @@ def test_bad_manifests(text, error):
 
 
 def test_missing_references_are_errors_unless_optional():
-    m = manifest.load("kind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    image: x\n"
-                      "    env: [{name: A, valueFrom: {secretKeyRef: {name: gone, key: k}}}]\n")
+    m = manifest.load(
+        "kind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    image: x\n"
+        "    env: [{name: A, valueFrom: {secretKeyRef: {name: gone, key: k}}}]\n"
+    )
     with pytest.raises(manifest.ManifestError):
         manifest.create_request(m.pods[0], m)

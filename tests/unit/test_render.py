@@ -8,9 +8,9 @@ import subprocess
 import pytest
 
 from interlink_provider.pods import PodRejected
+from interlink_provider.pods.jobspec import ContainerSpec
 from interlink_provider.runtimes import RuntimeConfig
 from interlink_provider.runtimes.base import image_reference, kubernetes_argv
-from interlink_provider.pods.jobspec import ContainerSpec
 from sidecars.core.script import RenderOptions
 from tests.podkit import pod, render
 
@@ -25,29 +25,46 @@ def bash_syntax_ok(script: str) -> None:
 
 def full_pod(**kwargs):
     return pod(
-        [{"name": "app", "image": "busybox", "command": ["sh", "-c", EVIL], "args": [EVIL],
-          "env": [{"name": "EVIL", "value": EVIL}], "workingDir": "/work",
-          "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "data", "mountPath": "/one", "subPath": "x/y"}],
-          "resources": {"limits": {"nvidia.com/gpu": 1}},
-          "readinessProbe": {"httpGet": {"path": "/r", "port": 8080, "httpHeaders": [{"name": "X", "value": EVIL}]}},
-          "livenessProbe": {"exec": {"command": ["cat", EVIL]}},
-          "startupProbe": {"tcpSocket": {"port": 8080}},
-          "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", EVIL]}}, "preStop": {"sleep": {"seconds": 1}}}},
-         {"name": "side", "image": "busybox", "args": ["echo", "only args"]}],
+        [
+            {
+                "name": "app",
+                "image": "busybox",
+                "command": ["sh", "-c", EVIL],
+                "args": [EVIL],
+                "env": [{"name": "EVIL", "value": EVIL}],
+                "workingDir": "/work",
+                "volumeMounts": [
+                    {"name": "data", "mountPath": "/data"},
+                    {"name": "data", "mountPath": "/one", "subPath": "x/y"},
+                ],
+                "resources": {"limits": {"nvidia.com/gpu": 1}},
+                "readinessProbe": {
+                    "httpGet": {"path": "/r", "port": 8080, "httpHeaders": [{"name": "X", "value": EVIL}]}
+                },
+                "livenessProbe": {"exec": {"command": ["cat", EVIL]}},
+                "startupProbe": {"tcpSocket": {"port": 8080}},
+                "lifecycle": {
+                    "postStart": {"exec": {"command": ["sh", "-c", EVIL]}},
+                    "preStop": {"sleep": {"seconds": 1}},
+                },
+            },
+            {"name": "side", "image": "busybox", "args": ["echo", "only args"]},
+        ],
         init=[{"name": "init", "image": "docker://busybox", "command": ["true"]}],
         volumes=[{"name": "data", "emptyDir": {}}],
-        annotations={"slurm-job.vk.io/flags": "--comment='a b' -t 5 --job-name=ignored",
-                     "slurm-job.vk.io/singularity-options": "--fakeroot",
-                     "slurm-job.vk.io/singularity-mounts": "--bind /cvmfs:/cvmfs",
-                     "slurm-job.vk.io/pre-exec": "echo site-approved pre-exec"},
+        annotations={
+            "slurm-job.vk.io/flags": "--comment='a b' -t 5 --job-name=ignored",
+            "slurm-job.vk.io/singularity-options": "--fakeroot",
+            "slurm-job.vk.io/singularity-mounts": "--bind /cvmfs:/cvmfs",
+            "slurm-job.vk.io/pre-exec": "echo site-approved pre-exec",
+        },
         **kwargs,
     )
 
 
 @pytest.mark.parametrize("runtime", ["apptainer", "singularity", "enroot", "sandbox"])
 def test_every_runtime_renders_a_valid_script(runtime, tmp_path):
-    _, paths, script = render(full_pod(), str(tmp_path), runtime=runtime,
-                              runtime_config=RuntimeConfig(default=runtime))
+    _, paths, script = render(full_pod(), str(tmp_path), runtime=runtime, runtime_config=RuntimeConfig(default=runtime))
     bash_syntax_ok(script)
     assert script.startswith("#!/bin/bash\n")
     assert "#SBATCH --gres=gpu:1" in script
@@ -57,8 +74,9 @@ def test_every_runtime_renders_a_valid_script(runtime, tmp_path):
 
 
 def test_pod_values_only_appear_quoted(tmp_path):
-    _, _, script = render(full_pod(), str(tmp_path), runtime="apptainer",
-                          runtime_config=RuntimeConfig(default="apptainer"))
+    _, _, script = render(
+        full_pod(), str(tmp_path), runtime="apptainer", runtime_config=RuntimeConfig(default="apptainer")
+    )
     # Every line that carries the payload must be a quoted shell word.
     quoted = shlex.quote(EVIL)
     assert quoted in script
@@ -68,17 +86,18 @@ def test_pod_values_only_appear_quoted(tmp_path):
 
 
 def test_apptainer_exec_run_env_and_gpu_flags(tmp_path):
-    _, paths, script = render(full_pod(), str(tmp_path), runtime="apptainer",
-                              runtime_config=RuntimeConfig(default="apptainer"))
-    app_run = next(l for l in script.splitlines() if "apptainer exec" in l and "--nv" in l)
+    _, paths, script = render(
+        full_pod(), str(tmp_path), runtime="apptainer", runtime_config=RuntimeConfig(default="apptainer")
+    )
+    app_run = next(line for line in script.splitlines() if "apptainer exec" in line and "--nv" in line)
     assert "APPTAINERENV_EVIL=" in app_run and "--containall" in app_run and "--fakeroot" in app_run
     assert "--bind /cvmfs:/cvmfs" in app_run and "--bind --bind" not in app_run
     assert f"--bind {paths.volume_dir('data')}:/data:rw" in app_run
     assert f"--bind {paths.volume_dir('data')}/x/y:/one:rw" in app_run
     assert "--pwd /work" in app_run and "docker://busybox" in app_run
-    side_run = next(l for l in script.splitlines() if "apptainer run" in l)
+    side_run = next(line for line in script.splitlines() if "apptainer run" in line)
     assert "--nv" not in side_run and "'only args'" in side_run
-    init_run = next(l for l in script.splitlines() if "exec" in l and "docker://busybox true" in l)
+    init_run = next(line for line in script.splitlines() if "exec" in line and "docker://busybox true" in line)
     assert "docker://docker://" not in init_run
 
 
@@ -89,7 +108,9 @@ def test_amd_gpus_use_rocm(tmp_path):
 
 
 def test_enroot_imports_once_then_starts(tmp_path):
-    _, paths, script = render(full_pod(), str(tmp_path), runtime="enroot", runtime_config=RuntimeConfig(default="enroot"))
+    _, _paths, script = render(
+        full_pod(), str(tmp_path), runtime="enroot", runtime_config=RuntimeConfig(default="enroot")
+    )
     assert "enroot import --output" in script and "enroot create --force --name" in script
     assert "enroot start --rw" in script and "--env 'EVIL=" in script
 
@@ -104,6 +125,7 @@ def test_image_reference_rules():
 def test_kubernetes_command_and_args_rules():
     def c(command=(), args=()):
         return ContainerSpec(name="c", image="i", command=tuple(command), args=tuple(args), env=())
+
     assert kubernetes_argv(c(["cmd"], ["a"]), ["entry"], ["default"]) == ["cmd", "a"]
     assert kubernetes_argv(c([], ["a"]), ["entry"], ["default"]) == ["entry", "a"]
     assert kubernetes_argv(c(), ["entry"], ["default"]) == ["entry", "default"]
@@ -117,8 +139,10 @@ def test_sandbox_needs_a_default_command_for_unknown_images(tmp_path):
 
 
 def test_host_runtime_refuses_volume_mounts(tmp_path):
-    p = pod([{"name": "a", "image": "x", "command": ["true"], "volumeMounts": [{"name": "v", "mountPath": "/v"}]}],
-            volumes=[{"name": "v", "emptyDir": {}}])
+    p = pod(
+        [{"name": "a", "image": "x", "command": ["true"], "volumeMounts": [{"name": "v", "mountPath": "/v"}]}],
+        volumes=[{"name": "v", "emptyDir": {}}],
+    )
     with pytest.raises(PodRejected) as info:
         render(p, str(tmp_path), runtime="host", runtime_config=RuntimeConfig(default="host"))
     assert "host runtime" in info.value.reason
@@ -127,8 +151,10 @@ def test_host_runtime_refuses_volume_mounts(tmp_path):
 def test_site_can_forbid_pre_exec_and_runtime_options(tmp_path):
     with pytest.raises(PodRejected):
         render(full_pod(), str(tmp_path), options=RenderOptions(allow_pre_exec=False))
-    p = pod([{"name": "a", "image": "x", "command": ["true"]}],
-            annotations={"slurm-job.vk.io/apptainer-options": "--bind /scratch:/host"})
+    p = pod(
+        [{"name": "a", "image": "x", "command": ["true"]}],
+        annotations={"slurm-job.vk.io/apptainer-options": "--bind /scratch:/host"},
+    )
     apptainer = {"runtime": "apptainer", "runtime_config": RuntimeConfig(default="apptainer")}
     _, _, allowed = render(p, str(tmp_path), **apptainer)
     _, _, forbidden = render(p, str(tmp_path), options=RenderOptions(allow_runtime_options=False), **apptainer)
@@ -139,7 +165,9 @@ def test_site_can_forbid_pre_exec_and_runtime_options(tmp_path):
 def test_site_templates_override_ours(tmp_path):
     site = tmp_path / "templates"
     site.mkdir()
-    (site / "job.sbatch.j2").write_text("#!/bin/bash\n# site template for {{ pod_name }}\n{% include 'pod-runner.sh.j2' %}")
+    (site / "job.sbatch.j2").write_text(
+        "#!/bin/bash\n# site template for {{ pod_name }}\n{% include 'pod-runner.sh.j2' %}"
+    )
     _, _, script = render(full_pod(), str(tmp_path), options=RenderOptions(template_dir=str(site)))
     assert script.startswith("#!/bin/bash\n# site template for p\n")
     bash_syntax_ok(script)

@@ -14,18 +14,30 @@ text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(command=st.lists(text, min_size=1, max_size=3), args=st.lists(text, max_size=3),
-       env=st.dictionaries(text, text, max_size=3),
-       mount=st.one_of(st.just("/data"), st.builds(lambda t: "/" + t, text)),
-       sub_path=st.one_of(st.just(""), text),
-       flags=st.one_of(st.just(""), st.builds(lambda t: "--comment=" + t, text), text),
-       name=st.one_of(st.just("p"), text), annotation=text)
-def test_any_pod_is_refused_clearly_or_renders_a_valid_script(tmp_path_factory, command, args, env, mount,
-                                                               sub_path, flags, name, annotation):
+@given(
+    command=st.lists(text, min_size=1, max_size=3),
+    args=st.lists(text, max_size=3),
+    env=st.dictionaries(text, text, max_size=3),
+    mount=st.one_of(st.just("/data"), st.builds(lambda t: "/" + t, text)),
+    sub_path=st.one_of(st.just(""), text),
+    flags=st.one_of(st.just(""), st.builds(lambda t: "--comment=" + t, text), text),
+    name=st.one_of(st.just("p"), text),
+    annotation=text,
+)
+def test_any_pod_is_refused_clearly_or_renders_a_valid_script(
+    tmp_path_factory, command, args, env, mount, sub_path, flags, name, annotation
+):
     p = pod(
-        [{"name": "c", "image": "busybox", "command": command, "args": args,
-          "env": [{"name": k, "value": v} for k, v in env.items()],
-          "volumeMounts": [{"name": "v", "mountPath": mount, "subPath": sub_path}]}],
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": command,
+                "args": args,
+                "env": [{"name": k, "value": v} for k, v in env.items()],
+                "volumeMounts": [{"name": "v", "mountPath": mount, "subPath": sub_path}],
+            }
+        ],
         volumes=[{"name": "v", "emptyDir": {}}],
         annotations={"slurm-job.vk.io/flags": flags, "slurm-job.vk.io/pre-exec": "", "other": annotation},
     )

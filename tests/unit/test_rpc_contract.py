@@ -20,6 +20,8 @@ def test_drift_is_detected(tmp_path, monkeypatch):
     proto = tmp_path / "offloader" / "v1"
     proto.mkdir(parents=True)
     text = (codegen.PROTO_ROOT / "offloader" / "v1" / "offloader.proto").read_text()
-    (proto / "offloader.proto").write_text(text.replace("message LogChunk {", "message LogChunk {\n  string extra = 9;"))
+    (proto / "offloader.proto").write_text(
+        text.replace("message LogChunk {", "message LogChunk {\n  string extra = 9;")
+    )
     monkeypatch.setattr(codegen, "PROTO_ROOT", tmp_path)
     assert any("offloader_pb2" in problem for problem in codegen.drifted())

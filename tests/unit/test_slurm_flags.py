@@ -10,16 +10,26 @@ from sidecars.slurm.flags import Flag, FlagPolicy, annotation_flags, merge, pars
 
 def test_long_short_and_separate_values_parse_to_long_names():
     flags = parse_flags(["--time=10", "-t", "20", "-p", "gpu", "--exclusive", "-N2", "--qos", "high"], "f")
-    assert [f.render() for f in flags] == ["--time=10", "--time=20", "--partition=gpu", "--exclusive", "--nodes=2", "--qos=high"]
+    assert [f.render() for f in flags] == [
+        "--time=10",
+        "--time=20",
+        "--partition=gpu",
+        "--exclusive",
+        "--nodes=2",
+        "--qos=high",
+    ]
 
 
-@pytest.mark.parametrize("words,reason", [
-    (["--no-such-option=1"], "unknown sbatch option"),
-    (["positional"], "not an sbatch option"),
-    (["--time"], "needs a value"),
-    (["--exclusive=yes"], "takes no value"),
-    (["--comment=a\nb"], "control characters"),
-])
+@pytest.mark.parametrize(
+    "words,reason",
+    [
+        (["--no-such-option=1"], "unknown sbatch option"),
+        (["positional"], "not an sbatch option"),
+        (["--time"], "needs a value"),
+        (["--exclusive=yes"], "takes no value"),
+        (["--comment=a\nb"], "control characters"),
+    ],
+)
 def test_malformed_flags_are_refused(words, reason):
     with pytest.raises(PodRejected) as info:
         parse_flags(words, "annotation")
@@ -58,12 +68,15 @@ def test_later_layers_win_and_conflicting_memory_options_replace_each_other():
     assert [f.render() for f in merged] == ["--gpus=2"]
 
 
-@pytest.mark.parametrize("word,expected", [
-    ("--time=10", "--time=10"),
-    ("--comment=two words", '"--comment=two words"'),
-    ('--comment=say "hi" \\o/', '"--comment=say \\"hi\\" \\\\o/"'),
-    ("--comment=it's", "\"--comment=it's\""),
-])
+@pytest.mark.parametrize(
+    "word,expected",
+    [
+        ("--time=10", "--time=10"),
+        ("--comment=two words", '"--comment=two words"'),
+        ('--comment=say "hi" \\o/', '"--comment=say \\"hi\\" \\\\o/"'),
+        ("--comment=it's", '"--comment=it\'s"'),
+    ],
+)
 def test_sbatch_lines_use_sbatch_quoting_not_shell_quoting(word, expected):
     assert sbatch_word(word) == expected
 

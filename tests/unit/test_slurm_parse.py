@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sidecars.core import backend as b
 from sidecars.core.status import reason_word
-from sidecars.slurm.reasons import explain
 from sidecars.slurm import parse
+from sidecars.slurm.reasons import explain
 
 
 def test_squeue_states_and_reasons():
@@ -20,7 +20,10 @@ def test_squeue_states_and_reasons():
     )
     jobs = parse.parse_squeue(text)
     assert jobs["1"].state == b.COMPLETED and jobs["1"].reason == ""
-    assert jobs["2"].state == b.PENDING and jobs["2"].reason == "JobHeldUser: held by its owner: release it, or delete the pod"
+    assert (
+        jobs["2"].state == b.PENDING
+        and jobs["2"].reason == "JobHeldUser: held by its owner: release it, or delete the pod"
+    )
     assert jobs["3"].state == b.FAILED and jobs["3"].terminal
     assert jobs["7"].name == "name|with|pipes"
     assert jobs["8"].state == b.OUT_OF_MEMORY
@@ -47,7 +50,10 @@ def test_sbatch_output_and_errors():
     assert parse.parse_sbatch("Submitted batch job 1\n") is None
     refused = "sbatch: error: Batch job submission failed: Requested node configuration is not available\n"
     assert not parse.sbatch_error_is_transient(refused)
-    assert parse.sbatch_error_message(refused) == "Batch job submission failed: Requested node configuration is not available"
+    assert (
+        parse.sbatch_error_message(refused)
+        == "Batch job submission failed: Requested node configuration is not available"
+    )
     busy = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
     assert parse.sbatch_error_is_transient(busy)
     assert parse.sbatch_error_is_transient("sbatch: error: Unable to contact slurm controller (connect failure)")

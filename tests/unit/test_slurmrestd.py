@@ -18,30 +18,53 @@ from sidecars.slurm.restd import (
 )
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("10", 10), ("1:30", 2), ("2:00:00", 120), ("1-0", 1440), ("1-2:03", 1563), ("0-0:0:59", 1),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("10", 10),
+        ("1:30", 2),
+        ("2:00:00", 120),
+        ("1-0", 1440),
+        ("1-2:03", 1563),
+        ("0-0:0:59", 1),
+    ],
+)
 def test_slurm_time_formats_become_minutes(value, expected):
     assert minutes(value) == expected
 
 
-@pytest.mark.parametrize("value, expected", [("512", 512), ("512M", 512), ("2G", 2048), ("1T", 1048576),
-                                             ("100K", 1)])
+@pytest.mark.parametrize("value, expected", [("512", 512), ("512M", 512), ("2G", 2048), ("1T", 1048576), ("100K", 1)])
 def test_memory_sizes_become_megabytes(value, expected):
     assert megabytes(value) == expected
 
 
 def test_the_directives_of_a_rendered_script_become_job_properties():
-    script = "\n".join([
-        "#!/bin/bash",
-        "#SBATCH " + sbatch_word("--comment=say \"hi\" \\ there"),
-        "#SBATCH --time=90", "#SBATCH --mem=2G", "#SBATCH --gres=gpu:1", "#SBATCH --no-requeue",
-        "#SBATCH --signal=B:USR2@40", "#SBATCH --export=NONE", "#SBATCH --nodes=1-2",
-        "# a comment", "echo start", "#SBATCH --partition=never-read",
-    ])
+    script = "\n".join(
+        [
+            "#!/bin/bash",
+            "#SBATCH " + sbatch_word('--comment=say "hi" \\ there'),
+            "#SBATCH --time=90",
+            "#SBATCH --mem=2G",
+            "#SBATCH --gres=gpu:1",
+            "#SBATCH --no-requeue",
+            "#SBATCH --signal=B:USR2@40",
+            "#SBATCH --export=NONE",
+            "#SBATCH --nodes=1-2",
+            "# a comment",
+            "echo start",
+            "#SBATCH --partition=never-read",
+        ]
+    )
     job = job_properties(script_directives(script), {"PATH": "/bin"})
-    assert job == {"environment": {"PATH": "/bin"}, "comment": 'say "hi" \\ there', "time_limit": 90,
-                   "memory_per_node": 2048, "gres": "gpu:1", "requeue": False, "nodes": [1, 2]}
+    assert job == {
+        "environment": {"PATH": "/bin"},
+        "comment": 'say "hi" \\ there',
+        "time_limit": 90,
+        "memory_per_node": 2048,
+        "gres": "gpu:1",
+        "requeue": False,
+        "nodes": [1, 2],
+    }
 
 
 def test_an_option_without_a_rest_equivalent_is_rejected_by_name():
@@ -56,11 +79,26 @@ def test_any_comment_survives_the_round_trip(comment):
 
 
 def test_capacity_counts_free_resources_of_usable_nodes():
-    nodes = [{"state": "mixed", "cpus": 8, "alloc_cpus": 3, "real_memory": 8000, "alloc_memory": 1000,
-              "gres": "gpu:2", "gres_used": "gpu:1(IDX:0)"},
-             {"state": "down", "cpus": 64, "alloc_cpus": 0, "real_memory": 1, "alloc_memory": 0}]
+    nodes = [
+        {
+            "state": "mixed",
+            "cpus": 8,
+            "alloc_cpus": 3,
+            "real_memory": 8000,
+            "alloc_memory": 1000,
+            "gres": "gpu:2",
+            "gres_used": "gpu:1(IDX:0)",
+        },
+        {"state": "down", "cpus": 64, "alloc_cpus": 0, "real_memory": 1, "alloc_memory": 0},
+    ]
     capacity = node_capacity(nodes)
-    assert (capacity.cpus, capacity.memory_mib, capacity.gpus, capacity.gpus_total, capacity.nodes) == (5, 7000, 1, 2, 1)
+    assert (capacity.cpus, capacity.memory_mib, capacity.gpus, capacity.gpus_total, capacity.nodes) == (
+        5,
+        7000,
+        1,
+        2,
+        1,
+    )
 
 
 def test_exactly_one_credential_is_required():

@@ -17,9 +17,13 @@ from interlink_provider.staging.transfer import explain
 def broker(tmp_path: Path) -> TokenBroker:
     secret = tmp_path / "secret"
     secret.write_text("s3cret\n")
-    config = StorageTokensConfig(issuer="https://idp.example/", client_id="stager", client_secret_file=str(secret),
-                                 storage_audience="https://store.example:1094",
-                                 storage_endpoints=["store.example:1094", "[::1]:11096"])
+    config = StorageTokensConfig(
+        issuer="https://idp.example/",
+        client_id="stager",
+        client_secret_file=str(secret),
+        storage_audience="https://store.example:1094",
+        storage_endpoints=["store.example:1094", "[::1]:11096"],
+    )
     return TokenBroker(config, tmp_path / "state")
 
 

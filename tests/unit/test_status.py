@@ -23,7 +23,7 @@ def states(v):
 
 
 def test_pending_job_shows_the_slurm_reason():
-    init, app, phase = states(view(JobInfo("7", b.PENDING, "Resources"), {}))
+    init, _app, phase = states(view(JobInfo("7", b.PENDING, "Resources"), {}))
     assert init == {"waiting": {"reason": "Resources", "message": "Slurm job 7 is pending: Resources"}}
     assert phase == PENDING
 
@@ -32,16 +32,20 @@ def test_app_waits_for_init_then_runs():
     running = JobInfo("7", b.RUNNING)
     init, app, phase = states(view(running, {"init": ContainerFiles(started_at=T0)}))
     assert "running" in init and app == {"waiting": {"reason": "PodInitializing"}} and phase == PENDING
-    files = {"init": ContainerFiles(started_at=T0, finished_at=T1, exit_code=0),
-             "app": ContainerFiles(started_at=T1, ready=True)}
+    files = {
+        "init": ContainerFiles(started_at=T0, finished_at=T1, exit_code=0),
+        "app": ContainerFiles(started_at=T1, ready=True),
+    }
     init, app, phase = states(view(running, files))
     assert init["terminated"]["reason"] == "Completed" and init["terminated"]["startedAt"] == "2026-01-01T00:00:01Z"
     assert app == {"running": {"startedAt": "2026-01-01T00:00:09Z"}} and phase == RUNNING
 
 
 def test_init_failure_terminates_the_containers_that_never_ran():
-    files = {"init": ContainerFiles(started_at=T0, finished_at=T1, exit_code=3),
-             "app": ContainerFiles(skipped="init container init failed with exit code 3")}
+    files = {
+        "init": ContainerFiles(started_at=T0, finished_at=T1, exit_code=3),
+        "app": ContainerFiles(skipped="init container init failed with exit code 3"),
+    }
     init, app, phase = states(view(JobInfo("7", b.FAILED), files))
     assert init["terminated"]["exitCode"] == 3 and init["terminated"]["reason"] == "Error"
     assert app["terminated"]["reason"] == "InitContainerFailed"
@@ -50,8 +54,12 @@ def test_init_failure_terminates_the_containers_that_never_ran():
 
 def test_job_end_states_explain_unfinished_containers():
     started = {"init": ContainerFiles(exit_code=0), "app": ContainerFiles(started_at=T0)}
-    for state, reason, code in ((b.TIMEOUT, "DeadlineExceeded", 143), (b.OUT_OF_MEMORY, "OOMKilled", 137),
-                                (b.CANCELLED, "Cancelled", 143), (b.NODE_FAIL, "NodeFailure", 1)):
+    for state, reason, code in (
+        (b.TIMEOUT, "DeadlineExceeded", 143),
+        (b.OUT_OF_MEMORY, "OOMKilled", 137),
+        (b.CANCELLED, "Cancelled", 143),
+        (b.NODE_FAIL, "NodeFailure", 1),
+    ):
         _, app, phase = states(view(JobInfo("7", state), started))
         assert app["terminated"]["reason"] == reason and app["terminated"]["exitCode"] == code
         assert phase == FAILED
@@ -79,7 +87,9 @@ def test_restarting_containers_wait_in_crash_loop_back_off():
 
 
 def test_lost_job_fails_with_a_reason():
-    _, app, phase = states(view(None, {"init": ContainerFiles(exit_code=0), "app": ContainerFiles(started_at=T0)}, lost=True))
+    _, app, phase = states(
+        view(None, {"init": ContainerFiles(exit_code=0), "app": ContainerFiles(started_at=T0)}, lost=True)
+    )
     assert app["terminated"]["reason"] == "JobLost" and phase == FAILED
 
 

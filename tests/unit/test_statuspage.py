@@ -12,17 +12,34 @@ from sidecars.core.store import PodRecord
 
 def site(records: list[PodRecord], poll_error: str = "") -> SimpleNamespace:
     """The parts of SiteService the page reads (a data holder, not a stand-in for a component)."""
-    return SimpleNamespace(readable=lambda principal: records, staging=None, poll_error=poll_error,
-                           backend=SimpleNamespace(display_name="Slurm"),
-                           config=SimpleNamespace(site_name="unit"))
+    return SimpleNamespace(
+        readable=lambda principal: records,
+        staging=None,
+        poll_error=poll_error,
+        backend=SimpleNamespace(display_name="Slurm"),
+        config=SimpleNamespace(site_name="unit"),
+    )
 
 
 def test_reasons_are_escaped_and_failures_marked():
-    record = PodRecord(uid="u1", namespace="ns", name="p", owner="alice@iss", job_id="42", phase="Failed",
-                       stage="finished", message="<script>alert(1)</script> & more", pod_dir="/p", job_name="j",
-                       summary={})
-    html = statuspage.render(site([record], poll_error="squeue: timed out"), Principal("alice@iss"),
-                             {"https://idp": (False, "cannot reach https://idp/.well-known")})
+    record = PodRecord(
+        uid="u1",
+        namespace="ns",
+        name="p",
+        owner="alice@iss",
+        job_id="42",
+        phase="Failed",
+        stage="finished",
+        message="<script>alert(1)</script> & more",
+        pod_dir="/p",
+        job_name="j",
+        summary={},
+    )
+    html = statuspage.render(
+        site([record], poll_error="squeue: timed out"),
+        Principal("alice@iss"),
+        {"https://idp": (False, "cannot reach https://idp/.well-known")},
+    )
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in html
     assert html.count('class="bad"') == 2 and "squeue: timed out" in html and "cannot reach" in html
     assert 'id="pod-u1"' in html and ">42<" in html and "1 Failed" in html
@@ -38,9 +55,22 @@ def test_no_pods_says_so():
 
 def test_a_long_list_shows_the_newest_rows_and_counts_all(monkeypatch):
     monkeypatch.setattr(statuspage, "MAX_ROWS", 3)
-    records = [PodRecord(uid=f"u{i}", namespace="ns", name=f"p{i}", owner="a", job_id=str(i),
-                         phase="Running" if i % 2 else "Pending", stage="submitted", created_at=float(i),
-                         pod_dir="/p", job_name="j", summary={}) for i in range(10)]
+    records = [
+        PodRecord(
+            uid=f"u{i}",
+            namespace="ns",
+            name=f"p{i}",
+            owner="a",
+            job_id=str(i),
+            phase="Running" if i % 2 else "Pending",
+            stage="submitted",
+            created_at=float(i),
+            pod_dir="/p",
+            job_name="j",
+            summary={},
+        )
+        for i in range(10)
+    ]
     html = statuspage.render(site(records), Principal("a"), {})
     assert [f'id="pod-u{i}"' in html for i in range(10)] == [False] * 7 + [True] * 3
     assert "Pods (10; 5 Pending; 5 Running)" in html and "the newest 3 of 10 are listed" in html

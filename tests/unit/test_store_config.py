@@ -17,8 +17,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def record(uid: str) -> PodRecord:
-    return PodRecord(uid=uid, namespace="ns", name="p", pod_dir="/x", job_name="ilp-" + uid,
-                     stage=SUBMITTING, summary={"containers": []})
+    return PodRecord(
+        uid=uid,
+        namespace="ns",
+        name="p",
+        pod_dir="/x",
+        job_name="ilp-" + uid,
+        stage=SUBMITTING,
+        summary={"containers": []},
+    )
 
 
 def test_insert_is_idempotent_and_updates_survive_reopening(tmp_path):
@@ -56,8 +63,10 @@ def test_unknown_columns_are_refused(tmp_path):
 
 def test_unknown_keys_are_errors(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("listen: {socket: /tmp/s}\nstate_dir: s\npods_root: p\nstatus: {poll_intervall: 3}\n"
-                      "auth: {unix_socket_without_token: true}\n")
+    config.write_text(
+        "listen: {socket: /tmp/s}\nstate_dir: s\npods_root: p\nstatus: {poll_intervall: 3}\n"
+        "auth: {unix_socket_without_token: true}\n"
+    )
     with pytest.raises(ValidationError) as info:
         load_config(config, {})
     assert "poll_intervall" in str(info.value)
@@ -65,8 +74,10 @@ def test_unknown_keys_are_errors(tmp_path):
 
 def test_env_overrides_and_relative_paths(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("listen: {socket: run/s.sock}\nstate_dir: $BASE/state\npods_root: pods\n"
-                      "auth: {unix_socket_without_token: true}\n")
+    config.write_text(
+        "listen: {socket: run/s.sock}\nstate_dir: $BASE/state\npods_root: pods\n"
+        "auth: {unix_socket_without_token: true}\n"
+    )
     loaded = load_config(config, {"BASE": "/srv", "ILP__status__poll_interval": "2.5", "ILP__max_pods": "7"})
     assert loaded.state_dir == "/srv/state" and loaded.pods_root == str(tmp_path / "pods")
     assert loaded.listen.socket == str(tmp_path / "run" / "s.sock")
@@ -79,8 +90,9 @@ def test_a_sidecar_nobody_could_use_is_refused(tmp_path):
     with pytest.raises(ValidationError) as info:
         load_config(config, {})
     assert "nobody could use this sidecar" in str(info.value)
-    config.write_text("listen: {host: 0.0.0.0, port: 4000}\nstate_dir: s\npods_root: p\n"
-                      "auth: {unix_socket_without_token: true}\n")
+    config.write_text(
+        "listen: {host: 0.0.0.0, port: 4000}\nstate_dir: s\npods_root: p\nauth: {unix_socket_without_token: true}\n"
+    )
     with pytest.raises(ValidationError) as info:
         load_config(config, {})
     assert "TCP listener needs trusted issuers" in str(info.value)

@@ -42,8 +42,9 @@ def test_a_trace_handed_on_is_continued_with_its_session():
     with tracing.span("submit", parent=remembered):  # later, in another task
         pass
     spans = {s.name: s for s in EXPORTER.get_finished_spans()}
-    gateway, served, create, submit = (spans[n] for n in ("gateway /create", "sidecar CreatePod", "sidecar create",
-                                                          "submit"))
+    gateway, served, create, submit = (
+        spans[n] for n in ("gateway /create", "sidecar CreatePod", "sidecar create", "submit")
+    )
     assert len({s.context.trace_id for s in spans.values()}) == 1
     assert served.parent.span_id == gateway.context.span_id and submit.parent.span_id == create.context.span_id
     assert gateway.attributes[tracing.POD_UID] == "u-1" and "empty" not in gateway.attributes
@@ -60,8 +61,11 @@ def test_a_request_without_trace_headers_starts_a_new_trace():
 
 def test_timed_records_the_outcome():
     def count(outcome: str) -> float:
-        return REGISTRY.get_sample_value("ilp_request_seconds_count",
-                                         {"operation": "unit-test", "outcome": outcome}) or 0.0
+        return (
+            REGISTRY.get_sample_value("ilp_request_seconds_count", {"operation": "unit-test", "outcome": outcome})
+            or 0.0
+        )
+
     ok, error = count("ok"), count("error")
     with timed("unit-test"):
         pass
@@ -100,7 +104,9 @@ def test_an_unsupported_otlp_protocol_stops_the_daemon_with_a_reason(monkeypatch
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-    with pytest.raises(tracing.TracingConfigError, match="'http/json' is not supported: use one of http/protobuf, grpc"):
+    with pytest.raises(
+        tracing.TracingConfigError, match="'http/json' is not supported: use one of http/protobuf, grpc"
+    ):
         tracing.configure("unit")
     assert not tracing._configured  # nothing was installed
     example = Path(__file__).resolve().parents[2] / "examples" / "gateway.yaml"

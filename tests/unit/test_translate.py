@@ -41,15 +41,28 @@ def rejected(data, policy=None) -> PodRejected:
 
 
 def test_go_nulls_are_empty_lists_and_missing_env_values_are_empty():
-    data = RetrievedPodData.model_validate({
-        "pod": {
-            "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "annotations": None, "labels": None},
-            "spec": {"containers": [{"name": "c", "image": "x", "command": ["true"], "args": None,
-                                     "env": [{"name": "EMPTY"}], "volumeMounts": None}],
-                     "initContainers": None, "volumes": None},
-        },
-        "container": None,
-    })
+    data = RetrievedPodData.model_validate(
+        {
+            "pod": {
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "annotations": None, "labels": None},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "x",
+                            "command": ["true"],
+                            "args": None,
+                            "env": [{"name": "EMPTY"}],
+                            "volumeMounts": None,
+                        }
+                    ],
+                    "initContainers": None,
+                    "volumes": None,
+                },
+            },
+            "container": None,
+        }
+    )
     spec = translate(data)
     assert spec.containers[0].args == ()
     assert ("EMPTY", "") in spec.containers[0].env
@@ -75,7 +88,9 @@ def test_init_containers_first_and_restart_policies():
 
 def test_resources_sum_apps_and_max_with_init_from_limits_else_requests():
     data = request(
-        initContainers=[{"name": "i", "image": "x", "command": ["a"], "resources": {"limits": {"cpu": "3", "memory": "3Gi"}}}],
+        initContainers=[
+            {"name": "i", "image": "x", "command": ["a"], "resources": {"limits": {"cpu": "3", "memory": "3Gi"}}}
+        ],
         containers=[
             {"name": "a", "image": "x", "command": ["a"], "resources": {"limits": {"cpu": "500m", "memory": "1Gi"}}},
             {"name": "b", "image": "x", "command": ["a"], "resources": {"requests": {"cpu": "1.2", "memory": "2Gi"}}},
@@ -96,7 +111,9 @@ def test_defaults_come_from_the_flavor_when_the_pod_asks_nothing():
 
 def test_gpus_pick_the_gpu_flavor_and_are_counted():
     policy = TranslationPolicy(flavors={"default": Flavor(), "gpu": Flavor(gpus=4, memory_default="2Gi")})
-    data = request(containers=[{"name": "t", "image": "x", "command": ["a"], "resources": {"limits": {"nvidia.com/gpu": 2}}}])
+    data = request(
+        containers=[{"name": "t", "image": "x", "command": ["a"], "resources": {"limits": {"nvidia.com/gpu": 2}}}]
+    )
     spec = translate(data, policy)
     assert spec.flavor == "gpu"
     assert spec.resources.gpus == 2 and spec.resources.gpu_vendor == "nvidia"
@@ -105,17 +122,23 @@ def test_gpus_pick_the_gpu_flavor_and_are_counted():
 
 
 def test_fractional_gpus_and_mixed_vendors_are_refused():
-    frac = request(containers=[{"name": "t", "image": "x", "command": ["a"], "resources": {"limits": {"nvidia.com/gpu": "0.5"}}}])
+    frac = request(
+        containers=[{"name": "t", "image": "x", "command": ["a"], "resources": {"limits": {"nvidia.com/gpu": "0.5"}}}]
+    )
     assert "whole numbers" in rejected(frac).reason
-    mixed = request(containers=[
-        {"name": "a", "image": "x", "command": ["a"], "resources": {"limits": {"nvidia.com/gpu": 1}}},
-        {"name": "b", "image": "x", "command": ["a"], "resources": {"limits": {"amd.com/gpu": 1}}},
-    ])
+    mixed = request(
+        containers=[
+            {"name": "a", "image": "x", "command": ["a"], "resources": {"limits": {"nvidia.com/gpu": 1}}},
+            {"name": "b", "image": "x", "command": ["a"], "resources": {"limits": {"amd.com/gpu": 1}}},
+        ]
+    )
     assert "mix" in rejected(mixed).reason
 
 
 def test_bad_quantity_is_refused_with_the_field():
-    data = request(containers=[{"name": "a", "image": "x", "command": ["a"], "resources": {"limits": {"memory": "lots"}}}])
+    data = request(
+        containers=[{"name": "a", "image": "x", "command": ["a"], "resources": {"limits": {"memory": "lots"}}}]
+    )
     error = rejected(data)
     assert "invalid quantity" in error.reason and "resources" in error.field
 
@@ -131,10 +154,17 @@ def test_unknown_flavor_annotation_is_refused():
 def test_env_expansion_follows_kubernetes():
     assert expand("$(A)-$(B)-$$(A)-$(MISSING)-$$-$x", {"A": "1", "B": "2"}) == "1-2-$(A)-$(MISSING)-$-$x"
     assert expand("$(unterminated", {"unterminated": "x"}) == "$(unterminated"
-    data = request(containers=[{
-        "name": "a", "image": "x", "command": ["echo", "$(GREETING)"], "args": ["$(HOSTNAME)"],
-        "env": [{"name": "NAME", "value": "world"}, {"name": "GREETING", "value": "hello $(NAME)"}],
-    }])
+    data = request(
+        containers=[
+            {
+                "name": "a",
+                "image": "x",
+                "command": ["echo", "$(GREETING)"],
+                "args": ["$(HOSTNAME)"],
+                "env": [{"name": "NAME", "value": "world"}, {"name": "GREETING", "value": "hello $(NAME)"}],
+            }
+        ]
+    )
     c = translate(data).containers[0]
     assert c.command == ("echo", "hello world") and c.args == ("p",)
 
@@ -142,24 +172,45 @@ def test_env_expansion_follows_kubernetes():
 def test_env_from_and_value_from_left_unresolved_by_the_vk_are_resolved_from_sent_objects():
     secret = {"metadata": {"name": "s"}, "data": {"TOKEN": base64.b64encode(b"t0k").decode()}}
     cm = {"metadata": {"name": "cm"}, "data": {"MODE": "fast", "OTHER": "x"}}
-    data = RetrievedPodData.model_validate({
-        "pod": {**BASE, "spec": {"containers": [{
-            "name": "a", "image": "x", "command": ["a"],
-            "envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CFG_"}],
-            "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "TOKEN"}}},
-                    {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                    {"name": "CFG_MODE", "value": "explicit wins"}],
-        }]}},
-        "container": [{"name": "a", "configMaps": [cm], "secrets": [secret]}],
-    })
+    data = RetrievedPodData.model_validate(
+        {
+            "pod": {
+                **BASE,
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "a",
+                            "image": "x",
+                            "command": ["a"],
+                            "envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CFG_"}],
+                            "env": [
+                                {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "TOKEN"}}},
+                                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                                {"name": "CFG_MODE", "value": "explicit wins"},
+                            ],
+                        }
+                    ]
+                },
+            },
+            "container": [{"name": "a", "configMaps": [cm], "secrets": [secret]}],
+        }
+    )
     env = dict(translate(data).containers[0].env)
     assert env["T"] == "t0k" and env["POD"] == "p" and env["CFG_OTHER"] == "x"
     assert env["CFG_MODE"] == "explicit wins"
 
 
 def test_unresolvable_secret_reference_is_refused_clearly():
-    data = request(containers=[{"name": "a", "image": "x", "command": ["a"],
-                                "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}]}])
+    data = request(
+        containers=[
+            {
+                "name": "a",
+                "image": "x",
+                "command": ["a"],
+                "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}],
+            }
+        ]
+    )
     error = rejected(data)
     assert "Secret 'nope'" in error.reason and error.field.endswith("env[0]")
 
@@ -198,11 +249,20 @@ def test_duplicate_container_and_volume_names_are_refused():
 
 def _mounting(mount, volume=None, containers_data=None):
     volume = volume or {"name": "v", "emptyDir": {}}
-    return RetrievedPodData.model_validate({
-        "pod": {**BASE, "spec": {"volumes": [volume], "containers": [
-            {"name": "a", "image": "x", "command": ["a"], "volumeMounts": [{"name": "v", **mount}]}]}},
-        "container": containers_data or [],
-    })
+    return RetrievedPodData.model_validate(
+        {
+            "pod": {
+                **BASE,
+                "spec": {
+                    "volumes": [volume],
+                    "containers": [
+                        {"name": "a", "image": "x", "command": ["a"], "volumeMounts": [{"name": "v", **mount}]}
+                    ],
+                },
+            },
+            "container": containers_data or [],
+        }
+    )
 
 
 @pytest.mark.parametrize("path", ["relative", "/a/../../etc", "/", "/proc/x", "/dev", "/a:b", "/a,b", "/a\nb"])
@@ -232,16 +292,43 @@ def test_configmap_item_paths_and_keys_cannot_escape():
 def test_volume_files_modes_and_sensitivity():
     secret = {"metadata": {"name": "s"}, "data": {"key": base64.b64encode(b"secret").decode()}}
     cm = {"metadata": {"name": "cm"}, "data": {"conf": "a=1"}}
-    data = RetrievedPodData.model_validate({
-        "pod": {**BASE, "spec": {
-            "volumes": [{"name": "sec", "secret": {"secretName": "s", "defaultMode": 0o644}},
-                        {"name": "cfg", "configMap": {"name": "cm", "items": [{"key": "conf", "path": "sub/app.conf"}]}},
-                        {"name": "proj", "projected": {"sources": []}}],
-            "containers": [{"name": "a", "image": "x", "command": ["a"], "volumeMounts": [
-                {"name": "sec", "mountPath": "/s"}, {"name": "cfg", "mountPath": "/c"}, {"name": "proj", "mountPath": "/p"}]}]}},
-        "container": [{"name": "a", "secrets": [secret], "configMaps": [cm],
-                       "projectedvolumemaps": [{"metadata": {"name": "proj"}, "data": {"ca.crt": "-----BEGIN-----\nX\n"}}]}],
-    })
+    data = RetrievedPodData.model_validate(
+        {
+            "pod": {
+                **BASE,
+                "spec": {
+                    "volumes": [
+                        {"name": "sec", "secret": {"secretName": "s", "defaultMode": 0o644}},
+                        {
+                            "name": "cfg",
+                            "configMap": {"name": "cm", "items": [{"key": "conf", "path": "sub/app.conf"}]},
+                        },
+                        {"name": "proj", "projected": {"sources": []}},
+                    ],
+                    "containers": [
+                        {
+                            "name": "a",
+                            "image": "x",
+                            "command": ["a"],
+                            "volumeMounts": [
+                                {"name": "sec", "mountPath": "/s"},
+                                {"name": "cfg", "mountPath": "/c"},
+                                {"name": "proj", "mountPath": "/p"},
+                            ],
+                        }
+                    ],
+                },
+            },
+            "container": [
+                {
+                    "name": "a",
+                    "secrets": [secret],
+                    "configMaps": [cm],
+                    "projectedvolumemaps": [{"metadata": {"name": "proj"}, "data": {"ca.crt": "-----BEGIN-----\nX\n"}}],
+                }
+            ],
+        }
+    )
     volumes = {v.name: v for v in translate(data).volumes}
     assert volumes["sec"].sensitive and volumes["sec"].files[0].mode == 0o600  # group/other bits dropped
     assert volumes["sec"].files[0].content == b"secret"
@@ -276,19 +363,31 @@ def test_volume_size_limit_applies():
     cm = {"metadata": {"name": "cm"}, "data": {"big": "x" * 2000}}
     volume = {"name": "v", "configMap": {"name": "cm"}}
     policy = TranslationPolicy(max_volume_bytes=1000)
-    assert "exceed" in rejected(_mounting({"mountPath": "/m"}, volume, [{"name": "a", "configMaps": [cm]}]), policy).reason
+    assert (
+        "exceed" in rejected(_mounting({"mountPath": "/m"}, volume, [{"name": "a", "configMaps": [cm]}]), policy).reason
+    )
 
 
 # ------------------------------------------------------------------ handlers and misc
 
 
 def test_probes_and_hooks_resolve_named_ports():
-    data = request(containers=[{
-        "name": "web", "image": "x", "command": ["serve"], "ports": [{"name": "http", "containerPort": 8080}],
-        "readinessProbe": {"httpGet": {"path": "ready", "port": "http"}, "periodSeconds": 3},
-        "livenessProbe": {"tcpSocket": {"port": 8080}},
-        "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo bye"]}}, "postStart": {"sleep": {"seconds": 2}}},
-    }])
+    data = request(
+        containers=[
+            {
+                "name": "web",
+                "image": "x",
+                "command": ["serve"],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "ready", "port": "http"}, "periodSeconds": 3},
+                "livenessProbe": {"tcpSocket": {"port": 8080}},
+                "lifecycle": {
+                    "preStop": {"exec": {"command": ["sh", "-c", "echo bye"]}},
+                    "postStart": {"sleep": {"seconds": 2}},
+                },
+            }
+        ]
+    )
     c = translate(data).containers[0]
     assert c.readiness_probe.handler.port == 8080 and c.readiness_probe.handler.path == "/ready"
     assert c.readiness_probe.period == 3

@@ -29,8 +29,8 @@ from pathlib import Path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing at run time costs every command a few ms
-    from typing import Any
     from collections.abc import Callable, Iterator
+    from typing import Any
 
 # ---------------------------------------------------------------------------------------------
 # Constants and configuration
@@ -202,8 +202,8 @@ def decode_ad(ad: dict[str, Any]) -> dict[str, Any]:
 def format_real(value: float) -> str:
     """Reals as ClassAds print them: %.16G, with ".0" added when that looks like an integer."""
     if value == 0.0:
-        return "%.1f" % value
-    text = "%.16G" % value
+        return f"{value:.1f}"
+    text = f"{value:.16G}"
     if not any(c in text for c in ".E"):
         text += ".0"
     return text
@@ -220,7 +220,7 @@ def json_escape(text: str) -> str:
         elif ch in "\b\f\n\r\t":
             out.append({"\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
         elif ord(ch) < 32:
-            out.append("\\u00%02X" % ord(ch))
+            out.append(f"\\u00{ord(ch):02X}")
         else:
             out.append(ch)
     return "".join(out)
@@ -285,13 +285,23 @@ def new_string(text: str) -> str:
         if ch in _C_ESCAPES:
             out.append(_C_ESCAPES[ch])
         elif ord(ch) < 32 or ord(ch) == 127:
-            out.append("\\%03o" % ord(ch))
+            out.append(f"\\{ord(ch):03o}")
         else:
             out.append(ch)
     return '"' + "".join(out) + '"'
 
 
-_C_ESCAPES = {'"': '\\"', "\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+_C_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
 
 
 def old_value(value: Any) -> str:
@@ -348,7 +358,7 @@ def unquote_string(token: str) -> str:
         ch = body[i]
         if ch == "\\" and i + 1 < len(body):
             nxt = body[i + 1]
-            octal = re.match(r"[0-7]{1,3}", body[i + 1:])
+            octal = re.match(r"[0-7]{1,3}", body[i + 1 :])
             if octal:
                 out.append(chr(int(octal.group(0), 8)))
                 i += 1 + len(octal.group(0))
@@ -491,7 +501,7 @@ _BINARY_OLD = {"=?=": " =?= ", "=!=": " =!= "}
 
 def unparse_value(value: Any, old: bool) -> str:
     if isinstance(value, float) and not old and value != 0.0 and math.isfinite(value):
-        return "%1.15E" % value  # new syntax prints every real this way
+        return f"{value:1.15E}"  # new syntax prints every real this way
     if isinstance(value, float) and not math.isfinite(value):
         return f'real("{"NaN" if math.isnan(value) else ("-INF" if value < 0 else "INF")}")'
     if isinstance(value, str):
@@ -790,7 +800,9 @@ def _classad2_module() -> Any:
         import classad2  # type: ignore[import-not-found]
     except ImportError:
         if mode == "classad2":
-            raise CommandError("ERROR: ILP_CONDOR_EMULATOR_EVALUATOR=classad2 but classad2 is not importable\n") from None
+            raise CommandError(
+                "ERROR: ILP_CONDOR_EMULATOR_EVALUATOR=classad2 but classad2 is not importable\n"
+            ) from None
         return None
     # htcondor2 registers HTCondor's own ClassAd functions (stringListMember...) into classad2;
     # without it they evaluate to error. ONLY_ENV: read no condor_config from this machine.
@@ -831,7 +843,7 @@ def evaluate(text: str, ad: dict[str, Any]) -> Any:
         return builtin_eval(text, ad)
     try:
         tree = classad2.ExprTree(text)
-    except Exception:  # noqa: BLE001 - classad2 raises several types for syntax errors
+    except Exception:
         return ERROR
     return _from_classad2(classad2, tree.eval(_to_classad2(classad2, ad)))
 
@@ -847,7 +859,7 @@ def check_expression(text: str) -> None:
     if classad2 is not None:
         try:
             classad2.ExprTree(text)
-        except Exception as exc:  # noqa: BLE001 - idem
+        except Exception as exc:
             raise ExprSyntaxError(str(exc)) from exc
         return
     parse_expr(text)
@@ -889,7 +901,7 @@ def v2_quoted_to_raw(text: str) -> str:
                 out.append('"')
                 i += 2
                 continue
-            rest = text[i + 1:]
+            rest = text[i + 1 :]
             if rest.strip():
                 raise ValueError(
                     "Unexpected characters following double-quote.  Did you forget to escape the double-quote "
@@ -915,7 +927,7 @@ def split_args_v2(raw: str) -> list[str]:
                 if i >= len(raw):
                     raise ValueError(f"Unbalanced quote starting here: {raw[start:]}")
                 if raw[i] == "'":
-                    if raw[i + 1:i + 2] == "'":
+                    if raw[i + 1 : i + 2] == "'":
                         buf.append("'")
                         i += 2
                         continue
@@ -965,7 +977,7 @@ def v1_wacked_to_raw(text: str) -> str:
     while i < len(text):
         if text[i] == '"':
             raise ValueError(f"Found illegal unescaped double-quote: {text[i:]}")
-        if text[i] == "\\" and text[i + 1:i + 2] == '"':
+        if text[i] == "\\" and text[i + 1 : i + 2] == '"':
             out.append('"')
             i += 2
             continue
@@ -1079,9 +1091,7 @@ def _assign(commands: dict[str, tuple[str, str]], line: str, where: str) -> None
     name, sep, value = line.partition("=")
     name = name.strip()
     if not sep or not name:
-        raise SubmitError(
-            f"\nERROR: {where}: invalid queue statement, or a line that is not 'name = value': {line}\n"
-        )
+        raise SubmitError(f"\nERROR: {where}: invalid queue statement, or a line that is not 'name = value': {line}\n")
     if not _KEY.match(name):
         raise SubmitError(f"\nERROR: {where}: Illegal Identifier: <{name}>\n")
     if name[0] == "-":  # "-Attr =" takes a custom attribute back out of the job ad
@@ -1187,8 +1197,14 @@ class Job:
 
 def _expanded(request: QueueRequest, cluster: int, proc: int) -> dict[str, tuple[str, str]]:
     builtins = {
-        "cluster": str(cluster), "clusterid": str(cluster), "process": str(proc), "procid": str(proc),
-        "step": "0", "row": "0", "item": "", "node": "",
+        "cluster": str(cluster),
+        "clusterid": str(cluster),
+        "process": str(proc),
+        "procid": str(proc),
+        "step": "0",
+        "row": "0",
+        "item": "",
+        "node": "",
     }
     return {k: (name, expand_macros(v, request.commands, builtins)) for k, (name, v) in request.commands.items()}
 
@@ -1229,7 +1245,9 @@ def _policy(commands: dict[str, tuple[str, str]], key: str, attr: str, default: 
     try:
         return literal_or_expr(value)
     except ExprSyntaxError:
-        raise SubmitError(f"\nERROR: Parse error in expression: \n\t{attr} = {value}\n\tError in submit file\n") from None
+        raise SubmitError(
+            f"\nERROR: Parse error in expression: \n\t{attr} = {value}\n\tError in submit file\n"
+        ) from None
 
 
 def build_job(request: QueueRequest, cluster: int, proc: int, ctx: SubmitContext) -> Job:
@@ -1248,7 +1266,11 @@ def build_job(request: QueueRequest, cluster: int, proc: int, ctx: SubmitContext
     _policies(commands, ad)
     _transfer(commands, ad)
     _custom(commands, ad)
-    unknown = {name: value for key, (name, value) in commands.items() if key not in KNOWN_COMMANDS and not key.startswith("my.")}
+    unknown = {
+        name: value
+        for key, (name, value) in commands.items()
+        if key not in KNOWN_COMMANDS and not key.startswith("my.")
+    }
     emu = {"argv": [cmd, *argv], "env": env, "unknown_commands": unknown, "run": {"count": 0, "active": False}}
     return Job(ad, emu)
 
@@ -1273,13 +1295,34 @@ def _iwd(commands: dict[str, tuple[str, str]], ctx: SubmitContext) -> Path:
 
 def _base_ad(cluster: int, proc: int, ctx: SubmitContext) -> dict[str, Any]:
     return {
-        "MyType": "Job", "TargetType": "Machine", "ClusterId": cluster, "ProcId": proc, "JobUniverse": 5,
-        "GlobalJobId": f"{host_name()}#{cluster}.{proc}#{ctx.qdate}", "QDate": ctx.qdate,
-        "Owner": ctx.owner, "User": f"{ctx.owner}@{host_name()}", "JobSubmitMethod": 0,
-        "EnteredCurrentStatus": ctx.qdate, "LastJobStatus": 0, "CompletionDate": 0, "JobPrio": 0,
-        "RemoteWallClockTime": 0.0, "RemoteUserCpu": 0.0, "RemoteSysCpu": 0.0, "CumulativeSlotTime": 0,
-        "ExitStatus": 0, "ExitBySignal": False, "NumJobStarts": 0, "NumJobCompletions": 0, "NumRestarts": 0,
-        "NumSystemHolds": 0, "NumCkpts": 0, "CommittedTime": 0, "TotalSuspensions": 0, "LeaveJobInQueue": False,
+        "MyType": "Job",
+        "TargetType": "Machine",
+        "ClusterId": cluster,
+        "ProcId": proc,
+        "JobUniverse": 5,
+        "GlobalJobId": f"{host_name()}#{cluster}.{proc}#{ctx.qdate}",
+        "QDate": ctx.qdate,
+        "Owner": ctx.owner,
+        "User": f"{ctx.owner}@{host_name()}",
+        "JobSubmitMethod": 0,
+        "EnteredCurrentStatus": ctx.qdate,
+        "LastJobStatus": 0,
+        "CompletionDate": 0,
+        "JobPrio": 0,
+        "RemoteWallClockTime": 0.0,
+        "RemoteUserCpu": 0.0,
+        "RemoteSysCpu": 0.0,
+        "CumulativeSlotTime": 0,
+        "ExitStatus": 0,
+        "ExitBySignal": False,
+        "NumJobStarts": 0,
+        "NumJobCompletions": 0,
+        "NumRestarts": 0,
+        "NumSystemHolds": 0,
+        "NumCkpts": 0,
+        "CommittedTime": 0,
+        "TotalSuspensions": 0,
+        "LeaveJobInQueue": False,
     }
 
 
@@ -1352,8 +1395,12 @@ def _status_at_submit(commands: dict[str, tuple[str, str]], ad: dict[str, Any], 
     if submit_bool(_get(commands, "hold"), False):
         if ctx.spool:
             raise SubmitError("\nERROR: Cannot set hold to 'true' when using -remote or -spool\n")
-        ad.update(JobStatus=HELD, HoldReasonCode=HOLD_SUBMITTED_ON_HOLD, HoldReasonSubCode=0,
-                  HoldReason="submitted on hold at user's request")
+        ad.update(
+            JobStatus=HELD,
+            HoldReasonCode=HOLD_SUBMITTED_ON_HOLD,
+            HoldReasonSubCode=0,
+            HoldReason="submitted on hold at user's request",
+        )
     batch = ctx.batch_name or _get(commands, "batch_name")
     if batch:
         ad["JobBatchName"] = batch
@@ -1368,8 +1415,12 @@ def _policies(commands: dict[str, tuple[str, str]], ad: dict[str, Any]) -> None:
     ad["PeriodicRelease"] = _policy(commands, "periodic_release", "PeriodicRelease", False)
     ad["OnExitRemove"] = _policy(commands, "on_exit_remove", "OnExitRemove", True)
     ad["OnExitHold"] = _policy(commands, "on_exit_hold", "OnExitHold", False)
-    for key, attr in (("periodic_hold_reason", "PeriodicHoldReason"), ("periodic_hold_subcode", "PeriodicHoldSubCode"),
-                      ("requirements", "Requirements"), ("rank", "Rank")):
+    for key, attr in (
+        ("periodic_hold_reason", "PeriodicHoldReason"),
+        ("periodic_hold_subcode", "PeriodicHoldSubCode"),
+        ("requirements", "Requirements"),
+        ("rank", "Rank"),
+    ):
         if _get(commands, key) is not None:
             ad[attr] = _policy(commands, key, attr, False)
     for key, attr in (("kill_sig", "KillSig"), ("remove_kill_sig", "RemoveKillSig"), ("hold_kill_sig", "HoldKillSig")):
@@ -1382,12 +1433,19 @@ def _policies(commands: dict[str, tuple[str, str]], ad: dict[str, Any]) -> None:
 
 
 def _transfer(commands: dict[str, tuple[str, str]], ad: dict[str, Any]) -> None:
-    for key, attr in (("should_transfer_files", "ShouldTransferFiles"), ("when_to_transfer_output", "WhenToTransferOutput")):
+    for key, attr in (
+        ("should_transfer_files", "ShouldTransferFiles"),
+        ("when_to_transfer_output", "WhenToTransferOutput"),
+    ):
         value = _get(commands, key)
         if value:
             ad[attr] = value.strip().upper()
-    for key, attr in (("transfer_input_files", "TransferInput"), ("transfer_output_files", "TransferOutput"),
-                      ("accounting_group", "AcctGroup"), ("accounting_group_user", "AcctGroupUser")):
+    for key, attr in (
+        ("transfer_input_files", "TransferInput"),
+        ("transfer_output_files", "TransferOutput"),
+        ("accounting_group", "AcctGroup"),
+        ("accounting_group_user", "AcctGroupUser"),
+    ):
         value = _get(commands, key)
         if value is not None:
             ad[attr] = value
@@ -1406,17 +1464,59 @@ def _custom(commands: dict[str, tuple[str, str]], ad: dict[str, Any]) -> None:
         try:
             ad[attr] = literal_or_expr(value) if value else None
         except ExprSyntaxError:
-            raise SubmitError(f"\nERROR: Parse error in expression: \n\t{attr} = {value}\n\tError in submit file\n") from None
+            raise SubmitError(
+                f"\nERROR: Parse error in expression: \n\t{attr} = {value}\n\tError in submit file\n"
+            ) from None
 
 
 KNOWN_COMMANDS = {
-    "universe", "executable", "arguments", "args", "environment", "env", "getenv", "get_env", "initialdir",
-    "initial_dir", "iwd", "input", "stdin", "output", "stdout", "error", "stderr", "log", "request_cpus",
-    "request_memory", "request_disk", "request_gpus", "hold", "batch_name", "priority", "prio", "periodic_remove",
-    "periodic_hold", "periodic_release", "on_exit_remove", "on_exit_hold", "periodic_hold_reason",
-    "periodic_hold_subcode", "requirements", "rank", "kill_sig", "remove_kill_sig", "hold_kill_sig",
-    "job_max_vacate_time", "should_transfer_files", "when_to_transfer_output", "transfer_input_files",
-    "transfer_output_files", "transfer_executable", "accounting_group", "accounting_group_user", "leave_in_queue",
+    "universe",
+    "executable",
+    "arguments",
+    "args",
+    "environment",
+    "env",
+    "getenv",
+    "get_env",
+    "initialdir",
+    "initial_dir",
+    "iwd",
+    "input",
+    "stdin",
+    "output",
+    "stdout",
+    "error",
+    "stderr",
+    "log",
+    "request_cpus",
+    "request_memory",
+    "request_disk",
+    "request_gpus",
+    "hold",
+    "batch_name",
+    "priority",
+    "prio",
+    "periodic_remove",
+    "periodic_hold",
+    "periodic_release",
+    "on_exit_remove",
+    "on_exit_hold",
+    "periodic_hold_reason",
+    "periodic_hold_subcode",
+    "requirements",
+    "rank",
+    "kill_sig",
+    "remove_kill_sig",
+    "hold_kill_sig",
+    "job_max_vacate_time",
+    "should_transfer_files",
+    "when_to_transfer_output",
+    "transfer_input_files",
+    "transfer_output_files",
+    "transfer_executable",
+    "accounting_group",
+    "accounting_group_user",
+    "leave_in_queue",
 }
 
 
@@ -1474,7 +1574,9 @@ class locked_queue:
         self.lock = open(self.root / "lock", "a+")
         fcntl.flock(self.lock.fileno(), fcntl.LOCK_EX)
         data = read_json(self.root / "queue.json") or {"next_cluster": 1, "jobs": []}
-        self.queue = Queue(self.root, int(data["next_cluster"]), [Job(decode_ad(j["ad"]), j["emu"]) for j in data["jobs"]])
+        self.queue = Queue(
+            self.root, int(data["next_cluster"]), [Job(decode_ad(j["ad"]), j["emu"]) for j in data["jobs"]]
+        )
         return self.queue
 
     def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
@@ -1488,7 +1590,10 @@ class locked_queue:
         if queue.retired:
             with open(self.root / "history.jsonl", "a", encoding="utf-8") as history:
                 history.write("".join(json.dumps(encode_ad(j.ad)) + "\n" for j in queue.retired))
-        payload = {"next_cluster": queue.next_cluster, "jobs": [{"ad": encode_ad(j.ad), "emu": j.emu} for j in queue.jobs]}
+        payload = {
+            "next_cluster": queue.next_cluster,
+            "jobs": [{"ad": encode_ad(j.ad), "emu": j.emu} for j in queue.jobs],
+        }
         atomic_write(self.root / "queue.json", json.dumps(payload, indent=1))
 
 
@@ -1588,7 +1693,9 @@ def request_kill(queue: Queue, job: Job, signal_name: str) -> None:
     run_dir = queue.run_dir(job)
     run_dir.mkdir(parents=True, exist_ok=True)
     signum = int(getattr(signal.Signals, signal_name, signal.SIGTERM))
-    atomic_write(run_dir / "kill.json", json.dumps({"signal": signum, "grace": max_vacate_time(job), "at": time.time()}))
+    atomic_write(
+        run_dir / "kill.json", json.dumps({"signal": signum, "grace": max_vacate_time(job), "at": time.time()})
+    )
 
 
 def schedule(queue: Queue) -> None:
@@ -1692,7 +1799,9 @@ def live_ad(job: Job, now: int) -> dict[str, Any]:
     """The ad as policies see it: RemoteWallClockTime includes the current run (an emulator choice)."""
     ad = dict(job.ad)
     if job.status == RUNNING and job.active:
-        ad["RemoteWallClockTime"] = float(ad.get("RemoteWallClockTime", 0.0)) + max(0, now - ad.get("JobCurrentStartDate", now))
+        ad["RemoteWallClockTime"] = float(ad.get("RemoteWallClockTime", 0.0)) + max(
+            0, now - ad.get("JobCurrentStartDate", now)
+        )
     return ad
 
 
@@ -1761,8 +1870,12 @@ def start(queue: Queue, job: Job, now: int) -> None:
     atomic_write(run_dir / ".job.ad", ad_to_old(ad))
     atomic_write(run_dir / ".machine.ad", ad_to_old(machine_ad(queue)))
     spec = {
-        "argv": job.emu["argv"], "env": job_environment(job, run_dir), "iwd": ad["Iwd"],
-        "in": ad["In"], "out": ad["Out"], "err": ad["Err"],
+        "argv": job.emu["argv"],
+        "env": job_environment(job, run_dir),
+        "iwd": ad["Iwd"],
+        "in": ad["In"],
+        "out": ad["Out"],
+        "err": ad["Err"],
         "memory_mb": int(_number(ad.get("RequestMemory")) or 0),
     }
     atomic_write(run_dir / "spec.json", json.dumps(spec))
@@ -1778,8 +1891,12 @@ def job_environment(job: Job, run_dir: Path) -> dict[str, str]:
     env.update(TMPDIR=scratch, TMP=scratch, TEMP=scratch, BATCH_SYSTEM="HTCondor")
     env.update(job.emu.get("env", {}))
     env.update(
-        _CONDOR_JOB_AD=str(run_dir / ".job.ad"), _CONDOR_MACHINE_AD=str(run_dir / ".machine.ad"),
-        _CONDOR_SCRATCH_DIR=scratch, _CONDOR_SLOT="slot1", _CONDOR_JOB_IWD=str(job.ad["Iwd"]), _CONDOR_JOB_PIDS="",
+        _CONDOR_JOB_AD=str(run_dir / ".job.ad"),
+        _CONDOR_MACHINE_AD=str(run_dir / ".machine.ad"),
+        _CONDOR_SCRATCH_DIR=scratch,
+        _CONDOR_SLOT="slot1",
+        _CONDOR_JOB_IWD=str(job.ad["Iwd"]),
+        _CONDOR_JOB_PIDS="",
     )
     return env
 
@@ -1844,13 +1961,26 @@ def machine_ad(queue: Queue | None = None) -> dict[str, Any]:
             used["gpus"] += int(_number(job.ad.get("RequestGPUs")) or 0)
     busy = any(j.active for j in queue.jobs) if queue else False
     return {
-        "MyType": "Machine", "Name": slot_name(), "Machine": host_name(), "SlotType": "Partitionable",
-        "PartitionableSlot": True, "State": "Unclaimed", "Activity": "Idle" if not busy else "Busy",
-        "OpSys": "LINUX", "Arch": os.uname().machine.upper(), "StartdIpAddr": sinful(),
-        "TotalCpus": float(cpus), "TotalSlotCpus": cpus, "Cpus": max(0, cpus - used["cpus"]),
-        "TotalMemory": memory, "TotalSlotMemory": memory, "Memory": max(0, memory - used["memory"]),
-        "TotalGPUs": gpus, "GPUs": max(0, gpus - used["gpus"]),
-        "MaxJobsRunning": int(env_number(ENV_SLOTS, DEFAULT_SLOTS)), "MyCurrentTime": now_int(),
+        "MyType": "Machine",
+        "Name": slot_name(),
+        "Machine": host_name(),
+        "SlotType": "Partitionable",
+        "PartitionableSlot": True,
+        "State": "Unclaimed",
+        "Activity": "Idle" if not busy else "Busy",
+        "OpSys": "LINUX",
+        "Arch": os.uname().machine.upper(),
+        "StartdIpAddr": sinful(),
+        "TotalCpus": float(cpus),
+        "TotalSlotCpus": cpus,
+        "Cpus": max(0, cpus - used["cpus"]),
+        "TotalMemory": memory,
+        "TotalSlotMemory": memory,
+        "Memory": max(0, memory - used["memory"]),
+        "TotalGPUs": gpus,
+        "GPUs": max(0, gpus - used["gpus"]),
+        "MaxJobsRunning": int(env_number(ENV_SLOTS, DEFAULT_SLOTS)),
+        "MyCurrentTime": now_int(),
     }
 
 
@@ -1873,7 +2003,9 @@ def supervise(root: Path, job_id: str, run: int) -> int:
         signal.signal(signum, signal.SIG_DFL)  # sh backgrounding ignores SIGINT/SIGQUIT; jobs must not inherit that
     os.closerange(3, 65536)  # nothing the caller of a command leaked (a pipe...) may outlive that command
     run_dir = root / "jobs" / job_id / f"run{run}"
-    atomic_write(run_dir / "supervisor.json", json.dumps({"pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid())}))
+    atomic_write(
+        run_dir / "supervisor.json", json.dumps({"pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid())})
+    )
     spec = read_json(run_dir / "spec.json")
     result = run_job(spec, run_dir) if spec else {"lost": True, "start": time.time(), "end": time.time()}
     atomic_write(run_dir / "result.json", json.dumps(result))
@@ -1886,7 +2018,11 @@ def _open_std(spec: dict[str, Any]) -> tuple[list[Any], dict[str, Any] | None]:
     iwd = Path(spec["iwd"])
     handles: list[Any] = []
     opened: dict[str, Any] = {}
-    for key, mode, phrase in (("in", "rb", "standard input"), ("out", "wb", "standard output"), ("err", "wb", "standard error")):
+    for key, mode, phrase in (
+        ("in", "rb", "standard input"),
+        ("out", "wb", "standard output"),
+        ("err", "wb", "standard error"),
+    ):
         path = str(iwd / spec[key])
         if path in opened and mode == "wb":
             handles.append(opened[path])
@@ -1912,23 +2048,36 @@ def run_job(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         return {"killed_before_start": True, "start": start, "end": start}
     if not Path(spec["iwd"]).is_dir():
         reason = f"Failed to change to working directory '{spec['iwd']}'"
-        return {"hold": {"code": HOLD_IWD_ERROR, "subcode": errno.ENOENT, "reason": reason}, "start": start, "end": start}
+        return {
+            "hold": {"code": HOLD_IWD_ERROR, "subcode": errno.ENOENT, "reason": reason},
+            "start": start,
+            "end": start,
+        }
     handles, failure = _open_std(spec)
     if failure:
         return {"hold": failure, "start": start, "end": time.time()}
     cgroup = memory_cgroup(run_dir, int(spec.get("memory_mb") or 0))
     try:
         proc = subprocess.Popen(
-            spec["argv"], cwd=spec["iwd"], env=spec["env"], stdin=handles[0], stdout=handles[1], stderr=handles[2],
-            start_new_session=True, close_fds=True,
+            spec["argv"],
+            cwd=spec["iwd"],
+            env=spec["env"],
+            stdin=handles[0],
+            stdout=handles[1],
+            stderr=handles[2],
+            start_new_session=True,
+            close_fds=True,
             preexec_fn=(lambda: (cgroup / "cgroup.procs").write_text(str(os.getpid()))) if cgroup else None,
         )
     except OSError as exc:
         args = join_args_v2(spec["argv"][1:])
         reason = f"Failed to execute '{spec['argv'][0]}'" + (f" with arguments {args}" if args else "")
         reason += f": (errno={exc.errno}: '{os.strerror(exc.errno or 0)}')"
-        return {"hold": {"code": HOLD_FAILED_TO_CREATE_PROCESS, "subcode": exc.errno or 0, "reason": reason},
-                "start": start, "end": time.time()}
+        return {
+            "hold": {"code": HOLD_FAILED_TO_CREATE_PROCESS, "subcode": exc.errno or 0, "reason": reason},
+            "start": start,
+            "end": time.time(),
+        }
     finally:
         for handle in set(handles):
             handle.close()
@@ -1939,8 +2088,10 @@ def run_job(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     outcome: dict[str, Any] = {"signal": -returncode} if returncode < 0 else {"exit_code": returncode}
     if cgroup and release_cgroup(cgroup):
         # HTCondor's starter holds a job whose cgroup hit its memory limit (an OOM kill inside)
-        reason = (f"Job has gone over cgroup memory limit of {spec['memory_mb']} megabytes. "
-                  "Consider resubmitting with a higher request_memory.")
+        reason = (
+            f"Job has gone over cgroup memory limit of {spec['memory_mb']} megabytes. "
+            "Consider resubmitting with a higher request_memory."
+        )
         outcome = {"hold": {"code": HOLD_JOB_OUT_OF_RESOURCES, "subcode": 0, "reason": reason}}
     return {**outcome, "start": start, "end": time.time()}
 
@@ -2136,7 +2287,10 @@ def _command_line(ad: dict[str, Any]) -> str:
 
 def queue_table(ads: list[dict[str, Any]]) -> str:
     now = now_int()
-    lines = [f"\n\n-- Schedd: {host_name()} : {sinful()}", " ID      OWNER            SUBMITTED     RUN_TIME ST PRI SIZE CMD"]
+    lines = [
+        f"\n\n-- Schedd: {host_name()} : {sinful()}",
+        " ID      OWNER            SUBMITTED     RUN_TIME ST PRI SIZE CMD",
+    ]
     for ad in ads:
         run = float(ad.get("RemoteWallClockTime", 0.0))
         if ad["JobStatus"] == RUNNING:
@@ -2221,7 +2375,9 @@ def cmd_submit(args: list[str]) -> int:
     try:
         text = sys.stdin.read() if from_stdin else Path(filename).read_text(encoding="utf-8")
     except OSError as exc:
-        raise CommandError(f"\nERROR: Failed to open command file ({filename}) ({os.strerror(exc.errno or 0)})\n") from None
+        raise CommandError(
+            f"\nERROR: Failed to open command file ({filename}) ({os.strerror(exc.errno or 0)})\n"
+        ) from None
     root = state_root()
     if not from_stdin and not opts.terse:
         sys.stdout.write("Submitting job(s)")
@@ -2288,7 +2444,7 @@ def cmd_history(args: list[str]) -> int:
         schedule(queue)
     ads = select(read_history(root), combine(opts.ids, opts.constraint), "condor_history")
     if opts.limit is not None and opts.limit > 0:
-        ads = ads[:opts.limit]
+        ads = ads[: opts.limit]
     print_ads(ads, opts, "[\n]\n", history_table)  # condor_history -json always prints the brackets
     return 0
 
@@ -2424,8 +2580,9 @@ def describe(opts: ActionOptions, constraint: str) -> str:
     return f" matching constraint ({constraint})"
 
 
-def act_on_constraint(queue: Queue, constraint: str, opts: ActionOptions, tool: str, action: str, past: str,
-                      reason: str, now: int) -> bool:
+def act_on_constraint(
+    queue: Queue, constraint: str, opts: ActionOptions, tool: str, action: str, past: str, reason: str, now: int
+) -> bool:
     try:
         check_expression(constraint)
     except ExprSyntaxError:
@@ -2455,7 +2612,8 @@ def cmd_status(args: list[str]) -> int:
         head = "Name                 OpSys      Arch   State     Activity  Cpus  Memory  GPUs\n\n"
         return head + "".join(
             f"{r['Name']:<20} {r['OpSys']:<10} {r['Arch']:<6} {r['State']:<9} {r['Activity']:<9} "
-            f"{r['Cpus']:<5} {r['Memory']:<7} {r['GPUs']}\n" for r in rows
+            f"{r['Cpus']:<5} {r['Memory']:<7} {r['GPUs']}\n"
+            for r in rows
         )
 
     print_ads(ads, opts, "", table)
