@@ -35,7 +35,7 @@ from bench.common import quantiles  # noqa: E402
 from interlink_provider.cli.client import SidecarClient, pod_ref  # noqa: E402
 from interlink_provider.rpc.client import bearer, offloader, open_channel  # noqa: E402
 from interlink_provider.rpc.offloader.v1 import offloader_pb2 as pb  # noqa: E402
-from sidecars.core.store import FINISHED, PodRecord, Store  # noqa: E402
+from sidecars.core.domain.store import FINISHED, PodRecord, Store  # noqa: E402
 from tests.federation import GatewayProcess, grpc_sidecar, vk_request, wait_until_up  # noqa: E402
 from tests.helpers import SITE_SCRIPT, site_dir  # noqa: E402
 from tests.idp import SITE_AUDIENCE, IdP  # noqa: E402

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from bench.bench_sidecar import commands_total, create_all, metrics, pod_request  # noqa: E402
 from bench.common import quantiles  # noqa: E402
 from interlink_provider.cli.client import SidecarClient, pod_ref  # noqa: E402
-from sidecars.core.store import SUBMITTED, PodRecord, Store  # noqa: E402
+from sidecars.core.domain.store import SUBMITTED, PodRecord, Store  # noqa: E402
 from tests.helpers import SITE_SCRIPT, Sidecar, site_dir, slurm_env  # noqa: E402
 
 SITE_DEFAULTS = {

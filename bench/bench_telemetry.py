@@ -19,9 +19,9 @@ from prometheus_client import generate_latest
 
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import COMMANDS, PODS, REQUEST_SECONDS, timed
-from sidecars.core import statuspage
-from sidecars.core.service import Principal
-from sidecars.core.store import PodRecord
+from sidecars.core.adapters import statuspage
+from sidecars.core.domain.service import Principal
+from sidecars.core.domain.store import PodRecord
 
 
 class Dropped(SpanExporter):

@@ -342,7 +342,7 @@ ROOTS = [
     (
         "Sidecar: `interlink-provider sidecar --config site.yaml`",
         "sidecar",
-        "sidecars.core.config",
+        "sidecars.daemon.config",
         "SiteConfig",
         "The site sidecar's YAML file (example: [examples/site.yaml](../../examples/site.yaml), "
         "HTCondor: [examples/htcondor-site.yaml](../../examples/htcondor-site.yaml)). Unknown keys are "

@@ -11,8 +11,8 @@ from interlink_provider.pods import TranslationPolicy, pod_to_jobspec
 from interlink_provider.pods.wire import RetrievedPodData
 from interlink_provider.runtimes import ImageDefaults, RuntimeConfig, make_runtime
 from interlink_provider.runtimes.sandbox import SandboxConfig
-from sidecars.core import workdir
-from sidecars.core.script import PodPaths, RenderOptions
+from sidecars.core.kits import workdir
+from sidecars.core.kits.script import PodPaths, RenderOptions
 from sidecars.slurm.backend import SlurmBackend, SlurmConfig
 
 SANDBOX = RuntimeConfig(

@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from .doctor import FAIL, OK, SKIP, Check, _error, expiry, issuer, loaded
+from .checks import FAIL, OK, SKIP, Check, describe, expiry, issuer, loaded
 
 
 def is_gateway_config(path: str) -> bool:
@@ -40,7 +40,7 @@ async def service_token(config: Any, audience: str) -> tuple[Check, str | None]:
     try:
         secret = Path(identity.client_secret_file).read_text().strip()
     except OSError as exc:
-        return Check(name, FAIL, f"client secret: {_error(exc)}", "check identity.client_secret_file"), None
+        return Check(name, FAIL, f"client secret: {describe(exc)}", "check identity.client_secret_file"), None
     client = OAuthClient(identity.issuer, identity.client_id, secret, ca_file=identity.ca_file)
     try:
         token = await client.client_credentials(" ".join(identity.scopes), audience)
@@ -48,7 +48,7 @@ async def service_token(config: Any, audience: str) -> tuple[Check, str | None]:
         return Check(
             name,
             FAIL,
-            _error(exc),
+            describe(exc),
             f"may client {identity.client_id} get scopes "
             f"{' '.join(identity.scopes)} for audience {audience} at the IdP?",
         ), None
@@ -117,7 +117,7 @@ async def site_certificates(link: Any) -> list[Check]:
             Check(
                 f"site {link.name} TLS",
                 FAIL,
-                f"{link.target}: {_error(exc)}",
+                f"{link.target}: {describe(exc)}",
                 "is the sidecar up, and is it serving TLS that ca_file verifies?",
             )
         )
@@ -126,7 +126,7 @@ async def site_certificates(link: Any) -> list[Check]:
             cert = x509.load_pem_x509_certificate(Path(link.cert_file).read_bytes())
             checks.append(expiry(f"site {link.name} client certificate", cert, "renew sites[].cert_file"))
         except (OSError, ValueError) as exc:
-            checks.append(Check(f"site {link.name} client certificate", FAIL, _error(exc), "check sites[].cert_file"))
+            checks.append(Check(f"site {link.name} client certificate", FAIL, describe(exc), "check sites[].cert_file"))
     return checks
 
 

@@ -28,8 +28,8 @@ def _daemon(name: str, load, run, args, adjust=None) -> int:
 
 
 def _sidecar(args) -> int:
-    from sidecars.core.config import load_config
-    from sidecars.core.daemon import run
+    from sidecars.daemon.config import load_config
+    from sidecars.daemon.serve import run
 
     return _daemon("sidecar", load_config, run, args)
 

@@ -58,7 +58,7 @@ def _rucio_config(args) -> tuple[RucioConfig | None, str]:
     """Rucio settings from a site config (--config) and/or flags; flags win."""
     rucio, site = None, args.site
     if args.config:
-        from sidecars.core.config import load_config
+        from sidecars.daemon.config import load_config
 
         try:
             staging = load_config(args.config).staging

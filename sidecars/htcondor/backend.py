@@ -27,7 +27,7 @@ from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.runtimes import Runtime
-from sidecars.core.backend import (
+from sidecars.core.kits.backend import (
     Backend,
     Capacity,
     JobInfo,
@@ -36,13 +36,12 @@ from sidecars.core.backend import (
     SubmitCommand,
     run_submit,
 )
-from sidecars.core.batching import CommandBatches
-from sidecars.core.ratelimit import TokenBucket
-from sidecars.core.script import PodPaths, RenderOptions, make_environment, render, runner_context
-from sidecars.core.transport import CommandResult, LocalTransport, Transport, TransportError
-
-from . import parse
-from .submitlang import (
+from sidecars.core.kits.batching import CommandBatches
+from sidecars.core.kits.ratelimit import TokenBucket
+from sidecars.core.kits.script import PodPaths, RenderOptions, make_environment, render, runner_context
+from sidecars.core.kits.transport import CommandResult, LocalTransport, Transport, TransportError
+from sidecars.htcondor import parse
+from sidecars.htcondor.submitlang import (
     DescriptionError,
     SubmitQuoteError,
     SubmitText,

@@ -16,10 +16,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from sidecars.core import backend as b
-from sidecars.core.backend import Capacity, JobInfo
-
-from .submitlang import classad_string
+from sidecars.core.kits import backend as b
+from sidecars.core.kits.backend import Capacity, JobInfo
+from sidecars.htcondor.submitlang import classad_string
 
 # The attribute the submit description sets on every job of ours (its job name).
 NAME_ATTR = "InterLinkJobName"

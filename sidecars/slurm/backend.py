@@ -11,14 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.runtimes import Runtime
-from sidecars.core.backend import Backend, Capacity, JobInfo, PollError, Submission, SubmitCommand, run_submit
-from sidecars.core.batching import CommandBatches
-from sidecars.core.ratelimit import TokenBucket
-from sidecars.core.script import PodPaths, RenderOptions, render, runner_context
-from sidecars.core.transport import LocalTransport, Transport, TransportError
-
-from . import parse
-from .flags import FLAGS_ANNOTATION, Flag, FlagPolicy, annotation_flags, merge, parse_flags, sbatch_word
+from sidecars.core.kits.backend import Backend, Capacity, JobInfo, PollError, Submission, SubmitCommand, run_submit
+from sidecars.core.kits.batching import CommandBatches
+from sidecars.core.kits.ratelimit import TokenBucket
+from sidecars.core.kits.script import PodPaths, RenderOptions, render, runner_context
+from sidecars.core.kits.transport import LocalTransport, Transport, TransportError
+from sidecars.slurm import parse
+from sidecars.slurm.flags import FLAGS_ANNOTATION, Flag, FlagPolicy, annotation_flags, merge, parse_flags, sbatch_word
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
-from sidecars.core import backend as b
-from sidecars.core.backend import Capacity, JobInfo
-
-from .reasons import explain
+from sidecars.core.kits import backend as b
+from sidecars.core.kits.backend import Capacity, JobInfo
+from sidecars.slurm.reasons import explain
 
 SQUEUE_FORMAT = "%i|%T|%r|%j"
 SACCT_FORMAT = "JobID,State,ExitCode,JobName"

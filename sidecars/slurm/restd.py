@@ -35,14 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.pods.validate import PodRejected
-from sidecars.core.backend import Capacity, JobInfo, PollError, SubmitError
-from sidecars.core.script import PodPaths
-from sidecars.core.transport import TransportError, current_user, metered
-
-from . import parse
-from .backend import SlurmBackend, SlurmConfig
-from .flags import Flag, parse_flags
-from .reasons import explain
+from sidecars.core.kits.backend import Capacity, JobInfo, PollError, SubmitError
+from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.transport import TransportError, current_user, metered
+from sidecars.slurm import parse
+from sidecars.slurm.backend import SlurmBackend, SlurmConfig
+from sidecars.slurm.flags import Flag, parse_flags
+from sidecars.slurm.reasons import explain
 
 log = logging.getLogger(__name__)
 

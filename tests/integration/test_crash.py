@@ -17,7 +17,7 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import SUCCEEDED, UNKNOWN, phase_of
-from sidecars.core.faults import EXIT_CODE
+from sidecars.core.kits.faults import EXIT_CODE
 from tests.helpers import Sidecar, site_dir, slurm, wait_for
 from tests.podkit import pod
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecars.core.script import RenderOptions
+from sidecars.core.kits.script import RenderOptions
 from tests.podkit import container_file, log_lines, materialize, pod
 
 PAYLOAD = "$(touch /tmp/ilp-pwned) `touch /tmp/ilp-pwned` '; touch /tmp/ilp-pwned; '\n\"x\" \\ ${HOME} * ~"

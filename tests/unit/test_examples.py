@@ -14,7 +14,7 @@ from interlink_provider.gateway.config import load_config as load_gateway
 from interlink_provider.pods import manifest, pod_to_jobspec
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.pods.wire import RetrievedPodData
-from sidecars.core.config import load_config as load_site
+from sidecars.daemon.config import load_config as load_site
 
 REPO = Path(__file__).resolve().parents[2]
 IDENTITY_ANNOTATION = "interlink.provider/identity-secret"

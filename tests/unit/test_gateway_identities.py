@@ -10,7 +10,7 @@ import pytest
 from interlink_provider.gateway.config import Identities
 from interlink_provider.gateway.identities import IdentityProblem, take_identity
 from interlink_provider.pods.retrieve import from_create_request
-from sidecars.core.changes import ChangeFeed
+from sidecars.core.kits.changes import ChangeFeed
 
 TOKEN = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9."
 

@@ -9,10 +9,10 @@ import json
 import pytest
 
 from interlink_provider.pods import TranslationPolicy
-from sidecars.core import backend as b
-from sidecars.core.ratelimit import TokenBucket
-from sidecars.core.script import PodPaths
-from sidecars.core.transport import CommandResult, TransportError
+from sidecars.core.kits import backend as b
+from sidecars.core.kits.ratelimit import TokenBucket
+from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.transport import CommandResult, TransportError
 from sidecars.htcondor.backend import HTCondorBackend, HTCondorConfig, StaticCapacity
 
 

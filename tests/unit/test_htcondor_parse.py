@@ -7,7 +7,7 @@ import json
 import classad2
 import pytest
 
-from sidecars.core import backend as b
+from sidecars.core.kits import backend as b
 from sidecars.htcondor import parse
 
 NOW = 1_760_000_000

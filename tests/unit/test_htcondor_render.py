@@ -16,9 +16,9 @@ from interlink_provider.pods import PodRejected, TranslationPolicy, pod_to_jobsp
 from interlink_provider.pods.policy import Flavor
 from interlink_provider.pods.wire import RetrievedPodData
 from interlink_provider.runtimes import make_runtime
-from sidecars.core import workdir
-from sidecars.core.backend import Submission
-from sidecars.core.script import PodPaths, RenderOptions
+from sidecars.core.kits import workdir
+from sidecars.core.kits.backend import Submission
+from sidecars.core.kits.script import PodPaths, RenderOptions
 from sidecars.htcondor import submitlang
 from sidecars.htcondor.backend import HTCondorBackend, HTCondorConfig, _submit_value
 from tests.podkit import SANDBOX, pod

@@ -6,8 +6,8 @@ import asyncio
 from datetime import UTC, datetime
 
 from interlink_provider.pods.wire import ContainerLogOpts
-from sidecars.core.logs import LineFormatter, read_lines, stream
-from sidecars.core.sitefs import LocalFiles
+from sidecars.core.kits.logs import LineFormatter, read_lines, stream
+from sidecars.core.kits.sitefs import LocalFiles
 
 LINES = [
     "2026-01-01T00:00:01.000000001Z first",

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sidecars.core.ratelimit import TokenBucket
+from sidecars.core.kits.ratelimit import TokenBucket
 
 
 async def test_a_burst_passes_then_the_rate_applies():

@@ -11,7 +11,7 @@ from interlink_provider.pods import PodRejected
 from interlink_provider.pods.jobspec import ContainerSpec
 from interlink_provider.runtimes import RuntimeConfig
 from interlink_provider.runtimes.base import image_reference, kubernetes_argv
-from sidecars.core.script import RenderOptions
+from sidecars.core.kits.script import RenderOptions
 from tests.podkit import pod, render
 
 # Newlines are covered by the runner tests; here each rendered command stays on one line.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sidecars.core import backend as b
-from sidecars.core.status import reason_word
+from sidecars.core.domain.status import reason_word
+from sidecars.core.kits import backend as b
 from sidecars.slurm import parse
 from sidecars.slurm.reasons import explain
 

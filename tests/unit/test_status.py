@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from interlink_provider.pods.phase import FAILED, PENDING, RUNNING, SUCCEEDED, vk_phase
-from sidecars.core import backend as b
-from sidecars.core.backend import JobInfo
-from sidecars.core.status import ContainerInfo, PodView, pod_statuses
-from sidecars.core.workdir import ContainerFiles
+from sidecars.core.domain.status import ContainerInfo, PodView, pod_statuses
+from sidecars.core.kits import backend as b
+from sidecars.core.kits.backend import JobInfo
+from sidecars.core.kits.workdir import ContainerFiles
 
 INIT = ContainerInfo("init", "busybox", True, "Never")
 APP = ContainerInfo("app", "busybox", False, "Never")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from sidecars.core import statuspage
-from sidecars.core.service import Principal
-from sidecars.core.store import PodRecord
+from sidecars.core.adapters import statuspage
+from sidecars.core.domain.service import Principal
+from sidecars.core.domain.store import PodRecord
 
 
 def site(records: list[PodRecord], poll_error: str = "") -> SimpleNamespace:

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from sidecars.core.config import SiteConfig, load_config
-from sidecars.core.store import SUBMITTED, SUBMITTING, PodRecord, Store
+from sidecars.core.domain.store import SUBMITTED, SUBMITTING, PodRecord, Store
+from sidecars.daemon.config import SiteConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

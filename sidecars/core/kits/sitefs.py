@@ -2,7 +2,7 @@
 read back, followed and removed.
 
 `LocalFiles` is a filesystem the sidecar shares with the site (it runs on the login
-node); `sidecars.core.ssh.SshFiles` reaches the same layout through one SSH
+node); `sidecars.core.kits.ssh.SshFiles` reaches the same layout through one SSH
 connection (tar over an exec channel to write, SFTP to read). Both keep workdir.py's
 rules: paths built from validated names, nothing outside the pod directory.
 """
@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from interlink_provider.pods.jobspec import JobSpec
-
-from . import workdir
-from .logs import local_from, local_tail
-from .script import PodPaths
-from .workdir import ContainerFiles
+from sidecars.core.kits import workdir
+from sidecars.core.kits.logs import local_from, local_tail
+from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.workdir import ContainerFiles
 
 
 class SiteFiles(ABC):

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interlink_provider.pods.jobspec import JobSpec
-
-from .script import PodPaths
+from sidecars.core.kits.script import PodPaths
 
 DIR_MODE = 0o700
 SCRIPT_MODE = 0o700

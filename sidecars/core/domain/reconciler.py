@@ -17,12 +17,10 @@ from typing import Any
 
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import CYCLE_COMMANDS, CYCLE_SECONDS, PODS, TRACKED
-
-from . import faults, status
-from .backend import COMPLETED, FAILED, PENDING, JobInfo, PollError
-from .service import SiteService
-from .staging import hold_running, spec_of
-from .store import (
+from sidecars.core.domain import status
+from sidecars.core.domain.service import SiteService
+from sidecars.core.domain.staging import hold_running, spec_of
+from sidecars.core.domain.store import (
     ACCEPTED,
     DELETED,
     DELETING,
@@ -34,7 +32,9 @@ from .store import (
     TERMINAL_STAGES,
     PodRecord,
 )
-from .transport import TransportError
+from sidecars.core.kits import faults
+from sidecars.core.kits.backend import COMPLETED, FAILED, PENDING, JobInfo, PollError
+from sidecars.core.kits.transport import TransportError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .backend import PollError
+from sidecars.core.kits.backend import PollError
 
 # Runs one command: its words plus the job ids, as an account (None: the sidecar's own).
 Sender = Callable[[list[str], "str | None"], Awaitable[None]]

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 
 from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.runtimes import Runtime
-
-from .script import PodPaths, RenderOptions
-from .transport import Transport, TransportError
-from .workdir import check_extra_file
+from sidecars.core.kits.script import PodPaths, RenderOptions
+from sidecars.core.kits.transport import Transport, TransportError
+from sidecars.core.kits.workdir import check_extra_file
 
 # Normalised job states. Terminal ones end a pod.
 PENDING = "PENDING"

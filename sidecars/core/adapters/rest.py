@@ -20,12 +20,12 @@ from interlink_provider.pods import PodRejected
 from interlink_provider.pods.k8s import Pod
 from interlink_provider.pods.wire import CreateStruct, LogStruct, RetrievedPodData, validation_message
 from interlink_provider.telemetry import tracing
-
-from . import statuspage
-from .authn import Authenticator, Caller
-from .reconciler import Reconciler
-from .service import BadRequest, Forbidden, NotFound, SiteService, Unavailable
-from .transport import TransportError
+from sidecars.core.adapters import statuspage
+from sidecars.core.adapters.authn import Authenticator, Caller
+from sidecars.core.domain.errors import BadRequest, Forbidden, NotFound, Unavailable
+from sidecars.core.domain.reconciler import Reconciler
+from sidecars.core.domain.service import SiteService
+from sidecars.core.kits.transport import TransportError
 
 log = logging.getLogger(__name__)
 

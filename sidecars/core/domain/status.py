@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from interlink_provider.pods.phase import FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, vk_phase
-
-from . import backend as b
-from .backend import JobInfo
-from .workdir import ContainerFiles
+from sidecars.core.kits import backend as b
+from sidecars.core.kits.backend import JobInfo
+from sidecars.core.kits.workdir import ContainerFiles
 
 __all__ = ["FAILED", "PENDING", "RUNNING", "SUCCEEDED", "UNKNOWN", "vk_phase"]
 

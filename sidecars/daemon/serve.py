@@ -14,19 +14,18 @@ from interlink_provider import logsetup, sdnotify
 from interlink_provider.listeners import CannotListen, opening, unix_site
 from interlink_provider.staging.engine import Stager
 from interlink_provider.telemetry import tracing
+from sidecars.core.adapters.authn import Authenticator
+from sidecars.core.adapters.rest import make_app
+from sidecars.core.domain.reconciler import Reconciler
+from sidecars.core.domain.service import SiteService
+from sidecars.core.domain.store import Store
+from sidecars.core.kits.backend import Backend
+from sidecars.core.kits.sitefs import LocalFiles, SiteFiles
+from sidecars.core.kits.ssh import SshFiles, SshLink, SshTransport
+from sidecars.daemon.config import SiteConfig
 from sidecars.htcondor.backend import HTCondorBackend
 from sidecars.slurm.backend import SlurmBackend
 from sidecars.slurm.restd import SlurmRestBackend
-
-from .authn import Authenticator
-from .backend import Backend
-from .config import SiteConfig
-from .reconciler import Reconciler
-from .rest import make_app
-from .service import SiteService
-from .sitefs import LocalFiles, SiteFiles
-from .ssh import SshFiles, SshLink, SshTransport
-from .store import Store
 
 log = logging.getLogger("interlink_provider.sidecar")
 
@@ -108,7 +107,7 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
     try:
         with opening():
             if config.grpc is not None:
-                from .grpc_api import start_server
+                from sidecars.core.adapters.grpc_api import start_server
 
                 grpc_server = await start_server(config.grpc, service, authenticator)
             addresses = await _listen(runner, config)

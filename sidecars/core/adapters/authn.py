@@ -16,9 +16,8 @@ from interlink_provider.auth.identity import Identity
 from interlink_provider.auth.mapping import Operation
 from interlink_provider.auth.validate import TokenValidator
 from interlink_provider.telemetry.metrics import AUTH_REFUSED as REFUSED
-
-from .config import AuthConfig
-from .service import LOCAL, Principal
+from sidecars.core.adapters.settings import AuthConfig
+from sidecars.core.domain.service import LOCAL, Principal
 
 log = logging.getLogger(__name__)
 

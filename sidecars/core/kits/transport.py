@@ -19,8 +19,7 @@ from typing import Protocol
 
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import COMMAND_SECONDS, COMMANDS
-
-from .ratelimit import TokenBucket
+from sidecars.core.kits.ratelimit import TokenBucket
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,18 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from interlink_provider.pods.wire import ContainerLogOpts
 
-if TYPE_CHECKING:
-    from .sitefs import SiteFiles
+
+class LogSource(Protocol):
+    """Where a log is read from (the site's files, here or over SSH)."""
+
+    async def read_tail(self, path: str, lines: int) -> tuple[bytes, int, Any]: ...
+
+    async def read_from(self, path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]: ...
+
 
 CHUNK = 64 * 1024
 FOLLOW_POLL_SECONDS = 0.5
@@ -147,7 +153,7 @@ def read_lines(path: str, opts: ContainerLogOpts, formatter: LineFormatter) -> t
 
 
 async def stream(
-    files: SiteFiles,
+    files: LogSource,
     path: str,
     opts: ContainerLogOpts,
     finished: Callable[[], Awaitable[bool] | bool],

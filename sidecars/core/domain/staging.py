@@ -23,12 +23,11 @@ from interlink_provider.staging.engine import PodStaging, Stager
 from interlink_provider.staging.errors import Cancelled, StagingError
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import STAGE_THROUGHPUT, STAGED_BYTES, STAGED_FILES, STAGING
-
-from . import status
-from .store import DELETED, FINISHED, STAGING_IN, STAGING_OUT, SUBMITTING, PodRecord
+from sidecars.core.domain import status
+from sidecars.core.domain.store import DELETED, FINISHED, STAGING_IN, STAGING_OUT, SUBMITTING, PodRecord
 
 if TYPE_CHECKING:
-    from .service import SiteService
+    from sidecars.core.domain.service import SiteService
 
 log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 1.0
@@ -71,7 +70,7 @@ class StagingPhases:
 
     async def enroll(self, uid: str, token: str, spec: StagingSpec) -> None:
         """Get the pod owner's storage and Rucio grant now: a refusal refuses the pod at create."""
-        from .service import Forbidden, Unavailable
+        from sidecars.core.domain.errors import Forbidden, Unavailable
 
         if self.stager.tokens is None:
             return

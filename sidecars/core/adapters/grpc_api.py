@@ -31,11 +31,11 @@ from interlink_provider.rpc.convert import container_status
 from interlink_provider.rpc.offloader.v1 import offloader_pb2 as pb
 from interlink_provider.rpc.offloader.v1 import offloader_pb2_grpc as pb_grpc
 from interlink_provider.telemetry import tracing
-
-from .authn import Authenticator, Caller
-from .config import GrpcConfig
-from .service import BadRequest, Forbidden, NotFound, SiteService, Unavailable
-from .transport import TransportError
+from sidecars.core.adapters.authn import Authenticator, Caller
+from sidecars.core.adapters.settings import GrpcConfig
+from sidecars.core.domain.errors import BadRequest, Forbidden, NotFound, Unavailable
+from sidecars.core.domain.service import SiteService
+from sidecars.core.kits.transport import TransportError
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Offloader"].full_name

@@ -18,9 +18,8 @@ from pathlib import Path
 import jinja2
 
 from interlink_provider import __version__
-
-from .service import Principal, SiteService, state_reason
-from .store import PodRecord
+from sidecars.core.domain.service import Principal, SiteService, state_reason
+from sidecars.core.domain.store import PodRecord
 
 REFRESH_SECONDS = 5
 MAX_ROWS = 500  # the newest pods; the phase counts still cover all of them

@@ -33,15 +33,11 @@ from interlink_provider.runtimes import Runtime, make_runtime
 from interlink_provider.staging.engine import Stager
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import CREATES, DELETES, timed
-
-from . import faults, logs, status, workdir
-from .backend import RUNNING, Backend, Capacity, JobInfo, PollError, SubmitError
-from .changes import ChangeFeed
-from .config import SiteConfig
-from .script import PodPaths
-from .sitefs import LocalFiles, SiteFiles
-from .staging import StagingPhases, spec_summary
-from .store import (
+from sidecars.core.domain import status
+from sidecars.core.domain.errors import BadRequest, Forbidden, NotFound, Unavailable
+from sidecars.core.domain.settings import ServiceSettings
+from sidecars.core.domain.staging import StagingPhases, spec_summary
+from sidecars.core.domain.store import (
     ACCEPTED,
     DELETED,
     DELETING,
@@ -54,27 +50,16 @@ from .store import (
     PodRecord,
     Store,
 )
-from .transport import TransportError
+from sidecars.core.kits import faults, logs, workdir
+from sidecars.core.kits.backend import RUNNING, Backend, Capacity, JobInfo, PollError, SubmitError
+from sidecars.core.kits.changes import ChangeFeed
+from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.sitefs import LocalFiles, SiteFiles
+from sidecars.core.kits.transport import TransportError
 
 log = logging.getLogger(__name__)
 
 RUNTIME_ANNOTATION = "interlink.provider/runtime"
-
-
-class NotFound(Exception):
-    pass
-
-
-class Forbidden(Exception):
-    """The caller is authenticated but the pod is not theirs."""
-
-
-class BadRequest(Exception):
-    pass
-
-
-class Unavailable(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -117,7 +102,7 @@ def submit_backoff(attempts: int) -> float:
 class SiteService:
     def __init__(
         self,
-        config: SiteConfig,
+        config: ServiceSettings,
         backend: Backend,
         store: Store,
         stager: Stager | None = None,

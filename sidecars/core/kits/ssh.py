@@ -29,14 +29,13 @@ import asyncssh
 from pydantic import BaseModel, ConfigDict, Field
 
 from interlink_provider.pods.jobspec import JobSpec
-
-from . import workdir
-from .logs import tail_offset
-from .ratelimit import TokenBucket
-from .script import PodPaths
-from .sitefs import SiteFiles, inside
-from .transport import CommandResult, TransportError, metered
-from .workdir import CONTAINER_FILES, ContainerFiles, WorkdirError
+from sidecars.core.kits import workdir
+from sidecars.core.kits.logs import tail_offset
+from sidecars.core.kits.ratelimit import TokenBucket
+from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.sitefs import SiteFiles, inside
+from sidecars.core.kits.transport import CommandResult, TransportError, metered
+from sidecars.core.kits.workdir import CONTAINER_FILES, ContainerFiles, WorkdirError
 
 log = logging.getLogger(__name__)
 

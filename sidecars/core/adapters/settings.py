@@ -1,0 +1,60 @@
+"""Settings of the protocol adapters: where the REST API listens, the gRPC API, and who may call
+them (token validation, identity mapping)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from interlink_provider.auth.mapping import IdentityPolicy
+from interlink_provider.auth.validate import ValidationConfig
+from sidecars.core.kits.strict import Strict
+
+
+class ListenConfig(Strict):
+    socket: str | None = Field(None, description="unix socket path (the interLink default)")
+    host: str | None = Field(None, description="TCP address, e.g. 127.0.0.1")
+    port: int | None = Field(None, ge=1, le=65535, description="TCP port, together with `host`")
+    socket_mode: int = Field(0o660, description="permissions of the unix socket")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted request")
+
+    @model_validator(mode="after")
+    def _one_address(self) -> ListenConfig:
+        if not self.socket and not (self.host and self.port):
+            raise ValueError("listen needs `socket`, or `host` and `port`")
+        return self
+
+
+class GrpcConfig(Strict):
+    """The gRPC API (proto/offloader/v1) for the gateway: TLS and a token on every call."""
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(ge=1, le=65535, description="TCP port to listen on")
+    tls_cert: str = Field(description="server certificate chain (PEM)")
+    tls_key: str = Field(description="its private key (PEM, kept 0600)")
+    client_ca: str | None = Field(None, description="CA of client certificates: set it to require mTLS")
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest message either way")
+    max_concurrent_rpcs: int = Field(256, ge=1, description="calls served at once; more are refused")
+
+
+class AuthConfig(Strict):
+    """Who may use this sidecar, and as which local account their jobs run."""
+
+    unix_socket_without_token: bool = Field(
+        False,
+        description="accept requests without a token on the unix socket (the upstream interLink "
+        "API server sends none); TCP always needs a token",
+    )
+    unix_socket_admin: bool = Field(
+        False,
+        description="tokenless unix-socket callers are site admins: they may read every pod (the "
+        "socket is the site's own channel; its mode decides who can open it)",
+    )
+    unix_socket_account: str | None = Field(
+        None, description="account for tokenless unix-socket pods (default: the sidecar's own)"
+    )
+    token: ValidationConfig = Field(
+        default_factory=ValidationConfig, description="trusted issuers, our audiences, leeway, key caching"
+    )
+    identities: IdentityPolicy = Field(
+        default_factory=IdentityPolicy, description="identity -> local account rules, scopes per operation"
+    )

@@ -1,0 +1,149 @@
+"""The site sidecar's configuration: one YAML file, validated, every key documented.
+
+Unknown keys are an error (a typo must not silently fall back to a default).
+Environment variables override keys: `ILP__listen__port=4001` sets listen.port.
+Paths may name environment variables ($ILP_SITE_DIR/pods); relative paths are
+relative to the config file's directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, model_validator
+
+from interlink_provider.paths import expand_variables
+from sidecars.core.adapters.settings import AuthConfig, GrpcConfig, ListenConfig
+from sidecars.core.domain.settings import ServiceSettings
+from sidecars.core.kits.ssh import SshConfig
+from sidecars.core.kits.strict import Strict
+from sidecars.htcondor.backend import HTCondorConfig
+from sidecars.slurm.backend import SlurmConfig
+from sidecars.slurm.restd import SlurmRestdConfig
+
+ENV_PREFIX = "ILP__"
+
+
+class TransportConfig(Strict):
+    """How the sidecar reaches the site: it runs there (`local`), over SSH to a login node, or
+    through Slurm's REST API (`slurmrestd`, with the pods' directories on a shared filesystem)."""
+
+    kind: Literal["local", "ssh", "slurmrestd"] = Field(
+        "local",
+        description="`local`: commands and files on this machine; `ssh`: over SSH to a login node "
+        "(`transport.ssh`); `slurmrestd`: Slurm's REST API (`transport.slurmrestd`, backend slurm only)",
+    )
+    ssh: SshConfig | None = Field(None, description="the login node, for kind ssh")
+    slurmrestd: SlurmRestdConfig | None = Field(None, description="Slurm's REST API, for kind slurmrestd")
+
+    @model_validator(mode="after")
+    def _kind_needs_its_section(self) -> TransportConfig:
+        if self.kind == "ssh" and self.ssh is None:
+            raise ValueError("transport kind ssh needs a `transport.ssh` section (host, user, key_file, known_hosts)")
+        if self.kind == "slurmrestd" and self.slurmrestd is None:
+            raise ValueError(
+                "transport kind slurmrestd needs a `transport.slurmrestd` section (jwt_key_file or "
+                "token_file; url defaults to http://127.0.0.1:6820)"
+            )
+        return self
+
+
+class SiteConfig(ServiceSettings):
+    """A whole sidecar: the service core's settings, its listeners and authentication, the batch
+    system and how it is reached."""
+
+    listen: ListenConfig = Field(
+        description="where the interLink plugin API (REST) is served: a unix socket, or host and port"
+    )
+    backend: Literal["slurm", "htcondor"] = Field("slurm", description="the site's batch system")
+    slurm: SlurmConfig = Field(
+        SlurmConfig(),
+        description="the Slurm backend (commands, partition, rate limits, sbatch flags), for backend slurm",
+    )
+    htcondor: HTCondorConfig = Field(HTCondorConfig(), description="the HTCondor backend, for backend htcondor")
+    transport: TransportConfig = TransportConfig()
+    auth: AuthConfig = AuthConfig()
+    grpc: GrpcConfig | None = Field(None, description="the gRPC API beside REST (none: REST only)")
+
+    @model_validator(mode="after")
+    def _someone_can_get_in(self) -> SiteConfig:
+        if self.listen.host and not self.auth.token.issuers:
+            raise ValueError("auth.token.issuers is empty: a TCP listener needs trusted issuers")
+        if self.grpc is not None and not self.auth.token.issuers:
+            raise ValueError("auth.token.issuers is empty: the gRPC API needs trusted issuers")
+        if not self.auth.token.issuers and not self.auth.unix_socket_without_token:
+            raise ValueError(
+                "no trusted issuers and auth.unix_socket_without_token is false: nobody could use this sidecar"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _transport_fits_the_backend(self) -> SiteConfig:
+        if self.backend == "htcondor" and self.transport.kind == "slurmrestd":
+            raise ValueError("transport kind slurmrestd is Slurm's REST API: HTCondor runs over local or ssh")
+        return self
+
+
+def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].split("__")
+        node = raw
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def _resolve(base: Path, value: str | None, environ: dict[str, str]) -> str | None:
+    """Paths may use ~ and $VARIABLES; relative ones start at the config file."""
+    if value is None:
+        return None
+    path = Path(os.path.expanduser(expand_variables(value, environ)))
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> SiteConfig:
+    file = Path(path)
+    raw = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file}: the configuration must be a mapping")
+    env = dict(os.environ if environ is None else environ)
+    raw = _apply_env_overrides(raw, env)
+    config = SiteConfig.model_validate(raw)
+    base = file.parent.resolve()
+    config.state_dir = _resolve(base, config.state_dir, env) or config.state_dir
+    config.pods_root = _resolve(base, config.pods_root, env) or config.pods_root
+    config.listen.socket = _resolve(base, config.listen.socket, env)
+    if config.transport.ssh is not None:  # local files of the sidecar (pods_root is the site's)
+        ssh = config.transport.ssh
+        ssh.key_file = _resolve(base, ssh.key_file, env) or ssh.key_file
+        ssh.known_hosts = _resolve(base, ssh.known_hosts, env) or ssh.known_hosts
+    for name in ("token_directory", "scitoken_file"):
+        setattr(config.htcondor, name, _resolve(base, getattr(config.htcondor, name), env))
+    if config.transport.slurmrestd is not None:
+        restd = config.transport.slurmrestd
+        for name in ("jwt_key_file", "token_file", "ca_file"):
+            setattr(restd, name, _resolve(base, getattr(restd, name), env))
+    config.render.template_dir = _resolve(base, config.render.template_dir, env)
+    if config.grpc is not None:
+        for name in ("tls_cert", "tls_key", "client_ca"):
+            value = getattr(config.grpc, name)
+            setattr(config.grpc, name, _resolve(base, value, env) or value)
+    for issuer in config.auth.token.issuers:
+        issuer.ca_file = _resolve(base, issuer.ca_file, env)
+    if config.staging is not None:
+        config.staging.cache_dir = _resolve(base, config.staging.cache_dir, env) or config.staging.cache_dir
+        if config.staging.rucio is not None:
+            config.staging.rucio.password_file = _resolve(base, config.staging.rucio.password_file, env)
+            config.staging.rucio.ca_cert = _resolve(base, config.staging.rucio.ca_cert, env)
+        tokens = config.staging.tokens
+        if tokens is not None:
+            tokens.client_secret_file = _resolve(base, tokens.client_secret_file, env) or tokens.client_secret_file
+            tokens.ca_file = _resolve(base, tokens.ca_file, env)
+            tokens.x509_cert_dir = _resolve(base, tokens.x509_cert_dir, env)
+    return config
