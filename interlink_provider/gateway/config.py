@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..paths import expand_variables
+from ..pods.annotations import IDENTITY_SECRET, SITE
 
 
 class Strict(BaseModel):
@@ -67,7 +68,7 @@ class Identities(Strict):
     default: IdentityMode = Field("service", description="`service`: the gateway's own; `user`: the pod owner's")
     namespaces: dict[str, IdentityMode] = Field(default_factory=dict, description="per-namespace exceptions")
     secret_annotation: str = Field(
-        "interlink.provider/identity-secret", description="pod annotation naming the Secret with the user's token"
+        IDENTITY_SECRET, description="pod annotation naming the Secret with the user's token"
     )
     user_scopes: list[str] = Field(
         default_factory=lambda: ["compute.create", "compute.read", "compute.cancel", "wlcg.groups", "offline_access"],
@@ -87,7 +88,7 @@ class GatewayConfig(Strict):
     sites: list[SiteLink] = Field(min_length=1, description="the sites' sidecars, by unique name")
     identity: ServiceIdentity
     identities: Identities = Field(default_factory=Identities)
-    site_annotation: str = Field("interlink.provider/site", description="a pod naming its site")
+    site_annotation: str = Field(SITE, description="a pod naming its site")
     heartbeat_seconds: int = Field(5, ge=1, le=300, description="WatchStatus heartbeats; 3 missed: the site is down")
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .annotations import PodOptions
 from .staging import StagingSpec
 
 VolumeKind = Literal["emptyDir", "configMap", "secret", "projected", "hostPath"]
@@ -116,12 +117,9 @@ class JobSpec:
     restart_policy: RestartPolicy
     grace_seconds: int
     deadline_seconds: int | None
-    annotations: tuple[tuple[str, str], ...] = ()
+    pod_options: PodOptions = field(default_factory=PodOptions)  # what the pod's annotations ask
     warnings: tuple[str, ...] = field(default=())
     staging: StagingSpec = field(default_factory=StagingSpec)
 
     def all_containers(self) -> tuple[ContainerSpec, ...]:
         return (*self.init_containers, *self.containers)
-
-    def annotation(self, key: str, default: str = "") -> str:
-        return dict(self.annotations).get(key, default)

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .annotations import STAGING_INPUTS, STAGING_OUTPUTS
+from .annotations import field as annotation_field
 from .validate import PodRejected, mount_path
 
-INPUTS_ANNOTATION = "datalake.interlink/inputs"
-OUTPUTS_ANNOTATION = "datalake.interlink/outputs"
 VOLUME_PREFIX = "ilp-stage-"  # reserved volume names for staged data
 
 _SCOPE = re.compile(r"^[a-zA-Z0-9_.\-]{1,25}$")
@@ -111,21 +111,21 @@ def _entries(annotations: dict[str, str], key: str) -> list:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PodRejected(f"not YAML: {exc}", field=f"metadata.annotations[{key}]") from exc
+        raise PodRejected(f"not YAML: {exc}", field=annotation_field(key)) from exc
     if not isinstance(value, list):
-        raise PodRejected("must be a list", field=f"metadata.annotations[{key}]")
+        raise PodRejected("must be a list", field=annotation_field(key))
     return value
 
 
 def parse_staging(annotations: dict[str, str]) -> StagingSpec:
     spec = {}
     for key, model, attribute in (
-        (INPUTS_ANNOTATION, StageInput, "inputs"),
-        (OUTPUTS_ANNOTATION, StageOutput, "outputs"),
+        (STAGING_INPUTS, StageInput, "inputs"),
+        (STAGING_OUTPUTS, StageOutput, "outputs"),
     ):
         items = []
         for index, entry in enumerate(_entries(annotations, key)):
-            field = f"metadata.annotations[{key}][{index}]"
+            field = f"{annotation_field(key)}[{index}]"
             try:
                 item = model.model_validate(entry)
             except ValidationError as exc:

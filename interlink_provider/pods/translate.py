@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from . import annotations as an
 from .expansion import expand
 from .jobspec import (
     ContainerSpec,
@@ -47,7 +48,6 @@ from .validate import (
 )
 from .wire import RetrievedPodData
 
-FLAVOR_ANNOTATIONS = ("interlink.provider/flavor", "slurm-job.vk.io/flavor")
 GPU_RESOURCES = {"nvidia.com/gpu": "nvidia", "amd.com/gpu": "amd"}
 CONFIGMAP_DEFAULT_MODE = 0o644
 SENSITIVE_DEFAULT_MODE = 0o600
@@ -97,7 +97,7 @@ def pod_to_jobspec(data: RetrievedPodData, policy: TranslationPolicy) -> JobSpec
         restart_policy=pod_policy,
         grace_seconds=min(grace, policy.max_grace_seconds),
         deadline_seconds=pod.spec.active_deadline_seconds,
-        annotations=tuple(sorted(meta.annotations.items())),
+        pod_options=an.pod_options(meta.annotations),
         warnings=tuple(warnings),
         staging=staging,
     )
@@ -638,13 +638,13 @@ def _resources(pod: Pod, policy: TranslationPolicy) -> tuple[Resources, str]:
 
 def _flavor(pod: Pod, policy: TranslationPolicy, gpus: int) -> str:
     annotations = pod.metadata.annotations
-    for key in FLAVOR_ANNOTATIONS:
+    for key in an.FLAVORS:
         if key in annotations:
             name = annotations[key]
             if name not in policy.flavors:
                 raise PodRejected(
                     f"flavor {name!r} does not exist here; choose one of {sorted(policy.flavors)}",
-                    field=f"metadata.annotations[{key}]",
+                    field=an.field(key),
                 )
             return name
     if gpus:

@@ -41,7 +41,8 @@ def make_backend(config: SiteConfig) -> tuple[Backend, SiteFiles, SshLink | None
         return SlurmBackend(config.slurm, config.translation, transport), SshFiles(link), link
     if config.transport.kind == "slurmrestd":
         assert config.transport.slurmrestd is not None
-        return SlurmRestBackend(config.slurm, config.translation, config.transport.slurmrestd), LocalFiles(), None
+        files = LocalFiles()
+        return SlurmRestBackend(config.slurm, config.translation, config.transport.slurmrestd, files), files, None
     return SlurmBackend(config.slurm, config.translation), LocalFiles(), None
 
 

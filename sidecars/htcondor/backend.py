@@ -18,28 +18,33 @@ import logging
 import math
 import posixpath
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from interlink_provider.pods.annotations import FLAGS
 from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.runtimes import Runtime
 from sidecars.core.kits.backend import (
-    Backend,
     Capacity,
+    Command,
+    CommandBackend,
     JobInfo,
+    ListsOwnJobs,
     PollError,
+    ReportsCapacity,
+    Signals,
     Submission,
     SubmitCommand,
-    run_submit,
+    ignore_output,
 )
-from sidecars.core.kits.batching import CommandBatches
 from sidecars.core.kits.ratelimit import TokenBucket
 from sidecars.core.kits.script import PodPaths, RenderOptions, make_environment, render, runner_context
-from sidecars.core.kits.transport import CommandResult, LocalTransport, Transport, TransportError
+from sidecars.core.kits.transport import CommandResult, LocalTransport, Transport
 from sidecars.htcondor import parse
 from sidecars.htcondor.submitlang import (
     DescriptionError,
@@ -59,7 +64,6 @@ log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
 SUBMIT_FILE = "job.sub"
 LOG_FILE = "job.log"
-SLURM_FLAGS_ANNOTATION = "slurm-job.vk.io/flags"
 # The pod runner records the job id it ran as (job_started) from this variable.
 JOB_ID_ENVIRONMENT = {"ILP_JOB_ID": SubmitText("$(Cluster).$(Process)")}
 # A job may be matched only before its first start: like sbatch --no-requeue.
@@ -251,17 +255,29 @@ def _numeric(job_id: str) -> tuple[int, int, str]:
     return (*pair, job_id) if pair else (0, 0, job_id)
 
 
-class HTCondorBackend(Backend):
+def _only_gone(stderr: str) -> bool:
+    """condor_rm's complaints are all about jobs already gone or being removed: nothing is wrong."""
+    return bool(stderr.strip()) and not parse.rm_problems(stderr)
+
+
+def _rm_problems(result: CommandResult) -> str:
+    return "; ".join(parse.rm_problems(result.stderr)) or str(result.returncode)
+
+
+class HTCondorBackend(CommandBackend, Signals, ReportsCapacity, ListsOwnJobs):
     name = "htcondor"
     display_name = "HTCondor"
+    submit_answers = CONDOR_SUBMIT
+    job_order = staticmethod(_numeric)
 
     def __init__(self, config: HTCondorConfig, policy: TranslationPolicy, transport: Transport | None = None) -> None:
         self.config = config
         self.policy = policy
-        self.transport = transport or LocalTransport(
-            env=self.command_environment(config), limiter=self.rate_limit(config)
+        super().__init__(
+            transport or LocalTransport(env=self.command_environment(config), limiter=self.rate_limit(config)),
+            command_timeout=config.command_timeout,
+            batch_seconds=config.cancel_batch_seconds,
         )
-        self._batches = CommandBatches(config.cancel_batch_seconds, self._condor_rm, _numeric)
 
     @staticmethod
     def rate_limit(config: HTCondorConfig) -> TokenBucket:
@@ -392,8 +408,8 @@ class HTCondorBackend(Backend):
         self, spec: JobSpec, paths: PodPaths, runtime: Runtime, options: RenderOptions, job_name: str
     ) -> Submission:
         warnings = list(spec.warnings)
-        if spec.annotation(SLURM_FLAGS_ANNOTATION):
-            warnings.append(f"{SLURM_FLAGS_ANNOTATION} is ignored: this site runs HTCondor")
+        if spec.pod_options.scheduler_flags:
+            warnings.append(f"{FLAGS} is ignored: this site runs HTCondor")
         description = self.render_description(spec, paths, job_name, options)
         context = runner_context(spec, runtime, paths, options)
         context.update(
@@ -415,27 +431,21 @@ class HTCondorBackend(Backend):
             words += ["-name", self.config.schedd]
         return words
 
-    async def _run(self, argv: list[str], account: str | None = None) -> CommandResult:
-        try:
-            return await self.transport.as_account(account).run(argv, timeout=self.config.command_timeout)
-        except TransportError as exc:
-            raise PollError(str(exc)) from exc
-
     async def _ads(self, argv: list[str], what: str, **kwargs: Any) -> dict[str, JobInfo]:
-        result = await self._run(argv)
-        if not result.ok:
-            raise PollError(f"{what} failed: {result.stderr.strip() or result.returncode}")
-        try:
-            return parse.parse_jobs(result.stdout, **kwargs)
-        except parse.ParseError as exc:
-            raise PollError(f"{what}: {exc}") from exc
+        return await self.ask(Command(argv, lambda out: parse.parse_jobs(out, **kwargs), name=what))
 
     def _attributes(self) -> list[str]:
         return ["-attributes", ",".join(parse.JOB_ATTRIBUTES)]
 
-    async def submit(self, paths: PodPaths, job_name: str, account: str | None = None) -> str:
-        argv = [self.config.condor_submit, "-terse", *self._where(), posixpath.join(paths.pod_dir, SUBMIT_FILE)]
-        return await run_submit(self.transport.as_account(account), argv, self.config.command_timeout, CONDOR_SUBMIT)
+    def submit_command(self, paths: PodPaths, job_name: str, options: Mapping[str, Any]) -> list[str]:
+        return [self.config.condor_submit, "-terse", *self._where(), posixpath.join(paths.pod_dir, SUBMIT_FILE)]
+
+    def cancel_command(self) -> tuple[str, ...]:
+        """condor_rm; jobs already gone or already being removed are fine (idempotent)."""
+        return self._rm("interlink-provider: pod deleted")
+
+    def batch_answer(self, argv: list[str]) -> Command[None]:
+        return Command(argv, ignore_output, harmless=_only_gone, problem=_rm_problems)
 
     async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
         """One condor_q for every job of ours (any owner); jobs HTCondor still holds after they
@@ -457,7 +467,7 @@ class HTCondorBackend(Backend):
         stuck = sorted((j.job_id for j in found.values() if parse.needs_removal(j)), key=_numeric)
         if stuck:
             try:
-                await self._batches.add(
+                await self.batches.add(
                     self._rm("interlink-provider: the job failed while held or evicted"), stuck, None
                 )
             except PollError as exc:  # the job's own periodic_remove does it too
@@ -562,20 +572,7 @@ class HTCondorBackend(Backend):
         SIGKILL after job_max_vacate_time. HTCondor has no command to send other signals."""
         if signal.upper().removeprefix("SIG") not in ("USR1", "TERM"):
             raise PollError(f"HTCondor jobs cannot be sent SIG{signal.upper().removeprefix('SIG')}")
-        await self._batches.add(self._rm("interlink-provider: pod deleted"), [job_id], account)
-
-    async def cancel(self, job_ids: list[str], account: str | None = None) -> None:
-        """condor_rm; calls arriving within `cancel_batch_seconds` share one per account. Jobs
-        already gone or already being removed are fine (idempotent)."""
-        await self._batches.add(self._rm("interlink-provider: pod deleted"), job_ids, account)
-
-    async def _condor_rm(self, argv: list[str], account: str | None) -> None:
-        result = await self._run(argv, account)
-        if result.ok:
-            return
-        problems = parse.rm_problems(result.stderr)
-        if problems or not result.stderr.strip():
-            raise PollError(f"condor_rm failed: {'; '.join(problems) or result.returncode}")
+        await self.batches.add(self.cancel_command(), [job_id], account)
 
     async def capacity(self) -> Capacity:
         static = self.config.static_capacity
@@ -597,13 +594,10 @@ class HTCondorBackend(Backend):
             ",".join(parse.SLOT_ATTRIBUTES),
         ]
         try:
-            result = await self._run(argv)
-            if not result.ok:
-                raise PollError(f"condor_status failed: {result.stderr.strip() or result.returncode}")
-            return parse.parse_status(result.stdout)
-        except (PollError, parse.ParseError) as exc:
+            return await self.ask(Command(argv, parse.parse_status))
+        except PollError as exc:
             if static is None:
-                raise PollError(str(exc)) from exc
+                raise
             log.warning("condor_status failed, reporting the configured capacity: %s", exc)
             return Capacity(
                 cpus=static.cpus,

@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.runtimes import Runtime
-from sidecars.core.kits.backend import Backend, Capacity, JobInfo, PollError, Submission, SubmitCommand, run_submit
-from sidecars.core.kits.batching import CommandBatches
+from interlink_provider.shell import Raw
+from sidecars.core.kits.backend import (
+    Capacity,
+    Command,
+    CommandBackend,
+    JobInfo,
+    ListsOwnJobs,
+    ReportsCapacity,
+    Signals,
+    Submission,
+    SubmitCommand,
+    ignore_output,
+)
 from sidecars.core.kits.ratelimit import TokenBucket
 from sidecars.core.kits.script import PodPaths, RenderOptions, render, runner_context
-from sidecars.core.kits.transport import LocalTransport, Transport, TransportError
+from sidecars.core.kits.transport import CommandResult, LocalTransport, Transport
 from sidecars.slurm import parse
-from sidecars.slurm.flags import FLAGS_ANNOTATION, Flag, FlagPolicy, annotation_flags, merge, parse_flags, sbatch_word
+from sidecars.slurm.flags import Flag, FlagPolicy, annotation_flags, merge, parse_flags, sbatch_word
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
@@ -64,21 +77,45 @@ class SlurmConfig(BaseModel):
 
 SBATCH = SubmitCommand(parse.parse_sbatch, parse.sbatch_error_message, parse.sbatch_error_is_transient)
 
+# Options the sidecar manages itself: literal lines of job.sbatch.j2, after the pod's own, so
+# that they win; a flavor naming one of them is overridden.
+FIXED_OPTIONS = frozenset({"--job-name", "--output", "--open-mode", "--chdir", "--export", "--no-requeue", "--signal"})
+
 
 def _numeric(job_id: str) -> tuple[int, str]:
     head = job_id.split("_")[0]
     return (int(head) if head.isdigit() else 0, job_id)
 
 
-class SlurmBackend(Backend):
+def _invalid_job_id(stderr: str) -> bool:
+    """squeue/scancel of jobs that have all left the queue: nothing is wrong."""
+    return "Invalid job id" in stderr
+
+
+def _no_accounting(result: CommandResult) -> dict[str, JobInfo]:
+    log.warning("sacct -c failed, relying on exit-code files: %s", result.stderr.strip())
+    return {}
+
+
+def sbatch_option(name: str, value: object) -> Raw:
+    """One `#SBATCH` word of the template, quoted for sbatch's own parser (flags.sbatch_word)."""
+    return Raw(sbatch_word(Flag(name, str(value)).render()))
+
+
+class SlurmBackend(CommandBackend, Signals, ReportsCapacity, ListsOwnJobs):
     name = "slurm"
     display_name = "Slurm"
+    submit_answers = SBATCH
+    job_order = staticmethod(_numeric)
 
     def __init__(self, config: SlurmConfig, policy: TranslationPolicy, transport: Transport | None = None) -> None:
         self.config = config
         self.policy = policy
-        self.transport = transport or LocalTransport(env=config.environment, limiter=self.rate_limit(config))
-        self._batches = CommandBatches(config.cancel_batch_seconds, self._scancel, _numeric)
+        super().__init__(
+            transport or LocalTransport(env=config.environment, limiter=self.rate_limit(config)),
+            command_timeout=config.command_timeout,
+            batch_seconds=config.cancel_batch_seconds,
+        )
 
     @staticmethod
     def rate_limit(config: SlurmConfig) -> TokenBucket:
@@ -87,8 +124,10 @@ class SlurmBackend(Backend):
 
     # ------------------------------------------------------------------ rendering
 
-    def sbatch_flags(self, spec: JobSpec, job_name: str, paths: PodPaths) -> tuple[list[Flag], list[str]]:
-        """All directives in precedence order: fixed < defaults < flavor < annotation < pod."""
+    def sbatch_options(self, spec: JobSpec) -> tuple[list[Flag], list[str]]:
+        """The pod's directives in precedence order: site partition < defaults < flavor <
+        annotation < the pod's own resources. The sidecar's own (FIXED_OPTIONS) are the
+        template's."""
         res = spec.resources
         base = [Flag("--partition", self.config.partition)] if self.config.partition else []
         defaults: list[Flag] = []
@@ -101,27 +140,24 @@ class SlurmBackend(Backend):
             explicit.append(Flag("--time", str(math.ceil(spec.deadline_seconds / 60))))
         flavor = self.policy.flavors[spec.flavor]
         flavor_flags = parse_flags(flavor.scheduler_flags, f"flavor {spec.flavor}")
-        pod_flags, warnings = annotation_flags(spec.annotation(FLAGS_ANNOTATION), self.config.flags)
-        fixed = [
-            Flag("--job-name", job_name),
-            Flag("--output", paths.output),
-            Flag("--open-mode", "append"),
-            Flag("--chdir", paths.pod_dir),
-            Flag("--export", self.config.export),
-            Flag("--no-requeue", None),
-            # Before a time limit, the batch script alone gets USR2: it stops the containers
-            # itself (preStop, grace) and records DeadlineExceeded as their reason.
-            Flag("--signal", f"B:USR2@{max(30, spec.grace_seconds + 10)}"),
-        ]
-        return merge(base, defaults, flavor_flags, pod_flags, explicit, fixed), warnings
+        pod_flags, warnings = annotation_flags(spec.pod_options.scheduler_flags, self.config.flags)
+        merged = merge(base, defaults, flavor_flags, pod_flags, explicit)
+        return [flag for flag in merged if flag.name not in FIXED_OPTIONS], warnings
 
     def prepare(
         self, spec: JobSpec, paths: PodPaths, runtime: Runtime, options: RenderOptions, job_name: str
     ) -> Submission:
-        flags, warnings = self.sbatch_flags(spec, job_name, paths)
+        flags, warnings = self.sbatch_options(spec)
         context = runner_context(spec, runtime, paths, options)
         context.update(
-            sbatch_lines=[sbatch_word(flag.render()) for flag in flags],
+            sbatch_options=[sbatch_word(flag.render()) for flag in flags],
+            sbatch=sbatch_option,
+            job_name=job_name,
+            output=paths.output,
+            export=self.config.export,
+            # Before a time limit, the batch script alone gets USR2: it stops the containers
+            # itself (preStop, grace) and records DeadlineExceeded as their reason.
+            usr2_seconds=max(30, spec.grace_seconds + 10),
             namespace=spec.namespace,
             uid=spec.uid,
             site_prologue=self.config.prologue,
@@ -131,19 +167,14 @@ class SlurmBackend(Backend):
 
     # ------------------------------------------------------------------ commands
 
-    async def _run(self, argv: list[str], account: str | None = None):
-        try:
-            return await self.transport.as_account(account).run(argv, timeout=self.config.command_timeout)
-        except TransportError as exc:
-            raise PollError(str(exc)) from exc
+    def submit_command(self, paths: PodPaths, job_name: str, options: Mapping[str, Any]) -> list[str]:
+        return [self.config.sbatch, "--parsable", paths.script]
 
-    async def submit(self, paths: PodPaths, job_name: str, account: str | None = None) -> str:
-        return await run_submit(
-            self.transport.as_account(account),
-            [self.config.sbatch, "--parsable", paths.script],
-            self.config.command_timeout,
-            SBATCH,
-        )
+    def cancel_command(self) -> tuple[str, ...]:
+        return (self.config.scancel,)
+
+    def batch_answer(self, argv: list[str]) -> Command[None]:
+        return Command(argv, ignore_output, harmless=_invalid_job_id)
 
     async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:
         if not job_ids:
@@ -154,24 +185,17 @@ class SlurmBackend(Backend):
             argv.append("--jobs=" + ",".join(job_ids))
         else:
             argv.append("--me")
-        result = await self._run(argv)
-        if not result.ok:
-            if "Invalid job id" in result.stderr:
-                return {}  # every one of them has left the queue
-            raise PollError(f"squeue failed: {result.stderr.strip() or result.returncode}")
-        return {k: v for k, v in parse.parse_squeue(result.stdout).items() if k in wanted}
+        # All of them gone is an error to squeue, an answer to us.
+        jobs = await self.ask(Command(argv, parse.parse_squeue, harmless=_invalid_job_id))
+        return {k: v for k, v in jobs.items() if k in wanted}
 
     async def completed(self, job_ids: list[str]) -> dict[str, JobInfo]:
         if not job_ids or not self.config.use_sacct:
             return {}
-        result = await self._run(
-            [self.config.sacct, "-c", "-P", "-n", "-j", ",".join(job_ids), f"--format={parse.SACCT_FORMAT}"]
-        )
-        if not result.ok:
-            log.warning("sacct -c failed, relying on exit-code files: %s", result.stderr.strip())
-            return {}
+        argv = [self.config.sacct, "-c", "-P", "-n", "-j", ",".join(job_ids), f"--format={parse.SACCT_FORMAT}"]
+        jobs = await self.ask(Command(argv, parse.parse_sacct, fallback=_no_accounting))
         wanted = set(job_ids)
-        return {k: v for k, v in parse.parse_sacct(result.stdout).items() if k in wanted}
+        return {k: v for k, v in jobs.items() if k in wanted}
 
     async def find_by_name(self, job_names: list[str]) -> dict[str, JobInfo]:
         if not job_names:
@@ -179,38 +203,28 @@ class SlurmBackend(Backend):
         wanted = set(job_names)
         found: dict[str, JobInfo] = {}
         if self.config.use_sacct:
-            result = await self._run([self.config.sacct, "-c", "-P", "-n", f"--format={parse.SACCT_FORMAT}"])
-            if result.ok:
-                found.update({job.name: job for job in parse.parse_sacct(result.stdout).values() if job.name in wanted})
-        result = await self._run(
-            [self.config.squeue, "-h", "--states=all", "-o", parse.SQUEUE_FORMAT, "--name=" + ",".join(sorted(wanted))]
-        )
-        if not result.ok:
-            raise PollError(f"squeue failed: {result.stderr.strip() or result.returncode}")
-        found.update({job.name: job for job in parse.parse_squeue(result.stdout).values()})
+            argv = [self.config.sacct, "-c", "-P", "-n", f"--format={parse.SACCT_FORMAT}"]
+            ended = await self.ask(Command(argv, parse.parse_sacct, fallback=lambda _: {}))
+            found.update({job.name: job for job in ended.values() if job.name in wanted})
+        argv = [
+            self.config.squeue,
+            "-h",
+            "--states=all",
+            "-o",
+            parse.SQUEUE_FORMAT,
+            "--name=" + ",".join(sorted(wanted)),
+        ]
+        found.update({job.name: job for job in (await self.ask(Command(argv, parse.parse_squeue))).values()})
         return found
 
     async def list_own(self, prefix: str) -> list[JobInfo]:
-        result = await self._run([self.config.squeue, "-h", "--states=all", "--me", "-o", parse.SQUEUE_FORMAT])
-        if not result.ok:
-            raise PollError(f"squeue failed: {result.stderr.strip() or result.returncode}")
-        return [job for job in parse.parse_squeue(result.stdout).values() if job.name.startswith(prefix)]
+        argv = [self.config.squeue, "-h", "--states=all", "--me", "-o", parse.SQUEUE_FORMAT]
+        jobs = await self.ask(Command(argv, parse.parse_squeue))
+        return [job for job in jobs.values() if job.name.startswith(prefix)]
 
     async def signal(self, job_id: str, signal: str, account: str | None = None) -> None:
         """Signal a job's batch script; signals arriving together share one scancel."""
-        await self._batches.add((self.config.scancel, "--batch", f"--signal={signal}"), [job_id], account)
-
-    async def cancel(self, job_ids: list[str], account: str | None = None) -> None:
-        """Cancel jobs; calls arriving within `cancel_batch_seconds` share one scancel per account."""
-        await self._batches.add((self.config.scancel,), job_ids, account)
-
-    async def _scancel(self, argv: list[str], account: str | None) -> None:
-        result = await self._run(argv, account)
-        if not result.ok and "Invalid job id" not in result.stderr:
-            raise PollError(f"scancel failed: {result.stderr.strip()}")
+        await self.batches.add((self.config.scancel, "--batch", f"--signal={signal}"), [job_id], account)
 
     async def capacity(self) -> Capacity:
-        result = await self._run([self.config.sinfo, "-h", "-N", "-O", parse.SINFO_FIELDS])
-        if not result.ok:
-            raise PollError(f"sinfo failed: {result.stderr.strip()}")
-        return parse.parse_sinfo(result.stdout)
+        return await self.ask(Command([self.config.sinfo, "-h", "-N", "-O", parse.SINFO_FIELDS], parse.parse_sinfo))

@@ -1,4 +1,4 @@
-"""sbatch flags: parsing the `slurm-job.vk.io/flags` annotation, site allowlist, precedence.
+"""sbatch flags: the meaning of the `slurm-job.vk.io/flags` words, site allowlist, precedence.
 
 Precedence, as in the interLink Slurm plugin: flavor flags < annotation flags < what
 the pod's own resources say. Later flags replace earlier ones with the same option
@@ -11,14 +11,13 @@ allowlist fails the pod with a clear reason.
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from interlink_provider.pods.annotations import FLAGS, Words
+from interlink_provider.pods.annotations import field as annotation_field
 from interlink_provider.pods.validate import PodRejected
-
-FLAGS_ANNOTATION = "slurm-job.vk.io/flags"
 
 # Long name -> (short alias, takes a value). The sbatch options a pod may plausibly set.
 SBATCH_OPTIONS: dict[str, tuple[str, bool]] = {
@@ -165,13 +164,11 @@ def parse_flags(words: list[str], where: str) -> list[Flag]:
     return flags
 
 
-def annotation_flags(annotation: str, policy: FlagPolicy) -> tuple[list[Flag], list[str]]:
-    """The pod's flags that the site allows, and warnings for the ones it drops."""
-    where = f"metadata.annotations[{FLAGS_ANNOTATION}]"
-    try:
-        words = shlex.split(annotation)
-    except ValueError as exc:
-        raise PodRejected(f"cannot parse flags: {exc}", field=where) from exc
+def annotation_flags(flags: Words, policy: FlagPolicy) -> tuple[list[Flag], list[str]]:
+    """The pod's flags (JobSpec.pod_options.scheduler_flags) that the site allows, and warnings
+    for the ones it drops."""
+    where = annotation_field(FLAGS)
+    words = list(flags.get())
     kept: list[Flag] = []
     warnings: list[str] = []
     for flag in parse_flags(words, where):

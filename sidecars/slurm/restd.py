@@ -1,8 +1,10 @@
 """The slurmrestd transport: Slurm's REST API instead of its command-line tools.
 
 For sites that expose slurmrestd (JWT auth) but no shell. The batch script is the
-same one `sbatch` would get; slurmrestd ignores `#SBATCH` lines, so they are read
-back from the script and sent as job properties (one table, `PROPERTIES`). Every
+same one `sbatch` would get; slurmrestd ignores `#SBATCH` lines, so when the pod is
+created they are read from the rendered script and translated into job properties
+(one table, `PROPERTIES`): an option slurmrestd cannot take refuses the pod then. The
+properties are kept with the pod (Submission.options) and sent with the script. Every
 call takes a token from the site's bucket like a CLI command does.
 
 Tokens: with `jwt_key_file` (the HS256 key slurmctld has in
@@ -20,12 +22,13 @@ the exit-code files the runner writes, as with `use_sacct: false`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +36,13 @@ import aiohttp
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.pods.validate import PodRejected
-from sidecars.core.kits.backend import Capacity, JobInfo, PollError, SubmitError
-from sidecars.core.kits.script import PodPaths
+from interlink_provider.runtimes import Runtime
+from sidecars.core.kits.backend import Capacity, JobInfo, PollError, Submission, SubmitError
+from sidecars.core.kits.script import PodPaths, RenderOptions
+from sidecars.core.kits.sitefs import SiteFiles
 from sidecars.core.kits.transport import TransportError, current_user, metered
 from sidecars.slurm import parse
 from sidecars.slurm.backend import SlurmBackend, SlurmConfig
@@ -334,9 +340,12 @@ def job_properties(flags: list[Flag], environment: dict[str, str]) -> dict[str, 
 class SlurmRestBackend(SlurmBackend):
     """Slurm through slurmrestd: the same scripts and status semantics as the CLI backend."""
 
-    def __init__(self, config: SlurmConfig, policy: TranslationPolicy, restd: SlurmRestdConfig) -> None:
+    def __init__(
+        self, config: SlurmConfig, policy: TranslationPolicy, restd: SlurmRestdConfig, files: SiteFiles
+    ) -> None:
         super().__init__(config, policy)
         self.restd = restd
+        self.files = files  # where the pods' scripts are read from
         self.client = SlurmRestClient(restd, self.rate_limit(config))
 
     async def close(self) -> None:
@@ -348,12 +357,44 @@ class SlurmRestBackend(SlurmBackend):
         except TransportError as exc:
             raise PollError(str(exc)) from exc
 
-    async def submit(self, paths: PodPaths, job_name: str, account: str | None = None) -> str:
-        script = await asyncio.to_thread(Path(paths.script).read_text)
+    async def _get(self, endpoint: str, command: str) -> dict[str, Any]:
+        """A GET that must answer 200 (PollError)."""
+        status, answer = await self._call("GET", endpoint, command)
+        if status != 200:
+            raise PollError(f"slurmrestd {endpoint}: HTTP {status}: {errors_of(answer)}")
+        return answer
+
+    def prepare(
+        self, spec: JobSpec, paths: PodPaths, runtime: Runtime, options: RenderOptions, job_name: str
+    ) -> Submission:
+        """The Slurm script, and its `#SBATCH` lines as job properties (PodRejected naming an
+        option slurmrestd cannot take). The environment is added at submission: it is the
+        site's (job_environment), not the pod's."""
+        submission = super().prepare(spec, paths, runtime, options, job_name)
+        job = job_properties(script_directives(submission.script), {})
+        del job["environment"]
+        return dataclasses.replace(submission, options={"job": job})
+
+    async def _script(self, paths: PodPaths) -> str:
         try:
-            job = job_properties(script_directives(script), self.restd.job_environment)
-        except PodRejected as exc:
-            raise SubmitError(str(exc), permanent=True) from exc
+            data, _, _ = await self.files.read_from(paths.script, 0, None)
+        except (OSError, TransportError) as exc:
+            raise SubmitError(f"cannot read {paths.script}: {exc}", permanent=False) from exc
+        if not data:
+            raise SubmitError(f"{paths.script} is missing or empty", permanent=False)
+        return data.decode()
+
+    async def submit(
+        self, paths: PodPaths, job_name: str, account: str | None = None, options: Mapping[str, Any] | None = None
+    ) -> str:
+        script = await self._script(paths)
+        properties = (options or {}).get("job")
+        if properties is None:  # a pod accepted before its options were kept with it
+            try:
+                properties = job_properties(script_directives(script), {})
+            except PodRejected as exc:
+                raise SubmitError(str(exc), permanent=True) from exc
+        job = {**properties, "environment": dict(self.restd.job_environment)}
         try:
             status, answer = await self.client.slurm(
                 "POST", "job/submit", "slurmrestd-submit", user=account, body={"script": script, "job": job}
@@ -369,9 +410,7 @@ class SlurmRestBackend(SlurmBackend):
         raise SubmitError(message, permanent=not parse.sbatch_error_is_transient(message))
 
     async def _jobs(self) -> list[dict[str, Any]]:
-        status, answer = await self._call("GET", "jobs", "slurmrestd-jobs")
-        if status != 200:
-            raise PollError(f"slurmrestd jobs: HTTP {status}: {errors_of(answer)}")
+        answer = await self._get("jobs", "slurmrestd-jobs")
         return [job for job in answer.get("jobs") or [] if isinstance(job, dict)]
 
     @staticmethod
@@ -411,7 +450,7 @@ class SlurmRestBackend(SlurmBackend):
             if job.get("user_name") == me and str(job.get("name") or "").startswith(prefix)
         ]
 
-    async def _scancel(self, argv: list[str], account: str | None) -> None:
+    async def send_batch(self, argv: list[str], account: str | None) -> None:
         """The batched scancel of the CLI backend, as one DELETE per job (the API has no list).
 
         slurmrestd signals the whole job, not the batch shell alone: the graceful stop
@@ -435,9 +474,7 @@ class SlurmRestBackend(SlurmBackend):
             raise PollError(f"slurmrestd cancel failed: {'; '.join(failures)}")
 
     async def capacity(self) -> Capacity:
-        status, answer = await self._call("GET", "nodes", "slurmrestd-nodes")
-        if status != 200:
-            raise PollError(f"slurmrestd nodes: HTTP {status}: {errors_of(answer)}")
+        answer = await self._get("nodes", "slurmrestd-nodes")
         return node_capacity(answer.get("nodes") or [])
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from interlink_provider.cli.client import SidecarClient, pod_ref
+from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
-from interlink_provider.pods.phase import FAILED, RUNNING, SUCCEEDED
+from interlink_provider.pods.phase import RUNNING, SUCCEEDED
 from tests.helpers import Sidecar, slurm, wait_for
 from tests.idp import free_port, token_auth
 from tests.integration.test_rest_api import run_until
@@ -109,11 +109,13 @@ async def test_deletion_is_graceful_and_an_unmappable_option_is_a_clear_error(lo
             await client.delete(stoppable["pod"])
             await wait_for(ended, 60, what="the job to end")
             log = log_file.read_text()
-            await client.create(odd)
-            rejected = await run_until(client, odd["pod"]["metadata"]["uid"], FAILED)
+            # Refused when it is created (the options are mapped then), not after it was accepted.
+            with pytest.raises(SidecarError) as rejected:
+                await client.create(odd)
         assert "got TERM" in log  # the container heard TERM and could finish
         assert sidecar.jobs_named(sidecar.prefix + uid) == [created["PodJID"]]
-        waiting = str(rejected)
+        waiting = str(rejected.value)
+        assert rejected.value.status == 422 and not sidecar.jobs_named(sidecar.prefix + odd["pod"]["metadata"]["uid"])
         assert "--tmp cannot be passed through slurmrestd" in waiting, waiting
     finally:
         sidecar.stop()

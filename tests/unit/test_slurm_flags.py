@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from interlink_provider.pods import PodRejected
+from interlink_provider.pods.annotations import FLAGS, pod_options
 from sidecars.slurm.flags import Flag, FlagPolicy, annotation_flags, merge, parse_flags, sbatch_word
 
 
@@ -36,24 +37,29 @@ def test_malformed_flags_are_refused(words, reason):
     assert reason in info.value.reason
 
 
+def flags(text: str):
+    """The flags annotation as translation resolves it."""
+    return pod_options({FLAGS: text}).scheduler_flags
+
+
 def test_interlink_ci_annotation_keeps_time_and_drops_job_name():
-    kept, warnings = annotation_flags("--job-name=test-pod-cfg -t 2800", FlagPolicy())
+    kept, warnings = annotation_flags(flags("--job-name=test-pod-cfg -t 2800"), FlagPolicy())
     assert [f.render() for f in kept] == ["--time=2800"]
     assert warnings and "--job-name=test-pod-cfg" in warnings[0]
 
 
 def test_flags_outside_the_allowlist_fail_the_pod_with_the_allowed_list():
     with pytest.raises(PodRejected) as info:
-        annotation_flags("--time=5 --dependency=afterok:1", FlagPolicy())
+        annotation_flags(flags("--time=5 --dependency=afterok:1"), FlagPolicy())
     assert "--dependency is not allowed" in info.value.reason and "--time" in info.value.reason
     strict = FlagPolicy(allow=["--time"])
     with pytest.raises(PodRejected):
-        annotation_flags("--partition=gpu", strict)
+        annotation_flags(flags("--partition=gpu"), strict)
 
 
 def test_unbalanced_quotes_are_refused():
     with pytest.raises(PodRejected) as info:
-        annotation_flags("--comment='oops", FlagPolicy())
+        annotation_flags(flags("--comment='oops"), FlagPolicy())
     assert "cannot parse" in info.value.reason
 
 

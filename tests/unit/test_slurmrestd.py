@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from interlink_provider.pods import TranslationPolicy, pod_to_jobspec
+from interlink_provider.pods.annotations import FLAGS
 from interlink_provider.pods.validate import PodRejected
+from interlink_provider.pods.wire import RetrievedPodData
+from interlink_provider.runtimes import make_runtime
+from sidecars.core.kits.backend import SubmitError
+from sidecars.core.kits.script import PodPaths, RenderOptions
+from sidecars.slurm.backend import SlurmConfig
 from sidecars.slurm.flags import Flag, sbatch_word
 from sidecars.slurm.restd import (
+    SlurmRestBackend,
     SlurmRestdConfig,
     job_properties,
     megabytes,
@@ -16,6 +26,7 @@ from sidecars.slurm.restd import (
     node_capacity,
     script_directives,
 )
+from tests.podkit import SANDBOX, pod
 
 
 @pytest.mark.parametrize(
@@ -106,3 +117,64 @@ def test_exactly_one_credential_is_required():
         SlurmRestdConfig()
     with pytest.raises(ValueError):
         SlurmRestdConfig(jwt_key_file="k", token_file="t")
+
+
+class ScriptFiles:
+    """The site-files seam, holding one script (the only thing slurmrestd's submit reads)."""
+
+    def __init__(self, script: str) -> None:
+        self.script = script
+        self.read: list[str] = []
+
+    async def read_from(self, path, offset, identity):
+        self.read.append(path)
+        return self.script.encode(), 0, None
+
+
+def restd_backend(files=None) -> SlurmRestBackend:
+    restd = SlurmRestdConfig(token_file="/nonexistent/token", job_environment={"PATH": "/bin"})
+    return SlurmRestBackend(SlurmConfig(), TranslationPolicy(), restd, files or ScriptFiles(""))
+
+
+def prepared(backend: SlurmRestBackend, flags: str):
+    data = RetrievedPodData.model_validate(
+        {"pod": pod([{"name": "c", "image": "busybox", "command": ["true"]}], annotations={FLAGS: flags})}
+    )
+    spec = pod_to_jobspec(data, TranslationPolicy())
+    paths = PodPaths.for_pod("/pods", spec.namespace, spec.uid)
+    runtime = make_runtime("sandbox", SANDBOX)
+    return paths, backend.prepare(spec, paths, runtime, RenderOptions(), "ilp-" + spec.uid)
+
+
+def test_an_unmappable_option_refuses_the_pod_when_it_is_created():
+    with pytest.raises(PodRejected, match="--tmp cannot be passed through slurmrestd") as info:
+        prepared(restd_backend(), "--tmp=100")
+    assert info.value.field == "batch script"
+
+
+async def test_the_job_properties_are_decided_at_prepare_and_sent_with_the_script():
+    paths, submission = prepared(restd_backend(), "--comment=from-rest --time=7")
+    job = submission.options["job"]
+    assert job["comment"] == "from-rest" and job["time_limit"] == 7 and job["name"].startswith("ilp-")
+    assert "environment" not in job  # the site's, added when the job is submitted
+    json.dumps(submission.options)  # kept with the pod as JSON
+    files = ScriptFiles(submission.script)
+    backend = restd_backend(files)
+    sent = {}
+
+    async def slurm(method, endpoint, command, *, user=None, body=None, **kwargs):
+        sent.update(method=method, endpoint=endpoint, user=user, body=body)
+        return 200, {"job_id": 77}
+
+    backend.client.slurm = slurm
+    options = {"job": {**job, "comment": "as prepared"}}  # what was kept, not the script's lines
+    assert await backend.submit(paths, "ilp-x", "alice", options) == "77"
+    assert files.read == [paths.script] and sent["body"]["script"] == submission.script
+    assert sent["body"]["job"] == {**options["job"], "environment": {"PATH": "/bin"}}
+    assert (sent["endpoint"], sent["user"]) == ("job/submit", "alice")
+    # A pod accepted before its options were kept: its script's lines, still checked.
+    backend = restd_backend(ScriptFiles("#!/bin/bash\n#SBATCH --tmp=100\ntrue\n"))
+    backend.client.slurm = slurm
+    with pytest.raises(SubmitError, match="--tmp cannot be passed") as refused:
+        await backend.submit(paths, "ilp-x", None, None)
+    assert refused.value.permanent

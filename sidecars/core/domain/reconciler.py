@@ -33,7 +33,7 @@ from sidecars.core.domain.store import (
     PodRecord,
 )
 from sidecars.core.kits import faults
-from sidecars.core.kits.backend import COMPLETED, FAILED, PENDING, JobInfo, PollError
+from sidecars.core.kits.backend import COMPLETED, FAILED, PENDING, JobInfo, ListsOwnJobs, PollError
 from sidecars.core.kits.transport import TransportError
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class Reconciler:
                 await service.resubmit(record)
             except PollError as exc:
                 log.warning("cannot recover submission of %s yet: %s", record.uid, exc)
-        if not self.config.cancel_unknown_jobs:
+        if not self.config.cancel_unknown_jobs or not isinstance(service.backend, ListsOwnJobs):
             return
         try:
             own = await service.backend.list_own(self.config.job_name_prefix)

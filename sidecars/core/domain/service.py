@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from interlink_provider.pods import PodRejected, pod_to_jobspec
+from interlink_provider.pods.annotations import RUNTIME
+from interlink_provider.pods.annotations import field as annotation_field
 from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.pods.wire import (
     AcceleratorResponse,
@@ -51,15 +53,22 @@ from sidecars.core.domain.store import (
     Store,
 )
 from sidecars.core.kits import faults, logs, workdir
-from sidecars.core.kits.backend import RUNNING, Backend, Capacity, JobInfo, PollError, SubmitError
+from sidecars.core.kits.backend import (
+    RUNNING,
+    Backend,
+    Capacity,
+    JobInfo,
+    PollError,
+    ReportsCapacity,
+    Signals,
+    SubmitError,
+)
 from sidecars.core.kits.changes import ChangeFeed
 from sidecars.core.kits.script import PodPaths
 from sidecars.core.kits.sitefs import LocalFiles, SiteFiles
 from sidecars.core.kits.transport import TransportError
 
 log = logging.getLogger(__name__)
-
-RUNTIME_ANNOTATION = "interlink.provider/runtime"
 
 
 @dataclass(frozen=True)
@@ -183,12 +192,12 @@ class SiteService:
     # ------------------------------------------------------------------ create
 
     def runtime_for(self, spec: JobSpec) -> Runtime:
-        wanted = spec.annotation(RUNTIME_ANNOTATION) or self.config.runtime.default
+        wanted = spec.pod_options.runtime or self.config.runtime.default
         allowed = {self.config.runtime.default, *self.config.runtime.allowed}
         if wanted not in allowed:
             raise PodRejected(
                 f"runtime {wanted!r} is not offered here (choose one of {sorted(allowed)})",
-                field=f"metadata.annotations[{RUNTIME_ANNOTATION}]",
+                field=annotation_field(RUNTIME),
             )
         return make_runtime(wanted, self.config.runtime)  # type: ignore[arg-type]
 
@@ -263,7 +272,7 @@ class SiteService:
                 pod_dir=paths.pod_dir,
                 job_name=job_name,
                 stage=STAGING_IN if spec.staging.inputs else ACCEPTED,
-                summary=self.summary(spec, runtime, submission.warnings),
+                summary={**self.summary(spec, runtime, submission.warnings), "submit_options": submission.options},
             )
             if record.stage == STAGING_IN:
                 waiting = status.waiting("StagingIn", "resolving inputs")
@@ -347,7 +356,9 @@ class SiteService:
         paths = self.paths(record)
         async with self._submit_slots:
             try:
-                job_id = await self.backend.submit(paths, record.job_name, record.account or None)
+                job_id = await self.backend.submit(
+                    paths, record.job_name, record.account or None, record.summary.get("submit_options")
+                )
             except SubmitError as exc:
                 return await self._submit_failed(record, exc)
         faults.point("after-submit")
@@ -471,7 +482,7 @@ class SiteService:
                 return "deletion pending"
             job = self.jobs.get(uid)
             grace = float(record.summary.get("grace", 30))
-            if job is not None and job.state == RUNNING:
+            if job is not None and job.state == RUNNING and isinstance(self.backend, Signals):
                 try:
                     await self.backend.signal(record.job_id, "USR1", record.account or None)
                     hard = now + grace + 5
@@ -515,6 +526,8 @@ class SiteService:
         now = time.monotonic()
         if self._capacity and now - self._capacity[0] < 10:
             return self._capacity[1]
+        if not isinstance(self.backend, ReportsCapacity):
+            raise Unavailable(f"{self.backend.display_name} does not report its capacity")
         try:
             capacity = await self.backend.capacity()
         except PollError as exc:
@@ -523,16 +536,17 @@ class SiteService:
         return capacity
 
     async def ping(self) -> PingResponse:
-        capacity = await self.capacity()
+        # Without a capacity report the Virtual Kubelet keeps the node's configured capacity.
+        capacity = await self.capacity() if isinstance(self.backend, ReportsCapacity) else None
         active = sum(1 for r in self.pods.values() if r.stage not in TERMINAL_STAGES)
         accelerators = None
-        if capacity.gpus_total:
+        if capacity is not None and capacity.gpus_total:
             accelerators = [AcceleratorResponse(resourceType=self.config.gpu_resource, available=str(capacity.gpus))]
         return PingResponse(
             status="ok",
             resources=ResourcesResponse(
-                cpu=str(capacity.cpus),
-                memory=f"{capacity.memory_mib}Mi",
+                cpu=str(capacity.cpus) if capacity else None,
+                memory=f"{capacity.memory_mib}Mi" if capacity else None,
                 pods=str(max(0, self.config.max_pods - active)),
                 accelerators=accelerators,
             ),

@@ -11,22 +11,23 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sidecars.core.kits.backend import PollError
-
 # Runs one command: its words plus the job ids, as an account (None: the sidecar's own).
 Sender = Callable[[list[str], "str | None"], Awaitable[None]]
+# The error callers see when a batch's command was interrupted (the backend contract's PollError).
+Interrupted = Callable[[str], BaseException]
 
 
 class _Batch:
     """Job ids gathered for one command, and the outcome every caller waits for."""
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, interrupted: Interrupted) -> None:
         self.command = command
+        self.interrupted = interrupted
         self.job_ids: set[str] = set()
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def settle(self, task: asyncio.Task[None]) -> None:
-        error = PollError(f"{self.command} was interrupted") if task.cancelled() else task.exception()
+        error = self.interrupted(f"{self.command} was interrupted") if task.cancelled() else task.exception()
         if error is None:
             self.done.set_result(None)
         else:
@@ -35,10 +36,13 @@ class _Batch:
 
 
 class CommandBatches:
-    def __init__(self, window_seconds: float, send: Sender, order: Callable[[str], Any]) -> None:
+    def __init__(
+        self, window_seconds: float, send: Sender, order: Callable[[str], Any], interrupted: Interrupted
+    ) -> None:
         self.window_seconds = window_seconds
         self.send = send
         self.order = order  # job ids in the command line in this order (numeric, for readable logs)
+        self.interrupted = interrupted
         self._open: dict[tuple[tuple[str, ...], str], _Batch] = {}
 
     async def add(self, command: tuple[str, ...], job_ids: list[str], account: str | None) -> None:
@@ -48,7 +52,7 @@ class CommandBatches:
         key = (command, account or "")
         batch = self._open.get(key)
         if batch is None:
-            batch = self._open[key] = _Batch(command[0])
+            batch = self._open[key] = _Batch(command[0], self.interrupted)
             asyncio.get_running_loop().call_later(self.window_seconds, self._flush, key)
         batch.job_ids.update(job_ids)
         await asyncio.shield(batch.done)

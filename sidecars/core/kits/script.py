@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import posixpath
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import jinja2
 
+from interlink_provider.pods.annotations import PRE_EXEC
+from interlink_provider.pods.annotations import field as annotation_field
 from interlink_provider.pods.jobspec import ContainerSpec, Handler, JobSpec, ProbeSpec
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.runtimes import Bind, Launch, LaunchContext, Runtime
@@ -36,8 +37,6 @@ DEFAULT_PASSTHROUGH_ENV = [
     "HIP_VISIBLE_DEVICES",
     "GPU_DEVICE_ORDINAL",
 ]
-
-ANNOTATION_PREFIX = "slurm-job.vk.io/"
 
 
 @dataclass(frozen=True)
@@ -123,17 +122,6 @@ def handler_command(index: int, handler: Handler) -> str:
     return shjoin(["sleep", handler.seconds])
 
 
-def annotation_words(spec: JobSpec, name: str) -> tuple[str, ...]:
-    """An annotation holding command-line words (options, mounts), split like a shell would."""
-    value = spec.annotation(ANNOTATION_PREFIX + name)
-    if not value:
-        return ()
-    try:
-        return tuple(shlex.split(value))
-    except ValueError as exc:
-        raise PodRejected(f"cannot parse: {exc}", field=f"metadata.annotations[{ANNOTATION_PREFIX}{name}]") from exc
-
-
 def _binds(spec: JobSpec, container: ContainerSpec, paths: PodPaths) -> tuple[list[Bind], list[dict[str, Any]]]:
     volumes = {v.name: v for v in spec.volumes}
     binds: list[Bind] = []
@@ -178,13 +166,13 @@ def container_context(
     runtime_mounts: tuple[str, ...] = ()
     if options.allow_runtime_options:
         for stem in runtime.annotation_stems:
-            runtime_options += annotation_words(spec, f"{stem}-options")
-            runtime_mounts += annotation_words(spec, f"{stem}-mounts")
+            runtime_options += spec.pod_options.runtime_options(stem)
+            runtime_mounts += spec.pod_options.runtime_mounts(stem)
     ctx = LaunchContext(
         pod_dir=paths.pod_dir,
         rootfs=paths.rootfs(container.name),
         binds=tuple(binds),
-        image_root=spec.annotation(ANNOTATION_PREFIX + "image-root") or None,
+        image_root=spec.pod_options.image_root,
         extra_options=runtime_options,
         extra_mounts=runtime_mounts,
         gpu_vendor=spec.resources.gpu_vendor,
@@ -207,14 +195,11 @@ def container_context(
 def runner_context(spec: JobSpec, runtime: Runtime, paths: PodPaths, options: RenderOptions) -> dict[str, Any]:
     """Template variables of the shared pod runner."""
     containers = [container_context(i, spec, c, runtime, paths, options) for i, c in enumerate(spec.all_containers())]
-    pre_exec = spec.annotation(ANNOTATION_PREFIX + "pre-exec")
+    pre_exec = spec.pod_options.pre_exec
     if pre_exec and not options.allow_pre_exec:
-        raise PodRejected(
-            "this site does not allow pre-exec commands",
-            field=f"metadata.annotations[{ANNOTATION_PREFIX}pre-exec]",
-        )
+        raise PodRejected("this site does not allow pre-exec commands", field=annotation_field(PRE_EXEC))
     if "\x00" in pre_exec:
-        raise PodRejected("pre-exec contains a NUL byte", field=f"metadata.annotations[{ANNOTATION_PREFIX}pre-exec]")
+        raise PodRejected("pre-exec contains a NUL byte", field=annotation_field(PRE_EXEC))
     return {
         "pod_dir": paths.pod_dir,
         "pods_root": paths.pods_root,
