@@ -104,7 +104,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
         while True:
             current = feed.revision
             for revision, uid in feed.since(position, principal.key):
-                record = self.service.pods.get(uid)
+                record = self.service.record(uid)
                 if record is None:
                     yield pb.StatusEvent(epoch=feed.epoch, revision=revision, removed_uid=uid)
                 else:
@@ -120,7 +120,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
                 quiet_since = time.monotonic()
 
     def _pod_status(self, answer: dict[str, Any]) -> pb.PodStatus:
-        record = self.service.pods.get(answer["UID"])
+        record = self.service.record(answer["UID"])
         return pb.PodStatus(
             uid=answer["UID"],
             namespace=answer["namespace"],

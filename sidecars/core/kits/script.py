@@ -57,6 +57,10 @@ class PodPaths:
     def container_dir(self, container: str) -> str:
         return posixpath.join(self.pod_dir, "containers", container)
 
+    def log_file(self, container: str, previous: bool = False) -> str:
+        """A container's log (the one before its last restart with `previous`)."""
+        return posixpath.join(self.container_dir(container), "log.previous" if previous else "log")
+
     def rootfs(self, container: str) -> str:
         return posixpath.join(self.container_dir(container), "rootfs")
 
