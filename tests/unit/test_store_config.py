@@ -131,6 +131,19 @@ def test_slurmrestd_is_refused_for_htcondor(tmp_path):
         load_config(bad, {})
 
 
+def test_staging_over_ssh_is_refused_with_the_reason(tmp_path):
+    raw = yaml.safe_load((REPO / "deploy" / "local" / "sidecar.yaml").read_text())
+    assert raw.get("staging"), "the local site stages data"
+    raw["transport"] = {
+        "kind": "ssh",
+        "ssh": {"host": "login", "user": "ilp", "key_file": "/k", "known_hosts": "/h"},
+    }
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="staging needs the pods' directories on the sidecar's own filesystem"):
+        load_config(bad, {"ILP_SITE_DIR": str(tmp_path)})
+
+
 def test_the_local_site_config_is_valid():
     config = load_config(REPO / "deploy" / "local" / "sidecar.yaml", {"ILP_SITE_DIR": "/tmp/x"})
     assert config.runtime.default == "sandbox"
