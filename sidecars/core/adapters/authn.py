@@ -1,4 +1,4 @@
-"""Authenticating callers of the sidecar, for every protocol adapter (REST now, gRPC later).
+"""Authenticating callers of the sidecar, for both protocol adapters (REST and gRPC).
 
 A bearer token is validated (trusted issuer, signature through the JWKS, audience,
 lifetime, WLCG profile), mapped by site policy to a local account, and checked for
