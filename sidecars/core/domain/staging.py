@@ -7,7 +7,7 @@ the pod is not reported finished (its containers are held as running), so that a
 pod counts as Succeeded only once its results are safe. A deleted pod stops its
 transfers; a restarted sidecar starts interrupted staging again (cached and
 registered files make that cheap and idempotent; nothing partial is ever used).
-The engine reaches the pod's volumes only through the site-files seam (`SiteVolumes`).
+The engine reaches the pod's volumes only through the site-files seam (`volumes.SiteVolumes`).
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from interlink_provider.auth.errors import AuthError, IdPUnreachable
 from interlink_provider.pods.staging import StagingSpec
 from interlink_provider.staging.engine import PodStaging, Stager
 from interlink_provider.staging.errors import Cancelled, StagingError
-from interlink_provider.staging.volumes import InputLink
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import STAGE_THROUGHPUT, STAGED_BYTES, STAGED_FILES, STAGING
 from sidecars.core.domain import status
@@ -31,39 +29,12 @@ from sidecars.core.domain.book import PodBook
 from sidecars.core.domain.errors import Forbidden, Unavailable
 from sidecars.core.domain.records import JsonObject, PodRecord, PodStatuses, Stage
 from sidecars.core.domain.submission import Submissions
-from sidecars.core.kits.script import PodPaths
+from sidecars.core.domain.volumes import SiteVolumes
 from sidecars.core.kits.sitefs import SiteFiles
-from sidecars.core.kits.transport import TransportError
-from sidecars.core.kits.workdir import WorkdirError
 
 log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 1.0
 T = TypeVar("T")
-
-
-class SiteVolumes:
-    """A pod's staging volumes through the site-files seam (the engine's `PodVolumes`)."""
-
-    def __init__(self, files: SiteFiles, paths: PodPaths) -> None:
-        self.files = files
-        self.paths = paths
-
-    async def link_inputs(self, links: Sequence[InputLink]) -> None:
-        by_volume: dict[int, list[tuple[Path, str]]] = {}
-        for source, index, name in links:
-            by_volume.setdefault(index, []).append((source, name))
-        for index, volume_links in by_volume.items():
-            await self._seam(self.files.link_inputs(self.paths, StagingSpec.input_volume(index), volume_links))
-
-    async def outputs(self, index: int) -> list[tuple[str, Path]]:
-        return await self._seam(self.files.volume_files(self.paths, StagingSpec.output_volume(index)))
-
-    @staticmethod
-    async def _seam(call: Awaitable[T]) -> T:
-        try:
-            return await call
-        except (OSError, WorkdirError, TransportError) as exc:
-            raise StagingError(f"the pod's volumes: {exc}") from exc
 
 
 class StagingPhases:
