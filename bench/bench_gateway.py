@@ -35,7 +35,8 @@ from bench.common import quantiles  # noqa: E402
 from interlink_provider.cli.client import SidecarClient, pod_ref  # noqa: E402
 from interlink_provider.rpc.client import bearer, offloader, open_channel  # noqa: E402
 from interlink_provider.rpc.offloader.v1 import offloader_pb2 as pb  # noqa: E402
-from sidecars.core.domain.store import FINISHED, PodRecord, Store  # noqa: E402
+from sidecars.core.domain.records import ContainerInfo, PodRecord, PodStatuses, PodSummary, Stage  # noqa: E402
+from sidecars.core.domain.store import Store  # noqa: E402
 from tests.federation import GatewayProcess, grpc_sidecar, vk_request, wait_until_up  # noqa: E402
 from tests.helpers import SITE_SCRIPT, site_dir  # noqa: E402
 from tests.idp import SITE_AUDIENCE, IdP  # noqa: E402
@@ -84,15 +85,12 @@ async def seed(state_dir: Path, owner: str, count: int) -> None:
                 name=f"tracked-{index}",
                 pod_dir=f"/nonexistent/{uid}",
                 job_name=f"seeded-{uid}",
-                stage=FINISHED,
+                stage=Stage.FINISHED,
                 owner=owner,
                 job_id=str(900000 + index),
                 phase="Succeeded",
-                summary={
-                    "containers": [{"name": "c", "image": "busybox", "init": False, "restart_policy": "Never"}],
-                    "grace": 30,
-                },
-                status={"containers": [container], "initContainers": []},
+                summary=PodSummary(containers=(ContainerInfo("c", "busybox", False, "Never"),), grace=30),
+                status=PodStatuses(apps=(container,)),
                 finished_at=time.time(),
             )
         )

@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO))
 from bench.bench_sidecar import commands_total, create_all, metrics, pod_request  # noqa: E402
 from bench.common import quantiles  # noqa: E402
 from interlink_provider.cli.client import SidecarClient, pod_ref  # noqa: E402
-from sidecars.core.domain.store import SUBMITTED, PodRecord, Store  # noqa: E402
+from sidecars.core.domain.records import ContainerInfo, PodRecord, PodSummary, Stage  # noqa: E402
+from sidecars.core.domain.store import Store  # noqa: E402
 from tests.helpers import SITE_SCRIPT, Sidecar, site_dir, slurm_env  # noqa: E402
 
 SITE_DEFAULTS = {
@@ -81,7 +82,7 @@ def cancel(job_ids: list[str]) -> None:
 async def seed(state_dir: Path, job_ids: list[str], prefix: str) -> None:
     store = Store(state_dir / "sidecar.db")
     await store.open()
-    summary = {"containers": [{"name": "c", "image": "busybox", "init": False, "restart_policy": "Never"}], "grace": 30}
+    summary = PodSummary(containers=(ContainerInfo("c", "busybox", False, "Never"),), grace=30)
     for index, job_id in enumerate(job_ids):
         uid = f"00000000-0000-4000-9000-{index:012d}"
         await store.insert(
@@ -91,7 +92,7 @@ async def seed(state_dir: Path, job_ids: list[str], prefix: str) -> None:
                 name=f"scale-{index}",
                 pod_dir=f"/nonexistent/{uid}",
                 job_name=f"{prefix}{index:05d}",
-                stage=SUBMITTED,
+                stage=Stage.SUBMITTED,
                 job_id=job_id,
                 summary=summary,
                 submitted_at=time.time(),

@@ -38,6 +38,7 @@ from interlink_provider.staging.catalog import RucioCatalog  # noqa: E402
 from interlink_provider.staging.config import RucioConfig, StagingConfig  # noqa: E402
 from interlink_provider.staging.engine import PodStaging, Stager  # noqa: E402
 from interlink_provider.staging.refs import FileRef, adler32_of  # noqa: E402
+from interlink_provider.staging.volumes import VolumeDirs  # noqa: E402
 from tests.helpers import SITE_SCRIPT, site_dir  # noqa: E402
 
 RSE = "LOCAL_XRD"
@@ -115,7 +116,7 @@ def stager(cache: Path, state: Path, password: Path, parallel: int) -> Stager:
 def pod(did: str, target: Path, uid: str) -> PodStaging:
     target.mkdir(parents=True, exist_ok=True)
     spec = StagingSpec(inputs=(StageInput(did=did, mount="/data"),))
-    return PodStaging(spec, [target], [], "bench", uid, uid)
+    return PodStaging(spec, VolumeDirs([target]), "bench", uid, uid)
 
 
 async def stage_in(stage: Stager, did: str, target: Path) -> float:

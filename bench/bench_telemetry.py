@@ -20,8 +20,8 @@ from prometheus_client import generate_latest
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import COMMANDS, PODS, REQUEST_SECONDS, timed
 from sidecars.core.adapters import statuspage
-from sidecars.core.domain.service import Principal
-from sidecars.core.domain.store import PodRecord
+from sidecars.core.domain.principal import Principal
+from sidecars.core.domain.records import PodRecord, PodSummary, Stage
 
 
 class Dropped(SpanExporter):
@@ -50,20 +50,20 @@ def status_page(pods: int) -> None:
             owner="alice@https://idp/",
             job_id=str(1000 + i),
             phase=phases[i % 4],
-            stage="submitted",
+            stage=Stage.SUBMITTED,
             created_at=float(i),
             message=f"Slurm job {1000 + i} is pending: Resources: waiting for nodes",
             pod_dir="/p",
             job_name="j",
-            summary={},
+            summary=PodSummary(containers=()),
         )
         for i in range(pods)
     ]
     site = SimpleNamespace(
         readable=lambda principal: records,
-        staging=None,
+        staging_progress=lambda uid: "",
         poll_error="",
-        backend=SimpleNamespace(display_name="Slurm"),
+        scheduler_name="Slurm",
         config=SimpleNamespace(site_name="bench"),
     )
     html = statuspage.render(site, Principal("alice@https://idp/"), {"https://idp/": (True, "3 keys")})

@@ -36,6 +36,7 @@ from interlink_provider.pods.staging import StageInput, StagingSpec  # noqa: E40
 from interlink_provider.staging.catalog import RucioCatalog  # noqa: E402
 from interlink_provider.staging.config import RucioConfig, StagingConfig, StorageTokensConfig  # noqa: E402
 from interlink_provider.staging.engine import PodStaging, Stager  # noqa: E402
+from interlink_provider.staging.volumes import VolumeDirs  # noqa: E402
 from tests.datalake import put_token_dataset  # noqa: E402
 from tests.helpers import site_dir  # noqa: E402
 
@@ -72,7 +73,7 @@ def plain_stager(work: Path, cache: Path, password: Path) -> Stager:
 def pod(stager: Stager, did: str, target: Path, uid: str) -> PodStaging:
     target.mkdir(parents=True)
     spec = StagingSpec(inputs=(StageInput(did=did, mount="/data"),))
-    return PodStaging(spec, [target], [], "bench", uid, uid, credentials=stager.credentials_for(uid))
+    return PodStaging(spec, VolumeDirs([target]), "bench", uid, uid, credentials=stager.credentials_for(uid))
 
 
 async def timed(work) -> float:

@@ -1,17 +1,26 @@
-"""Every way a token can be refused, each with a message a user can act on."""
+"""Every way a token can be refused, each with a message a user can act on.
+
+Each error is a kind of refusal of interlink_provider.refusals, which gives its HTTP status
+(`.status`) and gRPC code: Unauthenticated (401) unless a class says otherwise below. The
+APIs answer `code: message` (and, over HTTP, a 401 with `WWW-Authenticate`).
+"""
 
 from __future__ import annotations
 
+from interlink_provider.refusals import Forbidden, Unauthenticated, Unavailable
 
-class AuthError(Exception):
-    """Base: `status` is the HTTP status a server should answer with."""
 
-    status = 401
+class AuthError(Unauthenticated):
+    """Base: `code` is the reason word a caller (and the refusal metric) sees."""
+
     code = "invalid_token"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def detail(self) -> str:
+        return f"{self.code}: {self.message}"
 
 
 class MissingToken(AuthError):
@@ -46,28 +55,27 @@ class ProfileViolation(AuthError):
     code = "wlcg_profile"
 
 
-class IdPUnreachable(AuthError):
-    status = 503
+class IdPUnreachable(Unavailable, AuthError):
+    """The token cannot be checked (or got) now: the IdP does not answer. 503, not a refusal of the token."""
+
     code = "idp_unreachable"
 
 
-class Forbidden(AuthError):
-    """Valid token, but not allowed: missing scope, no account mapping, another's pod."""
+class NotAllowed(Forbidden, AuthError):
+    """Valid token, but not allowed: missing scope, no account mapping."""
 
-    status = 403
     code = "forbidden"
 
 
-class MissingScope(Forbidden):
+class MissingScope(NotAllowed):
     code = "missing_scope"
 
 
-class NoAccount(Forbidden):
+class NoAccount(NotAllowed):
     code = "no_account"
 
 
-class ExchangeRefused(AuthError):
+class ExchangeRefused(Forbidden, AuthError):
     """The IdP refused a token exchange or refresh (its error and description)."""
 
-    status = 403
     code = "exchange_refused"

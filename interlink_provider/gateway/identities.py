@@ -34,6 +34,7 @@ import jwt
 
 from ..auth import errors
 from ..auth.exchange import OAuthClient, Token, write_private
+from ..refusals import Forbidden, Invalid
 
 log = logging.getLogger(__name__)
 RENEW_MARGIN = 60.0
@@ -41,15 +42,23 @@ SECRET_KEYS = ("access_token", "refresh_token", "client_id", "issuer")
 
 
 class IdentityProblem(Exception):
-    """The pod cannot run as its owner; `status` is the HTTP status the VK gets, and the message
-    (which the VK shows on the pod) starts with a reason word when one applies (`TokenExpired: ...`)."""
+    """The pod cannot run as its owner. The message (which the VK shows on the pod) starts with a
+    reason word when one applies (`TokenExpired: ...`); the subclass says whose fault it is, and so
+    the HTTP status the VK gets (`.status`, from interlink_provider.refusals)."""
 
-    def __init__(self, status: int, message: str, reason: str = "") -> None:
+    def __init__(self, message: str, reason: str = "") -> None:
         message = f"{reason}: {message}" if reason else message
         super().__init__(message)
-        self.status = status
         self.reason = reason
         self.message = message
+
+
+class IdentityUnusable(IdentityProblem, Invalid):
+    """The pod names no identity Secret, or one that was not sent or holds no usable token (422)."""
+
+
+class IdentityRefused(IdentityProblem, Forbidden):
+    """The owner's token is expired, from another IdP, or refused by the IdP (403)."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,8 @@ def _secret_values(secret: dict[str, Any], source: str) -> dict[str, str]:
         try:
             values[key] = base64.b64decode(str(encoded), validate=True).decode("utf-8").strip()
         except (binascii.Error, UnicodeDecodeError) as exc:
-            raise IdentityProblem(
-                422, f"Secret {source}: key {key!r} is not base64 UTF-8 text", "IdentitySecretInvalid"
+            raise IdentityUnusable(
+                f"Secret {source}: key {key!r} is not base64 UTF-8 text", "IdentitySecretInvalid"
             ) from exc
     for key, text in (secret.get("stringData") or {}).items():
         values[key] = str(text).strip()
@@ -92,8 +101,7 @@ def take_identity(request: dict[str, Any], secret_name: str) -> UserCredential:
     secrets = request.get("secrets") or []
     mine = [s for s in secrets if (s.get("metadata") or {}).get("name") == secret_name]
     if not mine:
-        raise IdentityProblem(
-            422,
+        raise IdentityUnusable(
             f"identity Secret {source} was not sent with the pod: reference it in a "
             f"volume (`secret: {{secretName: {secret_name}}}`) so the Virtual Kubelet sends it",
             "IdentityMissing",
@@ -103,12 +111,11 @@ def take_identity(request: dict[str, Any], secret_name: str) -> UserCredential:
     values = _secret_values(mine[0], source)
     credential = UserCredential(source, *(values.get(key) or None for key in SECRET_KEYS))
     if not credential.access_token and not credential.refresh_token:
-        raise IdentityProblem(
-            422, f"identity Secret {source} has neither `access_token` nor `refresh_token`", "IdentitySecretInvalid"
+        raise IdentityUnusable(
+            f"identity Secret {source} has neither `access_token` nor `refresh_token`", "IdentitySecretInvalid"
         )
     if credential.refresh_token and not credential.access_token and not credential.client_id:
-        raise IdentityProblem(
-            422,
+        raise IdentityUnusable(
             f"identity Secret {source}: a `refresh_token` needs the `client_id` it was "
             "issued to (`interlink-provider token login` writes both)",
             "IdentitySecretInvalid",
@@ -217,8 +224,7 @@ class UserGrants:
 
     async def _delegate(self, credential: UserCredential) -> Grant:
         if credential.issuer and credential.issuer.rstrip("/") != self.client.issuer.rstrip("/"):
-            raise IdentityProblem(
-                403,
+            raise IdentityRefused(
                 f"identity Secret {credential.source} is from {credential.issuer}; this "
                 f"gateway exchanges tokens of {self.client.issuer} only",
             )
@@ -230,8 +236,7 @@ class UserGrants:
         try:
             token = await self.client.exchange(subject_token, None, self.scope)
         except errors.AuthError as exc:
-            raise IdentityProblem(
-                403,
+            raise IdentityRefused(
                 f"the IdP refused to let the gateway act for the owner of {credential.source}: {exc.message}",
                 "TokenExchangeRefused",
             ) from exc
@@ -245,8 +250,7 @@ class UserGrants:
         except errors.AuthError as exc:
             if credential.access_token:
                 return credential.access_token
-            raise IdentityProblem(
-                403,
+            raise IdentityRefused(
                 f"the refresh token in {credential.source} was refused (expired or "
                 f"revoked? run `interlink-provider token login` again): {exc.message}",
                 "TokenExpired",
@@ -258,16 +262,13 @@ class UserGrants:
         async with self._locks.setdefault(key, asyncio.Lock()):
             grant = self.grants.get(key)
             if grant is None:
-                raise IdentityProblem(
-                    403, "the owner's grant is gone (refused earlier); recreate the pod", "TokenExpired"
-                )
+                raise IdentityRefused("the owner's grant is gone (refused earlier); recreate the pod", "TokenExpired")
             grant.last_used = time.time()
             cached = grant.access.get(audience)
             if cached is not None and cached.valid_for(RENEW_MARGIN):
                 return cached.access_token
             if not grant.refresh_token:
-                raise IdentityProblem(
-                    403,
+                raise IdentityRefused(
                     f"the IdP gave no refresh token for {grant.subject} (offline_access "
                     "refused?): the pod cannot be acted on past its first token",
                 )
@@ -276,8 +277,7 @@ class UserGrants:
             except errors.ExchangeRefused as exc:
                 self.grants.pop(key, None)
                 self._save()
-                raise IdentityProblem(
-                    403,
+                raise IdentityRefused(
                     f"the refresh token for identity {grant.subject} was refused "
                     f"(expired or revoked): {exc.message}; log in again and recreate "
                     "the pod",
@@ -309,8 +309,7 @@ def _refuse_expired(token: str, source: str) -> None:
     if isinstance(expires, (int, float)) and expires <= time.time():
         ago = int(time.time() - expires)
         when = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        raise IdentityProblem(
-            403,
+        raise IdentityRefused(
             f"the token in identity Secret {source} expired at {when} ({ago} s ago): "
             "run `interlink-provider token login` again and update the Secret",
             "TokenExpired",

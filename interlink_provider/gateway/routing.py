@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..refusals import Unroutable
 from .config import SiteLink
 
 
-class NoSite(ValueError):
-    """No site can take the pod; the message says why."""
+class NoSite(Unroutable):
+    """No site can take the pod; the message says why (answered 422 `no site for this pod: ...`)."""
 
 
 @dataclass(frozen=True)

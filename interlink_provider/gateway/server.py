@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 
 from interlink_provider import logsetup, sdnotify
 from interlink_provider.listeners import CannotListen, opening, unix_site
@@ -32,28 +31,21 @@ from ..pods.wire import (
     LogStruct,
     PingResponse,
     PodCreateRequests,
-    validation_message,
 )
+from ..refusals import BadRequest, NotFound, NoTokenForSite, answer, site_answer
 from ..rpc.client import bearer
 from ..rpc.convert import pod_status_json
 from ..rpc.offloader.v1 import offloader_pb2 as pb
 from ..telemetry import tracing
 from ..telemetry.metrics import PODS, REQUEST_SECONDS, SITE_UP
 from .config import GatewayConfig
-from .identities import IdentityProblem, UserGrants, take_identity
-from .routing import NoSite, SiteState, choose_site
+from .identities import IdentityProblem, IdentityUnusable, UserGrants, take_identity
+from .routing import SiteState, choose_site
 from .sites import ServiceTokens, Site
 
 log = logging.getLogger(__name__)
 GATEWAY_KEY = web.AppKey("gateway", "Gateway")
-_HTTP_OF = {
-    grpc.StatusCode.INVALID_ARGUMENT: 422,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.UNAUTHENTICATED: 502,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-}
+# A site answering these surely did not create the pod (unlike a lost answer): no grant to keep.
 _REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 _OPERATIONS = {"/create": "create", "/delete": "delete", "/status": "status", "/getLogs": "logs"}
 PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
@@ -97,8 +89,7 @@ class Gateway:
             return await site.metadata()
         secret_name = annotations.get(policy.secret_annotation)
         if not secret_name:
-            raise IdentityProblem(
-                422,
+            raise IdentityUnusable(
                 f"pods of namespace {namespace} run under their owner's identity: annotate "
                 f"the pod with {policy.secret_annotation} naming the Secret with your token "
                 "(`interlink-provider token login` writes one)",
@@ -146,29 +137,27 @@ async def observed(request: web.Request, handler) -> web.StreamResponse:
 
 @web.middleware
 async def errors(request: web.Request, handler) -> web.StreamResponse:
+    """Refusals (interlink_provider.refusals) and the sites' gRPC codes as HTTP answers to the VK."""
     try:
         return await handler(request)
     except web.HTTPException:
         raise
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return _text(400, f"invalid JSON: {exc}")
-    except ValidationError as exc:
-        return _text(422, validation_message(exc))
-    except NoSite as exc:
-        return _text(422, f"no site for this pod: {exc}")
-    except IdentityProblem as exc:
-        return _text(exc.status, exc.message)
-    except AuthError as exc:
-        return _text(502, f"the gateway has no token for the site: {exc.message}")
     except grpc.aio.AioRpcError as exc:
-        return _text(_HTTP_OF.get(exc.code(), 500), f"site: {exc.code().name}: {exc.details()}")
+        return _text(*site_answer(exc.code().name, exc.details()))
+    except Exception as exc:
+        if isinstance(exc, AuthError):  # the VK sends no token: this is one the gateway asked for, for a site
+            exc = NoTokenForSite(exc.message)
+        refused = answer(exc)
+        if refused is None:
+            raise
+        return _text(refused.http, refused.message)
 
 
 async def create(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     body = await _body(request)
     if not isinstance(body, dict):
-        return _text(400, "the body must be a PodCreateRequests object")
+        raise BadRequest("the body must be a PodCreateRequests object")
     PodCreateRequests.model_validate(body)  # refuse malformed requests here, with the field
     site = gateway.route(body["pod"])
     uid = body["pod"]["metadata"].get("uid", "")
@@ -182,7 +171,7 @@ async def create(request: web.Request) -> web.Response:
             timeout=120,
         )
     except grpc.aio.AioRpcError as exc:
-        if exc.code() in _REFUSALS:  # surely not created (unlike a lost answer): no grant to keep
+        if exc.code() in _REFUSALS:
             gateway.grants.forget(uid)
         raise
     log.info(
@@ -225,7 +214,7 @@ async def status(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     body = await _body(request) or []
     if not isinstance(body, list):
-        return _text(400, "the body must be a list of v1.Pod objects")
+        raise BadRequest("the body must be a list of v1.Pod objects")
     answers = []
     for item in body:
         uid = ((item or {}).get("metadata") or {}).get("uid", "")
@@ -241,7 +230,7 @@ async def get_logs(request: web.Request) -> web.StreamResponse:
     site = gateway.site_of(query.PodUID)
     tracing.annotate({tracing.POD_UID: query.PodUID, "ilp.site": site.name if site else ""})
     if site is None:
-        return _text(404, f"pod {query.PodUID} is not known to any site")
+        raise NotFound(f"pod {query.PodUID} is not known to any site")
     opts = query.Opts
     ask = pb.GetLogsRequest(
         uid=query.PodUID,

@@ -10,9 +10,11 @@ from __future__ import annotations
 import posixpath
 import re
 
+from interlink_provider.refusals import Rejected
 
-class PodRejected(ValueError):
-    """The pod cannot run here; `reason` is shown to the user as is."""
+
+class PodRejected(Rejected, ValueError):
+    """The pod cannot run here; `reason` is shown to the user as is (answered `pod rejected: ...`)."""
 
     def __init__(self, reason: str, *, field: str = "") -> None:
         super().__init__(f"{field}: {reason}" if field else reason)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from .k8s import ConfigMap, K8sModel, NullableList, Pod, Secret
 
@@ -134,9 +134,3 @@ def pod_status_json(
         "containers": containers,
         "initContainers": init_containers,
     }
-
-
-def validation_message(exc: ValidationError) -> str:
-    """A request that failed its model, as one line naming each bad field (first ten)."""
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:10]]
-    return "invalid request: " + "; ".join(parts)

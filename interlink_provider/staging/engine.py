@@ -11,7 +11,6 @@ with back-off, then the next replica is tried; permanent ones fail at once.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from ..pods.staging import StageInput, StagingSpec, parse_did
 from ..telemetry.metrics import CACHE_HITS, DOWNLOADS
-from .cache import ContentCache, link_into
+from .cache import ContentCache
 from .catalog import RucioCatalog
 from .config import StagingConfig
 from .credentials import PodCredentials, TokenBroker, plain
@@ -27,17 +26,17 @@ from .errors import Cancelled, StagingError
 from .refs import FileRef, adler32_of
 from .storage import probe
 from .transfer import Progress, RetryPolicy, Transfer, configure_client, copy_with_retries
+from .volumes import PodVolumes
 
 _RUCIO_NAME = re.compile(r"^[/A-Za-z0-9][/A-Za-z0-9._\-]{0,249}$")
 
 
 @dataclass
 class PodStaging:
-    """One pod's staging: its declaration and the host directories of its staging volumes."""
+    """One pod's staging: its declaration and where its staging volumes are."""
 
     spec: StagingSpec
-    input_dirs: list[Path]
-    output_dirs: list[Path]
+    volumes: PodVolumes
     namespace: str
     name: str
     uid: str
@@ -149,8 +148,7 @@ class Stager:
                 self.cache_hits += 1
                 CACHE_HITS.inc()
                 pod.progress.finish(ref, ref.size or 0)
-        links = [(sources[ref], pod.input_dirs[index] / ref.basename) for index, ref in plan]
-        await asyncio.to_thread(lambda: [link_into(source, target) for source, target in links])
+        await pod.volumes.link_inputs([(sources[ref], index, ref.basename) for index, ref in plan])
 
     async def _download(self, refs: list[FileRef], pod: PodStaging) -> dict[FileRef, asyncio.Future[Path]]:
         loop = asyncio.get_running_loop()
@@ -240,7 +238,8 @@ class Stager:
                 dataset = (scope, f"{pod.namespace}.{pod.name}.{pod.uid[:8]}")
             scope = output.scope or dataset[0]
             writer = await pod.credentials.writer(scope) if pod.credentials else _unchanged
-            files = await asyncio.to_thread(self._describe_outputs, pod.output_dirs[index], scope, dataset[1])
+            found = await pod.volumes.outputs(index)
+            files = await asyncio.to_thread(self._describe_outputs, found, scope, dataset[1])
             pod.progress.add(len(files), sum(f.size or 0 for f, _ in files))
             transfers, already = [], []
             for ref, path in files:
@@ -274,18 +273,13 @@ class Stager:
         return datasets
 
     @staticmethod
-    def _describe_outputs(directory: Path, scope: str, dataset_name: str) -> list[tuple[FileRef, Path]]:
+    def _describe_outputs(found: list[tuple[str, Path]], scope: str, dataset_name: str) -> list[tuple[FileRef, Path]]:
         files = []
-        for root, _, names in os.walk(directory, followlinks=False):
-            for filename in sorted(names):
-                path = Path(root) / filename
-                if path.is_symlink() or not path.is_file():
-                    continue
-                relative = path.relative_to(directory).as_posix()
-                name = f"{dataset_name}/{relative}"
-                if not _RUCIO_NAME.match(name):
-                    raise StagingError(f"output {relative!r} is not a valid Rucio name ({_RUCIO_NAME.pattern})")
-                files.append((FileRef(scope, name, path.stat().st_size, adler32_of(path)), path))
+        for relative, path in found:
+            name = f"{dataset_name}/{relative}"
+            if not _RUCIO_NAME.match(name):
+                raise StagingError(f"output {relative!r} is not a valid Rucio name ({_RUCIO_NAME.pattern})")
+            files.append((FileRef(scope, name, path.stat().st_size, adler32_of(path)), path))
         return files
 
 

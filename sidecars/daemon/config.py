@@ -84,6 +84,11 @@ class SiteConfig(ServiceSettings):
     def _transport_fits_the_backend(self) -> SiteConfig:
         if self.backend == "htcondor" and self.transport.kind == "slurmrestd":
             raise ValueError("transport kind slurmrestd is Slurm's REST API: HTCondor runs over local or ssh")
+        if self.staging is not None and self.transport.kind == "ssh":
+            raise ValueError(
+                "staging needs the pods' directories on the sidecar's own filesystem (it links staged files "
+                "into them and reads outputs from them): use transport kind local or slurmrestd, or no staging"
+            )
         return self
 
 

@@ -97,7 +97,7 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
     backend, files, link = make_backend(config)
     service = SiteService(config, backend, store, stager, files)
     await service.load()
-    reconciler = Reconciler(service)
+    reconciler = Reconciler(config, service.book, backend, service.files, service.submissions, service.staging)
     await reconciler.recover()
     reconciler.start()
     authenticator = Authenticator(config.auth)
@@ -116,9 +116,9 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
             "sidecar for site %s serving on %s (%d pods known)",
             config.site_name,
             ", ".join(addresses),
-            len(service.pods),
+            len(service.book),
         )
-        pinging = sdnotify.ready(f"site {config.site_name}: {len(service.pods)} pods")
+        pinging = sdnotify.ready(f"site {config.site_name}: {len(service.book)} pods")
         await stop.wait()
         log.info("stopping")
         await sdnotify.stopping(pinging)

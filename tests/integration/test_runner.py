@@ -352,3 +352,25 @@ def test_host_path_directories_are_bound(pods_root, tmp_path):
     assert run_job(paths).returncode == 0
     assert log_lines(paths, "c") == ["from the host"]
     assert (shared / "output").read_text() == "out\n"
+
+
+def test_pre_exec_runs_before_the_containers(pods_root):
+    p = pod(
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["cat", "/shared/pre"],
+                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+            }
+        ],
+        volumes=[{"name": "shared", "emptyDir": {}}],
+        annotations={
+            "slurm-job.vk.io/pre-exec": 'mkdir -p "$ILP_POD_DIR/volumes/shared"\n'
+            'echo "pre-exec of $ILP_POD_NAME" > "$ILP_POD_DIR/volumes/shared/pre"'
+        },
+    )
+    _, paths = materialize(p, pods_root)
+    result = run_job(paths)
+    assert result.returncode == 0, result.stderr
+    assert log_lines(paths, "c") == ["pre-exec of p"]

@@ -39,6 +39,7 @@ def ssh_sidecar(workdir, site, known_hosts=None, **extra) -> Sidecar:
         workdir,
         {
             "transport": {"kind": "ssh", "ssh": ssh},
+            "staging": None,  # staging needs the pods' directories on the sidecar's filesystem
             "pods_root": str(remote / "pods"),
             "status": {"poll_interval": 1},
             **extra,

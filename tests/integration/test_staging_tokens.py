@@ -25,6 +25,7 @@ from interlink_provider.pods.staging import parse_staging
 from interlink_provider.staging.config import StagingConfig
 from interlink_provider.staging.engine import PodStaging, Stager
 from interlink_provider.staging.errors import StagingError
+from interlink_provider.staging.volumes import VolumeDirs
 from tests.datalake import RUCIO_HOST, TOKEN_RSE, put_token_dataset, token_disk_path
 from tests.helpers import Sidecar, site_dir, wait_for
 from tests.idp import free_port
@@ -207,7 +208,7 @@ async def test_the_cache_serves_a_file_only_to_pods_whose_token_may_read_it(loca
 
     def pod(stager: Stager, uid: str, directory: Path) -> PodStaging:
         directory.mkdir()
-        return PodStaging(spec, [directory], [], "data", uid, uid, credentials=stager.credentials_for(uid))
+        return PodStaging(spec, VolumeDirs([directory]), "data", uid, uid, credentials=stager.credentials_for(uid))
 
     full = Stager(StagingConfig(**staging_config(tmp_path)), tmp_path / "state-a")
     public_only = Stager(

@@ -9,10 +9,12 @@ import time
 
 import pytest
 
+from sidecars.core.domain.principal import LOCAL
 from sidecars.core.domain.reconciler import Reconciler
-from sidecars.core.domain.service import LOCAL, SiteService
+from sidecars.core.domain.records import PodRecord, PodSummary, Stage
+from sidecars.core.domain.service import SiteService
 from sidecars.core.domain.settings import ServiceSettings
-from sidecars.core.domain.store import DELETING, SUBMITTED, PodRecord, Store
+from sidecars.core.domain.store import Store
 from sidecars.core.kits import backend as b
 from sidecars.core.kits.transport import CommandResult, TransportError
 from sidecars.htcondor.backend import HTCondorBackend
@@ -148,14 +150,13 @@ async def service_with(backend: b.Backend, tmp_path) -> SiteService:
         pod_dir=str(tmp_path / "pods" / "ns-u1"),
         job_name="ilp-u1",
         owner=LOCAL.key,
-        stage=SUBMITTED,
+        stage=Stage.SUBMITTED,
         job_id="42",
         account="alice",
-        summary={"containers": [], "grace": 30},
+        summary=PodSummary(containers=(), grace=30),
     )
-    await service.store.insert(record)
-    service.pods["u1"] = await service.store.get("u1")
-    service.jobs["u1"] = b.JobInfo("42", b.RUNNING)
+    await service.book.insert(record)
+    service.book.scheduler.jobs["u1"] = b.JobInfo("42", b.RUNNING)
     return service
 
 
@@ -164,17 +165,17 @@ async def test_without_signals_graceful_deletion_falls_back_to_cancel(tmp_path):
     service = await service_with(backend, tmp_path)
     before = time.time()
     assert await service.delete("u1") == "deleting"
-    record = service.pods["u1"]
-    assert record.stage == DELETING and record.hard_cancel_at <= time.time()
+    record = service.book.get("u1")
+    assert record.stage == Stage.DELETING and record.hard_cancel_at <= time.time()
     assert backend.calls == [("cancel", ["42"], "alice")]
-    await service.store.close()
+    await service.book.store.close()
     # With the capability: the batch script is signalled, the hard cancel waits for the grace period.
     backend = Signalling()
     service = await service_with(backend, tmp_path / "graceful")
     assert await service.delete("u1") == "deleting"
     assert backend.calls == [("signal", "42", "USR1", "alice")]
-    assert service.pods["u1"].hard_cancel_at >= before + 30
-    await service.store.close()
+    assert service.book.get("u1").hard_cancel_at >= before + 30
+    await service.book.store.close()
 
 
 async def test_without_capacity_or_listing_the_service_does_without(tmp_path):
@@ -182,6 +183,9 @@ async def test_without_capacity_or_listing_the_service_does_without(tmp_path):
     ping = await service.ping()
     assert ping.status == "ok" and ping.resources.cpu is None and ping.resources.memory is None
     assert ping.resources.pods == str(service.config.max_pods - 1)
-    await Reconciler(service).recover()  # no list_own to call: strays are left alone
+    reconciler = Reconciler(
+        service.config, service.book, service.backend, service.files, service.submissions, service.staging
+    )
+    await reconciler.recover()  # no list_own to call: strays are left alone
     assert service.backend.calls == []
-    await service.store.close()
+    await service.book.store.close()

@@ -11,7 +11,7 @@ from interlink_provider.pods import PodRejected
 from interlink_provider.pods.jobspec import ContainerSpec
 from interlink_provider.runtimes import RuntimeConfig
 from interlink_provider.runtimes.base import image_reference, kubernetes_argv
-from sidecars.core.kits.script import RenderOptions
+from sidecars.core.kits.script import CORE_TEMPLATES, RenderOptions
 from tests.podkit import pod, render
 
 # Newlines are covered by the runner tests; here each rendered command stays on one line.
@@ -170,4 +170,37 @@ def test_site_templates_override_ours(tmp_path):
     )
     _, _, script = render(full_pod(), str(tmp_path), options=RenderOptions(template_dir=str(site)))
     assert script.startswith("#!/bin/bash\n# site template for p\n")
+    bash_syntax_ok(script)
+
+
+LIBRARY = (CORE_TEMPLATES / "runner" / "lib.sh").read_text()
+
+
+def test_the_runner_library_is_included_verbatim(tmp_path):
+    _, _, script = render(full_pod(), str(tmp_path))
+    assert LIBRARY in script
+    bash_syntax_ok(script)
+
+
+def test_a_site_template_can_replace_one_runner_partial(tmp_path):
+    site = tmp_path / "templates"
+    (site / "runner").mkdir(parents=True)
+    (site / "runner" / "main.sh.j2").write_text(
+        '# site entry for {{ pod_name }}\nilp_pre_exec() { module load apptainer; }\nilp_entry "$@"\n'
+    )
+    _, _, script = render(full_pod(), str(tmp_path), options=RenderOptions(template_dir=str(site)))
+    assert "# site entry for p\nilp_pre_exec() { module load apptainer; }\n" in script
+    assert "echo site-approved pre-exec" not in script  # our main.sh.j2 is replaced
+    assert LIBRARY in script  # the other parts are still ours
+    assert "ilp_run_0() {" in script and "ilp_probes_1() {" in script
+    bash_syntax_ok(script)
+
+
+def test_a_site_runner_library_is_static_text_too(tmp_path):
+    site = tmp_path / "templates"
+    (site / "runner").mkdir(parents=True)
+    library = LIBRARY + 'ilp_site() { echo "{{ not a template }} {% neither %} {## nor this ##}"; }\n'
+    (site / "runner" / "lib.sh").write_text(library)
+    _, _, script = render(full_pod(), str(tmp_path), options=RenderOptions(template_dir=str(site)))
+    assert library in script
     bash_syntax_ok(script)

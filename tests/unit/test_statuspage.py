@@ -6,17 +6,17 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from sidecars.core.adapters import statuspage
-from sidecars.core.domain.service import Principal
-from sidecars.core.domain.store import PodRecord
+from sidecars.core.domain.principal import Principal
+from sidecars.core.domain.records import PodRecord, PodSummary, Stage
 
 
 def site(records: list[PodRecord], poll_error: str = "") -> SimpleNamespace:
     """The parts of SiteService the page reads (a data holder, not a stand-in for a component)."""
     return SimpleNamespace(
         readable=lambda principal: records,
-        staging=None,
+        staging_progress=lambda uid: "",
         poll_error=poll_error,
-        backend=SimpleNamespace(display_name="Slurm"),
+        scheduler_name="Slurm",
         config=SimpleNamespace(site_name="unit"),
     )
 
@@ -29,11 +29,11 @@ def test_reasons_are_escaped_and_failures_marked():
         owner="alice@iss",
         job_id="42",
         phase="Failed",
-        stage="finished",
+        stage=Stage.FINISHED,
         message="<script>alert(1)</script> & more",
         pod_dir="/p",
         job_name="j",
-        summary={},
+        summary=PodSummary(containers=()),
     )
     html = statuspage.render(
         site([record], poll_error="squeue: timed out"),
@@ -67,7 +67,7 @@ def test_a_long_list_shows_the_newest_rows_and_counts_all(monkeypatch):
             created_at=float(i),
             pod_dir="/p",
             job_name="j",
-            summary={},
+            summary=PodSummary(containers=()),
         )
         for i in range(10)
     ]

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from sidecars.core.domain.store import SUBMITTED, SUBMITTING, PodRecord, Store
+from sidecars.core.domain.records import ContainerInfo, PodRecord, PodStatuses, PodSummary, Stage
+from sidecars.core.domain.store import Store
 from sidecars.daemon.config import SiteConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,8 +24,8 @@ def record(uid: str) -> PodRecord:
         name="p",
         pod_dir="/x",
         job_name="ilp-" + uid,
-        stage=SUBMITTING,
-        summary={"containers": []},
+        stage=Stage.SUBMITTING,
+        summary=PodSummary(containers=(ContainerInfo("c", "busybox", False, "Never"),)),
     )
 
 
@@ -35,14 +36,16 @@ def test_insert_is_idempotent_and_updates_survive_reopening(tmp_path):
         first, new = await store.insert(record("u1"))
         again, new_again = await store.insert(record("u1"))
         assert new and not new_again and again.created_at == first.created_at
-        updated = await store.update("u1", stage=SUBMITTED, job_id="42", status={"containers": [1]})
+        statuses = PodStatuses(apps=({"name": "c", "state": {"running": {}}},))
+        updated = await store.update("u1", stage=Stage.SUBMITTED, job_id="42", status=statuses)
         assert updated.revision > first.revision
         await store.close()
         reopened = Store(tmp_path / "db.sqlite")
         await reopened.open()
         got = await reopened.get("u1")
-        assert (got.stage, got.job_id, got.status) == (SUBMITTED, "42", {"containers": [1]})
-        assert [r.uid for r in await reopened.by_stage(SUBMITTED)] == ["u1"]
+        assert (got.stage, got.job_id, got.status) == (Stage.SUBMITTED, "42", statuses)
+        assert got.summary == record("u1").summary
+        assert [r.uid for r in await reopened.by_stage(Stage.SUBMITTED)] == ["u1"]
         await reopened.close()
 
     asyncio.run(go())
@@ -126,6 +129,19 @@ def test_slurmrestd_is_refused_for_htcondor(tmp_path):
     bad.write_text(text + "transport: {kind: slurmrestd, slurmrestd: {jwt_key_file: /k}}\n")
     with pytest.raises(ValueError, match="HTCondor runs over local or ssh"):
         load_config(bad, {})
+
+
+def test_staging_over_ssh_is_refused_with_the_reason(tmp_path):
+    raw = yaml.safe_load((REPO / "deploy" / "local" / "sidecar.yaml").read_text())
+    assert raw.get("staging"), "the local site stages data"
+    raw["transport"] = {
+        "kind": "ssh",
+        "ssh": {"host": "login", "user": "ilp", "key_file": "/k", "known_hosts": "/h"},
+    }
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="staging needs the pods' directories on the sidecar's own filesystem"):
+        load_config(bad, {"ILP_SITE_DIR": str(tmp_path)})
 
 
 def test_the_local_site_config_is_valid():

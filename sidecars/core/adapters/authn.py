@@ -1,4 +1,4 @@
-"""Authenticating callers of the sidecar, for every protocol adapter (REST now, gRPC later).
+"""Authenticating callers of the sidecar, for both protocol adapters (REST and gRPC).
 
 A bearer token is validated (trusted issuer, signature through the JWKS, audience,
 lifetime, WLCG profile), mapped by site policy to a local account, and checked for
@@ -17,7 +17,7 @@ from interlink_provider.auth.mapping import Operation
 from interlink_provider.auth.validate import TokenValidator
 from interlink_provider.telemetry.metrics import AUTH_REFUSED as REFUSED
 from sidecars.core.adapters.settings import AuthConfig
-from sidecars.core.domain.service import LOCAL, Principal
+from sidecars.core.domain.principal import LOCAL, Principal
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 TLS always (a server certificate; client certificates too when `client_ca` is set),
 a bearer token on every call (`authorization` metadata, validated and mapped exactly
 as for REST), limits on message size and concurrent calls. grpc.health.v1 and
-server reflection are served. Errors carry a status code and the same reasons the
-REST API gives.
+server reflection are served. Errors carry the gRPC code and the reason that
+interlink_provider.refusals gives them, the REST API's reason word for word.
 """
 
 from __future__ import annotations
@@ -20,34 +20,22 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from pydantic import ValidationError
 
 from interlink_provider import __version__
-from interlink_provider.auth.errors import AuthError
-from interlink_provider.pods import PodRejected
 from interlink_provider.pods.phase import phase_of
-from interlink_provider.pods.wire import ContainerLogOpts, LogStruct, RetrievedPodData, validation_message
+from interlink_provider.pods.wire import ContainerLogOpts, LogStruct, RetrievedPodData
+from interlink_provider.refusals import answer
 from interlink_provider.rpc.convert import container_status
 from interlink_provider.rpc.offloader.v1 import offloader_pb2 as pb
 from interlink_provider.rpc.offloader.v1 import offloader_pb2_grpc as pb_grpc
 from interlink_provider.telemetry import tracing
 from sidecars.core.adapters.authn import Authenticator, Caller
 from sidecars.core.adapters.settings import GrpcConfig
-from sidecars.core.domain.errors import BadRequest, Forbidden, NotFound, Unavailable
+from sidecars.core.domain.errors import BadRequest
 from sidecars.core.domain.service import SiteService
-from sidecars.core.kits.transport import TransportError
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Offloader"].full_name
-
-_STATUS_OF = (
-    (PodRejected, grpc.StatusCode.INVALID_ARGUMENT, "pod rejected: "),
-    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT, ""),
-    (NotFound, grpc.StatusCode.NOT_FOUND, ""),
-    (Forbidden, grpc.StatusCode.PERMISSION_DENIED, ""),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE, ""),
-    (TransportError, grpc.StatusCode.UNAVAILABLE, "the site cannot be reached: "),
-)
 
 
 class OffloaderServicer(pb_grpc.OffloaderServicer):
@@ -57,14 +45,10 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
 
     async def _caller(self, context: grpc.aio.ServicerContext, operation: str) -> Caller:
         metadata = dict(context.invocation_metadata() or ())
-        try:
+        async with _mapped_errors(context):
             caller = await self.auth.caller(metadata.get("authorization"), via_unix_socket=False)
             self.auth.require(caller, operation)  # type: ignore[arg-type]
-            return caller
-        except AuthError as exc:
-            code = grpc.StatusCode.UNAUTHENTICATED if exc.status == 401 else grpc.StatusCode.PERMISSION_DENIED
-            await context.abort(code, f"{exc.code}: {exc.message}")
-            raise  # abort raises; this keeps type checkers calm
+        return caller
 
     async def CreatePod(self, request: pb.CreatePodRequest, context) -> pb.CreatePodResponse:
         principal = (await self._caller(context, "create")).principal
@@ -104,7 +88,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
         while True:
             current = feed.revision
             for revision, uid in feed.since(position, principal.key):
-                record = self.service.pods.get(uid)
+                record = self.service.record(uid)
                 if record is None:
                     yield pb.StatusEvent(epoch=feed.epoch, revision=revision, removed_uid=uid)
                 else:
@@ -120,7 +104,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
                 quiet_since = time.monotonic()
 
     def _pod_status(self, answer: dict[str, Any]) -> pb.PodStatus:
-        record = self.service.pods.get(answer["UID"])
+        record = self.service.record(answer["UID"])
         return pb.PodStatus(
             uid=answer["UID"],
             namespace=answer["namespace"],
@@ -211,7 +195,7 @@ class TracedCalls(grpc.aio.ServerInterceptor):
 
 
 class _mapped_errors:
-    """The service core's exceptions as gRPC status codes with their reasons."""
+    """Refusals as their gRPC code and reason (interlink_provider.refusals); the rest is UNKNOWN."""
 
     def __init__(self, context: grpc.aio.ServicerContext) -> None:
         self.context = context
@@ -220,13 +204,9 @@ class _mapped_errors:
         return None
 
     async def __aexit__(self, kind, exc, traceback) -> bool:
-        if exc is None:
-            return False
-        if isinstance(exc, ValidationError):
-            await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, validation_message(exc))
-        for error, code, prefix in _STATUS_OF:
-            if isinstance(exc, error):
-                await self.context.abort(code, f"{prefix}{exc}")
+        refused = answer(exc) if exc is not None else None
+        if refused is not None:
+            await self.context.abort(grpc.StatusCode[refused.grpc], refused.message)  # raises
         return False
 
 

@@ -13,19 +13,18 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from interlink_provider.auth.errors import AuthError
-from interlink_provider.pods import PodRejected
 from interlink_provider.pods.k8s import Pod
-from interlink_provider.pods.wire import CreateStruct, LogStruct, RetrievedPodData, validation_message
+from interlink_provider.pods.wire import CreateStruct, LogStruct, RetrievedPodData
+from interlink_provider.refusals import answer
 from interlink_provider.telemetry import tracing
 from sidecars.core.adapters import statuspage
 from sidecars.core.adapters.authn import Authenticator, Caller
-from sidecars.core.domain.errors import BadRequest, Forbidden, NotFound, Unavailable
+from sidecars.core.domain.errors import BadRequest, Unavailable
 from sidecars.core.domain.reconciler import Reconciler
 from sidecars.core.domain.service import SiteService
-from sidecars.core.kits.transport import TransportError
 
 log = logging.getLogger(__name__)
 
@@ -42,33 +41,19 @@ def _text(status: int, message: str) -> web.Response:
 
 @web.middleware
 async def errors(request: web.Request, handler) -> web.StreamResponse:
-    """Map what the service core raises to HTTP answers."""
+    """Answer refusals with their HTTP status and reason (interlink_provider.refusals); the rest is a 500."""
     try:
         return await handler(request)
     except web.HTTPException:
         raise
-    except json.JSONDecodeError as exc:
-        return _text(400, f"invalid JSON: {exc}")
-    except UnicodeDecodeError:
-        return _text(400, "the request body is not UTF-8")
-    except ValidationError as exc:
-        return _text(422, validation_message(exc))
-    except PodRejected as exc:
-        return _text(422, f"pod rejected: {exc}")
-    except BadRequest as exc:
-        return _text(400, str(exc))
-    except NotFound as exc:
-        return _text(404, str(exc))
-    except Unavailable as exc:
-        return _text(503, str(exc))
-    except TransportError as exc:
-        return _text(503, f"the site cannot be reached: {exc}")
-    except Forbidden as exc:
-        return _text(403, str(exc))
-    except AuthError as exc:
-        headers = {"WWW-Authenticate": f'Bearer error="{exc.code}"'} if exc.status == 401 else {}
-        response = _text(exc.status, f"{exc.code}: {exc.message}")
-        response.headers.update(headers)
+    except Exception as exc:
+        refused = answer(exc)
+        if refused is None:
+            raise
+        response = _text(refused.http, refused.message)
+        if refused.http == 401:  # RFC 6750: the challenge, with the reason word
+            code = refused.refusal.code if isinstance(refused.refusal, AuthError) else AuthError.code
+            response.headers["WWW-Authenticate"] = f'Bearer error="{code}"'
         return response
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import jinja2
 
 from interlink_provider import __version__
-from sidecars.core.domain.service import Principal, SiteService, state_reason
-from sidecars.core.domain.store import PodRecord
+from sidecars.core.domain.principal import Principal
+from sidecars.core.domain.records import PodRecord
+from sidecars.core.domain.service import SiteService
 
 REFRESH_SECONDS = 5
 MAX_ROWS = 500  # the newest pods; the phase counts still cover all of them
@@ -67,8 +68,8 @@ def pod_rows(service: SiteService, records: list[PodRecord]) -> list[PodRow]:
             job_id=r.job_id,
             owner=r.owner,
             account=r.account or "(the sidecar's own)",
-            staging=service.staging.progress(r.uid) if service.staging else "",
-            reason=state_reason(r),
+            staging=service.staging_progress(r.uid),
+            reason=r.state_reason(),
             updated=_when(r.updated_at),
         )
         for r in records
@@ -77,7 +78,7 @@ def pod_rows(service: SiteService, records: list[PodRecord]) -> list[PodRow]:
 
 def health(service: SiteService, issuers: dict[str, tuple[bool, str]]) -> list[Health]:
     """What the page can tell without calling anyone: the last status poll and the key caches."""
-    scheduler = service.backend.display_name
+    scheduler = service.scheduler_name
     checks = [Health(f"{scheduler} (status poll)", not service.poll_error, service.poll_error or "answering")]
     checks += [Health(f"IdP {issuer}", ok, detail) for issuer, (ok, detail) in sorted(issuers.items())]
     return checks

@@ -1,22 +1,8 @@
-"""What the service core refuses, in words any protocol adapter can turn into its own status."""
+"""What the service core refuses: four kinds of refusal of interlink_provider.refusals, whose table
+gives each its HTTP status and gRPC code. The core raises them; the adapters answer them."""
 
 from __future__ import annotations
 
-
-class NotFound(Exception):
-    pass
-
-
-class Forbidden(Exception):
-    """The caller is authenticated but the pod is not theirs."""
-
-
-class BadRequest(Exception):
-    pass
-
-
-class Unavailable(Exception):
-    pass
-
+from interlink_provider.refusals import BadRequest, Forbidden, NotFound, Unavailable
 
 __all__ = ["BadRequest", "Forbidden", "NotFound", "Unavailable"]

@@ -7,6 +7,7 @@ the pod is not reported finished (its containers are held as running), so that a
 pod counts as Succeeded only once its results are safe. A deleted pod stops its
 transfers; a restarted sidecar starts interrupted staging again (cached and
 registered files make that cheap and idempotent; nothing partial is ever used).
+The engine reaches the pod's volumes only through the site-files seam (`volumes.SiteVolumes`).
 """
 
 from __future__ import annotations
@@ -14,64 +15,53 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from interlink_provider.auth.errors import AuthError, IdPUnreachable
-from interlink_provider.pods.staging import StageInput, StageOutput, StagingSpec
+from interlink_provider.pods.staging import StagingSpec
 from interlink_provider.staging.engine import PodStaging, Stager
 from interlink_provider.staging.errors import Cancelled, StagingError
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import STAGE_THROUGHPUT, STAGED_BYTES, STAGED_FILES, STAGING
 from sidecars.core.domain import status
-from sidecars.core.domain.store import DELETED, FINISHED, STAGING_IN, STAGING_OUT, SUBMITTING, PodRecord
-
-if TYPE_CHECKING:
-    from sidecars.core.domain.service import SiteService
+from sidecars.core.domain.book import PodBook
+from sidecars.core.domain.errors import Forbidden, Unavailable
+from sidecars.core.domain.records import JsonObject, PodRecord, PodStatuses, Stage
+from sidecars.core.domain.submission import Submissions
+from sidecars.core.domain.volumes import SiteVolumes
+from sidecars.core.kits.sitefs import SiteFiles
 
 log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 1.0
-
-
-def spec_summary(spec: StagingSpec) -> dict[str, Any]:
-    return {
-        "inputs": [i.model_dump(exclude_none=True) for i in spec.inputs],
-        "outputs": [o.model_dump(exclude_none=True) for o in spec.outputs],
-    }
-
-
-def spec_of(record: PodRecord) -> StagingSpec:
-    data = record.summary.get("staging") or {}
-    return StagingSpec(
-        inputs=tuple(StageInput(**i) for i in data.get("inputs", [])),
-        outputs=tuple(StageOutput(**o) for o in data.get("outputs", [])),
-    )
+T = TypeVar("T")
 
 
 class StagingPhases:
-    def __init__(self, service: SiteService, stager: Stager) -> None:
-        self.service = service
+    def __init__(self, book: PodBook, submissions: Submissions, stager: Stager, files: SiteFiles) -> None:
+        self.book = book
+        self.submissions = submissions
         self.stager = stager
+        self.files = files
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._pods: dict[str, PodStaging] = {}
 
     def _pod(self, record: PodRecord) -> PodStaging:
-        spec = spec_of(record)
-        paths = self.service.paths(record)
         return PodStaging(
-            spec=spec,
-            input_dirs=[Path(paths.volume_dir(StagingSpec.input_volume(i))) for i in range(len(spec.inputs))],
-            output_dirs=[Path(paths.volume_dir(StagingSpec.output_volume(i))) for i in range(len(spec.outputs))],
+            spec=record.staging,
+            volumes=SiteVolumes(self.files, self.book.paths(record)),
             namespace=record.namespace,
             name=record.name,
             uid=record.uid,
             credentials=self.stager.credentials_for(record.uid),
         )
 
+    def check(self, spec: StagingSpec) -> str | None:
+        """Why this site cannot stage what a pod declares, or None."""
+        return self.stager.check(spec)
+
     async def enroll(self, uid: str, token: str, spec: StagingSpec) -> None:
         """Get the pod owner's storage and Rucio grant now: a refusal refuses the pod at create."""
-        from sidecars.core.domain.errors import Forbidden, Unavailable
-
         if self.stager.tokens is None:
             return
         try:
@@ -94,7 +84,7 @@ class StagingPhases:
         """Run the phase the record is in (at create, after a job, or after a restart)."""
         if record.uid in self._tasks and not self._tasks[record.uid].done():
             return
-        runner = self._stage_in if record.stage == STAGING_IN else self._stage_out
+        runner = self._stage_in if record.stage == Stage.STAGING_IN else self._stage_out
         pod = self._pod(record)
         self._pods[record.uid] = pod
         self._tasks[record.uid] = asyncio.create_task(
@@ -116,7 +106,7 @@ class StagingPhases:
         pod = self._pods.get(uid)
         return pod.progress.describe() if pod else ""
 
-    async def _guard(self, runner, uid: str, pod: PodStaging) -> None:
+    async def _guard(self, runner: Callable[[str, PodStaging], Awaitable[None]], uid: str, pod: PodStaging) -> None:
         try:
             await runner(uid, pod)
         except Exception:  # a bug must not leave the pod stuck silently
@@ -125,24 +115,24 @@ class StagingPhases:
         finally:
             self._tasks.pop(uid, None)
             self._pods.pop(uid, None)
-            record = self.service.pods.get(uid)
-            if record is None or record.stage in (FINISHED, DELETED):
+            record = self.book.get(uid)
+            if record is None or record.stage.terminal:
                 self.forget(uid)
 
-    async def _with_progress(self, uid: str, pod: PodStaging, work, reason: str) -> Any:
+    async def _with_progress(self, uid: str, pod: PodStaging, work: Coroutine[Any, Any, T], reason: str) -> T:
         """Run the transfer while keeping the pod's message up to date."""
         task = asyncio.create_task(work)
         while not task.done():
             await asyncio.wait({task}, timeout=PROGRESS_SECONDS)
-            record = self.service.pods.get(uid)
-            if record is not None and record.stage in (STAGING_IN, STAGING_OUT):
+            record = self.book.get(uid)
+            if record is not None and record.stage.staging:
                 message = f"{reason}: {pod.progress.describe()}"
                 if record.message != message:
                     update: dict[str, Any] = {"message": message}
-                    if record.stage == STAGING_IN:
+                    if record.stage == Stage.STAGING_IN:
                         waiting = status.waiting("StagingIn", message)
-                        update["status"] = self.service._uniform_status(record, waiting)
-                    await self.service.save(uid, **update)
+                        update["status"] = status.uniform_statuses(record.summary.containers, waiting)
+                    await self.book.save(uid, **update)
         return task.result()
 
     def _count(self, direction: str, pod: PodStaging, seconds: float) -> None:
@@ -173,13 +163,12 @@ class StagingPhases:
             STAGING.labels("in").dec()
         self._count("in", pod, time.monotonic() - started)
         log.info("pod %s: staged in %s in %.1fs", uid, pod.progress.describe(), time.monotonic() - started)
-        service = self.service
-        async with service.lock(uid):
-            record = service.pods.get(uid)
-            if record is None or record.stage != STAGING_IN:
+        async with self.book.lock(uid):
+            record = self.book.get(uid)
+            if record is None or record.stage != Stage.STAGING_IN:
                 return  # deleted meanwhile
-            record = await service.save(uid, stage=SUBMITTING, message=f"staged in {pod.progress.describe()}")
-            await service._submit(record)
+            record = await self.book.save(uid, stage=Stage.SUBMITTING, message=f"staged in {pod.progress.describe()}")
+            await self.submissions.submit(record)
 
     async def _stage_out(self, uid: str, pod: PodStaging) -> None:
         with tracing.span("stage-out", {tracing.POD_UID: uid}):
@@ -210,52 +199,52 @@ class StagingPhases:
         error: str = "",
         reason: str = "StageOutFailed",
     ) -> None:
-        service = self.service
-        async with service.lock(uid):
-            record = service.pods.get(uid)
-            if record is None or record.stage != STAGING_OUT:
+        async with self.book.lock(uid):
+            record = self.book.get(uid)
+            if record is None or record.stage != Stage.STAGING_OUT:
                 return
-            final = record.summary.get("final_status") or record.status
+            final = record.summary.final_status or record.status
             if error:
                 final = _mark_failed(final, f"stage-out failed: {error}", reason)
                 message = f"stage-out failed: {error}"
                 phase = status.FAILED
             else:
                 message = f"outputs registered in {', '.join(datasets or [])} ({done})"
-                phase = status.vk_phase(final.get("initContainers", []), final.get("containers", []))
-            await service.save(uid, stage=FINISHED, status=final, phase=phase, message=message, finished_at=time.time())
+                phase = status.phase_of(final)
+            await self.book.save(
+                uid, stage=Stage.FINISHED, status=final, phase=phase, message=message, finished_at=time.time()
+            )
 
     async def _fail(self, uid: str, reason: str, message: str) -> None:
-        service = self.service
-        async with service.lock(uid):
-            record = service.pods.get(uid)
-            if record is None or record.stage in (FINISHED, DELETED):
+        async with self.book.lock(uid):
+            record = self.book.get(uid)
+            if record is None or record.stage.terminal:
                 return
             failed = status.terminated(1, reason, message)
-            await service.save(
+            await self.book.save(
                 uid,
-                stage=FINISHED,
+                stage=Stage.FINISHED,
                 phase=status.FAILED,
                 message=message,
-                status=service._uniform_status(record, failed),
+                status=status.uniform_statuses(record.summary.containers, failed),
                 finished_at=time.time(),
             )
 
 
-def hold_running(final: dict[str, Any]) -> dict[str, Any]:
+def hold_running(final: PodStatuses) -> PodStatuses:
     """The statuses shown while outputs are staged out: app containers still running."""
     held = []
-    for item in final.get("containers", []):
+    for item in final.apps:
         terminated = item["state"].get("terminated") or {}
         held.append(
             {**item, "state": {"running": {"startedAt": terminated.get("startedAt")}}, "ready": False, "started": True}
         )
-    return {**final, "containers": held}
+    return PodStatuses(final.init, tuple(held))
 
 
-def _mark_failed(final: dict[str, Any], message: str, reason: str) -> dict[str, Any]:
-    containers = []
-    for item in final.get("containers", []):
+def _mark_failed(final: PodStatuses, message: str, reason: str) -> PodStatuses:
+    containers: list[JsonObject] = []
+    for item in final.apps:
         terminated = dict(item["state"].get("terminated") or {})
         terminated.update(
             exitCode=1,
@@ -263,4 +252,4 @@ def _mark_failed(final: dict[str, Any], message: str, reason: str) -> dict[str, 
             message=f"{message} (the container itself exited {terminated.get('exitCode', 0)})",
         )
         containers.append({**item, "state": {"terminated": terminated}})
-    return {**final, "containers": containers}
+    return PodStatuses(final.init, tuple(containers))

@@ -9,30 +9,24 @@ terminated with a reason saying why.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from interlink_provider.pods.phase import FAILED, PENDING, RUNNING, SUCCEEDED, UNKNOWN, vk_phase
+from sidecars.core.domain.records import ContainerInfo, JsonObject, PodStatuses
 from sidecars.core.kits import backend as b
 from sidecars.core.kits.backend import JobInfo
 from sidecars.core.kits.workdir import ContainerFiles
 
-__all__ = ["FAILED", "PENDING", "RUNNING", "SUCCEEDED", "UNKNOWN", "vk_phase"]
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    name: str
-    image: str
-    is_init: bool
-    restart_policy: str
+__all__ = ["FAILED", "PENDING", "RUNNING", "SUCCEEDED", "UNKNOWN", "ContainerInfo", "vk_phase"]
 
 
 @dataclass(frozen=True)
 class PodView:
     """Everything status computation looks at, gathered by the reconciler."""
 
-    containers: list[ContainerInfo]
+    containers: Sequence[ContainerInfo]
     job: JobInfo | None  # None: not submitted yet, or left the queue without a trace
     files: dict[str, ContainerFiles]
     terminating: bool = False
@@ -173,10 +167,20 @@ def pod_statuses(view: PodView) -> tuple[list[dict[str, Any]], list[dict[str, An
     return init_states, app_states
 
 
-def uniform_statuses(containers: list[ContainerInfo], state: dict[str, Any]) -> dict[str, Any]:
+def statuses_of(view: PodView) -> PodStatuses:
+    init, apps = pod_statuses(view)
+    return PodStatuses(tuple(init), tuple(apps))
+
+
+def uniform_statuses(containers: Sequence[ContainerInfo], state: JsonObject) -> PodStatuses:
     """Every container in the same state (before the job runs, or when it was refused)."""
     empty = ContainerFiles()
-    return {
-        "initContainers": [container_status(c, state, empty) for c in containers if c.is_init],
-        "containers": [container_status(c, state, empty) for c in containers if not c.is_init],
-    }
+    return PodStatuses(
+        init=tuple(container_status(c, state, empty) for c in containers if c.is_init),
+        apps=tuple(container_status(c, state, empty) for c in containers if not c.is_init),
+    )
+
+
+def phase_of(statuses: PodStatuses) -> str:
+    """The phase the Virtual Kubelet will derive from these statuses."""
+    return vk_phase(list(statuses.init), list(statuses.apps))

@@ -17,23 +17,13 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-T = TypeVar("T")
+from sidecars.core.domain.records import PodRecord, PodStatuses, PodSummary, Stage
 
-# Stages of a pod's life on the site.
-ACCEPTED = "accepted"  # recorded, not (yet) submitted; retried if submission failed transiently
-STAGING_IN = "staging-in"  # inputs are being staged; submitted afterwards
-SUBMITTING = "submitting"  # sbatch may be running: on restart, look the job up by name
-SUBMITTED = "submitted"  # the job id is known; the reconciler follows it
-STAGING_OUT = "staging-out"  # the job succeeded; its outputs are being staged out and registered
-FINISHED = "finished"  # the job ended; statuses are final
-DELETING = "deleting"  # deletion asked; cancellation in progress
-DELETED = "deleted"  # cancellation confirmed (or nothing to cancel)
-ACTIVE_STAGES = (SUBMITTED, DELETING)
-TERMINAL_STAGES = (FINISHED, DELETED)
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pods (
@@ -69,50 +59,27 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-@dataclass
-class PodRecord:
-    uid: str
-    namespace: str
-    name: str
-    pod_dir: str
-    job_name: str
-    stage: str
-    summary: dict[str, Any]
-    owner: str = ""  # identity key (sub@iss) of whoever created the pod
-    actor: str = ""  # identity key of the service that submitted it on the owner's behalf (RFC 8693 `act`)
-    account: str = ""  # local account its job runs as ("" = the sidecar's own)
-    job_id: str = ""
-    phase: str = "Pending"
-    status: dict[str, Any] = field(default_factory=dict)
-    job_state: str = ""
-    message: str = ""
-    submit_attempts: int = 0
-    next_attempt_at: float = 0.0
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    submitted_at: float | None = None
-    finished_at: float | None = None
-    delete_requested_at: float | None = None
-    hard_cancel_at: float | None = None
-    missing_since: float | None = None
-    revision: int = 0
-
-
 _COLUMNS = [f.name for f in fields(PodRecord)]
-_JSON_COLUMNS = {"summary", "status"}
+
+
+def _column(name: str, value: Any) -> Any:
+    """A record field as its column holds it: the summary and statuses as JSON, the stage by value."""
+    if isinstance(value, PodSummary | PodStatuses):
+        return json.dumps(value.to_json(), separators=(",", ":"))
+    if isinstance(value, Stage):
+        return value.value
+    return value
 
 
 def _to_row(record: PodRecord) -> dict[str, Any]:
-    row = {name: getattr(record, name) for name in _COLUMNS}
-    for name in _JSON_COLUMNS:
-        row[name] = json.dumps(row[name], separators=(",", ":"))
-    return row
+    return {name: _column(name, getattr(record, name)) for name in _COLUMNS}
 
 
 def _from_row(row: sqlite3.Row) -> PodRecord:
     values = {name: row[name] for name in _COLUMNS}
-    for name in _JSON_COLUMNS:
-        values[name] = json.loads(values[name])
+    values["summary"] = PodSummary.from_json(json.loads(values["summary"]))
+    values["status"] = PodStatuses.from_json(json.loads(values["status"]))
+    values["stage"] = Stage(values["stage"])
     return PodRecord(**values)
 
 
@@ -185,8 +152,7 @@ class Store:
             if existing is not None:
                 self.db.execute("COMMIT")
                 return _from_row(existing), False
-            record.created_at = record.updated_at = now
-            record.revision = self._next_revision()
+            record = replace(record, created_at=now, updated_at=now, revision=self._next_revision())
             row = _to_row(record)
             names = ", ".join(row)
             marks = ", ".join(f":{name}" for name in row)
@@ -209,9 +175,7 @@ class Store:
             raise ValueError(f"unknown columns {sorted(unknown)}")
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            values = dict(changes)
-            for name in _JSON_COLUMNS & set(values):
-                values[name] = json.dumps(values[name], separators=(",", ":"))
+            values = {name: _column(name, value) for name, value in changes.items()}
             values["updated_at"] = time.time()
             values["revision"] = self._next_revision()
             assignments = ", ".join(f"{name}=:{name}" for name in values)
@@ -238,8 +202,8 @@ class Store:
         rows = self.db.execute(f"SELECT * FROM pods WHERE stage IN ({marks}) ORDER BY created_at", stages).fetchall()
         return [_from_row(row) for row in rows]
 
-    async def by_stage(self, *stages: str) -> list[PodRecord]:
-        return await self._call(self._by_stage, stages)
+    async def by_stage(self, *stages: Stage) -> list[PodRecord]:
+        return await self._call(self._by_stage, tuple(s.value for s in stages))
 
     def _all(self) -> list[PodRecord]:
         return [_from_row(r) for r in self.db.execute("SELECT * FROM pods ORDER BY created_at")]

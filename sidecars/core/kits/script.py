@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import posixpath
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,10 @@ class PodPaths:
     def container_dir(self, container: str) -> str:
         return posixpath.join(self.pod_dir, "containers", container)
 
+    def log_file(self, container: str, previous: bool = False) -> str:
+        """A container's log (the one before its last restart with `previous`)."""
+        return posixpath.join(self.container_dir(container), "log.previous" if previous else "log")
+
     def rootfs(self, container: str) -> str:
         return posixpath.join(self.container_dir(container), "rootfs")
 
@@ -90,13 +95,29 @@ class _ContainerContext:
     probes: list[dict[str, Any]] = field(default_factory=list)
 
 
+_ENDRAW = re.compile(r"\{%[-+]?\s*endraw")
+
+
+class _TemplateLoader(jinja2.FileSystemLoader):
+    """Files ending in .j2 are templates; any other file (runner/lib.sh) is static text, included
+    verbatim: what looks like template syntax in it is left alone."""
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        if template.endswith(".j2"):
+            return source, filename, uptodate
+        if _ENDRAW.search(source):
+            raise jinja2.TemplateSyntaxError("a static file cannot contain an endraw tag", 1, template, filename)
+        return "{% raw %}" + source + "{% endraw %}", filename, uptodate
+
+
 @functools.lru_cache(maxsize=16)
 def make_environment(*template_dirs: str | Path, finalize: Callable[[Any], str] = shq) -> jinja2.Environment:
     """One environment per set of template directories (and value quoting): templates are parsed
     once. `finalize` quotes every {{ value }}: for bash by default (an HTCondor submit
-    description has its own)."""
+    description has its own). A file not ending in .j2 is included verbatim."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
+        loader=_TemplateLoader([str(d) for d in template_dirs]),
         finalize=finalize,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,

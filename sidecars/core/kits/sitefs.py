@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,15 @@ class SiteFiles(ABC):
         return (await self.read_pod(paths, [container]))[container]
 
     @abstractmethod
+    async def link_inputs(self, paths: PodPaths, volume: str, links: Sequence[tuple[Path, str]]) -> None:
+        """Give the pod each staged file (a path in the sidecar's content cache) under its name in
+        `volume`."""
+
+    @abstractmethod
+    async def volume_files(self, paths: PodPaths, volume: str) -> list[tuple[str, Path]]:
+        """(path relative to the volume, a path the sidecar can read) of each regular file in `volume`."""
+
+    @abstractmethod
     async def read_tail(self, path: str, lines: int) -> tuple[bytes, int, Any]:
         """The file from the start of its last `lines` lines (all of it for 0), that offset, and the
         file's identity (to notice it being replaced while following)."""
@@ -68,6 +78,12 @@ class LocalFiles(SiteFiles):
 
     async def read_pod(self, paths: PodPaths, containers: list[str]) -> dict[str, ContainerFiles]:
         return await asyncio.to_thread(workdir.read_pod, paths, containers)
+
+    async def link_inputs(self, paths: PodPaths, volume: str, links: Sequence[tuple[Path, str]]) -> None:
+        await asyncio.to_thread(workdir.link_inputs, paths, volume, links)
+
+    async def volume_files(self, paths: PodPaths, volume: str) -> list[tuple[str, Path]]:
+        return await asyncio.to_thread(workdir.volume_files, paths, volume)
 
     async def read_tail(self, path: str, lines: int) -> tuple[bytes, int, Any]:
         return await asyncio.to_thread(local_tail, path, lines)

@@ -22,6 +22,7 @@ import shlex
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from sidecars.core.kits.transport import CommandResult, TransportError, metered
 from sidecars.core.kits.workdir import CONTAINER_FILES, ContainerFiles, WorkdirError
 
 log = logging.getLogger(__name__)
+STAGING_NEEDS_LOCAL_FILES = "datalake staging needs the pods' directories on the sidecar's filesystem (not over SSH)"
 
 
 class SshConfig(BaseModel):
@@ -223,6 +225,12 @@ class SshFiles(SiteFiles):
     async def _small(self, path: str) -> str | None:
         found = await self._read(path, 0, limit=4096)
         return None if found is None else found[0].decode("utf-8", "replace").strip()
+
+    async def link_inputs(self, paths: PodPaths, volume: str, links: Sequence[tuple[Path, str]]) -> None:
+        raise WorkdirError(STAGING_NEEDS_LOCAL_FILES)
+
+    async def volume_files(self, paths: PodPaths, volume: str) -> list[tuple[str, Path]]:
+        raise WorkdirError(STAGING_NEEDS_LOCAL_FILES)
 
     async def read_tail(self, path: str, lines: int) -> tuple[bytes, int, Any]:
         found = await self._read(path, 0)

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from interlink_provider.refusals import Unreachable
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import COMMAND_SECONDS, COMMANDS
 from sidecars.core.kits.ratelimit import TokenBucket
@@ -42,8 +43,9 @@ class Transport(Protocol):
     def as_account(self, account: str | None) -> Transport: ...
 
 
-class TransportError(Exception):
-    """The command could not be run at all (missing binary, timeout, lost connection)."""
+class TransportError(Unreachable):
+    """The command could not be run at all (missing binary, timeout, lost connection); a caller
+    waiting on it is answered `the site cannot be reached: ...`."""
 
 
 # sudo resets the environment: these, when set, are handed to the command explicitly.

@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from interlink_provider.pods.jobspec import JobSpec
+from interlink_provider.staging.cache import link_into
+from interlink_provider.staging.volumes import regular_files
 from sidecars.core.kits.script import PodPaths
 
 DIR_MODE = 0o700
@@ -107,6 +110,28 @@ def _give_to(pod_dir: Path, account: str) -> None:
         os.lchown(root, entry.pw_uid, entry.pw_gid)
         for name in [*dirs, *files]:
             os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+
+
+def _volume_root(paths: PodPaths, volume: str) -> Path:
+    """A volume's directory, refused when it is (or leads through) a symbolic link out of the pod."""
+    root = Path(paths.volume_dir(volume))
+    if root.is_symlink() or not _inside(Path(paths.pod_dir).resolve(), root.resolve()):
+        raise WorkdirError(f"volume {volume} is not a directory inside the pod")
+    return root
+
+
+def link_inputs(paths: PodPaths, volume: str, links: Sequence[tuple[Path, str]]) -> None:
+    """Give the pod each staged file (in the content cache) under its name in `volume`."""
+    root = _volume_root(paths, volume)
+    for source, name in links:
+        check_extra_file(name)
+        link_into(source, root / name)
+
+
+def volume_files(paths: PodPaths, volume: str) -> list[tuple[str, Path]]:
+    """The regular files a pod's containers left in `volume` (symbolic links neither followed nor listed)."""
+    root = _volume_root(paths, volume)
+    return regular_files(root) if root.is_dir() else []
 
 
 def scrub_sensitive(paths: PodPaths, volume_names: list[str]) -> None:

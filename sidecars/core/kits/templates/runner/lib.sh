@@ -1,0 +1,372 @@
+# ---- the runner's library ------------------------------------------------------
+# Static: included verbatim into every job script (sidecars/core/kits/templates/runner/lib.sh).
+# It only defines functions; the per-pod partials define what it expects:
+#   variables      ILP_POD_DIR ILP_PODS_ROOT ILP_SELF (this script) ILP_GRACE (seconds)
+#                  ILP_POD_NAME ILP_SANDBOX (sandbox executable) ILP_RESTART_BACKOFF (seconds)
+#                  ILP_NAMES (container names by index) ILP_INIT ILP_APPS (indexes, in order)
+#                  ILP_PASS_NAMES (site variables passed to containers)
+#   per container  ILP_POLICY[I] (restartPolicy) ILP_HOOKS[I] ("postStart,preStop", or less)
+#                  ILP_HAS_STARTUP[I] ILP_HAS_READINESS[I] ILP_GATED[I] (1 or 0)
+#                  ilp_prepare_I  fetch/unpack the image (output to the container's log)
+#                  ilp_mounts_I   check subPath mounts (ilp_source)
+#                  ilp_run_I      run the container (ilp_passthrough, then the runtime)
+#                  ilp_exec_I ARGV...        run a command in the container
+#                  ilp_hook_I_NAME           postStart / preStop handler
+#                  ilp_check_I_KIND          startup / liveness / readiness check
+#                  ilp_probes_I              start the probe loops: ILP_PROBES <- pids
+#   per pod        ilp_pre_exec   run before the first container (may be `:`)
+# The script ends with `ilp_entry "$@"`: the job itself, or the runner calling itself
+# (job.sh __runner I, __exec_main I, __hook I NAME, __check I KIND, __exec I ARGV...).
+
+# ---- state files, events, logs -------------------------------------------------
+ilp_now() {  # ILP_NOW <- current time, RFC 3339 with nanoseconds, without forking
+  local t=$EPOCHREALTIME
+  printf -v ILP_NOW '%(%Y-%m-%dT%H:%M:%S)T.%s000Z' "${t%.*}" "${t#*.}"
+}
+ilp_put() {  # atomic write of one small state file
+  printf '%s\n' "$2" > "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
+}
+ilp_event() {  # runner events go to the scheduler's output file
+  ilp_now
+  printf '%s [interlink-provider] %s\n' "$ILP_NOW" "$*" >&2
+}
+ilp_stamp() {  # timestamps every line of a container's output
+  trap '' TERM INT
+  local line
+  while IFS= read -r line || [[ -n $line ]]; do
+    ilp_now
+    printf '%s %s\n' "$ILP_NOW" "$line"
+  done
+}
+ilp_cdir() { ILP_CDIR="$ILP_POD_DIR/containers/${ILP_NAMES[$1]}"; }
+ilp_running() {  # container I started and has not exited
+  ilp_cdir "$1"
+  [[ -e $ILP_CDIR/started_at && ! -e $ILP_CDIR/exit_code ]]
+}
+ilp_wait_pid() {  # wait for a child even when traps interrupt `wait`
+  local rc
+  while :; do
+    wait "$1"; rc=$?
+    kill -0 "$1" 2>/dev/null || return "$rc"
+  done
+}
+ilp_passthrough() {  # ILP_PASS <- "PREFIX""NAME=value" words for the site variables that are set
+  local prefix=$1 flag=$2 name
+  ILP_PASS=()
+  for name in "${ILP_PASS_NAMES[@]}"; do
+    [[ -n ${!name+x} ]] || continue
+    [[ -n $flag ]] && ILP_PASS+=("$flag")
+    ILP_PASS+=("$prefix$name=${!name}")
+  done
+}
+
+# ---- mounts, probe and hook handlers -------------------------------------------
+ilp_source() {  # ilp_source VOLUME_DIR SUBPATH CREATE: the bind source of a subPath mount
+  local root=$1 sub=$2 create=$3 real_root real
+  real_root=$(realpath -e -- "$root") || return 1
+  if [[ $create == 1 && ! -e $root/$sub ]]; then mkdir -p -- "$root/$sub" || return 1; fi
+  real=$(realpath -e -- "$root/$sub") || { echo "subPath $sub does not exist" >&2; return 1; }
+  # A container may have planted a symlink: never follow it out of the volume.
+  [[ $real == "$real_root" || $real == "$real_root"/* ]] || {
+    echo "subPath $sub resolves outside its volume" >&2; return 1; }
+}
+ilp_in_dir() {  # host runtime: run a command in a directory
+  mkdir -p -- "$1" && cd -- "$1" && shift && exec "$@"
+}
+ilp_http() {  # ilp_http SCHEME HOST PORT PATH [HEADER...]: success on HTTP 2xx/3xx
+  local scheme=$1 host=$2 port=$3 path=$4 status header
+  shift 4
+  if [[ $scheme == HTTPS ]]; then
+    local -a hdr=()
+    for header in "$@"; do hdr+=(-H "$header"); done
+    status=$(curl -ks -o /dev/null -w '%{http_code}' "${hdr[@]}" "https://$host:$port$path") || return 1
+  else
+    exec 3<>"/dev/tcp/$host/$port" || return 1
+    printf 'GET %s HTTP/1.0\r\nHost: %s:%s\r\nUser-Agent: kube-probe/interlink-provider\r\n' \
+      "$path" "$host" "$port" >&3
+    for header in "$@"; do printf '%s\r\n' "$header" >&3; done
+    printf '\r\n' >&3
+    IFS=' ' read -r _ status _ <&3
+    cat <&3 >/dev/null  # read the whole answer, as the kubelet does, before closing
+    exec 3<&-
+  fi
+  [[ $status =~ ^[0-9]+$ ]] && (( status >= 200 && status < 400 ))
+}
+ilp_tcp() { exec 3<>"/dev/tcp/$1/$2" && exec 3<&-; }
+
+# ---- the sandbox runtime (bubblewrap) ------------------------------------------
+ilp_root_args() {  # ROOTFS DIR: the host's root, read-only, split where a mount point must be created
+  local rootfs=$1 dir=$2 entry
+  for entry in "$dir"/* "$dir"/.[!.]* "$dir"/..?*; do
+    [[ -e $entry || -L $entry ]] || continue
+    case $entry in /proc|/dev|/sys|/tmp|/run|/root) continue ;; esac
+    if [[ -L $entry ]]; then
+      # made in the container's own root, once: a hook's sandbox may start concurrently
+      [[ -L $rootfs$entry ]] || ln -s -- "$(readlink -- "$entry")" "$rootfs$entry" 2>/dev/null
+    elif [[ -d $entry ]] && ilp_needs_split "$entry"; then
+      mkdir -p -- "$rootfs$entry"
+      ilp_root_args "$rootfs" "$entry"
+    else
+      ILP_ARGS+=(--ro-bind "$entry" "$entry")
+    fi
+  done
+}
+ilp_needs_split() {  # some mount point below $1 does not exist on the host
+  local target
+  for target in "${ILP_TARGETS[@]}"; do
+    [[ $target == "$1"/* && ! -e $target ]] && return 0
+  done
+  return 1
+}
+ilp_sandbox() {  # ilp_sandbox ROOTFS GPU BWRAP_ARGS... -- COMMAND...
+  local rootfs=$1 gpu=$2 target
+  shift 2
+  local -a mounts=()
+  ILP_TARGETS=()
+  while (( $# )) && [[ $1 != -- ]]; do
+    case $1 in
+      --bind|--ro-bind|--dev-bind)
+        target=$(realpath -m -- "$3")
+        mounts+=("$1" "$2" "$target"); ILP_TARGETS+=("$target"); shift 3 ;;
+      --tmpfs|--dir)
+        target=$(realpath -m -- "$2")
+        mounts+=("$1" "$target"); ILP_TARGETS+=("$target"); shift 2 ;;
+      --chdir)
+        target=$(realpath -m -- "$2")
+        mounts+=(--dir "$target" --chdir "$target"); ILP_TARGETS+=("$target"); shift 2 ;;
+      *) echo "ilp_sandbox: unexpected argument $1" >&2; return 125 ;;
+    esac
+  done
+  shift
+  mkdir -p -- "$rootfs/tmp" "$rootfs/root" && chmod 1777 "$rootfs/tmp" || return 125
+  ILP_ARGS=(--bind "$rootfs" / --unshare-pid --unshare-ipc --unshare-uts
+            --hostname "$ILP_POD_NAME" --die-with-parent)
+  ilp_root_args "$rootfs" ""
+  ILP_ARGS+=(--proc /proc --ro-bind /sys /sys --tmpfs /run --tmpfs "$ILP_PODS_ROOT")
+  if [[ $gpu == 1 ]]; then ILP_ARGS+=(--dev-bind /dev /dev); else ILP_ARGS+=(--dev /dev); fi
+  # bwrap forwards no signal, and its death (--die-with-parent) SIGKILLs the whole sandbox: it
+  # ignores TERM, so a stop's TERM reaches the container's processes (which get the default
+  # disposition back from `env --default-signal` inside) and only the final KILL ends bwrap.
+  exec env --ignore-signal=TERM "$ILP_SANDBOX" "${ILP_ARGS[@]}" "${mounts[@]}" -- "$@"
+}
+
+# ---- lifecycle -----------------------------------------------------------------
+ilp_probe_loop() {  # INDEX KIND DELAY PERIOD TIMEOUT FAILURES SUCCESSES
+  local i=$1 kind=$2 delay=$3 period=$4 timeout=$5 fth=$6 sth=$7 ok=0 bad=0
+  ilp_cdir "$i"
+  sleep "$delay"
+  if [[ $kind != startup && ${ILP_HAS_STARTUP[$i]} == 1 ]]; then
+    until [[ -e $ILP_CDIR/startup_ok ]]; do sleep 1; done
+  fi
+  while :; do
+    if timeout -k 1 "$timeout" "$ILP_SELF" __check "$i" "$kind" >/dev/null 2>&1; then
+      ok=$((ok + 1)); bad=0
+    else
+      bad=$((bad + 1)); ok=0
+    fi
+    case $kind in
+      startup)
+        if (( ok >= sth )); then
+          ilp_put "$ILP_CDIR/startup_ok" 1
+          [[ ${ILP_HAS_READINESS[$i]} == 1 ]] || ilp_put "$ILP_CDIR/ready" 1
+          return 0
+        fi
+        (( bad >= fth )) && { ilp_stop_container "$i" StartupProbeFailed; return 1; } ;;
+      readiness)
+        (( ok >= sth )) && ilp_put "$ILP_CDIR/ready" 1
+        (( bad >= fth )) && ilp_put "$ILP_CDIR/ready" 0 ;;
+      liveness)
+        (( bad >= fth )) && { ilp_stop_container "$i" LivenessProbeFailed; return 1; } ;;
+    esac
+    sleep "$period"
+  done
+}
+ilp_term() {  # PID: TERM a container's process group (ILP_CDIR is its directory)
+  kill -TERM -- "-$1" 2>/dev/null || return 1
+  # A container that started a moment ago may still be inside the sandbox's set-up, where TERM
+  # has no effect yet (see ilp_sandbox) and would be lost: it gets TERM once more a second later.
+  local born
+  born=$(stat -c %Y -- "$ILP_CDIR/started_at" 2>/dev/null) || return 0
+  if (( EPOCHSECONDS - born <= 3 )); then
+    ( sleep 1; kill -TERM -- "-$1" 2>/dev/null ) &
+  fi
+  return 0
+}
+ilp_stop_container() {  # INDEX REASON: TERM the container's process group, KILL after grace
+  local i=$1 pid waited=0
+  ilp_cdir "$i"
+  [[ -n ${2-} ]] && ilp_put "$ILP_CDIR/reason" "$2"
+  pid=$(<"$ILP_CDIR/pid") || return 0
+  ilp_term "$pid" || return 0
+  while kill -0 -- "-$pid" 2>/dev/null && (( waited < ILP_GRACE * 5 )); do
+    sleep 0.2; waited=$((waited + 1))
+  done
+  kill -KILL -- "-$pid" 2>/dev/null
+  return 0
+}
+ilp_oom_kills() {  # processes of this job the kernel's OOM killer ended so far (cgroup v1 or v2)
+  local ctrl path f
+  while IFS=: read -r _ ctrl path; do
+    case $ctrl in
+      memory) f=/sys/fs/cgroup/memory$path/memory.oom_control ;;
+      "") f=/sys/fs/cgroup$path/memory.events ;;
+      *) continue ;;
+    esac
+    if [[ -r $f ]]; then
+      awk '$1 == "oom_kill" { n = $2 } END { print n + 0 }' "$f"
+      return
+    fi
+  done </proc/self/cgroup
+  echo 0
+}
+ilp_exec_main() {  # the container's own process group: its output, timestamped
+  local i=$1
+  ilp_cdir "$i"
+  trap ':' TERM INT
+  set -o pipefail
+  "ilp_run_$i" 2>&1 </dev/null | ilp_stamp >>"$ILP_CDIR/log"
+}
+ilp_runner() {  # one container's whole life: start, hooks, probes, restarts, exit code
+  local i=$1 restarts=0 rc=0 backoff=$ILP_RESTART_BACKOFF pid started oom_before
+  ilp_cdir "$i"
+  local d=$ILP_CDIR
+  trap ':' TERM INT  # the job's TERM must not keep us from recording the exit code
+  mkdir -p -- "$d" && chmod 700 -- "$d"
+  if ! "ilp_prepare_$i" >>"$d/log" 2>&1; then
+    ilp_put "$d/reason" ErrImagePull
+    ilp_now; ilp_put "$d/finished_at" "$ILP_NOW"; ilp_put "$d/exit_code" 128
+    return 128
+  fi
+  while :; do
+    if ! "ilp_mounts_$i" >>"$d/log" 2>&1; then
+      ilp_put "$d/reason" CreateContainerConfigError
+      ilp_now; ilp_put "$d/finished_at" "$ILP_NOW"; ilp_put "$d/exit_code" 128
+      return 128
+    fi
+    (( restarts > 0 )) && [[ -e $d/log ]] && mv -f -- "$d/log" "$d/log.previous"
+    rm -f -- "$d/exit_code" "$d/finished_at" "$d/startup_ok"
+    ilp_put "$d/ready" 0
+    oom_before=$(ilp_oom_kills)
+    setsid "$ILP_SELF" __exec_main "$i" &
+    pid=$!
+    ilp_put "$d/pid" "$pid"
+    if [[ ,${ILP_HOOKS[$i]}, == *,postStart,* ]]; then
+      if ! "$ILP_SELF" __hook "$i" postStart >>"$d/hooks.log" 2>&1; then
+        ilp_event "container ${ILP_NAMES[$i]}: postStart hook failed"
+        ilp_stop_container "$i" FailedPostStartHook
+      fi
+    fi
+    ilp_now; started=$ILP_NOW; ilp_put "$d/started_at" "$started"
+    [[ ${ILP_GATED[$i]} == 1 ]] || ilp_put "$d/ready" 1
+    "ilp_probes_$i"
+    ilp_wait_pid "$pid"; rc=$?
+    (( ${#ILP_PROBES[@]} )) && kill "${ILP_PROBES[@]}" 2>/dev/null
+    ilp_put "$d/ready" 0
+    # Killed (137) while the job's OOM killer count went up: say so now, not only once
+    # Slurm ends the job as OUT_OF_MEMORY (a pod may outlive one container's OOM).
+    if (( rc == 137 )) && [[ ! -e $d/reason ]] && (( $(ilp_oom_kills) > oom_before )); then
+      ilp_put "$d/reason" OOMKilled
+    fi
+    ilp_now; ilp_put "$d/finished_at" "$ILP_NOW"; ilp_put "$d/exit_code" "$rc"
+    [[ -e $ILP_POD_DIR/terminating ]] && break
+    case ${ILP_POLICY[$i]} in
+      Always) ;;
+      OnFailure) (( rc == 0 )) && break ;;
+      *) break ;;
+    esac
+    restarts=$((restarts + 1))
+    ilp_put "$d/restarts" "$restarts"
+    ilp_put "$d/last_state" "$rc $started $ILP_NOW"
+    ilp_event "container ${ILP_NAMES[$i]} exited with $rc; restart $restarts in ${backoff}s"
+    local slept=0
+    while (( slept < backoff )) && [[ ! -e $ILP_POD_DIR/terminating ]]; do sleep 1; slept=$((slept + 1)); done
+    [[ -e $ILP_POD_DIR/terminating ]] && break
+    backoff=$(( backoff * 2 > 300 ? 300 : backoff * 2 ))
+    rm -f -- "$d/reason"
+  done
+  return "$rc"
+}
+ilp_terminate() {  # [REASON]: on delete (USR1 from the sidecar), time limit (USR2) or the scheduler's TERM
+  [[ -n ${ILP_TERMINATING-} ]] && return 0
+  ILP_TERMINATING=1
+  local reason=${1-} i pid hooks=() deadline=$((SECONDS + ILP_GRACE))
+  ilp_put "$ILP_POD_DIR/terminating" "${reason:-1}"
+  ilp_event "terminating${reason:+ ($reason)} (grace ${ILP_GRACE}s)"
+  if [[ -n $reason ]]; then
+    for i in "${ILP_INIT[@]}" "${ILP_APPS[@]}"; do
+      ilp_running "$i" && [[ ! -e $ILP_CDIR/reason ]] && ilp_put "$ILP_CDIR/reason" "$reason"
+    done
+  fi
+  for i in "${ILP_APPS[@]}"; do
+    if ilp_running "$i" && [[ ,${ILP_HOOKS[$i]}, == *,preStop,* ]]; then
+      timeout -k 1 "$ILP_GRACE" "$ILP_SELF" __hook "$i" preStop >>"$ILP_CDIR/hooks.log" 2>&1 &
+      hooks+=($!)
+    fi
+  done
+  for pid in "${hooks[@]}"; do ilp_wait_pid "$pid"; done
+  for i in "${ILP_INIT[@]}" "${ILP_APPS[@]}"; do
+    ilp_running "$i" || continue
+    pid=$(<"$ILP_CDIR/pid") && ilp_term "$pid"
+  done
+  while (( SECONDS < deadline )); do
+    local alive=0
+    for i in "${ILP_INIT[@]}" "${ILP_APPS[@]}"; do ilp_running "$i" && alive=1; done
+    (( alive )) || return 0
+    sleep 0.2
+  done
+  for i in "${ILP_INIT[@]}" "${ILP_APPS[@]}"; do
+    ilp_running "$i" || continue
+    pid=$(<"$ILP_CDIR/pid") && kill -KILL -- "-$pid" 2>/dev/null
+  done
+}
+ilp_skip_rest() {  # containers that will never run after an init container failed
+  local failed=$1 rc=$2 i
+  for i in "${ILP_INIT[@]}" "${ILP_APPS[@]}"; do
+    ilp_cdir "$i"
+    [[ -e $ILP_CDIR/started_at ]] && continue
+    mkdir -p -- "$ILP_CDIR"
+    ilp_put "$ILP_CDIR/skipped" "init container ${ILP_NAMES[$failed]} failed with exit code $rc"
+  done
+}
+ilp_main() {
+  trap ilp_terminate USR1 TERM INT
+  trap 'ilp_terminate DeadlineExceeded' USR2
+  local i pid rc worst=0 runners=()
+  ilp_put "$ILP_POD_DIR/job_started" "${SLURM_JOB_ID:-${ILP_JOB_ID:-unknown}}"
+  ilp_event "pod ${ILP_POD_NAME} starting on $(hostname)"
+  ilp_pre_exec
+  for i in "${ILP_INIT[@]}"; do
+    [[ -e $ILP_POD_DIR/terminating ]] && break
+    setsid "$ILP_SELF" __runner "$i" &
+    ilp_wait_pid $!; rc=$?
+    if (( rc != 0 )); then
+      ilp_event "init container ${ILP_NAMES[$i]} failed with exit code $rc"
+      ilp_skip_rest "$i" "$rc"
+      exit "$rc"
+    fi
+  done
+  for i in "${ILP_APPS[@]}"; do
+    [[ -e $ILP_POD_DIR/terminating ]] && break
+    setsid "$ILP_SELF" __runner "$i" &
+    runners+=($!)
+  done
+  for pid in "${runners[@]}"; do
+    ilp_wait_pid "$pid"; rc=$?
+    (( rc > worst )) && worst=$rc
+  done
+  ilp_event "pod ${ILP_POD_NAME} finished (exit code $worst)"
+  exit "$worst"
+}
+
+# ---- entry ---------------------------------------------------------------------
+ilp_entry() {  # the job (no arguments), or one of the runner's own processes
+  case ${1-} in
+    __runner) ilp_runner "$2"; exit $? ;;
+    __exec_main) ilp_exec_main "$2"; exit $? ;;
+    __hook) fn="ilp_hook_$2_$3"; shift 3; "$fn"; exit $? ;;
+    __check) fn="ilp_check_$2_$3"; shift 3; "$fn"; exit $? ;;
+    __exec) fn="ilp_exec_$2"; shift 2; "$fn" "$@"; exit $? ;;
+  esac
+  cd -- "$ILP_POD_DIR" || exit 97
+  ilp_main
+}
