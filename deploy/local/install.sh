@@ -12,11 +12,11 @@ if [[ ! -x $VENV/bin/python ]]; then
   echo "[install] creating $VENV" >&2
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import interlink_provider, pytest, aiohttp, pytest_asyncio, hypothesis, rucio, XRootD, htcondor2" 2>/dev/null \
+if ! "$VENV/bin/python" -c "import interlink_provider, pytest, aiohttp, pytest_asyncio, hypothesis, rucio, XRootD, htcondor2, importlinter, mypy" 2>/dev/null \
    || [[ pyproject.toml -nt $VENV/.installed ]]; then
   echo "[install] installing the project into $VENV" >&2
   "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test,staging,htcondor]" \
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test,staging,htcondor,lint]" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   touch "$VENV/.installed"
 fi

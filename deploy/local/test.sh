@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite against the embedded local site (real Slurm, real sidecars).
+# The whole test suite against the embedded local site (real Slurm, real sidecars), after the
+# static checks (deploy/local/lint.sh: ruff, import contracts, mypy, generated docs; ILP_LINT=0 skips them).
 # The site is started first (and stopped afterwards if this script started it); the
 # tests run in parallel workers (one test file per worker at a time), then the tests
 # marked `serial`, which stop or reconfigure the shared slurmctld, run alone.
@@ -8,6 +9,10 @@ set -euo pipefail
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$REPO"
 bash deploy/local/install.sh
+lint=0
+if [[ ${ILP_LINT:-1} != 0 ]]; then
+  bash deploy/local/lint.sh || lint=$?
+fi
 # The status page's browser test drives Debian's headless Chromium (a test-only package).
 if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
   echo "[test] installing chromium" >&2
@@ -29,4 +34,5 @@ serial=0
 "$PYTEST" -m serial "$@" || serial=$?
 (( status == 5 )) && status=0  # 5: no test selected in this half
 (( serial == 5 )) && serial=0
-exit $(( status != 0 ? status : serial ))
+(( lint != 0 )) && echo "[test] the static checks failed (deploy/local/lint.sh)" >&2
+exit $(( status != 0 ? status : serial != 0 ? serial : lint ))
