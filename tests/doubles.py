@@ -5,7 +5,7 @@ files in memory). Integration tests use the real Slurm, HTCondor emulator and fi
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,15 +13,26 @@ from typing import Any
 from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.runtimes import Runtime
 from sidecars.core.kits import backend as b
-from sidecars.core.kits.backend import Backend, Capacity, JobInfo, PollError, Submission, SubmitError
+from sidecars.core.kits.backend import (
+    Backend,
+    Capacity,
+    JobInfo,
+    ListsOwnJobs,
+    PollError,
+    ReportsCapacity,
+    Signals,
+    Submission,
+    SubmitError,
+)
 from sidecars.core.kits.script import PodPaths, RenderOptions
 from sidecars.core.kits.sitefs import SiteFiles
 from sidecars.core.kits.workdir import ContainerFiles, WorkdirError
 
 
 @dataclass
-class InMemoryBackend(Backend):
-    """Jobs in a dict; every call is recorded in `calls` as (method, arguments)."""
+class InMemoryBackend(Backend, Signals, ReportsCapacity, ListsOwnJobs):
+    """Jobs in a dict, with every optional capability; every call is recorded in `calls` as
+    (method, arguments)."""
 
     name: str = "memory"
     display_name: str = "Memory"
@@ -37,7 +48,9 @@ class InMemoryBackend(Backend):
     ) -> Submission:
         return Submission(script=f"#!/bin/bash\n# {job_name}\n", warnings=list(spec.warnings))
 
-    async def submit(self, paths: PodPaths, job_name: str, account: str | None = None) -> str:
+    async def submit(
+        self, paths: PodPaths, job_name: str, account: str | None = None, options: Mapping[str, Any] | None = None
+    ) -> str:
         self.calls.append(("submit", (job_name, account)))
         if self.submit_error is not None:
             error, self.submit_error = self.submit_error, None
