@@ -147,22 +147,36 @@ class StagingPhases:
         with tracing.span("stage-in", {tracing.POD_UID: uid}):
             await self._staged_in(uid, pod)
 
-    async def _staged_in(self, uid: str, pod: PodStaging) -> None:
-        STAGING.labels("in").inc()
+    async def _transfer(self, direction: str, uid: str, pod: PodStaging, work: Coroutine[Any, Any, T]) -> T:
+        """One phase's transfers with progress, gauges and metrics (Cancelled and StagingError pass)."""
+        STAGING.labels(direction).inc()
         started = time.monotonic()
         try:
-            await self._with_progress(uid, pod, self.stager.stage_in(pod), "staging in")
+            result = await self._with_progress(uid, pod, work, f"staging {direction}")
+        finally:
+            STAGING.labels(direction).dec()
+        seconds = time.monotonic() - started
+        self._count(direction, pod, seconds)
+        log.info("pod %s: staged %s %s in %.1fs", uid, direction, pod.progress.describe(), seconds)
+        return result
+
+    @staticmethod
+    def _failed(direction: str, uid: str, exc: StagingError) -> tuple[str, str]:
+        """(reason, message) of a failed phase, logged and marked on its span."""
+        reason = exc.reason or f"Stage{direction.capitalize()}Failed"
+        log.warning("pod %s: stage-%s failed: %s", uid, direction, exc.message)
+        tracing.failed(reason, exc.message)
+        return reason, exc.message
+
+    async def _staged_in(self, uid: str, pod: PodStaging) -> None:
+        try:
+            await self._transfer("in", uid, pod, self.stager.stage_in(pod))
         except Cancelled:
             return  # deleted while staging: the deletion settles the record
         except StagingError as exc:
-            log.warning("pod %s: stage-in failed: %s", uid, exc.message)
-            tracing.failed(exc.reason or "StageInFailed", exc.message)
-            await self._fail(uid, exc.reason or "StageInFailed", f"stage-in failed: {exc.message}")
+            reason, message = self._failed("in", uid, exc)
+            await self._fail(uid, reason, f"stage-in failed: {message}")
             return
-        finally:
-            STAGING.labels("in").dec()
-        self._count("in", pod, time.monotonic() - started)
-        log.info("pod %s: staged in %s in %.1fs", uid, pod.progress.describe(), time.monotonic() - started)
         async with self.book.lock(uid):
             record = self.book.get(uid)
             if record is None or record.stage != Stage.STAGING_IN:
@@ -175,20 +189,14 @@ class StagingPhases:
             await self._staged_out(uid, pod)
 
     async def _staged_out(self, uid: str, pod: PodStaging) -> None:
-        STAGING.labels("out").inc()
-        started = time.monotonic()
         try:
-            datasets = await self._with_progress(uid, pod, self.stager.stage_out(pod), "staging out")
+            datasets = await self._transfer("out", uid, pod, self.stager.stage_out(pod))
         except Cancelled:
             return
         except StagingError as exc:
-            log.warning("pod %s: stage-out failed: %s", uid, exc.message)
-            tracing.failed(exc.reason or "StageOutFailed", exc.message)
-            await self._finish_out(uid, error=exc.message, reason=exc.reason or "StageOutFailed")
+            reason, message = self._failed("out", uid, exc)
+            await self._finish_out(uid, error=message, reason=reason)
             return
-        finally:
-            STAGING.labels("out").dec()
-        self._count("out", pod, time.monotonic() - started)
         await self._finish_out(uid, datasets=datasets, done=pod.progress.describe())
 
     async def _finish_out(
