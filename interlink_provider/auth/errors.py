@@ -79,3 +79,4 @@ class ExchangeRefused(Forbidden, AuthError):
     """The IdP refused a token exchange or refresh (its error and description)."""
 
     code = "exchange_refused"
+    oauth_error = ""  # the IdP's RFC 6749 error code (invalid_grant: the grant itself is gone)

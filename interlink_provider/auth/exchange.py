@@ -105,7 +105,7 @@ class OAuthClient(LazySession):
             refused = errors.ExchangeRefused(
                 f"{self.issuer} refused: {error}" + (f": {description}" if description else "")
             )
-            refused.oauth_error = error  # type: ignore[attr-defined]
+            refused.oauth_error = error
             TOKEN_REQUESTS.labels(grant, "refused").inc()
             raise refused
         TOKEN_REQUESTS.labels(grant, "ok").inc()

@@ -6,13 +6,28 @@ from __future__ import annotations
 import shutil
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import aiohttp
 
+if TYPE_CHECKING:  # cryptography is imported only by the checks that read a certificate
+    from cryptography import x509
+
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 CERT_WARN_DAYS = 14
+Config = TypeVar("Config")
+
+
+class IssuerRef(Protocol):
+    """Where an IdP is and how to trust its HTTPS: a site's trusted issuer, a gateway's own IdP."""
+
+    @property
+    def issuer(self) -> str: ...
+
+    @property
+    def ca_file(self) -> str | None: ...
 
 
 @dataclass
@@ -27,8 +42,8 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def issuer(trusted: Any, timeout: float) -> Check:
-    context = ssl.create_default_context(cafile=trusted.ca_file) if trusted.ca_file else None
+async def issuer(trusted: IssuerRef, timeout: float) -> Check:
+    context = ssl.create_default_context(cafile=trusted.ca_file) if trusted.ca_file else True  # True: system CAs
     url = trusted.issuer.rstrip("/") + "/.well-known/openid-configuration"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
@@ -50,7 +65,7 @@ async def issuer(trusted: Any, timeout: float) -> Check:
     return Check(f"IdP {trusted.issuer}", OK, f"discovery and JWKS: {len(keys)} keys")
 
 
-def expiry(name: str, cert: Any, fix: str, now: float | None = None) -> Check:
+def expiry(name: str, cert: x509.Certificate, fix: str, now: float | None = None) -> Check:
     """A certificate's verdict by its remaining validity: expired FAIL, under CERT_WARN_DAYS warn."""
     left = cert.not_valid_after_utc.timestamp() - (now or time.time())
     subject = cert.subject.rfc4514_string()
@@ -61,7 +76,7 @@ def expiry(name: str, cert: Any, fix: str, now: float | None = None) -> Check:
     return Check(name, OK, f"{subject}: valid for {left / 86400:.0f} more days")
 
 
-def loaded(load: Any, path: str, example: str) -> tuple[Any, Check]:
+def loaded(load: Callable[[str], Config], path: str, example: str) -> tuple[Config | None, Check]:
     """The config, or None and the failed first line (a broken file is the first answer)."""
     try:
         return load(path), Check("config", OK, path)

@@ -5,11 +5,45 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import aiohttp
 
 DEFAULT_ENV = "ILP_SIDECAR"
+
+
+class CreateAnswer(TypedDict):
+    """`/create`'s answer (interLink's CreateStruct); PodJID is empty while the pod stages in."""
+
+    PodUID: str
+    PodJID: str
+
+
+class PodListing(TypedDict):
+    """One pod of `/pods` (our extension), as the sidecar lists its records."""
+
+    uid: str
+    namespace: str
+    name: str
+    job_id: str
+    phase: str
+    stage: str
+    message: str
+    created_at: float  # seconds since the epoch
+
+
+class WhoAmI(TypedDict):
+    """`/whoami`: how the site sees the caller (issuer, subject and actor are None on the trusted socket)."""
+
+    owner: str
+    account: str
+    site_admin: bool
+    issuer: str | None
+    subject: str | None
+    actor: str | None
+    groups: list[str]
+    scopes: list[str]
+    allowed: dict[str, bool]  # create, read, cancel
 
 
 class SidecarError(Exception):
@@ -54,6 +88,8 @@ class SidecarClient:
         await self.close()
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
+        """The answer: parsed JSON (whatever its shape) or text. The typed calls below name the shape
+        each path's JSON has: the sidecar's contract, trusted here, not checked."""
         data = None if body is None else json.dumps(body)
         async with self._session.request(method, self.base + path, data=data, headers=self.headers) as response:
             text = await response.text()
@@ -62,23 +98,25 @@ class SidecarClient:
             content_type = response.headers.get("Content-Type", "")
             return json.loads(text) if content_type.startswith("application/json") else text
 
-    async def create(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await self.call("POST", "/create", request)
+    async def create(self, request: dict[str, Any]) -> CreateAnswer:
+        return cast(CreateAnswer, await self.call("POST", "/create", request))
 
     async def delete(self, pod: dict[str, Any]) -> str:
-        return await self.call("POST", "/delete", pod)
+        return cast(str, await self.call("POST", "/delete", pod))  # text/plain: what became of the pod
 
     async def status(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return await self.call("GET", "/status", pods)
+        """interLink's PodStatus JSON, one per pod the sidecar knows (pods.phase reads it)."""
+        return cast(list[dict[str, Any]], await self.call("GET", "/status", pods))
 
     async def ping(self) -> dict[str, Any]:
-        return await self.call("GET", "/status", [])
+        """The node's resources (interLink's PingResponse JSON)."""
+        return cast(dict[str, Any], await self.call("GET", "/status", []))
 
-    async def pods(self) -> list[dict[str, Any]]:
-        return await self.call("GET", "/pods")
+    async def pods(self) -> list[PodListing]:
+        return cast(list[PodListing], await self.call("GET", "/pods"))
 
-    async def whoami(self) -> dict[str, Any]:
-        return await self.call("GET", "/whoami")
+    async def whoami(self) -> WhoAmI:
+        return cast(WhoAmI, await self.call("GET", "/whoami"))
 
     async def logs(self, query: dict[str, Any]) -> AsyncIterator[bytes]:
         async with self._session.request(

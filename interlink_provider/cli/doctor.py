@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from dataclasses import asdict
@@ -11,7 +12,7 @@ from . import doctor_gateway, doctor_site
 from .checks import FAIL, render
 
 
-def doctor_cmd(args) -> int:
+def doctor_cmd(args: argparse.Namespace) -> int:
     run = doctor_gateway.diagnose_gateway if doctor_gateway.is_gateway_config(args.config) else doctor_site.diagnose
     checks = asyncio.run(run(args.config))
     if args.json:
@@ -21,7 +22,7 @@ def doctor_cmd(args) -> int:
     return 1 if any(check.verdict == FAIL for check in checks) else 0
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "doctor",
         help="check a sidecar or gateway config end to end: scheduler, runtime, "

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from .. import __version__
 from ..telemetry.tracing import TracingConfigError
 from . import doctor, pod, stage, token
 
+if TYPE_CHECKING:
+    from ..devidp.config import IdPConfig
 
-def _daemon(name: str, load, run, args, adjust=None) -> int:
+Config = TypeVar("Config")
+
+
+def _daemon(
+    name: str,
+    load: Callable[[str], Config],
+    run: Callable[[Config], None],
+    args: argparse.Namespace,
+    adjust: Callable[[Config], None] | None = None,
+) -> int:
     """Load a daemon's configuration (a clear message and exit 2 if it is invalid), then run it."""
     try:
         config = load(args.config)
@@ -27,25 +40,25 @@ def _daemon(name: str, load, run, args, adjust=None) -> int:
     return 0
 
 
-def _sidecar(args) -> int:
+def _sidecar(args: argparse.Namespace) -> int:
     from sidecars.daemon.config import load_config
     from sidecars.daemon.serve import run
 
     return _daemon("sidecar", load_config, run, args)
 
 
-def _devidp(args) -> int:
+def _devidp(args: argparse.Namespace) -> int:
     from ..devidp.config import load
     from ..devidp.run import run
 
-    def port(config) -> None:
+    def port(config: IdPConfig) -> None:
         if args.port:
             config.port = args.port
 
     return _daemon("devidp", load, run, args, port)
 
 
-def _gateway(args) -> int:
+def _gateway(args: argparse.Namespace) -> int:
     from ..gateway.config import load_config
     from ..gateway.server import run
 
@@ -122,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    command: Callable[[argparse.Namespace], int] = args.func  # each subcommand's set_defaults(func=...)
+    return command(args)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 from rich.table import Table
@@ -16,7 +18,7 @@ from ..auth import discovery
 from ..auth.errors import AuthError
 from ..pods import manifest
 from ..pods.phase import FAILED, SUCCEEDED, phase_of
-from .client import SidecarClient, SidecarError, pod_ref
+from .client import PodListing, SidecarClient, SidecarError, pod_ref
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 TERMINAL = (SUCCEEDED, FAILED)
@@ -39,14 +41,14 @@ class Tracked:
 
     @property
     def name(self) -> str:
-        return self.pod["metadata"]["name"]
+        return cast(str, self.pod["metadata"]["name"])  # the manifest's JSON: create_request() named it
 
     @property
     def namespace(self) -> str:
-        return self.pod["metadata"]["namespace"]
+        return cast(str, self.pod["metadata"]["namespace"])
 
 
-def _token(args) -> str | None:
+def _token(args: argparse.Namespace) -> str | None:
     """The WLCG-discovered bearer token, if any (--no-token: none)."""
     if getattr(args, "no_token", False):
         return None
@@ -141,7 +143,7 @@ async def _print_logs(client: SidecarClient, tracked: Tracked) -> None:
         sys.stdout.flush()
 
 
-async def run(args) -> int:
+async def run(args: argparse.Namespace) -> int:
     try:
         m = manifest.load(Path(args.file).read_text(), args.namespace)
     except (OSError, manifest.ManifestError) as exc:
@@ -205,7 +207,7 @@ async def run(args) -> int:
         return EXIT_FAILED if FAILED in results else 0
 
 
-async def _find(client: SidecarClient, name: str, namespace: str | None) -> dict[str, Any]:
+async def _find(client: SidecarClient, name: str, namespace: str | None) -> PodListing:
     pods = await client.pods()
     matches = [p for p in pods if name in (p["uid"], p["name"]) and (namespace is None or p["namespace"] == namespace)]
     if not matches:
@@ -213,7 +215,7 @@ async def _find(client: SidecarClient, name: str, namespace: str | None) -> dict
     return max(matches, key=lambda p: p["created_at"])
 
 
-async def status_cmd(args) -> int:
+async def status_cmd(args: argparse.Namespace) -> int:
     async with SidecarClient(args.sidecar, token=_token(args)) as client:
         pod = await _find(client, args.pod, args.namespace)
         answers = await client.status([pod_ref(pod["uid"], pod["name"], pod["namespace"])])
@@ -227,7 +229,7 @@ async def status_cmd(args) -> int:
         return 0
 
 
-async def logs_cmd(args) -> int:
+async def logs_cmd(args: argparse.Namespace) -> int:
     async with SidecarClient(args.sidecar, token=_token(args)) as client:
         pod = await _find(client, args.pod, args.namespace)
         query = {
@@ -249,14 +251,14 @@ async def logs_cmd(args) -> int:
         return 0
 
 
-async def delete_cmd(args) -> int:
+async def delete_cmd(args: argparse.Namespace) -> int:
     async with SidecarClient(args.sidecar, token=_token(args)) as client:
         pod = await _find(client, args.pod, args.namespace)
         print(await client.delete(pod_ref(pod["uid"], pod["name"], pod["namespace"])), end="")
         return 0
 
 
-async def list_cmd(args) -> int:
+async def list_cmd(args: argparse.Namespace) -> int:
     async with SidecarClient(args.sidecar, token=_token(args)) as client:
         pods = await client.pods()
         table = Table("NAMESPACE", "NAME", "PHASE", "JOB", "STAGE", "AGE", "UID")
@@ -275,7 +277,7 @@ async def list_cmd(args) -> int:
         return 0
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pod = sub.add_parser(
         "pod",
         help="run and inspect pods through a sidecar, as the Virtual Kubelet would",
@@ -349,14 +351,15 @@ def add_parser(sub) -> None:
     list_p.set_defaults(handler=list_cmd)
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     if args.action == "run" and args.namespace is None:
         args.namespace = "default"
     if args.gateway and args.action != "run":
         err.print("[red]error:[/] only `pod run` goes through a gateway; ask the site's sidecar for the rest")
         return EXIT_ERROR
+    handler: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.handler  # set_defaults(handler=...)
     try:
-        return asyncio.run(args.handler(args))
+        return asyncio.run(handler(args))
     except SidecarError as exc:
         err.print(f"[red]error:[/] {exc}")
         return EXIT_ERROR

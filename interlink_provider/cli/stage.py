@@ -9,6 +9,7 @@ configuration error; 3 a server cannot be reached.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import glob
 import json
@@ -45,6 +46,8 @@ out = Console(highlight=False, soft_wrap=True)  # paths and tokens must not be c
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 OK, BAD_DATA, USAGE, UNREACHABLE = 0, 1, 2, 3
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKMGT]?)i?B?$")
+# copy_with_retries' answer: the transfers done (with the file each wrote) and those failed (with why).
+Copied = tuple[list[tuple[Transfer, str]], list[tuple[Transfer, str]]]
 
 
 class UsageError(Exception):
@@ -54,7 +57,7 @@ class UsageError(Exception):
 # ---------------------------------------------------------------------- configuration
 
 
-def _rucio_config(args) -> tuple[RucioConfig | None, str]:
+def _rucio_config(args: argparse.Namespace) -> tuple[RucioConfig | None, str]:
     """Rucio settings from a site config (--config) and/or flags; flags win."""
     rucio, site = None, args.site
     if args.config:
@@ -81,7 +84,7 @@ def _rucio_config(args) -> tuple[RucioConfig | None, str]:
     return rucio, site or "LOCAL"
 
 
-def _catalog(args) -> RucioCatalog:
+def _catalog(args: argparse.Namespace) -> RucioCatalog:
     rucio, site = _rucio_config(args)
     if rucio is None:
         raise UsageError("no Rucio configured: pass --config SITE.yaml (its staging section) or --rucio-host URL")
@@ -116,7 +119,7 @@ def _authorized(url: str) -> str:
     return with_token(url, _token_file) if _token_file is not None and "://" in url else url
 
 
-def _policy(args) -> RetryPolicy:
+def _policy(args: argparse.Namespace) -> RetryPolicy:
     return RetryPolicy(args.parallel, args.retries, args.backoff)
 
 
@@ -129,10 +132,10 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * factor)
 
 
-def command(run: Callable[[Any], int]) -> Callable[[Any], int]:
+def command(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Map the ways a staging command can fail onto exit codes and one clear line."""
 
-    def wrapper(args) -> int:
+    def wrapper(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s")
         configure_client(args.connection_window, args.connection_retry)
         global _token_file
@@ -174,7 +177,7 @@ def _url_file(url: str, adler32: str | None = None) -> FileRef:
 
 
 @command
-def resolve_cmd(args) -> int:
+def resolve_cmd(args: argparse.Namespace) -> int:
     if _is_url(args.target):
         return _print_checks([_Check(args.target, storage.probe(_authorized(args.target)))], args.json)
     scope, name = _did(args.target)
@@ -208,7 +211,7 @@ def _file_json(entry: CatalogFile) -> dict[str, Any]:
 
 
 @command
-def get_cmd(args) -> int:
+def get_cmd(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory} exists and is not a directory")
@@ -258,7 +261,7 @@ def _partial_target(directory: Path, ref: FileRef) -> Callable[[], str]:
     return lambda: str(directory / f".{ref.basename}.{uuid.uuid4().hex[:8]}.part")
 
 
-def _copy_with_bar(transfers: list[Transfer], policy: RetryPolicy, label: str):
+def _copy_with_bar(transfers: list[Transfer], policy: RetryPolicy, label: str) -> Copied:
     """copy_with_retries with a progress bar fed from the shared Progress counters."""
     progress = TransferProgress()
     progress.add(len(transfers), sum(t.ref.size or 0 for t in transfers))
@@ -272,7 +275,7 @@ def _copy_with_bar(transfers: list[Transfer], policy: RetryPolicy, label: str):
         TimeRemainingColumn(),
     )
 
-    async def run():
+    async def run() -> Copied:
         with Progress(*columns, console=err, transient=False) as bar:
             task = bar.add_task(label, total=progress.bytes_total or None, files="")
             copying = asyncio.create_task(copy_with_retries(transfers, policy, progress, cancel))
@@ -298,7 +301,7 @@ def _copy_with_bar(transfers: list[Transfer], policy: RetryPolicy, label: str):
 
 
 @command
-def put_cmd(args) -> int:
+def put_cmd(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"{path} is not a file")
@@ -351,7 +354,7 @@ class _Check:
 
 
 @command
-def check_cmd(args) -> int:
+def check_cmd(args: argparse.Namespace) -> int:
     """Every replica: reachable, permitted, present, same size and checksum as the catalog."""
     if _is_url(args.target):
         return _print_checks(
@@ -419,7 +422,7 @@ def _print_checks(checks: list[_Check], as_json: bool) -> int:
 
 
 @command
-def bench_cmd(args) -> int:
+def bench_cmd(args: argparse.Namespace) -> int:
     """Read throughput of a file, or write + read of a generated one under a directory URL."""
     if not _is_url(args.url):
         raise UsageError(
@@ -463,7 +466,7 @@ def _random_file(path: Path, size: int) -> None:
             left -= len(chunk[:left])
 
 
-def _timed_copy(source: str, target: str, size: int | None, args) -> tuple[int, float]:
+def _timed_copy(source: str, target: str, size: int | None, args: argparse.Namespace) -> tuple[int, float]:
     ref = FileRef("", Path(target).name, size, None, (source,))
     transfer = Transfer(ref, (_authorized(source),), lambda: _authorized(target), None)
     started = time.monotonic()
@@ -493,7 +496,7 @@ def _print_bench(url: str, rows: list[tuple[str, int, float]]) -> None:
 # ---------------------------------------------------------------------- parser
 
 
-def _common(parser, rucio: bool = True) -> None:
+def _common(parser: argparse.ArgumentParser, rucio: bool = True) -> None:
     if rucio:
         parser.add_argument(
             "--config",
@@ -515,7 +518,7 @@ def _common(parser, rucio: bool = True) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="show every retry")
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     stage = sub.add_parser(
         "stage",
         help="resolve, move, check and measure datalake data (Rucio, XRootD)",

@@ -7,14 +7,14 @@ Exit codes: 0 the answer is yes (found, valid, exchanged); 1 the token is refuse
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
-import inspect
 import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from .client import SidecarClient, SidecarError
 out = Console(highlight=False, soft_wrap=True)  # paths and tokens must not be cut by wrapping
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
+# A subcommand's body: an exit code, or a coroutine that gives one.
+Body = Callable[[argparse.Namespace], int | Coroutine[Any, Any, int]]
 
 
 def human_delta(seconds: float) -> str:
@@ -66,7 +68,7 @@ def wlcg_checks(claims: dict[str, Any]) -> list[tuple[bool, str]]:
     return checks
 
 
-def _token_from(args) -> tuple[str, str]:
+def _token_from(args: argparse.Namespace) -> tuple[str, str]:
     if getattr(args, "token", None) and args.token != "-":
         return args.token.strip(), "the command line"
     if getattr(args, "token", None) == "-":
@@ -75,14 +77,14 @@ def _token_from(args) -> tuple[str, str]:
     return found.token, found.source
 
 
-def command(run: Callable[[Any], Any]) -> Callable[[Any], int]:
+def command(run: Body) -> Callable[[argparse.Namespace], int]:
     """A subcommand: runs (awaiting coroutines); a missing token is a usage error (exit 2)."""
 
     @functools.wraps(run)
-    def wrapper(args) -> int:
+    def wrapper(args: argparse.Namespace) -> int:
         try:
             result = run(args)
-            return asyncio.run(result) if inspect.iscoroutine(result) else result
+            return result if isinstance(result, int) else asyncio.run(result)
         except errors.MissingToken as exc:
             err.print(f"[red]{exc.message}[/]")
             return USAGE
@@ -91,7 +93,7 @@ def command(run: Callable[[Any], Any]) -> Callable[[Any], int]:
 
 
 @command
-def discover_cmd(args) -> int:
+def discover_cmd(args: argparse.Namespace) -> int:
     found = discovery.discover()
     claims = _unverified(found.token)
     out.print(f"token from {found.source}")
@@ -108,7 +110,7 @@ def _unverified(token: str) -> dict[str, Any]:
 
 
 @command
-def inspect_cmd(args) -> int:
+def inspect_cmd(args: argparse.Namespace) -> int:
     token, source = _token_from(args)
     try:
         header = jwt.get_unverified_header(token)
@@ -129,7 +131,7 @@ def inspect_cmd(args) -> int:
 
 
 @command
-async def verify_cmd(args) -> int:
+async def verify_cmd(args: argparse.Namespace) -> int:
     token, _ = _token_from(args)
     config = ValidationConfig(
         issuers=[TrustedIssuer(issuer=args.issuer, ca_file=args.ca_file)],
@@ -160,7 +162,7 @@ async def verify_cmd(args) -> int:
     return OK
 
 
-def _secret(args) -> str | None:
+def _secret(args: argparse.Namespace) -> str | None:
     if args.client_secret_file:
         return Path(args.client_secret_file).read_text().strip()
     return os.environ.get("ILP_CLIENT_SECRET")
@@ -181,7 +183,7 @@ async def _from_idp(client: OAuthClient, request: Awaitable[Token], what: str) -
 
 
 @command
-async def exchange_cmd(args) -> int:
+async def exchange_cmd(args: argparse.Namespace) -> int:
     token, _ = _token_from(args)
     client = OAuthClient(args.issuer, args.client_id, _secret(args), ca_file=args.ca_file)
     result = await _from_idp(client, client.exchange(token, args.audience, args.scope), "exchange")
@@ -195,7 +197,7 @@ async def exchange_cmd(args) -> int:
     return OK
 
 
-async def _device_login(client: OAuthClient, scope: str, deadline_seconds: float):
+async def _device_login(client: OAuthClient, scope: str, deadline_seconds: float) -> Token:
     """RFC 8628: show the user where to approve, then poll until they did (or refused, or it expired)."""
     start = await client.device_authorization(scope)
     where = start.get("verification_uri_complete") or start["verification_uri"]
@@ -215,7 +217,7 @@ async def _device_login(client: OAuthClient, scope: str, deadline_seconds: float
     raise errors.ExchangeRefused("the login was not approved in time")
 
 
-def identity_secret(name: str, namespace: str, issuer: str, client_id: str, token) -> dict[str, Any]:
+def identity_secret(name: str, namespace: str, issuer: str, client_id: str, token: Token) -> dict[str, Any]:
     """The Secret a pod names with `interlink.provider/identity-secret` (read by the gateway, never forwarded)."""
     data = {"issuer": issuer, "client_id": client_id, "access_token": token.access_token}
     if token.refresh_token:
@@ -234,7 +236,7 @@ def identity_secret(name: str, namespace: str, issuer: str, client_id: str, toke
 
 
 @command
-async def login_cmd(args) -> int:
+async def login_cmd(args: argparse.Namespace) -> int:
     client = OAuthClient(args.issuer, args.client_id, None, ca_file=args.ca_file)
     token = await _from_idp(client, _device_login(client, args.scope, args.timeout), "login")
     if isinstance(token, int):
@@ -263,7 +265,7 @@ async def login_cmd(args) -> int:
 
 
 @command
-async def whoami_cmd(args) -> int:
+async def whoami_cmd(args: argparse.Namespace) -> int:
     token, source = _token_from(args)
     async with SidecarClient(args.site, token=token) as client:
         try:
@@ -285,7 +287,7 @@ async def whoami_cmd(args) -> int:
     return OK
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token = sub.add_parser(
         "token",
         help="find, inspect, verify and exchange OIDC tokens",

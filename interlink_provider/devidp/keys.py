@@ -8,21 +8,28 @@ import secrets
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 
+class StoredKey(TypedDict):
+    """A signing key as the state file keeps it."""
+
+    kid: str
+    pem: str  # PKCS#8, unencrypted: the state dir is 0700 and the file 0600
+
+
 class KeyRing:
     def __init__(self, state_dir: Path, keep: int = 3) -> None:
         self.path = state_dir / "signing-keys.json"
         self.keep = keep
-        self.keys: list[dict[str, Any]] = []  # newest first: {"kid", "pem"}
-        self._loaded: dict[str, Any] = {}  # kid -> private key object (PEM parsing is slow)
+        self.keys: list[StoredKey] = []  # newest first
+        self._loaded: dict[str, rsa.RSAPrivateKey] = {}  # kid -> private key object (PEM parsing is slow)
         if self.path.exists():
-            self.keys = json.loads(self.path.read_text())
+            self.keys = json.loads(self.path.read_text())  # our own file, written by _save()
         if not self.keys:
             self.rotate()
 
@@ -33,7 +40,7 @@ class KeyRing:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode()
         kid = f"rsa-{int(time.time())}-{secrets.token_hex(3)}"
-        self.keys = [{"kid": kid, "pem": pem}, *self.keys][: self.keep]
+        self.keys = [StoredKey(kid=kid, pem=pem), *self.keys][: self.keep]
         self._save()
         return kid
 
@@ -49,9 +56,12 @@ class KeyRing:
     def current_kid(self) -> str:
         return self.keys[0]["kid"]
 
-    def _private(self, key: dict[str, Any]) -> Any:
+    def _private(self, key: StoredKey) -> rsa.RSAPrivateKey:
         if key["kid"] not in self._loaded:
-            self._loaded[key["kid"]] = serialization.load_pem_private_key(key["pem"].encode(), password=None)
+            private = serialization.load_pem_private_key(key["pem"].encode(), password=None)
+            if not isinstance(private, rsa.RSAPrivateKey):  # rotate() makes only RSA keys: RS256 needs one
+                raise ValueError(f"signing key {key['kid']} in {self.path} is not an RSA key")
+            self._loaded[key["kid"]] = private
         return self._loaded[key["kid"]]
 
     def sign(self, claims: dict[str, Any]) -> str:

@@ -17,9 +17,10 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import jwt
 from aiohttp import web
@@ -54,11 +55,28 @@ DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
 
+# authlib carries no types: its classes are Any to mypy, and each subclass below says so.
+# What it hands back from our own hooks is typed where it comes back (cast, with the hook named).
+
 # The token generator cannot see the request: the handler puts the asked audience here.
 _requested_audience: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("audience", default=None)
 # ...and, on a refresh, the refresh token being used: the next one keeps its scope and
 # audience (RFC 6749 6: a narrowed access token does not narrow the refresh token).
-_refreshing: contextvars.ContextVar[Any] = contextvars.ContextVar("refreshing", default=None)
+_refreshing: contextvars.ContextVar[RefreshRecord | None] = contextvars.ContextVar("refreshing", default=None)
+
+# An endpoint's answer, as authlib passes it to handle_response(): status, JSON body, headers.
+OAuthAnswer = tuple[int, Mapping[str, Any], list[tuple[str, str]]]
+
+
+class TokenResponse(TypedDict, total=False):
+    """The token endpoint's JSON (RFC 6749 5.1; issued_token_type: RFC 8693 2.2.1)."""
+
+    token_type: str
+    access_token: str
+    expires_in: int
+    scope: str
+    refresh_token: str
+    issued_token_type: str
 
 
 @dataclass
@@ -71,7 +89,7 @@ class Principal:
     audience: list[str] | None = None
 
 
-class Client(ClientMixin):
+class Client(ClientMixin):  # type: ignore[misc]  # authlib carries no types
     def __init__(self, client_id: str, config: ClientConfig) -> None:
         self.client_id = client_id
         self.config = config
@@ -91,13 +109,16 @@ class Client(ClientMixin):
         refused = [s for s in requested if not self.allows(s)]
         if refused:
             raise InvalidScopeError(f"scope {' '.join(refused)} is not allowed for client {self.client_id}")
-        return list_to_scope(requested)
+        return cast(str, list_to_scope(requested))  # authlib: a list's scope is its words, space-joined
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return False
 
     def check_client_secret(self, client_secret: str) -> bool:
-        return bool(self.config.secret) and hmac.compare_digest(self.config.secret, client_secret or "")
+        secret = self.config.secret
+        if not secret:  # a public client has none to check
+            return False
+        return hmac.compare_digest(secret, client_secret or "")
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.config.secret is None:
@@ -112,7 +133,7 @@ class Client(ClientMixin):
 
 
 @dataclass
-class RefreshRecord(TokenMixin):
+class RefreshRecord(TokenMixin):  # type: ignore[misc]  # authlib carries no types
     token: str
     client_id: str
     principal: Principal
@@ -136,7 +157,7 @@ class RefreshRecord(TokenMixin):
         return self.revoked
 
 
-class AioPayload(OAuth2Payload):
+class AioPayload(OAuth2Payload):  # type: ignore[misc]  # authlib carries no types
     def __init__(self, form: dict[str, str]) -> None:
         self._data = form
 
@@ -149,7 +170,7 @@ class AioPayload(OAuth2Payload):
         return {k: [v] for k, v in self._data.items()}
 
 
-class AioRequest(OAuth2Request):
+class AioRequest(OAuth2Request):  # type: ignore[misc]  # authlib carries no types
     def __init__(self, method: str, uri: str, headers: dict[str, str], form: dict[str, str]) -> None:
         super().__init__(method=method, uri=uri, headers=headers)
         self.payload = AioPayload(form)
@@ -166,18 +187,19 @@ class AioRequest(OAuth2Request):
 # --------------------------------------------------------------------------- grants
 
 
-class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]  # authlib carries no types
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
-class RefreshTokenGrant(grants.RefreshTokenGrant):
+class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]  # authlib carries no types
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     INCLUDE_NEW_REFRESH_TOKEN = True
+    server: DevIdP  # set by authlib's BaseGrant
 
-    def issue_token(self, user, refresh_token):
+    def issue_token(self, user: Principal, refresh_token: RefreshRecord) -> TokenResponse:
         marker = _refreshing.set(refresh_token)
         try:
-            return super().issue_token(user, refresh_token)
+            return cast(TokenResponse, super().issue_token(user, refresh_token))  # what generate() made
         finally:
             _refreshing.reset(marker)
 
@@ -196,8 +218,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             self.server.refresh_tokens.pop(credential.token, None)
 
 
-class DeviceGrant(DeviceCodeGrant):
+class DeviceGrant(DeviceCodeGrant):  # type: ignore[misc]  # authlib carries no types
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    server: DevIdP  # set by authlib's BaseGrant
 
     def query_device_credential(self, device_code: str) -> DeviceCredentialDict | None:
         return self.server.device_codes.get(device_code)
@@ -209,20 +232,21 @@ class DeviceGrant(DeviceCodeGrant):
         return False
 
 
-class DeviceEndpoint(DeviceAuthorizationEndpoint):
+class DeviceEndpoint(DeviceAuthorizationEndpoint):  # type: ignore[misc]  # authlib carries no types
     ENDPOINT_NAME = "device_authorization"
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    server: DevIdP  # set by authlib's DeviceAuthorizationEndpoint
 
     def get_verification_uri(self) -> str:
         return self.server.issuer + "device"
 
-    def create_endpoint_response(self, request):
+    def create_endpoint_response(self, request: AioRequest) -> OAuthAnswer:
         client = self.authenticate_client(request)
         client.get_allowed_scope(request.payload.scope)  # refuses scopes the client may not ask
         # Announce what this IdP does (authlib's class defaults say 1800 s and 5 s).
         self.EXPIRES_IN = self.server.config.device_code_lifetime
         self.INTERVAL = self.server.config.device_poll_interval
-        return super().create_endpoint_response(request)
+        return cast(OAuthAnswer, super().create_endpoint_response(request))  # authlib's own answer
 
     def save_device_credential(self, client_id: str, scope: str, data: dict[str, Any]) -> None:
         self.server.device_codes[data["device_code"]] = DeviceCredentialDict(
@@ -233,14 +257,15 @@ class DeviceEndpoint(DeviceAuthorizationEndpoint):
         )
 
 
-class SameClientOfflineAccess(OAuth2Error):
+class SameClientOfflineAccess(OAuth2Error):  # type: ignore[misc]  # authlib carries no types
     error = "invalid_request"
     status_code = 403
 
 
-class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
+class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: ignore[misc]  # authlib carries no types
     GRANT_TYPE = TOKEN_EXCHANGE
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    server: DevIdP  # set by authlib's BaseGrant
 
     def validate_token_request(self) -> None:
         client = self.authenticate_token_endpoint_client()
@@ -283,8 +308,8 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         self.request.user = Principal(sub=str(subject["sub"]), groups=list(groups), act=act)
         self.request.exchange_scope = scope
 
-    def create_token_response(self):
-        token = self.generate_token(
+    def create_token_response(self) -> OAuthAnswer:
+        token: TokenResponse = self.generate_token(
             user=self.request.user,
             scope=self.request.exchange_scope,
             include_refresh_token=self.request.client.check_grant_type("refresh_token"),
@@ -296,7 +321,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
 # --------------------------------------------------------------------------- server
 
 
-class DevIdP(AuthorizationServer):
+class DevIdP(AuthorizationServer):  # type: ignore[misc]  # authlib carries no types
     def __init__(self, config: IdPConfig) -> None:
         super().__init__()
         self.config = config
@@ -326,14 +351,22 @@ class DevIdP(AuthorizationServer):
     def create_json_request(self, request: Any) -> Any:
         raise NotImplementedError
 
-    def handle_response(self, status: int, body: Any, headers: Any) -> tuple[int, Any, Any]:
+    def handle_response(self, status: int, body: Mapping[str, Any], headers: list[tuple[str, str]]) -> OAuthAnswer:
         return status, body, headers
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         pass
 
     # tokens
-    def generate(self, grant_type, client, user=None, scope=None, expires_in=None, include_refresh_token=True):
+    def generate(
+        self,
+        grant_type: str,
+        client: Client,
+        user: Principal | None = None,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> TokenResponse:
         principal = user or Principal(sub=client.client_id, groups=list(client.config.groups))
         audience = _requested_audience.get() or principal.audience or [ANY_AUDIENCE]
         scopes = scope_to_list(client.get_allowed_scope(scope)) or []  # refuses what the client may not ask
@@ -356,12 +389,9 @@ class DevIdP(AuthorizationServer):
         if principal.act:
             claims["act"] = principal.act
         self.issued += 1
-        token = {
-            "token_type": "Bearer",
-            "access_token": self.keys.sign(claims),
-            "expires_in": lifetime,
-            "scope": " ".join(scopes),
-        }
+        token = TokenResponse(
+            token_type="Bearer", access_token=self.keys.sign(claims), expires_in=lifetime, scope=" ".join(scopes)
+        )
         origin = _refreshing.get()
         kept_scope = origin.scope if origin is not None else " ".join(scopes)
         if include_refresh_token and "offline_access" in kept_scope.split():
@@ -459,7 +489,12 @@ def make_app(idp: DevIdP) -> web.Application:
 
     async def device_approve(request: web.Request) -> web.Response:
         form = await request.post()
-        refused = idp.approve(str(form.get("user_code", "")), str(form.get("username", "")), form.get("password"))
+        password = form.get("password")  # a file upload is no password
+        refused = idp.approve(
+            str(form.get("user_code", "")),
+            str(form.get("username", "")),
+            password if isinstance(password, str) else None,
+        )
         if refused:
             return web.Response(status=403, text=refused + "\n")
         return web.Response(text="approved: return to your device\n")

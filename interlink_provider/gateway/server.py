@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from interlink_provider import logsetup, sdnotify
@@ -44,7 +45,6 @@ from .routing import SiteState, choose_site
 from .sites import ServiceTokens, Site
 
 log = logging.getLogger(__name__)
-GATEWAY_KEY = web.AppKey("gateway", "Gateway")
 # A site answering these surely did not create the pod (unlike a lost answer): no grant to keep.
 _REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 _OPERATIONS = {"/create": "create", "/delete": "delete", "/status": "status", "/getLogs": "logs"}
@@ -104,6 +104,9 @@ class Gateway:
         return self.sites[link.name]
 
 
+GATEWAY_KEY = web.AppKey("gateway", Gateway)
+
+
 def carried(request: web.Request) -> tuple[tuple[str, str], ...]:
     """Metadata handing the trace and the interLink session on to the site."""
     return tracing.outgoing(tracing.session_of(request.headers))
@@ -121,7 +124,7 @@ async def _body(request: web.Request) -> Any:
 
 
 @web.middleware
-async def observed(request: web.Request, handler) -> web.StreamResponse:
+async def observed(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every interLink call traced (continuing the VK's session) and timed by operation."""
     operation = _OPERATIONS.get(request.path)
     if operation is None:
@@ -136,7 +139,7 @@ async def observed(request: web.Request, handler) -> web.StreamResponse:
 
 
 @web.middleware
-async def errors(request: web.Request, handler) -> web.StreamResponse:
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refusals (interlink_provider.refusals) and the sites' gRPC codes as HTTP answers to the VK."""
     try:
         return await handler(request)
@@ -263,11 +266,11 @@ async def pinglink(request: web.Request) -> web.Response:
     """Every site's NodeInfo summed into one PingResponse (the virtual node's capacity)."""
     gateway = request.app[GATEWAY_KEY]
     await asyncio.gather(*(s.refresh_node() for s in gateway.sites.values() if s.up))
-    up = [s for s in gateway.sites.values() if s.up and s.node is not None]
-    if not up:
+    nodes = [s.node for s in gateway.sites.values() if s.up and s.node is not None]
+    if not nodes:
         reasons = "; ".join(f"{s.name}: {s.error}" for s in gateway.sites.values())
         return _text(503, f"no site is reachable ({reasons})")
-    return web.json_response(aggregate([s.node for s in up]).model_dump(exclude_none=True))
+    return web.json_response(aggregate(nodes).model_dump(exclude_none=True))
 
 
 def aggregate(nodes: list[pb.NodeInfo]) -> PingResponse:

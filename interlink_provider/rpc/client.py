@@ -33,7 +33,8 @@ def open_channel(
 
 
 def offloader(channel: grpc.aio.Channel) -> offloader_pb2_grpc.OffloaderStub:
-    return offloader_pb2_grpc.OffloaderStub(channel)
+    # protoc's gRPC plugin writes no annotations (and no .pyi) for the service module
+    return offloader_pb2_grpc.OffloaderStub(channel)  # type: ignore[no-untyped-call]
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:

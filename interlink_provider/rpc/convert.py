@@ -26,7 +26,8 @@ def _timestamp(text: str | None) -> Timestamp | None:
 def _rfc3339(stamp: Timestamp) -> str | None:
     if not stamp.seconds and not stamp.nanos:
         return None
-    return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment: datetime = stamp.ToDatetime(tzinfo=UTC)  # protobuf ships no type information
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _terminated(state: dict[str, Any]) -> pb.Terminated:

@@ -32,7 +32,7 @@ class ApptainerConfig(BaseModel):
 
 class ApptainerRuntime(Runtime):
     name = "apptainer"
-    annotation_stems = ("singularity", "apptainer")
+    annotation_stems: tuple[str, ...] = ("singularity", "apptainer")
     env_prefix = "APPTAINERENV_"
 
     def __init__(self, config: ApptainerConfig | None = None) -> None:

@@ -156,9 +156,11 @@ class RucioCatalog:
 
         try:
             info = self.client(token).get_rse(rse)  # what rsemanager.get_rse_info asks, with our client
-            return rsemanager.lfns2pfns(info, [{"scope": scope, "name": name}], operation="write", scheme="root")[
-                f"{scope}:{name}"
-            ]
+            # rucio-clients carries no types: lfns2pfns answers {"scope:name": pfn}
+            pfns: dict[str, str] = rsemanager.lfns2pfns(
+                info, [{"scope": scope, "name": name}], operation="write", scheme="root"
+            )
+            return pfns[f"{scope}:{name}"]
         except RucioException as exc:
             raise StagingError(f"RSE {rse} has no writable root:// protocol: {exc}") from exc
 
@@ -248,7 +250,7 @@ class _BearerClient:
         from rucio.client import Client
         from rucio.common.exception import CannotAuthenticate
 
-        class BearerClient(Client):
+        class BearerClient(Client):  # type: ignore[misc]  # rucio-clients carries no types
             def _BaseClient__read_token(self) -> bool:
                 self.present(token)
                 return True

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -252,14 +253,14 @@ class PodCredentials:
         self.broker = broker
         self.uid = uid
 
-    async def reader(self):
+    async def reader(self) -> Callable[[str], str]:
         """A function turning a source URL into one that reads with the pod's token."""
         token_file = await asyncio.to_thread(
             self.broker.token_file, await self.broker.token(self.uid, self.broker.read())
         )
         return lambda url: self.broker.authorize(url, token_file)
 
-    async def writer(self, rucio_scope: str):
+    async def writer(self, rucio_scope: str) -> Callable[[str], str]:
         token = await self.broker.token(self.uid, self.broker.write(rucio_scope))
         token_file = await asyncio.to_thread(self.broker.token_file, token)
         return lambda url: self.broker.authorize(url, token_file)

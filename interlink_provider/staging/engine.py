@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..pods.staging import StageInput, StagingSpec, parse_did
+from ..pods.staging import StageInput, StageOutput, StagingSpec, parse_did
 from ..telemetry.metrics import CACHE_HITS, DOWNLOADS
 from .cache import ContentCache
 from .catalog import RucioCatalog
@@ -120,9 +121,10 @@ class Stager:
         mine: list[FileRef] = []
         for ref in unique:
             key = self.cache.path(ref)
-            if cached[ref] is not None:
+            hit = cached[ref]
+            if hit is not None:
                 waiting[ref] = loop.create_future()
-                waiting[ref].set_result(cached[ref])
+                waiting[ref].set_result(hit)
             elif ref.adler32 and key in self._inflight:
                 waiting[ref] = self._inflight[key]  # another pod is downloading it
             else:
@@ -183,8 +185,9 @@ class Stager:
             for ref in refs:
                 self._inflight.pop(self.cache.path(ref), None)
         for future in futures.values():
-            if future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
+            failure = future.exception()
+            if failure is not None:
+                raise failure
         return futures
 
     async def _check_readable(self, refs: list[FileRef], pod: PodStaging) -> None:
@@ -202,7 +205,7 @@ class Stager:
             await asyncio.to_thread(self._probe_access, guarded, reader)
 
     @staticmethod
-    def _probe_access(guarded: list[tuple[FileRef, list[str]]], reader) -> None:
+    def _probe_access(guarded: list[tuple[FileRef, list[str]]], reader: Callable[[str], str]) -> None:
         for ref, sources in guarded:
             answers = []
             for source in sources:
@@ -230,13 +233,7 @@ class Stager:
         rucio_token = await pod.credentials.rucio_token() if pod.credentials else None
         datasets = []
         for index, output in enumerate(pod.spec.outputs):
-            rse = output.rse or self.config.default_rse
-            if output.dataset:
-                dataset = parse_did(output.dataset)
-            else:
-                scope = output.scope or self.config.default_scope
-                dataset = (scope, f"{pod.namespace}.{pod.name}.{pod.uid[:8]}")
-            scope = output.scope or dataset[0]
+            rse, dataset, scope = self._destination(output, pod)
             writer = await pod.credentials.writer(scope) if pod.credentials else _unchanged
             found = await pod.volumes.outputs(index)
             files = await asyncio.to_thread(self._describe_outputs, found, scope, dataset[1])
@@ -256,7 +253,7 @@ class Stager:
                         f"(adler32 {known}, ours {ref.adler32})"
                     )
                 pfn = writer(await asyncio.to_thread(self.catalog.pfn, rse, ref.scope, ref.name, rucio_token))
-                transfers.append(Transfer(ref, (str(path),), lambda pfn=pfn: pfn, None))
+                transfers.append(Transfer(ref, (str(path),), _fixed(pfn), None))
             done, failed = await copy_with_retries(transfers, self.retry_policy, pod.progress, pod.cancel)
             if failed:
                 transfer, message = failed[0]
@@ -272,6 +269,22 @@ class Stager:
             datasets.append(f"{dataset[0]}:{dataset[1]}")
         return datasets
 
+    def _destination(self, output: StageOutput, pod: PodStaging) -> tuple[str, tuple[str, str], str]:
+        """Where an output goes: its RSE, its dataset's DID, its files' scope (the pod's or the site's)."""
+        rse = output.rse or self.config.default_rse
+        if rse is None:
+            raise StagingError(f"output {output.mount}: no RSE named, and the site has no default_rse")
+        if output.dataset:
+            dataset = parse_did(output.dataset)
+        else:
+            dataset_scope = output.scope or self.config.default_scope
+            if dataset_scope is None:
+                raise StagingError(
+                    f"output {output.mount}: no scope or dataset named, and the site has no default_scope"
+                )
+            dataset = (dataset_scope, f"{pod.namespace}.{pod.name}.{pod.uid[:8]}")
+        return rse, dataset, output.scope or dataset[0]
+
     @staticmethod
     def _describe_outputs(found: list[tuple[str, Path]], scope: str, dataset_name: str) -> list[tuple[FileRef, Path]]:
         files = []
@@ -285,3 +298,8 @@ class Stager:
 
 def _unchanged(url: str) -> str:
     return url
+
+
+def _fixed(target: str) -> Callable[[], str]:
+    """A target that every attempt writes again (a new file's PFN: Rucio names it, not we)."""
+    return lambda: target

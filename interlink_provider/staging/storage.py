@@ -8,6 +8,7 @@ reached, the token or identity is refused, the file does not exist.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from .credentials import plain
@@ -18,6 +19,30 @@ ERR_AUTH_FAILED = 204  # the server refused our credentials at login
 ERR_ERROR_RESPONSE = 400  # the server answered with an error (errno says which)
 NOT_AUTHORIZED = 3010
 NOT_FOUND = 3011
+
+
+# What we use of the XRootD bindings, which carry no types (their objects are Any to mypy).
+class XrdStatus(Protocol):
+    """An XRootDStatus: every call answers one, beside its result."""
+
+    ok: bool
+    code: int  # the client's status code (ERR_*)
+    errno: int  # the server's error number, when it answered with one
+    message: str
+
+
+class XrdStatInfo(Protocol):
+    size: int
+
+
+class XrdFileSystem(Protocol):
+    """XRootD.client.FileSystem; a result is None unless its status is ok."""
+
+    def stat(self, path: str) -> tuple[XrdStatus, XrdStatInfo | None]: ...
+
+    def query(self, querycode: int, arg: str) -> tuple[XrdStatus, bytes | None]: ...
+
+    def rm(self, path: str) -> tuple[XrdStatus, None]: ...
 
 
 @dataclass
@@ -54,7 +79,7 @@ def split_url(url: str) -> tuple[str, str]:
     return f"{parts.scheme}://{parts.netloc}", path + (f"?{parts.query}" if parts.query else "")
 
 
-def _filesystem(url: str):
+def _filesystem(url: str) -> tuple[XrdFileSystem, str]:
     """The server's FileSystem and the path in it. A token named in the URL (`xrd.ztn`)
     must be on the connection's own URL: it is presented once, at login."""
     from XRootD import client
@@ -64,7 +89,7 @@ def _filesystem(url: str):
     return client.FileSystem(server + (f"//?{query}" if query else "")), path
 
 
-def classify(status) -> tuple[bool, bool]:
+def classify(status: XrdStatus) -> tuple[bool, bool]:
     """(reachable, authorized) from an XRootD status."""
     if status.code == ERR_AUTH_FAILED:
         return True, False
@@ -85,7 +110,7 @@ def probe(url: str, with_checksum: bool = True) -> FileProbe:
         result.error = str(status.message).strip()
         return result
     result.reachable = result.exists = True
-    result.size = info.size
+    result.size = info.size if info is not None else None  # an ok stat always carries its info
     if with_checksum:
         status, answer = fs.query(QueryCode.CHECKSUM, path)
         if status.ok and answer:

@@ -125,7 +125,7 @@ def run_copies(jobs: list[CopyJob], parallel: int, progress: Progress, cancel: t
     if not jobs:
         return []
 
-    class Handler(CopyProgressHandler):
+    class Handler(CopyProgressHandler):  # type: ignore[misc]  # the XRootD bindings carry no types
         def update(self, job_id: int, processed: int, total: int) -> None:
             progress.advance(jobs[job_id - 1].key, processed)
 

@@ -51,7 +51,11 @@ class VolumeDirs:
     output_dirs: Sequence[Path] = ()
 
     async def link_inputs(self, links: Sequence[InputLink]) -> None:
-        await asyncio.to_thread(lambda: [link_into(source, self.inputs[i] / name) for source, i, name in links])
+        def link_all() -> None:
+            for source, i, name in links:
+                link_into(source, self.inputs[i] / name)
+
+        await asyncio.to_thread(link_all)
 
     async def outputs(self, index: int) -> list[tuple[str, Path]]:
         return await asyncio.to_thread(regular_files, self.output_dirs[index])

@@ -18,10 +18,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context as Context  # re-exported: what remember() hands back
+
+if TYPE_CHECKING:  # the SDK is imported only once tracing is configured
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 SESSION_HEADER = "InterLink-Http-Session"
 SESSION_ATTRIBUTE = "interlink.http_session"
@@ -52,7 +55,7 @@ def otlp_protocol() -> str:
     return protocol
 
 
-def otlp_exporter() -> Any:
+def otlp_exporter() -> SpanExporter:
     """The OTLP span exporter for the chosen protocol; endpoint, headers, TLS (`..._CERTIFICATE`,
     `..._INSECURE`) and timeout come from the OTEL_EXPORTER_OTLP_* variables, read by the exporter."""
     if otlp_protocol() == "grpc":

@@ -12,16 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from interlink_provider import __version__
+from interlink_provider.auth.mapping import Operation
 from interlink_provider.pods.phase import phase_of
 from interlink_provider.pods.wire import ContainerLogOpts, LogStruct, RetrievedPodData
 from interlink_provider.refusals import answer
@@ -43,14 +46,14 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
         self.service = service
         self.auth = authenticator
 
-    async def _caller(self, context: grpc.aio.ServicerContext, operation: str) -> Caller:
+    async def _caller(self, context: grpc.aio.ServicerContext, operation: Operation) -> Caller:
         metadata = dict(context.invocation_metadata() or ())
         async with _mapped_errors(context):
             caller = await self.auth.caller(metadata.get("authorization"), via_unix_socket=False)
-            self.auth.require(caller, operation)  # type: ignore[arg-type]
+            self.auth.require(caller, operation)
         return caller
 
-    async def CreatePod(self, request: pb.CreatePodRequest, context) -> pb.CreatePodResponse:
+    async def CreatePod(self, request: pb.CreatePodRequest, context: grpc.aio.ServicerContext) -> pb.CreatePodResponse:
         principal = (await self._caller(context, "create")).principal
         async with _mapped_errors(context):
             try:
@@ -64,7 +67,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
             result = await self.service.create(RetrievedPodData.model_validate(body), principal)
         return pb.CreatePodResponse(uid=result.uid, job_id=result.job_id, created=result.created)
 
-    async def DeletePod(self, request: pb.DeletePodRequest, context) -> pb.DeletePodResponse:
+    async def DeletePod(self, request: pb.DeletePodRequest, context: grpc.aio.ServicerContext) -> pb.DeletePodResponse:
         principal = (await self._caller(context, "cancel")).principal
         async with _mapped_errors(context):
             if not request.uid:
@@ -72,14 +75,16 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
             outcome = await self.service.delete(request.uid, principal)
         return pb.DeletePodResponse(outcome=outcome)
 
-    async def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.GetStatusResponse:
+    async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.GetStatusResponse:
         principal = (await self._caller(context, "read")).principal
         async with _mapped_errors(context):
             uids = list(request.uids) or [r.uid for r in self.service.readable(principal)]
             answers = self.service.statuses(uids, principal)
         return pb.GetStatusResponse(pods=[self._pod_status(a) for a in answers])
 
-    async def WatchStatus(self, request: pb.WatchStatusRequest, context) -> AsyncIterator[pb.StatusEvent]:
+    async def WatchStatus(
+        self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StatusEvent]:
         principal = (await self._caller(context, "read")).principal
         feed = self.service.feed
         heartbeat = min(max(request.heartbeat_seconds or 15, 1), 300)
@@ -116,7 +121,9 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
             containers=[container_status(c) for c in answer.get("containers") or []],
         )
 
-    async def GetLogs(self, request: pb.GetLogsRequest, context) -> AsyncIterator[pb.LogChunk]:
+    async def GetLogs(
+        self, request: pb.GetLogsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.LogChunk]:
         principal = (await self._caller(context, "read")).principal
         async with _mapped_errors(context):
             if request.tail_lines and request.limit_bytes:
@@ -141,7 +148,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
             async for chunk in chunks:
                 yield pb.LogChunk(data=chunk)
 
-    async def Ping(self, request: pb.PingRequest, context) -> pb.NodeInfo:
+    async def Ping(self, request: pb.PingRequest, context: grpc.aio.ServicerContext) -> pb.NodeInfo:
         await self._caller(context, "read")
         async with _mapped_errors(context):
             ping = await self.service.ping()
@@ -161,11 +168,15 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
         )
 
 
-class TracedCalls(grpc.aio.ServerInterceptor):
+class TracedCalls(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type information
     """A server span per Offloader call, continuing the caller's trace from the metadata
     (`traceparent`, `interlink-http-session`). WatchStatus, endless by design, is not traced."""
 
-    async def intercept_service(self, continuation, details):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
         method = details.method.rsplit("/", 1)[-1]
         if handler is None or not details.method.startswith(f"/{SERVICE_NAME}/") or method == "WatchStatus":
@@ -175,14 +186,14 @@ class TracedCalls(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             call = handler.unary_unary
 
-            async def unary(request, context):
+            async def unary(request: Message, context: grpc.aio.ServicerContext) -> Message:
                 with tracing.server_span(name, headers):
                     return await call(request, context)
 
             return handler._replace(unary_unary=unary)
         stream_call = handler.unary_stream
 
-        async def stream(request, context):
+        async def stream(request: Message, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
             span = tracing.start_server_span(name, headers)  # not made current: it spans many yields
             span.set_attribute(tracing.POD_UID, getattr(request, "uid", ""))
             try:
@@ -203,7 +214,9 @@ class _mapped_errors:
     async def __aenter__(self) -> None:
         return None
 
-    async def __aexit__(self, kind, exc, traceback) -> bool:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> bool:
         refused = answer(exc) if exc is not None else None
         if refused is not None:
             await self.context.abort(grpc.StatusCode[refused.grpc], refused.message)  # raises
@@ -232,7 +245,8 @@ async def start_server(config: GrpcConfig, service: SiteService, authenticator: 
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         interceptors=[TracedCalls()],
     )
-    pb_grpc.add_OffloaderServicer_to_server(OffloaderServicer(service, authenticator), server)
+    # protoc's gRPC plugin writes no annotations (and no .pyi) for the service module
+    pb_grpc.add_OffloaderServicer_to_server(OffloaderServicer(service, authenticator), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):

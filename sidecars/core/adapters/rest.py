@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from interlink_provider.auth.errors import AuthError
+from interlink_provider.auth.mapping import Operation
 from interlink_provider.pods.k8s import Pod
 from interlink_provider.pods.wire import CreateStruct, LogStruct, RetrievedPodData
 from interlink_provider.refusals import answer
@@ -33,6 +35,7 @@ RECONCILER_KEY = web.AppKey("reconciler", Reconciler)
 AUTH_KEY = web.AppKey("authenticator", Authenticator)
 CALLER = "caller"
 PUBLIC_PATHS = {"/healthz", "/metrics"}
+M = TypeVar("M", bound=BaseModel)
 
 
 def _text(status: int, message: str) -> web.Response:
@@ -40,7 +43,7 @@ def _text(status: int, message: str) -> web.Response:
 
 
 @web.middleware
-async def errors(request: web.Request, handler) -> web.StreamResponse:
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer refusals with their HTTP status and reason (interlink_provider.refusals); the rest is a 500."""
     try:
         return await handler(request)
@@ -63,7 +66,7 @@ def _via_unix_socket(request: web.Request) -> bool:
 
 
 @web.middleware
-async def traced(request: web.Request, handler) -> web.StreamResponse:
+async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A server span per API call, continuing the caller's trace and interLink session."""
     if request.path in PUBLIC_PATHS:
         return await handler(request)
@@ -74,14 +77,14 @@ async def traced(request: web.Request, handler) -> web.StreamResponse:
 
 
 @web.middleware
-async def authenticate(request: web.Request, handler) -> web.StreamResponse:
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path not in PUBLIC_PATHS:
         caller = await request.app[AUTH_KEY].caller(request.headers.get("Authorization"), _via_unix_socket(request))
         request[CALLER] = caller
     return await handler(request)
 
 
-def _caller(request: web.Request, operation) -> Caller:
+def _caller(request: web.Request, operation: Operation) -> Caller:
     caller: Caller = request[CALLER]
     request.app[AUTH_KEY].require(caller, operation)
     return caller
@@ -101,7 +104,7 @@ async def _json_object(request: web.Request, what: str) -> dict[str, Any]:
     return body
 
 
-def _model(model: type[BaseModel], value: Any) -> Any:
+def _model(model: type[M], value: Any) -> M:
     return model.model_validate(value)
 
 

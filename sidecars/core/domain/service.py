@@ -136,7 +136,7 @@ class SiteService:
                 f"runtime {wanted!r} is not offered here (choose one of {sorted(allowed)})",
                 field=annotation_field(RUNTIME),
             )
-        return make_runtime(wanted, self.config.runtime)  # type: ignore[arg-type]
+        return make_runtime(wanted, self.config.runtime)
 
     async def create(self, data: RetrievedPodData, principal: Principal = LOCAL) -> CreateResult:
         """Idempotent by pod UID. Raises PodRejected for pods this site cannot run."""

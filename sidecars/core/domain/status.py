@@ -141,7 +141,7 @@ def container_state(info: ContainerInfo, view: PodView, init_running: bool) -> d
     if job_ended:
         code, reason, message = _job_end(job, view.lost, view.scheduler)
         return terminated(code, reason, message, files.started_at, None)
-    if files.started_at and job_alive and job.state == b.RUNNING:  # type: ignore[union-attr]
+    if files.started_at and job_alive and job is not None and job.state == b.RUNNING:
         return running(files.started_at)
     if job is not None and job.state == b.PENDING:
         said = job.reason or "Pending"

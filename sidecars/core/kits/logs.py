@@ -13,7 +13,7 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from interlink_provider.pods.wire import ContainerLogOpts
 
@@ -43,7 +43,7 @@ def parse_timestamp(text: str) -> datetime | None:
         return None
 
 
-def tail_offset(handle, lines: int) -> int:
+def tail_offset(handle: IO[bytes], lines: int) -> int:
     """Offset of the start of the last `lines` lines of an open binary file."""
     handle.seek(0, os.SEEK_END)
     end = handle.tell()

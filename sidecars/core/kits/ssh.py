@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+from asyncssh.constants import FX_NO_SUCH_FILE
 from pydantic import BaseModel, ConfigDict, Field
 
 from interlink_provider.pods.jobspec import JobSpec
@@ -117,7 +118,7 @@ class SshLink:
             self.lost(exc)
             raise TransportError(f"ssh {self.config.host}: {_describe(exc)}") from exc
         code = result.exit_status if result.exit_status is not None else -1
-        return code, bytes(result.stdout or b""), bytes(result.stderr or b"")
+        return code, _output(result.stdout), _output(result.stderr)
 
     async def sftp(self) -> asyncssh.SFTPClient:
         conn = await self.connection()
@@ -259,7 +260,7 @@ class SshFiles(SiteFiles):
         except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
             return None
         except asyncssh.SFTPError as exc:
-            if exc.code == asyncssh.sftp.FX_NO_SUCH_FILE:
+            if exc.code == FX_NO_SUCH_FILE:
                 return None
             raise TransportError(f"ssh {self.link.config.host}: reading {path}: {exc.reason}") from exc
         except (OSError, asyncssh.Error) as exc:
@@ -283,3 +284,10 @@ def _describe(exc: BaseException) -> str:
         return f"the login node's host key is not the one in known_hosts ({exc.reason})"
     reason = getattr(exc, "reason", None)
     return str(reason or exc) or type(exc).__name__
+
+
+def _output(data: bytes | str | None) -> bytes:
+    """A command's output: asyncssh types it bytes-or-str, but with encoding=None it is always bytes."""
+    if isinstance(data, str):
+        raise TypeError("asyncssh decoded a command's output although no encoding was asked for")
+    return bytes(data or b"")
