@@ -150,7 +150,7 @@ def _admit(pod: dict[str, Any], namespace: str, node_name: str) -> dict[str, Any
 
 def _field_value(pod: dict[str, Any], path: str) -> str:
     meta = pod["metadata"]
-    values = {
+    values: dict[str, str] = {
         "metadata.name": meta.get("name", ""),
         "metadata.namespace": meta.get("namespace", ""),
         "metadata.uid": meta.get("uid", ""),
@@ -216,7 +216,8 @@ def _resolve_env(pod: dict[str, Any], container: dict[str, Any], m: Manifests) -
         elif "secretRef" in source:
             ref = source["secretRef"]
             secret = _lookup(m.secrets, namespace, ref["name"], "Secret", bool(ref.get("optional")))
-            values = {k: _secret_text(secret, k) or "" for k in ((secret or {}).get("data") or {})}
+            data = (secret or {}).get("data") or {}
+            values = {k: _secret_text(secret, k) or "" for k in data} if secret is not None else {}
         for key, value in values.items():
             if prefix + key not in explicit:
                 env.append({"name": prefix + key, "value": value})

@@ -49,9 +49,13 @@ def retrieved_containers(
     return retrieved
 
 
+def by_name(items: list[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Kubernetes objects by their metadata.name."""
+    return {i.get("metadata", {}).get("name"): i for i in items or []}
+
+
 def from_create_request(request: dict[str, Any]) -> dict[str, Any]:
     """VK -> API `PodCreateRequests` (JSON) as the API -> plugin `RetrievedPodData` (JSON)."""
-    by_name = lambda items: {i.get("metadata", {}).get("name"): i for i in items or []}  # noqa: E731
     config_maps, secrets = by_name(request.get("configmaps")), by_name(request.get("secrets"))
     projected = by_name(request.get("projectedvolumesmaps"))
     pod = request.get("pod") or {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -104,7 +105,7 @@ class StagingSpec:
         return f"{VOLUME_PREFIX}out-{index}"
 
 
-def _entries(annotations: dict[str, str], key: str) -> list:
+def _entries(annotations: dict[str, str], key: str) -> list[Any]:
     text = annotations.get(key)
     if not text:
         return []
@@ -117,24 +118,29 @@ def _entries(annotations: dict[str, str], key: str) -> list:
     return value
 
 
+Entry = TypeVar("Entry", StageInput, StageOutput)  # both have a `mount`
+
+
+def _parse_entries(annotations: dict[str, str], key: str, model: type[Entry]) -> tuple[Entry, ...]:
+    items = []
+    for index, entry in enumerate(_entries(annotations, key)):
+        field = f"{annotation_field(key)}[{index}]"
+        try:
+            item = model.model_validate(entry)
+        except ValidationError as exc:
+            problem = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
+            raise PodRejected(problem, field=field) from exc
+        mount_path(item.mount, f"{field}.mount")
+        items.append(item)
+    return tuple(items)
+
+
 def parse_staging(annotations: dict[str, str]) -> StagingSpec:
-    spec = {}
-    for key, model, attribute in (
-        (STAGING_INPUTS, StageInput, "inputs"),
-        (STAGING_OUTPUTS, StageOutput, "outputs"),
-    ):
-        items = []
-        for index, entry in enumerate(_entries(annotations, key)):
-            field = f"{annotation_field(key)}[{index}]"
-            try:
-                item = model.model_validate(entry)
-            except ValidationError as exc:
-                problem = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
-                raise PodRejected(problem, field=field) from exc
-            mount_path(item.mount, f"{field}.mount")
-            items.append(item)
-        spec[attribute] = tuple(items)
-    mounts = [item.mount.rstrip("/") for item in (*spec["inputs"], *spec["outputs"])]
+    spec = StagingSpec(
+        inputs=_parse_entries(annotations, STAGING_INPUTS, StageInput),
+        outputs=_parse_entries(annotations, STAGING_OUTPUTS, StageOutput),
+    )
+    mounts = [i.mount.rstrip("/") for i in spec.inputs] + [o.mount.rstrip("/") for o in spec.outputs]
     if len(set(mounts)) != len(mounts):
         raise PodRejected("two staging entries use the same mount", field="metadata.annotations")
-    return StagingSpec(**spec)
+    return spec

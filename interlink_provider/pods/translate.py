@@ -8,7 +8,8 @@ can act on.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from . import annotations as an
 from .expansion import expand
@@ -23,14 +24,20 @@ from .jobspec import (
     VolumeSpec,
 )
 from .k8s import (
+    ConfigMap,
     Container,
+    EnvFromSource,
     EnvVar,
     KeyToPath,
     LifecycleHandler,
+    NameRef,
     Pod,
     Probe,
+    Quantity,
+    ResourceFieldRef,
     Secret,
     Volume,
+    VolumeMount,
 )
 from .policy import TranslationPolicy
 from .quantity import QuantityError, count, cpu_millis, memory_bytes
@@ -47,6 +54,8 @@ from .validate import (
     relative_path,
 )
 from .wire import RetrievedPodData
+
+K = TypeVar("K", ConfigMap, Secret)
 
 GPU_RESOURCES = {"nvidia.com/gpu": "nvidia", "amd.com/gpu": "amd"}
 CONFIGMAP_DEFAULT_MODE = 0o644
@@ -103,7 +112,12 @@ def pod_to_jobspec(data: RetrievedPodData, policy: TranslationPolicy) -> JobSpec
     )
 
 
-def _with_staging(staging: StagingSpec, volumes, init_containers, containers):
+def _with_staging(
+    staging: StagingSpec,
+    volumes: tuple[VolumeSpec, ...],
+    init_containers: tuple[ContainerSpec, ...],
+    containers: tuple[ContainerSpec, ...],
+) -> tuple[tuple[VolumeSpec, ...], tuple[ContainerSpec, ...], tuple[ContainerSpec, ...]]:
     """Staged inputs (read-only) and outputs (writable) mounted in every container."""
     if not staging:
         return volumes, init_containers, containers
@@ -114,9 +128,9 @@ def _with_staging(staging: StagingSpec, volumes, init_containers, containers):
         extra_mounts.append(
             MountSpec(StagingSpec.input_volume(index), mount_path(item.mount, "staging"), read_only=True)
         )
-    for index, item in enumerate(staging.outputs):
+    for index, output in enumerate(staging.outputs):
         extra_volumes.append(VolumeSpec(name=StagingSpec.output_volume(index), kind="emptyDir"))
-        extra_mounts.append(MountSpec(StagingSpec.output_volume(index), mount_path(item.mount, "staging")))
+        extra_mounts.append(MountSpec(StagingSpec.output_volume(index), mount_path(output.mount, "staging")))
 
     def add(container: ContainerSpec) -> ContainerSpec:
         taken = {m.container_path for m in container.mounts}
@@ -225,7 +239,7 @@ def _distinct_mount_paths(mounts: tuple[MountSpec, ...], where: str) -> None:
         seen.add(mount.container_path)
 
 
-def _mount(mount, where: str, volume_names: set[str], variables: Mapping[str, str]) -> MountSpec:
+def _mount(mount: VolumeMount, where: str, volume_names: set[str], variables: Mapping[str, str]) -> MountSpec:
     if mount.name not in volume_names:
         raise PodRejected(f"volume {mount.name!r} is not defined in spec.volumes", field=where)
     sub_path = mount.sub_path
@@ -267,7 +281,7 @@ def _env(
     return list(ordered.items())
 
 
-def _env_from(source, where: str, data: RetrievedPodData) -> dict[str, str]:
+def _env_from(source: EnvFromSource, where: str, data: RetrievedPodData) -> dict[str, str]:
     """envFrom is normally resolved by the Virtual Kubelet; resolve what it left."""
     if source.config_map_ref is not None:
         return _prefixed_items(
@@ -285,7 +299,14 @@ def _env_from(source, where: str, data: RetrievedPodData) -> dict[str, str]:
     return {}
 
 
-def _prefixed_items(prefix: str, ref, objects: dict, kind: str, items, where: str) -> dict[str, str]:
+def _prefixed_items(
+    prefix: str,
+    ref: NameRef,
+    objects: Mapping[str, K],
+    kind: str,
+    items: Callable[[K], dict[str, bytes]],
+    where: str,
+) -> dict[str, str]:
     found = objects.get(ref.name)
     if found is None:
         if ref.optional:
@@ -318,7 +339,7 @@ def _env_value(var: EnvVar, where: str, pod: Pod, container: Container, data: Re
     raise PodRejected("valueFrom names no source", field=where)
 
 
-def _key_ref(items, name: str, key: str, optional: bool, kind: str, where: str) -> str:
+def _key_ref(items: Mapping[str, bytes] | None, name: str, key: str, optional: bool, kind: str, where: str) -> str:
     if items is None or key not in items:
         if optional:
             return ""
@@ -350,7 +371,7 @@ def _field_ref(pod: Pod, path: str) -> str | None:
     return None
 
 
-def _resource_field(pod: Pod, container: Container, ref, where: str) -> str:
+def _resource_field(pod: Pod, container: Container, ref: ResourceFieldRef, where: str) -> str:
     target = container
     if ref.container_name:
         matches = [c for c in pod.all_containers() if c.name == ref.container_name]
@@ -485,11 +506,11 @@ def _volume(
             if secret_source.optional or not mounted:
                 return VolumeSpec(name=volume.name, kind="secret", sensitive=True)
             raise PodRejected(f"Secret {secret_source.secret_name!r} was not sent with the pod", field=where)
-        mode = secret_source.default_mode
+        secret_mode = secret_source.default_mode
         files = _key_files(
             _secret_items(secret, where),
             secret_source.items,
-            SENSITIVE_DEFAULT_MODE if mode is None else mode,
+            SENSITIVE_DEFAULT_MODE if secret_mode is None else secret_mode,
             where,
             sensitive=True,
         )
@@ -584,7 +605,7 @@ def _key_files(
 # --------------------------------------------------------------------------- resources
 
 
-def _container_request(container: Container, name: str, parse, where: str) -> int:
+def _container_request(container: Container, name: str, parse: Callable[[Quantity], int], where: str) -> int:
     value = container.resources.limits.get(name, container.resources.requests.get(name))
     if value is None:
         return 0
@@ -598,7 +619,7 @@ def _container_gpus(container: Container, where: str) -> int:
     return sum(_container_request(container, r, count, where) for r in GPU_RESOURCES)
 
 
-def _pod_total(pod: Pod, name: str, parse) -> int:
+def _pod_total(pod: Pod, name: str, parse: Callable[[Quantity], int]) -> int:
     """max(largest init container, sum of app containers): init containers run alone."""
     init = [
         _container_request(c, name, parse, f"spec.initContainers[{i}]") for i, c in enumerate(pod.spec.init_containers)

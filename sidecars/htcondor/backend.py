@@ -18,7 +18,7 @@ import logging
 import math
 import posixpath
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -340,7 +340,7 @@ class HTCondorBackend(CommandBackend, Signals, ReportsCapacity, ListsOwnJobs):
     def description_commands(self, spec: JobSpec, paths: PodPaths, job_name: str) -> dict[str, Any]:
         """Every command of the submit description (key as written -> value as written)."""
 
-        def quoted(fn: Any, value: object, field: str) -> SubmitText:
+        def quoted(fn: Callable[[Any, str], SubmitText], value: object, field: str) -> SubmitText:
             try:
                 return fn(value, field)
             except SubmitQuoteError as exc:

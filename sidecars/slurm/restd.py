@@ -41,6 +41,7 @@ from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.runtimes import Runtime
 from sidecars.core.kits.backend import Capacity, JobInfo, PollError, Submission, SubmitError
+from sidecars.core.kits.ratelimit import TokenBucket
 from sidecars.core.kits.script import PodPaths, RenderOptions
 from sidecars.core.kits.sitefs import SiteFiles
 from sidecars.core.kits.transport import TransportError, current_user, metered
@@ -118,7 +119,7 @@ class Tokens:
 class SlurmRestClient:
     """One HTTP connection pool to slurmrestd; every request metered like a scheduler command."""
 
-    def __init__(self, config: SlurmRestdConfig, limiter) -> None:
+    def __init__(self, config: SlurmRestdConfig, limiter: TokenBucket | None) -> None:
         self.config = config
         self.limiter = limiter
         self.tokens = Tokens(config)

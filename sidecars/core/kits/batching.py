@@ -8,11 +8,11 @@ one command, and every caller waits for (and sees the error of) that one command
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 # Runs one command: its words plus the job ids, as an account (None: the sidecar's own).
-Sender = Callable[[list[str], "str | None"], Awaitable[None]]
+Sender = Callable[[list[str], "str | None"], Coroutine[Any, Any, None]]
 # The error callers see when a batch's command was interrupted (the backend contract's PollError).
 Interrupted = Callable[[str], BaseException]
 

@@ -91,7 +91,7 @@ class _ContainerContext:
     spec: ContainerSpec
     launch: Launch
     sub_path_checks: list[dict[str, Any]] = field(default_factory=list)
-    hooks: list[tuple[str, str]] = field(default_factory=list)
+    hooks: list[tuple[str, Raw]] = field(default_factory=list)
     probes: list[dict[str, Any]] = field(default_factory=list)
 
 
