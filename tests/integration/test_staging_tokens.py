@@ -146,7 +146,7 @@ async def test_an_owner_grant_the_idp_no_longer_takes_fails_stage_out_as_token_e
         "token-expires",
         f"- {{did: '{did}', mount: /data/in}}",
         "- {mount: /data/out, scope: user}",
-        "sleep 6; echo result > /data/out/result.txt",
+        "sleep 12; echo result > /data/out/result.txt",
     )
     uid = req["pod"]["metadata"]["uid"]
     grants = token_site.workdir / "state" / "staging-grants.json"
@@ -155,7 +155,9 @@ async def test_an_owner_grant_the_idp_no_longer_takes_fails_stage_out_as_token_e
             await client.create(req)
 
             async def running():
-                return [p for p in await client.pods() if p["uid"] == uid and p["phase"] == "Running"]
+                # The job itself (stage-out also shows the pod Running: it must not have begun yet).
+                pods = await client.pods()
+                return [p for p in pods if p["uid"] == uid and p["phase"] == "Running" and p["stage"] == "submitted"]
 
             await wait_for(running, 60, what="the job to run (staged in)")
             token_site.stop()  # while the job runs: its grant now expires
