@@ -33,7 +33,10 @@ async def run(args: argparse.Namespace) -> None:
         gateway = OAuthClient(idp.issuer, "gateway", "gateway-secret", ca_file=idp.ca_file)
         token = (await alice.client_credentials("compute.create compute.read", SITE_AUDIENCE)).access_token
         validator = TokenValidator(
-            ValidationConfig(issuers=[TrustedIssuer(issuer=idp.issuer, ca_file=idp.ca_file)], audiences=[SITE_AUDIENCE])
+            ValidationConfig(
+                issuers=[TrustedIssuer(issuer=idp.issuer, ca_file=idp.ca_file, development=True)],
+                audiences=[SITE_AUDIENCE],
+            )
         )
         await validator.validate(token)  # warm: discovery + JWKS fetched once
         started = time.perf_counter()

@@ -37,7 +37,10 @@ def grpc_sidecar(root: Path, idp, client_ca: Path | None = None) -> Sidecar:
             },
             "auth": {
                 "unix_socket_without_token": True,
-                "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
+                "token": {
+                    "issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file, "development": True}],
+                    "audiences": [SITE_AUDIENCE],
+                },
                 "identities": {
                     "rules": [
                         {"issuer": idp.issuer, "sub": "alice", "account": "ilp-alice"},

@@ -24,11 +24,15 @@ SITE_AUDIENCE = "https://site.test"
 
 
 def token_auth(idp: IdP, rules: list[dict]) -> dict:
-    """A sidecar's `auth` section: tokens of this IdP for SITE_AUDIENCE on every call (no tokenless
-    socket), identities mapped to accounts by `rules` (their `issuer` is filled in)."""
+    """A sidecar's `auth` section: tokens of this IdP (development tokens: it is a devidp) for
+    SITE_AUDIENCE on every call (no tokenless socket), identities mapped to accounts by `rules`
+    (their `issuer` is filled in)."""
     return {
         "unix_socket_without_token": False,
-        "token": {"issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file}], "audiences": [SITE_AUDIENCE]},
+        "token": {
+            "issuers": [{"issuer": idp.issuer, "ca_file": idp.ca_file, "development": True}],
+            "audiences": [SITE_AUDIENCE],
+        },
         "identities": {"rules": [{"issuer": idp.issuer, **rule} for rule in rules]},
     }
 
@@ -96,11 +100,15 @@ def test_config(port: int, state_dir: Path, tls: bool) -> dict[str, Any]:
 
 
 class IdP:
-    def __init__(self, workdir: Path, tls: bool = False, **overrides: Any) -> None:
+    """A devidp process. HTTPS on loopback; plain HTTP (tls=False) needs insecure_dev=True, which
+    starts it with --insecure-dev, as the devidp refuses plain HTTP otherwise."""
+
+    def __init__(self, workdir: Path, tls: bool = True, insecure_dev: bool = False, **overrides: Any) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls = tls
+        self.insecure_dev = insecure_dev
         self.config_path = workdir / "idp.yaml"
         config = {**test_config(self.port, workdir / "state", tls), **overrides}
         self.config_path.write_text(yaml.safe_dump(config))
@@ -121,7 +129,15 @@ class IdP:
     def start(self) -> IdP:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "interlink_provider.cli.main", "devidp", "--config", str(self.config_path)],
+            [
+                sys.executable,
+                "-m",
+                "interlink_provider.cli.main",
+                "devidp",
+                "--config",
+                str(self.config_path),
+                *(["--insecure-dev"] if self.insecure_dev else []),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -134,6 +150,7 @@ class IdP:
                 return self
             except OSError:
                 time.sleep(0.1)
+        self.stop()
         raise RuntimeError(f"devidp did not start:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:

@@ -47,7 +47,7 @@ TOKEN_FILE=$ILP_SITE_DIR/demo-token
     --data-urlencode "scope=compute.create compute.read compute.cancel wlcg.groups" \
   | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["access_token"])' >"$TOKEN_FILE" )
 export BEARER_TOKEN_FILE=$TOKEN_FILE
-"$BIN/interlink-provider" token verify --issuer https://127.0.0.1:8480/ --ca-file "$CA" \
+"$BIN/interlink-provider" token verify --issuer https://127.0.0.1:8480/ --ca-file "$CA" --development \
   --audience https://127.0.0.1:4480 --scope compute.create || status=1
 "$BIN/interlink-provider" token whoami --site http://127.0.0.1:4480 || status=1
 "$BIN/interlink-provider" pod --sidecar http://127.0.0.1:4480 run --rm --timeout 300 examples/hello.yaml || status=1

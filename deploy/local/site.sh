@@ -312,11 +312,14 @@ start_devidp() {
     return 1
   fi
   mkdir -p "$IDP_DIR"
+  # HTTPS on loopback (deploy/local/devidp.yaml), so no --insecure-dev: the devidp refuses
+  # plain HTTP and other addresses without it (an ERROR line in its log, exit code 2).
   ILP_SITE_DIR=$SITE setsid "$bin" devidp --config "$REPO/deploy/local/devidp.yaml" \
     >>"$IDP_DIR/devidp.log" 2>&1 </dev/null &
   echo $! >"$IDP_DIR/devidp.pid"
   for ((i = 0; i < 100; i++)); do
     [[ -s $IDP_DIR/ca.pem ]] && curl -sf --cacert "$IDP_DIR/ca.pem" "${IDP_URL}healthz" >/dev/null && break
+    pid_alive "$IDP_DIR/devidp.pid" || break   # it refused its config: no use waiting
     sleep 0.1
   done
   curl -sf --cacert "$IDP_DIR/ca.pem" "${IDP_URL}healthz" >/dev/null || { log "devidp did not start:"; tail "$IDP_DIR/devidp.log" >&2; return 1; }

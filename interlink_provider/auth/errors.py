@@ -55,6 +55,12 @@ class ProfileViolation(AuthError):
     code = "wlcg_profile"
 
 
+class DevelopmentToken(AuthError):
+    """A test IdP's token (claim `ilp_dev`) at a service whose trusted issuer is not marked `development`."""
+
+    code = "development_token"
+
+
 class IdPUnreachable(Unavailable, AuthError):
     """The token cannot be checked (or got) now: the IdP does not answer. 503, not a refusal of the token."""
 

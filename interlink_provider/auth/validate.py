@@ -27,6 +27,10 @@ from .scopes import parse_scopes
 
 WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti"]
+# Set (true) in every token of `interlink-provider devidp`, the test IdP: such tokens are
+# refused unless their issuer's entry says `development: true`, so a test IdP's tokens
+# never open a production site, whatever its issuer URL.
+DEVELOPMENT_CLAIM = "ilp_dev"
 
 
 class TrustedIssuer(BaseModel):
@@ -34,6 +38,11 @@ class TrustedIssuer(BaseModel):
 
     issuer: str = Field(description="the `iss` value, exactly as the IdP writes it")
     ca_file: str | None = Field(None, description="CA bundle to trust for this IdP's HTTPS")
+    development: bool = Field(
+        False,
+        description=f"accept this issuer's development tokens (claim `{DEVELOPMENT_CLAIM}`, set by "
+        "`interlink-provider devidp`): for test and demo sites only; false: they are refused",
+    )
 
 
 class ValidationConfig(BaseModel):
@@ -216,6 +225,7 @@ class TokenValidator:
         key = await self.keys.key(issuer, kid)
         claims = self._decode(token, key, issuer)
         self._check_profile(claims)
+        self._check_development(claims, issuer)
         return self._identity(claims)
 
     def _decode(self, token: str, key: jwt.PyJWK, issuer: str) -> dict[str, Any]:
@@ -251,6 +261,15 @@ class TokenValidator:
             raise errors.ProfileViolation("the token has no `wlcg.ver` claim (WLCG profile required)")
         if version.split(".", 1)[0] != "1":
             raise errors.ProfileViolation(f"unsupported WLCG profile version {version!r} (major 1 required)")
+
+    def _check_development(self, claims: dict[str, Any], issuer: str) -> None:
+        """A development token (a devidp's) only where its issuer is marked `development: true`."""
+        if claims.get(DEVELOPMENT_CLAIM) in (None, False) or self.keys.trusted[issuer].development:
+            return
+        raise errors.DevelopmentToken(
+            f"a development token (claim `{DEVELOPMENT_CLAIM}`, issued by a devidp test IdP) is refused: "
+            f"the trusted issuer {issuer} is not marked `development: true`"
+        )
 
     @staticmethod
     def _identity(claims: dict[str, Any]) -> Identity:

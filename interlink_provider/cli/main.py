@@ -55,7 +55,10 @@ def _devidp(args: argparse.Namespace) -> int:
         if args.port:
             config.port = args.port
 
-    return _daemon("devidp", load, run, args, port)
+    def serve(config: IdPConfig) -> None:
+        run(config, insecure_dev=args.insecure_dev)
+
+    return _daemon("devidp", load, serve, args, port)
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -120,10 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
         "devidp",
         help="run the small IAM-like OIDC provider (local site, tests)",
         description="Run the small IAM-like OIDC provider of the local site and the tests (client credentials, "
-        "device flow, refresh and token exchange). Not for production.",
+        "device flow, refresh and token exchange). Not for production: it serves HTTPS on loopback only "
+        "(unless --insecure-dev), and its tokens carry the claim ilp_dev, which sites accept only from an "
+        "issuer marked `development: true`.",
     )
     devidp.add_argument("--config", required=True, help="devidp configuration YAML")
     devidp.add_argument("--port", type=int, help="override the configured port")
+    devidp.add_argument(
+        "--insecure-dev",
+        action="store_true",
+        help="allow plain HTTP and addresses other than loopback (a throwaway test IdP); "
+        "without it the devidp refuses them",
+    )
     devidp.set_defaults(func=_devidp)
     pod.add_parser(sub)
     sub.choices["pod"].set_defaults(func=pod.main)

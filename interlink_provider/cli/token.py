@@ -25,7 +25,14 @@ from rich.console import Console
 from ..auth import discovery, errors
 from ..auth.exchange import OAuthClient, Token, write_private
 from ..auth.scopes import parse_scopes
-from ..auth.validate import REQUIRED_CLAIMS, WLCG_ANY_AUDIENCE, TokenValidator, TrustedIssuer, ValidationConfig
+from ..auth.validate import (
+    DEVELOPMENT_CLAIM,
+    REQUIRED_CLAIMS,
+    WLCG_ANY_AUDIENCE,
+    TokenValidator,
+    TrustedIssuer,
+    ValidationConfig,
+)
 from .client import SidecarClient, SidecarError
 
 out = Console(highlight=False, soft_wrap=True)  # paths and tokens must not be cut by wrapping
@@ -123,6 +130,11 @@ def inspect_cmd(args: argparse.Namespace) -> int:
     out.print("[bold]claims[/]")
     out.print(json.dumps(claims, indent=2, sort_keys=True))
     out.print(f"[bold]scopes[/] {' '.join(str(s) for s in parse_scopes(claims.get('scope'))) or '(none)'}")
+    if claims.get(DEVELOPMENT_CLAIM) not in (None, False):
+        out.print(
+            f"[yellow]a development token[/] (claim {DEVELOPMENT_CLAIM}: from a devidp test IdP); sites "
+            "accept it only from an issuer marked `development: true`"
+        )
     out.print("[bold]WLCG profile[/]")
     checks = wlcg_checks(claims)
     for passed, text in checks:
@@ -134,7 +146,7 @@ def inspect_cmd(args: argparse.Namespace) -> int:
 async def verify_cmd(args: argparse.Namespace) -> int:
     token, _ = _token_from(args)
     config = ValidationConfig(
-        issuers=[TrustedIssuer(issuer=args.issuer, ca_file=args.ca_file)],
+        issuers=[TrustedIssuer(issuer=args.issuer, ca_file=args.ca_file, development=args.development)],
         audiences=args.audience or [],
         accept_any_audience=args.any_audience,
         require_wlcg_profile=not args.no_wlcg,
@@ -327,6 +339,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--scope", action="append", help="scope the token must carry (repeatable)")
     p.add_argument("--ca-file", help="CA bundle for the issuer's HTTPS")
     p.add_argument("--no-wlcg", action="store_true", help="do not require the WLCG profile")
+    p.add_argument(
+        "--development",
+        action="store_true",
+        help=f"accept a development token (claim {DEVELOPMENT_CLAIM}, from a devidp), as a site whose "
+        "issuer entry says `development: true` does",
+    )
     p.set_defaults(func=verify_cmd)
 
     p = actions.add_parser(

@@ -1,13 +1,18 @@
-"""The devidp's configuration: clients, users, exchange policies, lifetimes."""
+"""The devidp's configuration: clients, users, exchange policies, lifetimes.
+
+A development IdP's file: client secrets and user passwords are written in it as they are
+(plain text), which is acceptable only because the devidp is a test IdP (loopback and HTTPS
+unless started with `--insecure-dev`; its tokens are marked as development tokens).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
@@ -28,8 +33,20 @@ class ClientConfig(Strict):
 
 class UserConfig(Strict):
     sub: str = Field(description="`sub` of the user's tokens")
-    password: str | None = Field(None, description="asked when approving a device code")
+    password: str = Field(
+        description="asked when approving a device code (plain text: this is a development IdP's file)"
+    )
     groups: list[str] = Field(default_factory=list, description="wlcg.groups of the user's tokens")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _has_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("password"):
+            raise ValueError(
+                "a user needs a non-empty password: it is asked when the user approves a device code "
+                "(plain text in this file is fine for a development IdP)"
+            )
+        return data
 
 
 class ClientMatch(Strict):
@@ -79,7 +96,9 @@ class TLSConfig(Strict):
 class IdPConfig(Strict):
     issuer: str | None = Field(None, description="defaults to http(s)://host:port/ (trailing slash, like IAM)")
     host: str = Field(
-        "127.0.0.1", description="address to listen on; also in the default issuer and the generated certificate"
+        "127.0.0.1",
+        description="address to listen on; also in the default issuer and the generated certificate. A "
+        "loopback address (127.0.0.1, ::1, localhost) unless started with `--insecure-dev`",
     )
     port: int = Field(8480, description="TCP port to listen on (`--port` overrides it)")
     state_dir: str = Field(
@@ -87,14 +106,17 @@ class IdPConfig(Strict):
         description="signing keys, the generated admin token and TLS files; may name environment "
         "variables (unset: an error); relative to the config file",
     )
-    tls: TLSConfig = Field(TLSConfig(), description="HTTPS; plain HTTP when not enabled")
+    tls: TLSConfig = Field(TLSConfig(), description="HTTPS; plain HTTP when not enabled, which needs `--insecure-dev`")
     admin_token: str | None = Field(None, description="bearer token for /admin endpoints")
     access_token_lifetime: int = Field(3600, ge=1, description="seconds an access token is valid")
     refresh_token_lifetime: int = Field(
         30 * 24 * 3600, ge=1, description="seconds a refresh token is valid (issued only with offline_access)"
     )
     device_code_lifetime: int = Field(
-        600, ge=1, description="seconds a device code is valid (announced as the device endpoint's `expires_in`)"
+        600,
+        ge=1,
+        description="seconds a device code is valid (announced as the device endpoint's `expires_in`); then "
+        "polling it answers `expired_token` and approving it is refused, and after as long again it is forgotten",
     )
     device_poll_interval: int = Field(
         1, ge=0, description="seconds a device should wait between polls (announced as `interval`)"

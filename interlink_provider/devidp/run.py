@@ -1,8 +1,13 @@
-"""`interlink-provider devidp --config idp.yaml`: serve the dev IdP over HTTP or HTTPS."""
+"""`interlink-provider devidp --config idp.yaml`: serve the dev IdP over HTTPS on loopback.
+
+Plain HTTP or an address other than loopback only with `--insecure-dev` (a throwaway test
+IdP), which says so loudly at start; without it the devidp refuses to start (exit 2).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 import ssl
@@ -11,12 +16,42 @@ from pathlib import Path
 from aiohttp import web
 
 from interlink_provider import logsetup
+from interlink_provider.auth.validate import DEVELOPMENT_CLAIM
+from interlink_provider.listeners import CannotListen, opening
 
 from .config import IdPConfig
 from .server import DevIdP, ensure_admin_token, make_app
 from .tls import ensure_certificates
 
 log = logging.getLogger("interlink_provider.devidp")
+
+
+INSECURE_FLAG = "--insecure-dev"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another name, or "" (every address)
+
+
+def listener_refusal(config: IdPConfig) -> str | None:
+    """Why the devidp will not serve its configured listener without --insecure-dev, if it will not."""
+    where = f"{config.host or '*'}:{config.port}"
+    plain, exposed = not config.tls.enabled, not is_loopback(config.host)
+    if not plain and not exposed:
+        return None
+    if plain and exposed:
+        what = f"serve plain HTTP on {where}, not a loopback address"
+        change = "set host to a loopback address (127.0.0.1) and give it tls (tls: {enabled: true})"
+    elif plain:
+        what, change = f"serve plain HTTP on {where}", "give it tls (tls: {enabled: true})"
+    else:
+        what, change = f"listen on {where}, not a loopback address", "set host to a loopback address (127.0.0.1)"
+    return f"devidp: refusing to {what}: {change}, or start with {INSECURE_FLAG} for a throwaway test IdP"
 
 
 def server_ssl(config: IdPConfig) -> tuple[ssl.SSLContext | None, Path | None]:
@@ -50,14 +85,46 @@ async def serve(config: IdPConfig, stop: asyncio.Event | None = None) -> None:
     runner = web.AppRunner(make_app(idp), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
-    await site.start()
-    log.info("devidp issuer %s%s (signing key %s)", idp.issuer, f", CA {ca}" if ca else "", idp.keys.current_kid)
+    try:
+        with opening():
+            await site.start()
+    except CannotListen:
+        await runner.cleanup()
+        raise
+    log.info(
+        "devidp issuer %s%s (signing key %s); its tokens are development tokens (claim %s)",
+        idp.issuer,
+        f", CA {ca}" if ca else "",
+        idp.keys.current_kid,
+        DEVELOPMENT_CLAIM,
+    )
     try:
         await stop.wait()
     finally:
         await runner.cleanup()
 
 
-def run(config: IdPConfig) -> None:
+def run(config: IdPConfig, insecure_dev: bool = False) -> None:
+    """Serve until SIGTERM/SIGINT. A listener refused (see listener_refusal) ends it with one ERROR
+    line and exit code 2, a listener that cannot be opened with exit code 1."""
     logsetup.configure("INFO")
-    asyncio.run(serve(config))
+    refusal = listener_refusal(config)
+    if insecure_dev:
+        log.warning(
+            "devidp: INSECURE: started with %s, a throwaway test IdP for tests only, never for real users: "
+            "%s on %s:%s; its tokens are development tokens (claim %s), which sites refuse unless their "
+            "trusted issuer says development: true",
+            INSECURE_FLAG,
+            "plain HTTP" if not config.tls.enabled else "HTTPS",
+            config.host or "*",
+            config.port,
+            DEVELOPMENT_CLAIM,
+        )
+    elif refusal:
+        log.error("%s", refusal)
+        raise SystemExit(2)
+    try:
+        asyncio.run(serve(config))
+    except CannotListen as exc:
+        log.error("devidp cannot start: %s", exc)
+        raise SystemExit(1) from None

@@ -38,6 +38,7 @@ from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint, DeviceCodeGrant,
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from interlink_provider.auth.scopes import Scope
+from interlink_provider.auth.validate import DEVELOPMENT_CLAIM
 
 from . import policy
 from .config import ClientConfig, IdPConfig
@@ -54,6 +55,8 @@ TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
+# Compared with the password given for an unknown user, so that the answer takes as long as for a known one.
+_NO_SUCH_USER = secrets.token_bytes(32)
 
 # authlib carries no types: its classes are Any to mypy, and each subclass below says so.
 # What it hands back from our own hooks is typed where it comes back (cast, with the hook named).
@@ -223,6 +226,7 @@ class DeviceGrant(DeviceCodeGrant):  # type: ignore[misc]  # authlib carries no 
     server: DevIdP  # set by authlib's BaseGrant
 
     def query_device_credential(self, device_code: str) -> DeviceCredentialDict | None:
+        self.server.purge_device_codes()
         return self.server.device_codes.get(device_code)
 
     def query_user_grant(self, user_code: str) -> tuple[Principal, bool] | None:
@@ -230,6 +234,12 @@ class DeviceGrant(DeviceCodeGrant):  # type: ignore[misc]  # authlib carries no 
 
     def should_slow_down(self, credential: DeviceCredentialDict) -> bool:
         return False
+
+    def create_token_response(self) -> OAuthAnswer:
+        answer = cast(OAuthAnswer, super().create_token_response())  # authlib's own answer
+        # A device code gives one token response (RFC 8628 3.5: the device stops polling then).
+        self.server.forget_device_code(self.request.credential)
+        return answer
 
 
 class DeviceEndpoint(DeviceAuthorizationEndpoint):  # type: ignore[misc]  # authlib carries no types
@@ -249,7 +259,9 @@ class DeviceEndpoint(DeviceAuthorizationEndpoint):  # type: ignore[misc]  # auth
         return cast(OAuthAnswer, super().create_endpoint_response(request))  # authlib's own answer
 
     def save_device_credential(self, client_id: str, scope: str, data: dict[str, Any]) -> None:
+        self.server.purge_device_codes()
         self.server.device_codes[data["device_code"]] = DeviceCredentialDict(
+            device_code=data["device_code"],
             client_id=client_id,
             scope=scope,
             user_code=data["user_code"],
@@ -383,6 +395,7 @@ class DevIdP(AuthorizationServer):  # type: ignore[misc]  # authlib carries no t
             "client_id": client.client_id,
             "scope": " ".join(scopes),
             "wlcg.ver": "1.0",
+            DEVELOPMENT_CLAIM: True,  # a test IdP's token: refused where the issuer is not marked development
         }
         if any(s == "wlcg.groups" or s.startswith("wlcg.groups:") for s in scopes):
             claims["wlcg.groups"] = principal.groups
@@ -424,15 +437,44 @@ class DevIdP(AuthorizationServer):  # type: ignore[misc]  # authlib carries no t
             "scopes_supported": sorted({s for c in self.clients.values() for s in c.config.scopes}),
         }
 
+    def purge_device_codes(self) -> None:
+        """Forget device codes expired for a lifetime, and their approvals, so memory stays bounded.
+        Until then, polling an expired code answers `expired_token` (RFC 8628 3.5)."""
+        cutoff = time.time() - self.config.device_code_lifetime
+        for credential in [c for c in self.device_codes.values() if c["expires_at"] < cutoff]:
+            self.forget_device_code(credential)
+
+    def forget_device_code(self, credential: DeviceCredentialDict) -> None:
+        self.device_codes.pop(credential["device_code"], None)
+        self.user_grants.pop(credential.get_user_code(), None)
+
     def approve(self, user_code: str, username: str, password: str | None) -> str | None:
         """A user approving a device code; returns the refusal reason, if any."""
+        self.purge_device_codes()
         user = self.config.users.get(username)
-        if user is None or (user.password is not None and not hmac.compare_digest(user.password, password or "")):
+        expected = user.password.encode() if user is not None else _NO_SUCH_USER
+        # Bytes: compare_digest refuses str with non-ASCII characters; constant time either way.
+        if not hmac.compare_digest(expected, (password or "").encode()) or user is None:
             return "unknown user or wrong password"
-        if not any(c.get_user_code() == user_code for c in self.device_codes.values()):
-            return "unknown code"
+        credential = next((c for c in self.device_codes.values() if c.get_user_code() == user_code), None)
+        if credential is None:
+            return "unknown code: check it, or start the login again on your device"
+        if credential.is_expired():
+            return "this code has expired: start the login again on your device"
+        if user_code in self.user_grants:
+            return "this code is already approved"
         self.user_grants[user_code] = (Principal(user.sub, list(user.groups)), True)
         return None
+
+
+def _page(status: int, body: str) -> web.Response:
+    """An HTML page of the device flow, which says what this IdP is."""
+    return web.Response(
+        status=status,
+        content_type="text/html",
+        text="<!doctype html><title>devidp</title><p><b>interlink-provider devidp: a development IdP, "
+        "not for production.</b></p>" + body + "\n",
+    )
 
 
 def _json(status: int, body: Any, headers: Any) -> web.Response:
@@ -478,13 +520,11 @@ def make_app(idp: DevIdP) -> web.Application:
 
     async def device_page(request: web.Request) -> web.Response:
         code = html.escape(request.query.get("user_code", ""))
-        return web.Response(
-            content_type="text/html",
-            text=(
-                "<form method=post><p>Code <input name=user_code value='" + code + "'></p>"
-                "<p>User <input name=username> Password <input name=password type=password></p>"
-                "<button>Approve</button></form>"
-            ),
+        return _page(
+            200,
+            "<form method=post><p>Code <input name=user_code value='" + code + "'></p>"
+            "<p>User <input name=username> Password <input name=password type=password></p>"
+            "<button>Approve</button></form>",
         )
 
     async def device_approve(request: web.Request) -> web.Response:
@@ -496,8 +536,8 @@ def make_app(idp: DevIdP) -> web.Application:
             password if isinstance(password, str) else None,
         )
         if refused:
-            return web.Response(status=403, text=refused + "\n")
-        return web.Response(text="approved: return to your device\n")
+            return _page(403, "<p>Refused: " + html.escape(refused) + "</p>")
+        return _page(200, "<p>Approved: return to your device.</p>")
 
     async def rotate(request: web.Request) -> web.Response:
         expected = idp.config.admin_token

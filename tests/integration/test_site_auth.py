@@ -169,7 +169,7 @@ async def test_token_cli(site, idp, tmp_path):
     assert found.returncode == 0 and f"$BEARER_TOKEN_FILE ({token_file})" in found.stdout and alice not in found.stdout
     inspected = cli("inspect", env=env)
     assert inspected.returncode == 0 and '"sub": "alice"' in inspected.stdout and "expires in" in inspected.stdout
-    verify = ["verify", "--issuer", idp.issuer, "--ca-file", idp.ca_file]
+    verify = ["verify", "--issuer", idp.issuer, "--ca-file", idp.ca_file, "--development"]
     ok = cli(*verify, "--audience", SITE_AUDIENCE, "--scope", "compute.create", env=env)
     assert ok.returncode == 0 and "VALID" in ok.stdout
     wrong = cli(*verify, "--audience", "https://other.test", env=env)

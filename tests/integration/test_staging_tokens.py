@@ -90,7 +90,9 @@ def token_site(local_site, unix_accounts, tmp_path_factory):
             "auth": {
                 "unix_socket_without_token": True,
                 "token": {
-                    "issuers": [{"issuer": ISSUER, "ca_file": str(site_dir() / "devidp" / "ca.pem")}],
+                    "issuers": [
+                        {"issuer": ISSUER, "ca_file": str(site_dir() / "devidp" / "ca.pem"), "development": True}
+                    ],
                     "audiences": [SITE_AUDIENCE],
                 },
                 "identities": {"rules": [{"issuer": ISSUER, "sub": "demo-*", "account": "ilp-alice"}]},

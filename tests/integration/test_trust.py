@@ -27,9 +27,10 @@ def client(idp: IdP, name: str) -> OAuthClient:
     return OAuthClient(idp.issuer, name, secret, ca_file=idp.ca_file)
 
 
-def validator(idp: IdP, **kwargs) -> TokenValidator:
+def validator(idp: IdP, development: bool = True, **kwargs) -> TokenValidator:
+    """A validator trusting the devidp; development: accepting its development tokens."""
     config = {
-        "issuers": [TrustedIssuer(issuer=idp.issuer, ca_file=idp.ca_file)],
+        "issuers": [TrustedIssuer(issuer=idp.issuer, ca_file=idp.ca_file, development=development)],
         "audiences": [SITE_AUDIENCE],
         **kwargs,
     }
@@ -161,6 +162,21 @@ async def test_valid_token_gives_an_identity(idp):
     assert identity.subject == "alice" and identity.issuer == idp.issuer
     assert identity.has_scope("compute.create") and not identity.has_scope("compute.cancel")
     assert identity.groups == ("/vo/alice-team",)
+
+
+async def test_development_tokens_only_where_the_issuer_is_marked_development(idp):
+    token = await user_token(idp, audience=SITE_AUDIENCE)
+    assert claims(token)["ilp_dev"] is True
+    production = validator(idp, development=False)
+    test_site = validator(idp, development=True)
+    try:
+        refusal = await refused(production.validate(token), errors.DevelopmentToken, "`development: true`")
+        assert "ilp_dev" in refusal.message and refusal.code == "development_token" and refusal.status == 401
+        assert (await production.validate(idp.forge())).subject == "alice"  # its other tokens are fine
+        assert (await test_site.validate(token)).subject == "alice"
+    finally:
+        await production.close()
+        await test_site.close()
 
 
 @pytest.mark.parametrize(
