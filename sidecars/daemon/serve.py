@@ -16,6 +16,7 @@ from interlink_provider.staging.engine import Stager
 from interlink_provider.telemetry import tracing
 from sidecars.core.adapters.authn import Authenticator
 from sidecars.core.adapters.rest import make_app
+from sidecars.core.domain.accounts import JobAccounts
 from sidecars.core.domain.reconciler import Reconciler
 from sidecars.core.domain.service import SiteService
 from sidecars.core.domain.store import Store
@@ -90,12 +91,18 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    if config.auth.allow_jobs_as_root:
+        log.warning(
+            "auth.allow_jobs_as_root is on: jobs of accounts mapped to root (or to uid 0) run as the superuser, "
+            "with full control of this machine and of every node they land on"
+        )
     if config.transport.kind in ("local", "slurmrestd"):
         warn_if_untraversable(config)
     store = Store(Path(config.state_dir) / "sidecar.db")
     stager = Stager(config.staging, Path(config.state_dir)) if config.staging else None
     backend, files, link = make_backend(config)
-    service = SiteService(config, backend, store, stager, files)
+    accounts = JobAccounts(files, allow_root=config.auth.allow_jobs_as_root)
+    service = SiteService(config, backend, store, stager, files, accounts)
     await service.load()
     reconciler = Reconciler(config, service.book, backend, service.files, service.submissions, service.staging)
     await reconciler.recover()
