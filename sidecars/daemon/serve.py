@@ -23,6 +23,7 @@ from sidecars.core.domain.store import Store
 from sidecars.core.kits.backend import Backend
 from sidecars.core.kits.sitefs import LocalFiles, SiteFiles
 from sidecars.core.kits.ssh import SshFiles, SshLink, SshTransport
+from sidecars.core.kits.transport import current_user
 from sidecars.daemon.config import SiteConfig
 from sidecars.htcondor.backend import HTCondorBackend
 from sidecars.slurm.backend import SlurmBackend
@@ -72,7 +73,7 @@ async def _listen(runner: web.AppRunner, config: SiteConfig) -> list[str]:
 def warn_if_untraversable(config: SiteConfig) -> None:
     """Jobs of other accounts must reach their pod directories through pods_root's parents."""
     accounts = {r.account for r in config.auth.identities.rules} | {config.auth.unix_socket_account}
-    if not (accounts - {None}):
+    if not (accounts - {None, current_user()}):  # a single-account site: the sidecar's own login
         return
     path = Path(config.pods_root)
     for parent in [*reversed(path.parents)]:
