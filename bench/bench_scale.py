@@ -216,6 +216,7 @@ async def run(args: argparse.Namespace) -> None:
     env = {**os.environ, "ILP_SITE_DIR": str(site_dir()), "ILP_SLURM_MIN_JOB_AGE": "300"}
     subprocess.run(["bash", str(SITE_SCRIPT), "start"], env=env, check=True, capture_output=True)
     root = Path(tempfile.mkdtemp(prefix="ilp-bench-scale-", dir=str(site_dir())))
+    root.chmod(0o711)  # the pods' account (ilp-local) passes through to the ssh "login node"'s pods
     for count in (10, args.tracked) if args.tracked else ():
         await tracked_figures(count, args.steady, root)
     for transport in args.transports.split(",") if args.burst else ():

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import copy
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,8 +42,27 @@ def slurm(*argv: str, check: bool = True) -> str:
     return result.stdout
 
 
+_SCRATCH: dict[Path, Path] = {}
+
+
+def traversable_dir(owner: Path, prefix: str = "ilp-pods-") -> Path:
+    """A directory the job accounts can pass through (pytest's own are 0700), one per `owner`
+    (a sidecar restarted on the same workdir finds its pods again), removed when the test
+    process exits. The local site's pods run as an unprivileged account (ilp-local)."""
+    if owner not in _SCRATCH:
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+        path.chmod(0o711)
+        if not _SCRATCH:
+            atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _SCRATCH.values()])
+        _SCRATCH[owner] = path
+    return _SCRATCH[owner]
+
+
 def htcondor_overrides(workdir: Path, slots: int = 16) -> dict[str, Any]:
-    """A site config's HTCondor backend, talking to the emulator whose queue lives in `workdir`."""
+    """A site config's HTCondor backend, talking to the emulator whose queue lives in `workdir`.
+
+    The emulator keeps its queue in `workdir` (pytest's, private to root) and puts jobs in
+    root's memory cgroups: its tokenless pods run as root, which the site must opt into."""
     environment = {
         "ILP_CONDOR_EMULATOR_DIR": str(workdir / "condor-queue"),
         "ILP_CONDOR_EMULATOR_SLOTS": str(slots),
@@ -56,6 +78,7 @@ def htcondor_overrides(workdir: Path, slots: int = 16) -> dict[str, Any]:
             "command_burst": 25,
             "cancel_batch_seconds": 0.2,
         },
+        "auth": {"unix_socket_account": "root", "allow_jobs_as_root": True},
     }
 
 
@@ -84,6 +107,7 @@ class Sidecar:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = yaml.safe_load(LOCAL_CONFIG.read_text())
+        overrides = overrides or {}
         # Short socket paths: unix sockets are limited to 107 bytes.
         self.socket = f"/tmp/ilp-{os.getpid()}-{abs(hash(str(workdir))) % 10**8}.sock"
         config = deep_merge(
@@ -92,7 +116,8 @@ class Sidecar:
                 "listen": {"socket": self.socket, "host": None, "port": None},
                 "grpc": None,  # the local site's gRPC port belongs to deploy/local/federation.sh
                 "state_dir": str(workdir / "state"),
-                "pods_root": str(workdir / "pods"),
+                # pods run as the local site's job account: their directory must be reachable
+                "pods_root": overrides.get("pods_root") or str(traversable_dir(workdir.resolve()) / "pods"),
                 "job_name_prefix": f"ilpt{abs(hash(str(workdir))) % 10**6}-",
             },
         )

@@ -4,13 +4,16 @@
 # (anonymous, throttled, and token-authorized: TLS + ztn + SciTokens trusting the
 # IdP) and a real Rucio server (SQLite, gunicorn; userpass and the IdP's tokens)
 # with RSEs on them, all configured and kept in one directory. Nothing under /etc
-# is edited; daemons are started by hand and stopped by their PID files.
+# is edited but for the job accounts (useradd: ilp-local, ilp-demo, ilp-gateway, the
+# unprivileged accounts the local sidecars run pods as); daemons are started by hand
+# and stopped by their PID files.
 #
 #   deploy/local/site.sh install   apt packages (idempotent, skips what is present)
-#   deploy/local/site.sh start     generate config into $ILP_SITE_DIR and start daemons
+#   deploy/local/site.sh start     create the job accounts, generate config into $ILP_SITE_DIR, start daemons
 #   deploy/local/site.sh stop      stop what `start` started
 #   deploy/local/site.sh status    show daemons and the node state
 #   deploy/local/site.sh env       print the exports a shell needs (SLURM_CONF)
+#   deploy/local/site.sh accounts  create the job accounts only (idempotent; `start` does it too)
 #
 # Environment: ILP_SITE_DIR (default <repo>/.site), ILP_SLURM_MIN_JOB_AGE (300),
 # ILP_SLURM_CPUS (4), ILP_SLURM_MEMORY_MB (8000), ILP_SLURM_GPUS (2, file-backed),
@@ -471,8 +474,26 @@ start_rucio() {
   log "rucio up on http://127.0.0.1:$RUCIO_PORT (RSEs LOCAL_XRD, SLOW_XRD, TOKEN_XRD; dataset demo:input-data)"
 }
 
+# The local accounts jobs run as (deploy/local/sidecar.yaml, sidecar-b.yaml): never root.
+#   ilp-local    pods of the interLink API server (the tokenless unix socket)
+#   ilp-demo     members of the IdP's /demo group (demo-user, the device-flow user demo)
+#   ilp-gateway  pods the gateway sends under its own identity
+JOB_ACCOUNTS=(ilp-local ilp-demo ilp-gateway)
+
+ensure_accounts() {
+  local name
+  for name in "${JOB_ACCOUNTS[@]}"; do
+    id "$name" >/dev/null 2>&1 && continue
+    # another process (a test worker) may create it at the same moment
+    useradd --create-home --shell /bin/bash "$name" 2>/dev/null || id "$name" >/dev/null 2>&1 \
+      || { log "cannot create the job account $name"; return 1; }
+    log "created the job account $name"
+  done
+}
+
 start() {
   mkdir -p "$SITE"
+  ensure_accounts
   start_munge
 
   start_slurm
@@ -542,8 +563,9 @@ case ${1:-} in
   start) start ;;
   stop) stop ;;
   restart) stop_slurm; start ;;
+  accounts) ensure_accounts ;;
   status) status ;;
   env) printf 'export SLURM_CONF=%q\nexport ILP_SITE_DIR=%q\nexport RUCIO_CONFIG=%q\nexport X509_CERT_DIR=%q\n' \
        "$SLURM_CONF" "$SITE" "$RUCIO_DIR/rucio.cfg" "$PKI_DIR/ca-dir" ;;
-  *) echo "usage: $0 {install|start|stop|restart|status|env}" >&2; exit 2 ;;
+  *) echo "usage: $0 {install|start|stop|restart|status|env|accounts}" >&2; exit 2 ;;
 esac

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import errors
+from .accounts import check_account_name
 from .identity import Identity
 
 Operation = Literal["create", "read", "cancel"]
@@ -46,7 +47,15 @@ class IdentityMatch(BaseModel):
 class MappingRule(IdentityMatch):
     """Identities that match run their jobs as `account`."""
 
-    account: str = Field(description="local Unix account the identity's jobs run as")
+    account: str = Field(
+        description="local Unix account the identity's jobs run as: a POSIX login name; never `root` "
+        "(unless auth.allow_jobs_as_root), a uid (`#N`) or empty"
+    )
+
+    @field_validator("account", mode="after")
+    @classmethod
+    def _a_login_name(cls, account: str) -> str:
+        return check_account_name(account)
 
 
 def _in_group(wanted: str, groups: tuple[str, ...]) -> bool:

@@ -131,6 +131,36 @@ async def working_area(config: Any, link: Any) -> list[Check]:
     return checks
 
 
+async def job_accounts(config: Any, link: Any) -> Check:
+    """The accounts pods run as exist where the jobs run, and none is root under another name."""
+    auth = config.auth
+    names = sorted({auth.unix_socket_account, *(rule.account for rule in auth.identities.rules)} - {None})
+    if not names:
+        return Check("job accounts", WARN, "no account is named: every caller is refused", "add auth.identities.rules")
+    words = " ".join(shlex.quote(name) for name in names)
+    code, out = await on_site(config, link, f'for a in {words}; do echo "$a $(id -u -- "$a" 2>/dev/null)"; done')
+    uids = dict((line.split() + [""])[:2] for line in out.splitlines() if line.strip()) if code == 0 else {}
+    missing = [name for name in names if not uids.get(name, "").isdigit()]
+    root = [name for name in names if uids.get(name) == "0"]
+    if missing:
+        return Check(
+            "job accounts",
+            FAIL,
+            f"no such account where jobs run: {', '.join(missing)}",
+            "create the accounts on the login and compute nodes, or fix auth.unix_socket_account / the rules",
+        )
+    if root and not auth.allow_jobs_as_root:
+        return Check(
+            "job accounts",
+            FAIL,
+            f"uid 0 (root under another name): {', '.join(root)}; pods mapped to them are refused",
+            "map those identities to unprivileged accounts",
+        )
+    if root:
+        return Check("job accounts", WARN, f"jobs run as root: {', '.join(root)}", "auth.allow_jobs_as_root is on")
+    return Check("job accounts", OK, ", ".join(f"{name} (uid {uids[name]})" for name in names))
+
+
 async def token(config: Any) -> Check:
     """The site's own client gets a token and the sidecar's validator accepts it."""
     from interlink_provider.auth.exchange import OAuthClient
@@ -276,6 +306,7 @@ async def diagnose(path: str) -> list[Check]:
     found, (backend, link) = await scheduler(config)
     try:
         checks += [found, await runtime(config, link), *await working_area(config, link)]
+        checks.append(await job_accounts(config, link))
     finally:
         if link is not None:
             await link.close()

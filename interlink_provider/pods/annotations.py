@@ -97,6 +97,10 @@ class PodOptions:
     def runtime_mounts(self, stem: str) -> tuple[str, ...]:
         return next((mounts.get() for s, _, mounts in self.runtime_words if s == stem), ())
 
+    def runtime_annotations(self, stem: str) -> tuple[str, ...]:
+        """Names of the stem's -options and -mounts annotations the pod gives (not empty)."""
+        return tuple(words.name for s, *both in self.runtime_words if s == stem for words in both if words)
+
 
 def _stems(annotations: Mapping[str, str]) -> list[str]:
     stems: set[str] = set()

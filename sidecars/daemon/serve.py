@@ -16,12 +16,14 @@ from interlink_provider.staging.engine import Stager
 from interlink_provider.telemetry import tracing
 from sidecars.core.adapters.authn import Authenticator
 from sidecars.core.adapters.rest import make_app
+from sidecars.core.domain.accounts import JobAccounts
 from sidecars.core.domain.reconciler import Reconciler
 from sidecars.core.domain.service import SiteService
 from sidecars.core.domain.store import Store
 from sidecars.core.kits.backend import Backend
 from sidecars.core.kits.sitefs import LocalFiles, SiteFiles
 from sidecars.core.kits.ssh import SshFiles, SshLink, SshTransport
+from sidecars.core.kits.transport import current_user
 from sidecars.daemon.config import SiteConfig
 from sidecars.htcondor.backend import HTCondorBackend
 from sidecars.slurm.backend import SlurmBackend
@@ -71,7 +73,7 @@ async def _listen(runner: web.AppRunner, config: SiteConfig) -> list[str]:
 def warn_if_untraversable(config: SiteConfig) -> None:
     """Jobs of other accounts must reach their pod directories through pods_root's parents."""
     accounts = {r.account for r in config.auth.identities.rules} | {config.auth.unix_socket_account}
-    if not (accounts - {None}):
+    if not (accounts - {None, current_user()}):  # a single-account site: the sidecar's own login
         return
     path = Path(config.pods_root)
     for parent in [*reversed(path.parents)]:
@@ -90,12 +92,18 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    if config.auth.allow_jobs_as_root:
+        log.warning(
+            "auth.allow_jobs_as_root is on: jobs of accounts mapped to root (or to uid 0) run as the superuser, "
+            "with full control of this machine and of every node they land on"
+        )
     if config.transport.kind in ("local", "slurmrestd"):
         warn_if_untraversable(config)
     store = Store(Path(config.state_dir) / "sidecar.db")
     stager = Stager(config.staging, Path(config.state_dir)) if config.staging else None
     backend, files, link = make_backend(config)
-    service = SiteService(config, backend, store, stager, files)
+    accounts = JobAccounts(files, allow_root=config.auth.allow_jobs_as_root)
+    service = SiteService(config, backend, store, stager, files, accounts)
     await service.load()
     reconciler = Reconciler(config, service.book, backend, service.files, service.submissions, service.staging)
     await reconciler.recover()

@@ -11,7 +11,7 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import SUCCEEDED
-from tests.helpers import Sidecar
+from tests.helpers import Sidecar, traversable_dir
 from tests.integration.test_rest_api import run_until
 
 pytestmark = pytest.mark.slurm
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slurm
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / "small"
+    mount = traversable_dir(tmp_path) / "small"  # the pods' account must reach it
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0711", "tmpfs", str(mount)], check=True)
     yield mount

@@ -81,6 +81,7 @@ def test_a_user_logs_in_and_runs_a_pod_as_themselves(federation, local_site, tmp
     both.write_text(secret.read_text() + "---\n" + pod)
     ran = run_through(federation, both)
     assert ran.returncode == 0, ran.stderr
-    assert "running as root" in ran.stdout and "no token here" in ran.stdout
+    # the local site maps /demo to ilp-demo (deploy/local/sidecar.yaml): never root
+    assert "running as ilp-demo" in ran.stdout and "no token here" in ran.stdout
     grants = local_site / "gateway" / "user-grants.json"
     assert grants.stat().st_mode & 0o777 == 0o600 and '"subject": "demo"' in grants.read_text()

@@ -370,7 +370,7 @@ def test_pre_exec_runs_before_the_containers(pods_root):
             'echo "pre-exec of $ILP_POD_NAME" > "$ILP_POD_DIR/volumes/shared/pre"'
         },
     )
-    _, paths = materialize(p, pods_root)
+    _, paths = materialize(p, pods_root, options=RenderOptions(allow_pre_exec=True))  # a site that allows it
     result = run_job(paths)
     assert result.returncode == 0, result.stderr
     assert log_lines(paths, "c") == ["pre-exec of p"]

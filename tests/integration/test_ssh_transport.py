@@ -17,7 +17,7 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import FAILED, SUCCEEDED
-from tests.helpers import Sidecar, htcondor_overrides, slurm
+from tests.helpers import Sidecar, htcondor_overrides, slurm, traversable_dir
 from tests.idp import free_port, token_auth
 from tests.integration.test_rest_api import run_until
 from tests.integration.test_site_auth import token_for, whoami_pod
@@ -34,7 +34,12 @@ def ssh_sidecar(workdir, site, known_hosts=None, **extra) -> Sidecar:
         "known_hosts": str(known_hosts or site / "ssh" / "known_hosts"),
         "keepalive_seconds": 2,
     }
-    remote = workdir / "on-the-login-node"
+    # The "login node's" directory: one the pods' account can pass through, seen from the
+    # test as workdir/on-the-login-node.
+    remote = traversable_dir(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / "on-the-login-node").exists():
+        (workdir / "on-the-login-node").symlink_to(remote)
     return Sidecar(
         workdir,
         {

@@ -9,6 +9,7 @@ import pytest
 from interlink_provider.pods import PodRejected
 from interlink_provider.pods import annotations as an
 from interlink_provider.runtimes import RuntimeConfig
+from sidecars.core.kits.script import RenderOptions
 from tests.podkit import pod, render
 from tests.unit.test_htcondor_render import make_spec, prepare
 
@@ -51,7 +52,11 @@ def test_unparsable_flags_refuse_a_slurm_pod_and_are_ignored_on_htcondor(tmp_pat
 
 def test_unparsable_runtime_options_refuse_only_the_runtime_that_reads_them(tmp_path):
     p = pod(CONTAINER, annotations={an.runtime_options("apptainer"): "--bind 'x"})
-    apptainer = {"runtime": "apptainer", "runtime_config": RuntimeConfig(default="apptainer")}
+    apptainer = {
+        "runtime": "apptainer",
+        "runtime_config": RuntimeConfig(default="apptainer"),
+        "options": RenderOptions(allow_runtime_options=True),  # a site that honours them
+    }
     with pytest.raises(PodRejected) as info:
         render(p, str(tmp_path), **apptainer)
     assert info.value.reason.startswith("cannot parse:")

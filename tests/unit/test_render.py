@@ -12,7 +12,18 @@ from interlink_provider.pods.jobspec import ContainerSpec
 from interlink_provider.runtimes import RuntimeConfig
 from interlink_provider.runtimes.base import image_reference, kubernetes_argv
 from sidecars.core.kits.script import CORE_TEMPLATES, RenderOptions
-from tests.podkit import pod, render
+from tests import podkit
+from tests.podkit import pod
+
+# The site of these tests honours pre-exec and runtime options (both off by default):
+# full_pod() carries both.
+OPEN = {"allow_pre_exec": True, "allow_runtime_options": True}
+
+
+def render(p, root, **kwargs):
+    kwargs.setdefault("options", RenderOptions(**OPEN))
+    return podkit.render(p, root, **kwargs)
+
 
 # Newlines are covered by the runner tests; here each rendered command stays on one line.
 EVIL = "$(touch /tmp/ilp-pwned) `touch /tmp/ilp-pwned` '; touch /tmp/ilp-pwned; ' \" \\ ${HOME} *"
@@ -157,9 +168,28 @@ def test_site_can_forbid_pre_exec_and_runtime_options(tmp_path):
     )
     apptainer = {"runtime": "apptainer", "runtime_config": RuntimeConfig(default="apptainer")}
     _, _, allowed = render(p, str(tmp_path), **apptainer)
-    _, _, forbidden = render(p, str(tmp_path), options=RenderOptions(allow_runtime_options=False), **apptainer)
     assert "--bind /scratch:/host" in allowed
-    assert "/host" not in forbidden
+    # Forbidden options refuse the pod, naming the site's setting (they were silently dropped).
+    with pytest.raises(PodRejected) as refused:
+        render(p, str(tmp_path), options=RenderOptions(allow_runtime_options=False), **apptainer)
+    assert "render.allow_runtime_options" in refused.value.reason
+    assert refused.value.field == "metadata.annotations[slurm-job.vk.io/apptainer-options]"
+
+
+def test_pre_exec_and_runtime_options_are_refused_by_default(tmp_path):
+    """A site that says nothing honours neither: the pod is refused, naming the setting."""
+    apptainer = {"runtime": "apptainer", "runtime_config": RuntimeConfig(default="apptainer")}
+    container = [{"name": "a", "image": "x", "command": ["true"]}]
+    for annotation, setting in [
+        ("slurm-job.vk.io/pre-exec", "render.allow_pre_exec"),
+        ("slurm-job.vk.io/apptainer-options", "render.allow_runtime_options"),
+        ("slurm-job.vk.io/singularity-mounts", "render.allow_runtime_options"),
+    ]:
+        with pytest.raises(PodRejected) as refused:
+            podkit.render(pod(container, annotations={annotation: "--x"}), str(tmp_path), **apptainer)
+        assert setting in refused.value.reason and refused.value.field == f"metadata.annotations[{annotation}]"
+    # another runtime's options are not this runtime's: ignored, as before
+    podkit.render(pod(container, annotations={"slurm-job.vk.io/enroot-options": "--x"}), str(tmp_path), **apptainer)
 
 
 def test_site_templates_override_ours(tmp_path):
@@ -168,7 +198,7 @@ def test_site_templates_override_ours(tmp_path):
     (site / "job.sbatch.j2").write_text(
         "#!/bin/bash\n# site template for {{ pod_name }}\n{% include 'pod-runner.sh.j2' %}"
     )
-    _, _, script = render(full_pod(), str(tmp_path), options=RenderOptions(template_dir=str(site)))
+    _, _, script = render(full_pod(), str(tmp_path), options=RenderOptions(template_dir=str(site), **OPEN))
     assert script.startswith("#!/bin/bash\n# site template for p\n")
     bash_syntax_ok(script)
 
@@ -188,7 +218,7 @@ def test_a_site_template_can_replace_one_runner_partial(tmp_path):
     (site / "runner" / "main.sh.j2").write_text(
         '# site entry for {{ pod_name }}\nilp_pre_exec() { module load apptainer; }\nilp_entry "$@"\n'
     )
-    _, _, script = render(full_pod(), str(tmp_path), options=RenderOptions(template_dir=str(site)))
+    _, _, script = render(full_pod(), str(tmp_path), options=RenderOptions(template_dir=str(site), **OPEN))
     assert "# site entry for p\nilp_pre_exec() { module load apptainer; }\n" in script
     assert "echo site-approved pre-exec" not in script  # our main.sh.j2 is replaced
     assert LIBRARY in script  # the other parts are still ours
@@ -201,6 +231,6 @@ def test_a_site_runner_library_is_static_text_too(tmp_path):
     (site / "runner").mkdir(parents=True)
     library = LIBRARY + 'ilp_site() { echo "{{ not a template }} {% neither %} {## nor this ##}"; }\n'
     (site / "runner" / "lib.sh").write_text(library)
-    _, _, script = render(full_pod(), str(tmp_path), options=RenderOptions(template_dir=str(site)))
+    _, _, script = render(full_pod(), str(tmp_path), options=RenderOptions(template_dir=str(site), **OPEN))
     assert library in script
     bash_syntax_ok(script)

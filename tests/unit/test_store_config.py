@@ -68,7 +68,7 @@ def test_unknown_keys_are_errors(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(
         "listen: {socket: /tmp/s}\nstate_dir: s\npods_root: p\nstatus: {poll_intervall: 3}\n"
-        "auth: {unix_socket_without_token: true}\n"
+        "auth: {unix_socket_without_token: true, unix_socket_account: jobs}\n"
     )
     with pytest.raises(ValidationError) as info:
         load_config(config, {})
@@ -79,7 +79,7 @@ def test_env_overrides_and_relative_paths(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(
         "listen: {socket: run/s.sock}\nstate_dir: $BASE/state\npods_root: pods\n"
-        "auth: {unix_socket_without_token: true}\n"
+        "auth: {unix_socket_without_token: true, unix_socket_account: jobs}\n"
     )
     loaded = load_config(config, {"BASE": "/srv", "ILP__status__poll_interval": "2.5", "ILP__max_pods": "7"})
     assert loaded.state_dir == "/srv/state" and loaded.pods_root == str(tmp_path / "pods")
@@ -94,7 +94,7 @@ def test_a_sidecar_nobody_could_use_is_refused(tmp_path):
         load_config(config, {})
     assert "nobody could use this sidecar" in str(info.value)
     config.write_text(
-        "listen: {host: 0.0.0.0, port: 4000}\nstate_dir: s\npods_root: p\nauth: {unix_socket_without_token: true}\n"
+        "listen: {host: 0.0.0.0, port: 4000}\nstate_dir: s\npods_root: p\nauth: {unix_socket_without_token: true, unix_socket_account: jobs}\n"
     )
     with pytest.raises(ValidationError) as info:
         load_config(config, {})

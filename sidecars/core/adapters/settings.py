@@ -3,8 +3,9 @@ them (token validation, identity mapping)."""
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from interlink_provider.auth.accounts import check_account_name, is_superuser_name
 from interlink_provider.auth.mapping import IdentityPolicy
 from interlink_provider.auth.validate import ValidationConfig
 from sidecars.core.kits.strict import Strict
@@ -50,7 +51,17 @@ class AuthConfig(Strict):
         "socket is the site's own channel; its mode decides who can open it)",
     )
     unix_socket_account: str | None = Field(
-        None, description="account for tokenless unix-socket pods (default: the sidecar's own)"
+        None,
+        description="local account tokenless unix-socket pods run as; required with "
+        "unix_socket_without_token. A POSIX login name, never root (unless allow_jobs_as_root): on a "
+        "single-account site, the login the sidecar itself runs as",
+    )
+    allow_jobs_as_root: bool = Field(
+        False,
+        description="DANGEROUS: let `root` (or an account with uid 0) be the account jobs run as. "
+        "A job then controls the login node and every compute node it lands on. Off: such a mapping "
+        "is refused at load, and an account that turns out to have uid 0 is refused at create (403). "
+        "The sidecar logs a WARNING at every start while this is on",
     )
     token: ValidationConfig = Field(
         default_factory=ValidationConfig, description="trusted issuers, our audiences, leeway, key caching"
@@ -58,3 +69,28 @@ class AuthConfig(Strict):
     identities: IdentityPolicy = Field(
         default_factory=IdentityPolicy, description="identity -> local account rules, scopes per operation"
     )
+
+    @field_validator("unix_socket_account", mode="after")
+    @classmethod
+    def _a_login_name(cls, account: str | None) -> str | None:
+        return None if account is None else check_account_name(account)
+
+    @model_validator(mode="after")
+    def _accounts_named_and_not_root(self) -> AuthConfig:
+        if self.unix_socket_without_token and self.unix_socket_account is None:
+            raise ValueError(
+                "auth.unix_socket_without_token needs auth.unix_socket_account: the local account tokenless "
+                "pods run as (on a single-account site, the login the sidecar runs as; never root)"
+            )
+        if self.allow_jobs_as_root:
+            return self
+        named = [("auth.unix_socket_account", self.unix_socket_account)] + [
+            (f"auth.identities.rules[{i}].account", rule.account) for i, rule in enumerate(self.identities.rules)
+        ]
+        for where, account in named:
+            if is_superuser_name(account):
+                raise ValueError(
+                    f"an account is root ({where}): jobs never run as root unless the site sets "
+                    "auth.allow_jobs_as_root: true (name an unprivileged account)"
+                )
+        return self

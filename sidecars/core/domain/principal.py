@@ -12,7 +12,7 @@ from sidecars.core.domain.records import PodRecord
 @dataclass(frozen=True)
 class Principal:
     key: str  # stored as the pod's owner
-    account: str | None = None  # local account their jobs run as (None: the sidecar's own)
+    account: str | None = None  # local account their jobs run as (None: none named, the sidecar's own)
     actor: str = ""  # key of the service acting for them (a token's `act`), stored with the pod
     token: str | None = field(default=None, repr=False, compare=False)  # theirs, for staging's exchange
     site_admin: bool = False  # may read every pod (not act on them)

@@ -35,8 +35,9 @@ from interlink_provider.staging.engine import Stager
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import CREATES, DELETES, timed
 from sidecars.core.domain import status
+from sidecars.core.domain.accounts import JobAccounts
 from sidecars.core.domain.book import PodBook
-from sidecars.core.domain.errors import BadRequest, NotFound, Unavailable
+from sidecars.core.domain.errors import BadRequest, Forbidden, NotFound, Unavailable
 from sidecars.core.domain.principal import LOCAL, Principal
 from sidecars.core.domain.records import ContainerInfo, PodRecord, PodSummary, Stage
 from sidecars.core.domain.settings import ServiceSettings
@@ -85,10 +86,13 @@ class SiteService:
         store: Store,
         stager: Stager | None = None,
         files: SiteFiles | None = None,
+        accounts: JobAccounts | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
         self.files = files or LocalFiles()  # where pod directories live: here, or over SSH
+        # Which accounts jobs may run as (the daemon always gives one; without it: any).
+        self.accounts = accounts
         self.book = PodBook(store, config.pods_root, config.site_name)
         self.submissions = Submissions(self.book, backend, config.max_concurrent_submits)
         self.staging = StagingPhases(self.book, self.submissions, stager, self.files) if stager else None
@@ -174,6 +178,12 @@ class SiteService:
                 principal.check_owner(existing)
                 CREATES.labels("repeated").inc()
                 return CreateResult(existing.uid, existing.job_id, created=False)
+            if self.accounts is not None:
+                try:
+                    await self.accounts.check(principal.account)
+                except Forbidden:
+                    CREATES.labels("forbidden").inc()
+                    raise
             if spec.staging and principal.token and self.staging is not None:
                 await self.staging.enroll(spec.uid, principal.token, spec.staging)
             await self._write_directory(spec, paths, submission, principal)

@@ -23,8 +23,16 @@ class RenderConfig(Strict):
         default_factory=lambda: list(DEFAULT_PASSTHROUGH_ENV),
         description="site variables containers may see (Slurm job id, GPU visibility)",
     )
-    allow_pre_exec: bool = Field(True, description="honour slurm-job.vk.io/pre-exec")
-    allow_runtime_options: bool = Field(True, description="honour slurm-job.vk.io/<runtime>-options and -mounts")
+    allow_pre_exec: bool = Field(
+        False,
+        description="honour slurm-job.vk.io/pre-exec (a shell command the pod's author runs before the "
+        "containers, outside them, as the pod's account); off: such pods are refused (422)",
+    )
+    allow_runtime_options: bool = Field(
+        False,
+        description="honour slurm-job.vk.io/<runtime>-options and -mounts (words added to the runtime's "
+        "command line, e.g. binds of site paths); off: pods giving them for their runtime are refused (422)",
+    )
     template_dir: str | None = Field(None, description="site templates overriding ours")
     restart_backoff_seconds: int = Field(
         10, ge=1, description="first back-off before a container restarts (doubles up to 300)"

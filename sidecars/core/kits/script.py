@@ -78,8 +78,8 @@ class RenderOptions:
     """The site's choices that shape the script."""
 
     passthrough_env: tuple[str, ...] = tuple(DEFAULT_PASSTHROUGH_ENV)
-    allow_pre_exec: bool = True
-    allow_runtime_options: bool = True
+    allow_pre_exec: bool = False  # the site's render.allow_pre_exec
+    allow_runtime_options: bool = False  # the site's render.allow_runtime_options
     sandbox_executable: str = "bwrap"
     template_dir: str | None = None  # a site admin's own templates override ours
     restart_backoff_seconds: int = 10  # first back-off before restarting a container, doubling to 300
@@ -185,10 +185,16 @@ def container_context(
     binds, checks = _binds(spec, container, paths)
     runtime_options: tuple[str, ...] = ()
     runtime_mounts: tuple[str, ...] = ()
-    if options.allow_runtime_options:
-        for stem in runtime.annotation_stems:
-            runtime_options += spec.pod_options.runtime_options(stem)
-            runtime_mounts += spec.pod_options.runtime_mounts(stem)
+    for stem in runtime.annotation_stems:
+        given = spec.pod_options.runtime_annotations(stem)
+        if given and not options.allow_runtime_options:
+            raise PodRejected(
+                f"this site does not allow runtime options or mounts (its render.allow_runtime_options is off): "
+                f"remove {given[0]}",
+                field=annotation_field(given[0]),
+            )
+        runtime_options += spec.pod_options.runtime_options(stem)
+        runtime_mounts += spec.pod_options.runtime_mounts(stem)
     ctx = LaunchContext(
         pod_dir=paths.pod_dir,
         rootfs=paths.rootfs(container.name),
@@ -218,7 +224,10 @@ def runner_context(spec: JobSpec, runtime: Runtime, paths: PodPaths, options: Re
     containers = [container_context(i, spec, c, runtime, paths, options) for i, c in enumerate(spec.all_containers())]
     pre_exec = spec.pod_options.pre_exec
     if pre_exec and not options.allow_pre_exec:
-        raise PodRejected("this site does not allow pre-exec commands", field=annotation_field(PRE_EXEC))
+        raise PodRejected(
+            "this site does not allow pre-exec commands (its render.allow_pre_exec is off)",
+            field=annotation_field(PRE_EXEC),
+        )
     if "\x00" in pre_exec:
         raise PodRejected("pre-exec contains a NUL byte", field=annotation_field(PRE_EXEC))
     return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,16 @@ from sidecars.core.kits.workdir import ContainerFiles
 
 
 class SiteFiles(ABC):
+    async def account_uid(self, account: str | None) -> int | None:
+        """The uid of a local account where pod directories are written and jobs run (None: the
+        account files are written as here; answers None when there is no such account)."""
+        if account is None:
+            return os.geteuid()
+        try:
+            return (await asyncio.to_thread(pwd.getpwnam, account)).pw_uid
+        except KeyError:
+            return None
+
     @abstractmethod
     async def materialize(
         self, paths: PodPaths, spec: JobSpec, script: str, account: str | None, files: dict[str, str] | None = None

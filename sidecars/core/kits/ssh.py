@@ -180,6 +180,13 @@ class SshFiles(SiteFiles):
         self.link = link
         self.timeout = timeout
 
+    async def account_uid(self, account: str | None) -> int | None:
+        """Accounts live on the login node: `id -u` there (None: the SSH user's own)."""
+        name = self.link.config.user if account is None else account
+        code, out, _ = await self.link.run(f"id -u -- {shlex.quote(name)}", self.timeout)
+        text = out.decode(errors="replace").strip()
+        return int(text) if code == 0 and text.isdigit() else None
+
     async def materialize(
         self, paths: PodPaths, spec: JobSpec, script: str, account: str | None, files: dict[str, str] | None = None
     ) -> None:

@@ -93,7 +93,10 @@ class LocalTransport:
         self.limiter = limiter
 
     def as_account(self, account: str | None) -> LocalTransport:
-        """The same transport (and rate limit) acting as another local account (`sudo -n -u ACCOUNT`)."""
+        """The same transport (and rate limit) acting as another local account (`sudo -n -u ACCOUNT`).
+        None, or the sidecar's own login, runs commands as the sidecar: its own queries, and the
+        jobs of a single-account site. Which account a pod's job may run as is decided before
+        (sidecars.core.domain.accounts: never uid 0 unless the site opted in)."""
         if not account or account == current_user():
             return self
         return LocalTransport(self.extra_env, sudo_user=account, limiter=self.limiter)
