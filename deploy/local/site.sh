@@ -3,13 +3,17 @@
 # the site's IAM-like IdP (interlink-provider devidp, HTTPS), real XRootD servers
 # (anonymous, throttled, and token-authorized: TLS + ztn + SciTokens trusting the
 # IdP) and a real Rucio server (SQLite, gunicorn; userpass and the IdP's tokens)
-# with RSEs on them, all configured and kept in one directory. Nothing under /etc
-# is edited; daemons are started by hand and stopped by their PID files.
+# with RSEs on them, all configured and kept in one directory; daemons are started by
+# hand and stopped by their PID files. Under /etc only the site's accounts are made: the
+# sidecar's service account (ilp), the group of accounts pods may run as (ilp-users:
+# ilp-alice, ilp-bob) and one sudoers drop-in letting the service account start an agent
+# as those accounts (/etc/sudoers.d/interlink-provider-local, checked with visudo).
 #
 #   deploy/local/site.sh install   apt packages (idempotent, skips what is present)
 #   deploy/local/site.sh start     generate config into $ILP_SITE_DIR and start daemons
 #   deploy/local/site.sh stop      stop what `start` started
 #   deploy/local/site.sh status    show daemons and the node state
+#   deploy/local/site.sh accounts  the service account, pod accounts and sudoers rule only (start does it too)
 #   deploy/local/site.sh env       print the exports a shell needs (SLURM_CONF)
 #
 # Environment: ILP_SITE_DIR (default <repo>/.site), ILP_SLURM_MIN_JOB_AGE (300),
@@ -39,6 +43,11 @@ TOKEN_XRD_PORT=${ILP_TOKEN_XRD_PORT:-11096}
 SLOW_XRD_RATE=${ILP_SLOW_XRD_RATE:-4000000}   # bytes/s: a "remote" storage on a slow link
 RUCIO_PORT=${ILP_RUCIO_PORT:-18081}
 RUCIO_VERSION=41.5.1
+SERVICE_ACCOUNT=${ILP_SERVICE_ACCOUNT:-ilp}
+USERS_GROUP=ilp-users
+POD_ACCOUNTS=(ilp-alice ilp-bob)
+SUDOERS=/etc/sudoers.d/interlink-provider-local
+AGENT=${ILP_VENV:-$REPO/.venv}/bin/interlink-provider
 export SLURM_CONF=$SLURM_DIR/slurm.conf
 
 PACKAGES=(slurm-wlm munge bubblewrap python-is-python3 python3-venv nginx-light curl procps util-linux sudo
@@ -468,8 +477,33 @@ start_rucio() {
   log "rucio up on http://127.0.0.1:$RUCIO_PORT (RSEs LOCAL_XRD, SLOW_XRD, TOKEN_XRD; dataset demo:input-data)"
 }
 
+setup_accounts() {
+  # The multi-account mode without a root daemon: the sidecar runs as $SERVICE_ACCOUNT and
+  # starts each pod account's agent through exactly one sudo rule (docs/admin-guide.md).
+  getent group "$USERS_GROUP" >/dev/null || groupadd --system "$USERS_GROUP"
+  id "$SERVICE_ACCOUNT" >/dev/null 2>&1 ||
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$SERVICE_ACCOUNT"
+  local account rule tmp
+  for account in "${POD_ACCOUNTS[@]}"; do
+    id "$account" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$account" 2>/dev/null ||
+      id "$account" >/dev/null 2>&1  # a test worker may have made it at the same moment
+    id -nG "$account" | tr ' ' '\n' | grep -qx "$USERS_GROUP" || usermod -a -G "$USERS_GROUP" "$account"
+  done
+  rule="$SERVICE_ACCOUNT ALL=(%$USERS_GROUP) NOPASSWD: $AGENT site agent"
+  if [[ "$(cat "$SUDOERS" 2>/dev/null)" != *"$rule"* ]]; then
+    tmp=$(mktemp)
+    printf '# interlink-provider (deploy/local/site.sh): the sidecar may start an agent as a pod account\n%s\n' \
+      "$rule" >"$tmp"
+    visudo -c -q -f "$tmp" || { rm -f "$tmp"; log "the sudoers rule does not parse: $rule"; return 1; }
+    install -m 0440 -o root -g root "$tmp" "$SUDOERS"
+    rm -f "$tmp"
+    log "sudoers: $rule"
+  fi
+}
+
 start() {
   mkdir -p "$SITE"
+  setup_accounts
   start_munge
 
   start_slurm
@@ -536,6 +570,7 @@ status() {
 
 case ${1:-} in
   install) install_packages; install_rucio ;;
+  accounts) setup_accounts ;;
   start) start ;;
   stop) stop ;;
   restart) stop_slurm; start ;;
