@@ -70,6 +70,11 @@ class NotFound(Refusal):
     """What the request names is not here."""
 
 
+class Conflict(Refusal):
+    """What the request would create is already there and not its own (a pod directory no record
+    of this pod accounts for)."""
+
+
 class Unavailable(Refusal):
     """Something the answer needs is down for now (the scheduler, an IdP, storage): try again."""
 
@@ -97,6 +102,7 @@ OUTCOMES: dict[type[Refusal], Outcome] = {
     Unauthenticated: Outcome(401, "UNAUTHENTICATED"),
     Forbidden: Outcome(403, "PERMISSION_DENIED"),
     NotFound: Outcome(404, "NOT_FOUND"),
+    Conflict: Outcome(409, "ALREADY_EXISTS"),
     Unavailable: Outcome(503, "UNAVAILABLE"),
     Unreachable: Outcome(503, "UNAVAILABLE", "the site cannot be reached: "),
     NoTokenForSite: Outcome(502, "UNAVAILABLE", "the gateway has no token for the site: "),
@@ -107,6 +113,7 @@ OUTCOMES: dict[type[Refusal], Outcome] = {
 HTTP_OF_SITE_CODE: dict[str, int] = {
     "INVALID_ARGUMENT": 422,  # the site's 400s and 422s alike: the pod, as the VK sent it, cannot run there
     "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
     "PERMISSION_DENIED": 403,
     "UNAUTHENTICATED": 502,  # the site refused the gateway's token, not the VK's (which sends none)
     "UNAVAILABLE": 503,
@@ -171,6 +178,7 @@ __all__ = [
     "OUTCOMES",
     "Answer",
     "BadRequest",
+    "Conflict",
     "Forbidden",
     "Invalid",
     "NoTokenForSite",

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import SITE_SCRIPT, Sidecar, site_dir
+from tests.helpers import REPO, SITE_SCRIPT, Sidecar, site_dir
 from tests.idp import IdP
 
 TEST_ACCOUNTS = ("ilp-alice", "ilp-bob")
@@ -51,6 +51,22 @@ def unix_accounts():
             if made.returncode != 0 and subprocess.run(["id", name], capture_output=True).returncode != 0:
                 pytest.fail(f"cannot create the test account {name}: {made.stderr.decode()}")
     return TEST_ACCOUNTS
+
+
+SERVICE_ACCOUNT = "ilp"
+
+
+@pytest.fixture(scope="session")
+def service_account(unix_accounts) -> str:
+    """The multi-account mode's accounts, as deploy/local/site.sh makes them: the sidecar's service
+    account, the pod accounts in ilp-users, and the one sudoers rule (made once, under a lock:
+    test workers run in parallel)."""
+    import fcntl
+
+    with open("/run/lock/ilp-test-accounts.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(["bash", str(REPO / "deploy" / "local" / "site.sh"), "accounts"], check=True)
+    return SERVICE_ACCOUNT
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from sidecars.core.kits.backend import (
 )
 from sidecars.core.kits.script import PodPaths, RenderOptions
 from sidecars.core.kits.sitefs import SiteFiles
-from sidecars.core.kits.workdir import ContainerFiles, WorkdirError
+from sidecars.core.kits.workdir import ContainerFiles, DirectoryPlan, WorkdirError
 
 
 @dataclass
@@ -113,12 +113,10 @@ class InMemoryFiles(SiteFiles):
     scrubbed: dict[str, list[str]] = field(default_factory=dict)
     fail_writes: bool = False
 
-    async def materialize(
-        self, paths: PodPaths, spec: JobSpec, script: str, account: str | None, files: dict[str, str] | None = None
-    ) -> None:
+    async def materialize(self, paths: PodPaths, plan: DirectoryPlan) -> None:
         if self.fail_writes:
             raise WorkdirError("disk full (test double)")
-        self.written[paths.pod_dir] = script
+        self.written[paths.pod_dir] = next(f.content.decode() for f in plan.scripts if f.path == "job.sh")
 
     async def remove(self, paths: PodPaths) -> None:
         self.removed.append(paths.pod_dir)

@@ -7,6 +7,7 @@ import atexit
 import copy
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -90,6 +91,13 @@ def condor_jobs(sidecar: Sidecar, command: str = "condor_q", constraint: str = "
     return json.loads(result.stdout) if result.stdout.strip() else []
 
 
+def pod_dir(pods_root: Path | str, namespace: str, uid: str) -> Path:
+    """A pod's directory: `pods_root/<account>/<namespace>/<uid>` (whichever account it runs as)."""
+    found = list(Path(pods_root).glob(f"*/{namespace}/{uid}"))
+    assert len(found) == 1, f"pod {namespace}/{uid}: {found or 'no directory'} under {pods_root}"
+    return found[0]
+
+
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in extra.items():
@@ -103,7 +111,21 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 class Sidecar:
     """A real `interlink-provider sidecar` process with its own state, pods root and socket."""
 
-    def __init__(self, workdir: Path, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        overrides: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+    ):
+        """`user`: run the sidecar as that local account (the service account of the multi-account
+        mode); its working directory is then one that account owns, outside pytest's (0700) tree."""
+        self.user = user
+        if user is not None:
+            workdir = Path(tempfile.mkdtemp(prefix=f"ilp-{user}-", dir="/var/tmp"))
+            entry = pwd.getpwnam(user)
+            os.chown(workdir, entry.pw_uid, entry.pw_gid)
+            workdir.chmod(0o711)
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = yaml.safe_load(LOCAL_CONFIG.read_text())
@@ -117,7 +139,9 @@ class Sidecar:
                 "grpc": None,  # the local site's gRPC port belongs to deploy/local/federation.sh
                 "state_dir": str(workdir / "state"),
                 # pods run as the local site's job account: their directory must be reachable
-                "pods_root": overrides.get("pods_root") or str(traversable_dir(workdir.resolve()) / "pods"),
+                # (a service-account sidecar makes its own pods root in its own directory)
+                "pods_root": overrides.get("pods_root")
+                or str((workdir if user else traversable_dir(workdir.resolve())) / "pods"),
                 "job_name_prefix": f"ilpt{abs(hash(str(workdir))) % 10**6}-",
             },
         )
@@ -144,8 +168,17 @@ class Sidecar:
         if os.path.exists(self.socket):
             os.unlink(self.socket)  # left by a killed process: readiness must mean a live listener
         log = open(self.log_path, "ab")
+        as_user = ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--init-groups"] if self.user else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "interlink_provider.cli.main", "sidecar", "--config", str(self.config_path)],
+            [
+                *as_user,
+                sys.executable,
+                "-m",
+                "interlink_provider.cli.main",
+                "sidecar",
+                "--config",
+                str(self.config_path),
+            ],
             env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -3,17 +3,19 @@
 # the site's IAM-like IdP (interlink-provider devidp, HTTPS), real XRootD servers
 # (anonymous, throttled, and token-authorized: TLS + ztn + SciTokens trusting the
 # IdP) and a real Rucio server (SQLite, gunicorn; userpass and the IdP's tokens)
-# with RSEs on them, all configured and kept in one directory. Nothing under /etc
-# is edited but for the job accounts (useradd: ilp-local, ilp-demo, ilp-gateway, the
-# unprivileged accounts the local sidecars run pods as); daemons are started by hand
-# and stopped by their PID files.
+# with RSEs on them, all configured and kept in one directory; daemons are started by
+# hand and stopped by their PID files. Under /etc only the site's accounts are made: the
+# sidecar's service account (ilp), the accounts pods run as, never root (ilp-local, ilp-demo,
+# ilp-gateway, ilp-alice, ilp-bob, all in the group ilp-users) and one sudoers drop-in
+# letting the service account start an agent as those accounts
+# (/etc/sudoers.d/interlink-provider-local, checked with visudo).
 #
 #   deploy/local/site.sh install   apt packages (idempotent, skips what is present)
 #   deploy/local/site.sh start     create the job accounts, generate config into $ILP_SITE_DIR, start daemons
 #   deploy/local/site.sh stop      stop what `start` started
 #   deploy/local/site.sh status    show daemons and the node state
+#   deploy/local/site.sh accounts  the service account, pod accounts and sudoers rule only (start does it too)
 #   deploy/local/site.sh env       print the exports a shell needs (SLURM_CONF)
-#   deploy/local/site.sh accounts  create the job accounts only (idempotent; `start` does it too)
 #
 # Environment: ILP_SITE_DIR (default <repo>/.site), ILP_SLURM_MIN_JOB_AGE (300),
 # ILP_SLURM_CPUS (4), ILP_SLURM_MEMORY_MB (8000), ILP_SLURM_GPUS (2, file-backed),
@@ -42,6 +44,10 @@ TOKEN_XRD_PORT=${ILP_TOKEN_XRD_PORT:-11096}
 SLOW_XRD_RATE=${ILP_SLOW_XRD_RATE:-4000000}   # bytes/s: a "remote" storage on a slow link
 RUCIO_PORT=${ILP_RUCIO_PORT:-18081}
 RUCIO_VERSION=41.5.1
+SERVICE_ACCOUNT=${ILP_SERVICE_ACCOUNT:-ilp}
+USERS_GROUP=ilp-users
+SUDOERS=/etc/sudoers.d/interlink-provider-local
+AGENT=${ILP_VENV:-$REPO/.venv}/bin/interlink-provider
 export SLURM_CONF=$SLURM_DIR/slurm.conf
 
 PACKAGES=(slurm-wlm munge bubblewrap python-is-python3 python3-venv nginx-light curl procps util-linux sudo
@@ -474,26 +480,42 @@ start_rucio() {
   log "rucio up on http://127.0.0.1:$RUCIO_PORT (RSEs LOCAL_XRD, SLOW_XRD, TOKEN_XRD; dataset demo:input-data)"
 }
 
-# The local accounts jobs run as (deploy/local/sidecar.yaml, sidecar-b.yaml): never root.
+# The local accounts (deploy/local/sidecar.yaml, sidecar-b.yaml), none of them root:
+#   ilp          the sidecar's service account (the multi-account mode: it runs unprivileged
+#                and starts each pod account's agent through one sudo rule)
 #   ilp-local    pods of the interLink API server (the tokenless unix socket)
 #   ilp-demo     members of the IdP's /demo group (demo-user, the device-flow user demo)
 #   ilp-gateway  pods the gateway sends under its own identity
-JOB_ACCOUNTS=(ilp-local ilp-demo ilp-gateway)
+#   ilp-alice, ilp-bob  the tests' two identities
+# Every pod account is in ilp-users, the group the sudoers rule lets the service account act as.
+POD_ACCOUNTS=(ilp-local ilp-demo ilp-gateway ilp-alice ilp-bob)
 
-ensure_accounts() {
-  local name
-  for name in "${JOB_ACCOUNTS[@]}"; do
-    id "$name" >/dev/null 2>&1 && continue
+setup_accounts() {
+  getent group "$USERS_GROUP" >/dev/null || groupadd --system "$USERS_GROUP"
+  id "$SERVICE_ACCOUNT" >/dev/null 2>&1 ||
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$SERVICE_ACCOUNT"
+  local account rule tmp
+  for account in "${POD_ACCOUNTS[@]}"; do
     # another process (a test worker) may create it at the same moment
-    useradd --create-home --shell /bin/bash "$name" 2>/dev/null || id "$name" >/dev/null 2>&1 \
-      || { log "cannot create the job account $name"; return 1; }
-    log "created the job account $name"
+    id "$account" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$account" 2>/dev/null ||
+      id "$account" >/dev/null 2>&1 || { log "cannot create the account $account"; return 1; }
+    id -nG "$account" | tr ' ' '\n' | grep -qx "$USERS_GROUP" || usermod -a -G "$USERS_GROUP" "$account"
   done
+  rule="$SERVICE_ACCOUNT ALL=(%$USERS_GROUP) NOPASSWD: $AGENT site agent"
+  if [[ "$(cat "$SUDOERS" 2>/dev/null)" != *"$rule"* ]]; then
+    tmp=$(mktemp)
+    printf '# interlink-provider (deploy/local/site.sh): the sidecar may start an agent as a pod account\n%s\n' \
+      "$rule" >"$tmp"
+    visudo -c -q -f "$tmp" || { rm -f "$tmp"; log "the sudoers rule does not parse: $rule"; return 1; }
+    install -m 0440 -o root -g root "$tmp" "$SUDOERS"
+    rm -f "$tmp"
+    log "sudoers: $rule"
+  fi
 }
 
 start() {
   mkdir -p "$SITE"
-  ensure_accounts
+  setup_accounts
   start_munge
 
   start_slurm
@@ -560,10 +582,10 @@ status() {
 
 case ${1:-} in
   install) install_packages; install_rucio ;;
+  accounts) setup_accounts ;;
   start) start ;;
   stop) stop ;;
   restart) stop_slurm; start ;;
-  accounts) ensure_accounts ;;
   status) status ;;
   env) printf 'export SLURM_CONF=%q\nexport ILP_SITE_DIR=%q\nexport RUCIO_CONFIG=%q\nexport X509_CERT_DIR=%q\n' \
        "$SLURM_CONF" "$SITE" "$RUCIO_DIR/rucio.cfg" "$PKI_DIR/ca-dir" ;;

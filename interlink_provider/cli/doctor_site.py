@@ -23,9 +23,10 @@ MIN_FREE_BYTES = 1024**3  # below this the working area is a warning
 async def scheduler(config: Any) -> tuple[Check, Any]:
     """The batch system answers through the configured transport (its capacity query)."""
     from sidecars.core.kits.backend import ReportsCapacity
-    from sidecars.daemon.serve import make_backend
+    from sidecars.daemon.site import make_site
 
-    backend, _files, link = make_backend(config)
+    site = make_site(config)
+    backend, link = site.backend, site.link
     name = backend.display_name
     if not isinstance(backend, ReportsCapacity):
         skipped = Check("scheduler", SKIP, f"{name} via {config.transport.kind} does not report its capacity")

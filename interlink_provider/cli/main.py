@@ -47,6 +47,12 @@ def _sidecar(args: argparse.Namespace) -> int:
     return _daemon("sidecar", load_config, run, args)
 
 
+def _site_agent(args: argparse.Namespace) -> int:
+    from sidecars.agent.serve import run
+
+    return run()
+
+
 def _devidp(args: argparse.Namespace) -> int:
     from ..devidp.config import load
     from ..devidp.run import run
@@ -110,6 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sidecar.add_argument("--config", required=True, help="site configuration YAML")
     sidecar.set_defaults(func=_sidecar)
+    site = sub.add_parser(
+        "site",
+        help="site-side helpers of the sidecar (the per-account agent)",
+        description="Programs the sidecar starts itself at its site.",
+    )
+    site_sub = site.add_subparsers(dest="site_command", required=True)
+    agent = site_sub.add_parser(
+        "agent",
+        help="one account's agent: the sidecar starts it (through sudo) to act on that account's pods",
+        description="The per-account agent. The sidecar starts it as the pods' account, usually through one "
+        "sudoers rule naming exactly this command, and speaks to it on stdin/stdout (one JSON message per line). "
+        "It takes no arguments and acts only inside its own account's part of the pods root; not for humans.",
+    )
+    agent.set_defaults(func=_site_agent)
     gateway = sub.add_parser(
         "gateway",
         help="run the cluster-side gateway (interLink API -> sites over gRPC)",

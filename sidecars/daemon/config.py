@@ -51,6 +51,17 @@ class TransportConfig(Strict):
         return self
 
 
+class AgentsConfig(Strict):
+    """Per-account agents: the sidecar runs unprivileged (a service account) and acts on each pod
+    only as the pod's own account, through that account's agent (`interlink-provider site agent`),
+    started with `sudo -n -u ACCOUNT` (one sudoers rule; docs/admin-guide.md)."""
+
+    executable: str = Field(
+        "", description="the interlink-provider the sudoers rule names (default: the one running the sidecar)"
+    )
+    idle_seconds: float = Field(300, gt=0, description="an account's agent exits after this long without a request")
+
+
 class SiteConfig(ServiceSettings):
     """A whole sidecar: the service core's settings, its listeners and authentication, the batch
     system and how it is reached."""
@@ -67,6 +78,12 @@ class SiteConfig(ServiceSettings):
     transport: TransportConfig = TransportConfig()
     auth: AuthConfig = AuthConfig()
     grpc: GrpcConfig | None = Field(None, description="the gRPC API beside REST (none: REST only)")
+    agents: AgentsConfig | None = Field(
+        None,
+        description="act on each pod only as its own account, through per-account agents started with sudo "
+        "(multi-account mode without a root sidecar); none: the sidecar acts itself (single-account mode, or a "
+        "root sidecar handing directories over)",
+    )
 
     @model_validator(mode="after")
     def _someone_can_get_in(self) -> SiteConfig:
@@ -84,6 +101,8 @@ class SiteConfig(ServiceSettings):
     def _transport_fits_the_backend(self) -> SiteConfig:
         if self.backend == "htcondor" and self.transport.kind == "slurmrestd":
             raise ValueError("transport kind slurmrestd is Slurm's REST API: HTCondor runs over local or ssh")
+        if self.agents is not None and self.transport.kind == "ssh":
+            raise ValueError("agents run on the sidecar's own machine: over SSH the login node's accounts are used")
         if self.staging is not None and self.transport.kind == "ssh":
             raise ValueError(
                 "staging needs the pods' directories on the sidecar's own filesystem (it links staged files "

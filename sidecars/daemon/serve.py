@@ -20,42 +20,11 @@ from sidecars.core.domain.accounts import JobAccounts
 from sidecars.core.domain.reconciler import Reconciler
 from sidecars.core.domain.service import SiteService
 from sidecars.core.domain.store import Store
-from sidecars.core.kits.backend import Backend
-from sidecars.core.kits.sitefs import LocalFiles, SiteFiles
-from sidecars.core.kits.ssh import SshFiles, SshLink, SshTransport
 from sidecars.core.kits.transport import current_user
 from sidecars.daemon.config import SiteConfig
-from sidecars.htcondor.backend import HTCondorBackend
-from sidecars.slurm.backend import SlurmBackend
-from sidecars.slurm.restd import SlurmRestBackend
+from sidecars.daemon.site import make_site, prepare_shared_pods_root
 
 log = logging.getLogger("interlink_provider.sidecar")
-
-
-def make_backend(config: SiteConfig) -> tuple[Backend, SiteFiles, SshLink | None]:
-    """The batch system and the site's files, through the configured transport."""
-    if config.backend == "htcondor":
-        return make_htcondor(config)
-    if config.transport.kind == "ssh":
-        assert config.transport.ssh is not None
-        link = SshLink(config.transport.ssh)
-        transport = SshTransport(link, config.slurm.environment, SlurmBackend.rate_limit(config.slurm))
-        return SlurmBackend(config.slurm, config.translation, transport), SshFiles(link), link
-    if config.transport.kind == "slurmrestd":
-        assert config.transport.slurmrestd is not None
-        files = LocalFiles()
-        return SlurmRestBackend(config.slurm, config.translation, config.transport.slurmrestd, files), files, None
-    return SlurmBackend(config.slurm, config.translation), LocalFiles(), None
-
-
-def make_htcondor(config: SiteConfig) -> tuple[Backend, SiteFiles, SshLink | None]:
-    if config.transport.kind == "ssh":
-        assert config.transport.ssh is not None
-        link = SshLink(config.transport.ssh)
-        environment = HTCondorBackend.command_environment(config.htcondor)
-        transport = SshTransport(link, environment, HTCondorBackend.rate_limit(config.htcondor))
-        return HTCondorBackend(config.htcondor, config.translation, transport), SshFiles(link), link
-    return HTCondorBackend(config.htcondor, config.translation), LocalFiles(), None
 
 
 async def _listen(runner: web.AppRunner, config: SiteConfig) -> list[str]:
@@ -99,11 +68,14 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
         )
     if config.transport.kind in ("local", "slurmrestd"):
         warn_if_untraversable(config)
+    if config.agents is not None:
+        prepare_shared_pods_root(config.pods_root)
     store = Store(Path(config.state_dir) / "sidecar.db")
     stager = Stager(config.staging, Path(config.state_dir)) if config.staging else None
-    backend, files, link = make_backend(config)
-    accounts = JobAccounts(files, allow_root=config.auth.allow_jobs_as_root)
-    service = SiteService(config, backend, store, stager, files, accounts)
+    site = make_site(config)
+    backend = site.backend
+    accounts = JobAccounts(site.files, allow_root=config.auth.allow_jobs_as_root)
+    service = SiteService(config, backend, store, stager, site.files, accounts)
     await service.load()
     reconciler = Reconciler(config, service.book, backend, service.files, service.submissions, service.staging)
     await reconciler.recover()
@@ -140,9 +112,7 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
         await runner.cleanup()
         await authenticator.close()
         await store.close()
-        if link is not None:
-            await link.close()
-        await backend.close()
+        await site.close()
 
 
 def run(config: SiteConfig) -> None:

@@ -41,10 +41,12 @@ from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.runtimes import Runtime
 from sidecars.core.kits.backend import Capacity, JobInfo, PollError, Submission, SubmitError
+from sidecars.core.kits.logs import READ_LIMIT
 from sidecars.core.kits.ratelimit import TokenBucket
 from sidecars.core.kits.script import PodPaths, RenderOptions
 from sidecars.core.kits.sitefs import SiteFiles
 from sidecars.core.kits.transport import TransportError, current_user, metered
+from sidecars.core.kits.workdir import WorkdirError
 from sidecars.slurm import parse
 from sidecars.slurm.backend import SlurmBackend, SlurmConfig
 from sidecars.slurm.flags import Flag, parse_flags
@@ -376,10 +378,14 @@ class SlurmRestBackend(SlurmBackend):
         del job["environment"]
         return dataclasses.replace(submission, options={"job": job})
 
-    async def _script(self, paths: PodPaths) -> str:
+    async def _script(self, paths: PodPaths, account: str | None) -> str:
+        files = self.files.for_account(account or "")
         try:
-            data, _, _ = await self.files.read_from(paths.script, 0, None)
-        except (OSError, TransportError) as exc:
+            data, chunk = b"", b"-" * READ_LIMIT
+            while len(chunk) >= READ_LIMIT:  # reads are bounded: a long script comes in pieces
+                chunk, _, _ = await files.read_from(paths.script, len(data), None)
+                data += chunk
+        except (OSError, TransportError, WorkdirError) as exc:
             raise SubmitError(f"cannot read {paths.script}: {exc}", permanent=False) from exc
         if not data:
             raise SubmitError(f"{paths.script} is missing or empty", permanent=False)
@@ -388,7 +394,7 @@ class SlurmRestBackend(SlurmBackend):
     async def submit(
         self, paths: PodPaths, job_name: str, account: str | None = None, options: Mapping[str, Any] | None = None
     ) -> str:
-        script = await self._script(paths)
+        script = await self._script(paths, account)
         properties = (options or {}).get("job")
         if properties is None:  # a pod accepted before its options were kept with it
             try:

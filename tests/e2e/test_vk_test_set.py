@@ -30,7 +30,7 @@ from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import FAILED, SUCCEEDED, phase_of
 from tests.federation import GatewayProcess, as_vk_request, grpc_sidecar, wait_until_up
-from tests.helpers import REPO, Sidecar, htcondor_overrides
+from tests.helpers import REPO, Sidecar, htcondor_overrides, pod_dir
 
 SUITE = Path(__file__).parent / "vk-test-set"
 CONFIG = yaml.safe_load((SUITE / "config" / "interLink-ci-vktest_config.yaml").read_text())
@@ -288,8 +288,7 @@ async def _check_prestop(sidecar: Sidecar, r: Rendered) -> None:
     entry = r.pods[0]
     meta = entry["pod"]["metadata"]
     marker = (
-        sidecar.pods_root
-        / f"{meta['namespace']}-{entry['uid']}"
+        pod_dir(sidecar.pods_root, meta["namespace"], entry["uid"])
         / "containers"
         / "lifecycle-test"
         / "rootfs"

@@ -95,10 +95,13 @@ async def test_deletion_stops_a_running_pod_gracefully(site):
         "trap 'echo got TERM; exit 0' TERM; echo up; while :; do sleep 0.2; done",
         terminationGracePeriodSeconds=5,
     )
-    log_file = Path(site.pods_root) / f"{NAMESPACE}-{uid_of(body)}" / "containers" / "main" / "log"
+
+    def log_text() -> str:
+        found = list(Path(site.pods_root).glob(f"*/{NAMESPACE}/{uid_of(body)}/containers/main/log"))
+        return found[0].read_text(errors="replace") if found else ""
 
     async def started() -> bool:
-        return log_file.exists() and " up" in log_file.read_text(errors="replace")
+        return " up" in log_text()
 
     async def ended() -> bool:
         return not site.live_jobs()
@@ -109,7 +112,7 @@ async def test_deletion_stops_a_running_pod_gracefully(site):
         await wait_for(started, 30, what="the container to start")
         await client.delete(body["pod"])
         await wait_for(ended, 60, what="the job to end")
-    assert "got TERM" in log_file.read_text()
+    assert "got TERM" in log_text()
     assert site.jobs_named(site.prefix + uid_of(body)) == [created["PodJID"]]
 
 

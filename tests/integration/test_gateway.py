@@ -55,7 +55,7 @@ async def finished(client: SidecarClient, uid: str) -> dict:
 
 async def pods_at(sidecar) -> set[str]:
     """UIDs of the pods a site has a working directory for (namespace gw)."""
-    return {path.name[len("gw-") :] for path in sidecar.pods_root.glob("gw-*")}
+    return {path.name for path in sidecar.pods_root.glob("*/gw/*")}
 
 
 async def site_gpus(sidecar) -> int:

@@ -13,7 +13,7 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, SidecarError
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import FAILED, SUCCEEDED
-from tests.helpers import Sidecar, wait_for
+from tests.helpers import Sidecar, pod_dir, wait_for
 from tests.idp import free_port, token_auth
 from tests.integration.test_rest_api import run_until
 from tests.integration.test_site_auth import token_for
@@ -109,5 +109,5 @@ async def test_debug_logs_are_json_state_changes_without_credentials(local_site,
     for needle in (token, token.split(".")[2], REFUSED, REFUSED.split(".")[1], SECRET_VALUE, ENV_VALUE):
         assert needle not in text, f"{needle[:12]}... reached the log"
     # The values did reach the job (the test would be empty otherwise).
-    job_out = (shared / "pods" / f"logs-{failed_uid}" / "containers" / "c" / "log").read_text()
+    job_out = (pod_dir(shared / "pods", "logs", failed_uid) / "containers" / "c" / "log").read_text()
     assert ENV_VALUE in job_out and SECRET_VALUE in job_out

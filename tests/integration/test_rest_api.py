@@ -14,7 +14,7 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import FAILED, RUNNING, SUCCEEDED, phase_of
-from tests.helpers import Sidecar, slurm, wait_for
+from tests.helpers import Sidecar, pod_dir, slurm, wait_for
 from tests.podkit import pod
 
 pytestmark = pytest.mark.slurm
@@ -341,7 +341,7 @@ async def test_delete_runs_pre_stop_and_ends_the_job(sidecar):
         assert "deleting" in await client.delete(req["pod"])
         final = await run_until(client, uid, FAILED, timeout=60)
     assert final["containers"][0]["state"]["terminated"]["exitCode"] == 143
-    rootfs = sidecar.pods_root / f"ns-{uid}" / "containers" / "c" / "rootfs"
+    rootfs = pod_dir(sidecar.pods_root, "ns", uid) / "containers" / "c" / "rootfs"
     assert (rootfs / "tmp" / "prestop").read_text() == "stopping\n"
 
     async def job_ended():  # the batch script may still be writing its last files
@@ -365,4 +365,4 @@ async def test_time_limit_from_active_deadline_says_deadline_exceeded(sidecar):
         final = await run_until(client, answer["PodUID"], FAILED, timeout=180)
     # The reason is right the first time the pod is seen Failed: the VK stops asking then.
     assert final["containers"][0]["state"]["terminated"]["reason"] == "DeadlineExceeded"
-    assert "#SBATCH --signal=B:USR2@40" in (sidecar.pods_root / f"ns-{answer['PodUID']}" / "job.sh").read_text()
+    assert "#SBATCH --signal=B:USR2@40" in (pod_dir(sidecar.pods_root, "ns", answer["PodUID"]) / "job.sh").read_text()

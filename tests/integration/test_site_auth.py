@@ -16,7 +16,7 @@ from interlink_provider.auth.exchange import OAuthClient
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import SUCCEEDED, phase_of
-from tests.helpers import REPO, Sidecar, slurm, wait_for
+from tests.helpers import REPO, Sidecar, pod_dir, slurm, wait_for
 from tests.idp import SITE_AUDIENCE, free_port, token_auth
 
 pytestmark = pytest.mark.slurm
@@ -121,7 +121,7 @@ async def test_two_identities_run_as_two_accounts_and_cannot_touch_each_other(si
         assert await bob.logs_text(log(b_req)) == "ilp-bob\n"
         assert slurm("squeue", "-h", "-t", "all", "-j", a["PodJID"], "-o", "%u").strip() == "ilp-alice"
         assert slurm("squeue", "-h", "-t", "all", "-j", b["PodJID"], "-o", "%u").strip() == "ilp-bob"
-        rootfs = site.pods_root / f"team-{a['PodUID']}" / "containers" / "c" / "rootfs" / "tmp" / "mine"
+        rootfs = pod_dir(site.pods_root, "team", a["PodUID"]) / "containers" / "c" / "rootfs" / "tmp" / "mine"
         assert rootfs.owner() == "ilp-alice"
         # Bob cannot read, follow or delete Alice's pod; each lists only their own.
         await refused(bob, 403, "belongs to another identity", lambda c: c.status([pod_ref(a["PodUID"])]))

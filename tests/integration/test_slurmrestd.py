@@ -15,7 +15,7 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import RUNNING, SUCCEEDED
-from tests.helpers import Sidecar, slurm, wait_for
+from tests.helpers import Sidecar, pod_dir, slurm, wait_for
 from tests.idp import free_port, token_auth
 from tests.integration.test_rest_api import run_until
 from tests.integration.test_site_auth import token_for, whoami_pod
@@ -76,7 +76,7 @@ async def test_a_pod_runs_through_slurmrestd_with_its_options(local_site, tmp_pa
         # The #SBATCH lines (ignored by slurmrestd) arrived as job properties.
         assert fields["JobName"] == sidecar.prefix + uid and fields["Comment"] == "from-rest"
         assert fields["TimeLimit"] == "00:10:00"  # the pod's deadline wins over the annotation's --time
-        assert fields["StdOut"].endswith(f"rest-{uid}/job.out") and fields["Partition"] == "debug"
+        assert fields["StdOut"].endswith(f"rest/{uid}/job.out") and fields["Partition"] == "debug"
         assert log.strip() == "hello from rest"
         assert await metric(sidecar, 'ilp_scheduler_commands_total{command="slurmrestd-submit",outcome="ok"}') == 1
         assert await metric(sidecar, 'ilp_scheduler_commands_total{command="sbatch",') == 0
@@ -97,7 +97,7 @@ async def test_deletion_is_graceful_and_an_unmappable_option_is_a_clear_error(lo
         async with SidecarClient(sidecar.address) as client:
             created = await client.create(stoppable)
             await run_until(client, uid, RUNNING)
-            log_file = Path(sidecar.pods_root) / f"rest-{uid}/containers/main/log"
+            log_file = pod_dir(sidecar.pods_root, "rest", uid) / "containers/main/log"
 
             async def started() -> bool:
                 return log_file.exists() and " up" in log_file.read_text(errors="replace")
@@ -158,7 +158,7 @@ async def test_mapped_identities_run_as_their_own_accounts(local_site, unix_acco
             await run_until(client, uid, SUCCEEDED)
             log = await client.logs_text({"PodUID": uid, "Namespace": "team", "ContainerName": "c", "Opts": {}})
         owner = slurm("squeue", "-h", "-t", "all", "-j", created["PodJID"], "-o", "%u").strip()
-        assert (log.strip(), owner, (shared / "pods" / f"team-{uid}").owner()) == ("ilp-alice",) * 3
+        assert (log.strip(), owner, pod_dir(shared / "pods", "team", uid).owner()) == ("ilp-alice",) * 3
     finally:
         sidecar.stop()
         shutil.rmtree(shared, ignore_errors=True)

@@ -17,7 +17,7 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import FAILED, SUCCEEDED
-from tests.helpers import Sidecar, htcondor_overrides, slurm, traversable_dir
+from tests.helpers import Sidecar, htcondor_overrides, pod_dir, slurm, traversable_dir
 from tests.idp import free_port, token_auth
 from tests.integration.test_rest_api import run_until
 from tests.integration.test_site_auth import token_for, whoami_pod
@@ -124,9 +124,9 @@ async def test_a_pod_runs_through_one_ssh_connection(local_site, tmp_path):
             await client.delete(body["pod"])
         assert followed.split() == ["6", "line", "1", "line", "2", "line", "3"]
         assert init.strip() == "hello over ssh" and tail.strip() == "line 3"
-        pod_dir = tmp_path / "s" / "on-the-login-node" / "pods" / f"ssh-{uid}"
-        assert (pod_dir / "job.sh").exists()  # written over the link, on the "login node"
-        assert not (pod_dir / "volumes" / "s").exists()  # the secret was scrubbed when the pod ended
+        found = pod_dir(tmp_path / "s" / "on-the-login-node" / "pods", "ssh", uid)
+        assert (found / "job.sh").exists()  # written over the link, on the "login node"
+        assert not (found / "volumes" / "s").exists()  # the secret was scrubbed when the pod ended
         assert accepted_connections(local_site, mark) == 1  # everything over one connection
     finally:
         sidecar.stop()
@@ -196,7 +196,7 @@ async def test_two_identities_run_as_their_own_accounts_over_ssh(local_site, uni
             accounts[name] = (
                 log.strip(),
                 slurm("squeue", "-h", "-t", "all", "-j", created["PodJID"], "-o", "%u").strip(),
-                (remote / "pods" / f"team-{uid}").owner(),
+                pod_dir(remote / "pods", "team", uid).owner(),
             )
         assert accounts == {"alice": ("ilp-alice",) * 3, "bob": ("ilp-bob",) * 3}
     finally:
@@ -231,6 +231,6 @@ async def test_htcondor_runs_over_the_ssh_transport(local_site, tmp_path):
             await client.delete(body["pod"])
         assert failed["containers"][0]["state"]["terminated"]["exitCode"] == 4 and text.strip() == "via ssh"
         assert sidecar.jobs_named(sidecar.prefix + uid) == [created["PodJID"]]
-        assert f'+InterLinkUID = "{uid}"' in (remote / f"ssh-{uid}" / "job.sub").read_text()  # sent over the link
+        assert f'+InterLinkUID = "{uid}"' in (pod_dir(remote, "ssh", uid) / "job.sub").read_text()  # sent over the link
     finally:
         sidecar.stop()

@@ -79,7 +79,7 @@ async def test_submit_as_the_account_to_the_configured_schedd():
     assert t.calls == [
         (
             "alice",
-            ["condor_submit", "-terse", "-pool", "cm.example.org", "-name", "ap1", "/scratch/pods/ns-uid-1/job.sub"],
+            ["condor_submit", "-terse", "-pool", "cm.example.org", "-name", "ap1", "/scratch/pods/ns/uid-1/job.sub"],
         )
     ]
 

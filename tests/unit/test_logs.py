@@ -61,7 +61,9 @@ def test_follow_picks_up_new_lines_and_stops_when_finished(tmp_path):
 
     async def go() -> list[bytes]:
         chunks = []
-        async for chunk in stream(LocalFiles(), str(path), ContainerLogOpts(Follow=True), lambda: done["value"], NOW):
+        async for chunk in stream(
+            LocalFiles(str(tmp_path)), str(path), ContainerLogOpts(Follow=True), lambda: done["value"], NOW
+        ):
             chunks.append(chunk)
             if len(chunks) == 1:
                 with path.open("a") as handle:

@@ -195,6 +195,6 @@ async def test_deleted_pods_are_forgotten_after_their_retention_finished_ones_wa
     monkeypatch.setattr("sidecars.core.domain.reconciler.time.time", lambda: later)
     await site.reconciler.cycle()
     assert site.service.record(gone.uid) is None
-    assert site.files.removed == [f"{site.settings.pods_root}/ns-{gone.uid}"]
+    assert site.files.removed == [f"{site.settings.pods_root}/alice/ns/{gone.uid}"]
     assert site.record(kept.uid).stage == Stage.FINISHED  # the Virtual Kubelet has not deleted it yet
     assert (await site.service.book.store.get(gone.uid)) is None

@@ -126,9 +126,12 @@ class ScriptFiles:
         self.script = script
         self.read: list[str] = []
 
+    def for_account(self, account):
+        return self
+
     async def read_from(self, path, offset, identity):
         self.read.append(path)
-        return self.script.encode(), 0, None
+        return self.script.encode()[offset:], offset, None
 
 
 def restd_backend(files=None) -> SlurmRestBackend:

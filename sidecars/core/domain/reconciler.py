@@ -174,7 +174,8 @@ class Reconciler:
         if job is not None and job.state == PENDING:
             return {}
         try:
-            return await self.files.read_pod(self.book.paths(record), [c.name for c in record.summary.containers])
+            files = self.files.for_account(record.account)
+            return await files.read_pod(self.book.paths(record), [c.name for c in record.summary.containers])
         except TransportError as exc:
             log.warning("pod %s: cannot read its files this cycle: %s", record.uid, exc)
             return None  # its last status stands; the next cycle reads again
@@ -253,7 +254,8 @@ class Reconciler:
         if lost:
             changes["message"] = f"job {record.job_id} was lost by the scheduler"
         try:
-            await self.files.scrub(self.book.paths(record), list(record.summary.sensitive_volumes))
+            files = self.files.for_account(record.account)
+            await files.scrub(self.book.paths(record), list(record.summary.sensitive_volumes))
         except TransportError as exc:  # removed with the whole directory at the latest
             log.warning("pod %s: secrets not scrubbed yet: %s", record.uid, exc)
         return changes
@@ -324,7 +326,7 @@ class Reconciler:
     async def _remove_directory(self, record: PodRecord) -> None:
         paths = self.book.paths(record)
         try:
-            await self.files.remove(paths)
+            await self.files.for_account(record.account).remove(paths)
         except (OSError, WorkdirError, TransportError) as exc:
             log.warning("cannot remove %s: %s", paths.pod_dir, exc)
 

@@ -37,7 +37,7 @@ from interlink_provider.telemetry.metrics import CREATES, DELETES, timed
 from sidecars.core.domain import status
 from sidecars.core.domain.accounts import JobAccounts
 from sidecars.core.domain.book import PodBook
-from sidecars.core.domain.errors import BadRequest, Forbidden, NotFound, Unavailable
+from sidecars.core.domain.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
 from sidecars.core.domain.principal import LOCAL, Principal
 from sidecars.core.domain.records import ContainerInfo, PodRecord, PodSummary, Stage
 from sidecars.core.domain.settings import ServiceSettings
@@ -49,12 +49,24 @@ from sidecars.core.kits.backend import RUNNING, Backend, Capacity, PollError, Re
 from sidecars.core.kits.changes import ChangeFeed
 from sidecars.core.kits.script import PodPaths
 from sidecars.core.kits.sitefs import LocalFiles, SiteFiles
-from sidecars.core.kits.transport import TransportError
-from sidecars.core.kits.workdir import WorkdirError
+from sidecars.core.kits.transport import TransportError, current_user
+from sidecars.core.kits.workdir import DirectoryPlan, DirectoryTaken, WorkdirError, plan_directory
 
 log = logging.getLogger(__name__)
 
 CAPACITY_SECONDS = 10  # the scheduler's free resources are asked at most this often
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A new pod, translated and rendered, before anything is written."""
+
+    spec: JobSpec
+    runtime: Runtime
+    paths: PodPaths
+    job_name: str
+    submission: Submission
+    plan: DirectoryPlan
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,7 @@ class SiteService:
     ) -> None:
         self.config = config
         self.backend = backend
-        self.files = files or LocalFiles()  # where pod directories live: here, or over SSH
+        self.files = files or LocalFiles(config.pods_root)  # where pod directories live: here, or over SSH
         # Which accounts jobs may run as (the daemon always gives one; without it: any).
         self.accounts = accounts
         self.book = PodBook(store, config.pods_root, config.site_name)
@@ -147,20 +159,22 @@ class SiteService:
         with timed("create"), tracing.span("sidecar create", {tracing.POD_UID: data.pod.metadata.uid or ""}):
             return await self._create(data, principal)
 
-    def _prepare(self, data: RetrievedPodData) -> tuple[JobSpec, Runtime, PodPaths, str, Submission]:
+    def _prepare(self, data: RetrievedPodData, principal: Principal) -> Prepared:
         """Everything about a new pod that needs no I/O: every refusal happens here."""
         try:
             spec = pod_to_jobspec(data, self.config.translation)
             runtime = self.runtime_for(spec)
-            paths = PodPaths.for_pod(self.config.pods_root, spec.namespace, spec.uid)
+            account = principal.account or current_user()
+            paths = PodPaths.for_pod(self.config.pods_root, spec.namespace, spec.uid, account)
             job_name = self.config.job_name_prefix + spec.uid
             submission = self.backend.prepare(spec, paths, runtime, self.options, job_name)
+            plan = plan_directory(spec, submission.script, submission.files)
             if spec.staging:
                 self._check_staging(spec)
         except PodRejected:
             CREATES.labels("rejected").inc()
             raise
-        return spec, runtime, paths, job_name, submission
+        return Prepared(spec, runtime, paths, job_name, submission, plan)
 
     def _check_staging(self, spec: JobSpec) -> None:
         if self.staging is None:
@@ -171,7 +185,8 @@ class SiteService:
             raise PodRejected(refusal, field="metadata.annotations[datalake.interlink/*]")
 
     async def _create(self, data: RetrievedPodData, principal: Principal) -> CreateResult:
-        spec, runtime, paths, job_name, submission = self._prepare(data)
+        new = self._prepare(data, principal)
+        spec = new.spec
         async with self.book.lock(spec.uid):
             existing = self.book.get(spec.uid)
             if existing is not None:
@@ -186,10 +201,10 @@ class SiteService:
                     raise
             if spec.staging and principal.token and self.staging is not None:
                 await self.staging.enroll(spec.uid, principal.token, spec.staging)
-            await self._write_directory(spec, paths, submission, principal)
-            for warning in submission.warnings:
+            await self._write_directory(new, principal)
+            for warning in new.submission.warnings:
                 log.info("pod %s/%s: %s", spec.namespace, spec.name, warning)
-            record = await self.book.insert(self._new_record(spec, runtime, paths, job_name, submission, principal))
+            record = await self.book.insert(self._new_record(new, principal))
             submitted = self._start(record)
         CREATES.labels("created").inc()
         if submitted is not None:
@@ -201,28 +216,27 @@ class SiteService:
             record = self.book.get(record.uid) or record
         return CreateResult(record.uid, record.job_id, created=True)
 
-    async def _write_directory(
-        self, spec: JobSpec, paths: PodPaths, submission: Submission, principal: Principal
-    ) -> None:
+    async def _write_directory(self, new: Prepared, principal: Principal) -> None:
+        files = self.files.for_account(principal.account or "")
         try:
-            await self.files.materialize(paths, spec, submission.script, principal.account, submission.files)
+            await files.materialize(new.paths, new.plan)
+        except DirectoryTaken as exc:  # never touch a directory that is not this pod's
+            self._forget_staging(new.spec.uid)
+            CREATES.labels("workdir_error").inc()
+            raise Conflict(f"cannot create the pod's working directory: {exc}") from exc
         except (OSError, WorkdirError, TransportError) as exc:
-            await self._remove_quietly(paths)
-            if self.staging is not None:
-                self.staging.forget(spec.uid)
+            await self._remove_quietly(files, new.paths)
+            self._forget_staging(new.spec.uid)
             CREATES.labels("workdir_error").inc()
             raise Unavailable(f"cannot write the pod's working directory: {exc}") from exc
 
-    def _new_record(
-        self,
-        spec: JobSpec,
-        runtime: Runtime,
-        paths: PodPaths,
-        job_name: str,
-        submission: Submission,
-        principal: Principal,
-    ) -> PodRecord:
-        summary = summary_of(spec, runtime, submission)
+    def _forget_staging(self, uid: str) -> None:
+        if self.staging is not None:
+            self.staging.forget(uid)
+
+    def _new_record(self, new: Prepared, principal: Principal) -> PodRecord:
+        spec = new.spec
+        summary = summary_of(spec, new.runtime, new.submission)
         if spec.staging.inputs:
             stage, waiting = Stage.STAGING_IN, status.waiting("StagingIn", "resolving inputs")
         else:
@@ -235,8 +249,8 @@ class SiteService:
             owner=principal.key,
             actor=principal.actor,
             account=principal.account or "",
-            pod_dir=paths.pod_dir,
-            job_name=job_name,
+            pod_dir=new.paths.pod_dir,
+            job_name=new.job_name,
             stage=stage,
             summary=summary,
             status=status.uniform_statuses(summary.containers, waiting),
@@ -250,9 +264,9 @@ class SiteService:
             return None
         return self.submissions.enqueue(record.uid)
 
-    async def _remove_quietly(self, paths: PodPaths) -> None:
+    async def _remove_quietly(self, files: SiteFiles, paths: PodPaths) -> None:
         try:
-            await self.files.remove(paths)
+            await files.remove(paths)
         except (OSError, WorkdirError, TransportError) as exc:
             log.warning("cannot remove %s: %s", paths.pod_dir, exc)
 
@@ -400,7 +414,7 @@ class SiteService:
             return True
         if record.stage not in (Stage.SUBMITTED, Stage.DELETING):
             return False
-        files = await self.files.read_container(self.book.paths(record), container.name)
+        files = await self.files.for_account(record.account).read_container(self.book.paths(record), container.name)
         if files.skipped:
             return True
         if files.exit_code is None:
@@ -412,7 +426,7 @@ class SiteService:
         record, container = self._log_target(request, principal)
         path = self.book.paths(record).log_file(container.name, previous=request.Opts.Previous)
         return logs.stream(
-            self.files,
+            self.files.for_account(record.account),
             path,
             request.Opts,
             lambda: self._container_finished(record.uid, container),

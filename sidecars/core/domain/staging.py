@@ -49,7 +49,7 @@ class StagingPhases:
     def _pod(self, record: PodRecord) -> PodStaging:
         return PodStaging(
             spec=record.staging,
-            volumes=SiteVolumes(self.files, self.book.paths(record)),
+            volumes=SiteVolumes(self.files.for_account(record.account), self.book.paths(record)),
             namespace=record.namespace,
             name=record.name,
             uid=record.uid,

@@ -27,6 +27,7 @@ class LogSource(Protocol):
 
 
 CHUNK = 64 * 1024
+READ_LIMIT = 1024 * 1024  # bytes of a log read at once (every reader of the site's files keeps to it)
 FOLLOW_POLL_SECONDS = 0.5
 
 
@@ -107,30 +108,35 @@ def _split(body: bytes) -> list[bytes]:
     return lines[:-1] if body.endswith(b"\n") else lines
 
 
+def tail_of(fd: int, lines: int, limit: int = READ_LIMIT) -> tuple[bytes, int, Any]:
+    """An open log from the start of its last `lines` lines (all for 0), at most `limit` bytes:
+    data, the offset it starts at, and the file's identity (device and inode)."""
+    with open(fd, "rb", closefd=False) as handle:
+        start = tail_offset(handle, lines) if lines else 0
+    info = os.fstat(fd)
+    return os.pread(fd, limit, start), start, (info.st_dev, info.st_ino)
+
+
+def read_after(fd: int, offset: int, identity: Any, limit: int = READ_LIMIT) -> tuple[bytes, int, Any]:
+    """An open log after `offset` (at most `limit` bytes), from 0 if it was replaced (another
+    identity) or shrank: a restarted container's log is rotated."""
+    info = os.fstat(fd)
+    current = (info.st_dev, info.st_ino)
+    if (identity is not None and current != identity) or info.st_size < offset:
+        offset = 0
+    return os.pread(fd, limit, offset), offset, current
+
+
 def local_tail(path: str, lines: int) -> tuple[bytes, int, Any]:
-    """A local log from the start of its last `lines` lines (all for 0): data, offset, inode."""
+    """A local log file by its path (tests, tools): see tail_of."""
     try:
-        handle = open(path, "rb")
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return b"", 0, None
-    with handle:
-        start = tail_offset(handle, lines) if lines else 0
-        handle.seek(start)
-        return handle.read(), start, os.fstat(handle.fileno()).st_ino
-
-
-def local_from(path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]:
-    """A local log after `offset`, from 0 if it was replaced (another inode) or shrank."""
     try:
-        handle = open(path, "rb")
-    except FileNotFoundError:
-        return b"", offset, identity
-    with handle:
-        stat = os.fstat(handle.fileno())
-        if (identity is not None and stat.st_ino != identity) or stat.st_size < offset:
-            offset = 0  # a restarted container's log was rotated
-        handle.seek(offset)
-        return handle.read(), offset, stat.st_ino
+        return tail_of(fd, lines)
+    finally:
+        os.close(fd)
 
 
 def format_lines(data: bytes, formatter: LineFormatter, follow: bool) -> tuple[bytes, int]:
@@ -159,25 +165,36 @@ async def stream(
     finished: Callable[[], Awaitable[bool] | bool],
     now: datetime | None = None,
 ) -> AsyncIterator[bytes]:
-    """Yield the log; with Follow, keep yielding new lines until `finished()` and drained."""
+    """Yield the log in pieces of at most READ_LIMIT bytes read (memory stays bounded however
+    large the log); with Follow, keep yielding new lines until `finished()` and drained."""
     formatter = LineFormatter(opts, now or datetime.now(UTC))
-    data, start, identity = await files.read_tail(path, opts.Tail or 0)
-    out, cut = format_lines(data, formatter, opts.Follow)
-    if out:
-        yield out
-    if not opts.Follow:
-        return
-    offset = start + cut
+    data, offset, identity = await files.read_tail(path, opts.Tail or 0)
+    while True:
+        more = len(data) >= READ_LIMIT  # the file goes on beyond this read
+        out, cut = format_lines(data, formatter, opts.Follow or more)
+        if more and cut == 0:  # one line longer than a read: pass it on as it is
+            out, cut = format_lines(data, formatter, False)
+        offset += cut
+        if out:
+            yield out
+        if formatter.exhausted or not (more or opts.Follow):
+            return
+        if more:
+            data, offset, identity = await files.read_from(path, offset, identity)
+            continue
+        break
     while not formatter.exhausted:
         done = finished()
         if inspect.isawaitable(done):
             done = await done
         data, base, identity = await files.read_from(path, offset, identity)
         out, cut = format_lines(data, formatter, True)
+        if cut == 0 and len(data) >= READ_LIMIT:  # one line longer than a read: pass it on as it is
+            out, cut = format_lines(data, formatter, False)
         offset = base + cut
         if out:
             yield out
         elif done:
             return
-        else:
+        elif len(data) < READ_LIMIT:
             await asyncio.sleep(FOLLOW_POLL_SECONDS)

@@ -48,8 +48,11 @@ class PodPaths:
     pod_dir: str
 
     @classmethod
-    def for_pod(cls, pods_root: str, namespace: str, uid: str) -> PodPaths:
-        return cls(pods_root=pods_root, pod_dir=posixpath.join(pods_root, f"{namespace}-{uid}"))
+    def for_pod(cls, pods_root: str, namespace: str, uid: str, account: str = "") -> PodPaths:
+        """`pods_root/<account>/<namespace>/<uid>`: one level per name, so no two pods can share
+        a directory, and each account's pods under one directory of its own."""
+        parts = [account] if account else []
+        return cls(pods_root=pods_root, pod_dir=posixpath.join(pods_root, *parts, namespace, uid))
 
     def volume_dir(self, volume: str) -> str:
         return posixpath.join(self.pod_dir, "volumes", volume)

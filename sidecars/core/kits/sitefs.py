@@ -1,10 +1,13 @@
 """The site's filesystem as the service core sees it: where pod directories are written,
-read back, followed and removed.
+read back, followed and removed: the one seam every access to a pod's files goes through.
 
-`LocalFiles` is a filesystem the sidecar shares with the site (it runs on the login
-node); `sidecars.core.kits.ssh.SshFiles` reaches the same layout through one SSH
-connection (tar over an exec channel to write, SFTP to read). Both keep workdir.py's
-rules: paths built from validated names, nothing outside the pod directory.
+Every operation acts as one local account: `for_account` gives the view of the pod's own
+account. `LocalFiles` is a filesystem the sidecar shares with the site (it runs on the
+login node, as the pods' account or as root handing directories over);
+`sidecars.core.kits.agents.AgentFiles` asks the pod account's own agent process, so the
+kernel decides what may be read; `sidecars.core.kits.ssh.SshFiles` reaches the same layout
+through one SSH connection. All keep workdir.py's rules: paths built from validated names,
+nothing followed out of the pod directory, every read bounded.
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from interlink_provider.pods.jobspec import JobSpec
-from sidecars.core.kits import workdir
-from sidecars.core.kits.logs import local_from, local_tail
+from sidecars.core.kits import logs, workdir
 from sidecars.core.kits.script import PodPaths
-from sidecars.core.kits.workdir import ContainerFiles
+from sidecars.core.kits.workdir import ContainerFiles, DirectoryPlan
 
 
 class SiteFiles(ABC):
+    def for_account(self, account: str) -> SiteFiles:
+        """The same files, acted on as `account` ("": as the sidecar itself)."""
+        return self
+
     async def account_uid(self, account: str | None) -> int | None:
         """The uid of a local account where pod directories are written and jobs run (None: the
         account files are written as here; answers None when there is no such account)."""
@@ -36,11 +41,8 @@ class SiteFiles(ABC):
             return None
 
     @abstractmethod
-    async def materialize(
-        self, paths: PodPaths, spec: JobSpec, script: str, account: str | None, files: dict[str, str] | None = None
-    ) -> None:
-        """Write the pod's directory (volumes, container dirs, job.sh and the submission's extra
-        `files` beside it), owned by `account` if given."""
+    async def materialize(self, paths: PodPaths, plan: DirectoryPlan) -> None:
+        """Create the pod's directory from its plan (exclusively: see workdir.create)."""
 
     @abstractmethod
     async def remove(self, paths: PodPaths) -> None: ...
@@ -66,20 +68,29 @@ class SiteFiles(ABC):
 
     @abstractmethod
     async def read_tail(self, path: str, lines: int) -> tuple[bytes, int, Any]:
-        """The file from the start of its last `lines` lines (all of it for 0), that offset, and the
-        file's identity (to notice it being replaced while following)."""
+        """The file from the start of its last `lines` lines (all of it for 0), at most
+        logs.READ_LIMIT bytes, that offset, and the file's identity (to notice it being replaced
+        while following)."""
 
     @abstractmethod
     async def read_from(self, path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]:
-        """What follows `offset`; a file replaced since (`identity` changed) or shorter is read from 0.
-        Returns (data, the offset it starts at, the file's identity)."""
+        """What follows `offset` (at most logs.READ_LIMIT bytes); a file replaced since (`identity`
+        changed) or shorter is read from 0. Returns (data, the offset it starts at, its identity)."""
 
 
 class LocalFiles(SiteFiles):
-    async def materialize(
-        self, paths: PodPaths, spec: JobSpec, script: str, account: str | None, files: dict[str, str] | None = None
-    ) -> None:
-        await asyncio.to_thread(workdir.materialize, paths, spec, script, account, files)
+    """Pod directories on this machine's filesystem, under `pods_root`. With `account`, new
+    directories are handed to that account (a root sidecar running jobs as mapped accounts)."""
+
+    def __init__(self, pods_root: str, account: str = "") -> None:
+        self.pods_root = pods_root
+        self.account = account
+
+    def for_account(self, account: str) -> LocalFiles:
+        return self if account == self.account else LocalFiles(self.pods_root, account)
+
+    async def materialize(self, paths: PodPaths, plan: DirectoryPlan) -> None:
+        await asyncio.to_thread(workdir.create, paths, plan, self.account or None)
 
     async def remove(self, paths: PodPaths) -> None:
         await asyncio.to_thread(workdir.remove, paths)
@@ -97,13 +108,23 @@ class LocalFiles(SiteFiles):
         return await asyncio.to_thread(workdir.volume_files, paths, volume)
 
     async def read_tail(self, path: str, lines: int) -> tuple[bytes, int, Any]:
-        return await asyncio.to_thread(local_tail, path, lines)
+        return await asyncio.to_thread(read_tail, self.pods_root, path, lines)
 
     async def read_from(self, path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]:
-        return await asyncio.to_thread(local_from, path, offset, identity)
+        return await asyncio.to_thread(read_from, self.pods_root, path, offset, identity)
+
+
+def read_tail(pods_root: str, path: str, lines: int) -> tuple[bytes, int, Any]:
+    """A log below `pods_root`, reached without following a link (see workdir.opened_file)."""
+    with workdir.opened_file(pods_root, path) as fd:
+        return (b"", 0, None) if fd is None else logs.tail_of(fd, lines)
+
+
+def read_from(pods_root: str, path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]:
+    with workdir.opened_file(pods_root, path) as fd:
+        return (b"", offset, identity) if fd is None else logs.read_after(fd, offset, identity)
 
 
 def inside(root: str, path: str) -> bool:
     """`path` is `root` or below it, lexically (for paths on a remote site)."""
-    root_path, target = Path(os.path.normpath(root)), Path(os.path.normpath(path))
-    return target == root_path or root_path in target.parents
+    return workdir.inside(root, os.fspath(path))

@@ -24,20 +24,19 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 from asyncssh.constants import FX_NO_SUCH_FILE
 from pydantic import BaseModel, ConfigDict, Field
 
-from interlink_provider.pods.jobspec import JobSpec
 from sidecars.core.kits import workdir
-from sidecars.core.kits.logs import tail_offset
+from sidecars.core.kits.logs import CHUNK, READ_LIMIT
 from sidecars.core.kits.ratelimit import TokenBucket
 from sidecars.core.kits.script import PodPaths
 from sidecars.core.kits.sitefs import SiteFiles, inside
 from sidecars.core.kits.transport import CommandResult, TransportError, metered
-from sidecars.core.kits.workdir import CONTAINER_FILES, ContainerFiles, WorkdirError
+from sidecars.core.kits.workdir import CONTAINER_FILES, ContainerFiles, DirectoryPlan, WorkdirError
 
 log = logging.getLogger(__name__)
 STAGING_NEEDS_LOCAL_FILES = "datalake staging needs the pods' directories on the sidecar's filesystem (not over SSH)"
@@ -176,9 +175,10 @@ class SshTransport:
 class SshFiles(SiteFiles):
     """Pod directories on the login node's shared filesystem, over the same connection."""
 
-    def __init__(self, link: SshLink, timeout: float = 120.0) -> None:
+    def __init__(self, link: SshLink, timeout: float = 120.0, account: str = "") -> None:
         self.link = link
         self.timeout = timeout
+        self.account = account  # new directories are handed to it (the sidecar logs in as root)
 
     async def account_uid(self, account: str | None) -> int | None:
         """Accounts live on the login node: `id -u` there (None: the SSH user's own)."""
@@ -187,9 +187,11 @@ class SshFiles(SiteFiles):
         text = out.decode(errors="replace").strip()
         return int(text) if code == 0 and text.isdigit() else None
 
-    async def materialize(
-        self, paths: PodPaths, spec: JobSpec, script: str, account: str | None, files: dict[str, str] | None = None
-    ) -> None:
+    def for_account(self, account: str) -> SshFiles:
+        return self if account == self.account else SshFiles(self.link, self.timeout, account)
+
+    async def materialize(self, paths: PodPaths, plan: DirectoryPlan) -> None:
+        account = self.account
         give = account and account != self.link.config.user
         if give and self.link.config.user != "root":
             raise WorkdirError(
@@ -198,14 +200,10 @@ class SshFiles(SiteFiles):
             )
         if not inside(paths.pods_root, paths.pod_dir) or paths.pod_dir == paths.pods_root:
             raise WorkdirError(f"pod directory {paths.pod_dir} is outside {paths.pods_root}")
-        archive = await asyncio.to_thread(_pack, paths, spec, script, files)
-        command = (
-            f"mkdir -p -m 0711 {shlex.quote(paths.pods_root)} && "
-            f"tar -x -z -p --no-same-owner -f - -C {shlex.quote(paths.pods_root)}"
+        archive = await asyncio.to_thread(_pack, paths, plan)
+        code, _, err = await self.link.run(
+            _unpack_command(paths, plan.uid, account if give else ""), self.timeout, stdin=archive
         )
-        if give:
-            command += f" && chown -R -- {shlex.quote(str(account))}: {shlex.quote(paths.pod_dir)}"
-        code, _, err = await self.link.run(command, self.timeout, stdin=archive)
         if code != 0:
             raise WorkdirError(
                 f"writing {paths.pod_dir} on {self.link.config.host}: {err.decode(errors='replace').strip()}"
@@ -241,27 +239,24 @@ class SshFiles(SiteFiles):
         raise WorkdirError(STAGING_NEEDS_LOCAL_FILES)
 
     async def read_tail(self, path: str, lines: int) -> tuple[bytes, int, Any]:
-        found = await self._read(path, 0)
-        if found is None:
-            return b"", 0, None
-        data, start, size = found
-        if lines and data:
-            start = tail_offset(io.BytesIO(data), lines)
-            data = data[start:]
-        return data, start, size
+        found = await self._read(path, 0, READ_LIMIT, tail=lines)
+        return found or (b"", 0, None)
 
     async def read_from(self, path: str, offset: int, identity: Any) -> tuple[bytes, int, Any]:
-        return await self._read(path, offset) or (b"", offset, identity)
+        return await self._read(path, offset, READ_LIMIT) or (b"", offset, identity)
 
-    async def _read(self, path: str, offset: int, limit: int = -1) -> tuple[bytes, int, int] | None:
-        """From `offset` (at most `limit` bytes); a file now shorter than `offset` was replaced: from 0.
-        (data, the offset it starts at, the file's size), or None when there is no such file."""
+    async def _read(self, path: str, offset: int, limit: int, tail: int = 0) -> tuple[bytes, int, int] | None:
+        """At most `limit` bytes from `offset` (or from the start of the last `tail` lines); a file
+        now shorter than `offset` was replaced: from 0. (data, the offset it starts at, the file's
+        size), or None when there is no such file."""
         sftp = await self.link.sftp()
         try:
             async with sftp.open(path, "rb") as handle:
                 size = (await handle.stat()).size or 0
                 if size < offset:
                     offset = 0  # a restarted container's log was rotated
+                if tail:
+                    offset = await _tail_start(handle, size, tail)
                 await handle.seek(offset)
                 return await handle.read(limit), offset, size
         except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
@@ -275,15 +270,53 @@ class SshFiles(SiteFiles):
             raise TransportError(f"ssh {self.link.config.host}: {_describe(exc)}") from exc
 
 
-def _pack(paths: PodPaths, spec: JobSpec, script: str, files: dict[str, str] | None = None) -> bytes:
-    """The pod directory, built with workdir.materialize in a scratch root, as a tar.gz."""
+async def _tail_start(handle: asyncssh.SFTPClientFile, size: int, lines: int) -> int:
+    """Offset of the start of the last `lines` lines of a remote file, read backwards in chunks."""
+    position, newlines = size, 0
+    if size:
+        await handle.seek(size - 1)
+        if cast(bytes, await handle.read(1)) == b"\n":  # opened "rb": bytes
+            newlines = -1  # a final newline ends the last line; it does not start a new one
+    while position > 0:
+        step = min(CHUNK, position)
+        position -= step
+        await handle.seek(position)
+        block = cast(bytes, await handle.read(step))
+        for index in range(len(block) - 1, -1, -1):
+            if block[index] == 0x0A:
+                newlines += 1
+                if newlines == lines:
+                    return position + index + 1
+    return 0
+
+
+def _pack(paths: PodPaths, plan: DirectoryPlan) -> bytes:
+    """The pod directory, written from its plan in a scratch root, as a tar.gz."""
     with tempfile.TemporaryDirectory(prefix="ilp-ssh-") as scratch:
-        local = PodPaths.for_pod(scratch, spec.namespace, spec.uid)
-        workdir.materialize(local, spec, script, files=files)
+        local = PodPaths(pods_root=scratch, pod_dir=posixpath.join(scratch, "pod"))
+        workdir.create(local, plan)
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=3) as archive:
-            archive.add(local.pod_dir, arcname=Path(local.pod_dir).name)
+            archive.add(local.pod_dir, arcname=posixpath.basename(paths.pod_dir))
         return buffer.getvalue()
+
+
+def _unpack_command(paths: PodPaths, uid: str, account: str) -> str:
+    """Shell on the login node: the pod directory created exclusively (a leftover of an interrupted
+    create of this same pod, known by its marker, is replaced; anything else refuses), then
+    unpacked, then handed to `account` if given."""
+    pod_dir, parent = shlex.quote(paths.pod_dir), shlex.quote(posixpath.dirname(paths.pod_dir))
+    marker = shlex.quote(posixpath.join(paths.pod_dir, workdir.MARKER))
+    command = (
+        f"if [ -e {pod_dir} ] || [ -L {pod_dir} ]; then "
+        f'[ "$(cat {marker} 2>/dev/null)" = {shlex.quote(uid)} ] && rm -rf -- {pod_dir} '
+        f"|| {{ echo {pod_dir} already exists and belongs to no record of this pod >&2; exit 3; }}; fi && "
+        f"mkdir -p -m 0711 {parent} && tar -x -z -p --no-same-owner -f - -C {parent}"
+    )
+    if account:
+        # children first: the account can write into a directory only once all below it is settled
+        command += f" && find {pod_dir} -depth -exec chown -h -- {shlex.quote(account)}: {{}} +"
+    return command
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,178 @@
+"""Site isolation against the real local Slurm, real accounts and real sudo: the sidecar runs as its
+service account, each pod account's agent (started through the one sudoers rule of
+deploy/local/site.sh) does everything that touches that account's pods, and what an account
+plants in its own pod directories (links to files it may not read) leaks nothing, whichever
+mode the sidecar runs in."""
+
+from __future__ import annotations
+
+import base64
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from interlink_provider.cli.client import SidecarClient, SidecarError
+from interlink_provider.pods import manifest
+from interlink_provider.pods.phase import SUCCEEDED, phase_of
+from tests.helpers import Sidecar, wait_for
+from tests.idp import free_port, token_auth
+from tests.integration.test_site_auth import token_for
+
+pytestmark = pytest.mark.slurm
+
+
+def pod(name: str, script: str, namespace: str = "team", uid: str | None = None) -> dict:
+    body = {
+        "metadata": {"name": name, **({"uid": uid} if uid else {})},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}],
+            "volumes": [{"name": "token", "secret": {"secretName": "s"}}],
+        },
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s", "namespace": namespace},
+        "data": {"key": base64.b64encode(f"secret-of-{namespace}".encode()).decode()},
+    }
+    objects = manifest.Manifests(secrets={(namespace, "s"): secret})
+    return manifest.create_request(body, objects, namespace=namespace)
+
+
+@pytest.fixture(scope="module")
+def agents_site(local_site, service_account, idp, tmp_path_factory):
+    """A sidecar running as the service account, with per-account agents, over TCP with tokens."""
+    port = free_port()
+    sidecar = Sidecar(
+        tmp_path_factory.mktemp("unused"),
+        {
+            "listen": {"host": "127.0.0.1", "port": port},
+            "agents": {"idle_seconds": 30},
+            "staging": None,
+            "auth": token_auth(idp, [{"sub": "alice", "account": "ilp-alice"}, {"sub": "bob", "account": "ilp-bob"}]),
+        },
+        user=service_account,
+    )
+    ca = sidecar.workdir / "idp-ca.pem"  # the service account cannot read pytest's (0700) directories
+    shutil.copy(idp.ca_file, ca)
+    sidecar.config["auth"]["token"]["issuers"][0]["ca_file"] = str(ca)
+    sidecar.config_path.write_text(__import__("yaml").safe_dump(sidecar.config))
+    sidecar.start()
+    sidecar.http = f"http://127.0.0.1:{port}"
+    yield sidecar
+    sidecar.stop()
+    shutil.rmtree(sidecar.workdir, ignore_errors=True)
+
+
+async def final(client: SidecarClient, uid: str, seconds: float = 120) -> dict:
+    async def done():
+        [status] = await client.status([uid]) or [None]
+        return status if status and phase_of(status) in (SUCCEEDED, "Failed") else None
+
+    return await wait_for(done, seconds, what="the pod to end")
+
+
+def owner(path: str) -> str:
+    return pwd.getpwuid(os.lstat(path).st_uid).pw_name
+
+
+def processes() -> list[tuple[str, str]]:
+    """(user, command line) of every process."""
+    out = subprocess.run(["ps", "-eo", "user:32=,args="], capture_output=True, text=True, check=True).stdout
+    return [tuple(line.split(None, 1)) for line in out.splitlines() if len(line.split(None, 1)) == 2]
+
+
+async def test_pods_of_two_identities_run_through_their_own_agents_and_nothing_of_ours_runs_as_root(agents_site, idp):
+    site = agents_site
+    async with (
+        SidecarClient(site.http, token=await token_for(idp, "alice")) as alice,
+        SidecarClient(site.http, token=await token_for(idp, "bob")) as bob,
+    ):
+        a = await alice.create(pod("a", "id -un; sleep 3"))
+        b = await bob.create(pod("b", "id -un; sleep 3"))
+        ours = [
+            (user, args)
+            for user, args in processes()
+            if "interlink_provider.cli.main" in args or args.rstrip().endswith("interlink-provider site agent")
+        ]
+        agents = {user for user, args in ours if args.rstrip().endswith("site agent") and not args.startswith("sudo")}
+        assert {"ilp-alice", "ilp-bob"} <= agents, ours
+        assert not [args for user, args in ours if user == "root" and not args.startswith("sudo ")], ours
+        for client, answer, account in ((alice, a, "ilp-alice"), (bob, b, "ilp-bob")):
+            status = await final(client, answer["PodUID"])
+            assert phase_of(status) == SUCCEEDED, status
+            assert (await client.logs(answer["PodUID"], "c")).split() == [account]
+            [pod_dir] = site.pods_root.glob(f"*/team/{answer['PodUID']}")
+            assert pod_dir.parent.parent.name == account and owner(str(pod_dir)) == account
+            assert owner(str(pod_dir / "job.sh")) == account  # born the account's: nothing was chown-ed
+        root = site.pods_root.stat()
+        assert stat.S_IMODE(root.st_mode) == 0o1733 and pwd.getpwuid(root.st_uid).pw_name == "ilp"
+        with pytest.raises(SidecarError) as refused:
+            await bob.logs(a["PodUID"], "c")
+        assert refused.value.status == 403
+
+
+def plant_links(pod_dir: Path, account: str, targets: dict[str, str]) -> None:
+    """As the pod's own account would from a login shell: its log and reason files become links."""
+    for name, target in targets.items():
+        path = pod_dir / "containers" / "c" / name
+        subprocess.run(["runuser", "-u", account, "--", "ln", "-sfn", target, str(path)], check=True)
+
+
+async def test_links_an_account_plants_in_its_pod_leak_nothing(agents_site, idp, tmp_path):
+    site = agents_site
+    secret = Path("/var/tmp") / f"ilp-root-only-{uuid.uuid4().hex[:8]}"
+    secret.write_text("ROOT-ONLY-LINE\nmore\n")
+    secret.chmod(0o600)
+    try:
+        async with SidecarClient(site.http, token=await token_for(idp, "alice")) as alice:
+            answer = await alice.create(pod("planter", "echo honest line"))
+            uid = answer["PodUID"]
+            await final(alice, uid)
+            [pod_dir] = site.pods_root.glob(f"*/team/{uid}")
+            database = site.workdir / "state" / "sidecar.db"
+            plant_links(pod_dir, "ilp-alice", {"log": str(secret), "reason": str(secret)})
+            try:
+                logs = await alice.logs(uid, "c")
+            except SidecarError as exc:
+                logs = exc.message
+            assert "ROOT-ONLY" not in logs
+            [status] = await alice.status([uid])
+            assert "ROOT-ONLY" not in str(status)
+            plant_links(pod_dir, "ilp-alice", {"log": str(database)})  # the service account's own files
+            try:
+                logs = await alice.logs(uid, "c")
+            except SidecarError as exc:
+                logs = exc.message
+            assert "SQLite" not in logs and "pods" not in logs
+    finally:
+        secret.unlink()
+
+
+async def test_namespace_and_uid_pairs_that_used_to_share_a_directory_get_one_each(sidecar):
+    """(team, x-1111…) and (team-x, 1111…) were both `team-x-1111…`: the second create reused the
+    first's directory (and its secrets), and deleting either removed both."""
+    tail = str(uuid.uuid4())
+    first = pod("one", "cat /secret/key; sleep 2", namespace="team", uid=f"x-{tail}")
+    second = pod("two", "cat /secret/key", namespace="team-x", uid=tail)
+    for request in (first, second):
+        request["pod"]["spec"]["containers"][0]["volumeMounts"] = [{"name": "token", "mountPath": "/secret"}]
+    async with SidecarClient(sidecar.address) as client:
+        a, b = await client.create(first), await client.create(second)
+        dirs = {p for uid in (a["PodUID"], b["PodUID"]) for p in sidecar.pods_root.glob(f"*/*/{uid}")}
+        assert len(dirs) == 2
+        await client.delete(pod_ref(first))
+        status = await final(client, b["PodUID"])
+        assert phase_of(status) == SUCCEEDED and (await client.logs(b["PodUID"], "c")).strip() == "secret-of-team-x"
+
+
+def pod_ref(request: dict) -> dict:
+    return request["pod"]
