@@ -168,7 +168,7 @@ class Sidecar:
         if os.path.exists(self.socket):
             os.unlink(self.socket)  # left by a killed process: readiness must mean a live listener
         log = open(self.log_path, "ab")
-        as_user = ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--init-groups"] if self.user else []
+        as_user = ["runuser", "-u", self.user, "--"] if self.user else []  # keeps the environment
         self.process = subprocess.Popen(
             [
                 *as_user,

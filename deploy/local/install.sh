@@ -8,9 +8,17 @@ cd "$REPO"
 bash deploy/local/site.sh install
 
 VENV=${ILP_VENV:-$REPO/.venv}
+# The service account and the pod accounts run this venv's interlink-provider (the sidecar, the
+# per-account agents): its interpreter must be one every account can execute. Debian's is; one
+# under /root (pyenv) is not, so a venv made from it is made again.
+PYTHON=${ILP_PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
+if [[ -x $VENV/bin/python ]] && ! runuser -u nobody -- "$VENV/bin/python" -c '' 2>/dev/null; then
+  echo "[install] $VENV's interpreter cannot be run by other accounts: making it again from $PYTHON" >&2
+  rm -rf "$VENV"
+fi
 if [[ ! -x $VENV/bin/python ]]; then
-  echo "[install] creating $VENV" >&2
-  python3 -m venv "$VENV"
+  echo "[install] creating $VENV ($PYTHON)" >&2
+  "$PYTHON" -m venv "$VENV"
 fi
 if ! "$VENV/bin/python" -c "import interlink_provider, pytest, aiohttp, pytest_asyncio, hypothesis, rucio, XRootD, htcondor2, importlinter, mypy" 2>/dev/null \
    || [[ pyproject.toml -nt $VENV/.installed ]]; then
