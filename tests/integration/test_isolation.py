@@ -17,23 +17,30 @@ from pathlib import Path
 
 import pytest
 
-from interlink_provider.cli.client import SidecarClient, SidecarError
+from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import SUCCEEDED, phase_of
-from tests.helpers import Sidecar, wait_for
+from tests.helpers import Sidecar, pod_dir, wait_for
 from tests.idp import free_port, token_auth
 from tests.integration.test_site_auth import token_for
 
 pytestmark = pytest.mark.slurm
 
 
-def pod(name: str, script: str, namespace: str = "team", uid: str | None = None) -> dict:
+def pod(name: str, script: str, namespace: str = "team", uid: str | None = None, mount: bool = False) -> dict:
     body = {
         "metadata": {"name": name, **({"uid": uid} if uid else {})},
         "spec": {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
-            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}],
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "command": ["sh", "-c", script],
+                    "volumeMounts": [{"name": "token", "mountPath": "/secret"}] if mount else [],
+                }
+            ],
             "volumes": [{"name": "token", "secret": {"secretName": "s"}}],
         },
     }
@@ -74,20 +81,35 @@ def agents_site(local_site, service_account, idp, tmp_path_factory):
 
 async def final(client: SidecarClient, uid: str, seconds: float = 120) -> dict:
     async def done():
-        [status] = await client.status([uid]) or [None]
+        [status] = await client.status([pod_ref(uid)]) or [None]
         return status if status and phase_of(status) in (SUCCEEDED, "Failed") else None
 
     return await wait_for(done, seconds, what="the pod to end")
+
+
+async def logs_of(client: SidecarClient, uid: str, namespace: str = "team") -> str:
+    return await client.logs_text({"PodUID": uid, "Namespace": namespace, "ContainerName": "c", "Opts": {}})
 
 
 def owner(path: str) -> str:
     return pwd.getpwuid(os.lstat(path).st_uid).pw_name
 
 
-def processes() -> list[tuple[str, str]]:
-    """(user, command line) of every process."""
-    out = subprocess.run(["ps", "-eo", "user:32=,args="], capture_output=True, text=True, check=True).stdout
-    return [tuple(line.split(None, 1)) for line in out.splitlines() if len(line.split(None, 1)) == 2]
+def descendants(pid: int) -> list[tuple[str, str]]:
+    """(user, command line) of every process started, directly or not, by `pid`."""
+    out = subprocess.run(
+        ["ps", "-ww", "-eo", "pid=,ppid=,user:32=,args="], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.split(None, 3) for line in out.splitlines() if len(line.split(None, 3)) == 4]
+    children: dict[int, list[list[str]]] = {}
+    for row in rows:
+        children.setdefault(int(row[1]), []).append(row)
+    found, todo = [], [pid]
+    while todo:
+        for row in children.get(todo.pop(), []):
+            found.append((row[2], row[3]))
+            todo.append(int(row[0]))
+    return found
 
 
 async def test_pods_of_two_identities_run_through_their_own_agents_and_nothing_of_ours_runs_as_root(agents_site, idp):
@@ -98,25 +120,26 @@ async def test_pods_of_two_identities_run_through_their_own_agents_and_nothing_o
     ):
         a = await alice.create(pod("a", "id -un; sleep 3"))
         b = await bob.create(pod("b", "id -un; sleep 3"))
-        ours = [
-            (user, args)
-            for user, args in processes()
-            if "interlink_provider.cli.main" in args or args.rstrip().endswith("interlink-provider site agent")
-        ]
-        agents = {user for user, args in ours if args.rstrip().endswith("site agent") and not args.startswith("sudo")}
+        assert site.process is not None
+        ours = descendants(site.process.pid)  # the sidecar (under runuser) and all it started
+        agents = {
+            user for user, args in ours if args.startswith("/") and args.endswith("interlink-provider site agent")
+        }
         assert {"ilp-alice", "ilp-bob"} <= agents, ours
+        # Only sudo itself (it waits for the agent it started) is root; nothing of ours is.
         assert not [args for user, args in ours if user == "root" and not args.startswith("sudo ")], ours
+        assert "ilp" in {user for user, args in ours if "interlink_provider.cli.main sidecar" in args}
         for client, answer, account in ((alice, a, "ilp-alice"), (bob, b, "ilp-bob")):
             status = await final(client, answer["PodUID"])
             assert phase_of(status) == SUCCEEDED, status
-            assert (await client.logs(answer["PodUID"], "c")).split() == [account]
+            assert (await logs_of(client, answer["PodUID"])).split() == [account]
             [pod_dir] = site.pods_root.glob(f"*/team/{answer['PodUID']}")
             assert pod_dir.parent.parent.name == account and owner(str(pod_dir)) == account
             assert owner(str(pod_dir / "job.sh")) == account  # born the account's: nothing was chown-ed
         root = site.pods_root.stat()
         assert stat.S_IMODE(root.st_mode) == 0o1733 and pwd.getpwuid(root.st_uid).pw_name == "ilp"
         with pytest.raises(SidecarError) as refused:
-            await bob.logs(a["PodUID"], "c")
+            await logs_of(bob, a["PodUID"])
         assert refused.value.status == 403
 
 
@@ -141,18 +164,41 @@ async def test_links_an_account_plants_in_its_pod_leak_nothing(agents_site, idp,
             database = site.workdir / "state" / "sidecar.db"
             plant_links(pod_dir, "ilp-alice", {"log": str(secret), "reason": str(secret)})
             try:
-                logs = await alice.logs(uid, "c")
+                logs = await logs_of(alice, uid)
             except SidecarError as exc:
                 logs = exc.message
             assert "ROOT-ONLY" not in logs
-            [status] = await alice.status([uid])
+            [status] = await alice.status([pod_ref(uid)])
             assert "ROOT-ONLY" not in str(status)
             plant_links(pod_dir, "ilp-alice", {"log": str(database)})  # the service account's own files
             try:
-                logs = await alice.logs(uid, "c")
+                logs = await logs_of(alice, uid)
             except SidecarError as exc:
                 logs = exc.message
             assert "SQLite" not in logs and "pods" not in logs
+    finally:
+        secret.unlink()
+
+
+async def test_a_root_sidecar_does_not_follow_links_planted_in_a_pod_either(sidecar):
+    """The same links against a sidecar that runs as root and hands directories over: it reads a
+    pod's files itself, but never through a link."""
+    secret = Path("/var/tmp") / f"ilp-root-only-{uuid.uuid4().hex[:8]}"
+    secret.write_text("ROOT-ONLY-LINE\nmore\n")
+    secret.chmod(0o600)
+    try:
+        async with SidecarClient(sidecar.address) as client:
+            answer = await client.create(pod("planter", "echo honest line"))
+            uid = answer["PodUID"]
+            await final(client, uid)
+            found = pod_dir(sidecar.pods_root, "team", uid)
+            plant_links(found, owner(str(found)), {"log": str(secret), "reason": str(secret)})
+            try:
+                logs = await logs_of(client, uid)
+            except SidecarError as exc:
+                logs = exc.message
+            [status] = await client.status([pod_ref(uid)])
+            assert "ROOT-ONLY" not in logs and "ROOT-ONLY" not in str(status)
     finally:
         secret.unlink()
 
@@ -161,18 +207,15 @@ async def test_namespace_and_uid_pairs_that_used_to_share_a_directory_get_one_ea
     """(team, x-1111…) and (team-x, 1111…) were both `team-x-1111…`: the second create reused the
     first's directory (and its secrets), and deleting either removed both."""
     tail = str(uuid.uuid4())
-    first = pod("one", "cat /secret/key; sleep 2", namespace="team", uid=f"x-{tail}")
-    second = pod("two", "cat /secret/key", namespace="team-x", uid=tail)
-    for request in (first, second):
-        request["pod"]["spec"]["containers"][0]["volumeMounts"] = [{"name": "token", "mountPath": "/secret"}]
+    first = pod("one", "cat /secret/key; sleep 2", namespace="team", uid=f"x-{tail}", mount=True)
+    second = pod("two", "cat /secret/key", namespace="team-x", uid=tail, mount=True)
     async with SidecarClient(sidecar.address) as client:
         a, b = await client.create(first), await client.create(second)
         dirs = {p for uid in (a["PodUID"], b["PodUID"]) for p in sidecar.pods_root.glob(f"*/*/{uid}")}
         assert len(dirs) == 2
-        await client.delete(pod_ref(first))
+        await client.delete(first["pod"])
         status = await final(client, b["PodUID"])
-        assert phase_of(status) == SUCCEEDED and (await client.logs(b["PodUID"], "c")).strip() == "secret-of-team-x"
-
-
-def pod_ref(request: dict) -> dict:
-    return request["pod"]
+        assert (
+            phase_of(status) == SUCCEEDED
+            and (await logs_of(client, b["PodUID"], "team-x")).strip() == "secret-of-team-x"
+        )

@@ -147,14 +147,15 @@ def plan_directory(spec: JobSpec, script: str, files: dict[str, str] | None = No
 
 @contextmanager
 def opened_dir(root: str, path: str) -> Iterator[int]:
-    """A directory below `root`, opened by walking each component without following a link."""
+    """A directory below `root`, opened by walking each component without following a link (as
+    O_PATH: only traversal is needed, so a pods root others may not list is fine)."""
     if not inside(root, path):
         raise WorkdirError(f"{path} is outside {root}")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
     try:
         for part in Path(os.path.normpath(path)).relative_to(os.path.normpath(root)).parts:
             try:
-                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                child = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise WorkdirError(f"{path}: {part} is not a directory of the pod (a link?)") from exc
@@ -219,7 +220,7 @@ def _write_file(pod_fd: int, relative: str, content: bytes, mode: int) -> None:
 def _open_below(pod_fd: int, directory: str) -> int:
     fd = os.dup(pod_fd)
     for part in [p for p in directory.split("/") if p]:
-        child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        child = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
         os.close(fd)
         fd = child
     return fd
@@ -233,7 +234,7 @@ def _make_dirs(pod_fd: int, directory: str) -> None:
                 os.mkdir(part, DIR_MODE, dir_fd=fd)
             except FileExistsError:
                 pass
-            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            child = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = child
     finally:
@@ -261,14 +262,28 @@ def _make_pod_dir(paths: PodPaths, uid: str) -> None:
     try:
         pod_dir.mkdir(mode=DIR_MODE)
     except FileExistsError:
-        found = read_bounded(paths.pods_root, f"{paths.pod_dir}/{MARKER}", 256)
-        if found is None or found.decode(errors="replace").strip() != uid:
+        if not _ours(paths, uid):
             raise DirectoryTaken(
                 f"{pod_dir} already exists and belongs to no record of this pod: refusing to reuse it"
             ) from None
         shutil.rmtree(pod_dir)  # an interrupted create of this very pod: start afresh
         pod_dir.mkdir(mode=DIR_MODE)
     os.chmod(pod_dir, DIR_MODE)
+
+
+def _ours(paths: PodPaths, uid: str) -> bool:
+    """An existing pod directory left by an interrupted create of this same pod: its marker names
+    the pod, or it is still empty (a create stopped between making it and marking it)."""
+    found = read_bounded(paths.pods_root, f"{paths.pod_dir}/{MARKER}", 256)
+    if found is not None:
+        return found.decode(errors="replace").strip() == uid
+    parent, name = posixpath.split(os.path.normpath(paths.pod_dir))
+    with opened_dir(paths.pods_root, parent) as parent_fd:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+        try:
+            return not os.listdir(fd)
+        finally:
+            os.close(fd)
 
 
 def create(paths: PodPaths, plan: DirectoryPlan, account: str | None = None) -> None:
