@@ -12,7 +12,7 @@ import yaml
 
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods.phase import SUCCEEDED
-from tests.helpers import LOCAL_CONFIG, Sidecar, deep_merge
+from tests.helpers import LOCAL_CONFIG, Sidecar, deep_merge, pod_dir
 from tests.integration.test_rest_api import request_for, run_until
 from tests.podkit import pod
 
@@ -146,7 +146,7 @@ async def test_pre_exec_and_runtime_options_are_refused_unless_the_site_allows_t
             uid = req["pod"]["metadata"]["uid"]
             await client.create(req)
             await run_until(client, uid, SUCCEEDED)
-            assert (open_site.pods_root / f"ns-{uid}" / "pre-exec-ran").read_text() == "ilp-local\n"
+            assert (pod_dir(open_site.pods_root, "ns", uid) / "pre-exec-ran").read_text() == "ilp-local\n"
             options = whoami("options", APPTAINER)
             accepted = await client.create(options)  # no apptainer here: being accepted is the point
             assert accepted["PodUID"] == options["pod"]["metadata"]["uid"]
