@@ -89,7 +89,8 @@ class Sidecar:
         config = deep_merge(
             config,
             {
-                "listen": {"socket": self.socket, "host": None, "port": None},
+                # the local site's TCP port (and its TLS) belong to deploy/local/federation.sh
+                "listen": {"socket": self.socket, "host": None, "port": None, "tls_cert": None, "tls_key": None},
                 "grpc": None,  # the local site's gRPC port belongs to deploy/local/federation.sh
                 "state_dir": str(workdir / "state"),
                 "pods_root": str(workdir / "pods"),
