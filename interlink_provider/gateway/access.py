@@ -52,26 +52,30 @@ class SharedToken:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._problem: str | None = None
         try:
+            self._seen = self._identity()  # before reading: a change in between is read again next time
             self._token = read_token(path).encode()
-            self._seen = self._identity()
         except (TokenFileProblem, OSError) as exc:
             raise CannotListen(str(exc)) from exc
 
-    def _identity(self) -> tuple[int, int, int]:
+    def _identity(self) -> tuple[int, int, int, int]:
         info = os.stat(self.path)
-        return info.st_ino, info.st_mtime_ns, info.st_size
+        return info.st_ino, info.st_mtime_ns, info.st_size, info.st_mode
 
     def current(self) -> bytes | None:
         """The token now; None if the file became unusable (every request is then refused)."""
         try:
             seen = self._identity()
-            if seen != self._seen:
+            if seen != self._seen or self._problem:
                 self._token, self._seen = read_token(self.path).encode(), seen
                 log.info("listen.token_file %s changed: using the new token", self.path)
         except (TokenFileProblem, OSError) as exc:
-            log.error("%s: refusing every TCP request until it is fixed", exc)
+            if str(exc) != self._problem:  # said once, not on every request
+                log.error("%s: refusing every TCP request until it is fixed", exc)
+            self._problem = str(exc)
             return None
+        self._problem = None
         return self._token
 
     def admits(self, authorization: str | None) -> bool:

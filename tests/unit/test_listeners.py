@@ -141,3 +141,23 @@ def test_doctor_checks_the_gateway_listeners_certificate_and_token_file(tmp_path
     assert verdicts["interLink API token"][0] == "FAIL" and "chmod 600" in verdicts["interLink API token"][1]
     token.chmod(0o440)  # a Kubernetes Secret volume with an fsGroup
     assert {check.verdict for check in listener(config)} == {"ok"}
+
+
+def test_the_gateway_token_is_compared_exactly_and_follows_a_rotated_file(tmp_path):
+    from interlink_provider.gateway.access import SharedToken
+
+    path = tmp_path / "token"
+    path.write_text("first-token-0123456789\n")
+    path.chmod(0o600)
+    token = SharedToken(str(path))
+    assert token.admits("Bearer first-token-0123456789") and token.admits("bearer first-token-0123456789")
+    assert not any(map(token.admits, [None, "", "first-token-0123456789", "Bearer first-token-012345678", "Basic x"]))
+    replacement = tmp_path / "token.new"  # as a Kubernetes Secret update swaps the file
+    replacement.write_text("second-token-0123456789")
+    replacement.chmod(0o600)
+    replacement.rename(path)
+    assert token.admits("Bearer second-token-0123456789") and not token.admits("Bearer first-token-0123456789")
+    path.chmod(0o644)  # unusable now: nothing is admitted until it is fixed
+    assert not token.admits("Bearer second-token-0123456789")
+    path.chmod(0o600)
+    assert token.admits("Bearer second-token-0123456789")
