@@ -135,7 +135,8 @@ class Sidecar:
         config = deep_merge(
             config,
             {
-                "listen": {"socket": self.socket, "host": None, "port": None},
+                # the local site's TCP port (and its TLS) belong to deploy/local/federation.sh
+                "listen": {"socket": self.socket, "host": None, "port": None, "tls_cert": None, "tls_key": None},
                 "grpc": None,  # the local site's gRPC port belongs to deploy/local/federation.sh
                 "state_dir": str(workdir / "state"),
                 # pods run as the local site's job account: their directory must be reachable

@@ -49,8 +49,9 @@ TOKEN_FILE=$ILP_SITE_DIR/demo-token
 export BEARER_TOKEN_FILE=$TOKEN_FILE
 "$BIN/interlink-provider" token verify --issuer https://127.0.0.1:8480/ --ca-file "$CA" --development \
   --audience https://127.0.0.1:4480 --scope compute.create || status=1
-"$BIN/interlink-provider" token whoami --site http://127.0.0.1:4480 || status=1
-"$BIN/interlink-provider" pod --sidecar http://127.0.0.1:4480 run --rm --timeout 300 examples/hello.yaml || status=1
+export ILP_SIDECAR_CA=$ILP_SITE_DIR/pki/ca.pem   # the sidecar's TCP listener is HTTPS with the site's CA
+"$BIN/interlink-provider" token whoami --site https://127.0.0.1:4480 || status=1
+"$BIN/interlink-provider" pod --sidecar https://127.0.0.1:4480 run --rm --timeout 300 examples/hello.yaml || status=1
 echo
 echo "=== datalake with tokens: TOKEN_XRD (TLS + ztn + SciTokens) serves only tokens of the site IdP"
 STORAGE_TOKEN=$ILP_SITE_DIR/demo-storage-token

@@ -8,6 +8,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import aiohttp
@@ -74,6 +75,25 @@ def expiry(name: str, cert: x509.Certificate, fix: str, now: float | None = None
     if left < CERT_WARN_DAYS * 86400:
         return Check(name, WARN, f"{subject}: expires in {left / 86400:.1f} days", f"{fix} soon")
     return Check(name, OK, f"{subject}: valid for {left / 86400:.0f} more days")
+
+
+def server_certificate(name: str, cert_file: str, key_file: str, keys: str, now: float | None = None) -> Check:
+    """A server's own certificate: readable, matching its key, not expired nor close to it
+    (`keys` names the config keys, for the fix)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+        key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        return Check(name, FAIL, describe(exc), f"check {keys} (PEM)")
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(serialization.Encoding.PEM, public) != key.public_key().public_bytes(
+        serialization.Encoding.PEM, public
+    ):
+        return Check(name, FAIL, "the key does not belong to the certificate", f"pair {keys}")
+    return expiry(name, cert, "renew the certificate", now)
 
 
 def loaded(load: Callable[[str], Config], path: str, example: str) -> tuple[Config | None, Check]:

@@ -1,15 +1,17 @@
-"""A small async client for a sidecar's REST API (unix socket or HTTP)."""
+"""A small async client for a sidecar's REST API, or a gateway's interLink API (unix socket, HTTP or HTTPS)."""
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any, TypedDict, cast
 
 import aiohttp
 
 DEFAULT_ENV = "ILP_SIDECAR"
+CA_ENV = "ILP_SIDECAR_CA"
 
 
 class CreateAnswer(TypedDict):
@@ -57,11 +59,35 @@ def default_address() -> str:
     return os.environ.get(DEFAULT_ENV, "unix:///var/run/interlink-provider/sidecar.sock")
 
 
+def client_tls(
+    ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None, verify: bool = True
+) -> ssl.SSLContext:
+    """TLS for an https:// address: the server verified against `ca_file` (default: the system CAs)
+    unless `verify` is off; a client certificate presented when the server requires one (mTLS)."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if not verify:  # a daemon's probe of its own listener, by its own config: no certificate to check
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 class SidecarClient:
-    """`address` is unix:///path/to.sock or http://host:port."""
+    """`address` is unix:///path/to.sock, http://host:port or https://host:port (`ca_file`: the CA
+    of its certificate, default $ILP_SIDECAR_CA, else the system CAs; `cert_file`/`key_file`: a
+    client certificate for listeners that require one)."""
 
     def __init__(
-        self, address: str | None = None, timeout: float = 120.0, token: str | None = None, speaks_vk: bool = False
+        self,
+        address: str | None = None,
+        timeout: float = 120.0,
+        token: str | None = None,
+        speaks_vk: bool = False,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        verify_server: bool = True,
     ) -> None:
         self.address = address or default_address()
         self.speaks_vk = speaks_vk  # a gateway: /create takes the VK's PodCreateRequests
@@ -71,6 +97,10 @@ class SidecarClient:
         if self.address.startswith("unix://"):
             self._connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=self.address[len("unix://") :])
             self.base = "http://sidecar"
+        elif self.address.startswith("https://"):
+            tls = client_tls(ca_file or os.environ.get(CA_ENV) or None, cert_file, key_file, verify_server)
+            self._connector = aiohttp.TCPConnector(ssl=tls)
+            self.base = self.address.rstrip("/")
         else:
             self._connector = aiohttp.TCPConnector()
             self.base = self.address.rstrip("/")

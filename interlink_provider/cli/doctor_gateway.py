@@ -3,7 +3,8 @@
 The same checks the gateway's own start-up would stumble on, one line each: the config,
 the IdP (discovery and JWKS), the gateway's token for every site audience, each site's
 gRPC API over TLS answering a Ping with that token, the TLS certificates involved (the
-site's server certificate and any client certificate) and the users' grants file.
+site's server certificate and any client certificate; the gateway's own TCP listener's), the
+listener's token file and the users' grants file.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from .checks import FAIL, OK, SKIP, Check, describe, expiry, issuer, loaded
+from .checks import FAIL, OK, SKIP, Check, describe, expiry, issuer, loaded, server_certificate
 
 
 def is_gateway_config(path: str) -> bool:
@@ -150,6 +151,26 @@ def grants_file(config: Any) -> Check:
     return Check("grants file", FAIL, f"{file.parent}: not writable", "make the directory writable by the gateway")
 
 
+def listener(config: Any) -> list[Check]:
+    """The TCP listener's own certificate and token file, when it has them (the socket has neither)."""
+    from interlink_provider.gateway.access import TokenFileProblem, read_token
+
+    listen = config.listen
+    checks: list[Check] = []
+    if not (listen.host and listen.port):
+        return checks
+    if listen.tls_cert and listen.tls_key:
+        keys = "listen.tls_cert and listen.tls_key"
+        checks.append(server_certificate("interLink API TLS", listen.tls_cert, listen.tls_key, keys))
+    if listen.token_file:
+        try:
+            read_token(listen.token_file)
+            checks.append(Check("interLink API token", OK, f"{listen.token_file}: a token, not readable by others"))
+        except TokenFileProblem as exc:
+            checks.append(Check("interLink API token", FAIL, str(exc), "the gateway does not start with it"))
+    return checks
+
+
 async def diagnose_gateway(path: str) -> list[Check]:
     from interlink_provider.gateway.config import load_config
 
@@ -157,6 +178,7 @@ async def diagnose_gateway(path: str) -> list[Check]:
     if config is None:
         return [check]
     checks = [Check("config", OK, f"{path}: gateway for sites {', '.join(s.name for s in config.sites)}")]
+    checks += listener(config)
     checks.append(await issuer(config.identity, 15))
     tokens: dict[str, str | None] = {}
     for audience in dict.fromkeys(site.audience for site in config.sites):

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .checks import FAIL, OK, SKIP, WARN, Check, describe, expiry, issuer, loaded
+from .checks import FAIL, OK, SKIP, WARN, Check, describe, issuer, loaded, server_certificate
 
 MIN_FREE_BYTES = 1024**3  # below this the working area is a warning
 
@@ -276,25 +276,15 @@ async def staging(config: Any) -> list[Check]:
 
 
 def certificates(config: Any, now: float | None = None) -> list[Check]:
-    """The gRPC server's certificate: readable, matching its key, not expired nor close to it."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    if config.grpc is None:
-        return []
-    try:
-        cert = x509.load_pem_x509_certificate(Path(config.grpc.tls_cert).read_bytes())
-        key = serialization.load_pem_private_key(Path(config.grpc.tls_key).read_bytes(), password=None)
-    except (OSError, ValueError) as exc:
-        return [Check("gRPC TLS", FAIL, describe(exc), "check grpc.tls_cert and grpc.tls_key (PEM)")]
-    public = serialization.PublicFormat.SubjectPublicKeyInfo
-    if cert.public_key().public_bytes(serialization.Encoding.PEM, public) != key.public_key().public_bytes(
-        serialization.Encoding.PEM, public
-    ):
-        return [
-            Check("gRPC TLS", FAIL, "the key does not belong to the certificate", "pair grpc.tls_cert with its key")
-        ]
-    return [expiry("gRPC TLS", cert, "renew the certificate", now)]
+    """The servers' certificates (gRPC; REST over TLS): readable, matching their keys, not expired nor close to it."""
+    checks = []
+    if config.grpc is not None:
+        keys = "grpc.tls_cert and grpc.tls_key"
+        checks.append(server_certificate("gRPC TLS", config.grpc.tls_cert, config.grpc.tls_key, keys, now))
+    if config.listen.tls_cert and config.listen.tls_key:
+        keys = "listen.tls_cert and listen.tls_key"
+        checks.append(server_certificate("REST TLS", config.listen.tls_cert, config.listen.tls_key, keys, now))
+    return checks
 
 
 async def diagnose(path: str) -> list[Check]:

@@ -17,6 +17,20 @@ if TYPE_CHECKING:
 Config = TypeVar("Config")
 
 
+def one_line(exc: Exception) -> str:
+    """A configuration error in one line: each of pydantic's errors as `where: what`."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return " ".join(str(exc).split())
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"])
+        what = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {what}" if where else what)
+    return "; ".join(parts)
+
+
 def _daemon(
     name: str,
     load: Callable[[str], Config],
@@ -28,7 +42,7 @@ def _daemon(
     try:
         config = load(args.config)
     except (OSError, ValueError) as exc:
-        print(f"interlink-provider {name}: invalid configuration {args.config}: {exc}", file=sys.stderr)
+        print(f"interlink-provider {name}: invalid configuration {args.config}: {one_line(exc)}", file=sys.stderr)
         return 2
     if adjust is not None:
         adjust(config)
@@ -80,14 +94,29 @@ def _gateway_health(path: str) -> int:
     """A running gateway's /healthz (readiness probes): 0 when at least one site is up."""
     import asyncio
 
+    from ..gateway.access import TokenFileProblem, read_token
     from ..gateway.config import load_config
     from .client import SidecarClient, SidecarError
 
     listen = load_config(path).listen
-    address = f"unix://{listen.socket}" if listen.socket else f"http://{listen.host}:{listen.port}"
+    token = None
+    if listen.socket:
+        address = f"unix://{listen.socket}"
+    else:  # its own TCP listener: the token if one is required; TLS without checking its own certificate
+        address = f"{'https' if listen.tls_cert else 'http'}://{listen.host}:{listen.port}"
+        if listen.client_ca:
+            print(
+                "the gateway requires client certificates on TCP: give it a listen.socket for --health", file=sys.stderr
+            )
+            return 1
+        try:
+            token = read_token(listen.token_file) if listen.token_file else None
+        except TokenFileProblem as exc:
+            print(exc, file=sys.stderr)
+            return 1
 
     async def ask() -> int:
-        async with SidecarClient(address) as client:
+        async with SidecarClient(address, token=token, verify_server=False) as client:
             try:
                 print(await client.call("GET", "/healthz"), end="")
                 return 0

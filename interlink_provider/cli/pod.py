@@ -58,6 +58,17 @@ def _token(args: argparse.Namespace) -> str | None:
         return None
 
 
+def _client(args: argparse.Namespace, address: str | None, speaks_vk: bool = False) -> SidecarClient:
+    return SidecarClient(
+        address,
+        token=_token(args),
+        speaks_vk=speaks_vk,
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+    )
+
+
 def describe(status: dict[str, Any]) -> str:
     parts = []
     for item in [*(status.get("initContainers") or []), *(status.get("containers") or [])]:
@@ -153,7 +164,7 @@ async def run(args: argparse.Namespace) -> int:
         err.print("[red]error:[/] the manifest has no Pod or Job")
         return EXIT_ERROR
     address = args.gateway or args.sidecar
-    async with SidecarClient(address, token=_token(args), speaks_vk=bool(args.gateway)) as client:
+    async with _client(args, address, speaks_vk=bool(args.gateway)) as client:
         tracked: list[Tracked] = []
         followers: list[asyncio.Task[None]] = []
         try:
@@ -216,7 +227,7 @@ async def _find(client: SidecarClient, name: str, namespace: str | None) -> PodL
 
 
 async def status_cmd(args: argparse.Namespace) -> int:
-    async with SidecarClient(args.sidecar, token=_token(args)) as client:
+    async with _client(args, args.sidecar) as client:
         pod = await _find(client, args.pod, args.namespace)
         answers = await client.status([pod_ref(pod["uid"], pod["name"], pod["namespace"])])
         for answer in answers:
@@ -230,7 +241,7 @@ async def status_cmd(args: argparse.Namespace) -> int:
 
 
 async def logs_cmd(args: argparse.Namespace) -> int:
-    async with SidecarClient(args.sidecar, token=_token(args)) as client:
+    async with _client(args, args.sidecar) as client:
         pod = await _find(client, args.pod, args.namespace)
         query = {
             "Namespace": pod["namespace"],
@@ -252,14 +263,14 @@ async def logs_cmd(args: argparse.Namespace) -> int:
 
 
 async def delete_cmd(args: argparse.Namespace) -> int:
-    async with SidecarClient(args.sidecar, token=_token(args)) as client:
+    async with _client(args, args.sidecar) as client:
         pod = await _find(client, args.pod, args.namespace)
         print(await client.delete(pod_ref(pod["uid"], pod["name"], pod["namespace"])), end="")
         return 0
 
 
 async def list_cmd(args: argparse.Namespace) -> int:
-    async with SidecarClient(args.sidecar, token=_token(args)) as client:
+    async with _client(args, args.sidecar) as client:
         pods = await client.pods()
         table = Table("NAMESPACE", "NAME", "PHASE", "JOB", "STAGE", "AGE", "UID")
         now = time.time()
@@ -284,12 +295,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Run and inspect pods through a sidecar's interLink API, as the Virtual "
         "Kubelet would; `run` may go through a gateway instead.",
     )
-    pod.add_argument("--sidecar", help="unix:///path.sock or http://host:port (default: $ILP_SIDECAR)")
+    pod.add_argument(
+        "--sidecar", help="unix:///path.sock, http://host:port or https://host:port (default: $ILP_SIDECAR)"
+    )
     pod.add_argument(
         "--gateway",
-        help="run through a gateway instead (unix:///path.sock): the pods are sent as "
+        help="run through a gateway instead (unix:///path.sock, or its TCP listener): the pods are sent as "
         "the Virtual Kubelet sends them; `run` only",
     )
+    pod.add_argument("--ca-file", help="CA of an https:// address's certificate (default: $ILP_SIDECAR_CA, system CAs)")
+    pod.add_argument("--cert-file", help="client certificate, for a listener that requires one (mTLS)")
+    pod.add_argument("--key-file", help="private key of --cert-file")
     pod.add_argument("-n", "--namespace", default=None)
     pod.add_argument(
         "--no-token", action="store_true", help="send no bearer token (default: the one WLCG discovery finds, if any)"

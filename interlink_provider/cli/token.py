@@ -279,7 +279,7 @@ async def login_cmd(args: argparse.Namespace) -> int:
 @command
 async def whoami_cmd(args: argparse.Namespace) -> int:
     token, source = _token_from(args)
-    async with SidecarClient(args.site, token=token) as client:
+    async with SidecarClient(args.site, token=token, ca_file=args.ca_file) as client:
         try:
             answer = await client.whoami()
         except SidecarError as exc:
@@ -390,5 +390,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "account its jobs run as, and which operations it may do.",
     )
     p.add_argument("token", nargs="?", help="the token, '-' for stdin (default: discovered)")
-    p.add_argument("--site", required=True, help="the sidecar: unix:///path.sock or http://host:port")
+    p.add_argument(
+        "--site", required=True, help="the sidecar: unix:///path.sock, http://host:port or https://host:port"
+    )
+    p.add_argument("--ca-file", help="CA of an https:// site's certificate (default: $ILP_SIDECAR_CA, system CAs)")
     p.set_defaults(func=whoami_cmd)

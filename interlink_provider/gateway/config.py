@@ -10,6 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..listeners import is_loopback
 from ..paths import expand_variables
 from ..pods.annotations import IDENTITY_SECRET, SITE
 
@@ -19,15 +20,63 @@ class Strict(BaseModel):
 
 
 class GatewayListen(Strict):
+    """Where the Virtual Kubelet reaches the interLink API. It carries no user's identity, so whoever
+    can call it creates pods at the sites as the gateway: a unix socket is guarded by its mode; a
+    TCP listener off loopback needs client certificates (`client_ca`) or the VK's bearer token
+    (`token_file`), and TLS unless `insecure_plain_tcp` says otherwise."""
+
     socket: str | None = Field(None, description="unix socket for the Virtual Kubelet (its InterlinkURL)")
-    host: str | None = Field(None, description="TCP address (loopback: the VK in the same pod)")
+    socket_mode: int = Field(0o660, ge=0, le=0o777, description="permissions of the unix socket (bound owner-only)")
+    host: str | None = Field(
+        None, description="TCP address: loopback, or (with `client_ca` or `token_file`) any, e.g. 0.0.0.0"
+    )
     port: int | None = Field(None, ge=1, le=65535, description="TCP port, together with `host`")
+    tls_cert: str | None = Field(
+        None, description="server certificate chain (PEM) for TCP: the VK then uses an https:// InterlinkURL"
+    )
+    tls_key: str | None = Field(None, description="its private key (PEM, kept 0600)")
+    client_ca: str | None = Field(
+        None,
+        description="CA of client certificates: TCP clients must present one it signed (mTLS; the VK's "
+        "TLS.CertFile/KeyFile)",
+    )
+    token_file: str | None = Field(
+        None,
+        description="file holding the bearer token TCP clients must send (the VK's VKTokenFile; kept 0600, "
+        "re-read when it changes)",
+    )
+    insecure_plain_tcp: bool = Field(
+        False, description="allow plain HTTP (no TLS) off loopback: the token crosses the network in clear text"
+    )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted request (bytes)")
 
     @model_validator(mode="after")
     def _one_address(self) -> GatewayListen:
         if not self.socket and not (self.host and self.port):
             raise ValueError("listen needs `socket`, or `host` and `port`")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("listen.tls_cert and listen.tls_key go together")
+        if self.client_ca and not self.tls_cert:
+            raise ValueError("listen.client_ca needs listen.tls_cert and listen.tls_key (client certificates are TLS)")
+        if not (self.host and self.port) and (self.tls_cert or self.token_file or self.insecure_plain_tcp):
+            raise ValueError(
+                "listen.tls_cert, listen.token_file and listen.insecure_plain_tcp are for the TCP listener "
+                "(host and port); the unix socket is guarded by listen.socket_mode"
+            )
+        if self.host and not is_loopback(self.host):
+            if not (self.client_ca or self.token_file):
+                raise ValueError(
+                    f"listen.host {self.host} is not loopback and the interLink API has no authentication: "
+                    "anyone reaching it could create pods as the gateway. Add listen.client_ca (with "
+                    "listen.tls_cert and listen.tls_key; the VK presents its TLS.CertFile) or listen.token_file "
+                    "(the VK sends its VKTokenFile), or listen on loopback or a unix socket"
+                )
+            if not self.tls_cert and not self.insecure_plain_tcp:
+                raise ValueError(
+                    f"listen.host {self.host} is not loopback: add listen.tls_cert and listen.tls_key (the VK's "
+                    "InterlinkURL becomes https://), or set `insecure_plain_tcp: true` to send the token in "
+                    "clear text (e.g. inside a service mesh that encrypts)"
+                )
         return self
 
 
@@ -115,7 +164,11 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> G
         expanded = Path(expand_variables(os.path.expanduser(value), env, key))
         return str(expanded if expanded.is_absolute() else base / expanded)
 
-    config.listen.socket = resolve("listen.socket", config.listen.socket)
+    listen = config.listen
+    listen.socket, listen.tls_cert, listen.tls_key, listen.client_ca, listen.token_file = (
+        resolve(f"listen.{name}", getattr(listen, name))
+        for name in ("socket", "tls_cert", "tls_key", "client_ca", "token_file")
+    )
     identity = config.identity
     identity.client_secret_file = resolve("identity.client_secret_file", identity.client_secret_file) or ""
     identity.ca_file = resolve("identity.ca_file", identity.ca_file)

@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from interlink_provider import logsetup, sdnotify
-from interlink_provider.listeners import CannotListen, opening, unix_site
+from interlink_provider.listeners import CannotListen, opening, server_tls, tcp_site, unix_site
 
 from ..auth.errors import AuthError
 from ..pods.k8s import Pod
@@ -39,6 +39,7 @@ from ..rpc.convert import pod_status_json
 from ..rpc.offloader.v1 import offloader_pb2 as pb
 from ..telemetry import tracing
 from ..telemetry.metrics import PODS, REQUEST_SECONDS, SITE_UP
+from .access import TOKEN_KEY, SharedToken, token_required
 from .config import GatewayConfig
 from .identities import IdentityProblem, IdentityUnusable, UserGrants, take_identity
 from .routing import SiteState, choose_site
@@ -316,9 +317,13 @@ async def healthz(request: web.Request) -> web.Response:
     return _text(200 if any(s.up for s in gateway.sites.values()) else 503, "\n".join(lines))
 
 
-def make_app(gateway: Gateway) -> web.Application:
-    app = web.Application(client_max_size=gateway.config.listen.max_body_bytes, middlewares=[observed, errors])
+def make_app(gateway: Gateway, token: SharedToken | None = None) -> web.Application:
+    app = web.Application(
+        client_max_size=gateway.config.listen.max_body_bytes, middlewares=[token_required, observed, errors]
+    )
     app[GATEWAY_KEY] = gateway
+    if token is not None:
+        app[TOKEN_KEY] = token
     for path, handler in (
         ("/create", create),
         ("/delete", delete),
@@ -338,17 +343,29 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    listen = config.listen
+    # What a TCP listener needs is checked before anything starts: a bad file ends the gateway in one line.
+    token = SharedToken(listen.token_file) if listen.token_file and listen.host else None
+    with opening():
+        tls = server_tls(listen.tls_cert, listen.tls_key, listen.client_ca)
     gateway = Gateway(config)
     gateway.start()
-    runner = web.AppRunner(make_app(gateway), access_log=None)
+    runner = web.AppRunner(make_app(gateway, token), access_log=None)
     await runner.setup()
     try:
+        addresses = []
         with opening():
-            if config.listen.socket:
-                await unix_site(runner, config.listen.socket, 0o660)
-            if config.listen.host and config.listen.port:
-                await web.TCPSite(runner, config.listen.host, config.listen.port).start()
-        log.info("gateway serving the interLink API for sites %s", ", ".join(gateway.sites))
+            if listen.socket:
+                addresses.append(await unix_site(runner, listen.socket, listen.socket_mode))
+            if listen.host and listen.port:
+                addresses.append(await tcp_site(runner, listen.host, listen.port, tls))
+        protection = [name for name, on in (("client certificates", listen.client_ca), ("bearer token", token)) if on]
+        log.info(
+            "gateway serving the interLink API on %s for sites %s%s",
+            ", ".join(addresses),
+            ", ".join(gateway.sites),
+            f" (TCP requires: {' and '.join(protection)})" if protection and listen.host else "",
+        )
         pinging = sdnotify.ready(f"sites {', '.join(gateway.sites)}")
         await stop.wait()
         await sdnotify.stopping(pinging)

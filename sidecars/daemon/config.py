@@ -142,7 +142,8 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Site
     base = file.parent.resolve()
     config.state_dir = _resolve(base, config.state_dir, env) or config.state_dir
     config.pods_root = _resolve(base, config.pods_root, env) or config.pods_root
-    config.listen.socket = _resolve(base, config.listen.socket, env)
+    for name in ("socket", "tls_cert", "tls_key", "client_ca"):
+        setattr(config.listen, name, _resolve(base, getattr(config.listen, name), env))
     if config.transport.ssh is not None:  # local files of the sidecar (pods_root is the site's)
         ssh = config.transport.ssh
         ssh.key_file = _resolve(base, ssh.key_file, env) or ssh.key_file

@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from interlink_provider import logsetup, sdnotify
-from interlink_provider.listeners import CannotListen, opening, unix_site
+from interlink_provider.listeners import CannotListen, opening, server_tls, tcp_site, unix_site
 from interlink_provider.staging.engine import Stager
 from interlink_provider.telemetry import tracing
 from sidecars.core.adapters.authn import Authenticator
@@ -33,9 +33,8 @@ async def _listen(runner: web.AppRunner, config: SiteConfig) -> list[str]:
     if listen.socket:
         addresses.append(await unix_site(runner, listen.socket, listen.socket_mode))
     if listen.host and listen.port:
-        site = web.TCPSite(runner, listen.host, listen.port)
-        await site.start()
-        addresses.append(f"http://{listen.host}:{listen.port}")
+        tls = server_tls(listen.tls_cert, listen.tls_key, listen.client_ca)
+        addresses.append(await tcp_site(runner, listen.host, listen.port, tls))
     return addresses
 
 

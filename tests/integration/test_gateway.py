@@ -11,13 +11,16 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import aiohttp
 import pytest
 
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
+from interlink_provider.devidp.tls import ensure_certificates
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import SUCCEEDED, phase_of
 from tests.federation import LABEL, GatewayProcess, grpc_sidecar, vk_request, wait_until_up
 from tests.helpers import wait_for
+from tests.idp import free_port
 
 pytestmark = pytest.mark.slurm
 
@@ -179,3 +182,56 @@ def test_a_gateway_whose_port_is_taken_stops_with_the_reason(idp, tmp_path):
     [refusal] = [json.loads(line) for line in log.splitlines() if "cannot start" in line]
     assert refusal["level"] == "ERROR" and f"('127.0.0.1', {port})" in refusal["message"], refusal
     assert "address already in use" in refusal["message"] and "Traceback" not in log
+
+
+async def test_over_tcp_only_the_vk_with_its_certificate_and_token_creates_pods(federation, idp, tmp_path):
+    """The interLink API on all interfaces, as a VK outside the gateway's pod reaches it: HTTPS,
+    the VK's client certificate (its TLS.CertFile) and its VKTokenFile's token, both required."""
+    _, sites = federation
+    server_ca, cert, key = ensure_certificates(tmp_path / "server", "127.0.0.1")
+    vk_ca, vk_cert, vk_key = ensure_certificates(tmp_path / "vk", "vk")
+    token = "3b9d0c2e8f6a41d7b5c4e1f0a9d8c7b6"
+    token_file = tmp_path / "vk-token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    port = free_port()
+    listen = {
+        "host": "0.0.0.0",
+        "port": port,
+        "tls_cert": str(cert),
+        "tls_key": str(key),
+        "client_ca": str(vk_ca),
+        "token_file": str(token_file),
+    }
+    gateway = GatewayProcess(tmp_path / "gw", idp, sites, {"listen": listen}).start()
+    address, tls = f"https://127.0.0.1:{port}", {"ca_file": str(server_ca)}
+    vk = {**tls, "cert_file": str(vk_cert), "key_file": str(vk_key)}
+    try:
+
+        async def healthy():
+            async with SidecarClient(address, token=token, **vk) as client:
+                try:
+                    return (await client.call("GET", "/healthz")).count(": up") == 2
+                except (SidecarError, OSError):
+                    return False
+
+        await wait_for(healthy, 30, what="the gateway's TCP listener to see both sites")
+        refused = vk_request(hello("gw-tcp-anonymous", annotations={"interlink.provider/site": "alpha"}))
+        async with SidecarClient(address, token=token, **tls) as no_certificate:
+            with pytest.raises(aiohttp.ClientError):  # the TLS handshake refuses it
+                await no_certificate.call("POST", "/create", refused)
+        async with SidecarClient(address, **vk) as no_token:
+            with pytest.raises(SidecarError) as unauthorized:
+                await no_token.call("POST", "/create", refused)
+        assert unauthorized.value.status == 401
+        async with SidecarClient(address, token=token, **vk) as client:
+            created = await client.call(
+                "POST", "/create", vk_request(hello("gw-tcp", annotations={"interlink.provider/site": "alpha"}))
+            )
+            assert phase_of(await finished(client, created["PodUID"])) == SUCCEEDED
+        uid = refused["pod"]["metadata"]["uid"]
+        assert created["PodUID"] in await pods_at(sites["alpha"])
+        for site in sites.values():
+            assert uid not in await pods_at(site)  # the refused pod went nowhere
+    finally:
+        gateway.stop()

@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
 from interlink_provider.gateway.config import GatewayConfig
 
@@ -47,8 +49,51 @@ def test_the_rendered_gateway_config_is_valid():
     parsed = GatewayConfig.model_validate(config)
     assert parsed.sites[0].ca_file.startswith("/etc/interlink-provider/sites/")
     helpers = templates()["_helpers.tpl"]
-    assert '"listen" (dict "socket" "/var/run/interlink/gateway.sock")' in helpers
+    assert '$listen := dict "socket" "/var/run/interlink/gateway.sock"' in helpers
     assert '"client_secret_file" "/etc/interlink-provider/secret/client-secret"' in helpers
+
+
+# what templates/_helpers.tpl puts in `listen` with gateway.tcp.enabled (and clientCA, a token Secret)
+TCP_LISTEN = {
+    "host": "0.0.0.0",
+    "tls_cert": "/etc/interlink-provider/listen-tls/tls.crt",
+    "tls_key": "/etc/interlink-provider/listen-tls/tls.key",
+    "client_ca": "/etc/interlink-provider/listen-tls/ca.crt",
+    "token_file": "/etc/interlink-provider/listen-token/token",
+}
+
+
+def test_the_tcp_listener_the_chart_renders_is_valid_and_its_files_are_mounted():
+    tcp = values()["gateway"]["tcp"]
+    assert tcp["enabled"] is False  # off by default: the VK beside the gateway uses the socket
+    helpers, deployment = templates()["_helpers.tpl"], templates()["deployment.yaml"]
+    for key, path in TCP_LISTEN.items():
+        assert f'set $listen "{key}" "{path}"' in helpers, key
+        if path.startswith("/"):
+            assert f"mountPath: {path.rsplit('/', 1)[0]}, readOnly: true" in deployment, path
+    config = values()["gateway"]["config"]
+    config["identity"]["client_secret_file"] = "/etc/interlink-provider/secret/client-secret"
+    listen = {"socket": "/var/run/interlink/gateway.sock", "port": tcp["port"], **TCP_LISTEN}
+    for protection in ("client_ca", "token_file"):  # either one is enough for the gateway
+        rest = {k: v for k, v in listen.items() if k != protection}
+        assert GatewayConfig.model_validate({**config, "listen": rest}).listen.host == "0.0.0.0"
+    # the combinations the chart refuses to render, the gateway refuses to load
+    anonymous = {k: v for k, v in listen.items() if k not in ("client_ca", "token_file")}
+    with pytest.raises(ValidationError, match="no authentication"):
+        GatewayConfig.model_validate({**config, "listen": anonymous})
+    assert 'fail "gateway.tcp.enabled needs gateway.tcp.tls.existingSecret' in helpers
+    assert (
+        'fail "gateway.tcp.enabled needs gateway.tcp.tls.clientCA: true or gateway.tcp.token.existingSecret' in helpers
+    )
+
+
+def test_the_tcp_listener_has_a_port_a_service_and_secrets_readable_by_the_gateway_only():
+    deployment, service = templates()["deployment.yaml"], templates()["service.yaml"]
+    assert "containerPort: {{ .Values.gateway.tcp.port }}" in deployment
+    assert "targetPort: interlink-api" in service and "{name: interlink-api, containerPort" in deployment
+    assert "if and .Values.gateway.tcp.enabled .Values.gateway.tcp.service" in service
+    token_volume = deployment.split("- name: listen-token", 1)[1].split("- name:", 1)[0]
+    assert "defaultMode: 0400" in token_volume and "path: token" in token_volume
 
 
 def test_the_vk_config_uses_only_keys_the_virtual_kubelet_reads():

@@ -94,7 +94,8 @@ def test_a_sidecar_nobody_could_use_is_refused(tmp_path):
         load_config(config, {})
     assert "nobody could use this sidecar" in str(info.value)
     config.write_text(
-        "listen: {host: 0.0.0.0, port: 4000}\nstate_dir: s\npods_root: p\nauth: {unix_socket_without_token: true, unix_socket_account: jobs}\n"
+        "listen: {host: 127.0.0.1, port: 4000}\nstate_dir: s\npods_root: p\n"
+        "auth: {unix_socket_without_token: true, unix_socket_account: jobs}\n"
     )
     with pytest.raises(ValidationError) as info:
         load_config(config, {})

@@ -8,20 +8,46 @@ from pydantic import Field, field_validator, model_validator
 from interlink_provider.auth.accounts import check_account_name, is_superuser_name
 from interlink_provider.auth.mapping import IdentityPolicy
 from interlink_provider.auth.validate import ValidationConfig
+from interlink_provider.listeners import is_loopback
 from sidecars.core.kits.strict import Strict
 
 
 class ListenConfig(Strict):
     socket: str | None = Field(None, description="unix socket path (the interLink default)")
-    host: str | None = Field(None, description="TCP address, e.g. 127.0.0.1")
+    host: str | None = Field(None, description="TCP address, e.g. 127.0.0.1 (off loopback: TLS, see tls_cert)")
     port: int | None = Field(None, ge=1, le=65535, description="TCP port, together with `host`")
-    socket_mode: int = Field(0o660, description="permissions of the unix socket")
+    socket_mode: int = Field(0o660, ge=0, le=0o777, description="permissions of the unix socket (bound owner-only)")
+    tls_cert: str | None = Field(None, description="server certificate chain (PEM): TCP serves HTTPS")
+    tls_key: str | None = Field(None, description="its private key (PEM, kept 0600)")
+    client_ca: str | None = Field(
+        None, description="CA of client certificates: set it to require mTLS on TCP (besides the token)"
+    )
+    insecure_plain_tcp: bool = Field(
+        False,
+        description="allow plain HTTP off loopback: bearer tokens cross the network in clear text (a WARNING "
+        "at every start)",
+    )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest accepted request")
 
     @model_validator(mode="after")
     def _one_address(self) -> ListenConfig:
         if not self.socket and not (self.host and self.port):
             raise ValueError("listen needs `socket`, or `host` and `port`")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("listen.tls_cert and listen.tls_key go together")
+        if self.client_ca and not self.tls_cert:
+            raise ValueError("listen.client_ca needs listen.tls_cert and listen.tls_key (client certificates are TLS)")
+        if not (self.host and self.port) and (self.tls_cert or self.insecure_plain_tcp):
+            raise ValueError(
+                "listen.tls_cert and listen.insecure_plain_tcp are for the TCP listener (host and port); the unix "
+                "socket is guarded by listen.socket_mode"
+            )
+        if self.host and not is_loopback(self.host) and not self.tls_cert and not self.insecure_plain_tcp:
+            raise ValueError(
+                f"listen.host {self.host} is not loopback and the REST API carries bearer tokens: add "
+                "listen.tls_cert and listen.tls_key (clients then use https://), or set `insecure_plain_tcp: true` "
+                "to serve plain HTTP anyway"
+            )
         return self
 
 
