@@ -465,6 +465,10 @@ start_rucio() {
   if [[ ! -s $RUCIO_DIR/rucio.db ]]; then
     "$RUCIO_DIR/venv/bin/python" "$REPO/deploy/local/rucio_setup.py" bootstrap
   fi
+  # SQLite in WAL mode: readers do not wait for a writer, so concurrent clients (test workers,
+  # several sidecars) are not told "database is locked" while one registers a dataset.
+  "$RUCIO_DIR/venv/bin/python" -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")' \
+    "$RUCIO_DIR/rucio.db"
   # The server discovers the IdP (and fetches its keys) over HTTPS: trust the IdP's CA.
   REQUESTS_CA_BUNDLE=$IDP_DIR/ca.pem \
   "$RUCIO_DIR/venv/bin/gunicorn" --daemon --pid "$RUCIO_DIR/gunicorn.pid" --workers 2 --timeout 120 \
