@@ -469,9 +469,11 @@ start_rucio() {
   # several sidecars) are not told "database is locked" while one registers a dataset.
   "$RUCIO_DIR/venv/bin/python" -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")' \
     "$RUCIO_DIR/rucio.db"
-  # The server discovers the IdP (and fetches its keys) over HTTPS: trust the IdP's CA.
+  # The server discovers the IdP (and fetches its keys) over HTTPS: trust the IdP's CA. One
+  # worker, one request at a time: SQLite takes one writer, and two gunicorn workers writing at
+  # once told clients "database is locked" under load (test workers staging in parallel).
   REQUESTS_CA_BUNDLE=$IDP_DIR/ca.pem \
-  "$RUCIO_DIR/venv/bin/gunicorn" --daemon --pid "$RUCIO_DIR/gunicorn.pid" --workers 2 --timeout 120 \
+  "$RUCIO_DIR/venv/bin/gunicorn" --daemon --pid "$RUCIO_DIR/gunicorn.pid" --workers 1 --threads 1 --timeout 120 \
     --bind "127.0.0.1:$RUCIO_PORT" --error-logfile "$RUCIO_DIR/log/gunicorn.log" \
     'rucio.web.rest.flaskapi.v1.main:application'
   local i
