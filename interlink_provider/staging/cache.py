@@ -26,12 +26,17 @@ from pathlib import Path
 
 from .refs import FileRef
 
+DIR_MODE = 0o711
+FILE_MODE = 0o600
+
 
 class ContentCache:
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self.partial = root / ".partial"
+        root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        os.chmod(root, DIR_MODE)
         self.partial.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.downloads, self._held = claim_area(self.partial)  # this process's temporary files
         sweep_abandoned(self.partial)
@@ -73,22 +78,35 @@ class ContentCache:
         if not ref.adler32:
             return verified
         path = self.path(ref)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        self._make_dirs(path.parent)
         replaced = path.stat().st_size if path.exists() else 0
         added = verified.stat().st_size
+        os.chmod(verified, FILE_MODE)  # ours alone: each account that stages it is added to its ACL
         os.replace(verified, path)
         self._used = self.size() if self._used is None else self._used + added - replaced
         if self._used > self.max_bytes:
             self.evict(keep=path)
         return path
 
+    def _make_dirs(self, directory: Path) -> None:
+        """Traversable, not listable: a file's path is no secret, its content is (FILE_MODE)."""
+        missing = [d for d in [directory, *directory.parents] if self.root in d.parents and not d.exists()]
+        for made in reversed(missing):
+            made.mkdir(mode=DIR_MODE, exist_ok=True)
+            os.chmod(made, DIR_MODE)
+
+    def _entries(self) -> list[Path]:
+        """The cached files (not the areas whose names start with a dot: downloads, exports)."""
+        return [
+            p for p in self.root.rglob("*") if p.is_file() and not p.relative_to(self.root).parts[0].startswith(".")
+        ]
+
     def evict(self, keep: Path | None = None) -> int:
         """Remove least recently used files beyond max_bytes; returns bytes freed."""
         entries = []
-        for path in self.root.rglob("*"):
-            if path.is_file() and self.partial not in path.parents:
-                stat = path.stat()
-                entries.append((stat.st_mtime, stat.st_size, path))
+        for path in self._entries():
+            stat = path.stat()
+            entries.append((stat.st_mtime, stat.st_size, path))
         total = sum(size for _, size, _ in entries)
         freed = 0
         for _, size, path in sorted(entries):
@@ -102,7 +120,7 @@ class ContentCache:
         return freed
 
     def size(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file() and self.partial not in p.parents)
+        return sum(p.stat().st_size for p in self._entries())
 
 
 NEW = ".new-"  # an area being claimed: not yet locked, left alone for a while

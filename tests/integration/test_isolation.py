@@ -20,6 +20,9 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import SUCCEEDED, phase_of
+from interlink_provider.pods.staging import StagingSpec
+from sidecars.core.kits import acl
+from tests.datalake import put_dataset
 from tests.helpers import Sidecar, pod_dir, wait_for
 from tests.idp import free_port, token_auth
 from tests.integration.test_site_auth import token_for
@@ -219,3 +222,96 @@ async def test_namespace_and_uid_pairs_that_used_to_share_a_directory_get_one_ea
             phase_of(status) == SUCCEEDED
             and (await logs_of(client, b["PodUID"], "team-x")).strip() == "secret-of-team-x"
         )
+
+
+# ---------------------------------------------------------------------- staging with agents
+
+
+@pytest.fixture(scope="module")
+def staging_agents_site(local_site, service_account, tmp_path_factory):
+    """A service-account sidecar with agents that stages data (the local Rucio and XRootD); the
+    interLink API server's pods (the tokenless socket) run as ilp-alice."""
+    sidecar = Sidecar(
+        tmp_path_factory.mktemp("unused"),
+        {"agents": {"idle_seconds": 30}, "auth": {"unix_socket_account": "ilp-alice"}},
+        user=service_account,
+    )
+    password = sidecar.workdir / "rucio-password"  # the site's own is root's alone
+    shutil.copy(local_site / "rucio" / "password", password)
+    os.chown(password, pwd.getpwnam(service_account).pw_uid, -1)
+    sidecar.config["staging"].update(
+        cache_dir=str(sidecar.workdir / "cache"),
+        rucio={**sidecar.config["staging"]["rucio"], "password_file": str(password)},
+    )
+    sidecar.config_path.write_text(__import__("yaml").safe_dump(sidecar.config))
+    sidecar.start()
+    yield sidecar
+    sidecar.stop()
+    shutil.rmtree(sidecar.workdir, ignore_errors=True)
+
+
+def staging_pod(name: str, did: str, script: str) -> dict:
+    annotations = {
+        "datalake.interlink/inputs": f"- {{did: '{did}', mount: /data/in}}",
+        "datalake.interlink/outputs": "- {mount: /data/out, scope: user}",
+    }
+    body = {
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}],
+        },
+    }
+    return manifest.create_request(body, manifest.Manifests(), namespace="data")
+
+
+async def test_data_is_staged_in_and_out_through_the_pods_agent(staging_agents_site, catalog):
+    site = staging_agents_site
+    did, _ = put_dataset(catalog, {"a.dat": b"alpha\n", "b.dat": b"beta\n"})
+    script = "id -un; cat /data/in/a.dat /data/in/b.dat; echo out > /data/out/result.txt"
+    async with SidecarClient(site.address) as client:
+        answer = await client.create(staging_pod("stager", did, script))
+        uid = answer["PodUID"]
+        status = await final(client, uid)
+        assert phase_of(status) == SUCCEEDED, status
+        assert (await logs_of(client, uid, "data")).split() == ["ilp-alice", "alpha", "beta"]
+        [listed] = [p for p in await client.pods() if p["uid"] == uid]
+    assert f"outputs registered in user:data.stager.{uid[:8]}" in listed["message"]
+    cached = [p for p in (site.workdir / "cache").rglob("*.dat") if ".partial" not in p.parts]
+    assert len(cached) == 2
+    for path in cached:  # the sidecar's alone, and the account that staged it
+        assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0 and acl.allowed(path, "ilp-alice") == acl.READ
+        assert acl.allowed(path, "ilp-bob") == 0
+        denied = subprocess.run(["runuser", "-u", "ilp-bob", "--", "cat", str(path)], capture_output=True)
+        assert denied.returncode != 0
+    exports = site.workdir / "cache" / ".exports"
+    assert not exports.exists() or not list(exports.iterdir())  # the copies for stage-out are gone
+
+
+async def test_an_output_volume_swapped_for_a_link_is_not_staged_out(staging_agents_site, catalog):
+    site = staging_agents_site
+    did, _ = put_dataset(catalog, {"in.dat": b"x\n"})
+    secret_dir = Path("/var/tmp") / f"ilp-root-dir-{uuid.uuid4().hex[:8]}"
+    secret_dir.mkdir(mode=0o700)
+    (secret_dir / "secret.txt").write_text("ROOT-ONLY\n")
+    try:
+        async with SidecarClient(site.address) as client:
+            answer = await client.create(staging_pod("swapper", did, "echo out > /data/out/ok.txt; sleep 8"))
+            uid = answer["PodUID"]
+
+            async def running():
+                return [p for p in await client.pods() if p["uid"] == uid and p["stage"] == "submitted"]
+
+            await wait_for(running, 60, what="the job to run")
+            out = pod_dir(site.pods_root, "data", uid) / "volumes" / StagingSpec.output_volume(0)
+            # As the account would from a login shell, while its job runs:
+            subprocess.run(["runuser", "-u", "ilp-alice", "--", "mv", str(out), f"{out}.moved"], check=True)
+            subprocess.run(["runuser", "-u", "ilp-alice", "--", "ln", "-s", str(secret_dir), str(out)], check=True)
+            status = await final(client, uid)
+        assert phase_of(status) == "Failed"
+        message = status["containers"][0]["state"]["terminated"]["message"]
+        assert "stage-out failed" in message and "ROOT-ONLY" not in message
+        assert not [r for r in catalog.replicas("user", f"data.swapper.{uid[:8]}") if "secret" in r["name"]]
+    finally:
+        shutil.rmtree(secret_dir)

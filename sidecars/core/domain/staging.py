@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 from interlink_provider.auth.errors import AuthError, IdPUnreachable
@@ -33,6 +34,7 @@ from sidecars.core.domain.volumes import SiteVolumes
 from sidecars.core.kits.sitefs import SiteFiles
 
 log = logging.getLogger(__name__)
+EXPORTS = ".exports"  # below the content cache: the outputs agents copy out for the sidecar
 PROGRESS_SECONDS = 1.0
 T = TypeVar("T")
 
@@ -49,7 +51,12 @@ class StagingPhases:
     def _pod(self, record: PodRecord) -> PodStaging:
         return PodStaging(
             spec=record.staging,
-            volumes=SiteVolumes(self.files.for_account(record.account), self.book.paths(record)),
+            volumes=SiteVolumes(
+                self.files.for_account(record.account),
+                self.book.paths(record),
+                record.account,
+                Path(self.stager.config.cache_dir) / EXPORTS,
+            ),
             namespace=record.namespace,
             name=record.name,
             uid=record.uid,
@@ -186,7 +193,11 @@ class StagingPhases:
 
     async def _stage_out(self, uid: str, pod: PodStaging) -> None:
         with tracing.span("stage-out", {tracing.POD_UID: uid}):
-            await self._staged_out(uid, pod)
+            try:
+                await self._staged_out(uid, pod)
+            finally:
+                if isinstance(pod.volumes, SiteVolumes):
+                    await pod.volumes.release()
 
     async def _staged_out(self, uid: str, pod: PodStaging) -> None:
         try:

@@ -220,6 +220,8 @@ class AgentPool:
 class AgentFiles(SiteFiles):
     """The pod directories of one account, through that account's agent."""
 
+    outputs_readable = False  # the account's own files: the sidecar reads exported copies
+
     def __init__(self, pool: AgentPool, account: str = "") -> None:
         self.pool = pool
         self.account = account

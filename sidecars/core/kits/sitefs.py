@@ -66,6 +66,15 @@ class SiteFiles(ABC):
     async def volume_files(self, paths: PodPaths, volume: str) -> list[tuple[str, Path]]:
         """(path relative to the volume, a path the sidecar can read) of each regular file in `volume`."""
 
+    # Whether the sidecar can read the paths volume_files gives (an agent's pods are its own).
+    outputs_readable: bool = True
+
+    async def export_outputs(self, paths: PodPaths, volume: str, destination: Path) -> list[tuple[str, Path]]:
+        """The output volume's files where the sidecar can read them: copied into `destination`
+        (a directory the sidecar made and let the pod's account write into) when it cannot read
+        them in place, else in place."""
+        return await self.volume_files(paths, volume)
+
     @abstractmethod
     async def read_tail(self, path: str, lines: int) -> tuple[bytes, int, Any]:
         """The file from the start of its last `lines` lines (all of it for 0), at most
