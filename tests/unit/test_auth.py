@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from interlink_provider.auth import discovery, errors
@@ -96,6 +98,7 @@ def test_bearer_token_discovery_order(tmp_path):
     runtime = tmp_path / "run"
     runtime.mkdir()
     (runtime / "bt_u42").write_text("  from-xdg\n")
+    os.chown(runtime / "bt_u42", 42, -1)  # a well-known token file counts only as its owner's
     token_file = tmp_path / "file"
     token_file.write_text("from-file\n")
     env = {"XDG_RUNTIME_DIR": str(runtime), "BEARER_TOKEN_FILE": str(token_file), "BEARER_TOKEN": "inline"}
@@ -165,3 +168,28 @@ async def test_a_rotated_key_is_fetched_at_once_on_a_host_booted_minutes_ago(mon
     with pytest.raises(errors.BadSignature):  # a forged kid within the cooldown: no third fetch
         await cache.key("https://iam/", "forged")
     assert cache.fetches == 2
+
+
+def test_well_known_token_files_count_only_when_they_are_the_callers_own(tmp_path):
+    """/tmp/bt_u$UID and $XDG_RUNTIME_DIR/bt_u$UID sit where others may write: a file planted there
+    by another account, or a link, is ignored (with a note), never sent as the caller's token."""
+    mine = os.geteuid()
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    planted = runtime / f"bt_u{mine}"
+    planted.write_text("someone-elses-token")
+    os.chown(planted, 65534, -1)  # nobody's
+    with pytest.raises(errors.MissingToken, match=r"bt_u\d+ \(ignored: not a file of yours\)"):
+        discovery.discover({"XDG_RUNTIME_DIR": str(runtime)}, uid=mine)
+    planted.unlink()
+    real = tmp_path / "real-token"
+    real.write_text("my-token")
+    planted.symlink_to(real)
+    with pytest.raises(errors.MissingToken, match="ignored"):
+        discovery.discover({"XDG_RUNTIME_DIR": str(runtime)}, uid=mine)
+    planted.unlink()
+    planted.write_text("my-token\n")
+    found = discovery.discover({"XDG_RUNTIME_DIR": str(runtime)}, uid=mine)
+    assert (found.token, found.source) == ("my-token", str(planted))
+    # A file the caller names explicitly is theirs to choose.
+    assert discovery.discover({"BEARER_TOKEN_FILE": str(real)}, uid=mine).token == "my-token"
