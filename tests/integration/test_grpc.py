@@ -221,9 +221,12 @@ async def test_watch_status_pushes_changes_and_resumes_without_gaps(site, idp):
         seen: list[pb.StatusEvent] = []
         stream = stub.WatchStatus(pb.WatchStatusRequest(heartbeat_seconds=1), metadata=bearer(alice))
         await stub.CreatePod(pb.CreatePodRequest(pod_json=first), metadata=bearer(alice))
+        succeeded, quiet = False, 0
         async for event in stream:
             seen.append(event)
-            if event.pod.uid == first_uid and event.pod.phase == "Succeeded":
+            succeeded = succeeded or (event.pod.uid == first_uid and event.pod.phase == "Succeeded")
+            quiet = quiet + 1 if event.heartbeat else 0
+            if succeeded and quiet == 2:  # settled: Succeeded may precede the job's own end by a cycle
                 break
         stream.cancel()  # the stream is cut
         phases = [e.pod.phase for e in seen if e.pod.uid == first_uid]

@@ -244,7 +244,7 @@ def test_the_gateway_socket_never_has_more_permissions_than_its_mode(tmp_path):
 def condor_sidecar(tmp_path: Path, listen: dict, auth: dict | None = None) -> Sidecar:
     overrides = {**htcondor_overrides(tmp_path), "staging": None, "listen": listen}
     if auth is not None:
-        overrides["auth"] = auth
+        overrides["auth"] = {**auth, "allow_jobs_as_root": True}  # the emulator keeps its queue as root
     return Sidecar(tmp_path / "sidecar", overrides)
 
 
