@@ -8,11 +8,14 @@ import asyncio
 import json
 from dataclasses import asdict
 
-from . import doctor_gateway, doctor_site
 from .checks import FAIL, render
 
 
 def doctor_cmd(args: argparse.Namespace) -> int:
+    # Imported here: every daemon starts through this CLI, and the checks' clients (grpc among
+    # them) would otherwise sit in each daemon's memory.
+    from . import doctor_gateway, doctor_site
+
     run = doctor_gateway.diagnose_gateway if doctor_gateway.is_gateway_config(args.config) else doctor_site.diagnose
     checks = asyncio.run(run(args.config))
     if args.json:
