@@ -26,8 +26,9 @@ from sidecars.core.kits.backend import (
     SubmitCommand,
     ignore_output,
 )
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.ratelimit import TokenBucket
-from sidecars.core.kits.script import PodPaths, RenderOptions, render, runner_context
+from sidecars.core.kits.script import RenderOptions, render, runner_context
 from sidecars.core.kits.transport import CommandResult, LocalTransport, Transport
 from sidecars.slurm import parse
 from sidecars.slurm.flags import Flag, FlagPolicy, annotation_flags, merge, parse_flags, sbatch_word

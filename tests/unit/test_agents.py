@@ -18,7 +18,7 @@ from interlink_provider.pods.jobspec import ContainerSpec, FileItem, JobSpec, Re
 from sidecars.core.kits import agentwire as wire
 from sidecars.core.kits.agents import AgentFiles, AgentGone, AgentPool, AgentTransport
 from sidecars.core.kits.logs import READ_LIMIT
-from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.transport import LocalTransport, TransportError
 from sidecars.core.kits.workdir import DirectoryTaken, WorkdirError, plan_directory
 
@@ -180,3 +180,30 @@ def test_the_wire_refuses_what_is_not_a_message():
         wire.parse_answer(b'{"id": "x"}\n')
     line = wire.request_line(wire.Request(7, "read_tail", {"path": "/p", "lines": 1}))
     assert wire.parse_request(line) == wire.Request(7, "read_tail", {"path": "/p", "lines": 1})
+
+
+def test_the_agent_refuses_anything_but_pipes():
+    """Started by hand (a terminal, /dev/null) it says what it is for and exits 2, instead of hanging."""
+    import subprocess
+
+    done = subprocess.run(AGENT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "pipes on stdin and stdout" in done.stderr
+
+
+def test_daemons_start_without_the_user_commands():
+    """The sidecar and each agent start through the same command line; the user commands (and the
+    HTTP client, auth and staging stacks they import) are loaded only when named, or for help."""
+    import subprocess
+
+    probe = (
+        "import sys\n"
+        "from interlink_provider.cli.main import build_parser\n"
+        "names = set(build_parser('site')._subparsers._group_actions[0].choices)\n"
+        "print(sorted(names), 'aiohttp' in sys.modules)\n"
+        "print(sorted(build_parser()._subparsers._group_actions[0].choices))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0] == "['devidp', 'gateway', 'sidecar', 'site'] False"
+    assert lines[1] == "['devidp', 'doctor', 'gateway', 'pod', 'sidecar', 'site', 'stage', 'token']"

@@ -24,7 +24,7 @@ from interlink_provider import refusals
 from interlink_provider.auth import errors as auth_errors
 from interlink_provider.gateway import identities, routing
 from interlink_provider.gateway import server as gateway_server
-from interlink_provider.pods import PodRejected
+from interlink_provider.pods.validate import PodRejected
 from interlink_provider.pods.wire import RetrievedPodData
 from interlink_provider.refusals import OUTCOMES, Refusal, answer, kind_of
 from sidecars.core.adapters import grpc_api, rest

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from interlink_provider.pods import PodRejected
+from interlink_provider.pods.validate import PodRejected
 from interlink_provider.pods.wire import ContainerLogOpts, LogStruct, RetrievedPodData
 from sidecars.core.domain.errors import BadRequest, Forbidden, Unavailable
 from sidecars.core.domain.principal import LOCAL, Principal

@@ -18,7 +18,7 @@ from sidecars.core.domain.records import PodRecord, Stage
 from sidecars.core.domain.store import Store
 from sidecars.core.kits.backend import JobInfo
 from sidecars.core.kits.changes import ChangeFeed
-from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.podpaths import PodPaths
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from interlink_provider.pods import PodRejected, pod_to_jobspec
 from interlink_provider.pods.annotations import RUNTIME
 from interlink_provider.pods.annotations import field as annotation_field
 from interlink_provider.pods.jobspec import JobSpec
+from interlink_provider.pods.translate import pod_to_jobspec
+from interlink_provider.pods.validate import PodRejected
 from interlink_provider.pods.wire import (
     AcceleratorResponse,
     LogStruct,
@@ -47,7 +48,7 @@ from sidecars.core.domain.submission import Submissions
 from sidecars.core.kits import logs
 from sidecars.core.kits.backend import RUNNING, Backend, Capacity, PollError, ReportsCapacity, Signals, Submission
 from sidecars.core.kits.changes import ChangeFeed
-from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.sitefs import LocalFiles, SiteFiles
 from sidecars.core.kits.transport import TransportError, current_user
 from sidecars.core.kits.workdir import DirectoryPlan, DirectoryTaken, WorkdirError, plan_directory

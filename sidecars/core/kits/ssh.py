@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sidecars.core.kits import workdir
 from sidecars.core.kits.logs import CHUNK, READ_LIMIT, scan_back
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.ratelimit import TokenBucket
-from sidecars.core.kits.script import PodPaths
 from sidecars.core.kits.sitefs import SiteFiles, inside
 from sidecars.core.kits.transport import CommandResult, TransportError, metered
 from sidecars.core.kits.workdir import CONTAINER_FILES, ContainerFiles, DirectoryPlan, WorkdirError
