@@ -94,6 +94,20 @@ async def test_requests_without_a_valid_token_are_refused(site, idp):
     async with SidecarClient(site.http, token=unmapped) as stranger:
         await refused(stranger, 403, "no_account", lambda c: c.pods())
     assert (await _healthz(site)) == 200  # public
+    assert (await _get(site.http + "/metrics")) == 401  # on TCP: behind the token, as every other path
+    assert (await _get(site.http + "/metrics", mallory)).startswith("# HELP")  # any reader
+    async with SidecarClient(site.address) as on_socket:  # the socket: guarded by its mode
+        assert "ilp_pods" in await on_socket.call("GET", "/metrics")
+
+
+async def _get(url: str, token: str | None = None) -> int | str:
+    """The body of a 200, else the status."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers=headers) as response:
+            return await response.text() if response.status == 200 else response.status
 
 
 async def _healthz(site) -> int:
@@ -128,6 +142,13 @@ async def test_two_identities_run_as_two_accounts_and_cannot_touch_each_other(si
         await refused(bob, 403, "belongs to another identity", lambda c: c.logs_text(log(a_req)))
         await refused(bob, 403, "belongs to another identity", lambda c: c.delete(a_req["pod"]))
         await refused(bob, 403, "belongs to another identity", lambda c: c.create(a_req))
+        with pytest.raises(SidecarError) as guessed:  # nothing of the pod but the UID bob gave
+            await bob.status([pod_ref(a["PodUID"])])
+        assert guessed.value.message == f"pod {a['PodUID']} belongs to another identity"
+        # Each refusal logged once at INFO, naming who was refused and why.
+        lines = [line for line in site.log().splitlines() if a["PodUID"] in line and "refused" in line]
+        assert len(lines) == 5 and all("belongs to another identity" in line for line in lines), lines
+        assert all('"level": "INFO"' in line for line in lines), lines
         assert {p["name"] for p in await alice.pods()} == {"alice-pod"}
         assert {p["name"] for p in await bob.pods()} == {"bob-pod"}
         # Succeeded can be seen while Slurm still completes the job: either answer is right.

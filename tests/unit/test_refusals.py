@@ -184,7 +184,7 @@ async def _raising_app(middleware, cases: dict[str, Callable[[], BaseException]]
 
 async def _grpc_server() -> tuple[grpc.aio.Server, grpc.aio.Channel]:
     async def behaviour(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        async with grpc_api._mapped_errors(context):
+        async with grpc_api._mapped_errors(context, "Raise", "a test"):
             raise CASES[request.decode()]()
         return b""
 

@@ -48,14 +48,15 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
 
     async def _caller(self, context: grpc.aio.ServicerContext, operation: Operation) -> Caller:
         metadata = dict(context.invocation_metadata() or ())
-        async with _mapped_errors(context):
+        async with _mapped_errors(context, "call", "a caller"):
             caller = await self.auth.caller(metadata.get("authorization"), via_unix_socket=False)
+        async with _mapped_errors(context, operation, caller.principal.key):
             self.auth.require(caller, operation)
         return caller
 
     async def CreatePod(self, request: pb.CreatePodRequest, context: grpc.aio.ServicerContext) -> pb.CreatePodResponse:
         principal = (await self._caller(context, "create")).principal
-        async with _mapped_errors(context):
+        async with _mapped_errors(context, "CreatePod", principal.key):
             try:
                 body = json.loads(request.pod_json.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -69,7 +70,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
 
     async def DeletePod(self, request: pb.DeletePodRequest, context: grpc.aio.ServicerContext) -> pb.DeletePodResponse:
         principal = (await self._caller(context, "cancel")).principal
-        async with _mapped_errors(context):
+        async with _mapped_errors(context, "DeletePod", principal.key):
             if not request.uid:
                 raise BadRequest("uid is missing")
             outcome = await self.service.delete(request.uid, principal)
@@ -77,7 +78,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.GetStatusResponse:
         principal = (await self._caller(context, "read")).principal
-        async with _mapped_errors(context):
+        async with _mapped_errors(context, "GetStatus", principal.key):
             uids = list(request.uids) or [r.uid for r in self.service.readable(principal)]
             answers = self.service.statuses(uids, principal)
         return pb.GetStatusResponse(pods=[self._pod_status(a) for a in answers])
@@ -125,7 +126,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
         self, request: pb.GetLogsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.LogChunk]:
         principal = (await self._caller(context, "read")).principal
-        async with _mapped_errors(context):
+        async with _mapped_errors(context, "GetLogs", principal.key):
             if request.tail_lines and request.limit_bytes:
                 raise BadRequest("both tail_lines and limit_bytes set: set only one of them")
             if request.since_seconds and request.HasField("since_time"):
@@ -149,8 +150,8 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
                 yield pb.LogChunk(data=chunk)
 
     async def Ping(self, request: pb.PingRequest, context: grpc.aio.ServicerContext) -> pb.NodeInfo:
-        await self._caller(context, "read")
-        async with _mapped_errors(context):
+        caller = await self._caller(context, "read")
+        async with _mapped_errors(context, "Ping", caller.principal.key):
             ping = await self.service.ping()
         resources = ping.resources
         return pb.NodeInfo(
@@ -206,10 +207,13 @@ class TracedCalls(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc shi
 
 
 class _mapped_errors:
-    """Refusals as their gRPC code and reason (interlink_provider.refusals); the rest is UNKNOWN."""
+    """Refusals as their gRPC code and reason (interlink_provider.refusals), each logged once at
+    INFO (`what` was refused to `who`; never a token); the rest is UNKNOWN."""
 
-    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext, what: str, who: str) -> None:
         self.context = context
+        self.what = what
+        self.who = who
 
     async def __aenter__(self) -> None:
         return None
@@ -219,6 +223,7 @@ class _mapped_errors:
     ) -> bool:
         refused = answer(exc) if exc is not None else None
         if refused is not None:
+            log.info("refused gRPC %s from %s: %s %s", self.what, self.who, refused.grpc, refused.message)
             await self.context.abort(grpc.StatusCode[refused.grpc], refused.message)  # raises
         return False
 

@@ -44,7 +44,8 @@ def _text(status: int, message: str) -> web.Response:
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer refusals with their HTTP status and reason (interlink_provider.refusals); the rest is a 500."""
+    """Answer refusals with their HTTP status and reason (interlink_provider.refusals), each logged
+    once at INFO (never a token); the rest is a 500."""
     try:
         return await handler(request)
     except web.HTTPException:
@@ -53,6 +54,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         refused = answer(exc)
         if refused is None:
             raise
+        caller = request.get(CALLER)
+        who = caller.principal.key if caller is not None else "a caller"
+        log.info("refused %s %s from %s: %d %s", request.method, request.path, who, refused.http, refused.message)
         response = _text(refused.http, refused.message)
         if refused.http == 401:  # RFC 6750: the challenge, with the reason word
             code = refused.refusal.code if isinstance(refused.refusal, AuthError) else AuthError.code
@@ -76,9 +80,15 @@ async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
 
 
+def _open_to_all(request: web.Request) -> bool:
+    """/healthz answers anyone; /metrics anyone on the unix socket (guarded by its mode) and, on
+    TCP, callers with a valid token (Prometheus: `authorization.credentials_file`)."""
+    return request.path == "/healthz" or (request.path == "/metrics" and _via_unix_socket(request))
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in PUBLIC_PATHS:
+    if not _open_to_all(request):
         caller = await request.app[AUTH_KEY].caller(request.headers.get("Authorization"), _via_unix_socket(request))
         request[CALLER] = caller
     return await handler(request)
@@ -244,6 +254,8 @@ async def status_page(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    if CALLER in request:  # over TCP
+        _caller(request, "read")
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
