@@ -198,3 +198,21 @@ async def test_deleted_pods_are_forgotten_after_their_retention_finished_ones_wa
     assert site.files.removed == [f"{site.settings.pods_root}/alice/ns/{gone.uid}"]
     assert site.record(kept.uid).stage == Stage.FINISHED  # the Virtual Kubelet has not deleted it yet
     assert (await site.service.book.store.get(gone.uid)) is None
+
+
+async def test_finished_pods_nobody_deletes_are_purged_after_the_unclaimed_retention(site, monkeypatch):
+    """The Virtual Kubelet deletes the pods it sees finish; one no client comes back for is kept
+    for unclaimed_retention_seconds (a week by default), then purged with its directory."""
+    assert site.settings.unclaimed_retention_seconds == 7 * 86400
+    created = await site.service.create(request("orphan"), ALICE)
+    site.backend.leave_queue(created.job_id, b.COMPLETED)
+    await site.reconciler.cycle()
+    assert site.record(created.uid).stage == Stage.FINISHED
+    now = time.time()
+    monkeypatch.setattr("sidecars.core.domain.reconciler.time.time", lambda: now + 6 * 86400)
+    await site.reconciler.cycle()
+    assert site.service.record(created.uid) is not None
+    monkeypatch.setattr("sidecars.core.domain.reconciler.time.time", lambda: now + 8 * 86400)
+    await site.reconciler.cycle()
+    assert site.service.record(created.uid) is None
+    assert site.files.removed == [f"{site.settings.pods_root}/alice/ns/{created.uid}"]

@@ -90,8 +90,11 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
         feed = self.service.feed
         heartbeat = min(max(request.heartbeat_seconds or 15, 1), 300)
         position = request.since_revision if request.epoch == feed.epoch else 0
+        epoch = feed.epoch
         quiet_since = time.monotonic()  # the last event sent: a heartbeat follows `heartbeat` s of silence
         while True:
+            if feed.epoch != epoch:  # the feed forgot its tombstones: every live pod again
+                epoch, position = feed.epoch, 0
             current = feed.revision
             for revision, uid in feed.since(position, principal.key):
                 record = self.service.record(uid)

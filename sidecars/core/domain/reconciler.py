@@ -317,8 +317,11 @@ class Reconciler:
         for record in [r for r in self.book.all() if r.stage.terminal]:
             ended = record.finished_at or record.updated_at
             if record.stage == Stage.FINISHED and record.delete_requested_at is None:
-                continue  # the Virtual Kubelet still owns it: keep until it deletes the pod
-            if now - max(ended, record.delete_requested_at or 0) < retention:
+                # The Virtual Kubelet still owns it and deletes it when it sees it finish; a
+                # pod no client comes back for is kept for unclaimed_retention_seconds.
+                if now - ended < self.config.unclaimed_retention_seconds:
+                    continue
+            elif now - max(ended, record.delete_requested_at or 0) < retention:
                 continue
             await self._remove_directory(record)
             await self.book.remove(record)
