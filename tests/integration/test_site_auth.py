@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -254,3 +256,26 @@ async def test_tokens_never_reach_logs_or_readable_files(site, idp):
     for path in Path(idp.workdir, "state").rglob("*"):
         if path.is_file() and path.name in ("signing-keys.json", "server.key"):
             assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+
+
+async def test_a_log_follow_ends_when_its_token_does(site, idp):
+    """kubectl logs -f with a token that expires 3 s later: the body ends then (the pod runs on)."""
+    token = await token_for(idp, "alice")
+    async with SidecarClient(site.http, token=token) as alice:
+        req = whoami_pod("follower")
+        req["pod"]["spec"]["containers"][0]["command"] = ["sh", "-c", "while true; do echo tick; sleep 1; done"]
+        answer = await alice.create(req)
+
+        async def running():
+            [status] = await alice.status([pod_ref(answer["PodUID"])])
+            return "running" in status["containers"][0]["state"]
+
+        await wait_for(running, 90, what="the pod to run")
+        short = idp.forge(sub="alice", client_id="alice", exp=int(time.time()) + 3)
+        query = {"PodUID": answer["PodUID"], "ContainerName": "c", "Opts": {"Follow": True}}
+        started = time.monotonic()
+        async with SidecarClient(site.http, token=short) as follower:
+            text = await asyncio.wait_for(follower.logs_text(query), 20)
+        assert 2 < time.monotonic() - started < 10 and "tick" in text
+        await alice.delete(req["pod"])
+    assert "ended a log follow of alice@" in site.log()

@@ -73,3 +73,33 @@ async def test_the_gateway_drops_pods_a_new_epochs_snapshot_leaves_out():
         assert set(site.pods) == {"kept", "new"}  # only once per resync
     finally:
         await site.channel.close()
+
+
+async def test_until_cuts_an_iteration_at_its_deadline_and_closes_it():
+    import time
+
+    import pytest
+
+    from sidecars.core.kits.deadline import DeadlinePassed, until
+
+    closed = []
+
+    async def ticks():
+        try:
+            for n in range(1000):
+                yield n
+                await asyncio.sleep(0.05)
+        finally:
+            closed.append(True)
+
+    seen = []
+    with pytest.raises(DeadlinePassed):
+        async for n in until(time.time() + 0.3, ticks()):
+            seen.append(n)
+    assert 3 <= len(seen) <= 8 and closed == [True]
+    assert [n async for n in until(None, aiter_of([1, 2]))] == [1, 2]
+
+
+async def aiter_of(items):
+    for item in items:
+        yield item

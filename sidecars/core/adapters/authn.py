@@ -24,6 +24,11 @@ class Caller:
     principal: Principal
     identity: Identity | None  # None: a tokenless caller on the trusted unix socket
 
+    @property
+    def expires_at(self) -> float | None:
+        """When the caller's token expires (epoch seconds): long calls end then. None: never."""
+        return self.identity.expires_at if self.identity is not None and self.identity.expires_at else None
+
 
 class Authenticator:
     def __init__(self, config: AuthConfig) -> None:

@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from interlink_provider import __version__
+from interlink_provider.auth.errors import Expired as TokenExpired
 from interlink_provider.auth.mapping import Operation
 from interlink_provider.pods.phase import phase_of
 from interlink_provider.pods.wire import ContainerLogOpts, LogStruct, RetrievedPodData
@@ -36,6 +37,7 @@ from sidecars.core.adapters.authn import Authenticator, Caller
 from sidecars.core.adapters.settings import GrpcConfig
 from sidecars.core.domain.errors import BadRequest
 from sidecars.core.domain.service import SiteService
+from sidecars.core.kits.deadline import DeadlinePassed, until
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Offloader"].full_name
@@ -86,7 +88,16 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
     async def WatchStatus(
         self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StatusEvent]:
-        principal = (await self._caller(context, "read")).principal
+        caller = await self._caller(context, "read")
+        async with _mapped_errors(context, "WatchStatus", caller.principal.key):
+            with self.service.streams.hold(caller.principal):
+                async for event in self._watch(request, caller):
+                    yield event
+
+    async def _watch(self, request: pb.WatchStatusRequest, caller: Caller) -> AsyncIterator[pb.StatusEvent]:
+        """Every change of the caller's pods since its (epoch, revision), heartbeats in silence,
+        until the caller's token expires (Unauthenticated: it watches again with a fresh one)."""
+        principal = caller.principal
         feed = self.service.feed
         heartbeat = min(max(request.heartbeat_seconds or 15, 1), 300)
         position = request.since_revision if request.epoch == feed.epoch else 0
@@ -108,6 +119,12 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
             position = max(position, current)  # others' changes are behind us too
             # Others' pods may change all the time: silence is measured for this watcher only.
             silence = heartbeat - (time.monotonic() - quiet_since)
+            token_left = caller.expires_at - time.time() if caller.expires_at is not None else float("inf")
+            if token_left <= 0:
+                raise TokenExpired("the token expired during the watch: watch again with a fresh token")
+            if token_left < silence:
+                await feed.wait(position, token_left)  # changes are sent, or the token ends, first
+                continue
             if silence <= 0 or not await feed.wait(position, silence):
                 yield pb.StatusEvent(epoch=feed.epoch, revision=position, heartbeat=True)
                 quiet_since = time.monotonic()
@@ -128,8 +145,8 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
     async def GetLogs(
         self, request: pb.GetLogsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.LogChunk]:
-        principal = (await self._caller(context, "read")).principal
-        async with _mapped_errors(context, "GetLogs", principal.key):
+        caller = await self._caller(context, "read")
+        async with _mapped_errors(context, "GetLogs", caller.principal.key):
             if request.tail_lines and request.limit_bytes:
                 raise BadRequest("both tail_lines and limit_bytes set: set only one of them")
             if request.since_seconds and request.HasField("since_time"):
@@ -148,9 +165,19 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
                     Previous=request.previous,
                 ),
             )
-            chunks = self.service.logs(query, principal)
-            async for chunk in chunks:
-                yield pb.LogChunk(data=chunk)
+            chunks = aiter(self.service.logs(query, caller.principal))
+            if request.follow:
+                with self.service.streams.hold(caller.principal):
+                    try:
+                        async for chunk in until(caller.expires_at, chunks):
+                            yield pb.LogChunk(data=chunk)
+                    except DeadlinePassed:
+                        raise TokenExpired(
+                            "the token expired during the follow: follow again with a fresh one"
+                        ) from None
+            else:
+                async for chunk in chunks:
+                    yield pb.LogChunk(data=chunk)
 
     async def Ping(self, request: pb.PingRequest, context: grpc.aio.ServicerContext) -> pb.NodeInfo:
         caller = await self._caller(context, "read")

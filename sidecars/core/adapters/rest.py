@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -27,6 +28,7 @@ from sidecars.core.adapters.authn import Authenticator, Caller
 from sidecars.core.domain.errors import BadRequest, Unavailable
 from sidecars.core.domain.reconciler import Reconciler
 from sidecars.core.domain.service import SiteService
+from sidecars.core.kits.deadline import DeadlinePassed, until
 
 log = logging.getLogger(__name__)
 
@@ -161,22 +163,34 @@ async def status(request: web.Request) -> web.Response:
 
 async def get_logs(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE_KEY]
-    principal = _caller(request, "read").principal
+    caller = _caller(request, "read")
     query = _model(LogStruct, await _json_object(request, "LogStruct"))
     if query.Opts.Tail and query.Opts.Bytes:
         raise BadRequest("Both Tail and LimitBytes set. Set only one of them")
     if query.Opts.SinceSeconds and query.Opts.SinceTime is not None:
         raise BadRequest("Both SinceSeconds and SinceTime set. Set only one of them")
-    chunks = aiter(service.logs(query, principal))
-    first = await anext(chunks, b"")  # a failure to read is still an HTTP status, not a cut body
+    if not query.Opts.Follow:
+        return await _send_logs(request, aiter(service.logs(query, caller.principal)))
+    with service.streams.hold(caller.principal):  # a follow lives long: the identity's share, its token's life
+        chunks = until(caller.expires_at, aiter(service.logs(query, caller.principal)))
+        return await _send_logs(request, chunks)
+
+
+async def _send_logs(request: web.Request, chunks: AsyncIterator[bytes]) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-    await response.prepare(request)
     try:
+        first = await anext(chunks, b"")  # a failure to read is still an HTTP status, not a cut body
+        await response.prepare(request)
         await response.write(first)
         async for chunk in chunks:
             await response.write(chunk)
     except (ConnectionResetError, ConnectionError):
         return response  # the reader went away: stop following
+    except DeadlinePassed:
+        log.info("ended a log follow of %s: its token expired", request[CALLER].principal.key)
+        if not response.prepared:
+            await response.prepare(request)
+        return response  # the body ends: the caller follows again with a fresh token
     await response.write_eof()
     return response
 

@@ -45,6 +45,7 @@ from sidecars.core.domain.room import Room
 from sidecars.core.domain.settings import ServiceSettings
 from sidecars.core.domain.staging import StagingPhases
 from sidecars.core.domain.store import Store
+from sidecars.core.domain.streams import StreamQuota
 from sidecars.core.domain.submission import Submissions
 from sidecars.core.kits import logs
 from sidecars.core.kits.backend import RUNNING, Backend, Capacity, PollError, ReportsCapacity, Signals, Submission
@@ -112,6 +113,7 @@ class SiteService:
         self.staging = StagingPhases(self.book, self.submissions, stager, self.files) if stager else None
         self.options = config.render_options()
         self.room = Room(self.book, config.max_pods, config.max_pods_per_identity)
+        self.streams = StreamQuota(config.max_streams_per_identity)
         self._capacity: tuple[float, Capacity] | None = None
 
     async def load(self) -> None:

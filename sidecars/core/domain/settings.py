@@ -89,6 +89,12 @@ class ServiceSettings(Strict):
     max_pods_per_identity: int | None = Field(
         None, ge=1, description="pods one identity (token subject) may hold at once; none: only max_pods"
     )
+    max_streams_per_identity: int = Field(
+        16,
+        ge=1,
+        description="status watches and log follows one identity (token subject) may hold open at once; "
+        "the trusted unix socket has no limit",
+    )
     unclaimed_retention_seconds: float = Field(
         7 * 86400.0,
         ge=0,
