@@ -33,6 +33,7 @@ def spec(uid: str = "uid-1") -> JobSpec:
         uid=uid,
         name="p",
         namespace="ns",
+        hostname="p",
         init_containers=(),
         containers=(container,),
         volumes=(secret, VolumeSpec("data", "emptyDir")),
