@@ -4,16 +4,18 @@ The issuer must be on the allowlist *before* anything is fetched (the token name
 its issuer; we never follow a URL from a token we have not checked). The JWKS
 location comes from the issuer's discovery document, never from the token. Keys
 are cached per issuer, refreshed when stale, and re-fetched when a token names an
-unknown `kid` — at most once per cooldown, so forged kids cannot hammer the IdP.
+unknown `kid` — at most once per cooldown, so forged kids cannot hammer the IdP. When
+the IdP is down, validations share one fetch, back off between tries, and use the last
+keys for a grace period (interlink_provider.auth.keystate).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import logging
 import ssl
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -23,7 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..telemetry.metrics import TOKEN_FAILURES
 from . import errors
 from .identity import Identity
+from .keystate import FIRST_RETRY_SECONDS, IssuerKeys, Timing
 from .scopes import parse_scopes
+
+log = logging.getLogger(__name__)
 
 WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti"]
@@ -60,6 +65,18 @@ class ValidationConfig(BaseModel):
     )
     jwks_max_age_seconds: float = Field(3600, gt=0, description="keys are re-fetched when older")
     jwks_cooldown_seconds: float = Field(30, ge=0, description="least time between forced re-fetches")
+    jwks_grace_seconds: float = Field(
+        86400,
+        ge=0,
+        description="while an issuer's keys cannot be re-fetched (its IdP is down), its last keys stay in use "
+        "this long past `jwks_max_age_seconds`; then its tokens get `idp_unreachable` until it answers",
+    )
+    jwks_retry_max_seconds: float = Field(
+        60,
+        gt=0,
+        description=f"after a failed key fetch the next waits {FIRST_RETRY_SECONDS:.0f} s, doubling after each "
+        "further failure up to this; validations meanwhile use the keys at hand",
+    )
     require_wlcg_profile: bool = Field(True, description="`wlcg.ver` must be present, major 1")
     http_timeout_seconds: float = Field(
         10, gt=0, description="seconds per request to an IdP (discovery document, JWKS)"
@@ -86,24 +103,6 @@ async def fetch_json(session: aiohttp.ClientSession, url: str, ca_file: str | No
         raise errors.IdPUnreachable(f"cannot reach {url}: {exc or type(exc).__name__}") from exc
 
 
-@dataclass
-class _IssuerKeys:
-    keys: dict[str, jwt.PyJWK] = field(default_factory=dict)
-    # Times on the monotonic clock, which starts near 0 at boot: "never" must be None,
-    # not 0.0, or a host booted minutes ago takes its first fetch for a recent one.
-    fetched_at: float | None = None
-    forced_at: float | None = None
-
-    def age(self, now: float) -> float:
-        """Seconds since the last fetch (infinite when never fetched)."""
-        return float("inf") if self.fetched_at is None else now - self.fetched_at
-
-    def since_forced(self, now: float) -> float:
-        return float("inf") if self.forced_at is None else now - self.forced_at
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
 class LazySession:
     """An aiohttp session opened on first use (constructors may run outside an event loop)."""
 
@@ -120,27 +119,39 @@ class LazySession:
 
 
 class KeyCache(LazySession):
-    """JWKS per trusted issuer, found through discovery."""
+    """JWKS per trusted issuer, found through discovery.
 
-    def __init__(self, config: ValidationConfig) -> None:
+    Validations that need a fetch share one: they queue on the issuer's lock, and the fetch the
+    first one makes (or its failure, then the back-off) decides for the others. While an IdP is
+    down, its last keys stay in use for `jwks_grace_seconds` past their maximum age.
+    """
+
+    def __init__(self, config: ValidationConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.trusted = {i.issuer: i for i in config.issuers}
-        self._keys: dict[str, _IssuerKeys] = {}
+        self.timing = Timing(
+            max_age=config.jwks_max_age_seconds,
+            cooldown=config.jwks_cooldown_seconds,
+            grace=config.jwks_grace_seconds,
+            retry_max=config.jwks_retry_max_seconds,
+        )
+        self.clock = clock  # monotonic seconds; a test gives its own
+        self._keys: dict[str, IssuerKeys] = {}
         self.fetches = 0  # how many JWKS downloads (for tests and benchmarks)
-        self.failures: dict[str, str] = {}  # issuer -> why its last key fetch failed
 
     def state(self) -> dict[str, tuple[bool, str]]:
         """Per trusted issuer, what the last key fetch says (for status pages, no call made)."""
-        now = time.monotonic()
+        now = self.clock()
         states = {}
         for issuer in self.trusted:
             entry = self._keys.get(issuer)
-            if issuer in self.failures:
-                states[issuer] = (False, self.failures[issuer])
-            elif entry is None or entry.fetched_at is None:
+            if entry is None or (entry.fetched_at is None and entry.error is None):
                 states[issuer] = (True, "keys not fetched yet (fetched at the first token)")
+            elif entry.error is not None:
+                kept = f"; keys fetched {entry.age(now):.0f} s ago in use" if entry.usable(now, self.timing) else ""
+                states[issuer] = (False, entry.error + kept)
             else:
-                states[issuer] = (True, f"{len(entry.keys)} keys, fetched {now - entry.fetched_at:.0f} s ago")
+                states[issuer] = (True, f"{len(entry.keys)} keys, fetched {entry.age(now):.0f} s ago")
         return states
 
     async def _fetch(self, issuer: str) -> dict[str, jwt.PyJWK]:
@@ -152,9 +163,11 @@ class KeyCache(LazySession):
             raise errors.IdPUnreachable(f"{issuer} publishes no jwks_uri")
         document = await fetch_json(self.session(), jwks_uri, trusted.ca_file, timeout)
         self.fetches += 1
+        if not isinstance(document, dict):
+            raise errors.IdPUnreachable(f"{jwks_uri} is not a JWK set")
         keys: dict[str, jwt.PyJWK] = {}
-        for data in (document or {}).get("keys", []):
-            kid = data.get("kid")
+        for data in document.get("keys", []):
+            kid = data.get("kid") if isinstance(data, dict) else None
             if not kid or data.get("use", "sig") != "sig":
                 continue
             try:
@@ -164,29 +177,64 @@ class KeyCache(LazySession):
         return keys
 
     async def key(self, issuer: str, kid: str) -> jwt.PyJWK:
-        entry = self._keys.setdefault(issuer, _IssuerKeys())
-        now = time.monotonic()
-        fresh = entry.age(now) < self.config.jwks_max_age_seconds
-        if fresh and kid in entry.keys:
+        entry = self._keys.setdefault(issuer, IssuerKeys())
+        if kid in entry.keys and entry.fresh(self.clock(), self.timing):
             return entry.keys[kid]
         async with entry.lock:
-            now = time.monotonic()
-            stale = entry.age(now) >= self.config.jwks_max_age_seconds
-            may_force = entry.since_forced(now) >= self.config.jwks_cooldown_seconds
-            if kid not in entry.keys or stale:
-                if stale or may_force:
-                    try:
-                        entry.keys = await self._fetch(issuer)
-                    except errors.AuthError as exc:
-                        self.failures[issuer] = exc.message
-                        raise
-                    self.failures.pop(issuer, None)
-                    entry.fetched_at = now
-                    if not stale:
-                        entry.forced_at = now
-        if kid not in entry.keys:
-            raise errors.BadSignature(f"{issuer} has no signing key {kid!r}")
-        return entry.keys[kid]
+            now = self.clock()
+            if entry.due(kid, now, self.timing):
+                await self._refresh(issuer, entry, now)
+            return self._pick(issuer, entry, kid, self.clock())
+
+    async def _refresh(self, issuer: str, entry: IssuerKeys, now: float) -> None:
+        forced = entry.fresh(now, self.timing)  # fresh keys fetched again: for an unknown kid
+        try:
+            keys = await self._fetch(issuer)
+        except errors.AuthError as exc:
+            if entry.failed(exc.message, now, self.timing):
+                log.warning(
+                    "cannot refresh the signing keys of %s: %s; %s", issuer, exc.message, self._fallback(entry, now)
+                )
+            else:
+                log.debug("still cannot refresh the signing keys of %s: %s", issuer, exc.message)
+            return
+        ended = entry.fetched(keys, now, forced)
+        if ended:
+            log.warning("the signing keys of %s are fetched again, after %d failed tries", issuer, ended)
+
+    def _fallback(self, entry: IssuerKeys, now: float) -> str:
+        """What validations do while an issuer's keys cannot be fetched (for the warning)."""
+        retry = f"next try in {entry.retry_in(now):.0f} s, then with back-off up to {self.timing.retry_max:.0f} s"
+        if not entry.usable(now, self.timing):
+            return f"its tokens cannot be checked until it answers ({retry})"
+        left = self.timing.max_age + self.timing.grace - entry.age(now)
+        return (
+            f"its last keys (fetched {entry.age(now):.0f} s ago) stay in use for {left:.0f} s more "
+            f"(auth.token.jwks_max_age_seconds + jwks_grace_seconds); {retry}"
+        )
+
+    def _pick(self, issuer: str, entry: IssuerKeys, kid: str, now: float) -> jwt.PyJWK:
+        if not entry.usable(now, self.timing):
+            raise errors.IdPUnreachable(self._why_unusable(issuer, entry, now))
+        if kid in entry.keys:
+            return entry.keys[kid]
+        if entry.error is not None:  # it may be a new key we cannot ask for now
+            raise errors.IdPUnreachable(
+                f"{issuer} has no signing key {kid!r} among the keys we have, and cannot be asked for "
+                f"new ones: {entry.error}"
+            )
+        raise errors.BadSignature(f"{issuer} has no signing key {kid!r}")
+
+    def _why_unusable(self, issuer: str, entry: IssuerKeys, now: float) -> str:
+        why = entry.error or "no keys"
+        retry = f"next try in {entry.retry_in(now):.0f} s"
+        if entry.fetched_at is None:
+            return f"cannot get the signing keys of {issuer}: {why}; {retry}"
+        return (
+            f"the signing keys of {issuer} are {entry.age(now):.0f} s old, past the "
+            f"{self.timing.max_age + self.timing.grace:.0f} s that jwks_max_age_seconds + jwks_grace_seconds "
+            f"allow, and cannot be refreshed: {why}; {retry}"
+        )
 
 
 class TokenValidator:
