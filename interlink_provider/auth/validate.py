@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..telemetry.metrics import TOKEN_FAILURES
 from . import errors
 from .identity import Identity
+from .jwtparse import read_unverified
 from .keystate import FIRST_RETRY_SECONDS, IssuerKeys, Timing
 from .scopes import parse_scopes
 
@@ -257,19 +258,15 @@ class TokenValidator:
             raise
 
     async def _validate(self, token: str) -> Identity:
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise errors.MalformedToken(f"not a JWT: {exc}") from exc
-        issuer = unverified.get("iss")
+        unverified = read_unverified(token)
+        issuer = unverified.claims.get("iss")
         if not isinstance(issuer, str) or issuer not in self.keys.trusted:
             raise errors.UnknownIssuer(f"issuer {issuer!r} is not trusted here")
-        kid = header.get("kid")
-        if not kid:
+        kid = unverified.header.get("kid")
+        if not kid or not isinstance(kid, str):
             raise errors.MalformedToken("the token header has no `kid` (required by the WLCG profile)")
-        if header.get("alg") not in self.config.algorithms:
-            raise errors.BadSignature(f"algorithm {header.get('alg')!r} is not accepted")
+        if unverified.header.get("alg") not in self.config.algorithms:
+            raise errors.BadSignature(f"algorithm {unverified.header.get('alg')!r} is not accepted")
         key = await self.keys.key(issuer, kid)
         claims = self._decode(token, key, issuer)
         self._check_profile(claims)

@@ -130,6 +130,7 @@ ON_A_REQUEST = [
     "sidecars/core/adapters/authn.py",
     "interlink_provider/auth/mapping.py",
     "interlink_provider/auth/validate.py",
+    "interlink_provider/auth/jwtparse.py",
     "interlink_provider/pods/validate.py",
     "interlink_provider/gateway/server.py",
     "interlink_provider/gateway/identities.py",

@@ -1,0 +1,73 @@
+"""Tokens that verify but must still be refused (RFC 8725, WLCG profile), each with a one-line
+reason that names what to change and never quotes the token; against ScriptedIdP (real HTTP)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from interlink_provider.auth import errors
+from interlink_provider.auth.jwtparse import MAX_TOKEN_CHARS
+from tests.scripted_idp import ScriptedIdP
+
+
+@pytest.fixture
+async def idp():
+    server = await ScriptedIdP().start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def validator(idp):
+    v = idp.validator()
+    yield v
+    await v.close()
+
+
+async def refused(validator, token: str, kind: type[errors.AuthError], text: str, caplog=None) -> errors.AuthError:
+    """The token is refused as `kind`, as a 401 with a one-line reason containing `text`."""
+    with pytest.raises(kind) as info:
+        await validator.validate(token)
+    refusal = info.value
+    assert text in refusal.message, refusal.message
+    assert refusal.status == 401 and "\n" not in refusal.message
+    assert token not in refusal.message and (caplog is None or token not in caplog.text)
+    return refusal
+
+
+async def test_the_plain_token_is_accepted(idp, validator):
+    """The baseline every refusal below differs from by one thing."""
+    assert (await validator.validate(idp.token())).subject == "alice"
+
+
+async def test_an_oversized_token_is_refused_before_anything_is_decoded_or_fetched(idp, validator, caplog):
+    huge = idp.token(padding="x" * 1024 * 1024)  # signed, valid in every other way
+    await refused(validator, huge, errors.MalformedToken, f"at most {MAX_TOKEN_CHARS} are accepted", caplog)
+    assert not idp.requests  # no key fetched for it
+    assert (await validator.validate(idp.token(padding="x" * 8000))).subject == "alice"  # large, within the limit
+
+
+async def test_a_name_repeated_in_the_claims_or_header_is_refused(idp, validator):
+    """json.loads keeps the last `sub`, another parser the first: the same signed bytes must not name two subjects."""
+    claims = json.dumps(idp.claims())
+    assert (await validator.validate(idp.sign_raw(claims))).subject == "alice"  # the raw signer signs right
+    twice = idp.sign_raw(claims[:-1] + ', "sub": "root"}')
+    await refused(validator, twice, errors.MalformedToken, "the token's payload names 'sub' twice")
+    nested = idp.sign_raw(claims[:-1] + ', "act": {"sub": "gateway", "sub": "root"}}')
+    await refused(validator, nested, errors.MalformedToken, "payload names 'sub' twice")
+    header = f'{{"alg": "none", "kid": "{idp.kid}", "alg": "RS256"}}'
+    await refused(validator, idp.sign_raw(claims, header), errors.MalformedToken, "header names 'alg' twice")
+
+
+async def test_a_payload_that_is_not_utf8_json_is_refused(idp, validator):
+    """RFC 8725 §3.7: json.loads would take UTF-16 bytes for JSON; PyJWT, and main, accepted this one."""
+    utf16 = idp.sign_raw(json.dumps(idp.claims()), encoding="utf-16")
+    await refused(validator, utf16, errors.MalformedToken, "not base64url-encoded UTF-8 JSON")
+
+
+async def test_a_kid_that_is_not_a_string_is_malformed(idp, validator):
+    claims = json.dumps(idp.claims())
+    listed = idp.sign_raw(claims, header='{"alg": "RS256", "kid": ["key-1"]}')  # PyJWT refused it; we read headers now
+    await refused(validator, listed, errors.MalformedToken, "no `kid`")
