@@ -51,6 +51,12 @@ class WrongAudience(AuthError):
     code = "wrong_audience"
 
 
+class NotAnAccessToken(AuthError):
+    """An ID token, or another JWT of a trusted IdP that is not an access token (auth.tokenkind)."""
+
+    code = "not_access_token"
+
+
 class ProfileViolation(AuthError):
     code = "wlcg_profile"
 

@@ -28,6 +28,7 @@ from .identity import Identity
 from .jwtparse import read_unverified
 from .keystate import FIRST_RETRY_SECONDS, IssuerKeys, Timing
 from .scopes import parse_scopes
+from .tokenkind import check_access_token
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,7 @@ class TokenValidator:
             raise errors.BadSignature(f"algorithm {unverified.header.get('alg')!r} is not accepted")
         key = await self.keys.key(issuer, kid)
         claims = self._decode(token, key, issuer)
+        check_access_token(unverified.header, claims)
         self._check_profile(claims)
         self._check_development(claims, issuer)
         return self._identity(claims)

@@ -71,3 +71,36 @@ async def test_a_kid_that_is_not_a_string_is_malformed(idp, validator):
     claims = json.dumps(idp.claims())
     listed = idp.sign_raw(claims, header='{"alg": "RS256", "kid": ["key-1"]}')  # PyJWT refused it; we read headers now
     await refused(validator, listed, errors.MalformedToken, "no `kid`")
+
+
+@pytest.mark.parametrize("typ", [None, "JWT", "jwt", "at+jwt", "application/at+jwt", "AT+JWT"])
+async def test_access_token_types_are_accepted(idp, validator, typ):
+    """RFC 9068's at+jwt, IAM's JWT or nothing (PyJWT drops a typ of None)."""
+    assert (await validator.validate(idp.token(header={"typ": typ}))).subject == "alice"
+
+
+@pytest.mark.parametrize("typ", ["logout+jwt", "application/dpop+jwt", "secevent+jwt", "id_token+jwt", 5])
+async def test_other_typed_jwts_are_refused(idp, validator, typ):
+    refusal = await refused(validator, idp.token(header={"typ": typ}), errors.NotAnAccessToken, "not an access token")
+    assert refusal.code == "not_access_token" and str(typ) in refusal.message
+
+
+@pytest.mark.parametrize(
+    "claims,text",
+    [
+        ({"at_hash": "77QmUPtjPfzWtF2AnpK9RQ"}, "claim at_hash"),
+        ({"c_hash": "LDktKdoQak3Pk0cnXxCltA"}, "claim c_hash"),
+        ({"nonce": "n-0S6_WzA2Mj", "client_id": "https://site.test"}, "a nonce, for its own client"),
+        ({"nonce": "n-0S6_WzA2Mj", "azp": "https://site.test", "client_id": None}, "a nonce, for its own client"),
+        ({"typ": "ID"}, "claim typ: ID"),
+    ],
+)
+async def test_id_tokens_are_refused_by_their_claims(idp, validator, claims, text):
+    """An ID token of a client the site lists as an audience verifies like an access token: its claims tell."""
+    await refused(validator, idp.token(**claims), errors.NotAnAccessToken, text)
+
+
+async def test_a_nonce_in_an_access_token_for_a_resource_is_accepted(idp, validator):
+    """Some IdPs copy the nonce into access tokens; their audience is the resource, not the client."""
+    assert (await validator.validate(idp.token(nonce="n-0S6_WzA2Mj", azp="alice-client"))).subject == "alice"
+    assert (await validator.validate(idp.token(typ="Bearer"))).subject == "alice"  # Keycloak's access tokens
