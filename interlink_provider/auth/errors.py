@@ -47,6 +47,12 @@ class NotYetValid(AuthError):
     code = "not_yet_valid"
 
 
+class LifetimeTooLong(AuthError):
+    """Issued for longer than the site accepts (`exp` - `iat` over auth.token.max_token_lifetime_seconds)."""
+
+    code = "lifetime_too_long"
+
+
 class WrongAudience(AuthError):
     code = "wrong_audience"
 

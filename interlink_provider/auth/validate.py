@@ -61,6 +61,12 @@ class ValidationConfig(BaseModel):
     audiences: list[str] = Field(default_factory=list, description="`aud` values that mean us")
     accept_any_audience: bool = Field(False, description=f"also accept {WLCG_ANY_AUDIENCE}")
     leeway_seconds: float = Field(60, ge=0, description="clock skew tolerated when checking `exp`, `nbf` and `iat`")
+    max_token_lifetime_seconds: float = Field(
+        86400,
+        gt=0,
+        description="tokens issued for longer (`exp` - `iat`) are refused: IAM's access tokens live 1 h, the WLCG "
+        "profile's default maximum is 6 h; raise it for long-lived tokens a risk assessment allows (pilots)",
+    )
     algorithms: list[str] = Field(
         default_factory=lambda: ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"],
         description="signature algorithms accepted (the token header's `alg`)",
@@ -271,6 +277,7 @@ class TokenValidator:
         key = await self.keys.key(issuer, kid)
         claims = self._decode(token, key, issuer)
         check_access_token(unverified.header, claims)
+        self._check_lifetime(claims)
         self._check_profile(claims)
         self._check_development(claims, issuer)
         return self._identity(claims)
@@ -299,6 +306,16 @@ class TokenValidator:
             raise errors.ProfileViolation(str(exc)) from exc
         except jwt.PyJWTError as exc:
             raise errors.MalformedToken(str(exc)) from exc
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """A bound on how long a token may live, whatever its issuer wrote (exp and iat are checked numbers)."""
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+        limit = self.config.max_token_lifetime_seconds
+        if lifetime > limit:
+            raise errors.LifetimeTooLong(
+                f"the token was issued for {lifetime / 3600:.1f} h (exp - iat); this site accepts at most "
+                f"{limit / 3600:g} h (auth.token.max_token_lifetime_seconds)"
+            )
 
     def _check_profile(self, claims: dict[str, Any]) -> None:
         if not self.config.require_wlcg_profile:

@@ -4,6 +4,7 @@ reason that names what to change and never quotes the token; against ScriptedIdP
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -104,3 +105,28 @@ async def test_a_nonce_in_an_access_token_for_a_resource_is_accepted(idp, valida
     """Some IdPs copy the nonce into access tokens; their audience is the resource, not the client."""
     assert (await validator.validate(idp.token(nonce="n-0S6_WzA2Mj", azp="alice-client"))).subject == "alice"
     assert (await validator.validate(idp.token(typ="Bearer"))).subject == "alice"  # Keycloak's access tokens
+
+
+@pytest.mark.parametrize("hours", [1, 6, 24])
+async def test_lifetimes_of_real_access_tokens_are_accepted(idp, validator, hours):
+    """IAM's 1 h, the WLCG profile's 6 h maximum, and a day: within the default bound."""
+    now = int(time.time())
+    assert (await validator.validate(idp.token(iat=now, exp=now + hours * 3600))).subject == "alice"
+
+
+async def test_a_token_for_a_hundred_years_is_refused(idp, validator):
+    now = int(time.time())
+    century = idp.token(iat=now, exp=now + 100 * 365 * 86400)
+    refusal = await refused(validator, century, errors.LifetimeTooLong, "auth.token.max_token_lifetime_seconds")
+    assert "876000.0 h" in refusal.message and refusal.code == "lifetime_too_long"
+    old = idp.token(iat=now - 30 * 3600, exp=now + 600)  # expires soon, but was issued for 30 h
+    await refused(validator, old, errors.LifetimeTooLong, "issued for 30.2 h")
+
+
+async def test_the_lifetime_bound_is_configurable(idp):
+    now = int(time.time())
+    pilots = idp.validator(max_token_lifetime_seconds=4 * 86400)
+    try:
+        assert (await pilots.validate(idp.token(iat=now, exp=now + 96 * 3600))).subject == "alice"
+    finally:
+        await pilots.close()
