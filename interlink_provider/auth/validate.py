@@ -27,6 +27,7 @@ from . import errors
 from .identity import Identity
 from .jwtparse import read_unverified
 from .keystate import FIRST_RETRY_SECONDS, IssuerKeys, Timing
+from .profile import check_wlcg
 from .scopes import parse_scopes
 from .tokenkind import check_access_token
 
@@ -85,7 +86,7 @@ class ValidationConfig(BaseModel):
         description=f"after a failed key fetch the next waits {FIRST_RETRY_SECONDS:.0f} s, doubling after each "
         "further failure up to this; validations meanwhile use the keys at hand",
     )
-    require_wlcg_profile: bool = Field(True, description="`wlcg.ver` must be present, major 1")
+    require_wlcg_profile: bool = Field(True, description="`wlcg.ver` must be present, as `1.<minor>`")
     http_timeout_seconds: float = Field(
         10, gt=0, description="seconds per request to an IdP (discovery document, JWKS)"
     )
@@ -318,13 +319,8 @@ class TokenValidator:
             )
 
     def _check_profile(self, claims: dict[str, Any]) -> None:
-        if not self.config.require_wlcg_profile:
-            return
-        version = claims.get("wlcg.ver")
-        if not isinstance(version, str):
-            raise errors.ProfileViolation("the token has no `wlcg.ver` claim (WLCG profile required)")
-        if version.split(".", 1)[0] != "1":
-            raise errors.ProfileViolation(f"unsupported WLCG profile version {version!r} (major 1 required)")
+        if self.config.require_wlcg_profile:
+            check_wlcg(claims)
 
     def _check_development(self, claims: dict[str, Any], issuer: str) -> None:
         """A development token (a devidp's) only where its issuer is marked `development: true`."""

@@ -130,3 +130,17 @@ async def test_the_lifetime_bound_is_configurable(idp):
         assert (await pilots.validate(idp.token(iat=now, exp=now + 96 * 3600))).subject == "alice"
     finally:
         await pilots.close()
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.12"])
+async def test_wlcg_versions_of_major_1_are_accepted(idp, validator, version):
+    """WLCG profile 1.1 §4.3.3: a newer MINOR MUST be accepted."""
+    assert (await validator.validate(idp.token(**{"wlcg.ver": version}))).subject == "alice"
+
+
+@pytest.mark.parametrize(
+    "version", ["1.evil", "1", "1.0.0", "1.", " 1.0", "1.0\n", "\u0661.0", "01.0", "2.0", 1.0, ["1.0"]]
+)
+async def test_what_is_not_a_wlcg_version_of_major_1_is_refused(idp, validator, version):
+    """MAJOR.MINOR, digits only (`[0-9]+\\.[0-9]+`), and a MAJOR we know."""
+    await refused(validator, idp.token(**{"wlcg.ver": version}), errors.ProfileViolation, "major 1 required")

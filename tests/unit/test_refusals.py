@@ -132,6 +132,7 @@ ON_A_REQUEST = [
     "interlink_provider/auth/validate.py",
     "interlink_provider/auth/jwtparse.py",
     "interlink_provider/auth/tokenkind.py",
+    "interlink_provider/auth/profile.py",
     "interlink_provider/pods/validate.py",
     "interlink_provider/gateway/server.py",
     "interlink_provider/gateway/identities.py",
