@@ -5,6 +5,9 @@
 know 1) and MUST accept newer MINOR versions, so 1.1 or 1.7 pass. Tokens of every published
 version still say 1.0: version 1.0 told libraries to reject any other, so 1.1 tokens keep it
 until all software accepts 1.x.
+
+Every `storage.*` scope (§2.2.1) MUST name a path (`storage.read:/` for the whole namespace);
+"if not specified for these scopes, the token MUST be rejected".
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import re
 from typing import Any
 
 from .errors import ProfileViolation
+from .scopes import parse_scopes
 
 VERSION = re.compile(r"([0-9]+)\.[0-9]+")
 KNOWN_MAJORS = frozenset({"1"})
@@ -32,4 +36,10 @@ def check_wlcg(claims: dict[str, Any]) -> None:
     if not supported_version(version):
         raise ProfileViolation(
             f"unsupported WLCG profile version {str(version)[:32]!r}: major 1 required, as `1.<minor>`"
+        )
+    pathless = [scope.name for scope in parse_scopes(claims.get("scope")) if scope.missing_path]
+    if pathless:
+        raise ProfileViolation(
+            f"scope {pathless[0]} has no path: the WLCG profile requires one on every storage scope "
+            f"(`{pathless[0]}:/` for all) and tokens without it refused"
         )

@@ -39,7 +39,10 @@ def test_scope_parsing():
         "storage.read:/x",
         "compute.read",
     ]
-    assert Scope.parse("storage.read").path == "/"  # path missing: the whole namespace
+    assert Scope.parse("storage.read").path is None and Scope.parse("storage.read").missing_path  # not "/"
+    assert Scope.parse("storage.read:").missing_path and not Scope.parse("compute.read").missing_path
+    assert not covered(parse_scopes("storage.read"), "storage.read:/x")  # a pathless scope grants no path
+    assert str(Scope.parse("storage.read:x/y/")) == "storage.read:/x/y"  # relative: normalised
     assert parse_scopes(None) == [] and parse_scopes(["a b", "c"]) == parse_scopes("a b c")
 
 

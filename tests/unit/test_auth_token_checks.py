@@ -144,3 +144,19 @@ async def test_wlcg_versions_of_major_1_are_accepted(idp, validator, version):
 async def test_what_is_not_a_wlcg_version_of_major_1_is_refused(idp, validator, version):
     """MAJOR.MINOR, digits only (`[0-9]+\\.[0-9]+`), and a MAJOR we know."""
     await refused(validator, idp.token(**{"wlcg.ver": version}), errors.ProfileViolation, "major 1 required")
+
+
+@pytest.mark.parametrize("scope", ["storage.read", "compute.read storage.create", "storage.modify: compute.read"])
+async def test_a_storage_scope_without_a_path_is_refused(idp, validator, scope):
+    """WLCG profile §2.2.1: $PATH MUST be specified for storage scopes, or the token MUST be rejected."""
+    refusal = await refused(validator, idp.token(scope=scope), errors.ProfileViolation, "has no path")
+    assert ":/` for all" in refusal.message
+
+
+async def test_storage_scopes_with_paths_are_accepted_and_pathless_ones_grant_nothing_without_the_profile(idp):
+    validator = idp.validator(require_wlcg_profile=False)
+    try:
+        identity = await validator.validate(idp.token(scope="storage.read storage.create:/out compute.read"))
+    finally:
+        await validator.close()
+    assert identity.has_scope("storage.create:/out/x") and not identity.has_scope("storage.read:/anything")
