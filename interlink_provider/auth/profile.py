@@ -32,7 +32,11 @@ def check_wlcg(claims: dict[str, Any]) -> None:
     """Refuse (ProfileViolation) a token the WLCG profile says to reject."""
     version = claims.get("wlcg.ver")
     if version is None:
-        raise ProfileViolation("the token has no `wlcg.ver` claim (WLCG profile required)")
+        raise ProfileViolation(
+            "the token has no `wlcg.ver` claim: this site holds its issuer to the WLCG profile; for an IdP that is "
+            "not a WLCG one, set `require_wlcg_profile: false` in its entry of auth.token.issuers "
+            "(`token verify`: --no-wlcg)"
+        )
     if not supported_version(version):
         raise ProfileViolation(
             f"unsupported WLCG profile version {str(version)[:32]!r}: major 1 required, as `1.<minor>`"

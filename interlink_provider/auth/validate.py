@@ -51,6 +51,11 @@ class TrustedIssuer(BaseModel):
         description=f"accept this issuer's development tokens (claim `{DEVELOPMENT_CLAIM}`, set by "
         "`interlink-provider devidp`): for test and demo sites only; false: they are refused",
     )
+    require_wlcg_profile: bool | None = Field(
+        None,
+        description="hold this issuer's tokens to the WLCG profile (`wlcg.ver`, storage scopes with a path): false "
+        "for a conformant OIDC IdP that is not a WLCG one; unset: as `auth.token.require_wlcg_profile`",
+    )
 
 
 class ValidationConfig(BaseModel):
@@ -86,7 +91,11 @@ class ValidationConfig(BaseModel):
         description=f"after a failed key fetch the next waits {FIRST_RETRY_SECONDS:.0f} s, doubling after each "
         "further failure up to this; validations meanwhile use the keys at hand",
     )
-    require_wlcg_profile: bool = Field(True, description="`wlcg.ver` must be present, as `1.<minor>`")
+    require_wlcg_profile: bool = Field(
+        True,
+        description="tokens must follow the WLCG profile (`wlcg.ver` present, as `1.<minor>`; storage scopes with "
+        "a path), unless their issuer's entry says otherwise",
+    )
     http_timeout_seconds: float = Field(
         10, gt=0, description="seconds per request to an IdP (discovery document, JWKS)"
     )
@@ -279,7 +288,7 @@ class TokenValidator:
         claims = self._decode(token, key, issuer)
         check_access_token(unverified.header, claims)
         self._check_lifetime(claims)
-        self._check_profile(claims)
+        self._check_profile(claims, issuer)
         self._check_development(claims, issuer)
         return self._identity(claims)
 
@@ -318,8 +327,9 @@ class TokenValidator:
                 f"{limit / 3600:g} h (auth.token.max_token_lifetime_seconds)"
             )
 
-    def _check_profile(self, claims: dict[str, Any]) -> None:
-        if self.config.require_wlcg_profile:
+    def _check_profile(self, claims: dict[str, Any], issuer: str) -> None:
+        required = self.keys.trusted[issuer].require_wlcg_profile
+        if self.config.require_wlcg_profile if required is None else required:
             check_wlcg(claims)
 
     def _check_development(self, claims: dict[str, Any], issuer: str) -> None:

@@ -160,3 +160,23 @@ async def test_storage_scopes_with_paths_are_accepted_and_pathless_ones_grant_no
     finally:
         await validator.close()
     assert identity.has_scope("storage.create:/out/x") and not identity.has_scope("storage.read:/anything")
+
+
+async def test_a_non_wlcg_idps_token_is_refused_naming_the_setting_that_admits_it(idp, validator):
+    """A conformant OIDC IdP's access token (no wlcg.ver): the refusal says what to change."""
+    plain_oidc = idp.token(**{"wlcg.ver": None, "scope": "openid compute.create"})
+    refusal = await refused(validator, plain_oidc, errors.ProfileViolation, "no `wlcg.ver` claim")
+    assert "`require_wlcg_profile: false` in its entry of auth.token.issuers" in refusal.message
+    admitting = idp.validator(trusted={"require_wlcg_profile": False})  # that issuer alone
+    try:
+        assert (await admitting.validate(plain_oidc)).subject == "alice"
+    finally:
+        await admitting.close()
+
+
+async def test_an_issuers_own_setting_overrides_the_sites(idp):
+    strict = idp.validator(require_wlcg_profile=False, trusted={"require_wlcg_profile": True})
+    try:
+        await refused(strict, idp.token(**{"wlcg.ver": None}), errors.ProfileViolation, "no `wlcg.ver` claim")
+    finally:
+        await strict.close()
