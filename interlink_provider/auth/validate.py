@@ -278,7 +278,7 @@ class TokenValidator:
         unverified = read_unverified(token)
         issuer = unverified.claims.get("iss")
         if not isinstance(issuer, str) or issuer not in self.keys.trusted:
-            raise errors.UnknownIssuer(f"issuer {issuer!r} is not trusted here")
+            raise errors.UnknownIssuer(self._untrusted(issuer))
         kid = unverified.header.get("kid")
         if not kid or not isinstance(kid, str):
             raise errors.MalformedToken("the token header has no `kid` (required by the WLCG profile)")
@@ -291,6 +291,21 @@ class TokenValidator:
         self._check_profile(claims, issuer)
         self._check_development(claims, issuer)
         return self._identity(claims)
+
+    def _untrusted(self, issuer: object) -> str:
+        """Why an issuer is refused, naming a trusted one it misses by a trailing slash: OIDC compares
+        issuers exactly, so we do not accept it, but `https://iam.example.org` for `.../` is a typo to point at."""
+        shown = repr(issuer[:256]) if isinstance(issuer, str) else repr(issuer)[:256]  # a token's text, bounded
+        refusal = f"issuer {shown} is not trusted here"
+        if isinstance(issuer, str):
+            for trusted in self.keys.trusted:
+                if issuer + "/" == trusted or trusted + "/" == issuer:
+                    return (
+                        f"{refusal}: the trusted issuer {trusted!r} differs only by a trailing '/'; issuers are "
+                        "compared exactly (OIDC), so its entry in auth.token.issuers must read as the tokens' `iss` "
+                        "(the IdP's discovery document names it as `issuer`)"
+                    )
+        return refusal
 
     def _decode(self, token: str, key: jwt.PyJWK, issuer: str) -> dict[str, Any]:
         audiences = self.audiences()

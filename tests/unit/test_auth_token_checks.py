@@ -180,3 +180,27 @@ async def test_an_issuers_own_setting_overrides_the_sites(idp):
         await refused(strict, idp.token(**{"wlcg.ver": None}), errors.ProfileViolation, "no `wlcg.ver` claim")
     finally:
         await strict.close()
+
+
+async def test_an_issuer_missed_by_a_trailing_slash_is_refused_naming_the_near_match(idp):
+    """OIDC compares issuers exactly: not accepted, but the typo is pointed at, both ways round."""
+    with_slash = idp.issuer  # http://127.0.0.1:PORT/
+    assert with_slash.endswith("/")
+    for configured, iss in [(with_slash, with_slash.rstrip("/")), (with_slash.rstrip("/"), with_slash)]:
+        validator = idp.validator(issuer=configured)
+        try:
+            refusal = await refused(
+                validator, idp.token(iss=iss), errors.UnknownIssuer, f"issuer {iss!r} is not trusted"
+            )
+            assert f"the trusted issuer {configured!r} differs only by a trailing '/'" in refusal.message
+            assert refusal.code == "unknown_issuer"
+        finally:
+            await validator.close()
+    validator = idp.validator()
+    try:
+        elsewhere = await refused(
+            validator, idp.token(iss="https://evil.example/"), errors.UnknownIssuer, "not trusted"
+        )
+        assert "trailing" not in elsewhere.message
+    finally:
+        await validator.close()
