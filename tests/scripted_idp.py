@@ -30,6 +30,7 @@ class ScriptedIdP:
         self.kid = kid
         self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.status = 200  # what both endpoints answer
+        self.jwks_body: object = None  # what the JWKS endpoint serves instead of the key set, when set
         self.requests: collections.Counter[str] = collections.Counter()
         app = web.Application()
         app.router.add_get(DISCOVERY, self._discovery)
@@ -58,7 +59,8 @@ class ScriptedIdP:
     async def _jwks(self, request: web.Request) -> web.Response:
         refused = self._refused(request)
         public = jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
-        return refused or web.json_response({"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]})
+        body = self.jwks_body or {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
+        return refused or web.json_response(body)
 
     def claims(self, **overrides: Any) -> dict[str, Any]:
         """A valid WLCG access token's claims; an override of None leaves that claim out."""

@@ -111,3 +111,11 @@ def test_back_off_doubles_up_to_its_cap_and_ends_with_a_success():
     assert not entry.due("kid", 59.0, timing) and entry.due("kid", 60.0, timing)
     assert entry.fetched({}, 60.0, forced=False) == 9
     assert (entry.failures, entry.error, entry.retry_at) == (0, None, None)
+
+
+@pytest.mark.parametrize("body", [["not", "a", "set"], {"keys": ["not-a-key", 5]}])
+async def test_a_broken_jwks_is_the_idps_fault_not_a_crash(idp, validator, body):
+    """A list for a JWK set (or for a key) raised AttributeError, a 500; now the IdP is reported, or the key skipped."""
+    idp.jwks_body = body
+    with pytest.raises(errors.IdPUnreachable if isinstance(body, list) else errors.BadSignature):
+        await validator.validate(idp.token())
