@@ -218,7 +218,7 @@ class KeyCache(LazySession):
             return
         ended = entry.fetched(keys, now, forced)
         if ended:
-            log.warning("the signing keys of %s are fetched again, after %d failed tries", issuer, ended)
+            log.info("the signing keys of %s are fetched again, after %d failed tries", issuer, ended)
 
     def _fallback(self, entry: IssuerKeys, now: float) -> str:
         """What validations do while an issuer's keys cannot be fetched (for the warning)."""

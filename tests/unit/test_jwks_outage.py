@@ -81,6 +81,7 @@ async def test_last_keys_serve_through_an_outage_for_the_grace_period(idp, valid
 
 
 async def test_past_the_grace_period_tokens_are_refused_until_the_idp_answers(idp, validator, caplog):
+    caplog.set_level(logging.INFO)
     token = idp.token()
     await validator.validate(token)
     idp.status = 503
@@ -96,7 +97,9 @@ async def test_past_the_grace_period_tokens_are_refused_until_the_idp_answers(id
     assert (await validator.validate(token)).subject == "alice"
     assert idp.requests == {DISCOVERY: 3, JWKS: 2}
     assert validator.keys.state()[idp.issuer][0] is True
-    assert any("fetched again, after 1 failed tries" in r.getMessage() for r in caplog.records)
+    recovered = [r for r in caplog.records if "fetched again, after 1 failed tries" in r.getMessage()]
+    assert [r.levelno for r in recovered] == [logging.INFO]
+    assert len(warnings_of(caplog)) == 1  # the outage's one WARNING; its end is INFO
 
 
 def test_back_off_doubles_up_to_its_cap_and_ends_with_a_success():
