@@ -7,6 +7,7 @@ devidp (tests/idp.py)."""
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import time
 import uuid
@@ -25,10 +26,16 @@ DISCOVERY = "/.well-known/openid-configuration"
 JWKS = "/jwk"
 
 
+@functools.cache
+def _signing_key() -> rsa.RSAPrivateKey:
+    """One RSA key for every ScriptedIdP of the process: making one takes a while on a busy host."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 class ScriptedIdP:
     def __init__(self, kid: str = "key-1") -> None:
         self.kid = kid
-        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.private_key = _signing_key()
         self.status = 200  # what both endpoints answer
         self.jwks_body: object = None  # what the JWKS endpoint serves instead of the key set, when set
         self.requests: collections.Counter[str] = collections.Counter()
