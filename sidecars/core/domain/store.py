@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,6 +76,17 @@ def _to_row(record: PodRecord) -> dict[str, Any]:
     return {name: _column(name, getattr(record, name)) for name in _COLUMNS}
 
 
+class DamagedStore(Exception):
+    """The state database cannot be read whole: the sidecar must not start over it (pods it could
+    not read would be forgotten while their jobs run on, and created again by the Virtual Kubelet)."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(
+            f"the state database {path} is damaged ({detail}); it was left as it is. Restore it from a copy "
+            f"(or `sqlite3 {path} .recover`), or move it aside to start with no pods: their jobs would be forgotten"
+        )
+
+
 def _from_row(row: sqlite3.Row) -> PodRecord:
     values = {name: row[name] for name in _COLUMNS}
     values["summary"] = PodSummary.from_json(json.loads(values["summary"]))
@@ -97,6 +108,14 @@ class Store:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise DamagedStore(self.path, str(exc)) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path.exists() and self.path.stat().st_size:
+            self._check(self.path)
         db = sqlite3.connect(self.path, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
@@ -108,7 +127,15 @@ class Store:
         db.executescript(SCHEMA)
         self._migrate(db)
         self.path.chmod(0o600)
-        self._db = db
+        return db
+
+    @staticmethod
+    def _check(path: Path) -> None:
+        """Refuse a file SQLite finds damaged, before anything (WAL mode, the schema) writes to it."""
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise DamagedStore(path, "; ".join(problems))
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
@@ -229,7 +256,15 @@ class Store:
         return await self._call(self._by_stage, tuple(s.value for s in stages))
 
     def _all(self) -> list[PodRecord]:
-        return [_from_row(r) for r in self.db.execute("SELECT * FROM pods ORDER BY created_at")]
+        records, unreadable = [], []
+        for row in self.db.execute("SELECT * FROM pods ORDER BY created_at"):
+            try:
+                records.append(_from_row(row))
+            except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+                unreadable.append(f"pod {row['uid']}: {type(exc).__name__}: {exc}")
+        if unreadable:
+            raise DamagedStore(self.path, f"{len(unreadable)} unreadable records: " + "; ".join(unreadable[:3]))
+        return records
 
     async def all(self) -> list[PodRecord]:
         return await self._call(self._all)
