@@ -73,6 +73,19 @@ def _site_agent(args: argparse.Namespace) -> int:
     return run()
 
 
+def _site_check_state(args: argparse.Namespace) -> int:
+    from sidecars.daemon.config import SiteConfig, load_config
+    from sidecars.daemon.state import check_state
+
+    verdict = 0
+
+    def check(config: SiteConfig) -> None:
+        nonlocal verdict
+        verdict = check_state(config)
+
+    return _daemon("site check-state", load_config, check, args) or verdict
+
+
 def _devidp(args: argparse.Namespace) -> int:
     from ..devidp.config import load
     from ..devidp.run import run
@@ -166,6 +179,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "It takes no arguments and acts only inside its own account's part of the pods root; not for humans.",
     )
     agent.set_defaults(func=_site_agent)
+    check_state = site_sub.add_parser(
+        "check-state",
+        help="read the sidecar's state database (without writing to it): its pods by stage, or what is damaged",
+        description="Read the sidecar's state database as its start does, without writing to it: how many pods "
+        "it holds in each stage, or which check or record fails. Exit 0 when the sidecar can start over it, 1 not.",
+    )
+    check_state.add_argument("--config", required=True, help="site configuration YAML")
+    check_state.set_defaults(func=_site_check_state)
     gateway = sub.add_parser(
         "gateway",
         help="run the cluster-side gateway (interLink API -> sites over gRPC)",

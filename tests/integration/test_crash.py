@@ -13,6 +13,7 @@ import random
 import re
 import sqlite3
 import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -308,6 +309,8 @@ async def test_a_damaged_state_database_stops_the_start_and_is_left_as_it_was(lo
     raw[4096:8192] = os.urandom(4096)  # the first table's page, after the header's
     damaged.append(bytes(raw))
     for content, why in zip(damaged, (f"pod {uid}: JSONDecodeError", "damaged ("), strict=True):
+        for journal in database.parent.glob("sidecar.db-*"):
+            journal.unlink()  # the last start's, of the other content
         database.write_bytes(content)
         sidecar.start(wait=False)
         assert sidecar.process is not None and sidecar.process.wait(timeout=60) == 1
@@ -317,3 +320,18 @@ async def test_a_damaged_state_database_stops_the_start_and_is_left_as_it_was(lo
         assert "Traceback" not in sidecar.log()
         assert database.read_bytes() == content, "the sidecar wrote over the damaged database"
         sidecar.stop()
+        checked = check_state(sidecar)
+        assert checked.returncode == 1 and why in checked.stdout and "Traceback" not in checked.stderr, checked
+    for journal in database.parent.glob("sidecar.db-*"):
+        journal.unlink()
+    database.write_bytes(damaged[0])  # repaired by removing the unreadable record
+    with closing(sqlite3.connect(database)) as db, db:
+        db.execute("DELETE FROM pods WHERE uid=?", (uid,))
+    checked = check_state(sidecar)
+    assert checked.returncode == 0 and f"{database}: readable, 0 pods" in checked.stdout, checked
+
+
+def check_state(sidecar: Sidecar) -> subprocess.CompletedProcess[str]:
+    """`site check-state` as root, as an admin would run it."""
+    command = [sys.executable, "-m", "interlink_provider.cli.main", "site", "check-state", "--config"]
+    return subprocess.run([*command, str(sidecar.config_path)], capture_output=True, text=True, timeout=60)

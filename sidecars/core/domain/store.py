@@ -83,8 +83,47 @@ class DamagedStore(Exception):
     def __init__(self, path: Path, detail: str) -> None:
         super().__init__(
             f"the state database {path} is damaged ({detail}); it was left as it is. Restore it from a copy "
-            f"(or `sqlite3 {path} .recover`), or move it aside to start with no pods: their jobs would be forgotten"
+            f"(or `sqlite3 {path} .recover`; `interlink-provider site check-state` reads it again), or move it aside "
+            "to start with no pods: their jobs would be forgotten"
         )
+
+
+def _quick_check(path: Path) -> None:
+    """Refuse a file SQLite finds damaged, before anything (WAL mode, the schema) writes to it."""
+    with closing(_read_only(path)) as db:
+        problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+    if problems != ["ok"]:
+        raise DamagedStore(path, "; ".join(problems))
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def _read_all(db: sqlite3.Connection, path: Path) -> list[PodRecord]:
+    """Every record, or DamagedStore naming those that cannot be read (a pod must not be skipped)."""
+    records, unreadable = [], []
+    for row in db.execute("SELECT * FROM pods ORDER BY created_at"):
+        try:
+            records.append(_from_row(row))
+        except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            unreadable.append(f"pod {row['uid']}: {type(exc).__name__}: {exc}")
+    if unreadable:
+        raise DamagedStore(path, f"{len(unreadable)} unreadable records: " + "; ".join(unreadable[:3]))
+    return records
+
+
+def examine(path: Path) -> list[PodRecord]:
+    """Every record of the database at `path`, read without writing anything (DamagedStore if
+    SQLite or a record cannot be read): what `interlink-provider site check-state` shows."""
+    try:
+        _quick_check(path)
+        with closing(_read_only(path)) as db:
+            return _read_all(db, path)
+    except sqlite3.DatabaseError as exc:
+        raise DamagedStore(path, str(exc)) from None
 
 
 def _from_row(row: sqlite3.Row) -> PodRecord:
@@ -115,7 +154,7 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         if self.path.exists() and self.path.stat().st_size:
-            self._check(self.path)
+            _quick_check(self.path)
         db = sqlite3.connect(self.path, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
@@ -128,14 +167,6 @@ class Store:
         self._migrate(db)
         self.path.chmod(0o600)
         return db
-
-    @staticmethod
-    def _check(path: Path) -> None:
-        """Refuse a file SQLite finds damaged, before anything (WAL mode, the schema) writes to it."""
-        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
-            problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
-        if problems != ["ok"]:
-            raise DamagedStore(path, "; ".join(problems))
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
@@ -256,15 +287,7 @@ class Store:
         return await self._call(self._by_stage, tuple(s.value for s in stages))
 
     def _all(self) -> list[PodRecord]:
-        records, unreadable = [], []
-        for row in self.db.execute("SELECT * FROM pods ORDER BY created_at"):
-            try:
-                records.append(_from_row(row))
-            except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
-                unreadable.append(f"pod {row['uid']}: {type(exc).__name__}: {exc}")
-        if unreadable:
-            raise DamagedStore(self.path, f"{len(unreadable)} unreadable records: " + "; ".join(unreadable[:3]))
-        return records
+        return _read_all(self.db, self.path)
 
     async def all(self) -> list[PodRecord]:
         return await self._call(self._all)

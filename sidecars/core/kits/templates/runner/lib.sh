@@ -32,7 +32,7 @@ ilp_event() {  # runner events go to the scheduler's output file
   printf '%s [interlink-provider] %s\n' "$ILP_NOW" "$*" >&2
 }
 ilp_stamp() {  # timestamps every line of a container's output
-  trap '' TERM INT  # (ignored signals stay ignored across exec)
+  trap '' TERM INT  # (SIG_IGN is kept across exec)
   if command -v perl >/dev/null 2>&1; then  # 15x the lines/s of the loop below (22,000/s: it throttled chatty pods)
     exec perl -MTime::HiRes=gettimeofday -MPOSIX=strftime -e '$| = 1;
       while (my $line = <STDIN>) {
