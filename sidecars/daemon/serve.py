@@ -19,7 +19,7 @@ from sidecars.core.adapters.rest import make_app
 from sidecars.core.domain.accounts import JobAccounts
 from sidecars.core.domain.reconciler import Reconciler
 from sidecars.core.domain.service import SiteService
-from sidecars.core.domain.store import Store
+from sidecars.core.domain.store import DamagedStore, Store
 from sidecars.core.kits.transport import current_user
 from sidecars.daemon.config import SiteConfig
 from sidecars.daemon.site import make_site, prepare_shared_pods_root
@@ -119,7 +119,7 @@ def run(config: SiteConfig) -> None:
     tracing.configure(f"interlink-provider-sidecar-{config.site_name}")
     try:
         asyncio.run(serve(config))
-    except CannotListen as exc:
+    except (CannotListen, DamagedStore) as exc:
         log.error("sidecar for site %s cannot start: %s", config.site_name, exc)
         raise SystemExit(1) from None
     finally:

@@ -35,7 +35,9 @@ from sidecars.slurm.flags import Flag, FlagPolicy, annotation_flags, merge, pars
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
-# Above this many ids a --jobs list would not fit one argument: list our own jobs instead.
+# Above this many ids a --jobs list would not fit one argument: list the whole queue instead
+# (not --me: in the multi-account mode our pods' jobs belong to the mapped accounts). squeue
+# loads the whole job table from slurmctld either way and filters on the client.
 MAX_JOBS_ARGUMENT = 4000
 
 
@@ -184,8 +186,6 @@ class SlurmBackend(CommandBackend, Signals, ReportsCapacity, ListsOwnJobs):
         wanted = set(job_ids)
         if len(job_ids) <= MAX_JOBS_ARGUMENT:
             argv.append("--jobs=" + ",".join(job_ids))
-        else:
-            argv.append("--me")
         # All of them gone is an error to squeue, an answer to us.
         jobs = await self.ask(Command(argv, parse.parse_squeue, harmless=_invalid_job_id))
         return {k: v for k, v in jobs.items() if k in wanted}

@@ -7,9 +7,14 @@ The kill points are real process deaths (`os._exit`, no cleanup) placed by
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 import re
+import sqlite3
 import subprocess
+from contextlib import closing
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -280,4 +285,35 @@ async def test_sigkill_at_random_moments_during_a_500_pod_run(local_site, tmp_pa
         ours = [name for name in names if name.startswith(sidecar.prefix)]
         assert sorted(ours) == sorted(sidecar.prefix + uid for uid in requests)  # one job per pod, no more
     finally:
+        sidecar.stop()
+
+
+async def test_a_damaged_state_database_stops_the_start_and_is_left_as_it_was(local_site, tmp_path):
+    """A record the sidecar cannot read, or a file SQLite finds damaged: the sidecar refuses to
+    start, saying which and what to do, and writes nothing over it (starting without those pods
+    would forget jobs that run on, and the Virtual Kubelet would create them again)."""
+    sidecar = Sidecar(tmp_path / "s").start()
+    req = request()
+    uid = req["pod"]["metadata"]["uid"]
+    try:
+        async with SidecarClient(sidecar.address) as client:
+            await client.create(req)
+    finally:
+        sidecar.stop()
+    database = Path(sidecar.config["state_dir"]) / "sidecar.db"
+    with closing(sqlite3.connect(database)) as db, db:
+        db.execute("UPDATE pods SET summary='{\"containers\": [' WHERE uid=?", (uid,))
+    damaged = [database.read_bytes()]
+    raw = bytearray(database.read_bytes())
+    raw[4096:8192] = os.urandom(4096)  # the first table's page, after the header's
+    damaged.append(bytes(raw))
+    for content, why in zip(damaged, (f"pod {uid}: JSONDecodeError", "damaged ("), strict=True):
+        database.write_bytes(content)
+        sidecar.start(wait=False)
+        assert sidecar.process is not None and sidecar.process.wait(timeout=60) == 1
+        [refusal] = [json.loads(line) for line in sidecar.log().splitlines() if "cannot start" in line][-1:]
+        assert refusal["level"] == "ERROR" and f"the state database {database} is damaged" in refusal["message"]
+        assert why in refusal["message"] and "Restore it from a copy" in refusal["message"], refusal
+        assert "Traceback" not in sidecar.log()
+        assert database.read_bytes() == content, "the sidecar wrote over the damaged database"
         sidecar.stop()

@@ -33,6 +33,7 @@ def spec(uid: str = "uid-1") -> JobSpec:
         uid=uid,
         name="p",
         namespace="ns",
+        hostname="p",
         init_containers=(),
         containers=(container,),
         volumes=(secret, VolumeSpec("data", "emptyDir")),
@@ -155,7 +156,10 @@ async def test_a_dead_agent_fails_what_it_had_in_flight_and_a_new_one_takes_the_
     agents, _ = pool
     transport = AgentTransport(LocalTransport(), agents, ME)
     slow = asyncio.create_task(transport.run(["sleep", "30"], timeout=60))
-    await asyncio.sleep(1)
+    deadline = time.monotonic() + 30  # the agent starts in 0.3 s, much longer on a busy host
+    while ME not in agents.agents and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # and is handed the command
     agents.agents[ME].process.kill()
     with pytest.raises(AgentGone, match="exited"):
         await slow

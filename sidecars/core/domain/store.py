@@ -15,8 +15,9 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,6 +76,17 @@ def _to_row(record: PodRecord) -> dict[str, Any]:
     return {name: _column(name, getattr(record, name)) for name in _COLUMNS}
 
 
+class DamagedStore(Exception):
+    """The state database cannot be read whole: the sidecar must not start over it (pods it could
+    not read would be forgotten while their jobs run on, and created again by the Virtual Kubelet)."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(
+            f"the state database {path} is damaged ({detail}); it was left as it is. Restore it from a copy "
+            f"(or `sqlite3 {path} .recover`), or move it aside to start with no pods: their jobs would be forgotten"
+        )
+
+
 def _from_row(row: sqlite3.Row) -> PodRecord:
     values = {name: row[name] for name in _COLUMNS}
     values["summary"] = PodSummary.from_json(json.loads(values["summary"]))
@@ -96,16 +108,34 @@ class Store:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise DamagedStore(self.path, str(exc)) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path.exists() and self.path.stat().st_size:
+            self._check(self.path)
         db = sqlite3.connect(self.path, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         # NORMAL survives a crash of the process (not of the machine) without an fsync per commit.
+        # The one commit that must survive a power loss, SUBMITTING (else the pod, rolled back to
+        # ACCEPTED, is submitted again without the by-name look-up), is made with FULL: _update.
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
         self._migrate(db)
         self.path.chmod(0o600)
-        self._db = db
+        return db
+
+    @staticmethod
+    def _check(path: Path) -> None:
+        """Refuse a file SQLite finds damaged, before anything (WAL mode, the schema) writes to it."""
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise DamagedStore(path, "; ".join(problems))
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
@@ -144,7 +174,23 @@ class Store:
 
     # ------------------------------------------------------------------ operations
 
+    @contextmanager
+    def _durable(self, wanted: bool) -> Iterator[None]:
+        """Commits inside are synced to disk (synchronous=FULL) when `wanted`: they survive a power loss."""
+        if not wanted:
+            yield
+            return
+        self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            yield
+        finally:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+
     def _insert(self, record: PodRecord) -> tuple[PodRecord, bool]:
+        with self._durable(record.stage == Stage.SUBMITTING):
+            return self._write_insert(record)
+
+    def _write_insert(self, record: PodRecord) -> tuple[PodRecord, bool]:
         now = time.time()
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -173,6 +219,11 @@ class Store:
         unknown = set(changes) - set(_COLUMNS)
         if unknown:
             raise ValueError(f"unknown columns {sorted(unknown)}")
+        with self._durable(changes.get("stage") == Stage.SUBMITTING):
+            self._write_update(uid, changes)
+        return self._get(uid)
+
+    def _write_update(self, uid: str, changes: dict[str, Any]) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             values = {name: _column(name, value) for name, value in changes.items()}
@@ -185,7 +236,6 @@ class Store:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return self._get(uid)
 
     async def update(self, uid: str, **changes: Any) -> PodRecord | None:
         return await self._call(self._update, uid, changes)
@@ -206,7 +256,15 @@ class Store:
         return await self._call(self._by_stage, tuple(s.value for s in stages))
 
     def _all(self) -> list[PodRecord]:
-        return [_from_row(r) for r in self.db.execute("SELECT * FROM pods ORDER BY created_at")]
+        records, unreadable = [], []
+        for row in self.db.execute("SELECT * FROM pods ORDER BY created_at"):
+            try:
+                records.append(_from_row(row))
+            except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+                unreadable.append(f"pod {row['uid']}: {type(exc).__name__}: {exc}")
+        if unreadable:
+            raise DamagedStore(self.path, f"{len(unreadable)} unreadable records: " + "; ".join(unreadable[:3]))
+        return records
 
     async def all(self) -> list[PodRecord]:
         return await self._call(self._all)

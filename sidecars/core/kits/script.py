@@ -202,6 +202,7 @@ def runner_context(spec: JobSpec, runtime: Runtime, paths: PodPaths, options: Re
         "pod_dir": paths.pod_dir,
         "pods_root": paths.pods_root,
         "pod_name": spec.name,
+        "pod_hostname": spec.hostname,
         "grace_seconds": spec.grace_seconds,
         "containers": containers,
         "container_names": [c.spec.name for c in containers],
