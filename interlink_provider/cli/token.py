@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import functools
 import json
+import logging
 import os
 import sys
 import time
@@ -166,6 +167,8 @@ async def verify_cmd(args: argparse.Namespace) -> int:
         accept_any_audience=args.any_audience,
         require_wlcg_profile=not args.no_wlcg,
     )
+    # The validator warns a daemon's log of an IdP outage; here the Refusal below says it, once.
+    logging.getLogger(TokenValidator.__module__).setLevel(logging.ERROR)
     validator = TokenValidator(config)
     try:
         identity = await validator.validate(token)
