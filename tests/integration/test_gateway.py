@@ -235,3 +235,24 @@ async def test_over_tcp_only_the_vk_with_its_certificate_and_token_creates_pods(
             assert uid not in await pods_at(site)  # the refused pod went nowhere
     finally:
         gateway.stop()
+
+
+async def test_a_log_larger_than_a_grpc_message_is_read_whole_and_from_either_end(federation):
+    """24 MiB of log (over gRPC's 4 MiB message default; 20 MiB gave 0 bytes and
+    RESOURCE_EXHAUSTED before the site streamed it in chunks): whole, its tail, its first bytes."""
+    gateway, _ = federation
+    line = "x" * 99 + "\n"
+    lines = 24 * 1024 * 1024 // len(line)
+    script = f"yes {'x' * 99} | head -n {lines}; echo last-line"
+    async with SidecarClient(gateway.address) as client:
+        created = await client.call("POST", "/create", vk_request(hello("gw-big-log", script=script)))
+        assert phase_of(await finished(client, created["PodUID"])) == SUCCEEDED
+        query = {"PodUID": created["PodUID"], "Namespace": "gw", "ContainerName": "c"}
+        size, tail = 0, b""
+        async for chunk in client.logs({**query, "Opts": {}}):
+            size, tail = size + len(chunk), (tail + chunk)[-200:]
+        last = await client.logs_text({**query, "Opts": {"Tail": 2}})
+        first = await client.logs_text({**query, "Opts": {"Bytes": 150}})
+    assert size == lines * len(line) + len("last-line\n") and tail.endswith(line.encode() + b"last-line\n")
+    assert last == line + "last-line\n"
+    assert first == (line + line)[:150]
