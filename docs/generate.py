@@ -522,6 +522,23 @@ def argument_rows(parser: argparse.ArgumentParser) -> list[list[str]]:
     return rows
 
 
+def exit_codes() -> list[str]:
+    """The one exit-code scheme of every command, from interlink_provider.cli.exits."""
+    from interlink_provider.cli.exits import MEANING
+
+    return [
+        "## Exit codes",
+        "",
+        f"Every command of `{PROG}` exits with one of these (`interlink_provider/cli/exits.py`); on anything "
+        "but 0 it says why in one line on stderr, never with a traceback.",
+        "",
+        "| Code | Meaning |",
+        "|---|---|",
+        *(f"| {int(status)} | {cell(meaning)} |" for status, meaning in MEANING.items()),
+        "",
+    ]
+
+
 def cli_reference() -> str:
     from interlink_provider.cli.main import build_parser
 
@@ -543,6 +560,7 @@ def cli_reference() -> str:
             title = " ".join((PROG,) + path)
             out.append(f"{'  ' * (len(path) - 1)}- [{code(' '.join(path))}](#{anchor(title)}): {prose(help_text)}")
         out.append("")
+        out += exit_codes()
         for path, parser, help_text in entries:
             parser.formatter_class = functools.partial(argparse.HelpFormatter, width=WIDTH)
             title = " ".join((PROG,) + path)

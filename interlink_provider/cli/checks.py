@@ -1,15 +1,14 @@
-"""What every doctor check reports, and the checks both doctors share (an IdP, a certificate,
-the config file itself), and the table they are shown in."""
+"""What every doctor check reports, and the checks both doctors share (an IdP, a certificate)
+and the table they are shown in."""
 
 from __future__ import annotations
 
 import shutil
 import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
@@ -18,7 +17,6 @@ if TYPE_CHECKING:  # cryptography is imported only by the checks that read a cer
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 CERT_WARN_DAYS = 14
-Config = TypeVar("Config")
 
 
 class IssuerRef(Protocol):
@@ -94,14 +92,6 @@ def server_certificate(name: str, cert_file: str, key_file: str, keys: str, now:
     ):
         return Check(name, FAIL, "the key does not belong to the certificate", f"pair {keys}")
     return expiry(name, cert, "renew the certificate", now)
-
-
-def loaded(load: Callable[[str], Config], path: str, example: str) -> tuple[Config | None, Check]:
-    """The config, or None and the failed first line (a broken file is the first answer)."""
-    try:
-        return load(path), Check("config", OK, path)
-    except Exception as exc:  # every failure is a line of the report
-        return None, Check("config", FAIL, f"{path}: {describe(exc)}", f"every key is documented in {example}")
 
 
 def render(checks: list[Check]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import ssl
@@ -9,9 +10,16 @@ from collections.abc import AsyncIterator
 from typing import Any, TypedDict, cast
 
 import aiohttp
+import yarl
+
+from .exits import Refusal
 
 DEFAULT_ENV = "ILP_SIDECAR"
 CA_ENV = "ILP_SIDECAR_CA"
+FORMS = "unix:///path.sock, http://host:port or https://host:port"
+# The ways a call ends without an answer: refused, reset, timed out, a name that does not resolve, a TLS
+# handshake that fails. (OSError covers TimeoutError; aiohttp's ServerDisconnectedError is no OSError.)
+UNANSWERED = (OSError, aiohttp.ClientError)
 
 
 class CreateAnswer(TypedDict):
@@ -48,6 +56,34 @@ class WhoAmI(TypedDict):
     allowed: dict[str, bool]  # create, read, cancel
 
 
+class BadAddress(Refusal, ValueError):
+    """An address the client cannot use (exit 2): its message says which forms it takes."""
+
+
+def check_address(address: str) -> str:
+    """`address` if it is unix:///path, http://host[:port] or https://host[:port]; else BadAddress.
+    (aiohttp would take `127.0.0.1:4000` for a URL with the scheme `127.0.0.1`, and fail deep inside.)"""
+    if address.startswith("unix://"):
+        if address[len("unix://") :].startswith("/"):
+            return address
+    else:
+        try:
+            url = yarl.URL(address)
+        except ValueError:  # a port that is no number, a scheme without a host
+            url = yarl.URL()
+        if url.scheme in ("http", "https") and url.host:
+            return address
+    raise BadAddress(f"{address!r} is not an address: use {FORMS}")
+
+
+def address_argument(text: str) -> str:
+    """argparse's `type` for an address flag: a bad one is a usage error naming the flag."""
+    try:
+        return check_address(text)
+    except BadAddress as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class SidecarError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message.strip()}")
@@ -56,7 +92,11 @@ class SidecarError(Exception):
 
 
 def default_address() -> str:
-    return os.environ.get(DEFAULT_ENV, "unix:///var/run/interlink-provider/sidecar.sock")
+    address = os.environ.get(DEFAULT_ENV, "unix:///var/run/interlink-provider/sidecar.sock")
+    try:
+        return check_address(address)
+    except BadAddress as exc:
+        raise BadAddress(f"${DEFAULT_ENV}: {exc}") from None
 
 
 def client_tls(
@@ -89,7 +129,7 @@ class SidecarClient:
         key_file: str | None = None,
         verify_server: bool = True,
     ) -> None:
-        self.address = address or default_address()
+        self.address = check_address(address) if address else default_address()
         self.speaks_vk = speaks_vk  # a gateway: /create takes the VK's PodCreateRequests
         self.headers = {"Content-Type": "application/json"}
         if token:

@@ -19,7 +19,8 @@ from typing import Any
 
 import grpc
 
-from .checks import FAIL, OK, SKIP, Check, describe, expiry, issuer, loaded, server_certificate
+from . import exits
+from .checks import FAIL, OK, SKIP, Check, describe, expiry, issuer, server_certificate
 
 
 def is_gateway_config(path: str) -> bool:
@@ -174,9 +175,7 @@ def listener(config: Any) -> list[Check]:
 async def diagnose_gateway(path: str) -> list[Check]:
     from interlink_provider.gateway.config import load_config
 
-    config, check = loaded(load_config, path, "examples/gateway.yaml")
-    if config is None:
-        return [check]
+    config = exits.load_config(load_config, path)  # a file that does not load: a Refusal, exit 2
     checks = [Check("config", OK, f"{path}: gateway for sites {', '.join(s.name for s in config.sites)}")]
     checks += listener(config)
     checks.append(await issuer(config.identity, 15))

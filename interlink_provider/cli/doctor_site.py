@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .checks import FAIL, OK, SKIP, WARN, Check, describe, issuer, loaded, server_certificate
+from . import exits
+from .checks import FAIL, OK, SKIP, WARN, Check, describe, issuer, server_certificate
 
 MIN_FREE_BYTES = 1024**3  # below this the working area is a warning
 
@@ -290,9 +291,7 @@ def certificates(config: Any, now: float | None = None) -> list[Check]:
 async def diagnose(path: str) -> list[Check]:
     from sidecars.daemon.config import load_config
 
-    config, check = loaded(load_config, path, "examples/site.yaml")
-    if config is None:
-        return [check]
+    config = exits.load_config(load_config, path)  # a file that does not load: a Refusal, exit 2
     checks = [Check("config", OK, f"{path}: {config.backend} via {config.transport.kind}, site {config.site_name}")]
     found, (backend, link) = await scheduler(config)
     try:

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .. import __version__
 from ..telemetry.tracing import TracingConfigError
+from .exits import Exit, Refusal, load_config
 
 if TYPE_CHECKING:
     from ..devidp.config import IdPConfig
+    from ..gateway.config import GatewayListen
 
 Config = TypeVar("Config")
 
@@ -23,48 +25,28 @@ USER_COMMANDS = ("pod", "token", "stage", "doctor")
 DAEMONS = ("sidecar", "site", "gateway", "devidp")
 
 
-def one_line(exc: Exception) -> str:
-    """A configuration error in one line: each of pydantic's errors as `where: what`."""
-    from pydantic import ValidationError
-
-    if not isinstance(exc, ValidationError):
-        return " ".join(str(exc).split())
-    parts = []
-    for error in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(part) for part in error["loc"])
-        what = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {what}" if where else what)
-    return "; ".join(parts)
-
-
 def _daemon(
-    name: str,
     load: Callable[[str], Config],
     run: Callable[[Config], None],
     args: argparse.Namespace,
     adjust: Callable[[Config], None] | None = None,
 ) -> int:
-    """Load a daemon's configuration (a clear message and exit 2 if it is invalid), then run it."""
-    try:
-        config = load(args.config)
-    except (OSError, ValueError) as exc:
-        print(f"interlink-provider {name}: invalid configuration {args.config}: {one_line(exc)}", file=sys.stderr)
-        return 2
+    """Load a daemon's configuration (a Refusal, exit 2, if it is invalid), then run it."""
+    config = load_config(load, args.config)
     if adjust is not None:
         adjust(config)
     try:
         run(config)
     except TracingConfigError as exc:  # raised before anything starts
-        print(f"interlink-provider {name}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        raise Refusal(str(exc)) from exc
+    return Exit.OK
 
 
 def _sidecar(args: argparse.Namespace) -> int:
-    from sidecars.daemon.config import load_config
+    from sidecars.daemon.config import load_config as load_site
     from sidecars.daemon.serve import run
 
-    return _daemon("sidecar", load_config, run, args)
+    return _daemon(load_site, run, args)
 
 
 def _site_agent(args: argparse.Namespace) -> int:
@@ -97,56 +79,55 @@ def _devidp(args: argparse.Namespace) -> int:
     def serve(config: IdPConfig) -> None:
         run(config, insecure_dev=args.insecure_dev)
 
-    return _daemon("devidp", load, serve, args, port)
+    return _daemon(load, serve, args, port)
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    from ..gateway.config import load_config
+    from ..gateway.config import load_config as load_gateway
     from ..gateway.server import run
 
     if args.health:
         return _gateway_health(args.config)
-    return _daemon("gateway", load_config, run, args)
+    return _daemon(load_gateway, run, args)
 
 
 def _gateway_health(path: str) -> int:
-    """A running gateway's /healthz (readiness probes): 0 when at least one site is up."""
+    """A running gateway's /healthz (readiness probes): 0 when at least one site is up, 1 when none is."""
     import asyncio
 
-    from ..gateway.access import TokenFileProblem, read_token
-    from ..gateway.config import load_config
-    from .client import SidecarClient, SidecarError
+    from ..gateway.config import load_config as load_gateway
+    from .client import UNANSWERED, SidecarClient, SidecarError
 
-    listen = load_config(path).listen
-    token = None
-    if listen.socket:
-        address = f"unix://{listen.socket}"
-    else:  # its own TCP listener: the token if one is required; TLS without checking its own certificate
-        address = f"{'https' if listen.tls_cert else 'http'}://{listen.host}:{listen.port}"
-        if listen.client_ca:
-            print(
-                "the gateway requires client certificates on TCP: give it a listen.socket for --health", file=sys.stderr
-            )
-            return 1
-        try:
-            token = read_token(listen.token_file) if listen.token_file else None
-        except TokenFileProblem as exc:
-            print(exc, file=sys.stderr)
-            return 1
+    address, token = _health_address(load_config(load_gateway, path).listen)
 
     async def ask() -> int:
         async with SidecarClient(address, token=token, verify_server=False) as client:
             try:
                 print(await client.call("GET", "/healthz"), end="")
-                return 0
+                return Exit.OK
             except SidecarError as exc:
                 print(exc.message, file=sys.stderr)
-                return 1
-            except OSError as exc:
-                print(f"the gateway does not answer at {address}: {exc}", file=sys.stderr)
-                return 1
+                return Exit.BAD
+            except UNANSWERED as exc:
+                raise Refusal(f"the gateway does not answer at {address}: {exc}", Exit.UNREACHABLE) from exc
 
     return asyncio.run(ask())
+
+
+def _health_address(listen: GatewayListen) -> tuple[str, str | None]:
+    """Where the probe asks, and with which token: the socket if any, else the TCP listener with its token
+    (TLS, without checking the gateway's own certificate). A listener the probe cannot use is a Refusal."""
+    from ..gateway.access import TokenFileProblem, read_token
+
+    if listen.socket:
+        return f"unix://{listen.socket}", None
+    if listen.client_ca:
+        raise Refusal("the gateway requires client certificates on TCP: give it a listen.socket for --health")
+    try:
+        token = read_token(listen.token_file) if listen.token_file else None
+    except TokenFileProblem as exc:
+        raise Refusal(str(exc)) from exc
+    return f"{'https' if listen.tls_cert else 'http'}://{listen.host}:{listen.port}", token
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -224,7 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     named = argv[0] if argv and argv[0] in (*DAEMONS, *USER_COMMANDS) else None  # else help or an error: all
     args = build_parser(named).parse_args(argv)
     command: Callable[[argparse.Namespace], int] = args.func  # each subcommand's set_defaults(func=...)
-    return command(args)
+    try:
+        return command(args)
+    except Refusal as refusal:
+        print(f"interlink-provider {args.command}: {refusal.message}", file=sys.stderr)
+        return refusal.code
+    except KeyboardInterrupt:
+        print(f"interlink-provider {args.command}: interrupted", file=sys.stderr)
+        return Exit.INTERRUPTED
 
 
 if __name__ == "__main__":

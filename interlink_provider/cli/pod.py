@@ -18,11 +18,11 @@ from ..auth import discovery
 from ..auth.errors import AuthError
 from ..pods import manifest
 from ..pods.phase import FAILED, SUCCEEDED, phase_of
-from .client import PodListing, SidecarClient, SidecarError, pod_ref
+from .client import UNANSWERED, PodListing, SidecarClient, SidecarError, address_argument, default_address, pod_ref
+from .exits import Exit, Refusal, one_line
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 TERMINAL = (SUCCEEDED, FAILED)
-EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT = 1, 2, 124
 
 
 @dataclass
@@ -59,14 +59,17 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def _client(args: argparse.Namespace, address: str | None, speaks_vk: bool = False) -> SidecarClient:
-    return SidecarClient(
-        address,
-        token=_token(args),
-        speaks_vk=speaks_vk,
-        ca_file=args.ca_file,
-        cert_file=args.cert_file,
-        key_file=args.key_file,
-    )
+    try:
+        return SidecarClient(
+            address,
+            token=_token(args),
+            speaks_vk=speaks_vk,
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+        )
+    except OSError as exc:  # a CA, certificate or key file that cannot be read (ssl.SSLError is one)
+        raise Refusal(f"--ca-file, --cert-file or --key-file: {one_line(exc)}") from exc
 
 
 def describe(status: dict[str, Any]) -> str:
@@ -157,12 +160,10 @@ async def _print_logs(client: SidecarClient, tracked: Tracked) -> None:
 async def run(args: argparse.Namespace) -> int:
     try:
         m = manifest.load(Path(args.file).read_text(), args.namespace)
-    except (OSError, manifest.ManifestError) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        return EXIT_ERROR
+    except (OSError, ValueError, manifest.ManifestError) as exc:  # ValueError: not UTF-8
+        raise Refusal(f"{args.file}: {one_line(exc)}") from exc
     if not m.pods and not m.jobs:
-        err.print("[red]error:[/] the manifest has no Pod or Job")
-        return EXIT_ERROR
+        raise Refusal(f"{args.file}: the manifest has no Pod or Job")
     address = args.gateway or args.sidecar
     async with _client(args, address, speaks_vk=bool(args.gateway)) as client:
         tracked: list[Tracked] = []
@@ -172,9 +173,8 @@ async def run(args: argparse.Namespace) -> int:
                 tracked.append(await _create(client, pod, m, args.namespace))
             for job in m.jobs:
                 tracked.append(await _create(client, job.make_pod(), m, args.namespace, job))
-        except (SidecarError, manifest.ManifestError) as exc:
-            err.print(f"[red]error:[/] {exc}")
-            return EXIT_ERROR
+        except manifest.ManifestError as exc:
+            raise Refusal(f"{args.file}: {exc}") from exc
         deadline = time.monotonic() + args.timeout if args.timeout else None
         while True:
             answers = await client.status([pod_ref(t.uid, t.name, t.namespace) for t in tracked])
@@ -202,8 +202,7 @@ async def run(args: argparse.Namespace) -> int:
             if all(t.phase in wanted for t in settled):
                 break
             if deadline and time.monotonic() > deadline:
-                err.print("[red]timed out[/]")
-                return EXIT_TIMEOUT
+                raise Refusal(f"timed out after {args.timeout:g} s: the pods are left as they are", Exit.TIMEOUT)
             await asyncio.sleep(args.interval)
         if followers:
             await asyncio.wait(followers, timeout=30)
@@ -215,14 +214,14 @@ async def run(args: argparse.Namespace) -> int:
                 await client.delete(t.pod)
         results = [t.phase for t in settled]
         err.print("result: " + ", ".join(f"{t.name} {t.phase}" for t in settled))
-        return EXIT_FAILED if FAILED in results else 0
+        return Exit.BAD if FAILED in results else Exit.OK
 
 
 async def _find(client: SidecarClient, name: str, namespace: str | None) -> PodListing:
     pods = await client.pods()
     matches = [p for p in pods if name in (p["uid"], p["name"]) and (namespace is None or p["namespace"] == namespace)]
     if not matches:
-        raise SidecarError(404, f"no pod named {name}")
+        raise SidecarError(404, f"no pod named {name}" + (f" in namespace {namespace}" if namespace else ""))
     return max(matches, key=lambda p: p["created_at"])
 
 
@@ -237,7 +236,7 @@ async def status_cmd(args: argparse.Namespace) -> int:
             )
             if pod["message"]:
                 err.print(f"  {pod['message']}")
-        return 0
+        return Exit.OK
 
 
 async def logs_cmd(args: argparse.Namespace) -> int:
@@ -259,14 +258,14 @@ async def logs_cmd(args: argparse.Namespace) -> int:
         async for chunk in client.logs(query):
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
-        return 0
+        return Exit.OK
 
 
 async def delete_cmd(args: argparse.Namespace) -> int:
     async with _client(args, args.sidecar) as client:
         pod = await _find(client, args.pod, args.namespace)
         print(await client.delete(pod_ref(pod["uid"], pod["name"], pod["namespace"])), end="")
-        return 0
+        return Exit.OK
 
 
 async def list_cmd(args: argparse.Namespace) -> int:
@@ -285,7 +284,7 @@ async def list_cmd(args: argparse.Namespace) -> int:
                 p["uid"],
             )
         Console().print(table)
-        return 0
+        return Exit.OK
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -297,10 +296,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     pod.set_defaults(func=main)
     pod.add_argument(
-        "--sidecar", help="unix:///path.sock, http://host:port or https://host:port (default: $ILP_SIDECAR)"
+        "--sidecar",
+        type=address_argument,
+        help="unix:///path.sock, http://host:port or https://host:port (default: $ILP_SIDECAR)",
     )
     pod.add_argument(
         "--gateway",
+        type=address_argument,
         help="run through a gateway instead (unix:///path.sock, or its TCP listener): the pods are sent as "
         "the Virtual Kubelet sends them; `run` only",
     )
@@ -318,7 +320,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="create the pods (and Jobs) of a manifest and wait for them",
         description="Create the pods and Jobs of a manifest, report their phases until "
         "they finish (or run, with --until running) and print their logs. Exits 1 if a pod "
-        "failed, 124 on timeout.",
+        "failed, 3 if the sidecar or gateway does not answer, 124 on timeout.",
     )
     run_p.add_argument("file")
     run_p.add_argument("-f", "--follow", action="store_true", help="stream container logs")
@@ -372,14 +374,13 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "run" and args.namespace is None:
         args.namespace = "default"
     if args.gateway and args.action != "run":
-        err.print("[red]error:[/] only `pod run` goes through a gateway; ask the site's sidecar for the rest")
-        return EXIT_ERROR
+        raise Refusal("only `pod run` goes through a gateway; ask the site's sidecar for the rest")
     handler: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.handler  # set_defaults(handler=...)
     try:
         return asyncio.run(handler(args))
-    except SidecarError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        return EXIT_ERROR
-    except OSError as exc:
-        err.print(f"[red]error:[/] cannot reach the sidecar at {args.sidecar or 'default address'}: {exc}")
-        return EXIT_ERROR
+    except SidecarError as exc:  # answered, and refused: no such pod, not allowed, a pod it rejects
+        raise Refusal(str(exc), Exit.BAD) from exc
+    except UNANSWERED as exc:
+        server = "the gateway" if args.gateway else "the sidecar"
+        address = args.gateway or args.sidecar or default_address()
+        raise Refusal(f"cannot reach {server} at {address}: {one_line(exc)}", Exit.UNREACHABLE) from exc

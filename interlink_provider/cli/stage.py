@@ -2,9 +2,10 @@
 
 Every subcommand takes a Rucio DID (`scope:name`) or an XRootD URL (`root://...`),
 uses the same resolution, copy and registration code as the sidecar's staging, and
-says plainly what failed. Exit codes: 0 done or healthy; 1 the data is wrong
-(missing, corrupt, refused, already registered with other content); 2 usage or
-configuration error; 3 a server cannot be reached.
+says plainly what failed, in one line. Exit codes (cli/exits.py): 0 done or healthy;
+1 the data is wrong (missing, corrupt, refused, already registered with other content);
+2 usage or configuration error, or no [staging] extra; 3 a server cannot be reached;
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -41,17 +42,14 @@ from ..staging.errors import Cancelled, StagingError
 from ..staging.refs import FileRef, adler32_of
 from ..staging.transfer import Progress as TransferProgress
 from ..staging.transfer import RetryPolicy, Transfer, configure_client, copy_with_retries, human_bytes
+from .exits import Exit, Refusal, load_config
 
 out = Console(highlight=False, soft_wrap=True)  # paths and tokens must not be cut by wrapping
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-OK, BAD_DATA, USAGE, UNREACHABLE = 0, 1, 2, 3
+EXTRA = "pip install 'interlink-provider[staging]'"
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKMGT]?)i?B?$")
 # copy_with_retries' answer: the transfers done (with the file each wrote) and those failed (with why).
 Copied = tuple[list[tuple[Transfer, str]], list[tuple[Transfer, str]]]
-
-
-class UsageError(Exception):
-    pass
 
 
 # ---------------------------------------------------------------------- configuration
@@ -61,12 +59,9 @@ def _rucio_config(args: argparse.Namespace) -> tuple[RucioConfig | None, str]:
     """Rucio settings from a site config (--config) and/or flags; flags win."""
     rucio, site = None, args.site
     if args.config:
-        from sidecars.daemon.config import load_config
+        from sidecars.daemon.config import load_config as load_site
 
-        try:
-            staging = load_config(args.config).staging
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"invalid configuration {args.config}: {exc}") from exc
+        staging = load_config(load_site, args.config).staging
         if staging is not None:
             rucio, site = staging.rucio, site or staging.site
     if args.rucio_host:
@@ -81,13 +76,18 @@ def _rucio_config(args: argparse.Namespace) -> tuple[RucioConfig | None, str]:
             "auth_type": args.rucio_auth_type,
         }
         rucio = rucio.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        if rucio.auth_type == "userpass" and not (rucio.username and rucio.password_file):
+            raise Refusal(
+                "Rucio's userpass login needs --rucio-username and --rucio-password-file "
+                "(or staging.rucio.username and password_file in --config)"
+            )
     return rucio, site or "LOCAL"
 
 
 def _catalog(args: argparse.Namespace) -> RucioCatalog:
     rucio, site = _rucio_config(args)
     if rucio is None:
-        raise UsageError("no Rucio configured: pass --config SITE.yaml (its staging section) or --rucio-host URL")
+        raise Refusal("no Rucio configured: pass --config SITE.yaml (its staging section) or --rucio-host URL")
     state = Path(os.environ.get("XDG_RUNTIME_DIR") or Path.home() / ".cache") / "interlink-provider" / "stage"
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     return RucioCatalog(rucio, state, site)
@@ -99,7 +99,7 @@ def _is_url(target: str) -> bool:
         try:
             storage.split_url(target)
         except StagingError as exc:
-            raise UsageError(exc.message) from exc
+            raise Refusal(exc.message) from exc
         return True
     return False
 
@@ -108,7 +108,7 @@ def _did(target: str) -> tuple[str, str]:
     try:
         return parse_did(target)
     except ValueError as exc:
-        raise UsageError(f"{exc}; or give an XRootD URL (root://host//path)") from exc
+        raise Refusal(f"{exc}; or give an XRootD URL (root://host//path)") from exc
 
 
 _token_file: Path | None = None  # --token-file: a bearer token every XRootD URL presents
@@ -127,30 +127,29 @@ def parse_size(text: str) -> int:
     """'100M', '1.5G', '4096' -> bytes (powers of 1024)."""
     match = _SIZE.match(text.strip())
     if not match:
-        raise UsageError(f"not a size: {text!r} (e.g. 64M, 1G)")
+        raise Refusal(f"not a size: {text!r} (e.g. 64M, 1G)")
     factor = {"": 1, "k": 1024, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[match.group(2)]
     return int(float(match.group(1)) * factor)
 
 
 def command(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Map the ways a staging command can fail onto exit codes and one clear line."""
+    """Map the ways a staging command can fail onto exit codes and one clear line (a Refusal)."""
 
     def wrapper(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s")
-        configure_client(args.connection_window, args.connection_retry)
+        # rucio-clients logs each failed call on a handler of its own, in colour: the Refusal says it once
+        logging.getLogger("baseclient").disabled = not args.verbose
         global _token_file
         try:
+            configure_client(args.connection_window, args.connection_retry)
             _token_file = _use_token_file(args.token_file)
             return run(args)
-        except UsageError as exc:
-            err.print(f"[red]{exc}[/]")
-            return USAGE
-        except (Cancelled, KeyboardInterrupt):
-            err.print("[yellow]interrupted: partial files were removed[/]")
-            return 130
+        except ImportError as exc:  # XRootD's bindings or rucio-clients: the optional extra
+            raise Refusal(f"stage needs the [staging] extra: {EXTRA} ({exc})") from exc
+        except (Cancelled, KeyboardInterrupt) as exc:
+            raise Refusal("interrupted: partial files were removed", Exit.INTERRUPTED) from exc
         except StagingError as exc:
-            err.print(f"[red]{exc.message}[/]")
-            return UNREACHABLE if exc.transient else BAD_DATA
+            raise Refusal(exc.message, Exit.UNREACHABLE if exc.transient else Exit.BAD) from exc
 
     wrapper.__name__ = run.__name__
     return wrapper
@@ -161,9 +160,9 @@ def _use_token_file(path: str | None) -> Path | None:
         return None
     file = Path(path).resolve()
     if not file.is_file():
-        raise UsageError(f"--token-file {path}: no such file")
+        raise Refusal(f"--token-file {path}: no such file")
     if file.stat().st_mode & 0o077:
-        raise UsageError(f"--token-file {path} is readable by others: chmod 600 it (a token is a secret)")
+        raise Refusal(f"--token-file {path} is readable by others: chmod 600 it (a token is a secret)")
     for name in ignore_ambient_tokens():
         err.print(f"[yellow]{name} exists: XRootD may present it instead of --token-file[/]")
     return file
@@ -184,7 +183,7 @@ def resolve_cmd(args: argparse.Namespace) -> int:
     files = _catalog(args).describe(scope, name)
     if args.json:
         print(json.dumps([_file_json(f) for f in files], indent=2))
-        return OK
+        return Exit.OK
     table = Table(title=f"{args.target}: {len(files)} files, {human_bytes(sum(f.ref.size or 0 for f in files))}")
     for column in ("file", "size", "adler32", "replicas (best first)", "chosen source"):
         table.add_column(column, overflow="fold")
@@ -194,7 +193,7 @@ def resolve_cmd(args: argparse.Namespace) -> int:
             entry.ref.did, human_bytes(entry.ref.size or 0), entry.ref.adler32 or "-", replicas, entry.replicas[0].pfn
         )
     out.print(table)
-    return OK
+    return Exit.OK
 
 
 def _file_json(entry: CatalogFile) -> dict[str, Any]:
@@ -214,7 +213,7 @@ def _file_json(entry: CatalogFile) -> dict[str, Any]:
 def get_cmd(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if directory.exists() and not directory.is_dir():
-        raise UsageError(f"{directory} exists and is not a directory")
+        raise Refusal(f"{directory} exists and is not a directory")
     if _is_url(args.target):
         files = [_url_file(args.target, args.adler32)]
     else:
@@ -252,9 +251,18 @@ def get_cmd(args: argparse.Namespace) -> int:
         + (f", {len(present)} already present and verified" if present else "")
         + f" -> {directory}"
     )
-    for transfer, message in failed:
-        err.print(f"[red]{transfer.ref.did}: {message}[/]")
-    return OK if not failed else BAD_DATA
+    if failed:  # each failure on a line of its own, the first one last: the command's answer
+        for transfer, message in failed[1:]:
+            err.print(f"[red]{transfer.ref.did or transfer.sources[0]}: {message}[/]")
+        transfer, message = failed[0]
+        more = f" ({len(failed) - 1} more failed: above)" if len(failed) > 1 else ""
+        raise Refusal(f"{transfer.ref.did or transfer.sources[0]}: {message}{more}", _failure_code(failed))
+    return Exit.OK
+
+
+def _failure_code(failed: list[tuple[Transfer, str]]) -> Exit:
+    """3 when every failure was a server that did not answer (trying again may help), else 1."""
+    return Exit.UNREACHABLE if all(transfer.transient for transfer, _ in failed) else Exit.BAD
 
 
 def _partial_target(directory: Path, ref: FileRef) -> Callable[[], str]:
@@ -304,7 +312,7 @@ def _copy_with_bar(transfers: list[Transfer], policy: RetryPolicy, label: str) -
 def put_cmd(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
-        raise UsageError(f"{path} is not a file")
+        raise Refusal(f"{path} is not a file")
     scope, name = _did(args.did)
     dataset = _did(args.dataset) if args.dataset else None
     catalog = _catalog(args)
@@ -313,7 +321,7 @@ def put_cmd(args: argparse.Namespace) -> int:
     if known == ref.adler32:
         catalog.register(args.rse, [ref], dataset, args.lifetime)
         err.print(f"{ref.did} is already registered with the same content (adler32 {known}); rules checked")
-        return OK
+        return Exit.OK
     if known is not None:
         raise StagingError(
             f"{ref.did} already exists with other content (adler32 {known}, the file's "
@@ -323,11 +331,11 @@ def put_cmd(args: argparse.Namespace) -> int:
     transfer = Transfer(ref, (str(path),), lambda: _authorized(pfn), None)
     _, failed = _copy_with_bar([transfer], _policy(args), f"put {ref.did}")
     if failed:
-        raise StagingError(f"upload of {ref.did} to {args.rse} failed: {failed[0][1]}")
+        raise Refusal(f"upload of {ref.did} to {args.rse} failed: {failed[0][1]}", _failure_code(failed))
     catalog.register(args.rse, [ref], dataset, args.lifetime)
     where = f", attached to {args.dataset}" if dataset else ""
     err.print(f"registered {ref.did} ({human_bytes(ref.size or 0)}, adler32 {ref.adler32}) at {args.rse}{where}")
-    return OK
+    return Exit.OK
 
 
 # ---------------------------------------------------------------------- check
@@ -412,10 +420,14 @@ def _print_checks(checks: list[_Check], as_json: bool) -> int:
                 check.probe.error or "",
             )
         out.print(table)
-    verdicts = [c.verdict for c in checks]
-    if "unreachable" in verdicts:
-        return UNREACHABLE
-    return OK if all(v == "ok" for v in verdicts) else BAD_DATA
+    wrong = [check for check in checks if check.verdict != "ok"]
+    if not wrong:
+        return Exit.OK
+    first = wrong[0]
+    more = f" ({len(wrong) - 1} more not ok)" if len(wrong) > 1 else ""
+    detail = f" ({first.probe.error})" if first.probe.error else ""
+    unreachable = any(check.verdict == "unreachable" for check in wrong)
+    raise Refusal(f"{first.label}: {first.verdict}{detail}{more}", Exit.UNREACHABLE if unreachable else Exit.BAD)
 
 
 # ---------------------------------------------------------------------- bench
@@ -425,7 +437,7 @@ def _print_checks(checks: list[_Check], as_json: bool) -> int:
 def bench_cmd(args: argparse.Namespace) -> int:
     """Read throughput of a file, or write + read of a generated one under a directory URL."""
     if not _is_url(args.url):
-        raise UsageError(
+        raise Refusal(
             f"{args.url!r}: bench measures an XRootD URL (root://host//path); "
             "`stage resolve DID` shows a DID's replicas"
         )
@@ -454,7 +466,7 @@ def bench_cmd(args: argparse.Namespace) -> int:
             except StagingError as exc:
                 err.print(f"[yellow]{exc.message}[/]")
         shutil.rmtree(scratch, ignore_errors=True)
-    return OK
+    return Exit.OK
 
 
 def _random_file(path: Path, size: int) -> None:
@@ -475,7 +487,7 @@ def _timed_copy(source: str, target: str, size: int | None, args: argparse.Names
     )
     elapsed = time.monotonic() - started
     if failed:
-        raise StagingError(f"{source} -> {target}: {failed[0][1]}")
+        raise Refusal(f"{source} -> {target}: {failed[0][1]}", _failure_code(failed))
     moved = size if size is not None else Path(target).stat().st_size
     return moved, elapsed
 

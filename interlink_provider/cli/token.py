@@ -1,8 +1,9 @@
 """`interlink-provider token ...`: diagnose tokens the way the trust network sees them.
 
-Exit codes: 0 the answer is yes (found, valid, exchanged); 1 the token is refused
-(expired, wrong audience, unknown issuer, missing scope, bad signature, ...);
-2 usage error or no token; 3 the IdP or the site cannot be reached.
+Exit codes (cli/exits.py): 0 the answer is yes (found, valid, exchanged); 1 the token is
+refused (expired, wrong audience, unknown issuer, missing scope, bad signature, ...);
+2 usage error or no token; 3 the IdP or the site cannot be reached; 124 `login` not approved
+in time.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import functools
 import json
+import logging
 import os
 import sys
 import time
@@ -34,11 +36,11 @@ from ..auth.validate import (
     TrustedIssuer,
     ValidationConfig,
 )
-from .client import SidecarClient, SidecarError
+from .client import UNANSWERED, SidecarClient, SidecarError, address_argument
+from .exits import Exit, Refusal, one_line
 
 out = Console(highlight=False, soft_wrap=True)  # paths and tokens must not be cut by wrapping
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
 # A subcommand's body: an exit code, or a coroutine that gives one.
 Body = Callable[[argparse.Namespace], int | Coroutine[Any, Any, int]]
 
@@ -85,6 +87,19 @@ def _token_from(args: argparse.Namespace) -> tuple[str, str]:
     return found.token, found.source
 
 
+def issuer_argument(text: str) -> str:
+    """argparse's `type` for --issuer: an http(s) URL with a host (else the IdP's discovery fails deep inside)."""
+    import yarl
+
+    try:
+        url = yarl.URL(text)
+    except ValueError:
+        url = yarl.URL()
+    if url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an issuer URL: use https://host[:port][/path]")
+    return text
+
+
 def command(run: Body) -> Callable[[argparse.Namespace], int]:
     """A subcommand: runs (awaiting coroutines); a missing token is a usage error (exit 2)."""
 
@@ -94,8 +109,7 @@ def command(run: Body) -> Callable[[argparse.Namespace], int]:
             result = run(args)
             return result if isinstance(result, int) else asyncio.run(result)
         except errors.MissingToken as exc:
-            err.print(f"[red]{exc.message}[/]")
-            return USAGE
+            raise Refusal(exc.message) from exc
 
     return wrapper
 
@@ -107,7 +121,7 @@ def discover_cmd(args: argparse.Namespace) -> int:
     out.print(f"token from {found.source}")
     if claims:
         out.print(f"  sub {claims.get('sub')}  iss {claims.get('iss')}  {expiry_text(claims.get('exp'))}")
-    return OK
+    return Exit.OK
 
 
 def _unverified(token: str) -> dict[str, Any]:
@@ -124,8 +138,7 @@ def inspect_cmd(args: argparse.Namespace) -> int:
         header = jwt.get_unverified_header(token)
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
-        err.print(f"[red]not a JWT: {exc}[/]")
-        return REFUSED
+        raise Refusal(f"not a JWT: {exc}", Exit.BAD) from exc
     out.print(f"[bold]token from {source}[/] (signature not checked: use `token verify`)")
     out.print("[bold]header[/] " + json.dumps(header))
     out.print("[bold]claims[/]")
@@ -140,7 +153,9 @@ def inspect_cmd(args: argparse.Namespace) -> int:
     checks = wlcg_checks(claims)
     for passed, text in checks:
         out.print(f"  {'[green]ok[/]  ' if passed else '[red]FAIL[/]'} {text}")
-    return OK if all(p for p, _ in checks) else REFUSED
+    if not all(passed for passed, _ in checks):
+        raise Refusal(f"the token fails the WLCG profile: {', '.join(t for ok, t in checks if not ok)}", Exit.BAD)
+    return Exit.OK
 
 
 @command
@@ -152,45 +167,45 @@ async def verify_cmd(args: argparse.Namespace) -> int:
         accept_any_audience=args.any_audience,
         require_wlcg_profile=not args.no_wlcg,
     )
+    # The validator warns a daemon's log of an IdP outage; here the Refusal below says it, once.
+    logging.getLogger(TokenValidator.__module__).setLevel(logging.ERROR)
     validator = TokenValidator(config)
     try:
         identity = await validator.validate(token)
     except errors.IdPUnreachable as exc:
-        err.print(f"[red]cannot check: {exc.message}[/]")
-        return UNREACHABLE
+        raise Refusal(f"cannot check: {exc.message}", Exit.UNREACHABLE) from exc
     except errors.AuthError as exc:
-        err.print(f"[red]INVALID ({exc.code}): {exc.message}[/]")
-        return REFUSED
+        raise Refusal(f"INVALID ({exc.code}): {exc.message}", Exit.BAD) from exc
     finally:
         await validator.close()
     missing = [s for s in args.scope or [] if not identity.has_scope(s)]
     if missing:
-        err.print(f"[red]INVALID (missing_scope): the token lacks {' '.join(missing)}[/]")
-        return REFUSED
+        raise Refusal(f"INVALID (missing_scope): the token lacks {' '.join(missing)}", Exit.BAD)
     out.print(
         f"[green]VALID[/]: sub {identity.subject} from {identity.issuer}, "
         f"aud {list(identity.audiences)}, {expiry_text(identity.expires_at)}"
         + (f", exchanged by {identity.actor}" if identity.actor else "")
     )
-    return OK
+    return Exit.OK
 
 
 def _secret(args: argparse.Namespace) -> str | None:
     if args.client_secret_file:
-        return Path(args.client_secret_file).read_text().strip()
+        try:
+            return Path(args.client_secret_file).read_text().strip()
+        except (OSError, ValueError) as exc:
+            raise Refusal(f"--client-secret-file: {one_line(exc)}") from exc
     return os.environ.get("ILP_CLIENT_SECRET")
 
 
-async def _from_idp(client: OAuthClient, request: Awaitable[Token], what: str) -> Token | int:
-    """The IdP's token, or the exit code after saying why not; the client is closed either way."""
+async def _from_idp(client: OAuthClient, request: Awaitable[Token], what: str) -> Token:
+    """The IdP's token, or a Refusal saying why not; the client is closed either way."""
     try:
         return await request
     except errors.IdPUnreachable as exc:
-        err.print(f"[red]{exc.message}[/]")
-        return UNREACHABLE
+        raise Refusal(exc.message, Exit.UNREACHABLE) from exc
     except errors.AuthError as exc:
-        err.print(f"[red]{what} refused: {exc.message}[/]")
-        return REFUSED
+        raise Refusal(f"{what} refused: {exc.message}", Exit.BAD) from exc
     finally:
         await client.close()
 
@@ -200,14 +215,12 @@ async def exchange_cmd(args: argparse.Namespace) -> int:
     token, _ = _token_from(args)
     client = OAuthClient(args.issuer, args.client_id, _secret(args), ca_file=args.ca_file)
     result = await _from_idp(client, client.exchange(token, args.audience, args.scope), "exchange")
-    if isinstance(result, int):
-        return result
     if args.output:
         write_private(Path(args.output), result.access_token + "\n")
         err.print(f"wrote the exchanged token to {args.output} (mode 0600); {expiry_text(result.expires_at)}")
     else:
         print(result.access_token)
-    return OK
+    return Exit.OK
 
 
 async def _device_login(client: OAuthClient, scope: str, deadline_seconds: float) -> Token:
@@ -227,7 +240,7 @@ async def _device_login(client: OAuthClient, scope: str, deadline_seconds: float
                 interval += 5
             elif code != "authorization_pending":
                 raise
-    raise errors.ExchangeRefused("the login was not approved in time")
+    raise Refusal(f"the login was not approved in time ({deadline_seconds:g} s)", Exit.TIMEOUT)
 
 
 def identity_secret(name: str, namespace: str, issuer: str, client_id: str, token: Token) -> dict[str, Any]:
@@ -252,8 +265,6 @@ def identity_secret(name: str, namespace: str, issuer: str, client_id: str, toke
 async def login_cmd(args: argparse.Namespace) -> int:
     client = OAuthClient(args.issuer, args.client_id, None, ca_file=args.ca_file)
     token = await _from_idp(client, _device_login(client, args.scope, args.timeout), "login")
-    if isinstance(token, int):
-        return token
     if not token.refresh_token:
         err.print(
             "[yellow]the IdP gave no refresh token (offline_access?): pods can start only while the "
@@ -274,7 +285,7 @@ async def login_cmd(args: argparse.Namespace) -> int:
         f"pods name it with the annotation interlink.provider/identity-secret: {args.secret_name} and a "
         f"volume `secret: {{secretName: {args.secret_name}}}` (the gateway removes both before the site)"
     )
-    return OK
+    return Exit.OK
 
 
 @command
@@ -284,11 +295,10 @@ async def whoami_cmd(args: argparse.Namespace) -> int:
         try:
             answer = await client.whoami()
         except SidecarError as exc:
-            err.print(f"[red]the site refuses this token (HTTP {exc.status}): {exc.message}[/]")
-            return REFUSED
-        except OSError as exc:
-            err.print(f"[red]cannot reach the site {args.site}: {exc}[/]")
-            return UNREACHABLE
+            message = " ".join(exc.message.split())
+            raise Refusal(f"the site refuses this token (HTTP {exc.status}): {message}", Exit.BAD) from exc
+        except UNANSWERED as exc:
+            raise Refusal(f"cannot reach the site {args.site}: {one_line(exc)}", Exit.UNREACHABLE) from exc
     out.print(f"token from {source}")
     out.print(
         f"  identity {answer['subject']} from {answer['issuer']}"
@@ -297,7 +307,7 @@ async def whoami_cmd(args: argparse.Namespace) -> int:
     out.print(f"  runs jobs as account [bold]{answer['account']}[/]")
     allowed = answer["allowed"]
     out.print("  may " + ", ".join(f"{op} {'yes' if ok else 'NO'}" for op, ok in allowed.items()))
-    return OK
+    return Exit.OK
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -334,7 +344,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "live JWKS, expiry, audience, WLCG profile and the scopes given with --scope.",
     )
     p.add_argument("token", nargs="?", help="the token, '-' for stdin (default: discovered)")
-    p.add_argument("--issuer", required=True, help="the trusted issuer (exact `iss`)")
+    p.add_argument("--issuer", required=True, type=issuer_argument, help="the trusted issuer (exact `iss`)")
     p.add_argument("--audience", action="append", help="accepted audience (repeatable)")
     p.add_argument("--any-audience", action="store_true", help=f"also accept {WLCG_ANY_AUDIENCE}")
     p.add_argument("--scope", action="append", help="scope the token must carry (repeatable)")
@@ -355,7 +365,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "and scope, as the exchanging client.",
     )
     p.add_argument("token", nargs="?", help="the subject token, '-' for stdin (default: discovered)")
-    p.add_argument("--issuer", required=True)
+    p.add_argument("--issuer", required=True, type=issuer_argument)
     p.add_argument("--client-id", required=True, help="the exchanging (actor) client")
     p.add_argument("--client-secret-file", help="file holding its secret (default: $ILP_CLIENT_SECRET)")
     p.add_argument("--audience", required=True)
@@ -370,7 +380,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Log in with the device flow and write the Kubernetes Secret holding your "
         "token, which pods name so that the gateway runs them under your identity.",
     )
-    p.add_argument("--issuer", required=True)
+    p.add_argument("--issuer", required=True, type=issuer_argument)
     p.add_argument("--client-id", default="cli", help="the public client for device flow (default: cli)")
     p.add_argument(
         "--scope",
@@ -392,7 +402,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("token", nargs="?", help="the token, '-' for stdin (default: discovered)")
     p.add_argument(
-        "--site", required=True, help="the sidecar: unix:///path.sock, http://host:port or https://host:port"
+        "--site",
+        required=True,
+        type=address_argument,
+        help="the sidecar: unix:///path.sock, http://host:port or https://host:port",
     )
     p.add_argument("--ca-file", help="CA of an https:// site's certificate (default: $ILP_SIDECAR_CA, system CAs)")
     p.set_defaults(func=whoami_cmd)

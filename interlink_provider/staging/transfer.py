@@ -188,6 +188,7 @@ class Transfer:
     checksum: str | None
     source_index: int = 0
     attempts: int = 0
+    transient: bool = False  # its last failure was one that trying again could help (a server unreachable)
 
 
 async def copy_with_retries(
@@ -215,6 +216,7 @@ async def copy_with_retries(
                 continue
             _remove_local(outcome.job.target)
             transfer.attempts += 1
+            transfer.transient = outcome.transient
             log.warning(
                 "transfer of %s from %s failed (attempt %d): %s",
                 transfer.ref.did,

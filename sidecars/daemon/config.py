@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from interlink_provider.paths import expand_variables
 from sidecars.core.adapters.settings import AuthConfig, GrpcConfig, ListenConfig
@@ -111,16 +111,51 @@ class SiteConfig(ServiceSettings):
         return self
 
 
-def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
-    for name, value in environ.items():
+def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[tuple[str, ...], str]:
+    """Set each `ILP__a__b` variable's YAML value at a.b of `raw`; which variable set which path.
+
+    A section's variable comes before its keys' (sorted: ILP__listen before ILP__listen__port), so a key
+    under a section that a variable, or the file, made a scalar is refused by name, not overwritten."""
+    sources: dict[tuple[str, ...], str] = {}
+    for name in sorted(environ):
         if not name.startswith(ENV_PREFIX):
             continue
-        path = name[len(ENV_PREFIX) :].split("__")
+        path = tuple(name[len(ENV_PREFIX) :].split("__"))
         node = raw
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = yaml.safe_load(value)
-    return raw
+        for depth, key in enumerate(path[:-1], start=1):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                setter = sources.get(path[:depth])
+                origin = f"set by {setter}" if setter else "in the file"
+                raise ValueError(f"{name}: {'.'.join(path[:depth])} is {child!r} ({origin}), not a section")
+            node = child
+        try:
+            node[path[-1]] = yaml.safe_load(environ[name])
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{name}: not a YAML value: {environ[name]!r}") from exc
+        sources[path] = name
+    return sources
+
+
+def _blamed(exc: ValidationError, sources: dict[tuple[str, ...], str]) -> ValidationError:
+    """`exc` with each error set by an ILP__ variable naming it: `listen.port (set by ILP__listen__port)`."""
+    if not sources:
+        return exc
+    errors: list[Any] = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        keys = tuple(str(part) for part in loc)  # a list index as its variable names it: ILP__a__0
+        setter = next((sources[keys[:n]] for n in range(len(keys), 0, -1) if keys[:n] in sources), None)
+        if setter and loc:
+            loc = (*loc[:-1], f"{loc[-1]} (set by {setter})")
+        detail = {"type": error["type"], "loc": loc, "input": error["input"]}
+        if "ctx" in error:
+            detail["ctx"] = error["ctx"]
+        errors.append(detail)
+    try:
+        return ValidationError.from_exception_data(exc.title, errors)
+    except (KeyError, TypeError, ValueError):  # an error type pydantic cannot rebuild: unannotated
+        return exc
 
 
 def _resolve(base: Path, value: str | None, environ: dict[str, str]) -> str | None:
@@ -137,8 +172,11 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Site
     if not isinstance(raw, dict):
         raise ValueError(f"{file}: the configuration must be a mapping")
     env = dict(os.environ if environ is None else environ)
-    raw = _apply_env_overrides(raw, env)
-    config = SiteConfig.model_validate(raw)
+    sources = _apply_env_overrides(raw, env)
+    try:
+        config = SiteConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _blamed(exc, sources) from None
     base = file.parent.resolve()
     config.state_dir = _resolve(base, config.state_dir, env) or config.state_dir
     config.pods_root = _resolve(base, config.pods_root, env) or config.pods_root

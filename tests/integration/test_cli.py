@@ -63,15 +63,18 @@ def test_jobs_are_retried_per_backoff_limit(sidecar, tmp_path):
 
 
 def test_cli_errors_are_clear(sidecar, tmp_path):
+    """One line each, with the exit code of the one scheme (cli/exits.py): 2 bad input, 1 refused, 3 no answer."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: Deployment\nmetadata: {name: d}\n")
     result = cli(sidecar, "run", str(bad))
     assert result.returncode == 2 and "unsupported kind" in result.stderr
     result = cli(sidecar, "status", "no-such-pod")
-    assert result.returncode == 2 and "no pod named no-such-pod" in result.stderr
+    assert result.returncode == 1 and "no pod named no-such-pod" in result.stderr
+    assert result.stderr.strip().splitlines() == ["interlink-provider pod: HTTP 404: no pod named no-such-pod"]
     result = subprocess.run(
         [sys.executable, "-m", "interlink_provider.cli.main", "pod", "--sidecar", "unix:///nonexistent.sock", "list"],
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 2 and "cannot reach the sidecar" in result.stderr
+    assert result.returncode == 3 and "cannot reach the sidecar" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

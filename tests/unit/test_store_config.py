@@ -126,6 +126,36 @@ def test_env_overrides_and_relative_paths(tmp_path):
     assert loaded.status.poll_interval == 2.5 and loaded.max_pods == 7
 
 
+def test_a_bad_env_override_is_refused_by_its_variable_name(tmp_path):
+    """An ILP__ variable is named in the error it causes, whichever way it is wrong (never a TypeError)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "listen: {socket: /tmp/s}\nstate_dir: s\npods_root: p\nstatus: 5\n"
+        "auth: {unix_socket_without_token: true, unix_socket_account: jobs}\n"
+    )
+    with pytest.raises(ValueError, match=r"ILP__status__poll_interval: status is 5 \(in the file\), not a section"):
+        load_config(config, {"ILP__status__poll_interval": "2"})
+    config.write_text(config.read_text().replace("status: 5\n", ""))
+    # the section's variable first, whatever the environment's order: its keys' variables are refused
+    variables = {"ILP__status__poll_interval": "2", "ILP__status": "fast"}
+    with pytest.raises(ValueError, match=r"ILP__status__poll_interval: status is 'fast' \(set by ILP__status\)"):
+        load_config(config, variables)
+    with pytest.raises(ValueError, match=r"ILP__max_pods: not a YAML value: '\[1'"):
+        load_config(config, {"ILP__max_pods": "[1"})
+    with pytest.raises(ValidationError) as info:
+        load_config(config, {"ILP__status__poll_interval": "soon"})
+    assert [error["loc"] for error in info.value.errors()] == [
+        ("status", "poll_interval (set by ILP__status__poll_interval)")
+    ]
+    with pytest.raises(ValidationError) as info:  # set through its section's variable: that one is named
+        load_config(config, {"ILP__status": "{poll_interval: soon}"})
+    assert [error["loc"] for error in info.value.errors()] == [("status", "poll_interval (set by ILP__status)")]
+    config.write_text(config.read_text() + "status: {poll_intervall: 3}\n")
+    with pytest.raises(ValidationError) as info:  # an error of the file names no variable, though others are set
+        load_config(config, {"ILP__max_pods": "7", "ILP__status__poll_interval": "2"})
+    assert [error["loc"] for error in info.value.errors()] == [("status", "poll_intervall")]
+
+
 def test_a_sidecar_nobody_could_use_is_refused(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("listen: {socket: /tmp/s}\nstate_dir: s\npods_root: p\n")
