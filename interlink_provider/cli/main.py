@@ -56,16 +56,10 @@ def _site_agent(args: argparse.Namespace) -> int:
 
 
 def _site_check_state(args: argparse.Namespace) -> int:
-    from sidecars.daemon.config import SiteConfig, load_config
+    from sidecars.daemon.config import load_config as load_site
     from sidecars.daemon.state import check_state
 
-    verdict = 0
-
-    def check(config: SiteConfig) -> None:
-        nonlocal verdict
-        verdict = check_state(config)
-
-    return _daemon("site check-state", load_config, check, args) or verdict
+    return check_state(load_config(load_site, args.config))
 
 
 def _devidp(args: argparse.Namespace) -> int:
