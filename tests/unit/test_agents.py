@@ -75,6 +75,25 @@ async def test_an_agent_writes_reads_and_removes_a_pod_of_its_own_account(pool):
     assert not pod.exists() and agents.starts == 1
 
 
+async def test_exported_outputs_in_subdirectories_are_reachable_by_the_sidecar(pool, tmp_path):
+    """The agent's umask is 077: the directories it makes in the export area must still let the
+    sidecar (another account) through to the files, which it reads by path."""
+    agents, pods_root = pool
+    files = AgentFiles(agents, ME)
+    paths = PodPaths.for_pod(str(pods_root), "ns", "uid-2", ME)
+    await files.materialize(paths, plan_directory(spec("uid-2"), "#!/bin/bash\n"))
+    nested = Path(paths.pod_dir) / "volumes" / "data" / "sub" / "deeper"
+    nested.mkdir(parents=True)
+    (nested / "out.txt").write_text("out\n")
+    destination = tmp_path / "export"
+    destination.mkdir(mode=0o700)
+    exported = dict(await files.export_outputs(paths, "data", destination))
+    assert exported == {"sub/deeper/out.txt": destination / "sub" / "deeper" / "out.txt"}
+    for directory in (destination / "sub", destination / "sub" / "deeper"):
+        assert directory.stat().st_mode & 0o777 == 0o711
+    assert exported["sub/deeper/out.txt"].stat().st_mode & 0o777 == 0o644
+
+
 async def test_an_agent_never_acts_outside_its_accounts_part_of_the_pods_root(pool, tmp_path):
     agents, pods_root = pool
     files = AgentFiles(agents, ME)
