@@ -251,9 +251,7 @@ def condor_sidecar(tmp_path: Path, listen: dict, auth: dict | None = None) -> Si
 def test_a_sidecar_serving_plain_http_off_loopback_needs_the_named_option_and_warns(tmp_path):
     port = free_port()
     refused = condor_sidecar(tmp_path / "a", {"host": "0.0.0.0", "port": port})
-    ran = subprocess.run(
-        [*CLI, "sidecar", "--config", str(refused.config_path)], capture_output=True, text=True, timeout=60
-    )
+    ran = refused.run_once()
     assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
     assert "listen.host 0.0.0.0 is not loopback" in ran.stderr and "insecure_plain_tcp: true" in ran.stderr
 

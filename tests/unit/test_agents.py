@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,8 +22,11 @@ from sidecars.core.kits.logs import READ_LIMIT
 from sidecars.core.kits.script import PodPaths
 from sidecars.core.kits.transport import LocalTransport, TransportError
 from sidecars.core.kits.workdir import DirectoryTaken, WorkdirError, plan_directory
+from tests.helpers import SERVICE_ACCOUNT, account_prefix, account_workdir
 
-ME = pwd.getpwuid(os.geteuid()).pw_name
+# The agents run as the local site's service account (as the sidecar's own agent would: no
+# sudo), not as the test's root: no interlink-provider daemon of the suite runs as root.
+ME = SERVICE_ACCOUNT
 AGENT = [sys.executable, "-m", "interlink_provider.cli.main", "site", "agent"]
 
 
@@ -45,10 +49,12 @@ def spec(uid: str = "uid-1") -> JobSpec:
 
 
 @pytest.fixture
-async def pool(tmp_path):
-    pods_root = tmp_path / "pods"
+async def pool(service_account, tmp_path):
+    pods_root = account_workdir(ME, tmp_path) / "pods"  # the account's, outside pytest's 0700 tree
     pods_root.mkdir()
-    agents = AgentPool(lambda account: list(AGENT), {"pods_root": str(pods_root), "environment": {}}, idle_seconds=2)
+    os.chown(pods_root, pwd.getpwnam(ME).pw_uid, -1)
+    launch = lambda account: [*account_prefix(account), *AGENT]  # noqa: E731
+    agents = AgentPool(launch, {"pods_root": str(pods_root), "environment": {}}, idle_seconds=2)
     yield agents, pods_root
     await agents.close()
 
@@ -75,7 +81,7 @@ async def test_an_agent_writes_reads_and_removes_a_pod_of_its_own_account(pool):
     assert not pod.exists() and agents.starts == 1
 
 
-async def test_exported_outputs_in_subdirectories_are_reachable_by_the_sidecar(pool, tmp_path):
+async def test_exported_outputs_in_subdirectories_are_reachable_by_the_sidecar(pool):
     """The agent's umask is 077: the directories it makes in the export area must still let the
     sidecar (another account) through to the files, which it reads by path."""
     agents, pods_root = pool
@@ -85,8 +91,9 @@ async def test_exported_outputs_in_subdirectories_are_reachable_by_the_sidecar(p
     nested = Path(paths.pod_dir) / "volumes" / "data" / "sub" / "deeper"
     nested.mkdir(parents=True)
     (nested / "out.txt").write_text("out\n")
-    destination = tmp_path / "export"
+    destination = pods_root.parent / "export"  # the sidecar made it and let the account write (here: its own)
     destination.mkdir(mode=0o700)
+    os.chown(destination, pwd.getpwnam(ME).pw_uid, -1)
     exported = dict(await files.export_outputs(paths, "data", destination))
     assert exported == {"sub/deeper/out.txt": destination / "sub" / "deeper" / "out.txt"}
     for directory in (destination / "sub", destination / "sub" / "deeper"):
@@ -151,6 +158,7 @@ async def test_a_directory_that_is_not_the_pods_own_is_never_reused(pool):
     paths = PodPaths.for_pod(str(pods_root), "ns", "uid-1", ME)
     Path(paths.pod_dir).mkdir(parents=True)
     (Path(paths.pod_dir) / "theirs").write_text("keep me")
+    subprocess.run(["chown", "-R", ME, str(pods_root / ME)], check=True)  # made by the account itself
     with pytest.raises(DirectoryTaken, match="belongs to no record of this pod"):
         await files.materialize(paths, plan_directory(spec(), "#!/bin/bash\n"))
     assert (Path(paths.pod_dir) / "theirs").read_text() == "keep me"
