@@ -31,8 +31,7 @@ own() {  # own ACCOUNT DIR...: the daemon's own directories and all in them beco
   shift
   for dir in "$@"; do
     mkdir -p "$dir"
-    [[ $(stat -c %U "$dir") == "$account" ]] && continue
-    chown -R "$account:$account" "$dir"
+    find "$dir" ! -user "$account" -exec chown -h "$account:$account" {} +   # what a root daemon left
   done
 }
 
@@ -46,15 +45,16 @@ shared_pods_root() {  # shared_pods_root DIR: the service account's, mode 1733 (
   for dir in "$root"/*/; do
     account=$(basename "$dir")
     id -nG "$account" 2>/dev/null | tr ' ' '\n' | grep -qx "$USERS_GROUP" || continue
-    [[ $(stat -c %U "$dir") == "$account" ]] || chown -R "$account:$account" "$dir"
+    find "$dir" ! -user "$account" -exec chown -h "$account:$account" {} +
   done
 }
 
 content_cache() {  # content_cache DIR: the sidecar's alone (files 0600, directories 0711; ACLs add accounts)
   mkdir -p "$1"
-  [[ $(stat -c %U "$1") == "$SERVICE_ACCOUNT" ]] && return  # already (and its ACLs are the sidecar's to keep)
-  own "$SERVICE_ACCOUNT" "$1"  # a root sidecar's cache: the modes the service account's would have
-  find "$1" -type d -exec chmod 0711 {} + -o -type f -exec chmod 0600 {} +
+  # What a root sidecar left there (a whole cache, or a download it had under way) becomes the
+  # service account's, with the modes it would have made; its own entries (and their ACLs) stay.
+  find "$1" ! -user "$SERVICE_ACCOUNT" \( -type d -exec chmod 0711 {} + -o -type f -exec chmod 0600 {} + \)
+  find "$1" ! -user "$SERVICE_ACCOUNT" -exec chown -h "$SERVICE_ACCOUNT:$SERVICE_ACCOUNT" {} +
 }
 
 start_daemon() {  # start_daemon DIR CONFIG KIND ACCOUNT

@@ -541,10 +541,19 @@ setup_accounts() {
 service_account_files() {
   # The sidecars' own copies of the site's TLS certificate and key (the originals are the token
   # xrootd's, owned by nobody): they run as the service account and read no root-only file.
-  local dir=$PKI_DIR/$SERVICE_ACCOUNT
-  install -d -o "$SERVICE_ACCOUNT" -g "$SERVICE_ACCOUNT" -m 0700 "$dir"
-  install -o "$SERVICE_ACCOUNT" -g "$SERVICE_ACCOUNT" -m 0644 "$PKI_DIR/host.pem" "$dir/host.pem"
-  install -o "$SERVICE_ACCOUNT" -g "$SERVICE_ACCOUNT" -m 0600 "$PKI_DIR/host.key" "$dir/host.key"
+  local dir=$PKI_DIR/$SERVICE_ACCOUNT name mode tmp
+  mkdir -p "$dir"
+  chown "$SERVICE_ACCOUNT:$SERVICE_ACCOUNT" "$dir"
+  chmod 0700 "$dir"
+  for name in host.pem:0644 host.key:0600; do
+    mode=${name#*:} name=${name%%:*}
+    cmp -s "$PKI_DIR/$name" "$dir/$name" && continue
+    tmp=$(mktemp "$dir/.$name.XXXXXX")   # renamed into place: test workers start the site at once
+    cat "$PKI_DIR/$name" >"$tmp"
+    chown "$SERVICE_ACCOUNT:$SERVICE_ACCOUNT" "$tmp"
+    chmod "$mode" "$tmp"
+    mv -f "$tmp" "$dir/$name"
+  done
 }
 
 start() {
