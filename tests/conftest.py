@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import REPO, SERVICE_ACCOUNT, SITE_SCRIPT, Sidecar, site_dir
+from tests.helpers import SERVICE_ACCOUNT, SITE_SCRIPT, Sidecar, ensure_site_accounts, site_dir
 from tests.idp import IdP
 from tests.rootcheck import RootCheck, describe
 
@@ -101,11 +101,7 @@ def service_account(unix_accounts) -> str:
     """The multi-account mode's accounts, as deploy/local/site.sh makes them: the sidecar's service
     account, the pod accounts in ilp-users, and the one sudoers rule (made once, under a lock:
     test workers run in parallel)."""
-    import fcntl
-
-    with open("/run/lock/ilp-test-accounts.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        subprocess.run(["bash", str(REPO / "deploy" / "local" / "site.sh"), "accounts"], check=True)
+    ensure_site_accounts()
     return SERVICE_ACCOUNT
 
 

@@ -125,9 +125,30 @@ ROOT_REASONS = {
     "root-sidecar-mode",
 }
 _DEFAULT = "service account"  # Sidecar(user=...) not given
+# The local site's devidp and gateway run as accounts of their own (deploy/local/site.sh), and so
+# do the suite's.
+IDP_ACCOUNT = "ilp-idpd"
+GATEWAY_ACCOUNT = "ilp-gatewayd"
+_ACCOUNTS_MADE: list[bool] = []
 
-# The sidecar's own places (it writes them), as opposed to files it reads.
-_PLACES = {("state_dir",), ("pods_root",), ("listen", "socket"), ("staging", "cache_dir")}
+
+def ensure_site_accounts() -> None:
+    """The local site's accounts and sudoers rule (`deploy/local/site.sh accounts`), made once per
+    test process, under a lock (test workers run in parallel)."""
+    if _ACCOUNTS_MADE:
+        return
+    import fcntl
+
+    with open("/run/lock/ilp-test-accounts.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(["bash", str(SITE_SCRIPT), "accounts"], check=True, capture_output=True, timeout=120)
+    _ACCOUNTS_MADE.append(True)
+
+
+# The sidecar's own places (it writes them), as opposed to files it reads; its pods root and
+# socket are seen to apart.
+_PLACES = frozenset({("state_dir",), ("staging", "cache_dir")})
+_APART = frozenset({("pods_root",), ("listen", "socket")})
 _ACCOUNT_DIRS: dict[tuple[str, Path], Path] = {}
 
 
@@ -145,6 +166,13 @@ def account_workdir(user: str, requested: Path) -> Path:
             atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _ACCOUNT_DIRS.values()])
         _ACCOUNT_DIRS[key] = path
     return _ACCOUNT_DIRS[key]
+
+
+def write_private(path: Path, text: str, user: str) -> None:
+    """A file only `user` (and root) may read: a config with secrets in it."""
+    path.write_text(text)
+    path.chmod(0o600)
+    os.chown(path, pwd.getpwnam(user).pw_uid, -1)
 
 
 def account_prefix(user: str) -> list[str]:
@@ -257,43 +285,65 @@ def environment_for_account(environment: dict[str, str], user: str, workdir: Pat
     return {**environment, **copies}
 
 
-def for_account(config: dict[str, Any], user: str, workdir: Path) -> dict[str, Any]:
-    """`config` as a sidecar running as `user` can use it: every file it names that the account
+def readable_config(
+    config: dict[str, Any],
+    user: str,
+    workdir: Path,
+    places: frozenset[tuple[str, ...]],
+    apart: frozenset[tuple[str, ...]] = frozenset(),
+) -> dict[str, Any]:
+    """`config` as a daemon running as `user` can use it: every file it names that the account
     cannot read (CA files, TLS certificates and keys, password and secret files, SSH keys and
     known_hosts, token files; directories of them such as an X509 certificate directory) is
-    copied into `workdir/files` (owned by the account, modes kept) and named there; the places it
-    writes (its store, staging cache) are moved into `workdir` if the account cannot write them
-    where they are (the test's path then links to them); a pods root outside `workdir` is made
-    the account's, in place (mode 1733 with agents: each pod account makes its own directory)."""
+    copied into `workdir/files` (owned by the account, modes kept) and named there; the `places`
+    it writes (directories, or files for keys ending in `_file`) are moved into `workdir` if the
+    account cannot write them where they are, or they are the local site's (shared by its own
+    daemons); the test's path then links to them. Keys `apart`
+    name places the caller sees to itself."""
     config = copy.deepcopy(config)
     entry = pwd.getpwnam(user)
-    found = _paths(config)
-    reads = [(at, path) for at, path in found if tuple(k for k in at if isinstance(k, str)) not in _PLACES]
-    places: list[tuple[tuple[str | int, ...], str]] = []
-    for at in [("state_dir",), ("staging", "cache_dir")]:
+    skip = places | apart
+    reads = [(at, path) for at, path in _paths(config) if tuple(k for k in at if isinstance(k, str)) not in skip]
+    written: list[tuple[tuple[str | int, ...], str]] = []
+    for at in sorted(places):
         node: Any = config
         for key in at:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, str) and not Path(_expand(node)).is_relative_to(workdir):
-            places.append((at, _expand(node)))
-    verdicts = account_can(user, [("r", p) for _, p in reads] + [("w", p) for _, p in places])
+            written.append((at, _expand(node)))
+    verdicts = account_can(user, [("r", p) for _, p in reads] + [("w", p) for _, p in written])
     for (at, path), readable in zip(reads, verdicts[: len(reads)], strict=True):
         source = Path(path)
         if readable or not (source.is_file() or str(at[-1]).endswith(("_dir", "directory"))):
             continue  # readable, or a directory that is no bundle of files (e.g. host_path_allow)
         _set(config, at, str(account_copy(source, user, workdir)))
-    for (at, path), writable in zip(places, verdicts[len(reads) :], strict=True):
-        if writable:
-            continue
+    for (at, path), writable in zip(written, verdicts[len(reads) :], strict=True):
+        if writable and not Path(path).is_relative_to(site_dir()):
+            continue  # the test's own place, and the account can write it (never the shared site's)
         moved = workdir / "_".join(str(k) for k in at)
-        moved.mkdir(exist_ok=True)
-        os.chown(moved, entry.pw_uid, entry.pw_gid)
-        moved.chmod(0o711 if at[-1] == "cache_dir" else 0o700)  # the accounts' agents reach staged files
         original = Path(path)
+        if str(at[-1]).endswith("_file"):  # a file it writes: the account makes it
+            if original.is_file() and not moved.exists():
+                shutil.copy2(original, moved)
+                os.chown(moved, entry.pw_uid, entry.pw_gid)
+                original.unlink()
+        else:
+            moved.mkdir(exist_ok=True)
+            os.chown(moved, entry.pw_uid, entry.pw_gid)
+            moved.chmod(0o711 if at[-1] == "cache_dir" else 0o700)  # the accounts' agents reach staged files
         if not original.exists() and not original.is_symlink():
             original.parent.mkdir(parents=True, exist_ok=True)
             original.symlink_to(moved)  # where the test looks
         _set(config, at, str(moved))
+    return config
+
+
+def for_account(config: dict[str, Any], user: str, workdir: Path) -> dict[str, Any]:
+    """A sidecar's `config` for `user` (`readable_config`: its store and staging cache are the
+    places it writes); a pods root outside `workdir` is made the account's, in place (mode 1733
+    with agents: each pod account makes its own directory)."""
+    config = readable_config(config, user, workdir, _PLACES, _APART)
+    entry = pwd.getpwnam(user)
     pods_root = Path(_expand(config["pods_root"]))
     if (config.get("transport") or {}).get("kind") != "ssh" and not pods_root.is_relative_to(workdir):
         pods_root.mkdir(parents=True, exist_ok=True)  # the parents stay as they are (root's, traversable)
@@ -333,6 +383,8 @@ class Sidecar:
                 user = SERVICE_ACCOUNT
         elif user is None:
             self.root_reason = "root-sidecar-mode"
+        if user is not None:
+            ensure_site_accounts()
         over_ssh = (config.get("transport") or {}).get("kind") == "ssh"
         if "agents" not in overrides:
             # agents (deploy/local's `agents: {}`) are for a service-account sidecar on this

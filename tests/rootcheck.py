@@ -3,11 +3,13 @@
 A background thread samples /proc every second while a test process (a pytest-xdist worker, or
 pytest itself) runs its tests, and records every interlink-provider daemon or agent (`sidecar`,
 `site agent`, `gateway`, `devidp`, started as `python -m interlink_provider.cli.main ...` or
-`interlink-provider ...`) that this process started, directly or not: a descendant of it, or a
-process carrying this process's mark in its environment (daemons that scripts start detached,
-like deploy/local/federation.sh's). One running as uid 0 is a violation, unless its environment
-says why it must (tests/helpers.py ROOT_BY_DESIGN, one of ROOT_REASONS); the wrappers that change
-the account (sudo, runuser, setpriv) are root by nature and are not daemons. Other test processes on the
+`interlink-provider ...`; not the clients: `pod`, `token`, `stage`, `doctor`, `gateway --health`)
+that this process started, directly or not: a descendant of it, or a process carrying this
+process's mark in its environment (daemons that scripts start detached, like
+deploy/local/federation.sh's). One running as uid 0 is a violation, unless its environment says
+why it must (tests/helpers.py ROOT_BY_DESIGN, one of ROOT_REASONS); the wrappers that change the
+account (sudo, runuser, setpriv) are root by nature and are not daemons. A daemon that lives less
+than a second (a configuration refused at start) may go unseen. Other test processes on the
 machine (other workers, other checkouts' suites) are not this one's business.
 """
 
@@ -24,10 +26,7 @@ from tests.helpers import ROOT_BY_DESIGN, ROOT_REASONS
 MARK = "ILP_ROOT_CHECK"  # in the environment of everything this test process starts
 WRAPPERS = {"sudo", "runuser", "su", "setpriv", "setsid", "env", "timeout", "nohup"}
 DAEMONS = {"sidecar", "gateway", "devidp"}
-# The site's daemons: these must not run as root. The gateway (cluster-side) and the devidp (the
-# tests' identity provider) are counted in the summary but not checked: the suite's still run as
-# root (README, Limitations).
-CHECKED = {"sidecar", "site agent"}
+CHECKED = {"sidecar", "site agent", "gateway", "devidp"}  # all of them: none may run as root
 
 
 def daemon_kind(argv: list[str]) -> str | None:
@@ -49,6 +48,8 @@ def daemon_kind(argv: list[str]) -> str | None:
         return None
     if rest[:2] == ["site", "agent"]:
         return "site agent"
+    if "--health" in rest:
+        return None  # `gateway --health`: a probe that asks the running gateway, and exits
     return rest[0] if rest[0] in DAEMONS else None
 
 

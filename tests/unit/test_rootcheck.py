@@ -27,6 +27,7 @@ from tests.rootcheck import MARK, RootCheck, daemon_kind, wait_a_sample
         ("sudo -n -u ilp-alice -- /venv/bin/interlink-provider site agent", None),  # the wrapper
         ("runuser -u ilp -- python -m interlink_provider.cli.main sidecar", None),
         ("python -m interlink_provider.cli.main pod list", None),  # a client, not a daemon
+        ("python -m interlink_provider.cli.main gateway --config g.yaml --health", None),  # a probe
         ("python -m interlink_provider.cli.main site", None),
         ("less /var/log/interlink-provider sidecar", None),  # an argument, not the program
         ("python -m pytest tests -k sidecar", None),
