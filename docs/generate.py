@@ -302,26 +302,64 @@ class ConfigWalker:
 
 
 def validator_messages(model: type[BaseModel]) -> list[str]:
-    """The messages of the ValueErrors a model's validators raise: the rules between keys."""
+    """The messages of the ValueErrors a model's validators raise: the rules between keys.
+
+    A validator that hands its checks to a shared function (one rule, several models) counts that
+    function's messages too, one call deep."""
     messages: list[str] = []
     decorators = model.__pydantic_decorators__
     functions = [d.func for d in decorators.model_validators.values()]
     functions += [d.func for d in decorators.field_validators.values()]
     for func in functions:
         func = inspect.unwrap(getattr(func, "__func__", func))
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
-        except (OSError, TypeError, SyntaxError):
+        tree = source_tree(func)
+        if tree is None:
             continue
-        for node in ast.walk(tree):
-            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args):
-                continue
-            if getattr(node.exc.func, "id", None) != "ValueError":
-                continue
-            text = message_text(node.exc.args[0])
-            if text:
-                messages.append(text)
+        messages += raised_messages(tree)
+        for helper in called_functions(tree, model, func):
+            helper_tree = source_tree(helper)
+            if helper_tree is not None:
+                messages += raised_messages(helper_tree)
     return list(dict.fromkeys(messages))
+
+
+def source_tree(func: Any) -> ast.AST | None:
+    try:
+        return ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+
+
+def raised_messages(tree: ast.AST) -> list[str]:
+    messages = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args):
+            continue
+        if getattr(node.exc.func, "id", None) != "ValueError":
+            continue
+        text = message_text(node.exc.args[0])
+        if text:
+            messages.append(text)
+    return messages
+
+
+def called_functions(tree: ast.AST, model: type[BaseModel], func: Any) -> list[Any]:
+    """Plain functions a validator calls by name (`check(...)`), or methods of its model
+    (`self.check(...)`, `cls.check(...)`)."""
+    names = getattr(func, "__globals__", {})
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        target = None
+        if isinstance(node.func, ast.Name):
+            target = names.get(node.func.id)
+        elif isinstance(node.func, ast.Attribute) and getattr(node.func.value, "id", None) in ("self", "cls"):
+            target = getattr(model, node.func.attr, None)
+        target = inspect.unwrap(getattr(target, "__func__", target)) if target is not None else None
+        if inspect.isfunction(target) and target is not func:
+            found.append(target)
+    return found
 
 
 def message_text(node: ast.expr) -> str | None:

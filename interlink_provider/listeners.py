@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -116,3 +116,28 @@ async def tcp_site(runner: web.AppRunner, host: str, port: int, tls: ssl.SSLCont
         )
     await web.TCPSite(runner, host, port, ssl_context=tls).start()
     return f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+def check_listen(
+    socket: str | None,
+    host: str | None,
+    port: int | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    client_ca: str | None,
+    tcp_only: Mapping[str, object],
+) -> None:
+    """The rules every daemon's `listen` section shares (ValueError naming the keys): an address,
+    a certificate with its key, client certificates only over TLS, and the TCP-only keys
+    (`tcp_only`: name -> value) only with a TCP listener."""
+    if not socket and not (host and port):
+        raise ValueError("listen needs `socket`, or `host` and `port`")
+    if bool(tls_cert) != bool(tls_key):
+        raise ValueError("listen.tls_cert and listen.tls_key go together")
+    if client_ca and not tls_cert:
+        raise ValueError("listen.client_ca needs listen.tls_cert and listen.tls_key (client certificates are TLS)")
+    keys = ", ".join(f"listen.{name}" for name, value in tcp_only.items() if value)
+    if not (host and port) and keys:
+        raise ValueError(
+            f"{keys}: only for the TCP listener (host and port); the unix socket is guarded by listen.socket_mode"
+        )

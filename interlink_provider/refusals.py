@@ -75,6 +75,10 @@ class Conflict(Refusal):
     of this pod accounts for)."""
 
 
+class Exhausted(Refusal):
+    """A limit is reached: the site's places for pods (max_pods), or one identity's share."""
+
+
 class Unavailable(Refusal):
     """Something the answer needs is down for now (the scheduler, an IdP, storage): try again."""
 
@@ -103,6 +107,7 @@ OUTCOMES: dict[type[Refusal], Outcome] = {
     Forbidden: Outcome(403, "PERMISSION_DENIED"),
     NotFound: Outcome(404, "NOT_FOUND"),
     Conflict: Outcome(409, "ALREADY_EXISTS"),
+    Exhausted: Outcome(429, "RESOURCE_EXHAUSTED"),
     Unavailable: Outcome(503, "UNAVAILABLE"),
     Unreachable: Outcome(503, "UNAVAILABLE", "the site cannot be reached: "),
     NoTokenForSite: Outcome(502, "UNAVAILABLE", "the gateway has no token for the site: "),
@@ -115,6 +120,7 @@ HTTP_OF_SITE_CODE: dict[str, int] = {
     "NOT_FOUND": 404,
     "ALREADY_EXISTS": 409,
     "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
     "UNAUTHENTICATED": 502,  # the site refused the gateway's token, not the VK's (which sends none)
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,  # the site did not answer in time
@@ -179,6 +185,7 @@ __all__ = [
     "Answer",
     "BadRequest",
     "Conflict",
+    "Exhausted",
     "Forbidden",
     "Invalid",
     "NoTokenForSite",

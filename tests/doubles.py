@@ -24,7 +24,8 @@ from sidecars.core.kits.backend import (
     Submission,
     SubmitError,
 )
-from sidecars.core.kits.script import PodPaths, RenderOptions
+from sidecars.core.kits.podpaths import PodPaths
+from sidecars.core.kits.script import RenderOptions
 from sidecars.core.kits.sitefs import SiteFiles
 from sidecars.core.kits.workdir import ContainerFiles, DirectoryPlan, WorkdirError
 

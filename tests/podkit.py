@@ -7,12 +7,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from interlink_provider.pods import TranslationPolicy, pod_to_jobspec
+from interlink_provider.pods.policy import TranslationPolicy
+from interlink_provider.pods.translate import pod_to_jobspec
 from interlink_provider.pods.wire import RetrievedPodData
 from interlink_provider.runtimes import ImageDefaults, RuntimeConfig, make_runtime
 from interlink_provider.runtimes.sandbox import SandboxConfig
 from sidecars.core.kits import workdir
-from sidecars.core.kits.script import PodPaths, RenderOptions
+from sidecars.core.kits.podpaths import PodPaths
+from sidecars.core.kits.script import RenderOptions
 from sidecars.slurm.backend import SlurmBackend, SlurmConfig
 
 SANDBOX = RuntimeConfig(

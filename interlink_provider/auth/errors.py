@@ -47,8 +47,20 @@ class NotYetValid(AuthError):
     code = "not_yet_valid"
 
 
+class LifetimeTooLong(AuthError):
+    """Issued for longer than the site accepts (`exp` - `iat` over auth.token.max_token_lifetime_seconds)."""
+
+    code = "lifetime_too_long"
+
+
 class WrongAudience(AuthError):
     code = "wrong_audience"
+
+
+class NotAnAccessToken(AuthError):
+    """An ID token, or another JWT of a trusted IdP that is not an access token (auth.tokenkind)."""
+
+    code = "not_access_token"
 
 
 class ProfileViolation(AuthError):

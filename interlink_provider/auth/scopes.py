@@ -1,4 +1,9 @@
-"""WLCG scopes: `storage.read:/a` covers `/a/b` but not `/ab`; compute scopes take no path."""
+"""WLCG scopes: `storage.read:/a` covers `/a/b` but not `/ab`; compute scopes take no path.
+
+A storage scope without a path (`storage.read`, `storage.read:`) grants no path at all: the
+WLCG profile makes the path mandatory and has such tokens refused (auth.profile does, where
+the profile is required); it is not read as `storage.read:/`, the whole namespace.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +16,22 @@ PATH_SCOPES = frozenset({"storage.read", "storage.create", "storage.modify", "st
 @dataclass(frozen=True)
 class Scope:
     name: str
-    path: str | None = None  # normalised, for path scopes
+    path: str | None = None  # normalised, for path scopes; None for a path scope given without one
 
     @classmethod
     def parse(cls, text: str) -> Scope:
-        name, sep, path = text.partition(":")
+        name, _, path = text.partition(":")
         if name in PATH_SCOPES:
-            if not sep or not path.startswith("/"):
-                # The profile makes the path mandatory; be lenient only with a missing one.
-                path = "/" if not sep else "/" + path
-            return cls(name, _normalise(path))
+            if not path:
+                return cls(name, None)
+            # A relative path is non-conforming; the profile leaves normalising it to us.
+            return cls(name, _normalise(path if path.startswith("/") else "/" + path))
         return cls(text, None)
+
+    @property
+    def missing_path(self) -> bool:
+        """A storage scope given without the path the WLCG profile requires."""
+        return self.name in PATH_SCOPES and self.path is None
 
     def covers(self, wanted: Scope) -> bool:
         if self.name != wanted.name:

@@ -4,16 +4,18 @@ The issuer must be on the allowlist *before* anything is fetched (the token name
 its issuer; we never follow a URL from a token we have not checked). The JWKS
 location comes from the issuer's discovery document, never from the token. Keys
 are cached per issuer, refreshed when stale, and re-fetched when a token names an
-unknown `kid` — at most once per cooldown, so forged kids cannot hammer the IdP.
+unknown `kid` — at most once per cooldown, so forged kids cannot hammer the IdP. When
+the IdP is down, validations share one fetch, back off between tries, and use the last
+keys for a grace period (interlink_provider.auth.keystate).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import logging
 import ssl
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -23,7 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..telemetry.metrics import TOKEN_FAILURES
 from . import errors
 from .identity import Identity
+from .jwtparse import read_unverified
+from .keystate import FIRST_RETRY_SECONDS, IssuerKeys, Timing
+from .profile import check_wlcg
 from .scopes import parse_scopes
+from .tokenkind import check_access_token
+
+log = logging.getLogger(__name__)
 
 WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti"]
@@ -43,6 +51,11 @@ class TrustedIssuer(BaseModel):
         description=f"accept this issuer's development tokens (claim `{DEVELOPMENT_CLAIM}`, set by "
         "`interlink-provider devidp`): for test and demo sites only; false: they are refused",
     )
+    require_wlcg_profile: bool | None = Field(
+        None,
+        description="hold this issuer's tokens to the WLCG profile (`wlcg.ver`, storage scopes with a path): false "
+        "for a conformant OIDC IdP that is not a WLCG one; unset: as `auth.token.require_wlcg_profile`",
+    )
 
 
 class ValidationConfig(BaseModel):
@@ -54,13 +67,35 @@ class ValidationConfig(BaseModel):
     audiences: list[str] = Field(default_factory=list, description="`aud` values that mean us")
     accept_any_audience: bool = Field(False, description=f"also accept {WLCG_ANY_AUDIENCE}")
     leeway_seconds: float = Field(60, ge=0, description="clock skew tolerated when checking `exp`, `nbf` and `iat`")
+    max_token_lifetime_seconds: float = Field(
+        86400,
+        gt=0,
+        description="tokens issued for longer (`exp` - `iat`) are refused: IAM's access tokens live 1 h, the WLCG "
+        "profile's default maximum is 6 h; raise it for long-lived tokens a risk assessment allows (pilots)",
+    )
     algorithms: list[str] = Field(
         default_factory=lambda: ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"],
         description="signature algorithms accepted (the token header's `alg`)",
     )
     jwks_max_age_seconds: float = Field(3600, gt=0, description="keys are re-fetched when older")
     jwks_cooldown_seconds: float = Field(30, ge=0, description="least time between forced re-fetches")
-    require_wlcg_profile: bool = Field(True, description="`wlcg.ver` must be present, major 1")
+    jwks_grace_seconds: float = Field(
+        86400,
+        ge=0,
+        description="while an issuer's keys cannot be re-fetched (its IdP is down), its last keys stay in use "
+        "this long past `jwks_max_age_seconds`; then its tokens get `idp_unreachable` until it answers",
+    )
+    jwks_retry_max_seconds: float = Field(
+        60,
+        gt=0,
+        description=f"after a failed key fetch the next waits {FIRST_RETRY_SECONDS:.0f} s, doubling after each "
+        "further failure up to this; validations meanwhile use the keys at hand",
+    )
+    require_wlcg_profile: bool = Field(
+        True,
+        description="tokens must follow the WLCG profile (`wlcg.ver` present, as `1.<minor>`; storage scopes with "
+        "a path), unless their issuer's entry says otherwise",
+    )
     http_timeout_seconds: float = Field(
         10, gt=0, description="seconds per request to an IdP (discovery document, JWKS)"
     )
@@ -86,24 +121,6 @@ async def fetch_json(session: aiohttp.ClientSession, url: str, ca_file: str | No
         raise errors.IdPUnreachable(f"cannot reach {url}: {exc or type(exc).__name__}") from exc
 
 
-@dataclass
-class _IssuerKeys:
-    keys: dict[str, jwt.PyJWK] = field(default_factory=dict)
-    # Times on the monotonic clock, which starts near 0 at boot: "never" must be None,
-    # not 0.0, or a host booted minutes ago takes its first fetch for a recent one.
-    fetched_at: float | None = None
-    forced_at: float | None = None
-
-    def age(self, now: float) -> float:
-        """Seconds since the last fetch (infinite when never fetched)."""
-        return float("inf") if self.fetched_at is None else now - self.fetched_at
-
-    def since_forced(self, now: float) -> float:
-        return float("inf") if self.forced_at is None else now - self.forced_at
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
 class LazySession:
     """An aiohttp session opened on first use (constructors may run outside an event loop)."""
 
@@ -120,27 +137,39 @@ class LazySession:
 
 
 class KeyCache(LazySession):
-    """JWKS per trusted issuer, found through discovery."""
+    """JWKS per trusted issuer, found through discovery.
 
-    def __init__(self, config: ValidationConfig) -> None:
+    Validations that need a fetch share one: they queue on the issuer's lock, and the fetch the
+    first one makes (or its failure, then the back-off) decides for the others. While an IdP is
+    down, its last keys stay in use for `jwks_grace_seconds` past their maximum age.
+    """
+
+    def __init__(self, config: ValidationConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.trusted = {i.issuer: i for i in config.issuers}
-        self._keys: dict[str, _IssuerKeys] = {}
+        self.timing = Timing(
+            max_age=config.jwks_max_age_seconds,
+            cooldown=config.jwks_cooldown_seconds,
+            grace=config.jwks_grace_seconds,
+            retry_max=config.jwks_retry_max_seconds,
+        )
+        self.clock = clock  # monotonic seconds; a test gives its own
+        self._keys: dict[str, IssuerKeys] = {}
         self.fetches = 0  # how many JWKS downloads (for tests and benchmarks)
-        self.failures: dict[str, str] = {}  # issuer -> why its last key fetch failed
 
     def state(self) -> dict[str, tuple[bool, str]]:
         """Per trusted issuer, what the last key fetch says (for status pages, no call made)."""
-        now = time.monotonic()
+        now = self.clock()
         states = {}
         for issuer in self.trusted:
             entry = self._keys.get(issuer)
-            if issuer in self.failures:
-                states[issuer] = (False, self.failures[issuer])
-            elif entry is None or entry.fetched_at is None:
+            if entry is None or (entry.fetched_at is None and entry.error is None):
                 states[issuer] = (True, "keys not fetched yet (fetched at the first token)")
+            elif entry.error is not None:
+                kept = f"; keys fetched {entry.age(now):.0f} s ago in use" if entry.usable(now, self.timing) else ""
+                states[issuer] = (False, entry.error + kept)
             else:
-                states[issuer] = (True, f"{len(entry.keys)} keys, fetched {now - entry.fetched_at:.0f} s ago")
+                states[issuer] = (True, f"{len(entry.keys)} keys, fetched {entry.age(now):.0f} s ago")
         return states
 
     async def _fetch(self, issuer: str) -> dict[str, jwt.PyJWK]:
@@ -152,9 +181,11 @@ class KeyCache(LazySession):
             raise errors.IdPUnreachable(f"{issuer} publishes no jwks_uri")
         document = await fetch_json(self.session(), jwks_uri, trusted.ca_file, timeout)
         self.fetches += 1
+        if not isinstance(document, dict):
+            raise errors.IdPUnreachable(f"{jwks_uri} is not a JWK set")
         keys: dict[str, jwt.PyJWK] = {}
-        for data in (document or {}).get("keys", []):
-            kid = data.get("kid")
+        for data in document.get("keys", []):
+            kid = data.get("kid") if isinstance(data, dict) else None
             if not kid or data.get("use", "sig") != "sig":
                 continue
             try:
@@ -164,29 +195,64 @@ class KeyCache(LazySession):
         return keys
 
     async def key(self, issuer: str, kid: str) -> jwt.PyJWK:
-        entry = self._keys.setdefault(issuer, _IssuerKeys())
-        now = time.monotonic()
-        fresh = entry.age(now) < self.config.jwks_max_age_seconds
-        if fresh and kid in entry.keys:
+        entry = self._keys.setdefault(issuer, IssuerKeys())
+        if kid in entry.keys and entry.fresh(self.clock(), self.timing):
             return entry.keys[kid]
         async with entry.lock:
-            now = time.monotonic()
-            stale = entry.age(now) >= self.config.jwks_max_age_seconds
-            may_force = entry.since_forced(now) >= self.config.jwks_cooldown_seconds
-            if kid not in entry.keys or stale:
-                if stale or may_force:
-                    try:
-                        entry.keys = await self._fetch(issuer)
-                    except errors.AuthError as exc:
-                        self.failures[issuer] = exc.message
-                        raise
-                    self.failures.pop(issuer, None)
-                    entry.fetched_at = now
-                    if not stale:
-                        entry.forced_at = now
-        if kid not in entry.keys:
-            raise errors.BadSignature(f"{issuer} has no signing key {kid!r}")
-        return entry.keys[kid]
+            now = self.clock()
+            if entry.due(kid, now, self.timing):
+                await self._refresh(issuer, entry, now)
+            return self._pick(issuer, entry, kid, self.clock())
+
+    async def _refresh(self, issuer: str, entry: IssuerKeys, now: float) -> None:
+        forced = entry.fresh(now, self.timing)  # fresh keys fetched again: for an unknown kid
+        try:
+            keys = await self._fetch(issuer)
+        except errors.AuthError as exc:
+            if entry.failed(exc.message, now, self.timing):
+                log.warning(
+                    "cannot refresh the signing keys of %s: %s; %s", issuer, exc.message, self._fallback(entry, now)
+                )
+            else:
+                log.debug("still cannot refresh the signing keys of %s: %s", issuer, exc.message)
+            return
+        ended = entry.fetched(keys, now, forced)
+        if ended:
+            log.info("the signing keys of %s are fetched again, after %d failed tries", issuer, ended)
+
+    def _fallback(self, entry: IssuerKeys, now: float) -> str:
+        """What validations do while an issuer's keys cannot be fetched (for the warning)."""
+        retry = f"next try in {entry.retry_in(now):.0f} s, then with back-off up to {self.timing.retry_max:.0f} s"
+        if not entry.usable(now, self.timing):
+            return f"its tokens cannot be checked until it answers ({retry})"
+        left = self.timing.max_age + self.timing.grace - entry.age(now)
+        return (
+            f"its last keys (fetched {entry.age(now):.0f} s ago) stay in use for {left:.0f} s more "
+            f"(auth.token.jwks_max_age_seconds + jwks_grace_seconds); {retry}"
+        )
+
+    def _pick(self, issuer: str, entry: IssuerKeys, kid: str, now: float) -> jwt.PyJWK:
+        if not entry.usable(now, self.timing):
+            raise errors.IdPUnreachable(self._why_unusable(issuer, entry, now))
+        if kid in entry.keys:
+            return entry.keys[kid]
+        if entry.error is not None:  # it may be a new key we cannot ask for now
+            raise errors.IdPUnreachable(
+                f"{issuer} has no signing key {kid!r} among the keys we have, and cannot be asked for "
+                f"new ones: {entry.error}"
+            )
+        raise errors.BadSignature(f"{issuer} has no signing key {kid!r}")
+
+    def _why_unusable(self, issuer: str, entry: IssuerKeys, now: float) -> str:
+        why = entry.error or "no keys"
+        retry = f"next try in {entry.retry_in(now):.0f} s"
+        if entry.fetched_at is None:
+            return f"cannot get the signing keys of {issuer}: {why}; {retry}"
+        return (
+            f"the signing keys of {issuer} are {entry.age(now):.0f} s old, past the "
+            f"{self.timing.max_age + self.timing.grace:.0f} s that jwks_max_age_seconds + jwks_grace_seconds "
+            f"allow, and cannot be refreshed: {why}; {retry}"
+        )
 
 
 class TokenValidator:
@@ -209,24 +275,37 @@ class TokenValidator:
             raise
 
     async def _validate(self, token: str) -> Identity:
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise errors.MalformedToken(f"not a JWT: {exc}") from exc
-        issuer = unverified.get("iss")
+        unverified = read_unverified(token)
+        issuer = unverified.claims.get("iss")
         if not isinstance(issuer, str) or issuer not in self.keys.trusted:
-            raise errors.UnknownIssuer(f"issuer {issuer!r} is not trusted here")
-        kid = header.get("kid")
-        if not kid:
+            raise errors.UnknownIssuer(self._untrusted(issuer))
+        kid = unverified.header.get("kid")
+        if not kid or not isinstance(kid, str):
             raise errors.MalformedToken("the token header has no `kid` (required by the WLCG profile)")
-        if header.get("alg") not in self.config.algorithms:
-            raise errors.BadSignature(f"algorithm {header.get('alg')!r} is not accepted")
+        if unverified.header.get("alg") not in self.config.algorithms:
+            raise errors.BadSignature(f"algorithm {unverified.header.get('alg')!r} is not accepted")
         key = await self.keys.key(issuer, kid)
         claims = self._decode(token, key, issuer)
-        self._check_profile(claims)
+        check_access_token(unverified.header, claims)
+        self._check_lifetime(claims)
+        self._check_profile(claims, issuer)
         self._check_development(claims, issuer)
         return self._identity(claims)
+
+    def _untrusted(self, issuer: object) -> str:
+        """Why an issuer is refused, naming a trusted one it misses by a trailing slash: OIDC compares
+        issuers exactly, so we do not accept it, but `https://iam.example.org` for `.../` is a typo to point at."""
+        shown = repr(issuer[:256]) if isinstance(issuer, str) else repr(issuer)[:256]  # a token's text, bounded
+        refusal = f"issuer {shown} is not trusted here"
+        if isinstance(issuer, str):
+            for trusted in self.keys.trusted:
+                if issuer + "/" == trusted or trusted + "/" == issuer:
+                    return (
+                        f"{refusal}: the trusted issuer {trusted!r} differs only by a trailing '/'; issuers are "
+                        "compared exactly (OIDC), so its entry in auth.token.issuers must read as the tokens' `iss` "
+                        "(the IdP's discovery document names it as `issuer`)"
+                    )
+        return refusal
 
     def _decode(self, token: str, key: jwt.PyJWK, issuer: str) -> dict[str, Any]:
         audiences = self.audiences()
@@ -253,14 +332,20 @@ class TokenValidator:
         except jwt.PyJWTError as exc:
             raise errors.MalformedToken(str(exc)) from exc
 
-    def _check_profile(self, claims: dict[str, Any]) -> None:
-        if not self.config.require_wlcg_profile:
-            return
-        version = claims.get("wlcg.ver")
-        if not isinstance(version, str):
-            raise errors.ProfileViolation("the token has no `wlcg.ver` claim (WLCG profile required)")
-        if version.split(".", 1)[0] != "1":
-            raise errors.ProfileViolation(f"unsupported WLCG profile version {version!r} (major 1 required)")
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """A bound on how long a token may live, whatever its issuer wrote (exp and iat are checked numbers)."""
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+        limit = self.config.max_token_lifetime_seconds
+        if lifetime > limit:
+            raise errors.LifetimeTooLong(
+                f"the token was issued for {lifetime / 3600:.1f} h (exp - iat); this site accepts at most "
+                f"{limit / 3600:g} h (auth.token.max_token_lifetime_seconds)"
+            )
+
+    def _check_profile(self, claims: dict[str, Any], issuer: str) -> None:
+        required = self.keys.trusted[issuer].require_wlcg_profile
+        if self.config.require_wlcg_profile if required is None else required:
+            check_wlcg(claims)
 
     def _check_development(self, claims: dict[str, Any], issuer: str) -> None:
         """A development token (a devidp's) only where its issuer is marked `development: true`."""

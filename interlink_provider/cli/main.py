@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from .. import __version__
 from ..telemetry.tracing import TracingConfigError
-from . import doctor, pod, stage, token
 
 if TYPE_CHECKING:
     from ..devidp.config import IdPConfig
 
 Config = TypeVar("Config")
+
+# The user-facing commands, each a module of this package with add_parser(sub). They import the
+# auth, staging and HTTP client stacks, so they are imported only when asked for (or for help):
+# the daemons (the sidecar, each per-account agent) start through this same command.
+USER_COMMANDS = ("pod", "token", "stage", "doctor")
+DAEMONS = ("sidecar", "site", "gateway", "devidp")
 
 
 def one_line(exc: Exception) -> str:
@@ -130,7 +136,8 @@ def _gateway_health(path: str) -> int:
     return asyncio.run(ask())
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or (with `command`) the daemons plus that one user command."""
     parser = argparse.ArgumentParser(
         prog="interlink-provider",
         description="Burst Kubernetes pods, unchanged, to remote HPC sites.",
@@ -185,16 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
         "without it the devidp refuses them",
     )
     devidp.set_defaults(func=_devidp)
-    pod.add_parser(sub)
-    sub.choices["pod"].set_defaults(func=pod.main)
-    token.add_parser(sub)
-    stage.add_parser(sub)
-    doctor.add_parser(sub)
+    for name in USER_COMMANDS:
+        if command in (None, name):
+            importlib.import_module(f"{__package__}.{name}").add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    named = argv[0] if argv and argv[0] in (*DAEMONS, *USER_COMMANDS) else None  # else help or an error: all
+    args = build_parser(named).parse_args(argv)
     command: Callable[[argparse.Namespace], int] = args.func  # each subcommand's set_defaults(func=...)
     return command(args)
 

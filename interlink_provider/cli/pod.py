@@ -295,6 +295,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Run and inspect pods through a sidecar's interLink API, as the Virtual "
         "Kubelet would; `run` may go through a gateway instead.",
     )
+    pod.set_defaults(func=main)
     pod.add_argument(
         "--sidecar", help="unix:///path.sock, http://host:port or https://host:port (default: $ILP_SIDECAR)"
     )

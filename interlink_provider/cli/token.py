@@ -24,6 +24,7 @@ from rich.console import Console
 
 from ..auth import discovery, errors
 from ..auth.exchange import OAuthClient, Token, write_private
+from ..auth.profile import supported_version
 from ..auth.scopes import parse_scopes
 from ..auth.validate import (
     DEVELOPMENT_CLAIM,
@@ -67,8 +68,8 @@ def expiry_text(exp: float | None, now: float | None = None) -> str:
 def wlcg_checks(claims: dict[str, Any]) -> list[tuple[bool, str]]:
     """The WLCG profile checks a human wants to see at a glance."""
     checks = [(name in claims, f"claim {name} present") for name in [*REQUIRED_CLAIMS, "aud", "wlcg.ver"]]
-    version = str(claims.get("wlcg.ver", ""))
-    checks.append((version.split(".")[0] == "1", f"wlcg.ver major is 1 (got {version or 'none'})"))
+    version = claims.get("wlcg.ver")
+    checks.append((supported_version(version), f"wlcg.ver is 1.<minor> (got {version or 'none'})"))
     checks.append(("scope" in claims or "wlcg.groups" in claims, "carries scope or wlcg.groups"))
     exp = claims.get("exp")
     checks.append((exp is not None and float(exp) > time.time(), expiry_text(exp)))

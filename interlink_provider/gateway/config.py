@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..listeners import is_loopback
+from ..listeners import check_listen, is_loopback
 from ..paths import expand_variables
 from ..pods.annotations import IDENTITY_SECRET, SITE
 
@@ -52,17 +52,12 @@ class GatewayListen(Strict):
 
     @model_validator(mode="after")
     def _one_address(self) -> GatewayListen:
-        if not self.socket and not (self.host and self.port):
-            raise ValueError("listen needs `socket`, or `host` and `port`")
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ValueError("listen.tls_cert and listen.tls_key go together")
-        if self.client_ca and not self.tls_cert:
-            raise ValueError("listen.client_ca needs listen.tls_cert and listen.tls_key (client certificates are TLS)")
-        if not (self.host and self.port) and (self.tls_cert or self.token_file or self.insecure_plain_tcp):
-            raise ValueError(
-                "listen.tls_cert, listen.token_file and listen.insecure_plain_tcp are for the TCP listener "
-                "(host and port); the unix socket is guarded by listen.socket_mode"
-            )
+        tcp_only = {
+            "tls_cert": self.tls_cert,
+            "token_file": self.token_file,
+            "insecure_plain_tcp": self.insecure_plain_tcp,
+        }
+        check_listen(self.socket, self.host, self.port, self.tls_cert, self.tls_key, self.client_ca, tcp_only)
         if self.host and not is_loopback(self.host):
             if not (self.client_ca or self.token_file):
                 raise ValueError(

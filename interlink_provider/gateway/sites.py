@@ -61,6 +61,7 @@ class Site:
         self.up = False
         self.error = "not connected yet"
         self.epoch, self.revision = "", 0
+        self._unconfirmed: set[str] = set()  # pods of the previous epoch not yet sent again
         self.synced = asyncio.Event()  # the first snapshot has arrived
         self._task: asyncio.Task[None] | None = None
 
@@ -111,16 +112,27 @@ class Site:
         if event.epoch != self.epoch:
             log.info("site %s: status epoch %s (was %s): full resync", self.name, event.epoch, self.epoch or "none")
             self.epoch = event.epoch
+            self._unconfirmed = set(self.pods)  # each live pod is sent again before the next heartbeat
         self.revision = event.revision
         if event.HasField("pod"):
             self.pods[event.pod.uid] = event.pod
+            self._unconfirmed.discard(event.pod.uid)
         elif event.removed_uid:
             self.pods.pop(event.removed_uid, None)
         if not self.up:
             log.info("site %s is up", self.name)
         self.up, self.error = True, ""
-        if event.heartbeat:
-            self.synced.set()  # everything before the first heartbeat was the snapshot
+        if event.heartbeat:  # the snapshot is complete: what it did not send is gone
+            self._drop_unconfirmed()
+            self.synced.set()
+
+    def _drop_unconfirmed(self) -> None:
+        """Pods known before a resync that the new snapshot left out: removed while the site
+        restarted, or while its feed forgot removals. (Pods created since are not in the set.)"""
+        for uid in self._unconfirmed:
+            if self.pods.pop(uid, None) is not None:
+                log.info("site %s: pod %s is gone (not in the site's snapshot)", self.name, uid)
+        self._unconfirmed = set()
 
     async def _ping(self) -> None:
         self.node = await self.stub.Ping(pb.PingRequest(), metadata=await self.metadata(), timeout=10)

@@ -1,18 +1,5 @@
-"""Layer 1: the pod model, the interLink wire types and pod -> JobSpec. Pure data, no I/O."""
+"""Layer 1: the pod model, the interLink wire types and pod -> JobSpec. Pure data, no I/O.
 
-from .jobspec import ContainerSpec, JobSpec, MountSpec, Resources, VolumeSpec
-from .policy import Flavor, TranslationPolicy
-from .translate import pod_to_jobspec
-from .validate import PodRejected
-
-__all__ = [
-    "ContainerSpec",
-    "Flavor",
-    "JobSpec",
-    "MountSpec",
-    "PodRejected",
-    "Resources",
-    "TranslationPolicy",
-    "VolumeSpec",
-    "pod_to_jobspec",
-]
+Import from the modules (`interlink_provider.pods.translate`, `.jobspec`, ...): the package itself
+imports nothing, so a process that needs one small part (the per-account agent needs the log
+options) does not load the Kubernetes models."""

@@ -109,6 +109,7 @@ class JobSpec:
     uid: str
     name: str
     namespace: str
+    hostname: str  # what the containers see (hostname.pod_hostname): at most 63 characters
     init_containers: tuple[ContainerSpec, ...]
     containers: tuple[ContainerSpec, ...]
     volumes: tuple[VolumeSpec, ...]

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from . import annotations as an
 from .expansion import expand
+from .hostname import pod_hostname
 from .jobspec import (
     ContainerSpec,
     FileItem,
@@ -71,6 +72,7 @@ def pod_to_jobspec(data: RetrievedPodData, policy: TranslationPolicy) -> JobSpec
         raise PodRejected("the pod has no name", field="metadata.name")
     dns_subdomain(meta.name, "metadata.name")
     namespace = dns_label(meta.namespace or "default", "metadata.namespace")
+    hostname = pod_hostname(meta.name, dns_label(pod.spec.hostname, "spec.hostname") if pod.spec.hostname else "")
     if not pod.spec.containers:
         raise PodRejected("the pod has no containers", field="spec.containers")
     _unique_names(pod)
@@ -78,7 +80,7 @@ def pod_to_jobspec(data: RetrievedPodData, policy: TranslationPolicy) -> JobSpec
     warnings: list[str] = []
     volumes = _volumes(data, policy, warnings)
     volume_names = {v.name for v in volumes}
-    pod_env = _pod_level_env(pod)
+    pod_env = _pod_level_env(hostname)
     pod_policy = pod.spec.restart_policy or "Always"
 
     init_containers = tuple(
@@ -98,6 +100,7 @@ def pod_to_jobspec(data: RetrievedPodData, policy: TranslationPolicy) -> JobSpec
         uid=uid,
         name=meta.name,
         namespace=namespace,
+        hostname=hostname,
         init_containers=init_containers,
         containers=containers,
         volumes=volumes,
@@ -171,9 +174,9 @@ def _unique_names(pod: Pod) -> None:
         seen.add(volume.name)
 
 
-def _pod_level_env(pod: Pod) -> list[tuple[str, str]]:
-    """Variables every container gets, as a kubelet sets them."""
-    return [("HOSTNAME", pod.spec.hostname or pod.metadata.name)]
+def _pod_level_env(hostname: str) -> list[tuple[str, str]]:
+    """Variables every container gets, as a kubelet sets them (HOSTNAME: the sandbox's hostname)."""
+    return [("HOSTNAME", hostname)]
 
 
 def _container(

@@ -16,6 +16,7 @@ import os
 import posixpath
 import pwd
 import shutil
+import stat
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 from interlink_provider import __version__, logsetup
 from sidecars.core.kits import agentwire as wire
 from sidecars.core.kits import sitefs, workdir
-from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.workdir import DirectoryPlan, WorkdirError
 
 log = logging.getLogger("interlink_provider.agent")
@@ -256,8 +257,21 @@ async def serve() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def on_pipes() -> bool:
+    """Whether stdin and stdout are pipes or sockets: what the sidecar gives its agents, and the
+    only kind asyncio's pipe transports take (a terminal or /dev/null would hang or fail late)."""
+    modes = (os.fstat(fd).st_mode for fd in (0, 1))
+    return all(stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) for mode in modes)
+
+
 def run() -> int:
     """The `site agent` command: serve until stdin closes."""
+    if not on_pipes():
+        print(
+            "interlink-provider site agent: the sidecar starts this with pipes on stdin and stdout; not for humans",
+            file=sys.stderr,
+        )
+        return 2
     logsetup.configure()
     os.umask(0o077)
     asyncio.run(serve())

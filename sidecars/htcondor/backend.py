@@ -42,8 +42,9 @@ from sidecars.core.kits.backend import (
     SubmitCommand,
     ignore_output,
 )
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.ratelimit import TokenBucket
-from sidecars.core.kits.script import PodPaths, RenderOptions, make_environment, render, runner_context
+from sidecars.core.kits.script import RenderOptions, make_environment, render, runner_context
 from sidecars.core.kits.transport import CommandResult, LocalTransport, Transport
 from sidecars.htcondor import parse
 from sidecars.htcondor.submitlang import (

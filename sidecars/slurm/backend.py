@@ -26,15 +26,18 @@ from sidecars.core.kits.backend import (
     SubmitCommand,
     ignore_output,
 )
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.ratelimit import TokenBucket
-from sidecars.core.kits.script import PodPaths, RenderOptions, render, runner_context
+from sidecars.core.kits.script import RenderOptions, render, runner_context
 from sidecars.core.kits.transport import CommandResult, LocalTransport, Transport
 from sidecars.slurm import parse
 from sidecars.slurm.flags import Flag, FlagPolicy, annotation_flags, merge, parse_flags, sbatch_word
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
-# Above this many ids a --jobs list would not fit one argument: list our own jobs instead.
+# Above this many ids a --jobs list would not fit one argument: list the whole queue instead
+# (not --me: in the multi-account mode our pods' jobs belong to the mapped accounts). squeue
+# loads the whole job table from slurmctld either way and filters on the client.
 MAX_JOBS_ARGUMENT = 4000
 
 
@@ -183,8 +186,6 @@ class SlurmBackend(CommandBackend, Signals, ReportsCapacity, ListsOwnJobs):
         wanted = set(job_ids)
         if len(job_ids) <= MAX_JOBS_ARGUMENT:
             argv.append("--jobs=" + ",".join(job_ids))
-        else:
-            argv.append("--me")
         # All of them gone is an error to squeue, an answer to us.
         jobs = await self.ask(Command(argv, parse.parse_squeue, harmless=_invalid_job_id))
         return {k: v for k, v in jobs.items() if k in wanted}

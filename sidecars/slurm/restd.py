@@ -42,8 +42,9 @@ from interlink_provider.pods.validate import PodRejected
 from interlink_provider.runtimes import Runtime
 from sidecars.core.kits.backend import Capacity, JobInfo, PollError, Submission, SubmitError
 from sidecars.core.kits.logs import READ_LIMIT
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.ratelimit import TokenBucket
-from sidecars.core.kits.script import PodPaths, RenderOptions
+from sidecars.core.kits.script import RenderOptions
 from sidecars.core.kits.sitefs import SiteFiles
 from sidecars.core.kits.transport import TransportError, current_user, metered
 from sidecars.core.kits.workdir import WorkdirError

@@ -62,7 +62,7 @@ class Rendered:
 
 def render(path: Path) -> tuple[str, dict[str, Any]]:
     text = path.read_text()
-    values = {**CONFIG["values"], "uuid": uuid.uuid4().hex[:8], "target_node": CONFIG["target_nodes"][0]}
+    values = {**CONFIG["values"], "uuid": str(uuid.uuid4()), "target_node": CONFIG["target_nodes"][0]}
     rendered = jinja2.Template(text).render(**values)
     body, _, validation = rendered.partition("# VALIDATION")
     return body, yaml.safe_load(validation) or {}

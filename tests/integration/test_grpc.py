@@ -341,3 +341,47 @@ def test_a_second_sidecar_on_the_same_grpc_port_is_refused(site, tmp_path):
     [refusal] = [json.loads(line) for line in twin.log().splitlines() if "cannot start" in line]
     assert refusal["level"] == "ERROR" and f"cannot listen for gRPC on {site.target}" in refusal["message"], refusal
     assert "Traceback" not in twin.log()
+
+
+async def test_streams_end_with_their_token_and_one_identity_cannot_take_every_slot(site, idp):
+    """A watch opened with a token that expires 3 s later ends then (UNAUTHENTICATED), not hours
+    later; one identity holds at most max_streams_per_identity (16) streams, and others still get theirs."""
+    alice, bob = await token_for(idp, "alice"), await token_for(idp, "bob")
+    async with open_channel(site.target, site.ca) as channel:
+        stub = offloader(channel)
+        expires_at = int(time.time()) + 3
+        short = idp.forge(sub="alice", client_id="alice", exp=expires_at)
+        started = time.monotonic()
+        watch = stub.WatchStatus(pb.WatchStatusRequest(heartbeat_seconds=1), metadata=bearer(short))
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async for _event in watch:
+                assert time.monotonic() - started < 10, "the watch outlived its token"
+        assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "token expired during the watch" in (ended.value.details() or "")
+        assert time.time() >= expires_at and time.monotonic() - started < 10
+
+        watches = [
+            stub.WatchStatus(pb.WatchStatusRequest(heartbeat_seconds=1), metadata=bearer(alice)) for _ in range(16)
+        ]
+        try:
+            for open_watch in watches:
+                await open_watch.read()  # open: its snapshot or first heartbeat arrived
+            extra = stub.WatchStatus(pb.WatchStatusRequest(heartbeat_seconds=1), metadata=bearer(alice))
+            await expect_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "max_streams_per_identity: 16", extra.read())
+            others = stub.WatchStatus(pb.WatchStatusRequest(heartbeat_seconds=1), metadata=bearer(bob))
+            assert (await others.read()).epoch  # bob is not held up by alice's streams
+            others.cancel()
+        finally:
+            for open_watch in watches:
+                open_watch.cancel()
+
+        async def reopened():
+            again = stub.WatchStatus(pb.WatchStatusRequest(heartbeat_seconds=1), metadata=bearer(alice))
+            try:
+                return bool((await again.read()).epoch)
+            except grpc.aio.AioRpcError:
+                return False
+            finally:
+                again.cancel()
+
+        await wait_for(reopened, 10, what="alice's share to be free again once her streams closed")

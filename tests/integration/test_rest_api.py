@@ -366,3 +366,30 @@ async def test_time_limit_from_active_deadline_says_deadline_exceeded(sidecar):
     # The reason is right the first time the pod is seen Failed: the VK stops asking then.
     assert final["containers"][0]["state"]["terminated"]["reason"] == "DeadlineExceeded"
     assert "#SBATCH --signal=B:USR2@40" in (pod_dir(sidecar.pods_root, "ns", answer["PodUID"]) / "job.sh").read_text()
+
+
+async def test_creates_beyond_max_pods_get_429_with_the_reason(local_site, tmp_path):
+    """max_pods is enforced, not only reported: the third held pod of a site with two places gets
+    429 and no directory or job; the Virtual Kubelet's capacity says 0 left."""
+    full = Sidecar(tmp_path / "full", {"max_pods": 2, "slurm": {"flags": {"allow": ["--hold"]}}}).start()
+    try:
+        held = {"slurm-job.vk.io/flags": "--hold"}
+        reqs = [
+            request_for(pod([{"name": "c", "image": "busybox", "command": ["true"]}], annotations=held))
+            for _ in range(3)
+        ]
+        async with SidecarClient(full.address) as client:
+            for req in reqs[:2]:
+                await client.create(req)
+            code, text = await raw(full, "POST", "/create", json.dumps(reqs[2]).encode())
+            assert code == 429, text
+            assert "the site is full: 2 pods hold its 2 places (max_pods)" in text
+            assert (await client.ping())["resources"]["pods"] == "0"
+            third = reqs[2]["pod"]["metadata"]["uid"]
+            assert not full.jobs_named(full.prefix + third)
+            assert not list(full.pods_root.glob(f"*/ns/{third}"))
+            for req in reqs[:2]:
+                await client.delete(req["pod"])
+    finally:
+        full.stop()
+    assert "refused POST /create" in full.log() and "429 the site is full" in full.log()

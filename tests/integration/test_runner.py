@@ -332,7 +332,7 @@ def test_usr2_before_the_time_limit_records_deadline_exceeded(pods_root):
 
 
 def test_host_path_directories_are_bound(pods_root, tmp_path):
-    from interlink_provider.pods import TranslationPolicy
+    from interlink_provider.pods.policy import TranslationPolicy
 
     shared = tmp_path / "scratch"
     shared.mkdir()

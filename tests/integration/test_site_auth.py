@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -94,6 +96,20 @@ async def test_requests_without_a_valid_token_are_refused(site, idp):
     async with SidecarClient(site.http, token=unmapped) as stranger:
         await refused(stranger, 403, "no_account", lambda c: c.pods())
     assert (await _healthz(site)) == 200  # public
+    assert (await _get(site.http + "/metrics")) == 401  # on TCP: behind the token, as every other path
+    assert (await _get(site.http + "/metrics", mallory)).startswith("# HELP")  # any reader
+    async with SidecarClient(site.address) as on_socket:  # the socket: guarded by its mode
+        assert "ilp_pods" in await on_socket.call("GET", "/metrics")
+
+
+async def _get(url: str, token: str | None = None) -> int | str:
+    """The body of a 200, else the status."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers=headers) as response:
+            return await response.text() if response.status == 200 else response.status
 
 
 async def _healthz(site) -> int:
@@ -128,6 +144,13 @@ async def test_two_identities_run_as_two_accounts_and_cannot_touch_each_other(si
         await refused(bob, 403, "belongs to another identity", lambda c: c.logs_text(log(a_req)))
         await refused(bob, 403, "belongs to another identity", lambda c: c.delete(a_req["pod"]))
         await refused(bob, 403, "belongs to another identity", lambda c: c.create(a_req))
+        with pytest.raises(SidecarError) as guessed:  # nothing of the pod but the UID bob gave
+            await bob.status([pod_ref(a["PodUID"])])
+        assert guessed.value.message == f"pod {a['PodUID']} belongs to another identity"
+        # Each refusal logged once at INFO, naming who was refused and why.
+        lines = [line for line in site.log().splitlines() if a["PodUID"] in line and "refused" in line]
+        assert len(lines) == 5 and all("belongs to another identity" in line for line in lines), lines
+        assert all('"level": "INFO"' in line for line in lines), lines
         assert {p["name"] for p in await alice.pods()} == {"alice-pod"}
         assert {p["name"] for p in await bob.pods()} == {"bob-pod"}
         # Succeeded can be seen while Slurm still completes the job: either answer is right.
@@ -233,3 +256,26 @@ async def test_tokens_never_reach_logs_or_readable_files(site, idp):
     for path in Path(idp.workdir, "state").rglob("*"):
         if path.is_file() and path.name in ("signing-keys.json", "server.key"):
             assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+
+
+async def test_a_log_follow_ends_when_its_token_does(site, idp):
+    """kubectl logs -f with a token that expires 3 s later: the body ends then (the pod runs on)."""
+    token = await token_for(idp, "alice")
+    async with SidecarClient(site.http, token=token) as alice:
+        req = whoami_pod("follower")
+        req["pod"]["spec"]["containers"][0]["command"] = ["sh", "-c", "while true; do echo tick; sleep 1; done"]
+        answer = await alice.create(req)
+
+        async def running():
+            [status] = await alice.status([pod_ref(answer["PodUID"])])
+            return "running" in status["containers"][0]["state"]
+
+        await wait_for(running, 90, what="the pod to run")
+        short = idp.forge(sub="alice", client_id="alice", exp=int(time.time()) + 3)
+        query = {"PodUID": answer["PodUID"], "ContainerName": "c", "Opts": {"Follow": True}}
+        started = time.monotonic()
+        async with SidecarClient(site.http, token=short) as follower:
+            text = await asyncio.wait_for(follower.logs_text(query), 20)
+        assert 2 < time.monotonic() - started < 10 and "tick" in text
+        await alice.delete(req["pod"])
+    assert "ended a log follow of alice@" in site.log()

@@ -19,7 +19,7 @@ from interlink_provider.pods.jobspec import ContainerSpec, FileItem, JobSpec, Re
 from sidecars.core.kits import agentwire as wire
 from sidecars.core.kits.agents import AgentFiles, AgentGone, AgentPool, AgentTransport
 from sidecars.core.kits.logs import READ_LIMIT
-from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.transport import LocalTransport, TransportError
 from sidecars.core.kits.workdir import DirectoryTaken, WorkdirError, plan_directory
 from tests.helpers import SERVICE_ACCOUNT, account_prefix, account_workdir
@@ -37,6 +37,7 @@ def spec(uid: str = "uid-1") -> JobSpec:
         uid=uid,
         name="p",
         namespace="ns",
+        hostname="p",
         init_containers=(),
         containers=(container,),
         volumes=(secret, VolumeSpec("data", "emptyDir")),
@@ -182,7 +183,10 @@ async def test_a_dead_agent_fails_what_it_had_in_flight_and_a_new_one_takes_the_
     agents, _ = pool
     transport = AgentTransport(LocalTransport(), agents, ME)
     slow = asyncio.create_task(transport.run(["sleep", "30"], timeout=60))
-    await asyncio.sleep(1)
+    deadline = time.monotonic() + 30  # the agent starts in 0.3 s, much longer on a busy host
+    while ME not in agents.agents and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # and is handed the command
     agents.agents[ME].process.kill()
     with pytest.raises(AgentGone, match="exited"):
         await slow
@@ -207,3 +211,30 @@ def test_the_wire_refuses_what_is_not_a_message():
         wire.parse_answer(b'{"id": "x"}\n')
     line = wire.request_line(wire.Request(7, "read_tail", {"path": "/p", "lines": 1}))
     assert wire.parse_request(line) == wire.Request(7, "read_tail", {"path": "/p", "lines": 1})
+
+
+def test_the_agent_refuses_anything_but_pipes():
+    """Started by hand (a terminal, /dev/null) it says what it is for and exits 2, instead of hanging."""
+    import subprocess
+
+    done = subprocess.run(AGENT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "pipes on stdin and stdout" in done.stderr
+
+
+def test_daemons_start_without_the_user_commands():
+    """The sidecar and each agent start through the same command line; the user commands (and the
+    HTTP client, auth and staging stacks they import) are loaded only when named, or for help."""
+    import subprocess
+
+    probe = (
+        "import sys\n"
+        "from interlink_provider.cli.main import build_parser\n"
+        "names = set(build_parser('site')._subparsers._group_actions[0].choices)\n"
+        "print(sorted(names), 'aiohttp' in sys.modules)\n"
+        "print(sorted(build_parser()._subparsers._group_actions[0].choices))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0] == "['devidp', 'gateway', 'sidecar', 'site'] False"
+    assert lines[1] == "['devidp', 'doctor', 'gateway', 'pod', 'sidecar', 'site', 'stage', 'token']"

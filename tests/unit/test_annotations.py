@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from interlink_provider.pods import PodRejected
 from interlink_provider.pods import annotations as an
+from interlink_provider.pods.validate import PodRejected
 from interlink_provider.runtimes import RuntimeConfig
 from sidecars.core.kits.script import RenderOptions
 from tests.podkit import pod, render

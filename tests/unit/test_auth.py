@@ -39,7 +39,10 @@ def test_scope_parsing():
         "storage.read:/x",
         "compute.read",
     ]
-    assert Scope.parse("storage.read").path == "/"  # path missing: the whole namespace
+    assert Scope.parse("storage.read").path is None and Scope.parse("storage.read").missing_path  # not "/"
+    assert Scope.parse("storage.read:").missing_path and not Scope.parse("compute.read").missing_path
+    assert not covered(parse_scopes("storage.read"), "storage.read:/x")  # a pathless scope grants no path
+    assert str(Scope.parse("storage.read:x/y/")) == "storage.read:/x/y"  # relative: normalised
     assert parse_scopes(None) == [] and parse_scopes(["a b", "c"]) == parse_scopes("a b c")
 
 
@@ -133,13 +136,13 @@ class KeyCacheWithFakeIdP:
     """Test double: a KeyCache whose IdP is a dict of key sets (no network); counts fetches."""
 
     @staticmethod
-    def make(published: dict[str, list[str]]):
+    def make(published: dict[str, list[str]], clock):
         import jwt
 
         from interlink_provider.auth.validate import KeyCache, TrustedIssuer, ValidationConfig
 
         config = ValidationConfig(issuers=[TrustedIssuer(issuer="https://iam/")], jwks_cooldown_seconds=30)
-        cache = KeyCache(config)
+        cache = KeyCache(config, clock=clock)
 
         async def fetch(issuer):
             cache.fetches += 1
@@ -153,12 +156,11 @@ class KeyCacheWithFakeIdP:
 
 
 @pytest.mark.parametrize("uptime", [5.0, 120.0, 100_000.0])
-async def test_a_rotated_key_is_fetched_at_once_on_a_host_booted_minutes_ago(monkeypatch, uptime):
+async def test_a_rotated_key_is_fetched_at_once_on_a_host_booted_minutes_ago(uptime):
     """The monotonic clock starts near 0 at boot: "never fetched" must not read as "just forced"."""
     published = {"https://iam/": ["k1"]}
-    cache = KeyCacheWithFakeIdP.make(published)
     clock = [uptime]
-    monkeypatch.setattr("interlink_provider.auth.validate.time.monotonic", lambda: clock[0])
+    cache = KeyCacheWithFakeIdP.make(published, clock=lambda: clock[0])
     assert (await cache.key("https://iam/", "k1")).key_id == "k1"
     assert cache.fetches == 1
     clock[0] += 1

@@ -189,3 +189,22 @@ async def test_without_capacity_or_listing_the_service_does_without(tmp_path):
     await reconciler.recover()  # no list_own to call: strays are left alone
     assert service.backend.calls == []
     await service.book.store.close()
+
+
+async def test_slurm_beyond_the_jobs_argument_lists_every_account():
+    """Above MAX_JOBS_ARGUMENT ids, one squeue of the whole queue (not --me, which left out the
+    mapped accounts' jobs when the sidecar submits through agents), filtered to the ids asked."""
+    from interlink_provider.pods.policy import TranslationPolicy
+    from sidecars.slurm.backend import MAX_JOBS_ARGUMENT, SlurmConfig
+
+    ids = [str(n) for n in range(1, MAX_JOBS_ARGUMENT + 2)]
+    answer = "".join(f"{n}|RUNNING|None|ilp-x{n}\n" for n in [1, 2, MAX_JOBS_ARGUMENT + 1, 99999])
+    transport = FakeTransport((0, answer, ""))
+    backend = SlurmBackend(SlurmConfig(), TranslationPolicy(), transport)
+    jobs = await backend.query(ids)
+    assert sorted(jobs, key=int) == ["1", "2", str(MAX_JOBS_ARGUMENT + 1)]  # 99999: not ours
+    [(_, argv)] = transport.calls
+    assert not any(arg.startswith(("--me", "--jobs", "--user")) for arg in argv)
+    few = FakeTransport((0, answer, ""))
+    await SlurmBackend(SlurmConfig(), TranslationPolicy(), few).query(["1", "2"])
+    assert "--jobs=1,2" in few.calls[0][1]

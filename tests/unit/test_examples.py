@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from interlink_provider.gateway.config import load_config as load_gateway
-from interlink_provider.pods import manifest, pod_to_jobspec
+from interlink_provider.pods import manifest
 from interlink_provider.pods.policy import TranslationPolicy
+from interlink_provider.pods.translate import pod_to_jobspec
 from interlink_provider.pods.wire import RetrievedPodData
 from sidecars.daemon.config import load_config as load_site
 

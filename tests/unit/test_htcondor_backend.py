@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from interlink_provider.pods import TranslationPolicy
+from interlink_provider.pods.policy import TranslationPolicy
 from sidecars.core.kits import backend as b
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.ratelimit import TokenBucket
-from sidecars.core.kits.script import PodPaths
 from sidecars.core.kits.transport import CommandResult, TransportError
 from sidecars.htcondor.backend import HTCondorBackend, HTCondorConfig, StaticCapacity
 

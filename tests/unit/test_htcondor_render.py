@@ -12,13 +12,15 @@ import classad2
 import htcondor2
 import pytest
 
-from interlink_provider.pods import PodRejected, TranslationPolicy, pod_to_jobspec
-from interlink_provider.pods.policy import Flavor
+from interlink_provider.pods.policy import Flavor, TranslationPolicy
+from interlink_provider.pods.translate import pod_to_jobspec
+from interlink_provider.pods.validate import PodRejected
 from interlink_provider.pods.wire import RetrievedPodData
 from interlink_provider.runtimes import make_runtime
 from sidecars.core.kits import workdir
 from sidecars.core.kits.backend import Submission
-from sidecars.core.kits.script import PodPaths, RenderOptions
+from sidecars.core.kits.podpaths import PodPaths
+from sidecars.core.kits.script import RenderOptions
 from sidecars.htcondor import submitlang
 from sidecars.htcondor.backend import HTCondorBackend, HTCondorConfig, _submit_value
 from tests.podkit import SANDBOX, pod

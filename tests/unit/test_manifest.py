@@ -6,7 +6,9 @@ import base64
 
 import pytest
 
-from interlink_provider.pods import TranslationPolicy, manifest, pod_to_jobspec
+from interlink_provider.pods import manifest
+from interlink_provider.pods.policy import TranslationPolicy
+from interlink_provider.pods.translate import pod_to_jobspec
 from interlink_provider.pods.wire import RetrievedPodData
 
 TEXT = """

@@ -8,9 +8,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
+from interlink_provider.pods.staging import StageOutput, StagingSpec
 from interlink_provider.pods.wire import RetrievedPodData
 from sidecars.core.domain.principal import Principal
 from sidecars.core.domain.reconciler import Reconciler
@@ -198,3 +200,51 @@ async def test_deleted_pods_are_forgotten_after_their_retention_finished_ones_wa
     assert site.files.removed == [f"{site.settings.pods_root}/alice/ns/{gone.uid}"]
     assert site.record(kept.uid).stage == Stage.FINISHED  # the Virtual Kubelet has not deleted it yet
     assert (await site.service.book.store.get(gone.uid)) is None
+
+
+async def test_finished_pods_nobody_deletes_are_purged_after_the_unclaimed_retention(site, monkeypatch):
+    """The Virtual Kubelet deletes the pods it sees finish; one no client comes back for is kept
+    for unclaimed_retention_seconds (a week by default), then purged with its directory."""
+    assert site.settings.unclaimed_retention_seconds == 7 * 86400
+    created = await site.service.create(request("orphan"), ALICE)
+    site.backend.leave_queue(created.job_id, b.COMPLETED)
+    await site.reconciler.cycle()
+    assert site.record(created.uid).stage == Stage.FINISHED
+    now = time.time()
+    monkeypatch.setattr("sidecars.core.domain.reconciler.time.time", lambda: now + 6 * 86400)
+    await site.reconciler.cycle()
+    assert site.service.record(created.uid) is not None
+    monkeypatch.setattr("sidecars.core.domain.reconciler.time.time", lambda: now + 8 * 86400)
+    await site.reconciler.cycle()
+    assert site.service.record(created.uid) is None
+    assert site.files.removed == [f"{site.settings.pods_root}/alice/ns/{created.uid}"]
+
+
+class StagingDouble:
+    """Test double of the staging phases: records which pods were handed over for stage-out."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def start(self, record) -> None:
+        self.started.append(record.uid)
+
+
+async def test_a_pod_with_outputs_is_not_shown_finished_before_its_job_left_the_queue(site):
+    created = await site.service.create(request("p"), ALICE)
+    spec = StagingSpec(outputs=(StageOutput(mount="/data/out", scope="user"),))
+    record = site.record(created.uid)
+    await site.service.book.save(created.uid, summary=replace(record.summary, staging=spec))
+    staging = StagingDouble()
+    s = site.service
+    reconciler = Reconciler(site.settings, s.book, site.backend, site.files, s.submissions, staging)  # type: ignore[arg-type]
+    site.backend.set_state(created.job_id, b.RUNNING)  # the runner is done, the job still completing
+    site.files.runner[record.pod_dir] = {"c": ContainerFiles(started_at="t0", finished_at="t1", exit_code=0)}
+    await reconciler.cycle()
+    record = site.record(created.uid)
+    assert (record.stage, record.phase, staging.started) == (Stage.SUBMITTED, "Running", [])
+    assert "running" in record.status.apps[0]["state"]
+    site.backend.leave_queue(created.job_id, b.COMPLETED)
+    await reconciler.cycle()
+    record = site.record(created.uid)
+    assert (record.stage, record.phase, staging.started) == (Stage.STAGING_OUT, "Running", [created.uid])

@@ -24,7 +24,7 @@ from interlink_provider import refusals
 from interlink_provider.auth import errors as auth_errors
 from interlink_provider.gateway import identities, routing
 from interlink_provider.gateway import server as gateway_server
-from interlink_provider.pods import PodRejected
+from interlink_provider.pods.validate import PodRejected
 from interlink_provider.pods.wire import RetrievedPodData
 from interlink_provider.refusals import OUTCOMES, Refusal, answer, kind_of
 from sidecars.core.adapters import grpc_api, rest
@@ -130,6 +130,9 @@ ON_A_REQUEST = [
     "sidecars/core/adapters/authn.py",
     "interlink_provider/auth/mapping.py",
     "interlink_provider/auth/validate.py",
+    "interlink_provider/auth/jwtparse.py",
+    "interlink_provider/auth/tokenkind.py",
+    "interlink_provider/auth/profile.py",
     "interlink_provider/pods/validate.py",
     "interlink_provider/gateway/server.py",
     "interlink_provider/gateway/identities.py",
@@ -184,7 +187,7 @@ async def _raising_app(middleware, cases: dict[str, Callable[[], BaseException]]
 
 async def _grpc_server() -> tuple[grpc.aio.Server, grpc.aio.Channel]:
     async def behaviour(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        async with grpc_api._mapped_errors(context):
+        async with grpc_api._mapped_errors(context, "Raise", "a test"):
             raise CASES[request.decode()]()
         return b""
 

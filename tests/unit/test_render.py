@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from interlink_provider.pods import PodRejected
 from interlink_provider.pods.jobspec import ContainerSpec
+from interlink_provider.pods.validate import PodRejected
 from interlink_provider.runtimes import RuntimeConfig
 from interlink_provider.runtimes.base import image_reference, kubernetes_argv
 from sidecars.core.kits.script import CORE_TEMPLATES, RenderOptions

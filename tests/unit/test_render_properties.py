@@ -7,7 +7,7 @@ import subprocess
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from interlink_provider.pods import PodRejected
+from interlink_provider.pods.validate import PodRejected
 from tests.podkit import pod, render
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from interlink_provider.pods import PodRejected
+from interlink_provider.pods.validate import PodRejected
 from interlink_provider.pods.wire import ContainerLogOpts, LogStruct, RetrievedPodData
-from sidecars.core.domain.errors import BadRequest, Forbidden, Unavailable
+from interlink_provider.refusals import answer
+from sidecars.core.domain.errors import BadRequest, Exhausted, Forbidden, Unavailable
 from sidecars.core.domain.principal import LOCAL, Principal
 from sidecars.core.domain.records import Stage
 from sidecars.core.domain.service import SiteService
@@ -185,3 +186,39 @@ async def test_logs_need_a_container_name_when_the_pod_has_several(site):
     files.logs[service.book.paths(record).log_file("c1")] = b"2026-01-01T00:00:00.000000000Z hello\n"
     chunks = service.logs(LogStruct(PodUID=created.uid, ContainerName="c1", Opts=ContainerLogOpts()), ALICE)
     assert b"".join([chunk async for chunk in chunks]) == b"hello\n"
+
+
+async def test_max_pods_and_an_identitys_share_are_enforced_even_in_a_burst(site):
+    """max_pods (10 here) holds: a burst of 15 concurrent creates gets 10 pods and 5 refusals
+    (429 / RESOURCE_EXHAUSTED), a finished pod frees its place; with a share per identity, one
+    identity cannot take the places of another."""
+    service, backend, _ = site
+    results = await asyncio.gather(
+        *(service.create(request(f"p{i}"), ALICE) for i in range(15)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, Exhausted)]
+    assert len(refused) == 5 and service.book.active() == 10
+    assert "the site is full: 10 pods hold its 10 places (max_pods)" in str(refused[0])
+    assert answer(refused[0]).http == 429 and answer(refused[0]).grpc == "RESOURCE_EXHAUSTED"
+    done = next(r for r in results if not isinstance(r, BaseException))
+    await service.book.save(done.uid, stage=Stage.FINISHED)  # its job ended
+    assert (await service.create(request("after"), BOB)).created  # a place freed
+    service.room.max_pods_per_identity = 9  # alice holds 9 (one of her 10 finished)
+    service.room.max_pods = 100
+    with pytest.raises(
+        Exhausted, match=r"you have 9 pods here, the most one identity may have \(max_pods_per_identity: 9\)"
+    ):
+        await service.create(request("eleventh"), ALICE)
+    assert (await service.create(request("bobs"), BOB)).created
+    assert backend.called("submit")  # the admitted ones were submitted
+
+
+async def test_requests_for_unknown_uids_leave_no_lock_behind(site):
+    """The per-pod lock table holds the pods in use only: 2,000 deletes of random UIDs leave it empty."""
+    service, _, _ = site
+    created = await service.create(request(), ALICE)
+    for _ in range(2000):
+        assert await service.delete(str(uuid.uuid4()), ALICE) == "not found"
+    assert service.book.locks_in_use() == 0
+    await service.delete(created.uid, ALICE)
+    assert service.book.locks_in_use() == 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from interlink_provider.pods import PodRejected
 from interlink_provider.pods.annotations import FLAGS, pod_options
+from interlink_provider.pods.validate import PodRejected
 from sidecars.slurm.flags import Flag, FlagPolicy, annotation_flags, merge, parse_flags, sbatch_word
 
 

@@ -8,13 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from interlink_provider.pods import TranslationPolicy, pod_to_jobspec
 from interlink_provider.pods.annotations import FLAGS
+from interlink_provider.pods.policy import TranslationPolicy
+from interlink_provider.pods.translate import pod_to_jobspec
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.pods.wire import RetrievedPodData
 from interlink_provider.runtimes import make_runtime
 from sidecars.core.kits.backend import SubmitError
-from sidecars.core.kits.script import PodPaths, RenderOptions
+from sidecars.core.kits.podpaths import PodPaths
+from sidecars.core.kits.script import RenderOptions
 from sidecars.slurm.backend import SlurmConfig
 from sidecars.slurm.flags import Flag, sbatch_word
 from sidecars.slurm.restd import (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,44 @@ def test_insert_is_idempotent_and_updates_survive_reopening(tmp_path):
 
     asyncio.run(go())
     assert oct(os.stat(tmp_path / "db.sqlite").st_mode & 0o777) == "0o600"
+
+
+def test_the_submitting_commit_is_synced_and_no_other(tmp_path):
+    """A power loss must not roll back SUBMITTING (the pod would be submitted again without the
+    by-name look-up): that commit runs under synchronous=FULL, every other under NORMAL. Observed
+    through SQLite's statement trace: the level in force at each write."""
+
+    async def go():
+        store = Store(tmp_path / "db.sqlite")
+        await store.open()
+        levels: list[tuple[str, str]] = []
+        level = ["NORMAL"]
+
+        def trace(statement: str) -> None:
+            if statement.startswith("PRAGMA synchronous="):
+                level[0] = statement.split("=", 1)[1]
+            elif statement.startswith(("UPDATE pods", "INSERT INTO pods")):
+                levels.append((statement.split()[0], level[0]))
+
+        await store._call(store.db.set_trace_callback, trace)
+        await store.insert(replace(record("u1"), stage=Stage.ACCEPTED))
+        await store.update("u1", stage=Stage.SUBMITTING)
+        await store.update("u1", stage=Stage.SUBMITTED, job_id="42")
+        await store.insert(record("u2"))  # created SUBMITTING
+        await store.update("u2", message="no stage change")
+        synchronous = await store._call(lambda: store.db.execute("PRAGMA synchronous").fetchone()[0])
+        await store.close()
+        return levels, synchronous
+
+    levels, synchronous = asyncio.run(go())
+    assert levels == [
+        ("INSERT", "NORMAL"),
+        ("UPDATE", "FULL"),
+        ("UPDATE", "NORMAL"),
+        ("INSERT", "FULL"),
+        ("UPDATE", "NORMAL"),
+    ]
+    assert synchronous == 1  # NORMAL again after
 
 
 def test_unknown_columns_are_refused(tmp_path):

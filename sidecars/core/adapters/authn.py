@@ -8,7 +8,6 @@ and only where the site config says so.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from interlink_provider.auth import errors
@@ -19,13 +18,16 @@ from interlink_provider.telemetry.metrics import AUTH_REFUSED as REFUSED
 from sidecars.core.adapters.settings import AuthConfig
 from sidecars.core.domain.principal import LOCAL, Principal
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class Caller:
     principal: Principal
     identity: Identity | None  # None: a tokenless caller on the trusted unix socket
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the caller's token expires (epoch seconds): long calls end then. None: never."""
+        return self.identity.expires_at if self.identity is not None and self.identity.expires_at else None
 
 
 class Authenticator:
@@ -54,8 +56,7 @@ class Authenticator:
                 Principal(identity.key, account, actor=actor, token=token.strip(), site_admin=admin), identity
             )
         except errors.AuthError as exc:
-            REFUSED.labels(exc.code).inc()
-            log.info("refused a caller: %s", exc.message)  # the reason, never the token
+            REFUSED.labels(exc.code).inc()  # logged by the protocol adapter that answers it
             raise
 
     def require(self, caller: Caller, operation: Operation) -> None:

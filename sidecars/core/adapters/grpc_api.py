@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from interlink_provider import __version__
+from interlink_provider.auth.errors import Expired as TokenExpired
 from interlink_provider.auth.mapping import Operation
 from interlink_provider.pods.phase import phase_of
 from interlink_provider.pods.wire import ContainerLogOpts, LogStruct, RetrievedPodData
@@ -36,6 +37,7 @@ from sidecars.core.adapters.authn import Authenticator, Caller
 from sidecars.core.adapters.settings import GrpcConfig
 from sidecars.core.domain.errors import BadRequest
 from sidecars.core.domain.service import SiteService
+from sidecars.core.kits.deadline import DeadlinePassed, until
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Offloader"].full_name
@@ -48,14 +50,15 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
 
     async def _caller(self, context: grpc.aio.ServicerContext, operation: Operation) -> Caller:
         metadata = dict(context.invocation_metadata() or ())
-        async with _mapped_errors(context):
+        async with _mapped_errors(context, "call", "a caller"):
             caller = await self.auth.caller(metadata.get("authorization"), via_unix_socket=False)
+        async with _mapped_errors(context, operation, caller.principal.key):
             self.auth.require(caller, operation)
         return caller
 
     async def CreatePod(self, request: pb.CreatePodRequest, context: grpc.aio.ServicerContext) -> pb.CreatePodResponse:
         principal = (await self._caller(context, "create")).principal
-        async with _mapped_errors(context):
+        async with _mapped_errors(context, "CreatePod", principal.key):
             try:
                 body = json.loads(request.pod_json.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -69,7 +72,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
 
     async def DeletePod(self, request: pb.DeletePodRequest, context: grpc.aio.ServicerContext) -> pb.DeletePodResponse:
         principal = (await self._caller(context, "cancel")).principal
-        async with _mapped_errors(context):
+        async with _mapped_errors(context, "DeletePod", principal.key):
             if not request.uid:
                 raise BadRequest("uid is missing")
             outcome = await self.service.delete(request.uid, principal)
@@ -77,7 +80,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.GetStatusResponse:
         principal = (await self._caller(context, "read")).principal
-        async with _mapped_errors(context):
+        async with _mapped_errors(context, "GetStatus", principal.key):
             uids = list(request.uids) or [r.uid for r in self.service.readable(principal)]
             answers = self.service.statuses(uids, principal)
         return pb.GetStatusResponse(pods=[self._pod_status(a) for a in answers])
@@ -85,12 +88,24 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
     async def WatchStatus(
         self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StatusEvent]:
-        principal = (await self._caller(context, "read")).principal
+        caller = await self._caller(context, "read")
+        async with _mapped_errors(context, "WatchStatus", caller.principal.key):
+            with self.service.streams.hold(caller.principal):
+                async for event in self._watch(request, caller):
+                    yield event
+
+    async def _watch(self, request: pb.WatchStatusRequest, caller: Caller) -> AsyncIterator[pb.StatusEvent]:
+        """Every change of the caller's pods since its (epoch, revision), heartbeats in silence,
+        until the caller's token expires (Unauthenticated: it watches again with a fresh one)."""
+        principal = caller.principal
         feed = self.service.feed
         heartbeat = min(max(request.heartbeat_seconds or 15, 1), 300)
         position = request.since_revision if request.epoch == feed.epoch else 0
+        epoch = feed.epoch
         quiet_since = time.monotonic()  # the last event sent: a heartbeat follows `heartbeat` s of silence
         while True:
+            if feed.epoch != epoch:  # the feed forgot its tombstones: every live pod again
+                epoch, position = feed.epoch, 0
             current = feed.revision
             for revision, uid in feed.since(position, principal.key):
                 record = self.service.record(uid)
@@ -104,6 +119,12 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
             position = max(position, current)  # others' changes are behind us too
             # Others' pods may change all the time: silence is measured for this watcher only.
             silence = heartbeat - (time.monotonic() - quiet_since)
+            token_left = caller.expires_at - time.time() if caller.expires_at is not None else float("inf")
+            if token_left <= 0:
+                raise TokenExpired("the token expired during the watch: watch again with a fresh token")
+            if token_left < silence:
+                await feed.wait(position, token_left)  # changes are sent, or the token ends, first
+                continue
             if silence <= 0 or not await feed.wait(position, silence):
                 yield pb.StatusEvent(epoch=feed.epoch, revision=position, heartbeat=True)
                 quiet_since = time.monotonic()
@@ -124,8 +145,8 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
     async def GetLogs(
         self, request: pb.GetLogsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.LogChunk]:
-        principal = (await self._caller(context, "read")).principal
-        async with _mapped_errors(context):
+        caller = await self._caller(context, "read")
+        async with _mapped_errors(context, "GetLogs", caller.principal.key):
             if request.tail_lines and request.limit_bytes:
                 raise BadRequest("both tail_lines and limit_bytes set: set only one of them")
             if request.since_seconds and request.HasField("since_time"):
@@ -144,13 +165,23 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
                     Previous=request.previous,
                 ),
             )
-            chunks = self.service.logs(query, principal)
-            async for chunk in chunks:
-                yield pb.LogChunk(data=chunk)
+            chunks = aiter(self.service.logs(query, caller.principal))
+            if request.follow:
+                with self.service.streams.hold(caller.principal):
+                    try:
+                        async for chunk in until(caller.expires_at, chunks):
+                            yield pb.LogChunk(data=chunk)
+                    except DeadlinePassed:
+                        raise TokenExpired(
+                            "the token expired during the follow: follow again with a fresh one"
+                        ) from None
+            else:
+                async for chunk in chunks:
+                    yield pb.LogChunk(data=chunk)
 
     async def Ping(self, request: pb.PingRequest, context: grpc.aio.ServicerContext) -> pb.NodeInfo:
-        await self._caller(context, "read")
-        async with _mapped_errors(context):
+        caller = await self._caller(context, "read")
+        async with _mapped_errors(context, "Ping", caller.principal.key):
             ping = await self.service.ping()
         resources = ping.resources
         return pb.NodeInfo(
@@ -206,10 +237,13 @@ class TracedCalls(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc shi
 
 
 class _mapped_errors:
-    """Refusals as their gRPC code and reason (interlink_provider.refusals); the rest is UNKNOWN."""
+    """Refusals as their gRPC code and reason (interlink_provider.refusals), each logged once at
+    INFO (`what` was refused to `who`; never a token); the rest is UNKNOWN."""
 
-    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext, what: str, who: str) -> None:
         self.context = context
+        self.what = what
+        self.who = who
 
     async def __aenter__(self) -> None:
         return None
@@ -219,6 +253,7 @@ class _mapped_errors:
     ) -> bool:
         refused = answer(exc) if exc is not None else None
         if refused is not None:
+            log.info("refused gRPC %s from %s: %s %s", self.what, self.who, refused.grpc, refused.message)
             await self.context.abort(grpc.StatusCode[refused.grpc], refused.message)  # raises
         return False
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -27,6 +28,7 @@ from sidecars.core.adapters.authn import Authenticator, Caller
 from sidecars.core.domain.errors import BadRequest, Unavailable
 from sidecars.core.domain.reconciler import Reconciler
 from sidecars.core.domain.service import SiteService
+from sidecars.core.kits.deadline import DeadlinePassed, until
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ def _text(status: int, message: str) -> web.Response:
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer refusals with their HTTP status and reason (interlink_provider.refusals); the rest is a 500."""
+    """Answer refusals with their HTTP status and reason (interlink_provider.refusals), each logged
+    once at INFO (never a token); the rest is a 500."""
     try:
         return await handler(request)
     except web.HTTPException:
@@ -53,6 +56,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         refused = answer(exc)
         if refused is None:
             raise
+        caller = request.get(CALLER)
+        who = caller.principal.key if caller is not None else "a caller"
+        log.info("refused %s %s from %s: %d %s", request.method, request.path, who, refused.http, refused.message)
         response = _text(refused.http, refused.message)
         if refused.http == 401:  # RFC 6750: the challenge, with the reason word
             code = refused.refusal.code if isinstance(refused.refusal, AuthError) else AuthError.code
@@ -76,9 +82,15 @@ async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
 
 
+def _open_to_all(request: web.Request) -> bool:
+    """/healthz answers anyone; /metrics anyone on the unix socket (guarded by its mode) and, on
+    TCP, callers with a valid token (Prometheus: `authorization.credentials_file`)."""
+    return request.path == "/healthz" or (request.path == "/metrics" and _via_unix_socket(request))
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in PUBLIC_PATHS:
+    if not _open_to_all(request):
         caller = await request.app[AUTH_KEY].caller(request.headers.get("Authorization"), _via_unix_socket(request))
         request[CALLER] = caller
     return await handler(request)
@@ -151,22 +163,34 @@ async def status(request: web.Request) -> web.Response:
 
 async def get_logs(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE_KEY]
-    principal = _caller(request, "read").principal
+    caller = _caller(request, "read")
     query = _model(LogStruct, await _json_object(request, "LogStruct"))
     if query.Opts.Tail and query.Opts.Bytes:
         raise BadRequest("Both Tail and LimitBytes set. Set only one of them")
     if query.Opts.SinceSeconds and query.Opts.SinceTime is not None:
         raise BadRequest("Both SinceSeconds and SinceTime set. Set only one of them")
-    chunks = aiter(service.logs(query, principal))
-    first = await anext(chunks, b"")  # a failure to read is still an HTTP status, not a cut body
+    if not query.Opts.Follow:
+        return await _send_logs(request, aiter(service.logs(query, caller.principal)))
+    with service.streams.hold(caller.principal):  # a follow lives long: the identity's share, its token's life
+        chunks = until(caller.expires_at, aiter(service.logs(query, caller.principal)))
+        return await _send_logs(request, chunks)
+
+
+async def _send_logs(request: web.Request, chunks: AsyncIterator[bytes]) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-    await response.prepare(request)
     try:
+        first = await anext(chunks, b"")  # a failure to read is still an HTTP status, not a cut body
+        await response.prepare(request)
         await response.write(first)
         async for chunk in chunks:
             await response.write(chunk)
     except (ConnectionResetError, ConnectionError):
         return response  # the reader went away: stop following
+    except DeadlinePassed:
+        log.info("ended a log follow of %s: its token expired", request[CALLER].principal.key)
+        if not response.prepared:
+            await response.prepare(request)
+        return response  # the body ends: the caller follows again with a fresh token
     await response.write_eof()
     return response
 
@@ -244,6 +268,8 @@ async def status_page(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    if CALLER in request:  # over TCP
+        _caller(request, "read")
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

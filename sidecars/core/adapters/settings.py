@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 from interlink_provider.auth.accounts import check_account_name, is_superuser_name
 from interlink_provider.auth.mapping import IdentityPolicy
 from interlink_provider.auth.validate import ValidationConfig
-from interlink_provider.listeners import is_loopback
+from interlink_provider.listeners import check_listen, is_loopback
 from sidecars.core.kits.strict import Strict
 
 
@@ -31,17 +31,8 @@ class ListenConfig(Strict):
 
     @model_validator(mode="after")
     def _one_address(self) -> ListenConfig:
-        if not self.socket and not (self.host and self.port):
-            raise ValueError("listen needs `socket`, or `host` and `port`")
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ValueError("listen.tls_cert and listen.tls_key go together")
-        if self.client_ca and not self.tls_cert:
-            raise ValueError("listen.client_ca needs listen.tls_cert and listen.tls_key (client certificates are TLS)")
-        if not (self.host and self.port) and (self.tls_cert or self.insecure_plain_tcp):
-            raise ValueError(
-                "listen.tls_cert and listen.insecure_plain_tcp are for the TCP listener (host and port); the unix "
-                "socket is guarded by listen.socket_mode"
-            )
+        tcp_only = {"tls_cert": self.tls_cert, "insecure_plain_tcp": self.insecure_plain_tcp}
+        check_listen(self.socket, self.host, self.port, self.tls_cert, self.tls_key, self.client_ca, tcp_only)
         if self.host and not is_loopback(self.host) and not self.tls_cert and not self.insecure_plain_tcp:
             raise ValueError(
                 f"listen.host {self.host} is not loopback and the REST API carries bearer tokens: add "

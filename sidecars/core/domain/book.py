@@ -9,8 +9,8 @@ against other tasks acting on the same pod (create, delete, the status cycle, st
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,8 @@ from sidecars.core.domain.records import PodRecord, Stage
 from sidecars.core.domain.store import Store
 from sidecars.core.kits.backend import JobInfo
 from sidecars.core.kits.changes import ChangeFeed
-from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.keyedlocks import KeyedLocks
+from sidecars.core.kits.podpaths import PodPaths
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class PodBook:
         self.feed = ChangeFeed()  # every change of a record, for pushed status
         self.scheduler = SchedulerView()
         self._records: dict[str, PodRecord] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLocks()
 
     async def load(self) -> None:
         """Open the store and know every pod in it (a new feed epoch's snapshot includes them all)."""
@@ -69,8 +70,12 @@ class PodBook:
     def paths(self, record: PodRecord) -> PodPaths:
         return PodPaths(pods_root=self.pods_root, pod_dir=record.pod_dir)
 
-    def lock(self, uid: str) -> asyncio.Lock:
-        return self._locks.setdefault(uid, asyncio.Lock())
+    def lock(self, uid: str) -> AbstractAsyncContextManager[None]:
+        """The pod's lock, for `async with` (only pods in use have one)."""
+        return self._locks.hold(uid)
+
+    def locks_in_use(self) -> int:
+        return len(self._locks)
 
     # ------------------------------------------------------------------ changing
 
@@ -97,7 +102,7 @@ class PodBook:
         await self.store.delete(record.uid)
         self._records.pop(record.uid, None)
         self.scheduler.jobs.pop(record.uid, None)
-        self.feed.touch(record.uid, record.owner, record.actor)
+        self.feed.touch(record.uid, record.owner, record.actor, removed=True)
 
     def log_state(self, record: PodRecord) -> None:
         """One line per state change, its facts as fields (never env values or secrets)."""

@@ -3,6 +3,6 @@ gives each its HTTP status and gRPC code. The core raises them; the adapters ans
 
 from __future__ import annotations
 
-from interlink_provider.refusals import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from interlink_provider.refusals import BadRequest, Conflict, Exhausted, Forbidden, NotFound, Unavailable
 
-__all__ = ["BadRequest", "Conflict", "Forbidden", "NotFound", "Unavailable"]
+__all__ = ["BadRequest", "Conflict", "Exhausted", "Forbidden", "NotFound", "Unavailable"]

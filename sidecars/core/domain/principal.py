@@ -26,7 +26,8 @@ class Principal:
 
     def check_owner(self, record: PodRecord) -> None:
         if not self.answers_for(record):
-            raise Forbidden(f"pod {record.namespace}/{record.name} belongs to another identity")
+            # The UID the caller gave, nothing it did not know (not the owner's namespace or pod name).
+            raise Forbidden(f"pod {record.uid} belongs to another identity")
 
     def check_reader(self, record: PodRecord) -> None:
         """Reading (status, logs) is for the owner, its actor, and the site's admins."""

@@ -213,6 +213,11 @@ class Reconciler:
         new_status = status.statuses_of(view)
         phase = status.phase_of(new_status)
         ended = lost or (job is not None and job.terminal)
+        outputs = self.staging is not None and bool(record.staging.outputs)
+        if outputs and phase == status.SUCCEEDED and not ended:
+            # The containers are done but the job has not left the queue: the outputs are
+            # not even started, so the pod must not look finished yet.
+            new_status, phase = hold_running(new_status), status.RUNNING
         if new_status != record.status:
             changes["status"] = new_status
         if phase != record.phase:
@@ -221,13 +226,7 @@ class Reconciler:
             changes["job_state"] = job.raw_state
         if record.message and not ended:
             changes["message"] = ""
-        stage_out = (
-            ended
-            and record.stage == Stage.SUBMITTED
-            and phase == status.SUCCEEDED
-            and self.staging is not None
-            and bool(record.staging.outputs)
-        )
+        stage_out = ended and record.stage == Stage.SUBMITTED and phase == status.SUCCEEDED and outputs
         if stage_out:
             # Not finished until the outputs are safe: hold the containers as running.
             changes.update(
@@ -317,8 +316,11 @@ class Reconciler:
         for record in [r for r in self.book.all() if r.stage.terminal]:
             ended = record.finished_at or record.updated_at
             if record.stage == Stage.FINISHED and record.delete_requested_at is None:
-                continue  # the Virtual Kubelet still owns it: keep until it deletes the pod
-            if now - max(ended, record.delete_requested_at or 0) < retention:
+                # The Virtual Kubelet still owns it and deletes it when it sees it finish; a
+                # pod no client comes back for is kept for unclaimed_retention_seconds.
+                if now - ended < self.config.unclaimed_retention_seconds:
+                    continue
+            elif now - max(ended, record.delete_requested_at or 0) < retention:
                 continue
             await self._remove_directory(record)
             await self.book.remove(record)

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from interlink_provider.pods import PodRejected, pod_to_jobspec
 from interlink_provider.pods.annotations import RUNTIME
 from interlink_provider.pods.annotations import field as annotation_field
 from interlink_provider.pods.jobspec import JobSpec
+from interlink_provider.pods.translate import pod_to_jobspec
+from interlink_provider.pods.validate import PodRejected
 from interlink_provider.pods.wire import (
     AcceleratorResponse,
     LogStruct,
@@ -37,17 +38,19 @@ from interlink_provider.telemetry.metrics import CREATES, DELETES, timed
 from sidecars.core.domain import status
 from sidecars.core.domain.accounts import JobAccounts
 from sidecars.core.domain.book import PodBook
-from sidecars.core.domain.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from sidecars.core.domain.errors import BadRequest, Conflict, Exhausted, Forbidden, NotFound, Unavailable
 from sidecars.core.domain.principal import LOCAL, Principal
 from sidecars.core.domain.records import ContainerInfo, PodRecord, PodSummary, Stage
+from sidecars.core.domain.room import Room
 from sidecars.core.domain.settings import ServiceSettings
 from sidecars.core.domain.staging import StagingPhases
 from sidecars.core.domain.store import Store
+from sidecars.core.domain.streams import StreamQuota
 from sidecars.core.domain.submission import Submissions
 from sidecars.core.kits import logs
 from sidecars.core.kits.backend import RUNNING, Backend, Capacity, PollError, ReportsCapacity, Signals, Submission
 from sidecars.core.kits.changes import ChangeFeed
-from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.sitefs import LocalFiles, SiteFiles
 from sidecars.core.kits.transport import TransportError, current_user
 from sidecars.core.kits.workdir import DirectoryPlan, DirectoryTaken, WorkdirError, plan_directory
@@ -109,6 +112,8 @@ class SiteService:
         self.submissions = Submissions(self.book, backend, config.max_concurrent_submits)
         self.staging = StagingPhases(self.book, self.submissions, stager, self.files) if stager else None
         self.options = config.render_options()
+        self.room = Room(self.book, config.max_pods, config.max_pods_per_identity)
+        self.streams = StreamQuota(config.max_streams_per_identity)
         self._capacity: tuple[float, Capacity] | None = None
 
     async def load(self) -> None:
@@ -193,18 +198,12 @@ class SiteService:
                 principal.check_owner(existing)
                 CREATES.labels("repeated").inc()
                 return CreateResult(existing.uid, existing.job_id, created=False)
-            if self.accounts is not None:
-                try:
-                    await self.accounts.check(principal.account)
-                except Forbidden:
-                    CREATES.labels("forbidden").inc()
-                    raise
-            if spec.staging and principal.token and self.staging is not None:
-                await self.staging.enroll(spec.uid, principal.token, spec.staging)
-            await self._write_directory(new, principal)
-            for warning in new.submission.warnings:
-                log.info("pod %s/%s: %s", spec.namespace, spec.name, warning)
-            record = await self.book.insert(self._new_record(new, principal))
+            try:
+                with self.room.place(principal.key):
+                    record = await self._admit(new, principal)
+            except Exhausted:
+                CREATES.labels("exhausted").inc()
+                raise
             submitted = self._start(record)
         CREATES.labels("created").inc()
         if submitted is not None:
@@ -215,6 +214,22 @@ class SiteService:
                 pass
             record = self.book.get(record.uid) or record
         return CreateResult(record.uid, record.job_id, created=True)
+
+    async def _admit(self, new: Prepared, principal: Principal) -> PodRecord:
+        """The account checked, staging enrolled, the directory written: the pod's record."""
+        spec = new.spec
+        if self.accounts is not None:
+            try:
+                await self.accounts.check(principal.account)
+            except Forbidden:
+                CREATES.labels("forbidden").inc()
+                raise
+        if spec.staging and principal.token and self.staging is not None:
+            await self.staging.enroll(spec.uid, principal.token, spec.staging)
+        await self._write_directory(new, principal)
+        for warning in new.submission.warnings:
+            log.info("pod %s/%s: %s", spec.namespace, spec.name, warning)
+        return await self.book.insert(self._new_record(new, principal))
 
     async def _write_directory(self, new: Prepared, principal: Principal) -> None:
         files = self.files.for_account(principal.account or "")

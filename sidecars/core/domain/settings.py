@@ -80,7 +80,27 @@ class ServiceSettings(Strict):
         False, description="at start-up, cancel jobs named with our prefix that no pod owns"
     )
     retention_seconds: float = Field(3600.0, ge=0, description="how long finished pods stay answerable (status, logs)")
-    max_pods: int = Field(10000, ge=1, description="pod capacity reported to the Virtual Kubelet")
+    max_pods: int = Field(
+        10000,
+        ge=1,
+        description="pods the site holds at once (not finished or deleted): reported to the Virtual Kubelet "
+        "as capacity, and creates beyond it are refused (429 / RESOURCE_EXHAUSTED)",
+    )
+    max_pods_per_identity: int | None = Field(
+        None, ge=1, description="pods one identity (token subject) may hold at once; none: only max_pods"
+    )
+    max_streams_per_identity: int = Field(
+        16,
+        ge=1,
+        description="status watches and log follows one identity (token subject) may hold open at once; "
+        "the trusted unix socket has no limit",
+    )
+    unclaimed_retention_seconds: float = Field(
+        7 * 86400.0,
+        ge=0,
+        description="how long a finished pod that no client deletes is kept (the Virtual Kubelet deletes "
+        "those it sees finish; this bounds the rest)",
+    )
     gpu_resource: str = Field("nvidia.com/gpu", description="resource name for the site's GPUs")
     taints: list[TaintConfig] = Field(
         default_factory=list,

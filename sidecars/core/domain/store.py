@@ -15,8 +15,9 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,6 +101,8 @@ class Store:
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         # NORMAL survives a crash of the process (not of the machine) without an fsync per commit.
+        # The one commit that must survive a power loss, SUBMITTING (else the pod, rolled back to
+        # ACCEPTED, is submitted again without the by-name look-up), is made with FULL: _update.
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
@@ -144,7 +147,23 @@ class Store:
 
     # ------------------------------------------------------------------ operations
 
+    @contextmanager
+    def _durable(self, wanted: bool) -> Iterator[None]:
+        """Commits inside are synced to disk (synchronous=FULL) when `wanted`: they survive a power loss."""
+        if not wanted:
+            yield
+            return
+        self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            yield
+        finally:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+
     def _insert(self, record: PodRecord) -> tuple[PodRecord, bool]:
+        with self._durable(record.stage == Stage.SUBMITTING):
+            return self._write_insert(record)
+
+    def _write_insert(self, record: PodRecord) -> tuple[PodRecord, bool]:
         now = time.time()
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -173,6 +192,11 @@ class Store:
         unknown = set(changes) - set(_COLUMNS)
         if unknown:
             raise ValueError(f"unknown columns {sorted(unknown)}")
+        with self._durable(changes.get("stage") == Stage.SUBMITTING):
+            self._write_update(uid, changes)
+        return self._get(uid)
+
+    def _write_update(self, uid: str, changes: dict[str, Any]) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             values = {name: _column(name, value) for name, value in changes.items()}
@@ -185,7 +209,6 @@ class Store:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return self._get(uid)
 
     async def update(self, uid: str, **changes: Any) -> PodRecord | None:
         return await self._call(self._update, uid, changes)

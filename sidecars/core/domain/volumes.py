@@ -21,7 +21,7 @@ from interlink_provider.pods.staging import StagingSpec
 from interlink_provider.staging.errors import StagingError
 from interlink_provider.staging.volumes import InputLink
 from sidecars.core.kits import acl
-from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.sitefs import SiteFiles
 from sidecars.core.kits.transport import TransportError, current_user
 from sidecars.core.kits.workdir import WorkdirError

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from sidecars.core.kits import agentwire as wire
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.ratelimit import TokenBucket
-from sidecars.core.kits.script import PodPaths
 from sidecars.core.kits.sitefs import SiteFiles
 from sidecars.core.kits.transport import (
     CommandResult,

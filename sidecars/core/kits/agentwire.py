@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.podpaths import PodPaths
 
 PROTOCOL = 1
 MAX_LINE = 256 * 1024 * 1024  # one message (a pod directory's plan with its volumes) at most

@@ -31,7 +31,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.runtimes import Runtime
 from sidecars.core.kits.batching import CommandBatches
-from sidecars.core.kits.script import PodPaths, RenderOptions
+from sidecars.core.kits.podpaths import PodPaths
+from sidecars.core.kits.script import RenderOptions
 from sidecars.core.kits.transport import CommandResult, Transport, TransportError
 from sidecars.core.kits.workdir import check_extra_file
 

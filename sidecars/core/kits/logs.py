@@ -59,13 +59,22 @@ def tail_offset(handle: IO[bytes], lines: int) -> int:
         step = min(CHUNK, position)
         position -= step
         handle.seek(position)
-        block = handle.read(step)
-        for index in range(len(block) - 1, -1, -1):
-            if block[index] == 0x0A:
-                newlines += 1
-                if newlines == lines:
-                    return position + index + 1
+        found, newlines = scan_back(handle.read(step), position, newlines, lines)
+        if found is not None:
+            return found
     return 0
+
+
+def scan_back(block: bytes, position: int, newlines: int, lines: int) -> tuple[int | None, int]:
+    """Newlines counted from the end of `block` (which starts at `position` in its file), on top of
+    `newlines` already seen: the offset where the last `lines` lines start, once that many are
+    seen (else None), and the count so far."""
+    for index in range(len(block) - 1, -1, -1):
+        if block[index] == 0x0A:
+            newlines += 1
+            if newlines == lines:
+                return position + index + 1, newlines
+    return None, newlines
 
 
 class LineFormatter:

@@ -23,6 +23,7 @@ from interlink_provider.pods.jobspec import ContainerSpec, Handler, JobSpec, Pro
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.runtimes import Bind, Launch, LaunchContext, Runtime
 from interlink_provider.shell import Raw, shjoin, shq
+from sidecars.core.kits.podpaths import PodPaths
 
 CORE_TEMPLATES = Path(__file__).parent / "templates"
 
@@ -38,42 +39,6 @@ DEFAULT_PASSTHROUGH_ENV = [
     "HIP_VISIBLE_DEVICES",
     "GPU_DEVICE_ORDINAL",
 ]
-
-
-@dataclass(frozen=True)
-class PodPaths:
-    """Where a pod lives on the site's shared filesystem."""
-
-    pods_root: str
-    pod_dir: str
-
-    @classmethod
-    def for_pod(cls, pods_root: str, namespace: str, uid: str, account: str = "") -> PodPaths:
-        """`pods_root/<account>/<namespace>/<uid>`: one level per name, so no two pods can share
-        a directory, and each account's pods under one directory of its own."""
-        parts = [account] if account else []
-        return cls(pods_root=pods_root, pod_dir=posixpath.join(pods_root, *parts, namespace, uid))
-
-    def volume_dir(self, volume: str) -> str:
-        return posixpath.join(self.pod_dir, "volumes", volume)
-
-    def container_dir(self, container: str) -> str:
-        return posixpath.join(self.pod_dir, "containers", container)
-
-    def log_file(self, container: str, previous: bool = False) -> str:
-        """A container's log (the one before its last restart with `previous`)."""
-        return posixpath.join(self.container_dir(container), "log.previous" if previous else "log")
-
-    def rootfs(self, container: str) -> str:
-        return posixpath.join(self.container_dir(container), "rootfs")
-
-    @property
-    def script(self) -> str:
-        return posixpath.join(self.pod_dir, "job.sh")
-
-    @property
-    def output(self) -> str:
-        return posixpath.join(self.pod_dir, "job.out")
 
 
 @dataclass(frozen=True)
@@ -237,6 +202,7 @@ def runner_context(spec: JobSpec, runtime: Runtime, paths: PodPaths, options: Re
         "pod_dir": paths.pod_dir,
         "pods_root": paths.pods_root,
         "pod_name": spec.name,
+        "pod_hostname": spec.hostname,
         "grace_seconds": spec.grace_seconds,
         "containers": containers,
         "container_names": [c.spec.name for c in containers],

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecars.core.kits import logs, workdir
-from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.workdir import ContainerFiles, DirectoryPlan
 
 

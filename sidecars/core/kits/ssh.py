@@ -31,9 +31,9 @@ from asyncssh.constants import FX_NO_SUCH_FILE
 from pydantic import BaseModel, ConfigDict, Field
 
 from sidecars.core.kits import workdir
-from sidecars.core.kits.logs import CHUNK, READ_LIMIT
+from sidecars.core.kits.logs import CHUNK, READ_LIMIT, scan_back
+from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.ratelimit import TokenBucket
-from sidecars.core.kits.script import PodPaths
 from sidecars.core.kits.sitefs import SiteFiles, inside
 from sidecars.core.kits.transport import CommandResult, TransportError, metered
 from sidecars.core.kits.workdir import CONTAINER_FILES, ContainerFiles, DirectoryPlan, WorkdirError
@@ -281,12 +281,9 @@ async def _tail_start(handle: asyncssh.SFTPClientFile, size: int, lines: int) ->
         step = min(CHUNK, position)
         position -= step
         await handle.seek(position)
-        block = cast(bytes, await handle.read(step))
-        for index in range(len(block) - 1, -1, -1):
-            if block[index] == 0x0A:
-                newlines += 1
-                if newlines == lines:
-                    return position + index + 1
+        found, newlines = scan_back(cast(bytes, await handle.read(step)), position, newlines, lines)
+        if found is not None:
+            return found
     return 0
 
 

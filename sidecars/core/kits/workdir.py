@@ -26,7 +26,7 @@ from typing import Any
 
 from interlink_provider.pods.jobspec import JobSpec
 from interlink_provider.staging.volumes import regular_files
-from sidecars.core.kits.script import PodPaths
+from sidecars.core.kits.podpaths import PodPaths
 
 DIR_MODE = 0o700
 PARENT_MODE = 0o711  # account and namespace levels: traversable, not listable

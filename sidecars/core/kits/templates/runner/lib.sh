@@ -2,7 +2,8 @@
 # Static: included verbatim into every job script (sidecars/core/kits/templates/runner/lib.sh).
 # It only defines functions; the per-pod partials define what it expects:
 #   variables      ILP_POD_DIR ILP_PODS_ROOT ILP_SELF (this script) ILP_GRACE (seconds)
-#                  ILP_POD_NAME ILP_SANDBOX (sandbox executable) ILP_RESTART_BACKOFF (seconds)
+#                  ILP_POD_NAME ILP_POD_HOSTNAME (the containers' hostname: at most 63 characters)
+#                  ILP_SANDBOX (sandbox executable) ILP_RESTART_BACKOFF (seconds)
 #                  ILP_NAMES (container names by index) ILP_INIT ILP_APPS (indexes, in order)
 #                  ILP_PASS_NAMES (site variables passed to containers)
 #   per container  ILP_POLICY[I] (restartPolicy) ILP_HOOKS[I] ("postStart,preStop", or less)
@@ -140,7 +141,7 @@ ilp_sandbox() {  # ilp_sandbox ROOTFS GPU BWRAP_ARGS... -- COMMAND...
   shift
   mkdir -p -- "$rootfs/tmp" "$rootfs/root" && chmod 1777 "$rootfs/tmp" || return 125
   ILP_ARGS=(--bind "$rootfs" / --unshare-pid --unshare-ipc --unshare-uts
-            --hostname "$ILP_POD_NAME" --die-with-parent)
+            --hostname "$ILP_POD_HOSTNAME" --die-with-parent)
   ilp_root_args "$rootfs" ""
   ILP_ARGS+=(--proc /proc --ro-bind /sys /sys --tmpfs /run --tmpfs "$ILP_PODS_ROOT")
   if [[ $gpu == 1 ]]; then ILP_ARGS+=(--dev-bind /dev /dev); else ILP_ARGS+=(--dev /dev); fi
