@@ -213,11 +213,14 @@ def test_the_wire_refuses_what_is_not_a_message():
     assert wire.parse_request(line) == wire.Request(7, "read_tail", {"path": "/p", "lines": 1})
 
 
-def test_the_agent_refuses_anything_but_pipes():
-    """Started by hand (a terminal, /dev/null) it says what it is for and exits 2, instead of hanging."""
+def test_the_agent_refuses_anything_but_pipes(service_account):
+    """Started by hand (a terminal, /dev/null) it says what it is for and exits 2, instead of hanging.
+    As the service account, as every agent of the suite (the root check may sample it)."""
     import subprocess
 
-    done = subprocess.run(AGENT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*account_prefix(ME), *AGENT], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
     assert "pipes on stdin and stdout" in done.stderr
 
