@@ -39,16 +39,22 @@ def test_daemons_are_told_from_wrappers_and_clients(argv, kind):
 
 def fake_daemon(mark: str, *, root_reason: str = "", account: str = "") -> int:
     """A detached process whose command line is `sh .../interlink-provider sidecar` (a script that
-    sleeps), started as `account` (else root); its pid."""
+    waits), started as `account` (else root); its pid."""
     home = Path(tempfile.mkdtemp(prefix="ilp-rootcheck-"))
     home.chmod(0o755)  # readable by `account`
     script = home / "interlink-provider"
-    script.write_text('#!/bin/sh\necho $$ > "$PID_FILE"\nsleep 30\n')  # sh stays, named so
+    # sh stays, named so, and never forks: a child between fork and exec carries the same command
+    # line and environment, and the sampler counted it as a second daemon (it blocks reading a
+    # FIFO it holds open itself, where `sleep` would fork)
+    script.write_text('#!/bin/sh\nexec 3<>"$FIFO"\necho $$ > "$PID_FILE"\nread _ <&3\n')
     script.chmod(0o755)
+    fifo = home / "fifo"
+    os.mkfifo(fifo, 0o666)
+    fifo.chmod(0o666)
     pid_file = home / "pid"
     home.joinpath("pid").touch(mode=0o666)
     pid_file.chmod(0o666)
-    env = {"PATH": "/usr/bin:/bin", MARK: mark, "PID_FILE": str(pid_file)}
+    env = {"PATH": "/usr/bin:/bin", MARK: mark, "PID_FILE": str(pid_file), "FIFO": str(fifo)}
     if root_reason:
         env[ROOT_BY_DESIGN] = root_reason
     prefix = ["setpriv", f"--reuid={account}", "--regid=nogroup", "--clear-groups", "--"] if account else []
@@ -81,7 +87,7 @@ def test_a_root_daemon_is_caught_unless_marked_and_others_are_left_alone():
         wait_a_sample(check)
     finally:
         for pid in pids:
-            os.killpg(pid, signal.SIGKILL)  # the session setsid made: sh and its sleep
+            os.killpg(pid, signal.SIGKILL)  # the session setsid made
         check.stop()
     summary = check.summary()
     assert summary["seen"] == {
