@@ -1,14 +1,57 @@
-"""Session fixtures: the embedded local site (real munge, slurmctld, slurmd)."""
+"""Session fixtures: the embedded local site (real munge, slurmctld, slurmd), and the check that
+no interlink-provider daemon of the suite ran as root (tests/rootcheck.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
 import pytest
 
-from tests.helpers import REPO, SITE_SCRIPT, Sidecar, site_dir
+from tests.helpers import SERVICE_ACCOUNT, SITE_SCRIPT, Sidecar, ensure_site_accounts, site_dir
 from tests.idp import IdP
+from tests.rootcheck import RootCheck, describe
+
+ROOT_CHECK_KEY = "ilp_root_check"
+_root_checks: dict[str, dict] = {}  # the workers' summaries, on the controller (or this process)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def root_check(request):
+    """Samples this test process's daemons every second while its tests run; at the end, fails
+    (an error at the teardown of this process's last test) if any ran as root without a reason."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    check = RootCheck(worker).start()
+    yield check
+    check.stop()
+    summary = check.summary()
+    _root_checks[worker] = summary
+    workeroutput = getattr(request.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller prints it
+        workeroutput[ROOT_CHECK_KEY] = json.dumps(summary)
+    if summary["violations"] or summary["error"]:
+        pytest.fail(describe(summary), pytrace=False)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist's controller: a worker is done; keep what its root check found."""
+    found = getattr(node, "workeroutput", {}).get(ROOT_CHECK_KEY)
+    if found:
+        summary = json.loads(found)
+        _root_checks[summary["worker"]] = summary
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if getattr(config, "workeroutput", None) is not None:
+        return  # a worker: its controller reports
+    for worker in sorted(_root_checks):
+        terminalreporter.write_line(describe(_root_checks[worker]))
+    workers = getattr(config.option, "numprocesses", None)
+    if str(workers).isdigit() and _root_checks and len(_root_checks) < int(workers):
+        terminalreporter.write_line(f"root check: only {len(_root_checks)} of {workers} workers reported")
+
 
 TEST_ACCOUNTS = ("ilp-alice", "ilp-bob")
 
@@ -53,19 +96,12 @@ def unix_accounts():
     return TEST_ACCOUNTS
 
 
-SERVICE_ACCOUNT = "ilp"
-
-
 @pytest.fixture(scope="session")
 def service_account(unix_accounts) -> str:
     """The multi-account mode's accounts, as deploy/local/site.sh makes them: the sidecar's service
     account, the pod accounts in ilp-users, and the one sudoers rule (made once, under a lock:
     test workers run in parallel)."""
-    import fcntl
-
-    with open("/run/lock/ilp-test-accounts.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        subprocess.run(["bash", str(REPO / "deploy" / "local" / "site.sh"), "accounts"], check=True)
+    ensure_site_accounts()
     return SERVICE_ACCOUNT
 
 

@@ -13,10 +13,23 @@ import yaml
 from interlink_provider.cli.client import SidecarClient, SidecarError
 from interlink_provider.devidp.tls import ensure_certificates
 from interlink_provider.pods import manifest
-from tests.helpers import Sidecar, wait_for
+from tests.helpers import (
+    GATEWAY_ACCOUNT,
+    Sidecar,
+    account_environment,
+    account_prefix,
+    account_workdir,
+    ensure_site_accounts,
+    environment_for_account,
+    readable_config,
+    wait_for,
+    write_private,
+)
 from tests.idp import SITE_AUDIENCE, free_port
 
 LABEL = "site.example.org/name"
+GATEWAY_PLACES = frozenset({("identities", "grants_file")})  # what the gateway writes
+GATEWAY_APART = frozenset({("listen", "socket")})
 
 
 def grpc_sidecar(root: Path, idp, client_ca: Path | None = None) -> Sidecar:
@@ -76,8 +89,15 @@ def as_vk_request(retrieved: dict) -> dict:
 
 
 class GatewayProcess:
+    """A real gateway, running as the local site's gateway account (ilp-gatewayd), as
+    deploy/local/federation.sh runs it: its config in a directory of its own, with copies of the
+    files it names that it could not read (`readable_config`)."""
+
     def __init__(self, root: Path, idp, sites: dict[str, Sidecar], extra: dict | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
+        ensure_site_accounts()
+        self.user = GATEWAY_ACCOUNT
+        self.workdir = account_workdir(self.user, root)
         secret = root / "gateway-secret"
         secret.write_text("gateway-secret\n")
         secret.chmod(0o600)
@@ -103,17 +123,32 @@ class GatewayProcess:
             ],
             **(extra or {}),
         }
-        self.config_path = root / "gateway.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
+        self.config = config
+        self.config_path = self.workdir / "gateway.yaml"
+        self.write_config()
         self.log_path = root / "gateway.log"
         self.process: subprocess.Popen[bytes] | None = None
 
+    def write_config(self) -> None:
+        config = readable_config(self.config, self.user, self.workdir, GATEWAY_PLACES, GATEWAY_APART)
+        write_private(self.config_path, yaml.safe_dump(config), self.user)
+
     def start(self, env: dict[str, str] | None = None) -> GatewayProcess:
+        self.write_config()
+        environment = {**os.environ, **account_environment(self.user), **(env or {})}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "interlink_provider.cli.main", "gateway", "--config", str(self.config_path)],
+            [
+                *account_prefix(self.user),
+                sys.executable,
+                "-m",
+                "interlink_provider.cli.main",
+                "gateway",
+                "--config",
+                str(self.config_path),
+            ],
             stdout=open(self.log_path, "ab"),
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env=environment_for_account(environment, self.user, self.workdir),
         )
         return self
 

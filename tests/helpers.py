@@ -108,28 +108,295 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Test sidecars of the Slurm backend run as the local site's service account with per-account
+# agents (the multi-account mode, docs/admin-guide.md "Site isolation"), as deploy/local does.
+# Those that run as root on purpose carry this marker in their environment, which the suite's
+# root check (tests/conftest.py) reads from /proc/<pid>/environ; each reason is one of these:
+SERVICE_ACCOUNT = "ilp"
+ROOT_BY_DESIGN = "ILP_ROOT_BY_DESIGN"
+ROOT_REASONS = {
+    # The HTCondor CLI emulator keeps its queue in root's directories and puts jobs in root's
+    # memory cgroups (no HTCondor daemons here), so its tokenless pods run as root.
+    "htcondor-emulator",
+    # `auth.allow_jobs_as_root` tests: a job as root needs a root sidecar (no agent is root).
+    "jobs-as-root",
+    # Tests of the root sidecar that hands pod directories over (still supported, for sites
+    # moving over): they need that sidecar.
+    "root-sidecar-mode",
+}
+_DEFAULT = "service account"  # Sidecar(user=...) not given
+# The local site's devidp and gateway run as accounts of their own (deploy/local/site.sh), and so
+# do the suite's.
+IDP_ACCOUNT = "ilp-idpd"
+GATEWAY_ACCOUNT = "ilp-gatewayd"
+_ACCOUNTS_MADE: list[bool] = []
+
+
+def ensure_site_accounts() -> None:
+    """The local site's accounts and sudoers rule (`deploy/local/site.sh accounts`), made once per
+    test process, under a lock (test workers run in parallel)."""
+    if _ACCOUNTS_MADE:
+        return
+    import fcntl
+
+    with open("/run/lock/ilp-test-accounts.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(["bash", str(SITE_SCRIPT), "accounts"], check=True, capture_output=True, timeout=120)
+    _ACCOUNTS_MADE.append(True)
+
+
+# The sidecar's own places (it writes them), as opposed to files it reads; its pods root and
+# socket are seen to apart.
+_PLACES = frozenset({("state_dir",), ("staging", "cache_dir")})
+_APART = frozenset({("pods_root",), ("listen", "socket")})
+_ACCOUNT_DIRS: dict[tuple[str, Path], Path] = {}
+
+
+def account_workdir(user: str, requested: Path) -> Path:
+    """The working directory of a sidecar running as `user`: one that account owns, outside
+    pytest's (0700) tree, the same one each time for the same `requested` directory (a sidecar
+    restarted on its workdir finds its store again); removed when the test process exits."""
+    key = (user, requested.resolve())
+    if key not in _ACCOUNT_DIRS:
+        path = Path(tempfile.mkdtemp(prefix=f"ilp-{user}-", dir="/var/tmp"))
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+        path.chmod(0o711)  # the pods' accounts traverse it to their pods and staged files
+        if not _ACCOUNT_DIRS:
+            atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _ACCOUNT_DIRS.values()])
+        _ACCOUNT_DIRS[key] = path
+    return _ACCOUNT_DIRS[key]
+
+
+def write_private(path: Path, text: str, user: str) -> None:
+    """A file only `user` (and root) may read: a config with secrets in it."""
+    path.write_text(text)
+    path.chmod(0o600)
+    os.chown(path, pwd.getpwnam(user).pw_uid, -1)
+
+
+def account_prefix(user: str) -> list[str]:
+    """The argv prefix that runs a command as `user` (its groups too): setpriv, which becomes the
+    command (runuser stays as a root parent and SIGKILLs its child 2 s after passing a SIGTERM
+    on, which cuts a sidecar's graceful stop short). Capabilities go with the uid."""
+    entry = pwd.getpwnam(user)
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--"]
+
+
+def account_environment(user: str) -> dict[str, str]:
+    """What a login sets that setpriv does not: the account's home and names."""
+    entry = pwd.getpwnam(user)
+    return {"HOME": entry.pw_dir, "USER": user, "LOGNAME": user}
+
+
+_ACCESS = """
+import json, os, sys
+def ok(path, write):
+    if write:  # a place: writable, or creatable in the nearest existing parent
+        while not os.path.lexists(path):
+            path = os.path.dirname(path)
+        return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+    return os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0))
+print(json.dumps([ok(p, w == "w") for w, p in zip(sys.argv[1::2], sys.argv[2::2])]))
+"""
+
+
+def account_can(user: str, checks: list[tuple[str, str]]) -> list[bool]:
+    """For each (`r` or `w`, path): whether `user` can read that file (or list that directory), or
+    write in that place (creating it). Asked of the account itself (modes, ACLs, every parent)."""
+    if not checks:
+        return []
+    argv = [a for mode, path in checks for a in (mode, path)]
+    done = subprocess.run(
+        ["runuser", "-u", user, "--", sys.executable, "-c", _ACCESS, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [bool(x) for x in json.loads(done.stdout)]
+
+
+def _paths(node: Any, at: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str]]:
+    """(key path, value) of every absolute path the config names that exists."""
+    if isinstance(node, dict):
+        return [found for key, value in node.items() for found in _paths(value, (*at, key))]
+    if isinstance(node, list):
+        return [found for i, value in enumerate(node) for found in _paths(value, (*at, i))]
+    if isinstance(node, str):
+        path = _expand(node)
+        if path.startswith("/") and os.path.exists(path):
+            return [(at, path)]
+    return []
+
+
+def _expand(value: str) -> str:
+    """A config value as the sidecar reads it ($ILP_SITE_DIR and friends expanded)."""
+    if "$" not in value:
+        return value
+    return os.path.expandvars(value.replace("$ILP_SITE_DIR", str(site_dir())))
+
+
+def _set(config: dict[str, Any], at: tuple[str | int, ...], value: str) -> None:
+    node: Any = config
+    for key in at[:-1]:
+        node = node[key]
+    node[at[-1]] = value
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid, follow_symlinks=False)
+    if path.is_dir() and not path.is_symlink():
+        for child in path.rglob("*"):
+            os.chown(child, uid, gid, follow_symlinks=False)
+
+
+def account_copy(source: Path, user: str, workdir: Path) -> Path:
+    """A copy of `source` (a file, or a directory of them) in `workdir/files`, the account's,
+    modes kept; made again each time (the test may have changed the original)."""
+    entry = pwd.getpwnam(user)
+    files = workdir / "files"
+    files.mkdir(mode=0o700, exist_ok=True)
+    os.chown(files, entry.pw_uid, entry.pw_gid)
+    target = files / f"{abs(hash(str(source))) % 10**8}-{source.name}"
+    if source.is_dir():
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target, symlinks=True)
+    else:
+        shutil.copy2(source, target)
+    _chown_tree(target, entry.pw_uid, entry.pw_gid)
+    return target
+
+
+def environment_for_account(environment: dict[str, str], user: str, workdir: Path) -> dict[str, str]:
+    """`environment` with the files it names that `user` cannot read (a variable the test set to
+    a CA file, say OTEL_EXPORTER_OTLP_CERTIFICATE) replaced by the account's copies."""
+    named = {
+        key: value
+        for key, value in environment.items()
+        if os.environ.get(key) != value and value.startswith("/") and os.path.isfile(value)
+    }
+    readable = account_can(user, [("r", value) for value in named.values()])
+    copies = {
+        key: str(account_copy(Path(value), user, workdir))
+        for (key, value), ok in zip(named.items(), readable, strict=True)
+        if not ok
+    }
+    return {**environment, **copies}
+
+
+def readable_config(
+    config: dict[str, Any],
+    user: str,
+    workdir: Path,
+    places: frozenset[tuple[str, ...]],
+    apart: frozenset[tuple[str, ...]] = frozenset(),
+) -> dict[str, Any]:
+    """`config` as a daemon running as `user` can use it: every file it names that the account
+    cannot read (CA files, TLS certificates and keys, password and secret files, SSH keys and
+    known_hosts, token files; directories of them such as an X509 certificate directory) is
+    copied into `workdir/files` (owned by the account, modes kept) and named there; the `places`
+    it writes (directories, or files for keys ending in `_file`) are moved into `workdir` if the
+    account cannot write them where they are, or they are the local site's (shared by its own
+    daemons); the test's path then links to them. Keys `apart`
+    name places the caller sees to itself."""
+    config = copy.deepcopy(config)
+    entry = pwd.getpwnam(user)
+    skip = places | apart
+    reads = [(at, path) for at, path in _paths(config) if tuple(k for k in at if isinstance(k, str)) not in skip]
+    written: list[tuple[tuple[str | int, ...], str]] = []
+    for at in sorted(places):
+        node: Any = config
+        for key in at:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, str) and not Path(_expand(node)).is_relative_to(workdir):
+            written.append((at, _expand(node)))
+    verdicts = account_can(user, [("r", p) for _, p in reads] + [("w", p) for _, p in written])
+    for (at, path), readable in zip(reads, verdicts[: len(reads)], strict=True):
+        source = Path(path)
+        if readable or not (source.is_file() or str(at[-1]).endswith(("_dir", "directory"))):
+            continue  # readable, or a directory that is no bundle of files (e.g. host_path_allow)
+        _set(config, at, str(account_copy(source, user, workdir)))
+    for (at, path), writable in zip(written, verdicts[len(reads) :], strict=True):
+        if writable and not Path(path).is_relative_to(site_dir()):
+            continue  # the test's own place, and the account can write it (never the shared site's)
+        moved = workdir / "_".join(str(k) for k in at)
+        original = Path(path)
+        if str(at[-1]).endswith("_file"):  # a file it writes: the account makes it
+            if original.is_file() and not moved.exists():
+                shutil.copy2(original, moved)
+                os.chown(moved, entry.pw_uid, entry.pw_gid)
+                original.unlink()
+        else:
+            moved.mkdir(exist_ok=True)
+            os.chown(moved, entry.pw_uid, entry.pw_gid)
+            moved.chmod(0o711 if at[-1] == "cache_dir" else 0o700)  # the accounts' agents reach staged files
+        if not original.exists() and not original.is_symlink():
+            original.parent.mkdir(parents=True, exist_ok=True)
+            original.symlink_to(moved)  # where the test looks
+        _set(config, at, str(moved))
+    return config
+
+
+def for_account(config: dict[str, Any], user: str, workdir: Path) -> dict[str, Any]:
+    """A sidecar's `config` for `user` (`readable_config`: its store and staging cache are the
+    places it writes); a pods root outside `workdir` is made the account's, in place (mode 1733
+    with agents: each pod account makes its own directory)."""
+    config = readable_config(config, user, workdir, _PLACES, _APART)
+    entry = pwd.getpwnam(user)
+    pods_root = Path(_expand(config["pods_root"]))
+    if (config.get("transport") or {}).get("kind") != "ssh" and not pods_root.is_relative_to(workdir):
+        pods_root.mkdir(parents=True, exist_ok=True)  # the parents stay as they are (root's, traversable)
+        os.chown(pods_root, entry.pw_uid, entry.pw_gid)
+        pods_root.chmod(0o1733 if config.get("agents") is not None else 0o711)
+    return config
+
+
 class Sidecar:
-    """A real `interlink-provider sidecar` process with its own state, pods root and socket."""
+    """A real `interlink-provider sidecar` process with its own state, pods root and socket.
+
+    It runs as the local site's service account (`ilp`) with per-account agents, unless it cannot:
+    an HTCondor (emulator) sidecar, or one whose jobs may run as root, runs as root, marked
+    (ROOT_REASONS); over SSH it runs as the service account without agents (the login node's
+    account does the work). `user=None` asks for a root sidecar that hands pod directories over
+    (the older mode, still supported)."""
 
     def __init__(
         self,
         workdir: Path,
         overrides: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
-        user: str | None = None,
+        user: str | None = _DEFAULT,
     ):
-        """`user`: run the sidecar as that local account (the service account of the multi-account
-        mode); its working directory is then one that account owns, outside pytest's (0700) tree."""
+        """`user`: run the sidecar as that local account; its working directory is then one that
+        account owns, outside pytest's (0700) tree (see `account_workdir`), and the files its
+        config names are made readable to it (see `for_account`)."""
+        overrides = overrides or {}
+        config = deep_merge(yaml.safe_load(LOCAL_CONFIG.read_text()), overrides)
+        self.root_reason: str | None = None
+        if user == _DEFAULT:
+            if config.get("backend") == "htcondor":
+                user, self.root_reason = None, "htcondor-emulator"
+            elif (config.get("auth") or {}).get("allow_jobs_as_root"):
+                user, self.root_reason = None, "jobs-as-root"
+            else:
+                user = SERVICE_ACCOUNT
+        elif user is None:
+            self.root_reason = "root-sidecar-mode"
+        if user is not None:
+            ensure_site_accounts()
+        over_ssh = (config.get("transport") or {}).get("kind") == "ssh"
+        if "agents" not in overrides:
+            # agents (deploy/local's `agents: {}`) are for a service-account sidecar on this
+            # machine: a root one acts itself, and over SSH the login node's account does
+            local_account = user is not None and not over_ssh
+            overrides = {**overrides, "agents": (config.get("agents") or {}) if local_account else None}
         self.user = user
         if user is not None:
-            workdir = Path(tempfile.mkdtemp(prefix=f"ilp-{user}-", dir="/var/tmp"))
-            entry = pwd.getpwnam(user)
-            os.chown(workdir, entry.pw_uid, entry.pw_gid)
-            workdir.chmod(0o711)
+            workdir = account_workdir(user, workdir)
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = yaml.safe_load(LOCAL_CONFIG.read_text())
-        overrides = overrides or {}
         # Short socket paths: unix sockets are limited to 107 bytes.
         self.socket = f"/tmp/ilp-{os.getpid()}-{abs(hash(str(workdir))) % 10**8}.sock"
         config = deep_merge(
@@ -146,12 +413,39 @@ class Sidecar:
                 "job_name_prefix": f"ilpt{abs(hash(str(workdir))) % 10**6}-",
             },
         )
-        self.config = deep_merge(config, overrides or {})
+        self.config = deep_merge(config, overrides)
         self.config_path = workdir / "sidecar.yaml"
-        self.config_path.write_text(yaml.safe_dump(self.config))
-        self.env = {**slurm_env(), **(env or {})}
+        self.write_config()
+        self.env = {**slurm_env(), **(account_environment(user) if user else {}), **(env or {})}
+        if self.root_reason is not None:
+            self.env[ROOT_BY_DESIGN] = self.root_reason
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "sidecar.log"
+
+    def write_config(self) -> None:
+        """The config file the process reads: `self.config`, for its account (`for_account`).
+        Written again at each start (a test may change `self.config` in between)."""
+        config = self.config if self.user is None else for_account(self.config, self.user, self.workdir)
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def command(self) -> list[str]:
+        """The argv that runs this sidecar as its account."""
+        as_user = account_prefix(self.user) if self.user else []
+        return [
+            *as_user,
+            sys.executable,
+            "-m",
+            "interlink_provider.cli.main",
+            "sidecar",
+            "--config",
+            str(self.config_path),
+        ]
+
+    def run_once(self, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run the sidecar in the foreground until it exits (for configurations it refuses)."""
+        self.write_config()
+        environment = self.env if self.user is None else environment_for_account(self.env, self.user, self.workdir)
+        return subprocess.run(self.command(), env=environment, capture_output=True, text=True, timeout=timeout)
 
     @property
     def address(self) -> str:
@@ -168,22 +462,12 @@ class Sidecar:
     def start(self, env: dict[str, str] | None = None, wait: bool = True) -> Sidecar:
         if os.path.exists(self.socket):
             os.unlink(self.socket)  # left by a killed process: readiness must mean a live listener
+        self.write_config()
+        environment = {**self.env, **(env or {})}
+        if self.user is not None:
+            environment = environment_for_account(environment, self.user, self.workdir)
         log = open(self.log_path, "ab")
-        as_user = ["runuser", "-u", self.user, "--"] if self.user else []  # keeps the environment
-        self.process = subprocess.Popen(
-            [
-                *as_user,
-                sys.executable,
-                "-m",
-                "interlink_provider.cli.main",
-                "sidecar",
-                "--config",
-                str(self.config_path),
-            ],
-            env={**self.env, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        self.process = subprocess.Popen(self.command(), env=environment, stdout=log, stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready()
         return self

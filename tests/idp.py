@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -16,6 +17,30 @@ import jwt
 import yaml
 
 from interlink_provider.devidp.keys import new_jti
+from tests.helpers import (
+    IDP_ACCOUNT,
+    account_environment,
+    account_prefix,
+    account_workdir,
+    ensure_site_accounts,
+    write_private,
+)
+
+
+def run_devidp(config: Path, *flags: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run a devidp on `config` as the devidp account (a copy it can read, beside the original's
+    account directory), expecting it to stop by itself (a refusal); one that serves times out."""
+    readable = account_workdir(IDP_ACCOUNT, config.parent) / config.name
+    write_private(readable, config.read_text(), IDP_ACCOUNT)
+    return subprocess.run(
+        [*account_prefix(IDP_ACCOUNT), sys.executable, "-m", "interlink_provider.cli.main", "devidp"]
+        + ["--config", str(readable), *flags],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **account_environment(IDP_ACCOUNT)},
+    )
+
 
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
@@ -104,14 +129,18 @@ class IdP:
     starts it with --insecure-dev, as the devidp refuses plain HTTP otherwise."""
 
     def __init__(self, workdir: Path, tls: bool = True, insecure_dev: bool = False, **overrides: Any) -> None:
+        # It runs as the local site's devidp account, in a directory of its own (not root: no
+        # interlink-provider daemon of the suite runs as root).
+        ensure_site_accounts()
+        self.user = IDP_ACCOUNT
+        workdir = account_workdir(self.user, workdir)
         self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls = tls
         self.insecure_dev = insecure_dev
         self.config_path = workdir / "idp.yaml"
         config = {**test_config(self.port, workdir / "state", tls), **overrides}
-        self.config_path.write_text(yaml.safe_dump(config))
+        write_private(self.config_path, yaml.safe_dump(config), self.user)
         self.log_path = workdir / "devidp.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -130,6 +159,7 @@ class IdP:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [
+                *account_prefix(self.user),
                 sys.executable,
                 "-m",
                 "interlink_provider.cli.main",
@@ -140,6 +170,7 @@ class IdP:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **account_environment(self.user)},
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

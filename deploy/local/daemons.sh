@@ -1,6 +1,17 @@
 # Daemons started by hand and stopped by their PID files: shared by site.sh and
 # federation.sh (sourced; the caller defines `log`).
 
+# as_account ACCOUNT: sets AS_ACCOUNT to the words that run a command as ACCOUNT (its groups too,
+# its home and names in the environment), nothing of root kept. setpriv becomes the command, and
+# env does too, so a PID file names the daemon itself and a SIGTERM reaches it (runuser would
+# stay a root parent, and kill the daemon 2 s after passing the signal on).
+as_account() {
+  local home
+  home=$(getent passwd "$1" | cut -d: -f6)
+  AS_ACCOUNT=(setpriv --reuid="$1" --regid="$(id -g "$1")" --init-groups --
+              env HOME="${home:-/nonexistent}" USER="$1" LOGNAME="$1")
+}
+
 pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 stop_pidfile() {  # stop_pidfile FILE NAME [GRACE_SECONDS]: SIGTERM, then SIGKILL after the grace

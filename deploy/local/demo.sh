@@ -2,7 +2,9 @@
 # The main job on the embedded local site: start a real Slurm, XRootD, Rucio and IdP,
 # two site sidecars and the gateway (deploy/local/federation.sh); run every pod in
 # examples/ through the interLink plugin API, then through the gateway as the
-# Virtual Kubelet sends them (two sites; a pod under its owner's own identity).
+# Virtual Kubelet sends them (two sites; a pod under its owner's own identity). None of our
+# daemons runs as root: the sidecars run as the service account ilp, each pod account's work
+# done by its own agent (sudo, one rule), the devidp as ilp-idpd and the gateway as ilp-gatewayd.
 #   deploy/local/demo.sh [--keep]     --keep leaves the site, sidecars and gateway running
 set -euo pipefail
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -6,9 +6,14 @@
 # with RSEs on them, all configured and kept in one directory; daemons are started by
 # hand and stopped by their PID files. Under /etc only the site's accounts are made: the
 # sidecar's service account (ilp), the accounts pods run as, never root (ilp-local, ilp-demo,
-# ilp-gateway, ilp-alice, ilp-bob, all in the group ilp-users) and one sudoers drop-in
-# letting the service account start an agent as those accounts
-# (/etc/sudoers.d/interlink-provider-local, checked with visudo).
+# ilp-gateway, ilp-alice, ilp-bob, all in the group ilp-users), the devidp's and the gateway's
+# own (ilp-idpd, ilp-gatewayd) and one sudoers drop-in letting the service account start an
+# agent as the pod accounts (/etc/sudoers.d/interlink-provider-local, checked with visudo).
+# No interlink-provider process of the site runs as root: the devidp runs as ilp-idpd here, the
+# sidecars as ilp and the gateway as ilp-gatewayd (deploy/local/federation.sh); what they read
+# is theirs (the sidecars' copies of the TLS certificate and key in $ILP_SITE_DIR/pki/ilp, the
+# Rucio password). Slurm, munge, XRootD, sshd and Rucio are the site's own daemons, started
+# as their packages do (slurmd as root, as on any Slurm node).
 #
 #   deploy/local/site.sh install   apt packages (idempotent, skips what is present)
 #   deploy/local/site.sh start     create the job accounts, generate config into $ILP_SITE_DIR, start daemons
@@ -46,8 +51,12 @@ RUCIO_PORT=${ILP_RUCIO_PORT:-18081}
 RUCIO_VERSION=41.5.1
 SERVICE_ACCOUNT=${ILP_SERVICE_ACCOUNT:-ilp}
 USERS_GROUP=ilp-users
+IDP_ACCOUNT=ilp-idpd           # the devidp's (deploy/local/devidp.yaml)
+GATEWAY_ACCOUNT=ilp-gatewayd   # the gateway's (deploy/local/federation.sh)
 SUDOERS=/etc/sudoers.d/interlink-provider-local
-AGENT=${ILP_VENV:-$REPO/.venv}/bin/interlink-provider
+# The agent the sudoers rule names, as a real path (a checkout whose .venv links to another's
+# names the same file, and so the same rule: sudo compares the file, not the path, when they differ).
+AGENT=$(readlink -f "${ILP_VENV:-$REPO/.venv}/bin/interlink-provider" || echo "${ILP_VENV:-$REPO/.venv}/bin/interlink-provider")
 export SLURM_CONF=$SLURM_DIR/slurm.conf
 
 PACKAGES=(slurm-wlm munge bubblewrap python-is-python3 python3-venv nginx-light curl procps util-linux sudo
@@ -321,9 +330,13 @@ start_devidp() {
     return 1
   fi
   mkdir -p "$IDP_DIR"
+  # Its state (signing keys, its CA's key, the admin token) is its own account's: a site that
+  # ran it as root left them root's.
+  chown -R "$IDP_ACCOUNT:$IDP_ACCOUNT" "$IDP_DIR"
   # HTTPS on loopback (deploy/local/devidp.yaml), so no --insecure-dev: the devidp refuses
   # plain HTTP and other addresses without it (an ERROR line in its log, exit code 2).
-  ILP_SITE_DIR=$SITE setsid "$bin" devidp --config "$REPO/deploy/local/devidp.yaml" \
+  as_account "$IDP_ACCOUNT"
+  ILP_SITE_DIR=$SITE setsid "${AS_ACCOUNT[@]}" "$bin" devidp --config "$REPO/deploy/local/devidp.yaml" \
     >>"$IDP_DIR/devidp.log" 2>&1 </dev/null &
   echo $! >"$IDP_DIR/devidp.pid"
   for ((i = 0; i < 100; i++)); do
@@ -455,6 +468,7 @@ EOF
 
 start_rucio() {
   ( umask 077; printf 'secret\n' >"$RUCIO_DIR/password" )   # the sidecar's copy of the local userpass
+  chown "$SERVICE_ACCOUNT:$SERVICE_ACCOUNT" "$RUCIO_DIR/password"  # the sidecars' own (they run as it)
   if pid_alive "$RUCIO_DIR/gunicorn.pid"; then
     log "rucio already running (http://127.0.0.1:$RUCIO_PORT)"
     return
@@ -489,6 +503,7 @@ start_rucio() {
 # The local accounts (deploy/local/sidecar.yaml, sidecar-b.yaml), none of them root:
 #   ilp          the sidecar's service account (the multi-account mode: it runs unprivileged
 #                and starts each pod account's agent through one sudo rule)
+#   ilp-idpd, ilp-gatewayd  the devidp's and the gateway's (they act as nobody else)
 #   ilp-local    pods of the interLink API server (the tokenless unix socket)
 #   ilp-demo     members of the IdP's /demo group (demo-user, the device-flow user demo)
 #   ilp-gateway  pods the gateway sends under its own identity
@@ -498,8 +513,12 @@ POD_ACCOUNTS=(ilp-local ilp-demo ilp-gateway ilp-alice ilp-bob)
 
 setup_accounts() {
   getent group "$USERS_GROUP" >/dev/null || groupadd --system "$USERS_GROUP"
-  id "$SERVICE_ACCOUNT" >/dev/null 2>&1 ||
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$SERVICE_ACCOUNT"
+  local daemon
+  for daemon in "$SERVICE_ACCOUNT" "$IDP_ACCOUNT" "$GATEWAY_ACCOUNT"; do  # in no group of pod accounts
+    id "$daemon" >/dev/null 2>&1 ||
+      useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$daemon" 2>/dev/null ||
+      id "$daemon" >/dev/null 2>&1 || { log "cannot create the account $daemon"; return 1; }
+  done
   local account rule tmp
   for account in "${POD_ACCOUNTS[@]}"; do
     # another process (a test worker) may create it at the same moment
@@ -519,6 +538,24 @@ setup_accounts() {
   fi
 }
 
+service_account_files() {
+  # The sidecars' own copies of the site's TLS certificate and key (the originals are the token
+  # xrootd's, owned by nobody): they run as the service account and read no root-only file.
+  local dir=$PKI_DIR/$SERVICE_ACCOUNT name mode tmp
+  mkdir -p "$dir"
+  chown "$SERVICE_ACCOUNT:$SERVICE_ACCOUNT" "$dir"
+  chmod 0700 "$dir"
+  for name in host.pem:0644 host.key:0600; do
+    mode=${name#*:} name=${name%%:*}
+    cmp -s "$PKI_DIR/$name" "$dir/$name" && continue
+    tmp=$(mktemp "$dir/.$name.XXXXXX")   # renamed into place: test workers start the site at once
+    cat "$PKI_DIR/$name" >"$tmp"
+    chown "$SERVICE_ACCOUNT:$SERVICE_ACCOUNT" "$tmp"
+    chmod "$mode" "$tmp"
+    mv -f "$tmp" "$dir/$name"
+  done
+}
+
 start() {
   mkdir -p "$SITE"
   setup_accounts
@@ -529,6 +566,7 @@ start() {
   start_sshd
   start_xrootd
   make_pki
+  service_account_files
   start_devidp
   start_token_xrootd
   start_rucio

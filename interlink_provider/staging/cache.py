@@ -157,11 +157,14 @@ def sweep_abandoned(partial: Path) -> None:
 
 
 def _alive(area: Path) -> bool:
-    """Whether a live process holds the area's lock."""
+    """Whether a live process holds the area's lock. An area this process may not open is another
+    account's (say a root sidecar's, on a site moving to the multi-account mode): left alone."""
     try:
         descriptor = os.open(area, os.O_RDONLY)
     except FileNotFoundError:
         return False
+    except PermissionError:
+        return True
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

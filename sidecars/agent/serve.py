@@ -179,13 +179,29 @@ def _export(found: list[tuple[str, Path]], destination: Path) -> list[list[str]]
         target = destination / relative
         if not workdir.inside(str(destination), str(target)):
             raise WorkdirError(f"{relative!r} escapes the export directory")
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        _directories(destination, target.parent)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
             shutil.copyfileobj(reader, writer, 1024 * 1024)
         os.chmod(target, 0o644)
         exported.append([relative, str(target)])
     return exported
+
+
+def _directories(destination: Path, directory: Path) -> None:
+    """`directory` and its missing parents below `destination`, each traversable by the sidecar
+    (0711: the agent's umask is 077, and the sidecar reads the exported files by path)."""
+    missing = []
+    while directory != destination and not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+        fd = os.open(made, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)  # never a link put there meanwhile
+        try:
+            os.fchmod(fd, 0o711)
+        finally:
+            os.close(fd)
 
 
 def error_of(exc: BaseException) -> tuple[str, str]:

@@ -24,7 +24,7 @@ from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import SUCCEEDED, UNKNOWN, phase_of
 from sidecars.core.kits.faults import EXIT_CODE
-from tests.helpers import Sidecar, site_dir, slurm, wait_for
+from tests.helpers import Sidecar, account_prefix, site_dir, slurm, wait_for
 from tests.podkit import pod
 
 pytestmark = pytest.mark.slurm
@@ -155,8 +155,10 @@ async def test_scheduler_down_makes_pods_unknown_then_they_recover(local_site, t
 async def test_unknown_jobs_with_our_prefix_are_cancelled_only_when_configured(local_site, tmp_path):
     keep = Sidecar(tmp_path / "keep")
     stray_name = keep.prefix + "00000000-0000-0000-0000-00000000dead"
+    # a job of the sidecar's own account (`squeue --me`: the service account's, as ours runs as it)
+    as_sidecar = account_prefix(keep.user) if keep.user else []
     job_id = slurm(
-        "sbatch", "--parsable", "--hold", f"--job-name={stray_name}", "--output=/dev/null", "--wrap=true"
+        *as_sidecar, "sbatch", "--parsable", "--hold", f"--job-name={stray_name}", "--output=/dev/null", "--wrap=true"
     ).strip()
     keep.start()
     keep.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import yaml
 from interlink_provider.auth import errors
 from interlink_provider.auth.exchange import OAuthClient
 from interlink_provider.devidp.config import load
-from tests.idp import SITE_AUDIENCE, IdP, free_port
+from tests.idp import SITE_AUDIENCE, IdP, free_port, run_devidp
 from tests.idp import test_config as idp_config  # not a test
 
 CLI_SCOPE = "compute.read offline_access"
@@ -34,13 +33,9 @@ def write_config(tmp_path: Path, **overrides: Any) -> Path:
 
 
 def devidp(config: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    """Run the devidp expecting it to stop by itself (a refusal); a devidp that serves times out."""
-    return subprocess.run(
-        [sys.executable, "-m", "interlink_provider.cli.main", "devidp", "--config", str(config), *flags],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    """Run the devidp expecting it to stop by itself (a refusal); a devidp that serves times out.
+    As the devidp's account, as the local site runs it."""
+    return run_devidp(config, *flags)
 
 
 def one_error_line(stderr: str) -> str:

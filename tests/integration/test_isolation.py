@@ -99,7 +99,7 @@ def owner(path: str) -> str:
 
 
 def descendants(pid: int) -> list[tuple[str, str]]:
-    """(user, command line) of every process started, directly or not, by `pid`."""
+    """(user, command line) of `pid` and of every process it started, directly or not."""
     out = subprocess.run(
         ["ps", "-ww", "-eo", "pid=,ppid=,user:32=,args="], capture_output=True, text=True, check=True
     ).stdout
@@ -107,7 +107,8 @@ def descendants(pid: int) -> list[tuple[str, str]]:
     children: dict[int, list[list[str]]] = {}
     for row in rows:
         children.setdefault(int(row[1]), []).append(row)
-    found, todo = [], [pid]
+    found = [(row[2], row[3]) for row in rows if int(row[0]) == pid]
+    todo = [pid]
     while todo:
         for row in children.get(todo.pop(), []):
             found.append((row[2], row[3]))
@@ -124,7 +125,7 @@ async def test_pods_of_two_identities_run_through_their_own_agents_and_nothing_o
         a = await alice.create(pod("a", "id -un; sleep 3"))
         b = await bob.create(pod("b", "id -un; sleep 3"))
         assert site.process is not None
-        ours = descendants(site.process.pid)  # the sidecar (under runuser) and all it started
+        ours = descendants(site.process.pid)  # the sidecar (setpriv became it) and all it started
         agents = {
             user for user, args in ours if args.startswith("/") and args.endswith("interlink-provider site agent")
         }
@@ -183,9 +184,19 @@ async def test_links_an_account_plants_in_its_pod_leak_nothing(agents_site, idp,
         secret.unlink()
 
 
-async def test_a_root_sidecar_does_not_follow_links_planted_in_a_pod_either(sidecar):
+@pytest.fixture
+def root_sidecar(local_site, tmp_path):
+    """A sidecar that runs as root and hands pod directories over (the older mode, still supported:
+    marked root-sidecar-mode for the suite's root check)."""
+    instance = Sidecar(tmp_path / "root-sidecar", user=None).start()
+    yield instance
+    instance.stop()
+
+
+async def test_a_root_sidecar_does_not_follow_links_planted_in_a_pod_either(root_sidecar):
     """The same links against a sidecar that runs as root and hands directories over: it reads a
     pod's files itself, but never through a link."""
+    sidecar = root_sidecar
     secret = Path("/var/tmp") / f"ilp-root-only-{uuid.uuid4().hex[:8]}"
     secret.write_text("ROOT-ONLY-LINE\nmore\n")
     secret.chmod(0o600)

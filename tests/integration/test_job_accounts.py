@@ -5,14 +5,12 @@ loudly named opt-in; pre-exec and runtime options need the site's consent."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
-import yaml
 
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods.phase import SUCCEEDED
-from tests.helpers import LOCAL_CONFIG, Sidecar, deep_merge, pod_dir
+from tests.helpers import LOCAL_CONFIG, Sidecar, pod_dir
 from tests.integration.test_rest_api import request_for, run_until
 from tests.podkit import pod
 
@@ -76,11 +74,8 @@ async def test_an_account_with_uid_0_is_refused_at_create_and_runs_nothing(local
 
 
 def start_refused(tmp_path, overrides: dict) -> subprocess.CompletedProcess[str]:
-    config = deep_merge(yaml.safe_load(LOCAL_CONFIG.read_text()), overrides)
-    path = tmp_path / "refused.yaml"
-    path.write_text(yaml.safe_dump(config))
-    argv = [sys.executable, "-m", "interlink_provider.cli.main", "sidecar", "--config", str(path)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    """The local site's config with `overrides`, started in the foreground as the site runs it."""
+    return Sidecar(tmp_path / "refused", overrides).run_once()
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,19 @@ import yaml
 from interlink_provider.cli.client import SidecarClient, SidecarError
 from interlink_provider.devidp.tls import ensure_certificates
 from interlink_provider.pods import manifest
-from tests.helpers import Sidecar, htcondor_overrides, wait_for
+from tests.federation import GATEWAY_APART, GATEWAY_PLACES
+from tests.helpers import (
+    GATEWAY_ACCOUNT,
+    Sidecar,
+    account_environment,
+    account_prefix,
+    account_workdir,
+    ensure_site_accounts,
+    htcondor_overrides,
+    readable_config,
+    wait_for,
+    write_private,
+)
 from tests.idp import free_port, token_auth
 from tests.integration.test_site_auth import token_for
 
@@ -44,6 +56,18 @@ CREATE = {
     "projectedvolumesmaps": [],
     "jobscriptURL": "",
 }
+
+
+def gateway_argv() -> list[str]:
+    """The gateway, run as the local site's gateway account (as deploy/local/federation.sh runs it)."""
+    ensure_site_accounts()
+    return [*account_prefix(GATEWAY_ACCOUNT), *CLI, "gateway"]
+
+
+def gateway_socket(tmp_path: Path) -> Path:
+    """A socket path the gateway's account may bind (pytest's tmp_path is root's, 0700)."""
+    ensure_site_accounts()
+    return account_workdir(GATEWAY_ACCOUNT, tmp_path) / "gw.sock"
 
 
 def gateway_config(root: Path, listen: dict) -> Path:
@@ -63,7 +87,12 @@ def gateway_config(root: Path, listen: dict) -> Path:
     }
     path = root / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
-    return path
+    # what the gateway's account reads: a copy of the config naming copies of the files it cannot
+    ensure_site_accounts()
+    workdir = account_workdir(GATEWAY_ACCOUNT, root)
+    readable = readable_config(config, GATEWAY_ACCOUNT, workdir, GATEWAY_PLACES, GATEWAY_APART)
+    write_private(workdir / "gateway.yaml", yaml.safe_dump(readable), GATEWAY_ACCOUNT)
+    return workdir / "gateway.yaml"
 
 
 class Daemon:
@@ -73,7 +102,7 @@ class Daemon:
             argv,
             stdout=open(log, "ab"),
             stderr=subprocess.STDOUT,
-            env={**os.environ, "ILP_LOG_FORMAT": "text"},
+            env={**os.environ, **account_environment(GATEWAY_ACCOUNT), "ILP_LOG_FORMAT": "text"},
             preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
         )
 
@@ -114,12 +143,12 @@ def pki(tmp_path):
 
 def start_gateway(tmp_path: Path, listen: dict, umask: int | None = None) -> Daemon:
     config = gateway_config(tmp_path / "gw", listen)
-    return Daemon([*CLI, "gateway", "--config", str(config)], tmp_path / "gateway.log", umask)
+    return Daemon([*gateway_argv(), "--config", str(config)], tmp_path / "gateway.log", umask)
 
 
 def test_a_gateway_listening_on_all_interfaces_without_authentication_does_not_start(tmp_path):
     config = gateway_config(tmp_path, {"host": "0.0.0.0", "port": free_port()})
-    ran = subprocess.run([*CLI, "gateway", "--config", str(config)], capture_output=True, text=True, timeout=60)
+    ran = subprocess.run([*gateway_argv(), "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert ran.returncode == 2
     lines = ran.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in ran.stderr, ran.stderr
@@ -175,7 +204,7 @@ async def test_with_a_token_check_an_anonymous_create_is_refused_401(tmp_path, p
         "tls_cert": pki["cert"],
         "tls_key": pki["key"],
         "token_file": str(token_file),
-        "socket": str(tmp_path / "gw.sock"),
+        "socket": str(gateway_socket(tmp_path)),
     }
     gateway = start_gateway(tmp_path, listen)
     try:
@@ -195,7 +224,7 @@ async def test_with_a_token_check_an_anonymous_create_is_refused_401(tmp_path, p
                 metrics_status = r.status
         assert status == 502 and "no token for the site" in text, text  # past the check: its IdP does not answer
         assert metrics_status == 401  # every path over TCP
-        async with SidecarClient(f"unix://{tmp_path / 'gw.sock'}") as local:  # the socket: guarded by its mode
+        async with SidecarClient(f"unix://{gateway_socket(tmp_path)}") as local:  # the socket: guarded by its mode
             with pytest.raises(SidecarError) as on_socket:
                 await local.call("GET", "/healthz")
         assert on_socket.value.status == 503
@@ -212,11 +241,11 @@ def test_a_token_file_others_can_read_stops_the_gateway_in_one_line(tmp_path):
     token_file.chmod(0o644)
     config = gateway_config(tmp_path / "gw", {"host": "127.0.0.1", "port": free_port(), "token_file": str(token_file)})
     ran = subprocess.run(
-        [*CLI, "gateway", "--config", str(config)],
+        [*gateway_argv(), "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "ILP_LOG_FORMAT": "text"},
+        env={**os.environ, **account_environment(GATEWAY_ACCOUNT), "ILP_LOG_FORMAT": "text"},
     )
     assert ran.returncode == 1 and "Traceback" not in ran.stderr, ran.stderr
     errors = [line for line in ran.stderr.splitlines() if "ERROR" in line]
@@ -224,7 +253,7 @@ def test_a_token_file_others_can_read_stops_the_gateway_in_one_line(tmp_path):
 
 
 def test_the_gateway_socket_never_has_more_permissions_than_its_mode(tmp_path):
-    path = tmp_path / "gw.sock"
+    path = gateway_socket(tmp_path)
     gateway = start_gateway(tmp_path, {"socket": str(path), "socket_mode": 0o660}, umask=0)
     modes: set[int] = set()
     try:
@@ -251,9 +280,7 @@ def condor_sidecar(tmp_path: Path, listen: dict, auth: dict | None = None) -> Si
 def test_a_sidecar_serving_plain_http_off_loopback_needs_the_named_option_and_warns(tmp_path):
     port = free_port()
     refused = condor_sidecar(tmp_path / "a", {"host": "0.0.0.0", "port": port})
-    ran = subprocess.run(
-        [*CLI, "sidecar", "--config", str(refused.config_path)], capture_output=True, text=True, timeout=60
-    )
+    ran = refused.run_once()
     assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
     assert "listen.host 0.0.0.0 is not loopback" in ran.stderr and "insecure_plain_tcp: true" in ran.stderr
 

@@ -29,6 +29,9 @@ def test_the_sidecar_says_ready_pings_the_watchdog_and_says_stopping(local_site,
     path = Path(tempfile.mkdtemp(prefix="ilp-notify-")) / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(path))
+        # as systemd's own (/run/systemd/notify): any service's account may send to it
+        path.parent.chmod(0o711)
+        path.chmod(0o777)
         sock.settimeout(0.1)
         sidecar = Sidecar(tmp_path / "s", {"site_name": "notified"})
         sidecar.start(env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,8 +22,11 @@ from sidecars.core.kits.logs import READ_LIMIT
 from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.transport import LocalTransport, TransportError
 from sidecars.core.kits.workdir import DirectoryTaken, WorkdirError, plan_directory
+from tests.helpers import SERVICE_ACCOUNT, account_prefix, account_workdir
 
-ME = pwd.getpwuid(os.geteuid()).pw_name
+# The agents run as the local site's service account (as the sidecar's own agent would: no
+# sudo), not as the test's root: no interlink-provider daemon of the suite runs as root.
+ME = SERVICE_ACCOUNT
 AGENT = [sys.executable, "-m", "interlink_provider.cli.main", "site", "agent"]
 
 
@@ -46,10 +50,12 @@ def spec(uid: str = "uid-1") -> JobSpec:
 
 
 @pytest.fixture
-async def pool(tmp_path):
-    pods_root = tmp_path / "pods"
+async def pool(service_account, tmp_path):
+    pods_root = account_workdir(ME, tmp_path) / "pods"  # the account's, outside pytest's 0700 tree
     pods_root.mkdir()
-    agents = AgentPool(lambda account: list(AGENT), {"pods_root": str(pods_root), "environment": {}}, idle_seconds=2)
+    os.chown(pods_root, pwd.getpwnam(ME).pw_uid, -1)
+    launch = lambda account: [*account_prefix(account), *AGENT]  # noqa: E731
+    agents = AgentPool(launch, {"pods_root": str(pods_root), "environment": {}}, idle_seconds=2)
     yield agents, pods_root
     await agents.close()
 
@@ -74,6 +80,26 @@ async def test_an_agent_writes_reads_and_removes_a_pod_of_its_own_account(pool):
     assert not (pod / "volumes/token").exists()
     await files.remove(paths)
     assert not pod.exists() and agents.starts == 1
+
+
+async def test_exported_outputs_in_subdirectories_are_reachable_by_the_sidecar(pool):
+    """The agent's umask is 077: the directories it makes in the export area must still let the
+    sidecar (another account) through to the files, which it reads by path."""
+    agents, pods_root = pool
+    files = AgentFiles(agents, ME)
+    paths = PodPaths.for_pod(str(pods_root), "ns", "uid-2", ME)
+    await files.materialize(paths, plan_directory(spec("uid-2"), "#!/bin/bash\n"))
+    nested = Path(paths.pod_dir) / "volumes" / "data" / "sub" / "deeper"
+    nested.mkdir(parents=True)
+    (nested / "out.txt").write_text("out\n")
+    destination = pods_root.parent / "export"  # the sidecar made it and let the account write (here: its own)
+    destination.mkdir(mode=0o700)
+    os.chown(destination, pwd.getpwnam(ME).pw_uid, -1)
+    exported = dict(await files.export_outputs(paths, "data", destination))
+    assert exported == {"sub/deeper/out.txt": destination / "sub" / "deeper" / "out.txt"}
+    for directory in (destination / "sub", destination / "sub" / "deeper"):
+        assert directory.stat().st_mode & 0o777 == 0o711
+    assert exported["sub/deeper/out.txt"].stat().st_mode & 0o777 == 0o644
 
 
 async def test_an_agent_never_acts_outside_its_accounts_part_of_the_pods_root(pool, tmp_path):
@@ -133,6 +159,7 @@ async def test_a_directory_that_is_not_the_pods_own_is_never_reused(pool):
     paths = PodPaths.for_pod(str(pods_root), "ns", "uid-1", ME)
     Path(paths.pod_dir).mkdir(parents=True)
     (Path(paths.pod_dir) / "theirs").write_text("keep me")
+    subprocess.run(["chown", "-R", ME, str(pods_root / ME)], check=True)  # made by the account itself
     with pytest.raises(DirectoryTaken, match="belongs to no record of this pod"):
         await files.materialize(paths, plan_directory(spec(), "#!/bin/bash\n"))
     assert (Path(paths.pod_dir) / "theirs").read_text() == "keep me"
@@ -186,11 +213,14 @@ def test_the_wire_refuses_what_is_not_a_message():
     assert wire.parse_request(line) == wire.Request(7, "read_tail", {"path": "/p", "lines": 1})
 
 
-def test_the_agent_refuses_anything_but_pipes():
-    """Started by hand (a terminal, /dev/null) it says what it is for and exits 2, instead of hanging."""
+def test_the_agent_refuses_anything_but_pipes(service_account):
+    """Started by hand (a terminal, /dev/null) it says what it is for and exits 2, instead of hanging.
+    As the service account, as every agent of the suite (the root check may sample it)."""
     import subprocess
 
-    done = subprocess.run(AGENT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*account_prefix(ME), *AGENT], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
     assert "pipes on stdin and stdout" in done.stderr
 

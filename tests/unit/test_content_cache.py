@@ -4,11 +4,13 @@ downloads in progress, and what a crashed sidecar left is removed by the next on
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 import time
 
 from interlink_provider.staging.cache import NEW, STALE_NEW_SECONDS, ContentCache
+from tests.helpers import account_environment, account_prefix, account_workdir
 
 
 def test_a_second_sidecar_keeps_the_first_ones_downloads(tmp_path):
@@ -51,3 +53,25 @@ def test_an_area_being_claimed_is_left_alone_unless_old(tmp_path):
     cache = ContentCache(tmp_path, 1 << 20)
     assert fresh.exists() and not old.exists()
     cache.close()
+
+
+def test_a_download_area_of_another_account_is_left_alone(service_account, tmp_path):
+    """A sidecar running as the service account starts on a cache where a root sidecar downloads
+    (its area 0700, root's): it neither stops on it (PermissionError) nor removes it."""
+    root = account_workdir(service_account, tmp_path) / "cache"
+    holder = ContentCache(root, 1 << 20)  # this (root) process's area, held
+    holder.temporary().write_bytes(b"half a file")
+    entry = pwd.getpwnam(service_account)
+    for path in (root, root / ".partial"):  # the cache is the service account's, as federation.sh makes it
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    script = "import sys; from pathlib import Path; from interlink_provider.staging.cache import ContentCache;"
+    script += "ContentCache(Path(sys.argv[1]), 1 << 20).close(); print('started')"
+    started = subprocess.run(
+        [*account_prefix(service_account), sys.executable, "-c", script, str(root)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **account_environment(service_account)},
+    )
+    assert started.returncode == 0 and started.stdout.strip() == "started", started.stderr
+    assert holder.downloads.is_dir() and os.listdir(holder.downloads)
+    holder.close()
