@@ -123,6 +123,9 @@ ROOT_REASONS = {
     # Tests of the root sidecar that hands pod directories over (still supported, for sites
     # moving over): they need that sidecar.
     "root-sidecar-mode",
+    # The command line's bad-input table (tests/unit/test_cli_bad_input.py) runs each daemon as a
+    # user would type it; every one is refused at its arguments or configuration and never serves.
+    "refused-at-start",
 }
 _DEFAULT = "service account"  # Sidecar(user=...) not given
 # The local site's devidp and gateway run as accounts of their own (deploy/local/site.sh), and so

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from interlink_provider.cli.exits import MEANING, Exit
+from tests.helpers import ROOT_BY_DESIGN
 
 REPO = Path(__file__).resolve().parents[2]
 FORMS = "unix:///path.sock, http://host:port or https://host:port"
@@ -366,6 +367,7 @@ def environment(world: dict[str, str], case: Bad) -> dict[str, str]:
     path = [world["no_extra"]] if case.no_extra else []
     env["PYTHONPATH"] = os.pathsep.join([*path, str(REPO)])
     env["XDG_RUNTIME_DIR"] = world["tmp"]  # stage's state; token discovery finds nothing there
+    env[ROOT_BY_DESIGN] = "refused-at-start"  # the suite's root check: daemons here never get to serve
     return {**env, **case.env}
 
 
