@@ -24,6 +24,7 @@ from interlink_provider.auth.validate import TokenValidator, TrustedIssuer, Vali
 AUDIENCE = "https://site.test"
 DISCOVERY = "/.well-known/openid-configuration"
 JWKS = "/jwk"
+TOKEN = "/token"
 
 
 @functools.cache
@@ -42,6 +43,9 @@ class ScriptedIdP:
         app = web.Application()
         app.router.add_get(DISCOVERY, self._discovery)
         app.router.add_get(JWKS, self._jwks)
+        app.router.add_post(TOKEN, self._token)
+        self.token_answer: dict[str, Any] = {}  # what the token endpoint answers (200)
+        self.token_forms: list[dict[str, str]] = []  # every form posted to it
         self.server = TestServer(app, host="127.0.0.1")
 
     async def start(self) -> ScriptedIdP:
@@ -61,7 +65,14 @@ class ScriptedIdP:
 
     async def _discovery(self, request: web.Request) -> web.Response:
         refused = self._refused(request)
-        return refused or web.json_response({"issuer": self.issuer, "jwks_uri": self.issuer.rstrip("/") + JWKS})
+        base = self.issuer.rstrip("/")
+        return refused or web.json_response(
+            {"issuer": self.issuer, "jwks_uri": base + JWKS, "token_endpoint": base + TOKEN}
+        )
+
+    async def _token(self, request: web.Request) -> web.Response:
+        self.token_forms.append(dict(await request.post()))  # type: ignore[arg-type]
+        return web.json_response(self.token_answer)
 
     async def _jwks(self, request: web.Request) -> web.Response:
         refused = self._refused(request)

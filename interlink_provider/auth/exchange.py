@@ -18,11 +18,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from ..telemetry.metrics import TOKEN_REQUESTS
-from . import errors
+from . import errors, grant
 from .validate import LazySession, discovery_url, fetch_json, ssl_context
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -39,6 +40,11 @@ class Token:
 
     def valid_for(self, seconds: float) -> bool:
         return self.expires_at - time.time() > seconds
+
+
+def _is_uri(value: str) -> bool:
+    parsed = urlsplit(value)
+    return bool(parsed.scheme and parsed.netloc)
 
 
 def _token_from(body: dict[str, Any]) -> Token:
@@ -112,10 +118,7 @@ class OAuthClient(LazySession):
         return body
 
     async def client_credentials(self, scope: str, audience: str | None = None) -> Token:
-        form = {"grant_type": "client_credentials", "scope": scope}
-        if audience:
-            form["audience"] = audience
-        return _token_from(await self._post("token_endpoint", form))
+        return await self._granted({"grant_type": "client_credentials", "scope": scope}, audience)
 
     async def exchange(self, subject_token: str, audience: str | None, scope: str) -> Token:
         form = {
@@ -124,9 +127,21 @@ class OAuthClient(LazySession):
             "subject_token_type": ACCESS_TOKEN_TYPE,
             "scope": scope,
         }
+        return await self._granted(form, audience)
+
+    async def _granted(self, form: dict[str, str], audience: str | None) -> Token:
+        """A token asked for `audience` (as `audience`, and as an RFC 8707 `resource` when it is a
+        URI: some IdPs honour only that one) and checked to be what was asked for: an IdP that
+        ignores either gives a token for its default audience, or without the scopes, silently."""
         if audience:
-            form["audience"] = audience
-        return _token_from(await self._post("token_endpoint", form))
+            form = {**form, "audience": audience}
+            if _is_uri(audience):
+                form["resource"] = audience
+        body = await self._post("token_endpoint", form)
+        token = _token_from(body)
+        said = body.get("scope") if isinstance(body.get("scope"), str) else None
+        grant.check(token.access_token, said, form["scope"], audience, self.issuer, self.client_id)
+        return token
 
     async def refresh(self, refresh_token: str, scope: str | None = None, audience: str | None = None) -> Token:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}

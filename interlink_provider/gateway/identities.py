@@ -160,6 +160,9 @@ class Grant:
     subject: str
     refresh_token: str | None
     last_used: float = field(default_factory=time.time)
+    # Where the IdP gives no refresh token on exchange (RFC 8693 makes it optional): the owner's
+    # token the grant was made from, exchanged again for each audience until it expires.
+    subject_token: str | None = None
     access: dict[str, Token] = field(default_factory=dict, repr=False)  # per audience, memory only
 
 
@@ -181,7 +184,7 @@ class UserGrants:
             return
         data = json.loads(self.path.read_text())
         self.grants = {
-            k: Grant(v["subject"], v.get("refresh_token"), v.get("last_used", time.time()))
+            k: Grant(v["subject"], v.get("refresh_token"), v.get("last_used", time.time()), v.get("subject_token"))
             for k, v in data.get("grants", {}).items()
         }
         self.pods = {uid: key for uid, key in data.get("pods", {}).items() if key in self.grants}
@@ -240,7 +243,11 @@ class UserGrants:
                 f"the IdP refused to let the gateway act for the owner of {credential.source}: {exc.message}",
                 "TokenExchangeRefused",
             ) from exc
-        return Grant(str(_claims(token.access_token).get("sub", "?")), token.refresh_token)
+        subject = str(_claims(token.access_token).get("sub", "?"))
+        if token.refresh_token is None:
+            log.info("no refresh token for %s from the IdP: its token is exchanged again until it expires", subject)
+            return Grant(subject, None, subject_token=subject_token)
+        return Grant(subject, token.refresh_token)
 
     async def _redeem(self, credential: UserCredential) -> str:
         """The user's refresh token -> their access token (as the public client it was issued to)."""
@@ -268,10 +275,9 @@ class UserGrants:
             if cached is not None and cached.valid_for(RENEW_MARGIN):
                 return cached.access_token
             if not grant.refresh_token:
-                raise IdentityRefused(
-                    f"the IdP gave no refresh token for {grant.subject} (offline_access "
-                    "refused?): the pod cannot be acted on past its first token",
-                )
+                token = await self._exchanged_again(grant, audience)
+                grant.access[audience] = token
+                return token.access_token
             try:
                 token = await self.client.refresh(grant.refresh_token, audience=audience)
             except errors.ExchangeRefused as exc:
@@ -288,6 +294,25 @@ class UserGrants:
                 self._save()  # a rotated refresh token must survive a restart
             grant.access[audience] = token
             return token.access_token
+
+    async def _exchanged_again(self, grant: Grant, audience: str) -> Token:
+        """A token for `audience` from the owner's own token, while it lasts (no refresh token)."""
+        expires = _claims(grant.subject_token or "").get("exp")
+        if not grant.subject_token or not isinstance(expires, int | float) or expires <= time.time() + 30:
+            raise IdentityRefused(
+                f"the IdP gives no refresh token on token exchange and the token of {grant.subject} the pod was "
+                f"created with has expired: to act on pods past their owner's token, the IdP must issue refresh "
+                f"tokens on exchange to the client {self.client.client_id} (grant it offline_access); else "
+                "recreate the pod with a fresh token",
+                "TokenExpired",
+            )
+        try:
+            return await self.client.exchange(grant.subject_token, audience, self.scope)
+        except errors.AuthError as exc:
+            raise IdentityRefused(
+                f"the IdP refused to exchange the token of {grant.subject} again: {exc.message}",
+                "TokenExchangeRefused",
+            ) from exc
 
     def _prune(self) -> None:
         used = set(self.pods.values())
