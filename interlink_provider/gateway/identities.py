@@ -14,6 +14,9 @@ offline_access: the IdP answers with a *grant* the gateway keeps (a refresh toke
 to each site's audience for every call about the pod, for as long as the pod
 lives. Grants are keyed by the Secret's token, so many pods of one Secret share
 one grant (and one refresh, which matters where the IdP rotates refresh tokens).
+An IdP may give no refresh token on exchange (RFC 8693 makes it optional): the
+grant then keeps the owner's token and exchanges it again per audience until it
+expires, and says then what the IdP must allow.
 """
 
 from __future__ import annotations
