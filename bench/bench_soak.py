@@ -177,6 +177,7 @@ async def run(args) -> None:
             "auth": token_auth(idp, rules),
             "max_pods": args.pods + 1000,
             "status": {"poll_interval": 5},
+            "retention_seconds": args.retention,
         },
     ).start()
     sidecar.http = f"http://127.0.0.1:{port}"
@@ -208,7 +209,7 @@ async def run(args) -> None:
     print(
         f"{args.pods} pods created and deleted by {len(creators)} identities in {seconds:.0f} s "
         f"({args.pods / seconds:.1f} pods/s, {args.concurrency} in flight), {args.unknown} deletes of unknown UIDs, "
-        f"{args.restarts} sidecar kills, an IdP outage of {args.outage:.0f} s"
+        f"{args.restarts} sidecar kills, an IdP outage of {args.outage:.0f} s, deleted pods kept {args.retention:.0f} s"
     )
     print(f"lost: {tally.counts['lost']}; duplicated jobs: {duplicated} (of {len(jobs)} pods with a job)")
     print("counts: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.counts.items())))
@@ -223,6 +224,9 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=4)
     parser.add_argument("--outage", type=float, default=20.0, help="seconds the IdP is down, in the middle")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--retention", type=float, default=3600, help="retention_seconds: how long deleted pods are kept (their RSS)"
+    )
     parser.add_argument(
         "--expected-seconds", type=float, default=None, help="the run's expected length (placing the disruptions)"
     )
