@@ -1,6 +1,6 @@
 """The site's controller never feels us: a token bucket paces every scheduler command, new pods
 queue for submission instead of holding their create calls, and deletions share scancels. On the
-real local Slurm, with a sidecar limited to 4 commands per second."""
+real local Slurm, with a sidecar limited to 2 commands per second."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.integration.test_rest_api import request_for
 from tests.podkit import pod
 
 pytestmark = pytest.mark.slurm
-RATE, BURST, PODS = 4.0, 4, 24
+RATE, BURST, PODS = 2.0, 2, 24  # 24 pods take ~12 s to submit: the last is surely still queued
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED"}
 
 
