@@ -219,9 +219,10 @@ class SlurmBackend(CommandBackend, Signals, ReportsCapacity, ListsOwnJobs):
         return found
 
     async def list_own(self, prefix: str) -> list[JobInfo]:
-        argv = [self.config.squeue, "-h", "--states=all", "--me", "-o", parse.SQUEUE_FORMAT]
-        jobs = await self.ask(Command(argv, parse.parse_squeue))
-        return [job for job in jobs.values() if job.name.startswith(prefix)]
+        """Every user's jobs, not --me: pods' jobs run as their mapped accounts."""
+        argv = [self.config.squeue, "-h", "--states=all", "-o", parse.OWNED_FORMAT]
+        jobs = await self.ask(Command(argv, parse.parse_owned))
+        return [job for job in jobs if job.name.startswith(prefix)]
 
     async def signal(self, job_id: str, signal: str, account: str | None = None) -> None:
         """Signal a job's batch script; signals arriving together share one scancel."""

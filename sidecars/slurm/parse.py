@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from sidecars.core.kits import backend as b
 from sidecars.core.kits.backend import Capacity, JobInfo
 from sidecars.slurm.reasons import explain
 
 SQUEUE_FORMAT = "%i|%T|%r|%j"
+OWNED_FORMAT = "%u|" + SQUEUE_FORMAT  # who runs each job, then what SQUEUE_FORMAT says
 SACCT_FORMAT = "JobID,State,ExitCode,JobName"
 SINFO_FIELDS = "NodeHost:|,CPUsState:|,Memory:|,AllocMem:|,Gres:|,GresUsed:|,StateCompact:|"
 
@@ -44,6 +46,15 @@ def normalise_state(raw: str) -> str:
     """'CANCELLED by 0' -> CANCELLED; unknown states count as running (never terminal)."""
     word = raw.strip().split(" ", 1)[0].rstrip("+")
     return _STATES.get(word, b.RUNNING)
+
+
+def parse_owned(text: str) -> list[JobInfo]:
+    """Lines of OWNED_FORMAT: each job with the account it runs as."""
+    jobs = []
+    for line in text.splitlines():
+        user, _, rest = line.strip().partition("|")
+        jobs += [replace(job, user=user) for job in parse_squeue(rest).values()]
+    return jobs
 
 
 def parse_squeue(text: str) -> dict[str, JobInfo]:

@@ -154,23 +154,25 @@ async def test_scheduler_down_makes_pods_unknown_then_they_recover(local_site, t
 
 async def test_unknown_jobs_with_our_prefix_are_cancelled_only_when_configured(local_site, tmp_path):
     keep = Sidecar(tmp_path / "keep")
-    stray_name = keep.prefix + "00000000-0000-0000-0000-00000000dead"
-    # a job of the sidecar's own account (`squeue --me`: the service account's, as ours runs as it)
-    as_sidecar = account_prefix(keep.user) if keep.user else []
-    job_id = slurm(
-        *as_sidecar, "sbatch", "--parsable", "--hold", f"--job-name={stray_name}", "--output=/dev/null", "--wrap=true"
-    ).strip()
+    # Strays of the sidecar's own account and of a pod account (its agent cancels that one).
+    job_ids = []
+    for index, user in enumerate([keep.user, "ilp-bob"]):
+        name = keep.prefix + f"00000000-0000-0000-0000-00000000dea{index}"
+        as_user = account_prefix(user) if user else []
+        sbatch = ["sbatch", "--parsable", "--hold", f"--job-name={name}", "--output=/dev/null", "--chdir=/tmp"]
+        job_ids.append(slurm(*as_user, *sbatch, "--wrap=true").strip())
+    states = ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%T"]
     keep.start()
     keep.stop()
-    assert slurm("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T").strip() == "PENDING"
+    assert slurm(*states).split() == ["PENDING", "PENDING"]
     cancel = Sidecar(tmp_path / "keep", {"cancel_unknown_jobs": True}).start()
     try:
 
         async def cancelled():
-            return slurm("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T").strip() == "CANCELLED"
+            return slurm(*states).split() == ["CANCELLED", "CANCELLED"]
 
-        await wait_for(cancelled, 30, what="the stray job to be cancelled")
-        assert "cancelling 1 jobs no pod owns" in cancel.log()
+        await wait_for(cancelled, 30, what="the stray jobs to be cancelled")
+        assert "cancelling 2 jobs no pod owns" in cancel.log()
     finally:
         cancel.stop()
 

@@ -248,3 +248,16 @@ async def test_a_pod_with_outputs_is_not_shown_finished_before_its_job_left_the_
     await reconciler.cycle()
     record = site.record(created.uid)
     assert (record.stage, record.phase, staging.started) == (Stage.STAGING_OUT, "Running", [created.uid])
+
+
+async def test_strays_are_cancelled_as_the_accounts_they_run_as(site):
+    site.settings = site.settings.model_copy(update={"cancel_unknown_jobs": True})
+    kept = await site.service.create(request("p"), ALICE)
+    prefix = site.settings.job_name_prefix
+    for job_id, user in (("901", "ilp-bob"), ("902", "ilp-bob"), ("903", "")):
+        site.backend.jobs[job_id] = b.JobInfo(job_id, b.PENDING, name=f"{prefix}{job_id}", user=user)
+    site.backend.jobs["904"] = b.JobInfo("904", b.PENDING, name="someone-elses", user="ilp-bob")
+    site.backend.calls.clear()
+    await site.reconciler.recover()
+    assert sorted(site.backend.called("cancel")) == [(("901", "902"), "ilp-bob"), (("903",), None)]
+    assert site.record(kept.uid).job_id not in {"901", "902", "903"}

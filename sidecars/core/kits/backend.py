@@ -57,6 +57,7 @@ class JobInfo:
     reason: str = ""  # why it is pending, or the scheduler's word on how it ended
     name: str = ""
     raw_state: str = ""
+    user: str = ""  # the account it runs as, where the scheduler said (strays are cancelled as it)
 
     @property
     def terminal(self) -> bool:
@@ -200,7 +201,7 @@ class ListsOwnJobs(ABC):
 
     @abstractmethod
     async def list_own(self, prefix: str) -> list[JobInfo]:
-        """All queued jobs whose name starts with prefix (PollError)."""
+        """All queued jobs whose name starts with prefix, whoever they run as (PollError)."""
 
 
 CAPABILITIES: dict[str, type] = {"signal": Signals, "capacity": ReportsCapacity, "list own jobs": ListsOwnJobs}
