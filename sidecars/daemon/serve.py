@@ -21,6 +21,7 @@ from sidecars.core.domain.reconciler import Reconciler
 from sidecars.core.domain.service import SiteService
 from sidecars.core.domain.store import DamagedStore, Store
 from sidecars.core.kits.transport import current_user
+from sidecars.daemon import state
 from sidecars.daemon.config import SiteConfig
 from sidecars.daemon.site import make_site, prepare_shared_pods_root
 
@@ -69,7 +70,7 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
         warn_if_untraversable(config)
     if config.agents is not None:
         prepare_shared_pods_root(config.pods_root)
-    store = Store(Path(config.state_dir) / "sidecar.db")
+    store = Store(state.database_of(config))
     stager = Stager(config.staging, Path(config.state_dir)) if config.staging else None
     site = make_site(config)
     backend = site.backend

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -36,10 +36,12 @@ from interlink_provider.telemetry import tracing
 from sidecars.core.adapters.authn import Authenticator, Caller
 from sidecars.core.adapters.settings import GrpcConfig
 from sidecars.core.domain.errors import BadRequest
+from sidecars.core.domain.principal import Principal
 from sidecars.core.domain.service import SiteService
 from sidecars.core.kits.deadline import DeadlinePassed, until
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Offloader"].full_name
 
 
@@ -91,13 +93,11 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
         caller = await self._caller(context, "read")
         async with _mapped_errors(context, "WatchStatus", caller.principal.key):
             with self.service.streams.hold(caller.principal):
-                async for event in self._watch(request, caller):
+                async for event in _while_token_lasts(caller, self._watch(request, caller.principal), "watch"):
                     yield event
 
-    async def _watch(self, request: pb.WatchStatusRequest, caller: Caller) -> AsyncIterator[pb.StatusEvent]:
-        """Every change of the caller's pods since its (epoch, revision), heartbeats in silence,
-        until the caller's token expires (Unauthenticated: it watches again with a fresh one)."""
-        principal = caller.principal
+    async def _watch(self, request: pb.WatchStatusRequest, principal: Principal) -> AsyncIterator[pb.StatusEvent]:
+        """Every change of the principal's pods since its (epoch, revision), heartbeats in silence."""
         feed = self.service.feed
         heartbeat = min(max(request.heartbeat_seconds or 15, 1), 300)
         position = request.since_revision if request.epoch == feed.epoch else 0
@@ -119,12 +119,6 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
             position = max(position, current)  # others' changes are behind us too
             # Others' pods may change all the time: silence is measured for this watcher only.
             silence = heartbeat - (time.monotonic() - quiet_since)
-            token_left = caller.expires_at - time.time() if caller.expires_at is not None else float("inf")
-            if token_left <= 0:
-                raise TokenExpired("the token expired during the watch: watch again with a fresh token")
-            if token_left < silence:
-                await feed.wait(position, token_left)  # changes are sent, or the token ends, first
-                continue
             if silence <= 0 or not await feed.wait(position, silence):
                 yield pb.StatusEvent(epoch=feed.epoch, revision=position, heartbeat=True)
                 quiet_since = time.monotonic()
@@ -168,13 +162,8 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
             chunks = aiter(self.service.logs(query, caller.principal))
             if request.follow:
                 with self.service.streams.hold(caller.principal):
-                    try:
-                        async for chunk in until(caller.expires_at, chunks):
-                            yield pb.LogChunk(data=chunk)
-                    except DeadlinePassed:
-                        raise TokenExpired(
-                            "the token expired during the follow: follow again with a fresh one"
-                        ) from None
+                    async for chunk in _while_token_lasts(caller, chunks, "follow"):
+                        yield pb.LogChunk(data=chunk)
             else:
                 async for chunk in chunks:
                     yield pb.LogChunk(data=chunk)
@@ -234,6 +223,16 @@ class TracedCalls(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc shi
                 span.end()
 
         return handler._replace(unary_stream=stream)
+
+
+async def _while_token_lasts(caller: Caller, items: AsyncIterator[T], what: str) -> AsyncIterator[T]:
+    """A stream's `items` until the caller's token expires, then UNAUTHENTICATED: the client
+    opens the `what` again with a fresh token."""
+    try:
+        async for item in until(caller.expires_at, items):
+            yield item
+    except DeadlinePassed:
+        raise TokenExpired(f"the token expired during the {what}: {what} again with a fresh token") from None
 
 
 class _mapped_errors:

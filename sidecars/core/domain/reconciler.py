@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import pwd
 import time
 from dataclasses import replace
 from typing import Any
@@ -114,17 +112,18 @@ class Reconciler:
             return
         known = {r.job_id for r in self.book.all() if r.job_id}
         strays = [job for job in own if job.job_id not in known and not job.terminal]
-        if strays:
-            log.warning("cancelling %d jobs no pod owns: %s", len(strays), ", ".join(j.job_id for j in strays))
-        me = pwd.getpwuid(os.geteuid()).pw_name
+        if not strays:
+            return
+        log.warning("cancelling %d jobs no pod owns: %s", len(strays), ", ".join(j.job_id for j in strays))
         by_account: dict[str | None, list[str]] = {}
-        for job in strays:  # each as the account it runs as (its agent), ours directly
-            by_account.setdefault(None if job.user in ("", me) else job.user, []).append(job.job_id)
+        for job in strays:  # each as the account it runs as (the transport acts as its own directly)
+            by_account.setdefault(job.user or None, []).append(job.job_id)
         for account, job_ids in by_account.items():
             try:
                 await self.backend.cancel(job_ids, account)
             except (PollError, TransportError) as exc:
-                log.warning("cannot cancel the strays of %s (%s): %s", account or me, ", ".join(job_ids), exc)
+                who = account or "the sidecar's own account"
+                log.warning("cannot cancel the strays of %s (%s): %s", who, ", ".join(job_ids), exc)
 
     # ------------------------------------------------------------------ cycle
 
