@@ -25,6 +25,7 @@ from typing import Any
 from interlink_provider import __version__, logsetup
 from sidecars.core.kits import agentwire as wire
 from sidecars.core.kits import sitefs, workdir
+from sidecars.core.kits.bounded import run_bounded
 from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.workdir import DirectoryPlan, WorkdirError
 
@@ -145,28 +146,14 @@ class Agent:
             raise Refused("run needs a command")
         timeout = float(args.get("timeout", 30.0))
         environment = {"PATH": DEFAULT_PATH, "LC_ALL": "C", **self.environment}
+        command = os.path.basename(argv[0])
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=environment,
-                cwd="/",
-            )
+            returncode, out, err = await run_bounded(argv, environment, timeout, cwd="/")
         except OSError as exc:
-            raise CommandNotRun(f"cannot run {os.path.basename(argv[0])}: {exc}") from exc
-        try:
-            out, err = await asyncio.wait_for(process.communicate(), timeout)
+            raise CommandNotRun(f"cannot run {command}: {exc}") from exc
         except TimeoutError as exc:
-            process.kill()
-            await process.wait()
-            raise CommandNotRun(f"{os.path.basename(argv[0])} did not answer within {timeout:.0f}s") from exc
-        return {
-            "returncode": process.returncode,
-            "stdout": out.decode("utf-8", "replace"),
-            "stderr": err.decode("utf-8", "replace"),
-        }
+            raise CommandNotRun(f"{command} did not answer within {timeout:.0f}s") from exc
+        return {"returncode": returncode, "stdout": out, "stderr": err}
 
 
 class CommandNotRun(Exception):

@@ -8,7 +8,6 @@ the same `run`.) Every command first takes a token from the site's bucket
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pwd
 import time
@@ -20,6 +19,7 @@ from typing import Protocol
 from interlink_provider.refusals import Unreachable
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import COMMAND_SECONDS, COMMANDS
+from sidecars.core.kits.bounded import run_bounded
 from sidecars.core.kits.ratelimit import TokenBucket
 
 
@@ -113,28 +113,13 @@ class LocalTransport:
         full = self._argv(argv)
         async with metered(command, self.limiter) as meter:
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *full,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    env=self.env,
-                )
+                returncode, out, err = await run_bounded(full, self.env, timeout)
             except OSError as exc:
                 raise TransportError(f"cannot run {command}: {exc}") from exc
-            try:
-                out, err = await asyncio.wait_for(proc.communicate(), timeout)
             except TimeoutError as exc:
-                proc.kill()
-                await proc.wait()
                 raise TransportError(f"{command} did not answer within {timeout:.0f}s") from exc
-            meter.exit_status(proc.returncode == 0)
-        return CommandResult(
-            argv=tuple(full),
-            returncode=proc.returncode if proc.returncode is not None else -1,
-            stdout=out.decode("utf-8", "replace"),
-            stderr=err.decode("utf-8", "replace"),
-        )
+            meter.exit_status(returncode == 0)
+        return CommandResult(argv=tuple(full), returncode=returncode, stdout=out, stderr=err)
 
 
 def current_user() -> str:
