@@ -40,7 +40,7 @@ _ADLER32 = re.compile(r"^[0-9a-fA-F]{8}$")
 
 def parse_did(value: str) -> tuple[str, str]:
     scope, sep, name = value.partition(":")
-    if not sep or not _SCOPE.match(scope) or not _NAME.match(name) or ".." in name.split("/"):
+    if not sep or not _SCOPE.fullmatch(scope) or not _NAME.fullmatch(name) or ".." in name.split("/"):
         raise ValueError(f"{value!r} is not a Rucio DID (scope:name)")
     return scope, name
 
@@ -59,9 +59,9 @@ class StageInput(BaseModel):
             raise ValueError("give exactly one of `did` and `url`")
         if self.did is not None:
             parse_did(self.did)
-        if self.url is not None and not re.match(r"^roots?://[^/\s]+//?\S+$", self.url):
+        if self.url is not None and not re.fullmatch(r"roots?://[^/\s]+//?\S+", self.url):
             raise ValueError(f"{self.url!r} is not an XRootD URL (root://host//path)")
-        if self.adler32 is not None and not _ADLER32.match(self.adler32):
+        if self.adler32 is not None and not _ADLER32.fullmatch(self.adler32):
             raise ValueError(f"adler32 {self.adler32!r} is not 8 hex digits")
         return self
 
@@ -81,7 +81,7 @@ class StageOutput(BaseModel):
 
     @model_validator(mode="after")
     def _valid_names(self) -> StageOutput:
-        if self.scope is not None and not _SCOPE.match(self.scope):
+        if self.scope is not None and not _SCOPE.fullmatch(self.scope):
             raise ValueError(f"scope {self.scope!r} is not a Rucio scope")
         if self.dataset is not None:
             parse_did(self.dataset)

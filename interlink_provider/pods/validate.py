@@ -30,7 +30,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def dns_label(value: str, field: str) -> str:
-    if not _DNS1123_LABEL.match(value):
+    if not _DNS1123_LABEL.fullmatch(value):
         raise PodRejected(
             f"{value!r} is not a valid name (lowercase letters, digits and '-', at most 63)",
             field=field,
@@ -39,7 +39,7 @@ def dns_label(value: str, field: str) -> str:
 
 
 def dns_subdomain(value: str, field: str) -> str:
-    if not _DNS1123_SUBDOMAIN.match(value):
+    if not _DNS1123_SUBDOMAIN.fullmatch(value):
         raise PodRejected(f"{value!r} is not a valid DNS-1123 subdomain", field=field)
     return value
 
@@ -47,13 +47,13 @@ def dns_subdomain(value: str, field: str) -> str:
 def pod_uid(value: str, field: str = "metadata.uid") -> str:
     if not value:
         raise PodRejected("the pod has no UID", field=field)
-    if not _UID.match(value) or ".." in value:
+    if not _UID.fullmatch(value) or ".." in value:
         raise PodRejected(f"{value!r} is not a valid UID", field=field)
     return value
 
 
 def config_key(value: str, field: str) -> str:
-    if not _CONFIG_KEY.match(value) or value in (".", ".."):
+    if not _CONFIG_KEY.fullmatch(value) or value in (".", ".."):
         raise PodRejected(f"key {value!r} is not a valid ConfigMap/Secret key", field=field)
     return value
 

@@ -290,7 +290,7 @@ class Stager:
         files = []
         for relative, path in found:
             name = f"{dataset_name}/{relative}"
-            if not _RUCIO_NAME.match(name):
+            if not _RUCIO_NAME.fullmatch(name):
                 raise StagingError(f"output {relative!r} is not a valid Rucio name ({_RUCIO_NAME.pattern})")
             files.append((FileRef(scope, name, path.stat().st_size, adler32_of(path)), path))
         return files

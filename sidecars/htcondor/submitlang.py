@@ -119,7 +119,7 @@ def environment(entries: Mapping[str, object], what: str = "environment") -> Sub
     their macros (e.g. `$(Cluster).$(Process)`); any other value is literal."""
     parts = []
     for name, value in entries.items():
-        if not _ENV_NAME.match(name):
+        if not _ENV_NAME.fullmatch(name):
             raise SubmitQuoteError(f"{what}: {name!r} is not a valid variable name")
         if isinstance(value, SubmitText):
             text = _one_line(value, f"{what} {name}")
@@ -138,7 +138,7 @@ def normal_key(key: str) -> str:
 def site_command(key: str, value: str, what: str) -> tuple[SubmitText, SubmitText]:
     """A command written by the site admin (extra_submit, a flavor): trusted, so macros
     stay live, but it must stay one command on one line."""
-    if not _KEY.match(key) or normal_key(key) == "queue":
+    if not _KEY.fullmatch(key) or normal_key(key) == "queue":
         raise SubmitQuoteError(f"{what}: {key!r} is not a submit command name")
     text = _one_line(value, f"{what} {key}").strip()
     if not text or text.endswith("\\"):

@@ -203,6 +203,6 @@ def sbatch_word(word: str) -> str:
     backslashes, not single quotes, so shell quoting would be wrong here."""
     if _CONTROL.search(word):
         raise ValueError("sbatch words cannot contain control characters")
-    if _SAFE_WORD.match(word):
+    if _SAFE_WORD.fullmatch(word):
         return word
     return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -10,6 +10,7 @@ import pytest
 from interlink_provider.pods.expansion import expand
 from interlink_provider.pods.policy import Flavor, TranslationPolicy
 from interlink_provider.pods.translate import pod_to_jobspec
+from interlink_provider.pods import validate
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.pods.wire import RetrievedPodData
 
@@ -406,3 +407,39 @@ def test_grace_period_and_deadline():
 def test_sidecar_init_containers_are_refused_for_now():
     data = request(initContainers=[{"name": "s", "image": "x", "command": ["a"], "restartPolicy": "Always"}])
     assert "sidecar" in rejected(data).reason
+
+
+# ------------------------------------------------------------------ names end where they end
+
+
+@pytest.mark.parametrize("field", ["name", "namespace", "uid"])
+@pytest.mark.parametrize("tail", ["\n", "\r", "\x00", "\nrm -rf /"])
+def test_a_pod_name_namespace_or_uid_with_a_line_break_or_control_character_is_refused(field, tail):
+    """`re.match` with `$` lets a trailing newline through: `p\\n` split the batch script's
+    header comment into a command line. Every name check matches the whole value."""
+    metadata = {**BASE["metadata"]}
+    metadata[field] += tail
+    assert "not a valid" in rejected(request(metadata)).reason
+
+
+@pytest.mark.parametrize(
+    "check, value",
+    [
+        (validate.dns_label, "c\n"),
+        (validate.dns_subdomain, "p.q\n"),
+        (validate.pod_uid, "u-1\n"),
+        (validate.config_key, "key\n"),
+    ],
+)
+def test_every_name_check_refuses_a_trailing_newline(check, value):
+    with pytest.raises(PodRejected):
+        check(value, "f")
+    assert check(value.rstrip("\n"), "f") == value.rstrip("\n")
+
+
+def test_a_did_or_url_with_a_trailing_newline_is_refused():
+    from interlink_provider.pods.staging import parse_did
+
+    with pytest.raises(ValueError):
+        parse_did("scope:name\n")
+    assert parse_did("scope:name") == ("scope", "name")
