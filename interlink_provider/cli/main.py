@@ -62,6 +62,13 @@ def _site_check_state(args: argparse.Namespace) -> int:
     return check_state(load_config(load_site, args.config))
 
 
+def _site_rebuild_state(args: argparse.Namespace) -> int:
+    from sidecars.daemon.config import load_config as load_site
+    from sidecars.daemon.state import rebuild_state
+
+    return rebuild_state(load_config(load_site, args.config))
+
+
 def _devidp(args: argparse.Namespace) -> int:
     from ..devidp.config import load
     from ..devidp.run import run
@@ -162,6 +169,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     check_state.add_argument("--config", required=True, help="site configuration YAML")
     check_state.set_defaults(func=_site_check_state)
+    rebuild_state = site_sub.add_parser(
+        "rebuild-state",
+        help="rebuild the records of the sidecar's live jobs from the scheduler (after its database was lost)",
+        description="With the sidecar stopped: ask the scheduler for the live jobs named with the sidecar's prefix "
+        "and write a record for each one its state database lacks (a damaged database is moved aside first). A "
+        "rebuilt record is followed like any other; its pod's name and containers, and its owner, come with the "
+        "first create or status call of a client whose account runs the job. Exit 0 when every live job has a "
+        "record, 1 when some could not get one (each is listed with why), 3 when the scheduler did not answer.",
+    )
+    rebuild_state.add_argument("--config", required=True, help="site configuration YAML")
+    rebuild_state.set_defaults(func=_site_rebuild_state)
     gateway = sub.add_parser(
         "gateway",
         help="run the cluster-side gateway (interLink API -> sites over gRPC)",

@@ -44,6 +44,8 @@ JOB_ATTRIBUTES = (
     "ServerTime",
     "LastJobStatus",
     "LastHoldReason",
+    "Owner",
+    "Iwd",
 )
 SLOT_ATTRIBUTES = (
     "Name",
@@ -165,7 +167,15 @@ def job_info(ad: dict[str, Any], *, now: float, hold_timeout: float, in_queue: b
     since = max(0, int(now - entered)) if entered is not None else 0
 
     def info(state: str, reason: str = "") -> JobInfo:
-        return JobInfo(job_id=jid, state=state, reason=reason, name=name, raw_state=raw)
+        return JobInfo(
+            job_id=jid,
+            state=state,
+            reason=reason,
+            name=name,
+            raw_state=raw,
+            user=_str(ad, "Owner"),
+            work_dir=_str(ad, "Iwd"),
+        )
 
     if status == IDLE:
         if started:
@@ -251,7 +261,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def _name_literal(name: str, what: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ValueError(f"{what} {name!r} is not made of letters, digits, '_', '.' and '-'")
     return classad_string(name, what)
 

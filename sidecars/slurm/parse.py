@@ -10,7 +10,7 @@ from sidecars.core.kits.backend import Capacity, JobInfo
 from sidecars.slurm.reasons import explain
 
 SQUEUE_FORMAT = "%i|%T|%r|%j"
-OWNED_FORMAT = "%u|" + SQUEUE_FORMAT  # who runs each job, then what SQUEUE_FORMAT says
+OWNED_FORMAT = "%u|%Z|" + SQUEUE_FORMAT  # who runs each job and where, then what SQUEUE_FORMAT says
 SACCT_FORMAT = "JobID,State,ExitCode,JobName"
 SINFO_FIELDS = "NodeHost:|,CPUsState:|,Memory:|,AllocMem:|,Gres:|,GresUsed:|,StateCompact:|"
 
@@ -49,11 +49,13 @@ def normalise_state(raw: str) -> str:
 
 
 def parse_owned(text: str) -> list[JobInfo]:
-    """Lines of OWNED_FORMAT: each job with the account it runs as."""
+    """Lines of OWNED_FORMAT: each job with the account it runs as and its working directory
+    (a pod directory: its names are checked, so it holds no `|`)."""
     jobs = []
     for line in text.splitlines():
         user, _, rest = line.strip().partition("|")
-        jobs += [replace(job, user=user) for job in parse_squeue(rest).values()]
+        work_dir, _, rest = rest.partition("|")
+        jobs += [replace(job, user=user, work_dir=work_dir) for job in parse_squeue(rest).values()]
     return jobs
 
 

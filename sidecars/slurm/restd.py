@@ -431,6 +431,8 @@ class SlurmRestBackend(SlurmBackend):
             reason="" if reason in ("None", "(null)") else explain(reason),
             name=str(job.get("name") or ""),
             raw_state=raw,
+            user=str(job.get("user_name") or ""),
+            work_dir=str(job.get("current_working_directory") or ""),
         )
 
     async def query(self, job_ids: list[str]) -> dict[str, JobInfo]:

@@ -336,6 +336,80 @@ async def test_a_damaged_state_database_stops_the_start_and_is_left_as_it_was(lo
 
 
 def check_state(sidecar: Sidecar) -> subprocess.CompletedProcess[str]:
-    """`site check-state` as root, as an admin would run it."""
-    command = [sys.executable, "-m", "interlink_provider.cli.main", "site", "check-state", "--config"]
-    return subprocess.run([*command, str(sidecar.config_path)], capture_output=True, text=True, timeout=60)
+    return site_command(sidecar, "check-state")
+
+
+async def test_a_lost_database_is_rebuilt_from_the_live_jobs_and_their_pods_claimed_by_their_owner(
+    local_site, tmp_path
+):
+    """The database gone while two jobs run (as a pod account): `site rebuild-state` writes their
+    records from Slurm, the restarted sidecar (which cancels unknown jobs) keeps them, and the
+    owner's next status call and create re-sent claim them: containers, logs and deletion work,
+    and no job is submitted twice."""
+    overrides = {
+        "auth": {"unix_socket_account": "ilp-bob"},
+        "cancel_unknown_jobs": True,
+        "status": {"poll_interval": 1},
+    }
+    sidecar = Sidecar(tmp_path / "s", overrides).start()
+    requests = [request("echo before; sleep 600"), request("echo before; sleep 8; echo after")]
+    pods = [r["pod"] for r in requests]
+    uids = [p["metadata"]["uid"] for p in pods]
+    try:
+        async with SidecarClient(sidecar.address) as client:
+            jobs = [(await client.create(r))["PodJID"] for r in requests]
+
+            async def running():
+                return all(phase_of(s) == "Running" for s in await client.status(pods)) and len(jobs) == 2
+
+            await wait_for(running, 60, what="both pods to run")
+    finally:
+        sidecar.stop()
+    for database in Path(sidecar.config["state_dir"]).glob("sidecar.db*"):
+        database.unlink()  # lost, no copy
+
+    rebuilt = site_command(sidecar, "rebuild-state")
+    assert rebuilt.returncode == 0, rebuilt
+    assert "2 records rebuilt, 0 jobs already known" in rebuilt.stdout and "as ilp-bob: rebuilt" in rebuilt.stdout
+    assert "2 submitted" in check_state(sidecar).stdout
+    again = site_command(sidecar, "rebuild-state")  # idempotent: the records are there now
+    assert again.returncode == 0 and "0 records rebuilt, 2 jobs already known" in again.stdout, again
+
+    sidecar.start()
+    try:
+        async with SidecarClient(sidecar.address) as client:
+            [first] = await client.status([pods[0]])  # claims it: the pod's containers come with it
+            assert first["JID"] == jobs[0] and [c["name"] for c in first["containers"]] == ["c"]
+
+            async def first_running():
+                return phase_of((await client.status([pods[0]]))[0]) == "Running"
+
+            await wait_for(first_running, 30, what="the claimed pod's files to be read again")
+            answer = await client.create(requests[1])  # the VK's create re-sent claims the other
+            assert answer["PodJID"] == jobs[1]
+
+            async def second_succeeded():
+                return phase_of((await client.status([pods[1]]))[0]) == SUCCEEDED
+
+            await wait_for(second_succeeded, 60, what="the second pod to finish")
+            query = {"Namespace": "ns", "PodUID": uids[0], "PodName": pods[0]["metadata"]["name"], "ContainerName": "c"}
+            assert "before" in await client.logs_text({**query, "Opts": {}})
+            await client.delete(pods[0])
+            await wait_for(lambda: _job_gone(jobs[0]), 60, what="the first job to be cancelled")
+        for uid, job_id in zip(uids, jobs, strict=True):
+            assert sidecar.jobs_named(sidecar.prefix + uid) == [job_id], "a job was submitted twice"
+        assert "rebuilt record of job" in sidecar.log() and "no pod owns" not in sidecar.log()
+    finally:
+        sidecar.stop()
+
+
+async def _job_gone(job_id: str) -> bool:
+    """The job no longer runs (stopped by its pod's deletion, it ends as the runner exits)."""
+    state = slurm("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T", check=False).strip()
+    return state not in ("PENDING", "RUNNING", "COMPLETING")
+
+
+def site_command(sidecar: Sidecar, command: str) -> subprocess.CompletedProcess[str]:
+    """`site <command>` as root, as an admin would run it."""
+    argv = [sys.executable, "-m", "interlink_provider.cli.main", "site", command, "--config", str(sidecar.config_path)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)

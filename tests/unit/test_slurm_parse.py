@@ -81,10 +81,10 @@ def test_pending_reasons_are_explained_and_unknown_codes_kept():
     assert reason_word(explain("AssocGrpCpuLimit"), "Pending") == "AssocGrpCpuLimit"  # still the pod's reason
 
 
-def test_owned_jobs_carry_the_account_they_run_as():
-    text = "ilp-bob|41|PENDING|JobHeldUser|ilp-x-1\nilp|42|RUNNING|None|ilp-x-2\n"
+def test_owned_jobs_carry_the_account_they_run_as_and_their_directory():
+    text = "ilp-bob|/p/ilp-bob/ns/x-1|41|PENDING|JobHeldUser|ilp-x-1\nilp|/p/ns/x-2|42|RUNNING|None|ilp-x-2\n"
     jobs = parse.parse_owned(text)
-    assert [(j.user, j.job_id, j.state, j.name) for j in jobs] == [
-        ("ilp-bob", "41", b.PENDING, "ilp-x-1"),
-        ("ilp", "42", b.RUNNING, "ilp-x-2"),
+    assert [(j.user, j.work_dir, j.job_id, j.state, j.name) for j in jobs] == [
+        ("ilp-bob", "/p/ilp-bob/ns/x-1", "41", b.PENDING, "ilp-x-1"),
+        ("ilp", "/p/ns/x-2", "42", b.RUNNING, "ilp-x-2"),
     ]

@@ -7,10 +7,10 @@ import copy
 
 import pytest
 
+from interlink_provider.pods import validate
 from interlink_provider.pods.expansion import expand
 from interlink_provider.pods.policy import Flavor, TranslationPolicy
 from interlink_provider.pods.translate import pod_to_jobspec
-from interlink_provider.pods import validate
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.pods.wire import RetrievedPodData
 

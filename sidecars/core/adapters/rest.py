@@ -158,6 +158,7 @@ async def status(request: web.Request) -> web.Response:
         ping = await service.ping()
         return web.json_response(ping.model_dump(exclude_none=True))
     pods = [_model(Pod, item) for item in body]
+    await service.claim_rebuilt(pods, principal)
     return web.json_response(service.statuses([p.metadata.uid for p in pods], principal))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from interlink_provider.pods.annotations import RUNTIME
 from interlink_provider.pods.annotations import field as annotation_field
 from interlink_provider.pods.jobspec import JobSpec
+from interlink_provider.pods.k8s import Pod
 from interlink_provider.pods.translate import pod_to_jobspec
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.pods.wire import (
@@ -35,7 +36,7 @@ from interlink_provider.runtimes import Runtime, make_runtime
 from interlink_provider.staging.engine import Stager
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import CREATES, DELETES, timed
-from sidecars.core.domain import status
+from sidecars.core.domain import rebuild, status
 from sidecars.core.domain.accounts import JobAccounts
 from sidecars.core.domain.book import PodBook
 from sidecars.core.domain.errors import BadRequest, Conflict, Exhausted, Forbidden, NotFound, Unavailable
@@ -194,6 +195,8 @@ class SiteService:
         spec = new.spec
         async with self.book.lock(spec.uid):
             existing = self.book.get(spec.uid)
+            if existing is not None and rebuild.claimable(existing, data.pod, principal.account or ""):
+                existing = await self._claim(existing, data.pod, principal)
             if existing is not None:
                 principal.check_owner(existing)
                 CREATES.labels("repeated").inc()
@@ -361,6 +364,33 @@ class SiteService:
             job_id=record.job_id,
             containers=list(record.status.apps),
             init_containers=list(record.status.init),
+        )
+
+    async def claim_rebuilt(self, pods: list[Pod], principal: Principal) -> None:
+        """Rebuilt records (`site rebuild-state`) of these pods go to the caller where its account
+        runs their jobs (rebuild.claimable); any other record is left as it is."""
+        account = principal.account or ""
+        for pod in pods:
+            record = self.book.get(pod.metadata.uid or "")
+            if record is None or not rebuild.claimable(record, pod, account):
+                continue
+            async with self.book.lock(record.uid):
+                current = self.book.get(record.uid)
+                if current is not None and rebuild.claimable(current, pod, account):
+                    await self._claim(current, pod, principal)
+
+    async def _claim(self, record: PodRecord, pod: Pod, principal: Principal) -> PodRecord:
+        where = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        log.info("pod %s: the rebuilt record of job %s claimed by %s", where, record.job_id, principal.key)
+        summary = rebuild.claimed_summary(record, pod)
+        reading = status.waiting("ContainerCreating", "reading the pod's files again after the state rebuild")
+        return await self.book.save(
+            record.uid,
+            owner=principal.key,
+            actor=principal.actor,
+            name=pod.metadata.name or "",
+            summary=summary,
+            status=status.uniform_statuses(summary.containers, reading),
         )
 
     def statuses(self, uids: list[str], principal: Principal = LOCAL) -> list[dict[str, Any]]:

@@ -83,8 +83,9 @@ class DamagedStore(Exception):
     def __init__(self, path: Path, detail: str) -> None:
         super().__init__(
             f"the state database {path} is damaged ({detail}); it was left as it is. Restore it from a copy "
-            f"(or `sqlite3 {path} .recover`; `interlink-provider site check-state` reads it again), or move it aside "
-            "to start with no pods: their jobs would be forgotten"
+            f"(or `sqlite3 {path} .recover`; `interlink-provider site check-state` reads it again), or, with no "
+            "copy, run `interlink-provider site rebuild-state` (it moves it aside and rebuilds the records of the "
+            "live jobs from the scheduler)"
         )
 
 

@@ -58,6 +58,7 @@ class JobInfo:
     name: str = ""
     raw_state: str = ""
     user: str = ""  # the account it runs as, where the scheduler said (strays are cancelled as it)
+    work_dir: str = ""  # where it runs (the pod's directory), where the scheduler said (state rebuild)
 
     @property
     def terminal(self) -> bool:
@@ -197,7 +198,8 @@ class ReportsCapacity(ABC):
 
 
 class ListsOwnJobs(ABC):
-    """Capability: the sidecar's own queued jobs, to cancel strays at start-up."""
+    """Capability: the sidecar's own queued jobs, to cancel strays at start-up and to rebuild
+    lost records (`site rebuild-state`), with the account and directory of each where known."""
 
     @abstractmethod
     async def list_own(self, prefix: str) -> list[JobInfo]:
