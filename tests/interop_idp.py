@@ -94,7 +94,7 @@ class IndependentIdP:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
-                env={**os.environ, **account_environment(self.user), "NODE_ENV": "test"},
+                env={**os.environ, **account_environment(self.user)},
             )
         self.issuer = self._announced(timeout)
         return self
