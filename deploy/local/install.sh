@@ -28,3 +28,16 @@ if ! "$VENV/bin/python" -c "import interlink_provider, pytest, aiohttp, pytest_a
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   touch "$VENV/.installed"
 fi
+
+# The interop tests' independent OpenID Provider (tests/interop_idp: panva's oidc-provider, pinned
+# by its package-lock.json), installed again only when the lock file is newer than the last install.
+IDP=tests/interop_idp
+if [[ ! -f $IDP/node_modules/.installed || $IDP/package-lock.json -nt $IDP/node_modules/.installed ]]; then
+  if ! command -v npm >/dev/null; then
+    echo "[install] npm not found: the interop tests (tests/interop_idp) need Node.js 20+ and npm" >&2
+  else
+    echo "[install] npm ci in $IDP" >&2
+    (cd "$IDP" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$IDP/node_modules/.installed"
+  fi
+fi

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -56,6 +56,15 @@ def _token_from(body: dict[str, Any]) -> Token:
     )
 
 
+def basic_credentials(client_id: str, secret: str) -> str:
+    """The Authorization header of client_secret_basic. RFC 6749 §2.3.1 has id and secret
+    form-urlencoded before base64, and IdPs decode them (oidc-provider refuses what does not
+    decode, authlib's devidp unquotes): a secret with `%`, `+`, `:` or a space sent raw fails or
+    is read as another. Unreserved characters (IAM's generated secrets) encode to themselves."""
+    pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}"  # %20, not +: both decoders agree
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
 class OAuthClient(LazySession):
     """One confidential (or public) client of one issuer."""
 
@@ -86,8 +95,7 @@ class OAuthClient(LazySession):
             raise errors.IdPUnreachable(f"{self.issuer} publishes no {endpoint_key}")
         headers = {}
         if self.client_secret:  # client_secret_basic, as IAM's own clients do
-            credentials = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
-            headers["Authorization"] = f"Basic {credentials}"
+            headers["Authorization"] = basic_credentials(self.client_id, self.client_secret)
         else:  # a public client names itself
             form = {**form, "client_id": self.client_id}
         self.requests += 1

@@ -12,8 +12,10 @@ for that client would pass for an access token. The rule, in the order applied:
    `at_hash` and `c_hash` (hashes of the access token or code the ID token came with: an access
    token cannot carry its own); `nonce` when the token's audience is its own client (`aud` is its
    `azp` or `client_id`), the shape of an ID token (some IdPs copy `nonce` into access tokens, whose
-   audience is a resource, not the client); Keycloak's claim `typ: ID` (its access tokens say
-   `Bearer`).
+   audience is a resource, not the client); `nonce` in a token without `client_id`, which every
+   access token of RFC 9068 (and IAM's) carries and an ID token need not: oidc-provider's ID tokens
+   have `nonce` and `aud` and neither `azp` nor `client_id`; Keycloak's claim `typ: ID` (its access
+   tokens say `Bearer`).
 
 What this cannot tell: an untyped ID token without these claims. Its audience is the client that
 asked for it, so the audience check refuses it, unless a site lists an OIDC client id in
@@ -45,6 +47,8 @@ def check_access_token(header: dict[str, Any], claims: dict[str, Any]) -> None:
         raise NotAnAccessToken(f"an ID token (claim {hashes[0]}), not an access token")
     if "nonce" in claims and _audience_is_own_client(claims):
         raise NotAnAccessToken("an ID token (a nonce, for its own client), not an access token")
+    if "nonce" in claims and "client_id" not in claims:
+        raise NotAnAccessToken("an ID token (a nonce, and no client_id as access tokens have), not an access token")
     if claims.get("typ") == "ID":
         raise NotAnAccessToken("an ID token (claim typ: ID), not an access token")
 

@@ -93,6 +93,7 @@ async def test_other_typed_jwts_are_refused(idp, validator, typ):
         ({"c_hash": "LDktKdoQak3Pk0cnXxCltA"}, "claim c_hash"),
         ({"nonce": "n-0S6_WzA2Mj", "client_id": "https://site.test"}, "a nonce, for its own client"),
         ({"nonce": "n-0S6_WzA2Mj", "azp": "https://site.test", "client_id": None}, "a nonce, for its own client"),
+        ({"nonce": "n-0S6_WzA2Mj", "client_id": None}, "a nonce, and no client_id"),  # oidc-provider's
         ({"typ": "ID"}, "claim typ: ID"),
     ],
 )

@@ -4,12 +4,13 @@ The IdP is ScriptedIdP's token endpoint (a test double answering what the test s
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 
 import pytest
 
 from interlink_provider.auth import errors, grant
-from interlink_provider.auth.exchange import OAuthClient
+from interlink_provider.auth.exchange import OAuthClient, basic_credentials
 from tests.scripted_idp import AUDIENCE, ScriptedIdP
 
 
@@ -76,3 +77,15 @@ def test_a_storage_scope_is_covered_by_a_parent_path_only():
     assert not grant.covered("storage.read:/database", ["storage.read:/data"])
     assert not grant.covered("storage.modify:/data", ["storage.read:/"])
     assert not grant.covered("storage.read:/", ["storage.read:/data"])
+
+
+@pytest.mark.parametrize("secret", ["plain-Secret_1.~", "s3cr+t:%/ ~", "a%20b"])
+def test_client_secret_basic_is_form_urlencoded_as_rfc_6749_says(secret):
+    """IdPs decode HTTP Basic's id and secret (RFC 6749 §2.3.1): authlib's (the devidp's) reads
+    back what was sent, `+` and `%` included; oidc-provider's too (test_independent_idp)."""
+    from authlib.oauth2.rfc6749.util import extract_basic_authorization
+
+    header = basic_credentials("client:1", secret)
+    assert extract_basic_authorization({"Authorization": header}) == ("client:1", secret)
+    if secret.startswith("plain"):  # unreserved characters go as they are, as before
+        assert header == "Basic " + base64.b64encode(f"client%3A1:{secret}".encode()).decode()
