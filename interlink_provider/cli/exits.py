@@ -21,6 +21,7 @@ class Exit(IntEnum):
     BAD = 1
     USAGE = 2
     UNREACHABLE = 3
+    DAMAGED = 78  # sysexits' EX_CONFIG: systemd units do not restart on it (RestartPreventExitStatus)
     TIMEOUT = 124
     INTERRUPTED = 130
 
@@ -34,6 +35,8 @@ MEANING = {
     "scheme, a configuration file that is missing or invalid (YAML, keys, values, `ILP__` variables), no token "
     "found, a missing optional extra (`interlink-provider[staging]`)",
     Exit.UNREACHABLE: "a server does not answer: the sidecar, the gateway, the IdP, Rucio or XRootD",
+    Exit.DAMAGED: "a daemon will not start over its damaged state database (restarting cannot help: the systemd "
+    "units do not restart on it, nor on 2); `site check-state` says what is damaged, `site rebuild-state` recovers",
     Exit.TIMEOUT: "the wait asked for ran out (`pod run --timeout`, `token login --timeout`)",
     Exit.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM); partial files were removed",
 }

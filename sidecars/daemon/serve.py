@@ -26,6 +26,9 @@ from sidecars.daemon.config import SiteConfig
 from sidecars.daemon.site import make_site, prepare_shared_pods_root
 
 log = logging.getLogger("interlink_provider.sidecar")
+# The exit status of a start refused over a damaged state database (the CLI's Exit.DAMAGED,
+# sysexits' EX_CONFIG): the systemd unit does not restart on it, so it does not loop.
+DAMAGED_STATE = 78
 
 
 async def _listen(runner: web.AppRunner, config: SiteConfig) -> list[str]:
@@ -120,8 +123,11 @@ def run(config: SiteConfig) -> None:
     tracing.configure(f"interlink-provider-sidecar-{config.site_name}")
     try:
         asyncio.run(serve(config))
-    except (CannotListen, DamagedStore) as exc:
+    except CannotListen as exc:  # a port in use may be free at the next start
         log.error("sidecar for site %s cannot start: %s", config.site_name, exc)
         raise SystemExit(1) from None
+    except DamagedStore as exc:  # it stays damaged: no restart loop (the unit's RestartPreventExitStatus)
+        log.error("sidecar for site %s cannot start: %s", config.site_name, exc)
+        raise SystemExit(DAMAGED_STATE) from None
     finally:
         tracing.shutdown()

@@ -24,6 +24,7 @@ from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import SUCCEEDED, UNKNOWN, phase_of
 from sidecars.core.kits.faults import EXIT_CODE
+from sidecars.daemon.serve import DAMAGED_STATE
 from tests.helpers import Sidecar, account_prefix, site_dir, slurm, wait_for
 from tests.podkit import pod
 
@@ -317,7 +318,7 @@ async def test_a_damaged_state_database_stops_the_start_and_is_left_as_it_was(lo
             journal.unlink()  # the last start's, of the other content
         database.write_bytes(content)
         sidecar.start(wait=False)
-        assert sidecar.process is not None and sidecar.process.wait(timeout=60) == 1
+        assert sidecar.process is not None and sidecar.process.wait(timeout=60) == DAMAGED_STATE
         [refusal] = [json.loads(line) for line in sidecar.log().splitlines() if "cannot start" in line][-1:]
         assert refusal["level"] == "ERROR" and f"the state database {database} is damaged" in refusal["message"]
         assert why in refusal["message"] and "Restore it from a copy" in refusal["message"], refusal
