@@ -353,7 +353,7 @@ async def test_a_lost_database_is_rebuilt_from_the_live_jobs_and_their_pods_clai
         "status": {"poll_interval": 1},
     }
     sidecar = Sidecar(tmp_path / "s", overrides).start()
-    requests = [request("echo before; sleep 600"), request("echo before; sleep 8; echo after")]
+    requests = [request("echo before; sleep 600"), request("echo before; sleep 20; echo after")]
     pods = [r["pod"] for r in requests]
     uids = [p["metadata"]["uid"] for p in pods]
     try:
@@ -386,13 +386,13 @@ async def test_a_lost_database_is_rebuilt_from_the_live_jobs_and_their_pods_clai
                 return phase_of((await client.status([pods[0]]))[0]) == "Running"
 
             await wait_for(first_running, 30, what="the claimed pod's files to be read again")
-            answer = await client.create(requests[1])  # the VK's create re-sent claims the other
+            await wait_for(lambda: _job_gone(jobs[1]), 60, what="the second job to end, before its claim")
+            await asyncio.sleep(2)  # a status cycle or two: its rebuilt record finished without containers
+            answer = await client.create(requests[1])  # the VK's create re-sent claims it
             assert answer["PodJID"] == jobs[1]
-
-            async def second_succeeded():
-                return phase_of((await client.status([pods[1]]))[0]) == SUCCEEDED
-
-            await wait_for(second_succeeded, 60, what="the second pod to finish")
+            [second] = await client.status([pods[1]])  # its end read from the runner's files at the claim
+            assert phase_of(second) == SUCCEEDED, second
+            assert second["containers"][0]["state"]["terminated"]["exitCode"] == 0
             query = {"Namespace": "ns", "PodUID": uids[0], "PodName": pods[0]["metadata"]["name"], "ContainerName": "c"}
             assert "before" in await client.logs_text({**query, "Opts": {}})
             await client.delete(pods[0])

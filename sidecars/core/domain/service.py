@@ -41,7 +41,7 @@ from sidecars.core.domain.accounts import JobAccounts
 from sidecars.core.domain.book import PodBook
 from sidecars.core.domain.errors import BadRequest, Conflict, Exhausted, Forbidden, NotFound, Unavailable
 from sidecars.core.domain.principal import LOCAL, Principal
-from sidecars.core.domain.records import ContainerInfo, PodRecord, PodSummary, Stage
+from sidecars.core.domain.records import ContainerInfo, PodRecord, PodStatuses, PodSummary, Stage
 from sidecars.core.domain.room import Room
 from sidecars.core.domain.settings import ServiceSettings
 from sidecars.core.domain.staging import StagingPhases
@@ -49,7 +49,18 @@ from sidecars.core.domain.store import Store
 from sidecars.core.domain.streams import StreamQuota
 from sidecars.core.domain.submission import Submissions
 from sidecars.core.kits import logs
-from sidecars.core.kits.backend import RUNNING, Backend, Capacity, PollError, ReportsCapacity, Signals, Submission
+from sidecars.core.kits.backend import (
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    Backend,
+    Capacity,
+    JobInfo,
+    PollError,
+    ReportsCapacity,
+    Signals,
+    Submission,
+)
 from sidecars.core.kits.changes import ChangeFeed
 from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.sitefs import LocalFiles, SiteFiles
@@ -384,14 +395,32 @@ class SiteService:
         log.info("pod %s: the rebuilt record of job %s claimed by %s", where, record.job_id, principal.key)
         summary = rebuild.claimed_summary(record, pod)
         reading = status.waiting("ContainerCreating", "reading the pod's files again after the state rebuild")
+        statuses = status.uniform_statuses(summary.containers, reading)  # the next status cycle reads them
+        if record.stage.terminal:  # its job ended before the claim: no cycle reads its files again
+            try:
+                statuses = await self._final_statuses(record, summary)
+            except TransportError as exc:
+                log.warning("pod %s: cannot read the files of its ended job: %s", record.uid, exc)
         return await self.book.save(
             record.uid,
             owner=principal.key,
             actor=principal.actor,
             name=pod.metadata.name or "",
             summary=summary,
-            status=status.uniform_statuses(summary.containers, reading),
+            status=statuses,
+            phase=status.phase_of(statuses),
         )
+
+    async def _final_statuses(self, record: PodRecord, summary: PodSummary) -> PodStatuses:
+        """The statuses of a pod whose job ended, from the runner's files and the job's end."""
+        files = await self.files.for_account(record.account).read_pod(
+            self.book.paths(record), [c.name for c in summary.containers]
+        )
+        job = self.book.scheduler.jobs.get(record.uid) or JobInfo(
+            record.job_id, COMPLETED if all(f.exit_code == 0 for f in files.values()) else FAILED, raw_state="ENDED"
+        )
+        view = status.PodView(containers=summary.containers, job=job, files=files, scheduler=self.backend.display_name)
+        return status.statuses_of(view)
 
     def statuses(self, uids: list[str], principal: Principal = LOCAL) -> list[dict[str, Any]]:
         """Cached statuses of the pods we know; unknown UIDs are left out (as interLink expects)."""
