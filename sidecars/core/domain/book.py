@@ -10,6 +10,7 @@ against other tasks acting on the same pod (create, delete, the status cycle, st
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,12 +42,13 @@ class PodBook:
         self.scheduler = SchedulerView()
         self._records: dict[str, PodRecord] = {}
         self._locks = KeyedLocks()
+        self._holding: Counter[str] = Counter()  # owner -> pods that hold a place (not terminal)
 
     async def load(self) -> None:
         """Open the store and know every pod in it (a new feed epoch's snapshot includes them all)."""
         await self.store.open()
         for record in await self.store.all():
-            self._records[record.uid] = record
+            self._keep(record)
             self.feed.touch(record.uid, record.owner, record.actor)
 
     # ------------------------------------------------------------------ reading
@@ -65,7 +67,26 @@ class PodBook:
 
     def active(self) -> int:
         """Pods that still take a place on the node (not finished or deleted)."""
-        return sum(1 for r in self._records.values() if not r.stage.terminal)
+        return self._holding.total()
+
+    def holding(self, owner: str) -> int:
+        """Pods of `owner` that still take a place (counted as records change: a create need
+        not walk every record, finished ones kept for their retention included)."""
+        return self._holding[owner]
+
+    def _keep(self, record: PodRecord) -> None:
+        """`record` replaces what the book held for its UID; the places are counted again."""
+        before = self._records.get(record.uid)
+        if before is not None and not before.stage.terminal:
+            self._release(before.owner)
+        self._records[record.uid] = record
+        if not record.stage.terminal:
+            self._holding[record.owner] += 1
+
+    def _release(self, owner: str) -> None:
+        self._holding[owner] -= 1
+        if not self._holding[owner]:
+            del self._holding[owner]
 
     def paths(self, record: PodRecord) -> PodPaths:
         return PodPaths(pods_root=self.pods_root, pod_dir=record.pod_dir)
@@ -82,7 +103,7 @@ class PodBook:
     async def insert(self, record: PodRecord) -> PodRecord:
         """Record a new pod (idempotent by UID: the stored record wins)."""
         record, _ = await self.store.insert(record)
-        self._records[record.uid] = record
+        self._keep(record)
         self.log_state(record)
         self.feed.touch(record.uid, record.owner, record.actor)
         return record
@@ -91,7 +112,7 @@ class PodBook:
         before = self._records.get(uid)
         record = await self.store.update(uid, **changes)
         assert record is not None, f"pod {uid} vanished from the store"
-        self._records[uid] = record
+        self._keep(record)
         self.feed.touch(uid, record.owner, record.actor)
         if before is None or (before.stage, before.phase) != (record.stage, record.phase):
             self.log_state(record)
@@ -100,7 +121,9 @@ class PodBook:
     async def remove(self, record: PodRecord) -> None:
         """The pod is gone from the store: watchers learn that it was removed."""
         await self.store.delete(record.uid)
-        self._records.pop(record.uid, None)
+        held = self._records.pop(record.uid, None)
+        if held is not None and not held.stage.terminal:
+            self._release(held.owner)
         self.scheduler.jobs.pop(record.uid, None)
         self.feed.touch(record.uid, record.owner, record.actor, removed=True)
 

@@ -49,9 +49,6 @@ class Room:
             )
 
     def _occupied(self, owner: str) -> tuple[int, int]:
-        total = own = 0
-        for record in self.book.all():
-            if not record.stage.terminal:
-                total += 1
-                own += record.owner == owner
-        return total + sum(self._in_flight.values()), own + self._in_flight[owner]
+        """Places held (the book's count, kept as records change) and being taken, in all and by `owner`."""
+        total = self.book.active() + self._in_flight.total()
+        return total, self.book.holding(owner) + self._in_flight[owner]
