@@ -569,6 +569,27 @@ def _accepts(family: int, address: Any) -> bool:
         probe.close()
 
 
+def held_strays(prefix: str, users: list[str | None], tag: str) -> list[str]:
+    """One held job per user (None: root) named like a pod's job that no pod owns: strays."""
+    job_ids = []
+    for index, user in enumerate(users):
+        name = prefix + f"00000000-0000-0000-0000-0000000{tag}{index}"
+        as_user = account_prefix(user) if user else []
+        sbatch = ["sbatch", "--parsable", "--hold", f"--job-name={name}", "--output=/dev/null", "--chdir=/tmp"]
+        job_ids.append(slurm(*as_user, *sbatch, "--wrap=true").strip())
+    return job_ids
+
+
+async def wait_cancelled(job_ids: list[str], what: str) -> None:
+    """Until every one of the jobs is CANCELLED (squeue keeps ended jobs a while)."""
+    states = ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%T"]
+
+    async def cancelled():
+        return slurm(*states).split() == ["CANCELLED"] * len(job_ids)
+
+    await wait_for(cancelled, 30, what=what)
+
+
 async def wait_for(predicate, timeout: float, interval: float = 0.3, what: str = "condition"):
     """Poll an async predicate until it returns a truthy value."""
     deadline = time.monotonic() + timeout

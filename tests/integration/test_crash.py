@@ -25,7 +25,7 @@ from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import SUCCEEDED, UNKNOWN, phase_of
 from sidecars.core.kits.faults import EXIT_CODE
 from sidecars.daemon.serve import DAMAGED_STATE
-from tests.helpers import Sidecar, account_prefix, site_dir, slurm, wait_for
+from tests.helpers import Sidecar, held_strays, site_dir, slurm, wait_cancelled, wait_for
 from tests.podkit import pod
 
 pytestmark = pytest.mark.slurm
@@ -156,23 +156,13 @@ async def test_scheduler_down_makes_pods_unknown_then_they_recover(local_site, t
 async def test_unknown_jobs_with_our_prefix_are_cancelled_only_when_configured(local_site, tmp_path):
     keep = Sidecar(tmp_path / "keep")
     # Strays of the sidecar's own account and of a pod account (its agent cancels that one).
-    job_ids = []
-    for index, user in enumerate([keep.user, "ilp-bob"]):
-        name = keep.prefix + f"00000000-0000-0000-0000-00000000dea{index}"
-        as_user = account_prefix(user) if user else []
-        sbatch = ["sbatch", "--parsable", "--hold", f"--job-name={name}", "--output=/dev/null", "--chdir=/tmp"]
-        job_ids.append(slurm(*as_user, *sbatch, "--wrap=true").strip())
-    states = ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%T"]
+    job_ids = held_strays(keep.prefix, [keep.user, "ilp-bob"], "dea")
     keep.start()
     keep.stop()
-    assert slurm(*states).split() == ["PENDING", "PENDING"]
+    assert slurm("squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%T").split() == ["PENDING", "PENDING"]
     cancel = Sidecar(tmp_path / "keep", {"cancel_unknown_jobs": True}).start()
     try:
-
-        async def cancelled():
-            return slurm(*states).split() == ["CANCELLED", "CANCELLED"]
-
-        await wait_for(cancelled, 30, what="the stray jobs to be cancelled")
+        await wait_cancelled(job_ids, "the stray jobs to be cancelled")
         assert "cancelling 2 jobs no pod owns" in cancel.log()
     finally:
         cancel.stop()

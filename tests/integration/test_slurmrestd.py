@@ -15,7 +15,7 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, SidecarError, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import RUNNING, SUCCEEDED
-from tests.helpers import Sidecar, account_prefix, pod_dir, slurm, wait_for
+from tests.helpers import Sidecar, held_strays, pod_dir, slurm, wait_cancelled, wait_for
 from tests.idp import free_port, token_auth
 from tests.integration.test_rest_api import run_until
 from tests.integration.test_site_auth import token_for, whoami_pod
@@ -188,20 +188,10 @@ async def test_unknown_jobs_of_every_account_are_cancelled_through_slurmrestd(lo
     """With cancel_unknown_jobs, strays of the sidecar's own user and of a pod account are both
     cancelled, each with a token minted for its user (before, only the default user's)."""
     sidecar = restd_sidecar(tmp_path / "s", local_site, cancel_unknown_jobs=True)
-    job_ids = []
-    for index, user in enumerate([sidecar.user, "ilp-bob"]):
-        name = sidecar.prefix + f"00000000-0000-0000-0000-0000000bea{index}"
-        as_user = account_prefix(user) if user else []
-        sbatch = ["sbatch", "--parsable", "--hold", f"--job-name={name}", "--output=/dev/null", "--chdir=/tmp"]
-        job_ids.append(slurm(*as_user, *sbatch, "--wrap=true").strip())
-    states = ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%T"]
+    job_ids = held_strays(sidecar.prefix, [sidecar.user, "ilp-bob"], "bea")
     sidecar.start()
     try:
-
-        async def cancelled():
-            return slurm(*states).split() == ["CANCELLED", "CANCELLED"]
-
-        await wait_for(cancelled, 30, what="both strays to be cancelled")
+        await wait_cancelled(job_ids, "both strays to be cancelled")
         assert "cancelling 2 jobs no pod owns" in sidecar.log()
     finally:
         sidecar.stop()
