@@ -60,12 +60,15 @@ def traversable_dir(owner: Path, prefix: str = "ilp-pods-") -> Path:
 
 
 def htcondor_overrides(workdir: Path, slots: int = 16) -> dict[str, Any]:
-    """A site config's HTCondor backend, talking to the emulator whose queue lives in `workdir`.
+    """A site config's HTCondor backend, talking to the emulator (tests/emulators/htcondor).
 
-    The emulator keeps its queue in `workdir` (pytest's, private to root) and puts jobs in
-    root's memory cgroups: its tokenless pods run as root, which the site must opt into."""
+    Its queue is a directory every account may use (the sidecar's service account and the pods'
+    accounts run its commands, as they would run HTCondor's); a root schedd loop beside the
+    sidecar (`Sidecar.start`, `CondorSchedd`) starts each job as its Owner, as HTCondor's schedd
+    does. `workdir` is unused: the queue cannot live in pytest's private tree."""
+    del workdir
     environment = {
-        "ILP_CONDOR_EMULATOR_DIR": str(workdir / "condor-queue"),
+        "ILP_CONDOR_EMULATOR_DIR": str(condor_queue_dir()),
         "ILP_CONDOR_EMULATOR_SLOTS": str(slots),
         "ILP_EMULATOR_PYTHON": sys.executable,
     }
@@ -79,8 +82,53 @@ def htcondor_overrides(workdir: Path, slots: int = 16) -> dict[str, Any]:
             "command_burst": 25,
             "cancel_batch_seconds": 0.2,
         },
-        "auth": {"unix_socket_account": "root", "allow_jobs_as_root": True},
     }
+
+
+def condor_queue_dir() -> Path:
+    """A fresh emulator queue that every account may write (0777: a test host's, like /var/tmp),
+    removed when the test process exits."""
+    path = Path(tempfile.mkdtemp(prefix="ilp-condor-", dir="/var/tmp"))
+    path.chmod(0o777)
+    if not _CONDOR_QUEUES:
+        atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _CONDOR_QUEUES])
+    _CONDOR_QUEUES.append(path)
+    return path
+
+
+_CONDOR_QUEUES: list[Path] = []
+
+
+class CondorSchedd:
+    """The emulator's schedd loop for one queue, as root: HTCondor's schedd is root and starts
+    each job as its Owner; the sidecar's commands, run as accounts, only queue and query."""
+
+    def __init__(self, environment: dict[str, str]) -> None:
+        self.environment = environment
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return
+        emulator = CONDOR_BIN.parent / "emulator.py"
+        queue = self.environment["ILP_CONDOR_EMULATOR_DIR"]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.environment}
+        self.process = subprocess.Popen(
+            [sys.executable, str(emulator), "_schedd", queue],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        atexit.register(self.stop)  # a test that only killed its sidecar leaves no root loop behind
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def condor_jobs(sidecar: Sidecar, command: str = "condor_q", constraint: str = "true") -> list[dict[str, Any]]:
@@ -115,9 +163,6 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 SERVICE_ACCOUNT = "ilp"
 ROOT_BY_DESIGN = "ILP_ROOT_BY_DESIGN"
 ROOT_REASONS = {
-    # The HTCondor CLI emulator keeps its queue in root's directories and puts jobs in root's
-    # memory cgroups (no HTCondor daemons here), so its tokenless pods run as root.
-    "htcondor-emulator",
     # `auth.allow_jobs_as_root` tests: a job as root needs a root sidecar (no agent is root).
     "jobs-as-root",
     # Tests of the root sidecar that hands pod directories over (still supported, for sites
@@ -378,9 +423,7 @@ class Sidecar:
         config = deep_merge(yaml.safe_load(LOCAL_CONFIG.read_text()), overrides)
         self.root_reason: str | None = None
         if user == _DEFAULT:
-            if config.get("backend") == "htcondor":
-                user, self.root_reason = None, "htcondor-emulator"
-            elif (config.get("auth") or {}).get("allow_jobs_as_root"):
+            if (config.get("auth") or {}).get("allow_jobs_as_root"):
                 user, self.root_reason = None, "jobs-as-root"
             else:
                 user = SERVICE_ACCOUNT
@@ -424,6 +467,9 @@ class Sidecar:
             self.env[ROOT_BY_DESIGN] = self.root_reason
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "sidecar.log"
+        condor = self.config.get("htcondor") or {}
+        over_ssh = (self.config.get("transport") or {}).get("kind") == "ssh"
+        self.schedd = CondorSchedd(condor["environment"]) if self.htcondor and not over_ssh else None
 
     def write_config(self) -> None:
         """The config file the process reads: `self.config`, for its account (`for_account`).
@@ -469,6 +515,8 @@ class Sidecar:
         environment = {**self.env, **(env or {})}
         if self.user is not None:
             environment = environment_for_account(environment, self.user, self.workdir)
+        if self.schedd is not None:
+            self.schedd.start()
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.command(), env=environment, stdout=log, stderr=subprocess.STDOUT)
         if wait:
@@ -509,6 +557,8 @@ class Sidecar:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.schedd is not None:
+            self.schedd.stop()
         if os.path.exists(self.socket):
             os.unlink(self.socket)
 

@@ -273,7 +273,7 @@ def test_the_gateway_socket_never_has_more_permissions_than_its_mode(tmp_path):
 def condor_sidecar(tmp_path: Path, listen: dict, auth: dict | None = None) -> Sidecar:
     overrides = {**htcondor_overrides(tmp_path), "staging": None, "listen": listen}
     if auth is not None:
-        overrides["auth"] = {**auth, "allow_jobs_as_root": True}  # the emulator keeps its queue as root
+        overrides["auth"] = auth
     return Sidecar(tmp_path / "sidecar", overrides)
 
 
@@ -295,7 +295,7 @@ def test_a_sidecar_serving_plain_http_off_loopback_needs_the_named_option_and_wa
 async def test_a_sidecar_serves_rest_over_tls_end_to_end_with_a_bearer_token(tmp_path, pki, idp):
     port = free_port()
     listen = {"host": "127.0.0.1", "port": port, "tls_cert": pki["cert"], "tls_key": pki["key"]}
-    auth = token_auth(idp, [{"sub": "alice", "account": "root"}])
+    auth = token_auth(idp, [{"sub": "alice", "account": "ilp-alice"}])
     sidecar = condor_sidecar(tmp_path, listen, auth).start()
     try:
         assert f"https://127.0.0.1:{port}" in sidecar.log()

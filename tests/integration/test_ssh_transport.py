@@ -219,8 +219,8 @@ def condor_request(name: str, script: str) -> dict:
 async def test_htcondor_runs_over_the_ssh_transport(local_site, tmp_path):
     """HTCondor's commands (the CLI emulator, tests/emulators/htcondor) and the pod's files reach a
     "submit node" over SSH (the local sshd), as Slurm's do."""
-    remote = tmp_path / "on-the-submit-node" / "pods"
-    sidecar = ssh_sidecar(tmp_path / "s", local_site, pods_root=str(remote), **htcondor_overrides(tmp_path)).start()
+    sidecar = ssh_sidecar(tmp_path / "s", local_site, **htcondor_overrides(tmp_path)).start()
+    remote = tmp_path / "s" / "on-the-login-node" / "pods"  # the submit node's, reachable by the pods' account
     try:
         body = condor_request("over-ssh", "echo via ssh; exit 4")
         uid = body["pod"]["metadata"]["uid"]

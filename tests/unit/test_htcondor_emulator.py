@@ -594,3 +594,56 @@ def test_json_printer_matches_classad2_print_json():
         real[key] = value
     # the library prints in hash order; condor_q sorts (ignoring case): compare the lines
     assert _lines(emu.ad_to_json(ad)) == _lines(real.printJson())
+
+
+# ------------------------------------------------------------------ several accounts, one root schedd
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs commands as other accounts")
+def test_jobs_of_an_account_start_as_it_from_a_root_pass_and_never_from_another_accounts(tmp_path):
+    """As HTCondor's root schedd: a pass run as root starts each job as its Owner (its output and
+    user log are the Owner's files); a command run by another account queues and queries only,
+    it starts nothing of others; the job's own account would start it too."""
+    import pwd
+    import shutil
+    import tempfile
+
+    from tests.helpers import ensure_site_accounts
+
+    ensure_site_accounts()
+    queue = Path(tempfile.mkdtemp(prefix="ilp-condor-unit-", dir="/var/tmp"))
+    queue.chmod(0o777)
+    work = Path(tempfile.mkdtemp(prefix="ilp-condor-work-", dir="/var/tmp"))
+    bob = pwd.getpwnam("ilp-bob")
+    os.chown(work, bob.pw_uid, bob.pw_gid)
+    env = {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "ILP_CONDOR_EMULATOR_DIR": str(queue),
+        "ILP_EMULATOR_PYTHON": sys.executable,
+    }
+
+    def as_account(user: str | None, *argv: str) -> subprocess.CompletedProcess[str]:
+        prefix = ["/usr/sbin/runuser", "-u", user, "--"] if user else []
+        return subprocess.run([*prefix, *argv], cwd=work, env=env, capture_output=True, text=True, timeout=30)
+
+    try:
+        (work / "job.sub").write_text(
+            "executable = /bin/sh\narguments = \"-c 'id -un; pwd'\"\noutput = out\nerror = err\nlog = user.log\nqueue\n"
+        )
+        os.chown(work / "job.sub", bob.pw_uid, bob.pw_gid)
+        submitted = as_account("ilp-bob", "condor_submit", "-terse", "job.sub")
+        assert submitted.returncode == 0, submitted.stderr
+        for _ in range(3):  # another account's passes leave bob's job alone
+            assert as_account("ilp-alice", "condor_q", "-json").returncode == 0
+        [ad] = json.loads(as_account(None, "cat", str(queue / "queue.json")).stdout)["jobs"]
+        assert ad["ad"]["Owner"] == "ilp-bob" and ad["ad"]["JobStatus"] == emu.IDLE
+        as_account(None, "condor_q")  # root's pass: started as its Owner
+        deadline = time.monotonic() + 15
+        while not (work / "out").exists() or not (work / "out").read_text().strip():
+            assert time.monotonic() < deadline, "bob's job did not run"
+            time.sleep(0.1)
+        assert (work / "out").read_text().split()[0] == "ilp-bob"
+        assert (work / "out").stat().st_uid == bob.pw_uid and (work / "user.log").stat().st_uid == bob.pw_uid
+    finally:
+        shutil.rmtree(queue, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)

@@ -77,7 +77,7 @@ def test_a_root_daemon_is_caught_unless_marked_and_others_are_left_alone():
     check._thread.start()  # without start(): this process's environment stays as it is
     pids = [
         fake_daemon("unit-test:mine"),
-        fake_daemon("unit-test:mine", root_reason="htcondor-emulator"),
+        fake_daemon("unit-test:mine", root_reason="jobs-as-root"),
         fake_daemon("unit-test:mine", root_reason="no such reason"),
         fake_daemon("unit-test:mine", account="nobody"),
         fake_daemon("someone-else:123"),  # another test process's
@@ -92,7 +92,7 @@ def test_a_root_daemon_is_caught_unless_marked_and_others_are_left_alone():
     summary = check.summary()
     assert summary["seen"] == {
         "sidecar as root": 2,
-        "sidecar as root (htcondor-emulator)": 1,
+        "sidecar as root (jobs-as-root)": 1,
         "sidecar as unprivileged": 1,
     }, summary
     assert len(summary["violations"]) == 2 and not summary["error"]

@@ -27,6 +27,13 @@ What it does:
   ``+Attr = value`` / ``MY.Attr = value`` / ``-Attr =``, ``$(Cluster)``/``$(ClusterId)``/``$(Process)``/
   ``$(ProcId)``/``$(name)``/``$(name:default)``/``$ENV(X)`` macros, ``queue`` and ``queue N``;
   unknown commands are kept (not in the ad), like HTCondor ignores them;
+* serves several accounts as HTCondor's root schedd does: the queue directory may be shared by
+  every account that submits (files written 0644, the lock and history 0666); a pass run as root
+  acts for every job's Owner (the job, its standard files and its user log are the Owner's; the
+  run directory and the memory cgroup's ``cgroup.procs`` are handed to them), a pass run by any
+  other user acts only on that user's own jobs. ``_schedd QUEUE_DIR [SECONDS]`` is a root loop
+  that passes every SECONDS (0.2) until SIGTERM: the tests start one beside each HTCondor sidecar
+  that runs as the service account;
 * runs jobs for real: each command first does one "schedd pass": reap finished runs, evaluate
   periodic policies, retire finished jobs to the history, start Idle jobs while fewer than
   ``$ILP_CONDOR_EMULATOR_SLOTS`` (default 4) are running. So a submitted job stays Idle until the

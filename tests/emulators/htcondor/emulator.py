@@ -1526,12 +1526,23 @@ KNOWN_COMMANDS = {
 
 
 def atomic_write(path: Path, text: str) -> None:
+    """Written whole or not at all, readable by every user of the queue (its commands may run as
+    several accounts, each under its own umask)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o644)
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def shared_file(path: Path) -> Any:
+    """Open for appending a file every user of the queue writes (the lock, the history)."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    with ignoring(OSError):  # only its owner may; it was made 0666 then
+        os.fchmod(fd, 0o666)
+    return os.fdopen(fd, "a+", encoding="utf-8")
 
 
 def read_json(path: Path) -> Any:
@@ -1571,7 +1582,7 @@ class locked_queue:
         self.lock: Any = None
 
     def __enter__(self) -> Queue:
-        self.lock = open(self.root / "lock", "a+")
+        self.lock = shared_file(self.root / "lock")
         fcntl.flock(self.lock.fileno(), fcntl.LOCK_EX)
         data = read_json(self.root / "queue.json") or {"next_cluster": 1, "jobs": []}
         self.queue = Queue(
@@ -1588,7 +1599,7 @@ class locked_queue:
 
     def save(self, queue: Queue) -> None:
         if queue.retired:
-            with open(self.root / "history.jsonl", "a", encoding="utf-8") as history:
+            with shared_file(self.root / "history.jsonl") as history:
                 history.write("".join(json.dumps(encode_ad(j.ad)) + "\n" for j in queue.retired))
         payload = {
             "next_cluster": queue.next_cluster,
@@ -1627,7 +1638,8 @@ def log_event(job: Job, number: int, body: str) -> None:
         return
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
     text = f"{number:03d} ({job.ad['ClusterId']:03d}.{job.ad['ProcId']:03d}.000) {stamp} {body}...\n"
-    with ignoring(OSError), open(path, "a", encoding="utf-8") as handle:
+    owner = str(job.ad["Owner"]) if owner_ids(job) is not None else None
+    with ignoring(OSError), as_user(owner), open(path, "a", encoding="utf-8") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         handle.write(text)
 
@@ -1699,15 +1711,38 @@ def request_kill(queue: Queue, job: Job, signal_name: str) -> None:
 
 
 def schedule(queue: Queue) -> None:
-    """One pass of the emulated schedd, run under the lock by every command and every supervisor."""
+    """One pass of the emulated schedd, run under the lock by every command and every supervisor.
+
+    HTCondor's schedd runs as root and acts for every job's Owner. A pass run as root here does the
+    same (jobs start as their Owner, the user log is written as them); a pass run by another user
+    acts only on that user's jobs, which is all it could do as them. With several accounts, a root
+    `_schedd` loop (see `schedd_loop`) does the passes for the others, as the real schedd would."""
     now = now_int()
-    for job in queue.jobs:
+    mine = [job for job in queue.jobs if acts_for(job)]
+    for job in mine:
         if job.active:
             reap(queue, job, now)
-    for job in queue.jobs:
+    for job in mine:
         apply_periodic_policy(queue, job, now)
     retire(queue, now)
     negotiate(queue, now)
+
+
+def acts_for(job: Job) -> bool:
+    """Root acts for every Owner; anyone else for their own jobs only."""
+    return os.geteuid() == 0 or job.ad.get("Owner") == current_user()
+
+
+def schedd_loop(root: Path, interval: float) -> int:
+    """`_schedd ROOT [SECONDS]`: a pass every SECONDS (default 0.2) until SIGTERM; run as root
+    when commands run as several accounts (each pass then starts every Owner's jobs as them)."""
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    while not stop:
+        with locked_queue(root) as queue:
+            schedule(queue)
+        time.sleep(interval)
+    return 0
 
 
 def reap(queue: Queue, job: Job, now: int) -> None:
@@ -1833,7 +1868,7 @@ def retire(queue: Queue, now: int) -> None:
     linger = env_number(ENV_LEAVE_QUEUE, 0)
     keep = []
     for job in queue.jobs:
-        done = job.status in (COMPLETED, REMOVED) and not job.active
+        done = job.status in (COMPLETED, REMOVED) and not job.active and acts_for(job)
         if done and now - int(job.ad["EnteredCurrentStatus"]) >= linger:
             queue.retired.append(job)
             import shutil  # imported lazily: most commands never need it
@@ -1851,7 +1886,7 @@ def negotiate(queue: Queue, now: int) -> None:
     for job in sorted(queue.jobs, key=lambda j: (j.ad["ClusterId"], j.ad["ProcId"])):
         if running >= slots:
             return
-        if job.status == IDLE and not job.active:
+        if job.status == IDLE and not job.active and acts_for(job):
             start(queue, job, now)
             running += 1
 
@@ -1867,6 +1902,12 @@ def start(queue: Queue, job: Job, now: int) -> None:
     run_dir = queue.run_dir(job)
     scratch = run_dir / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
+    for made in (run_dir.parent, run_dir, scratch):
+        made.chmod(0o755)
+    owner = owner_ids(job)
+    if owner is not None:  # root starting another account's job: its run is theirs (kill requests, scratch)
+        for made in (run_dir, scratch):
+            os.chown(made, owner[0], owner[1])
     atomic_write(run_dir / ".job.ad", ad_to_old(ad))
     atomic_write(run_dir / ".machine.ad", ad_to_old(machine_ad(queue)))
     spec = {
@@ -1877,10 +1918,38 @@ def start(queue: Queue, job: Job, now: int) -> None:
         "out": ad["Out"],
         "err": ad["Err"],
         "memory_mb": int(_number(ad.get("RequestMemory")) or 0),
+        "user": ad.get("Owner") if owner is not None else None,
     }
     atomic_write(run_dir / "spec.json", json.dumps(spec))
     log_event(job, 1, f"Job executing on host: {sinful()}\n\tSlotName: {slot_name()}\n")
     spawn_supervisor(queue.root, job.id, run["count"])
+
+
+def owner_ids(job: Job) -> tuple[int, int, list[int]] | None:
+    """(uid, gid, groups) of the job's Owner when root runs it for another account, else None."""
+    if os.geteuid() != 0 or job.ad.get("Owner") in (None, "", "root"):
+        return None
+    entry = pwd.getpwnam(str(job.ad["Owner"]))
+    return entry.pw_uid, entry.pw_gid, os.getgrouplist(entry.pw_name, entry.pw_gid)
+
+
+class as_user:
+    """`with as_user(name):` root's effective ids switched to `name` for the block (the starter's
+    set_user_priv): files the job reads and writes are opened as the job's Owner. Nothing when
+    `name` is None. (A class: contextlib is not imported on the commands' path.)"""
+
+    def __init__(self, name: str | None) -> None:
+        self.entry = pwd.getpwnam(name) if name is not None else None
+
+    def __enter__(self) -> None:
+        if self.entry is not None:
+            os.setegid(self.entry.pw_gid)
+            os.seteuid(self.entry.pw_uid)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.entry is not None:
+            os.seteuid(0)
+            os.setegid(0)
 
 
 def job_environment(job: Job, run_dir: Path) -> dict[str, str]:
@@ -2053,10 +2122,16 @@ def run_job(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             "start": start,
             "end": start,
         }
-    handles, failure = _open_std(spec)
+    user = spec.get("user")
+    with as_user(user):
+        handles, failure = _open_std(spec)
     if failure:
         return {"hold": failure, "start": start, "end": time.time()}
-    cgroup = memory_cgroup(run_dir, int(spec.get("memory_mb") or 0))
+    cgroup = memory_cgroup(run_dir, int(spec.get("memory_mb") or 0), user)
+    ids: dict[str, Any] = {}
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        ids = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": os.getgrouplist(user, entry.pw_gid)}
     try:
         proc = subprocess.Popen(
             spec["argv"],
@@ -2068,6 +2143,7 @@ def run_job(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             start_new_session=True,
             close_fds=True,
             preexec_fn=(lambda: (cgroup / "cgroup.procs").write_text(str(os.getpid()))) if cgroup else None,
+            **ids,
         )
     except OSError as exc:
         args = join_args_v2(spec["argv"][1:])
@@ -2096,9 +2172,10 @@ def run_job(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return {**outcome, "start": start, "end": time.time()}
 
 
-def memory_cgroup(run_dir: Path, memory_mb: int) -> Path | None:
+def memory_cgroup(run_dir: Path, memory_mb: int, user: str | None = None) -> Path | None:
     """A cgroup v1 memory group limited to the job's request_memory, as the starter makes one
-    (None where the controller is not writable: memory is then not enforced)."""
+    (None where the controller is not writable: memory is then not enforced). For a job run as
+    `user`, its cgroup.procs is theirs: the job joins the group itself, after taking their ids."""
     if memory_mb <= 0 or not os.access(MEMORY_CGROUPS, os.W_OK):
         return None
     group = MEMORY_CGROUPS / "ilp-condor-emulator" / f"{abs(hash(str(run_dir))) % 10**10}"
@@ -2107,6 +2184,9 @@ def memory_cgroup(run_dir: Path, memory_mb: int) -> Path | None:
         (group / "memory.limit_in_bytes").write_text(str(memory_mb * 1024 * 1024))
         with ignoring(OSError):  # no swap accounting: the limit is on RAM only
             (group / "memory.memsw.limit_in_bytes").write_text(str(memory_mb * 1024 * 1024))
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(group / "cgroup.procs", entry.pw_uid, entry.pw_gid)
     except OSError:
         return None
     return group
@@ -2639,6 +2719,8 @@ def main(argv: list[str] | None = None) -> int:
     command, args = os.path.basename(argv[0]), argv[1:]
     if command == "_supervise":
         return supervise(Path(args[0]), args[1], int(args[2]))
+    if command == "_schedd":
+        return schedd_loop(Path(args[0]), float(args[1]) if len(args) > 1 else 0.2)
     if command not in COMMANDS:
         sys.stderr.write(f"unknown command {command}\n")
         return 2
