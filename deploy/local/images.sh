@@ -21,6 +21,8 @@
 # The certificate is signed by the site CA ($ILP_SITE_DIR/pki/ca.pem and ca.key, made by
 # site.sh); run alone on a directory without one, a CA of its own is made in $ILP_REGISTRY_DIR/pki.
 # Clients trust $ILP_REGISTRY_DIR/certs (skopeo's --cert-dir layout: ca.crt).
+# A private registry (the tests of imagePullSecrets): ILP_REGISTRY_HTPASSWD, a bcrypt htpasswd file
+# the registry then requires, and ILP_REGISTRY_AUTHFILE, a containers-auth.json the build uses.
 # The registry runs as the docker-registry account its package creates, never as root.
 set -euo pipefail
 
@@ -31,6 +33,11 @@ REG_DIR=${ILP_REGISTRY_DIR:-$SITE/registry}
 REGISTRY=127.0.0.1:$PORT
 CERT_DIR=$REG_DIR/certs
 REG_ACCOUNT=docker-registry
+HTPASSWD=${ILP_REGISTRY_HTPASSWD:-}
+AUTH_FLAGS=() PUSH_AUTH_FLAGS=()
+if [[ -n ${ILP_REGISTRY_AUTHFILE:-} ]]; then
+  AUTH_FLAGS=(--authfile "$ILP_REGISTRY_AUTHFILE") PUSH_AUTH_FLAGS=(--dest-authfile "$ILP_REGISTRY_AUTHFILE")
+fi
 # 2026-01-01T00:00:00Z: every file, layer and history entry of the built images carries it.
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1767225600}
 CREATED=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
@@ -73,7 +80,11 @@ registry_pki() {
   log "registry certificate for 127.0.0.1/localhost signed by $ca_pem"
 }
 
-registry_up() { curl -sf --cacert "$CERT_DIR/ca.crt" "https://$REGISTRY/v2/" >/dev/null 2>&1; }
+registry_up() {  # answers /v2/ (401 when private: it is up all the same)
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$CERT_DIR/ca.crt" "https://$REGISTRY/v2/" 2>/dev/null) || true
+  [[ $code == 200 || $code == 401 ]]
+}
 
 start_registry() {
   if pid_alive "$REG_DIR/registry.pid"; then log "registry already running (https://$REGISTRY)"; return; fi
@@ -103,6 +114,10 @@ http:
     certificate: $REG_DIR/pki/registry.pem
     key: $REG_DIR/pki/registry.key
 EOF
+  if [[ -n $HTPASSWD ]]; then
+    install -m 0600 -o "$REG_ACCOUNT" "$HTPASSWD" "$REG_DIR/htpasswd"
+    printf 'auth:\n  htpasswd:\n    realm: ilp-local\n    path: %s\n' "$REG_DIR/htpasswd" >>"$REG_DIR/config.yml"
+  fi
   touch "$REG_DIR/registry.log"
   chown "$REG_ACCOUNT" "$REG_DIR/registry.log"
   as_account "$REG_ACCOUNT"
@@ -122,7 +137,7 @@ EOF
 stop_registry() { stop_pidfile "$REG_DIR/registry.pid" registry; }
 
 in_registry() {  # in_registry REPO:TAG
-  skopeo inspect --raw --cert-dir "$CERT_DIR" "docker://$REGISTRY/$1" >/dev/null 2>&1
+  skopeo inspect --raw --cert-dir "$CERT_DIR" "${AUTH_FLAGS[@]}" "docker://$REGISTRY/$1" >/dev/null 2>&1
 }
 
 busybox_rootfs() {  # busybox_rootfs DIR: /bin/busybox and a link per applet, as Debian's busybox-static has them
@@ -152,8 +167,9 @@ build_image() {  # build_image REPO:TAG ROOTFS CONFIG_FLAGS...: a one-layer imag
   umoci config --image "$work/oci:img" --created "$CREATED" --history.created "$CREATED" \
     --history.created_by "deploy/local/images.sh" --os linux --architecture amd64 "$@"
   umoci gc --layout "$work/oci"
-  skopeo copy -q --dest-cert-dir "$CERT_DIR" "oci:$work/oci:img" "docker://$REGISTRY/$ref"
-  log "pushed $REGISTRY/$ref ($(skopeo inspect --cert-dir "$CERT_DIR" --format '{{.Digest}}' "docker://$REGISTRY/$ref"))"
+  skopeo copy -q --dest-cert-dir "$CERT_DIR" "${PUSH_AUTH_FLAGS[@]}" "oci:$work/oci:img" "docker://$REGISTRY/$ref"
+  log "pushed $REGISTRY/$ref ($(skopeo inspect --cert-dir "$CERT_DIR" "${AUTH_FLAGS[@]}" --format '{{.Digest}}' \
+    "docker://$REGISTRY/$ref"))"
   rm -rf "$work"
 }
 

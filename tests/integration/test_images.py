@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from interlink_provider.images import command
+from interlink_provider.images import command, tools
 from interlink_provider.images.cache import ImageCache, PullPolicy
+from interlink_provider.images.credentials import basic, parse_dockerconfigjson
 from interlink_provider.images.errors import ErrImageNeverPull, ErrImagePull, InvalidImageName
 from interlink_provider.images.reference import parse
 from tests.helpers import REPO
@@ -348,3 +349,92 @@ def test_cache_layout_is_content_addressed(registry, cache_root):
     assert "sha256:" + hashlib.sha256(blob).hexdigest() == manifest["config"]["digest"]
     index = json.loads((cache_root / "index.json").read_text())
     assert index == {"docker.io/ilp/entrypoint:1": image.digest}
+
+
+PRIVATE_USER, PRIVATE_PASSWORD = "robot", "s3cret-Pa55word"
+
+
+@pytest.fixture(scope="module")
+def private_registry(registry):
+    """A second registry that requires a user name and password (htpasswd, bcrypt), with the same
+    images: what a pod's imagePullSecrets are for."""
+    work = registry.work / "private"
+    work.mkdir()
+    os.chmod(work, 0o755)
+    hashed = subprocess.run(
+        [
+            "python3",
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))",
+            PRIVATE_PASSWORD,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert hashed.startswith("$2")
+    (work / "htpasswd").write_text(f"{PRIVATE_USER}:{hashed}\n")
+    port = _free_port()
+    host = f"127.0.0.1:{port}"
+    (work / "auth.json").write_text(json.dumps({"auths": {host: basic(PRIVATE_USER, PRIVATE_PASSWORD)}}))
+    os.chmod(work / "auth.json", 0o600)
+    env = {
+        **os.environ,
+        "ILP_SITE_DIR": str(work / "site"),
+        "ILP_REGISTRY_PORT": str(port),
+        "ILP_REGISTRY_HTPASSWD": str(work / "htpasswd"),
+        "ILP_REGISTRY_AUTHFILE": str(work / "auth.json"),
+    }
+    try:
+        started = _script("start", env)
+        if started.returncode != 0:
+            pytest.fail(f"the private registry did not start:\n{started.stderr}")
+        assert "pushed" in started.stderr
+        yield Registry(host, work / "site" / "registry" / "certs", work / "site" / "registry" / "registry.log", work)
+    finally:
+        _script("stop", env)
+
+
+async def test_private_registry_needs_the_pods_pull_secret(private_registry, cache_root, monkeypatch):
+    seen: list[list[str]] = []
+    real_run = tools.run
+
+    async def recording_run(argv, **kwargs):
+        seen.append(list(argv))
+        return await real_run(argv, **kwargs)
+
+    monkeypatch.setattr(tools, "run", recording_run)
+    cache = private_registry.cache(cache_root, mirrors={})
+    image = f"{private_registry.host}/ilp/entrypoint:1"
+    with pytest.raises(ErrImagePull) as refused:
+        await cache.ensure(image, "IfNotPresent")
+    assert "authentication required" in refused.value.message or "unauthorized" in refused.value.message
+    wrong = parse_dockerconfigjson(
+        json.dumps({"auths": {private_registry.host: {"username": PRIVATE_USER, "password": "wrong"}}})
+    )
+    with pytest.raises(ErrImagePull) as refused:
+        await cache.ensure(image, "IfNotPresent", secrets=[wrong])
+    assert "unauthorized" in refused.value.message or "authentication required" in refused.value.message
+    secret = parse_dockerconfigjson(
+        json.dumps(
+            {
+                "auths": {
+                    f"https://{private_registry.host}/v2/": {"username": PRIVATE_USER, "password": PRIVATE_PASSWORD}
+                }
+            }
+        )
+    )
+    pulled = await cache.ensure(image, "IfNotPresent", secrets=[{}, secret])
+    assert pulled.pulled and pulled.config.entrypoint == ("/bin/echo", "from-entrypoint")
+    # the secret never was on a command line, and no copy of it is left behind
+    encoded = secret[private_registry.host]["auth"]
+    assert seen and not any(PRIVATE_PASSWORD in arg or encoded in arg for argv in seen for arg in argv)
+    assert any("--authfile" in argv for argv in seen) and any("--src-authfile" in argv for argv in seen)
+    leftovers = [p for p in (cache_root / "home").rglob("*") if p.name != "policy.json"]
+    assert leftovers == []
+    # Always checks the credentials again, even with the image in the cache
+    with pytest.raises(ErrImagePull):
+        await cache.ensure(image, "Always", secrets=[wrong])
+    assert (await cache.ensure(image, "Always", secrets=[secret])).path == pulled.path
