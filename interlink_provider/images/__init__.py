@@ -9,6 +9,8 @@ references, pull policies, credentials and the digests its live pods use.
   config     the image configuration (Entrypoint, Cmd, Env, WorkingDir, User) read from OCI JSON
   command    Kubernetes' rule joining the image's Entrypoint/Cmd/Env/WorkingDir with a container's
   errors     refusals carrying the reasons Kubernetes shows (ErrImagePull, InvalidImageName, ...)
+  backoff    ImagePullBackOff: when a failed pull may be tried again, on the kubelet's schedule
+  credentials  imagePullSecrets (.dockerconfigjson) matched to a reference's registry
   tools      skopeo and umoci run as subprocesses (never through a shell), with their errors parsed
   cache      the content-addressed cache: resolve, single-flight pull, unpack, publish, policy, LRU
 """

@@ -15,8 +15,15 @@ Pull policies as the kubelet reads them: Always resolves the tag at the registry
 content is still fetched only when the digest is new), IfNotPresent uses the tag's cached digest
 when there is one, Never uses only the cache. Failures are ImageErrors carrying Kubernetes reasons.
 
+A reference with a digest is served from the cache under every policy: its content cannot have
+changed (the kubelet's runtime would still ask the registry for the manifest under Always).
+
 Note (as with the kubelet): an image in the cache is served to any pod asking for it by name under
 IfNotPresent or Never, without that pod's credentials; Always checks them at the registry first.
+
+The cache is shared by the accounts pods run as, so nothing in a published image is writable by
+group or others (an image's /tmp is 1777 in its layer): one pod's account cannot change what
+another's container runs or reads. Runtimes mount the image read-only anyway (ch-run does).
 """
 
 from __future__ import annotations
@@ -270,6 +277,7 @@ class ImageCache:
             publish.mkdir()
             (work / "bundle" / "rootfs").rename(publish / "rootfs")
             os.chmod(publish / "rootfs", 0o755)  # umoci makes it 0700; pods run as other accounts
+            await asyncio.to_thread(_no_shared_writes, publish / "rootfs")
             blob = _image_config_blob(work / "oci")
             try:
                 config = ImageConfig.from_oci(json.loads(blob))
@@ -385,6 +393,18 @@ def _image_config_blob(layout: Path) -> bytes:
 def _blob(layout: Path, digest: str) -> bytes:
     algorithm, _, hexdigest = digest.partition(":")
     return (layout / "blobs" / algorithm / hexdigest).read_bytes()
+
+
+def _no_shared_writes(root: Path) -> None:
+    """Clear the group and other write bits (and set-ID bits: the cache's owner is not the image's)
+    of everything under root; symbolic links have no modes of their own."""
+    strip = stat.S_IWGRP | stat.S_IWOTH | stat.S_ISUID | stat.S_ISGID
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & strip:
+                os.chmod(path, stat.S_IMODE(mode) & ~strip)
 
 
 def _disk_usage(path: Path) -> int:

@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import tempfile
@@ -169,6 +170,12 @@ async def test_five_concurrent_pods_of_one_image_pull_it_once(registry, cache_ro
     assert os.path.samefile(rootfs / "bin" / "sh", rootfs / "bin" / "busybox")
     assert images[0].config.cmd == ("sh",)
     assert images[0].size > 1_000_000
+    # nothing of the shared image is writable by another account (the layer's /tmp is 1777)
+    assert (rootfs / "tmp").is_dir()
+    for path in [rootfs, *rootfs.rglob("*")]:
+        mode = path.lstat().st_mode
+        if not stat.S_ISLNK(mode):
+            assert not mode & (stat.S_IWGRP | stat.S_IWOTH | stat.S_ISUID | stat.S_ISGID), path
     # and a sixth, later: from the cache, nothing fetched
     since = registry.log_offset()
     again = await cache.ensure("docker.io/library/busybox:latest", PullPolicy.IF_NOT_PRESENT)
@@ -210,7 +217,7 @@ async def test_if_not_present_is_served_offline_always_is_not(registry, cache_ro
     again = await offline.ensure("ilp/entrypoint:1", PullPolicy.IF_NOT_PRESENT)
     assert (again.digest, again.pulled, again.path) == (first.digest, False, first.path)
     assert offline.stats.resolves == 0
-    # by digest, any policy but Never is served from the cache without asking
+    # by digest, even Always is served from the cache without asking: the content cannot differ
     pinned = await offline.ensure(f"ilp/entrypoint@{first.digest}", PullPolicy.ALWAYS)
     assert pinned.path == first.path
     with pytest.raises(ErrImagePull) as refused:
