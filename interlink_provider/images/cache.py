@@ -131,6 +131,28 @@ class ImageCache:
         self._policy_file = root / "home" / "policy.json"
         if not self._policy_file.exists():
             _atomic_write(self._policy_file, json.dumps(tools.ACCEPT_ANYTHING))
+        self.sweep()
+
+    def sweep(self) -> list[str]:
+        """Remove what a process that died mid-pull or mid-eviction left in tmp/: a pull's work
+        directory is named after its digest and is left alone while that digest's lock is held
+        (a live pull, maybe another process's); an eviction's has nothing anyone reads."""
+        removed = []
+        for path in (self.root / "tmp").iterdir():
+            if path.name.startswith("pull-"):
+                lock = self._try_lock(path.name.removeprefix("pull-").rsplit(".", 1)[0])
+                if lock is None:
+                    continue
+                try:
+                    _remove_tree(path)
+                finally:
+                    os.close(lock)
+            elif path.name.startswith("evict-"):
+                _remove_tree(path)
+            else:
+                continue
+            removed.append(path.name)
+        return removed
 
     # -- the one entry point ------------------------------------------------------------------
 
@@ -237,7 +259,8 @@ class ImageCache:
         digest = pinned.digest
         assert digest is not None
         location = pinned.located(self.mirrors)
-        work = Path(tempfile.mkdtemp(prefix="pull-", dir=self.root / "tmp"))
+        # named for the digest, so a sweep knows whose lock says it is alive
+        work = Path(tempfile.mkdtemp(prefix=f"pull-{_dirname(digest)}.", dir=self.root / "tmp"))
         try:
             started = time.monotonic()
             argv = [self.tools.skopeo, "--policy", str(self._policy_file), "copy", "-q", "--retry-times", "0"]
@@ -428,7 +451,8 @@ def _remove_tree(path: Path) -> None:
         function(failed)
 
     if path.exists():
-        shutil.rmtree(path, onerror=make_writable)
+        with contextlib.suppress(FileNotFoundError):  # another process removing it too
+            shutil.rmtree(path, onerror=make_writable)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -445,3 +445,28 @@ async def test_private_registry_needs_the_pods_pull_secret(private_registry, cac
     with pytest.raises(ErrImagePull):
         await cache.ensure(image, "Always", secrets=[wrong])
     assert (await cache.ensure(image, "Always", secrets=[secret])).path == pulled.path
+
+
+async def test_leftovers_of_a_dead_pull_are_swept_a_live_one_is_not(registry, cache_root):
+    cache = registry.cache(cache_root)
+    image = await cache.ensure("ilp/entrypoint:1", "IfNotPresent")
+    dead_digest = "sha256:" + "d" * 64
+    live_digest = "sha256:" + "e" * 64
+    dead = cache_root / "tmp" / f"pull-{dead_digest.replace(':', '-')}.abc123"
+    live = cache_root / "tmp" / f"pull-{live_digest.replace(':', '-')}.def456"
+    evicting = cache_root / "tmp" / "evict-xyz"
+    for path in (dead, live, evicting / "image"):
+        (path / "rootfs" / "bin").mkdir(parents=True)
+        (path / "rootfs" / "bin" / "sh").write_text("x")
+        os.chmod(path / "rootfs" / "bin", 0o555)  # as a rootless unpack leaves some directories
+    held = cache._try_lock(live_digest.replace(":", "-"))  # a pull of that digest under way
+    assert held is not None
+    try:
+        again = registry.cache(cache_root)  # a sidecar restarting on the same cache
+        assert not dead.exists() and not evicting.exists()
+        assert live.exists()
+    finally:
+        os.close(held)
+    assert again.sweep() == [live.name]
+    assert not list((cache_root / "tmp").iterdir())
+    assert (await again.ensure("ilp/entrypoint:1", "Never")).path == image.path
