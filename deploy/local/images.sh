@@ -122,7 +122,7 @@ EOF
   chown "$REG_ACCOUNT" "$REG_DIR/registry.log"
   as_account "$REG_ACCOUNT"
   setsid "${AS_ACCOUNT[@]}" /usr/bin/docker-registry serve "$REG_DIR/config.yml" \
-    >>"$REG_DIR/registry.log" 2>&1 </dev/null &
+    >>"$REG_DIR/registry.log" 2>&1 </dev/null 9>&- &   # not the start lock: it outlives this start
   echo $! >"$REG_DIR/registry.pid"
   local i
   for ((i = 0; i < 100; i++)); do
@@ -199,7 +199,15 @@ status() {
 }
 
 case ${1:-} in
-  start) start_registry; build_images ;;
+  start)
+    # One start at a time (test workers start the site at once): the PID check, the certificate
+    # and the pushes are not safe to run twice together.
+    mkdir -p "$REG_DIR"
+    exec 9>"$REG_DIR/start.lock"
+    flock 9
+    start_registry
+    build_images
+    ;;
   stop) stop_registry ;;
   status) status ;;
   build) build_images ;;
