@@ -163,10 +163,12 @@ class ImageCache:
         secrets: Sequence[Mapping[str, Mapping[str, Any]]] = (),
     ) -> CachedImage:
         """The image ready in the cache, pulled if the policy allows and it is not there.
-        `secrets` are parsed imagePullSecrets (credentials.parse_dockerconfigjson)."""
+        `secrets` are parsed imagePullSecrets (credentials.parse_dockerconfigjson); only the entry
+        for the host really contacted is used: a pod's docker.io password never goes to the site's
+        mirror of docker.io (a mirror that needs credentials has its own entry)."""
         ref = parse(image)
         chosen = PullPolicy(policy) if policy else default_policy(ref)
-        auth = auth_for(ref.domain, secrets)
+        auth = auth_for(ref.located(self.mirrors).domain, secrets)
         digest = ref.digest
         if digest is None and chosen is not PullPolicy.ALWAYS:
             known = self.lookup(ref)

@@ -445,6 +445,16 @@ async def test_private_registry_needs_the_pods_pull_secret(private_registry, cac
     with pytest.raises(ErrImagePull):
         await cache.ensure(image, "Always", secrets=[wrong])
     assert (await cache.ensure(image, "Always", secrets=[secret])).path == pulled.path
+    # through a mirror, only credentials for the mirror itself are sent, never the named registry's
+    mirrored = private_registry.cache(cache_root / "mirrored", mirrors={"docker.io": private_registry.host})
+    for_docker_io = parse_dockerconfigjson(
+        json.dumps({"auths": {"https://index.docker.io/v1/": {"username": PRIVATE_USER, "password": PRIVATE_PASSWORD}}})
+    )
+    with pytest.raises(ErrImagePull) as refused:
+        await mirrored.ensure("ilp/entrypoint:1", "IfNotPresent", secrets=[for_docker_io])
+    assert "unauthorized" in refused.value.message or "authentication required" in refused.value.message
+    via_mirror = await mirrored.ensure("ilp/entrypoint:1", "IfNotPresent", secrets=[secret])
+    assert via_mirror.digest == pulled.digest and via_mirror.pulled
 
 
 async def test_leftovers_of_a_dead_pull_are_swept_a_live_one_is_not(registry, cache_root):
