@@ -28,7 +28,8 @@
 # ILP_RUCIO_PORT (18081), ILP_SSH_PORT (2222: a loopback sshd, the "login node" of the
 # SSH transport), ILP_SLURMRESTD_PORT (6820: slurmrestd with JWT auth, the REST
 # transport; the HS256 key is $ILP_SITE_DIR/slurm/jwt_hs256.key). The IdP listens
-# on 127.0.0.1:8480 (deploy/local/devidp.yaml).
+# on 127.0.0.1:8480 (deploy/local/devidp.yaml). The container registry (Distribution, TLS from the
+# site CA, images built from Debian packages) is deploy/local/images.sh's: ILP_REGISTRY_PORT (5443).
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -61,7 +62,8 @@ export SLURM_CONF=$SLURM_DIR/slurm.conf
 
 PACKAGES=(slurm-wlm munge bubblewrap python-is-python3 python3-venv nginx-light curl procps util-linux sudo
           xrootd-server xrootd-client xrootd-scitokens-plugins openssl ca-certificates openssh-server
-          slurmrestd slurm-wlm-jwt-plugin)
+          slurmrestd slurm-wlm-jwt-plugin
+          docker-registry skopeo umoci busybox-static charliecloud-runtime)  # images (#19): deploy/local/images.sh
 
 log() { printf '[site] %s\n' "$*" >&2; }
 # shellcheck source=deploy/local/daemons.sh
@@ -570,6 +572,10 @@ start() {
   start_devidp
   start_token_xrootd
   start_rucio
+  # After make_pki: its certificate is the site CA's. Not fatal while no sidecar uses images (#19):
+  # the rest of the site serves without it, and its own tests start a registry of their own.
+  ILP_SITE_DIR=$SITE bash "$REPO/deploy/local/images.sh" start ||
+    log "WARNING: the container registry did not start (deploy/local/images.sh start; its log: $SITE/registry/registry.log)"
 }
 
 start_slurm() {
@@ -594,6 +600,7 @@ stop_slurm() {
 }
 
 stop() {
+  ILP_SITE_DIR=$SITE bash "$REPO/deploy/local/images.sh" stop
   stop_pidfile "$RUCIO_DIR/gunicorn.pid" rucio
   stop_pidfile "$XRD_DIR/run/xrootd.pid" xrootd
   stop_pidfile "$XRD_DIR/slow/run/xrootd.pid" "slow xrootd"
@@ -621,6 +628,7 @@ status() {
   pid_alive "$SLURM_DIR/restd/slurmrestd.pid" && echo "slurmrestd running (http://127.0.0.1:$RESTD_PORT)" || echo "slurmrestd stopped"
   pid_alive "$SSH_DIR/sshd.pid" && echo "sshd running (127.0.0.1:$SSH_PORT)" || echo "sshd stopped"
   pid_alive "$RUCIO_DIR/gunicorn.pid" && echo "rucio running (http://127.0.0.1:$RUCIO_PORT)" || echo "rucio stopped"
+  ILP_SITE_DIR=$SITE bash "$REPO/deploy/local/images.sh" status
   sinfo 2>/dev/null || true
 }
 
@@ -632,6 +640,7 @@ case ${1:-} in
   restart) stop_slurm; start ;;
   status) status ;;
   env) printf 'export SLURM_CONF=%q\nexport ILP_SITE_DIR=%q\nexport RUCIO_CONFIG=%q\nexport X509_CERT_DIR=%q\n' \
-       "$SLURM_CONF" "$SITE" "$RUCIO_DIR/rucio.cfg" "$PKI_DIR/ca-dir" ;;
+       "$SLURM_CONF" "$SITE" "$RUCIO_DIR/rucio.cfg" "$PKI_DIR/ca-dir"
+       ILP_SITE_DIR=$SITE bash "$REPO/deploy/local/images.sh" env ;;
   *) echo "usage: $0 {install|start|stop|restart|status|env|accounts}" >&2; exit 2 ;;
 esac
