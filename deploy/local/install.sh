@@ -28,3 +28,9 @@ if ! "$VENV/bin/python" -c "import interlink_provider, pytest, aiohttp, pytest_a
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   touch "$VENV/.installed"
 fi
+
+# Go builds the Kubernetes control plane of tests/e2e/test_kubernetes.py (deploy/local/k8s.sh,
+# from the wrapper modules in deploy/local/k8s/: go 1.26 or later; Debian 12's golang is older).
+if ! command -v go >/dev/null; then
+  echo "[install] no Go toolchain: deploy/local/k8s.sh (the Kubernetes tests) needs go >= 1.26" >&2
+fi
