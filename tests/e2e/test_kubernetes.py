@@ -77,7 +77,8 @@ class Cluster:
         return done.stdout
 
     def get(self, *argv: str) -> dict[str, Any]:
-        return json.loads(self.kubectl("get", *argv, "-o", "json"))
+        found: dict[str, Any] = json.loads(self.kubectl("get", *argv, "-o", "json"))
+        return found
 
     def apply(self, objects: list[dict[str, Any]] | dict[str, Any], *argv: str) -> str:
         documents = objects if isinstance(objects, list) else [objects]
@@ -180,7 +181,8 @@ def wait_for(what: str, probe: Callable[[], Any], seconds: float = 60) -> Any:
 
 def jwt_claims(token: str) -> dict[str, Any]:
     payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
 
 
 def pod_template(name: str, namespace: str) -> dict[str, Any]:
@@ -244,7 +246,7 @@ def test_a_projected_service_account_token_from_the_token_request_api(cluster: C
     assert claims["kubernetes.io"]["serviceaccount"]["name"] == "runner"
     assert 590 <= claims["exp"] - claims["iat"] <= 610
     # ...and the API server itself accepts its signature (TokenReview)
-    review = {
+    review: dict[str, Any] = {
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "TokenReview",
         "spec": {"token": token, "audiences": ["https://hpc-a.example.org"]},
