@@ -287,6 +287,23 @@ def test_a_vk_test_set_pod_is_scheduled_onto_the_virtual_node(cluster: Cluster, 
     ).items()
     events = cluster.get("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]
     assert any(e["reason"] == "Scheduled" and virtual_node in e["message"] for e in events)
+    # The ServiceAccount admission plugin gave it the projected kube-api-access volume a Virtual
+    # Kubelet hands on to the sidecar: a bound token, the cluster's CA (the root-CA publisher's
+    # ConfigMap), the namespace.
+    spec = cluster.get("pod", name, "-n", namespace)["spec"]
+    assert spec["serviceAccountName"] == "default"
+    access = next(v for v in spec["volumes"] if v["name"].startswith("kube-api-access-"))
+    sources = access["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["path"] == "token"
+    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
+    assert sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    ca = wait_for(
+        "the kube-root-ca.crt ConfigMap",
+        lambda: cluster.kubectl(
+            "get", "cm", "kube-root-ca.crt", "-n", namespace, "-o", "jsonpath={.data.ca\\.crt}", check=False
+        ),
+    )
+    assert ca.startswith("-----BEGIN CERTIFICATE-----")
 
 
 def test_a_pod_without_the_toleration_is_not_scheduled_there(cluster: Cluster, virtual_node: str, namespace: str):
