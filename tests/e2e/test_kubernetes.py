@@ -391,6 +391,8 @@ def test_the_helm_chart_is_accepted_by_the_real_api_server(
     cluster: Cluster, namespace: str, values: dict[str, Any] | None, tmp_path: Path
 ):
     rendered = render_chart(cluster, namespace, values, tmp_path)
+    lint = ["lint", "--strict", str(CHART), "--namespace", namespace]
+    assert "0 chart(s) failed" in cluster.helm(*lint, *(["-f", str(tmp_path / "values.yaml")] if values else []))
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(rendered) if d)
     assert "Deployment" in kinds and "ClusterRole" in kinds and "ConfigMap" in kinds
     out = cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=rendered)
