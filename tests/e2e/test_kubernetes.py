@@ -122,7 +122,7 @@ def virtual_node(cluster: Cluster) -> Iterator[str]:
         "kubernetes.io/role": "agent",
         "node.kubernetes.io/exclude-from-external-load-balancers": "true",
         "virtual-node.interlink/type": "virtual-kubelet",
-        "type": "virtual-kubelet",  # earlier Virtual Kubelets' label, still selected on by users
+        "type": "virtual-kubelet",  # virtual-kubelet's node-cli label; pods in interLink plugins' docs select it
     }
     node = {
         "apiVersion": "v1",
