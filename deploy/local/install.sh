@@ -41,3 +41,9 @@ if [[ ! -f $IDP/node_modules/.installed || $IDP/package-lock.json -nt $IDP/node_
     touch "$IDP/node_modules/.installed"
   fi
 fi
+
+# Go builds the Kubernetes control plane of tests/e2e/test_kubernetes.py (deploy/local/k8s.sh,
+# from the wrapper modules in deploy/local/k8s/: go 1.26 or later; Debian 12's golang is older).
+if ! command -v go >/dev/null; then
+  echo "[install] no Go toolchain: deploy/local/k8s.sh (the Kubernetes tests) needs go >= 1.26" >&2
+fi

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite against the embedded local site (real Slurm, real sidecars), after the
 # static checks (deploy/local/lint.sh: ruff, import contracts, mypy, generated docs; ILP_LINT=0 skips them).
-# The site is started first (and stopped afterwards if this script started it); the
-# tests run in parallel workers (one test file per worker at a time), then the tests
-# marked `serial`, which stop or reconfigure the shared slurmctld, run alone.
+# The site and the Kubernetes control plane (deploy/local/k8s.sh) are started first (and stopped
+# afterwards if this script started them); the tests run in parallel workers (one test file per
+# worker at a time), then the tests marked `serial`, which stop or reconfigure the shared
+# slurmctld, run alone.
 # Extra arguments go to both pytest runs.
 set -euo pipefail
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -23,10 +24,21 @@ export ILP_SITE_DIR=${ILP_SITE_DIR:-$REPO/.site}
 PYTEST=${ILP_VENV:-$REPO/.venv}/bin/pytest
 WORKERS=${ILP_TEST_WORKERS:-3}
 
-if ! bash deploy/local/site.sh status | grep -q "slurmctld running"; then
-  trap 'bash deploy/local/site.sh stop >/dev/null 2>&1 || true' EXIT
-fi
+stop_site=0
+stop_k8s=0
+# shellcheck disable=SC2317  # run by the EXIT trap
+cleanup() {
+  (( stop_k8s )) && { bash deploy/local/k8s.sh stop >/dev/null 2>&1 || true; }
+  (( stop_site )) && { bash deploy/local/site.sh stop >/dev/null 2>&1 || true; }
+  return 0
+}
+trap cleanup EXIT
+bash deploy/local/site.sh status | grep -q "slurmctld running" || stop_site=1
 bash deploy/local/site.sh start
+# A real Kubernetes control plane for tests/e2e/test_kubernetes.py: on a clean clone the first
+# start builds it from its Go modules (deploy/local/k8s.sh; cached in .site/k8s/build afterwards).
+bash deploy/local/k8s.sh status | grep -q "kube-apiserver ready" || stop_k8s=1
+bash deploy/local/k8s.sh start || echo "[test] the Kubernetes control plane did not start: tests/e2e/test_kubernetes.py will fail" >&2
 
 status=0
 "$PYTEST" -n "$WORKERS" --dist loadfile -m "not serial" --durations=15 "$@" || status=$?
