@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -43,10 +45,18 @@ def put_dataset(
 
 
 def corrupt(disk: Path) -> None:
-    """Flip one byte of a stored replica, keeping its size: only a checksum can tell."""
+    """Flip one byte of a stored replica, keeping its size: only a checksum can tell.
+
+    The file's mtime moves on by 2 s, as any later write's would: XRootD keeps a file's computed
+    checksum with its mtime in whole seconds, so a change within the second of the last checksum
+    (what a fast test did) is answered with the old checksum. (Rot that keeps the mtime is seen
+    only by reading the data: stage get and stage-in verify what they read.)"""
     data = bytearray(disk.read_bytes())
     data[len(data) // 2] ^= 0xFF
+    before = disk.stat()
     disk.write_bytes(bytes(data))
+    later = max(before.st_mtime, time.time()) + 2
+    os.utime(disk, (later, later))
 
 
 TOKEN_RSE = "TOKEN_XRD"  # the token-authorized xrootd (TLS + ztn + SciTokens from the site IdP)
