@@ -4,10 +4,13 @@ tests/integration/test_crash.py."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from interlink_provider.pods.k8s import Pod
-from sidecars.core.domain import rebuild
+from sidecars.core.domain import claims, rebuild
+from sidecars.core.domain.principal import Principal
 from sidecars.core.domain.records import Stage
 from sidecars.core.kits import backend as b
 from sidecars.core.kits.backend import JobInfo
@@ -73,9 +76,11 @@ def test_known_ended_and_ambiguous_jobs_are_left_out():
 
 def test_only_a_caller_of_the_jobs_account_and_namespace_claims_it():
     record = rebuild.record_of(job(), PREFIX, ROOT, own_account="ilp")
-    assert rebuild.claimable(record, pod(), "ilp-bob")
-    assert not rebuild.claimable(record, pod(), "ilp-alice")
-    assert not rebuild.claimable(record, pod(namespace="other"), "ilp-bob")
+    bob, alice = Principal("bob@idp", account="ilp-bob"), Principal("alice@idp", account="ilp-alice")
+    assert claims.claimable(record, bob, pod()) and claims.claimable(record, bob)  # the UID alone: gRPC
+    assert not claims.claimable(record, alice, pod()) and not claims.claimable(record, alice)
+    assert not claims.claimable(record, bob, pod(namespace="other"))
+    assert not claims.claimable(replace(record, owner="bob@idp"), bob)  # claimed once, then it is bob's
 
 
 def test_a_claim_brings_the_pods_containers():

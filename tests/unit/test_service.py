@@ -15,6 +15,7 @@ import pytest
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.pods.wire import ContainerLogOpts, LogStruct, RetrievedPodData
 from interlink_provider.refusals import answer
+from sidecars.core.domain import rebuild
 from sidecars.core.domain.errors import BadRequest, Exhausted, Forbidden, Unavailable
 from sidecars.core.domain.principal import LOCAL, Principal
 from sidecars.core.domain.records import Stage
@@ -222,3 +223,49 @@ async def test_requests_for_unknown_uids_leave_no_lock_behind(site):
     assert service.book.locks_in_use() == 0
     await service.delete(created.uid, ALICE)
     assert service.book.locks_in_use() == 0
+
+
+# ------------------------------------------------------------------ rebuilt records (site rebuild-state)
+
+
+async def rebuilt(service: SiteService, account: str = "bob") -> str:
+    """A record as `site rebuild-state` writes it for a live job of `account` in namespace ns."""
+    uid = str(uuid.uuid4())
+    pods_root = service.config.pods_root
+    job = b.JobInfo("77", b.RUNNING, name=f"ilp-{uid}", user=account, work_dir=f"{pods_root}/{account}/ns/{uid}")
+    await service.book.insert(rebuild.record_of(job, "ilp-", pods_root, own_account="ilp"))
+    return uid
+
+
+async def test_a_rebuilt_record_is_taken_by_a_delete_of_its_accounts_caller_and_only_that(site):
+    service, _, _ = site
+    uid = await rebuilt(service)
+    with pytest.raises(Forbidden):  # another account's caller takes nothing
+        await service.delete(uid, ALICE)
+    assert service.record(uid).owner == rebuild.REBUILT_OWNER
+    outcome = await service.delete(uid, BOB)  # behind the gateway the VK's delete names the UID only
+    record = service.record(uid)
+    assert record.owner == BOB.key and record.stage == Stage.DELETING, outcome
+
+
+async def test_a_uid_only_status_call_takes_the_owner_and_a_pod_brings_the_containers(site):
+    service, _, _ = site
+    uid = await rebuilt(service)
+    await service.claim_rebuilt_uids([uid], ALICE)
+    assert service.record(uid).owner == rebuild.REBUILT_OWNER
+    await service.claim_rebuilt_uids([uid], BOB)  # gRPC GetStatus
+    assert service.record(uid).owner == BOB.key and service.record(uid).summary.containers == ()
+    [answer] = service.statuses([uid], BOB)
+    assert answer["JID"] == "77"
+
+
+async def test_a_pod_of_another_namespace_does_not_take_a_rebuilt_record(site):
+    service, _, _ = site
+    uid = await rebuilt(service)
+    pod = request(uid=uid).pod
+    elsewhere = pod.model_copy(update={"metadata": pod.metadata.model_copy(update={"namespace": "other"})})
+    await service.claim_rebuilt([elsewhere], BOB)
+    assert service.record(uid).owner == rebuild.REBUILT_OWNER
+    await service.claim_rebuilt([pod], BOB)
+    record = service.record(uid)
+    assert record.owner == BOB.key and record.name == "p" and [c.name for c in record.summary.containers] == ["c0"]

@@ -84,6 +84,7 @@ class OffloaderServicer(pb_grpc.OffloaderServicer):
         principal = (await self._caller(context, "read")).principal
         async with _mapped_errors(context, "GetStatus", principal.key):
             uids = list(request.uids) or [r.uid for r in self.service.readable(principal)]
+            await self.service.claim_rebuilt_uids(list(request.uids), principal)
             answers = self.service.statuses(uids, principal)
         return pb.GetStatusResponse(pods=[self._pod_status(a) for a in answers])
 

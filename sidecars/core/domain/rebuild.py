@@ -106,11 +106,6 @@ def rebuild(jobs: list[JobInfo], known_uids: set[str], prefix: str, pods_root: s
     return report
 
 
-def claimable(record: PodRecord, pod: Pod, account: str) -> bool:
-    """A rebuilt record goes to a caller whose account runs its job, for a pod of its namespace."""
-    return record.owner == REBUILT_OWNER and record.account == account and pod.metadata.namespace == record.namespace
-
-
 def claimed_summary(record: PodRecord, pod: Pod) -> PodSummary:
     """The record's summary with the pod's containers, as status computation needs them."""
     policy = pod.spec.restart_policy or "Always"

@@ -36,12 +36,12 @@ from interlink_provider.runtimes import Runtime, make_runtime
 from interlink_provider.staging.engine import Stager
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import CREATES, DELETES, timed
-from sidecars.core.domain import rebuild, status
+from sidecars.core.domain import claims, status
 from sidecars.core.domain.accounts import JobAccounts
 from sidecars.core.domain.book import PodBook
 from sidecars.core.domain.errors import BadRequest, Conflict, Exhausted, Forbidden, NotFound, Unavailable
 from sidecars.core.domain.principal import LOCAL, Principal
-from sidecars.core.domain.records import ContainerInfo, PodRecord, PodStatuses, PodSummary, Stage
+from sidecars.core.domain.records import ContainerInfo, PodRecord, PodSummary, Stage
 from sidecars.core.domain.room import Room
 from sidecars.core.domain.settings import ServiceSettings
 from sidecars.core.domain.staging import StagingPhases
@@ -49,18 +49,7 @@ from sidecars.core.domain.store import Store
 from sidecars.core.domain.streams import StreamQuota
 from sidecars.core.domain.submission import Submissions
 from sidecars.core.kits import logs
-from sidecars.core.kits.backend import (
-    COMPLETED,
-    FAILED,
-    RUNNING,
-    Backend,
-    Capacity,
-    JobInfo,
-    PollError,
-    ReportsCapacity,
-    Signals,
-    Submission,
-)
+from sidecars.core.kits.backend import RUNNING, Backend, Capacity, PollError, ReportsCapacity, Signals, Submission
 from sidecars.core.kits.changes import ChangeFeed
 from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.sitefs import LocalFiles, SiteFiles
@@ -125,6 +114,7 @@ class SiteService:
         self.staging = StagingPhases(self.book, self.submissions, stager, self.files) if stager else None
         self.options = config.render_options()
         self.room = Room(self.book, config.max_pods, config.max_pods_per_identity)
+        self.claims = claims.Claims(self.book, self.files, backend.display_name)
         self.streams = StreamQuota(config.max_streams_per_identity)
         self._capacity: tuple[float, Capacity] | None = None
 
@@ -206,8 +196,8 @@ class SiteService:
         spec = new.spec
         async with self.book.lock(spec.uid):
             existing = self.book.get(spec.uid)
-            if existing is not None and rebuild.claimable(existing, data.pod, principal.account or ""):
-                existing = await self._claim(existing, data.pod, principal)
+            if existing is not None and claims.claimable(existing, principal, data.pod):
+                existing = await self.claims.take(existing, principal, data.pod)
             if existing is not None:
                 principal.check_owner(existing)
                 CREATES.labels("repeated").inc()
@@ -312,6 +302,8 @@ class SiteService:
             record = self.book.get(uid)
             if record is None:
                 return "not found"
+            if claims.claimable(record, principal):  # a rebuilt record: its account's caller may stop it
+                record = await self.claims.take(record, principal)
             principal.check_owner(record)
             now = time.time()
             if record.stage in (Stage.DELETING, Stage.DELETED):
@@ -378,49 +370,14 @@ class SiteService:
         )
 
     async def claim_rebuilt(self, pods: list[Pod], principal: Principal) -> None:
-        """Rebuilt records (`site rebuild-state`) of these pods go to the caller where its account
-        runs their jobs (rebuild.claimable); any other record is left as it is."""
-        account = principal.account or ""
+        """Rebuilt records (`site rebuild-state`) of these pods go to the caller (see claims)."""
         for pod in pods:
-            record = self.book.get(pod.metadata.uid or "")
-            if record is None or not rebuild.claimable(record, pod, account):
-                continue
-            async with self.book.lock(record.uid):
-                current = self.book.get(record.uid)
-                if current is not None and rebuild.claimable(current, pod, account):
-                    await self._claim(current, pod, principal)
+            await self.claims.claim(pod.metadata.uid or "", principal, pod)
 
-    async def _claim(self, record: PodRecord, pod: Pod, principal: Principal) -> PodRecord:
-        where = f"{pod.metadata.namespace}/{pod.metadata.name}"
-        log.info("pod %s: the rebuilt record of job %s claimed by %s", where, record.job_id, principal.key)
-        summary = rebuild.claimed_summary(record, pod)
-        reading = status.waiting("ContainerCreating", "reading the pod's files again after the state rebuild")
-        statuses = status.uniform_statuses(summary.containers, reading)  # the next status cycle reads them
-        if record.stage.terminal:  # its job ended before the claim: no cycle reads its files again
-            try:
-                statuses = await self._final_statuses(record, summary)
-            except TransportError as exc:
-                log.warning("pod %s: cannot read the files of its ended job: %s", record.uid, exc)
-        return await self.book.save(
-            record.uid,
-            owner=principal.key,
-            actor=principal.actor,
-            name=pod.metadata.name or "",
-            summary=summary,
-            status=statuses,
-            phase=status.phase_of(statuses),
-        )
-
-    async def _final_statuses(self, record: PodRecord, summary: PodSummary) -> PodStatuses:
-        """The statuses of a pod whose job ended, from the runner's files and the job's end."""
-        files = await self.files.for_account(record.account).read_pod(
-            self.book.paths(record), [c.name for c in summary.containers]
-        )
-        job = self.book.scheduler.jobs.get(record.uid) or JobInfo(
-            record.job_id, COMPLETED if all(f.exit_code == 0 for f in files.values()) else FAILED, raw_state="ENDED"
-        )
-        view = status.PodView(containers=summary.containers, job=job, files=files, scheduler=self.backend.display_name)
-        return status.statuses_of(view)
+    async def claim_rebuilt_uids(self, uids: list[str], principal: Principal) -> None:
+        """The same for callers that name pods by UID only (gRPC): owner only, no containers."""
+        for uid in uids:
+            await self.claims.claim(uid, principal)
 
     def statuses(self, uids: list[str], principal: Principal = LOCAL) -> list[dict[str, Any]]:
         """Cached statuses of the pods we know; unknown UIDs are left out (as interLink expects)."""
