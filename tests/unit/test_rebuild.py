@@ -81,6 +81,8 @@ def test_only_a_caller_of_the_jobs_account_and_namespace_claims_it():
     assert not claims.claimable(record, alice, pod()) and not claims.claimable(record, alice)
     assert not claims.claimable(record, bob, pod(namespace="other"))
     assert not claims.claimable(replace(record, owner="bob@idp"), bob)  # claimed once, then it is bob's
+    admin = Principal("root@idp", site_admin=True)
+    assert not claims.claimable(replace(record, account=""), admin)  # admins read, they do not act
 
 
 def test_a_claim_brings_the_pods_containers():
