@@ -644,6 +644,16 @@ def test_jobs_of_an_account_start_as_it_from_a_root_pass_and_never_from_another_
             time.sleep(0.1)
         assert (work / "out").read_text().split()[0] == "ilp-bob"
         assert (work / "out").stat().st_uid == bob.pw_uid and (work / "user.log").stat().st_uid == bob.pw_uid
+        # With no root pass, bob's own next command starts bob's next job (jobs/ is shared, as /tmp)
+        (work / "job.sub").write_text((work / "job.sub").read_text().replace("output = out", "output = out2"))
+        assert as_account("ilp-bob", "condor_submit", "-terse", "job.sub").returncode == 0
+        started = as_account("ilp-bob", "condor_q", "-json")
+        assert started.returncode == 0, started.stderr
+        deadline = time.monotonic() + 15
+        while not (work / "out2").exists() or not (work / "out2").read_text().strip():
+            assert time.monotonic() < deadline, "bob's second job did not run"
+            time.sleep(0.1)
+        assert (work / "out2").read_text().split()[0] == "ilp-bob"
     finally:
         shutil.rmtree(queue, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)

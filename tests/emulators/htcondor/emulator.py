@@ -1537,6 +1537,15 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def shared_dir(path: Path) -> None:
+    """A directory every user of the queue makes entries in, each keeping its own (1777, as /tmp):
+    `jobs/`, where a pass run by an account starts that account's jobs."""
+    if not path.is_dir():
+        path.mkdir(exist_ok=True)
+        with ignoring(OSError):  # only its maker may; it was made 1777 then
+            path.chmod(0o1777)
+
+
 def shared_file(path: Path) -> Any:
     """Open for appending a file every user of the queue writes (the lock, the history)."""
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
@@ -1703,6 +1712,7 @@ def max_vacate_time(job: Job) -> float:
 def request_kill(queue: Queue, job: Job, signal_name: str) -> None:
     """Ask the job's supervisor to signal it, escalating to SIGKILL after JobMaxVacateTime."""
     run_dir = queue.run_dir(job)
+    shared_dir(queue.root / "jobs")
     run_dir.mkdir(parents=True, exist_ok=True)
     signum = int(getattr(signal.Signals, signal_name, signal.SIGTERM))
     atomic_write(
@@ -1900,13 +1910,14 @@ def start(queue: Queue, job: Job, now: int) -> None:
     ad.setdefault("JobStartDate", now)
     ad.update(JobCurrentStartDate=now, JobCurrentStartExecutingDate=now, RemoteHost=slot_name())
     run_dir = queue.run_dir(job)
+    shared_dir(queue.root / "jobs")
     scratch = run_dir / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     for made in (run_dir.parent, run_dir, scratch):
         made.chmod(0o755)
     owner = owner_ids(job)
-    if owner is not None:  # root starting another account's job: its run is theirs (kill requests, scratch)
-        for made in (run_dir, scratch):
+    if owner is not None:  # root starting another account's job: its runs are theirs (kill requests, reruns)
+        for made in (run_dir.parent, run_dir, scratch):
             os.chown(made, owner[0], owner[1])
     atomic_write(run_dir / ".job.ad", ad_to_old(ad))
     atomic_write(run_dir / ".machine.ad", ad_to_old(machine_ad(queue)))
