@@ -4,7 +4,6 @@ a user needs in ErrImagePull: "manifest unknown", "unauthorized", "connection re
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -14,6 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from interlink_provider.bounded import run_bounded, text
 
 _MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
 # skopeo checks signatures against a policy: the cache pins digests itself, so it accepts any
@@ -49,22 +50,12 @@ def tool_message(stderr: str) -> str:
 
 async def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None) -> bytes:
     """stdout of argv; ToolFailed with the tool's message on a non-zero exit or the deadline."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(env) if env is not None else None,
-    )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        returncode, out, err = await run_bounded(argv, env, timeout)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
         raise ToolFailed(argv[0], f"no answer within {timeout:.0f} s") from None
-    if proc.returncode != 0:
-        raise ToolFailed(argv[0], tool_message(err.decode(errors="replace")))
+    if returncode != 0:
+        raise ToolFailed(argv[0], tool_message(text(err)))
     return out
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from interlink_provider import __version__, logsetup
+from interlink_provider.bounded import run_bounded, text
 from sidecars.core.kits import agentwire as wire
 from sidecars.core.kits import sitefs, workdir
-from sidecars.core.kits.bounded import run_bounded
 from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.workdir import DirectoryPlan, WorkdirError
 
@@ -153,7 +153,7 @@ class Agent:
             raise CommandNotRun(f"cannot run {command}: {exc}") from exc
         except TimeoutError as exc:
             raise CommandNotRun(f"{command} did not answer within {timeout:.0f}s") from exc
-        return {"returncode": returncode, "stdout": out, "stderr": err}
+        return {"returncode": returncode, "stdout": text(out), "stderr": text(err)}
 
 
 class CommandNotRun(Exception):

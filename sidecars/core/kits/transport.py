@@ -16,10 +16,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from interlink_provider.bounded import run_bounded, text
 from interlink_provider.refusals import Unreachable
 from interlink_provider.telemetry import tracing
 from interlink_provider.telemetry.metrics import COMMAND_SECONDS, COMMANDS
-from sidecars.core.kits.bounded import run_bounded
 from sidecars.core.kits.ratelimit import TokenBucket
 
 
@@ -119,7 +119,7 @@ class LocalTransport:
             except TimeoutError as exc:
                 raise TransportError(f"{command} did not answer within {timeout:.0f}s") from exc
             meter.exit_status(returncode == 0)
-        return CommandResult(argv=tuple(full), returncode=returncode, stdout=out, stderr=err)
+        return CommandResult(argv=tuple(full), returncode=returncode, stdout=text(out), stderr=text(err))
 
 
 def current_user() -> str:
