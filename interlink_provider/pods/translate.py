@@ -22,6 +22,7 @@ from .jobspec import (
     MountSpec,
     ProbeSpec,
     Resources,
+    RestartPolicy,
     VolumeSpec,
 )
 from .k8s import (
@@ -179,6 +180,14 @@ def _pod_level_env(hostname: str) -> list[tuple[str, str]]:
     return [("HOSTNAME", hostname)]
 
 
+def container_restart_policy(pod_policy: RestartPolicy, is_init: bool) -> RestartPolicy:
+    """How a container is restarted under the pod's restartPolicy: init containers are retried
+    on failure unless the pod says Never (Kubernetes' rule); the others follow the pod."""
+    if is_init:
+        return "Never" if pod_policy == "Never" else "OnFailure"
+    return pod_policy
+
+
 def _container(
     container: Container,
     index: int,
@@ -186,7 +195,7 @@ def _container(
     data: RetrievedPodData,
     volume_names: set[str],
     pod_env: list[tuple[str, str]],
-    pod_policy: str,
+    pod_policy: RestartPolicy,
     *,
     is_init: bool,
 ) -> ContainerSpec:
@@ -204,10 +213,7 @@ def _container(
         _mount(m, f"{where}.volumeMounts[{i}]", volume_names, variables) for i, m in enumerate(container.volume_mounts)
     )
     _distinct_mount_paths(mounts, where)
-    if is_init:
-        restart = "Never" if pod_policy == "Never" else "OnFailure"
-    else:
-        restart = pod_policy
+    restart = container_restart_policy(pod_policy, is_init)
     lifecycle = container.lifecycle
     return ContainerSpec(
         name=container.name,
@@ -218,7 +224,7 @@ def _container(
         working_dir=_working_dir(container.working_dir, where),
         mounts=mounts,
         is_init=is_init,
-        restart_policy=restart,  # type: ignore[arg-type]
+        restart_policy=restart,
         post_start=_handler(lifecycle.post_start, container, f"{where}.lifecycle.postStart") if lifecycle else None,
         pre_stop=_handler(lifecycle.pre_stop, container, f"{where}.lifecycle.preStop") if lifecycle else None,
         startup_probe=None if is_init else _probe(container.startup_probe, container, where),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
 import socket
 import time
 from collections import Counter
@@ -19,7 +18,7 @@ from pathlib import Path
 from sidecars.core.domain import rebuild
 from sidecars.core.domain.store import DamagedStore, Store, examine
 from sidecars.core.kits.backend import ListsOwnJobs, PollError
-from sidecars.core.kits.transport import TransportError
+from sidecars.core.kits.transport import TransportError, current_user
 from sidecars.daemon.config import SiteConfig
 from sidecars.daemon.site import make_site
 
@@ -85,8 +84,7 @@ async def _rebuild(config: SiteConfig, path: Path) -> rebuild.RebuildReport:
         jobs = await site.backend.list_own(config.job_name_prefix)
         await store.open()
         known = {record.uid for record in await store.all()}
-        own = pwd.getpwuid(os.geteuid()).pw_name
-        report = rebuild.rebuild(jobs, known, config.job_name_prefix, config.pods_root, own)
+        report = rebuild.rebuild(jobs, known, config.job_name_prefix, config.pods_root, current_user())
         for record in report.rebuilt:
             await store.insert(record)
         return report

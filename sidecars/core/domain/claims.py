@@ -18,7 +18,6 @@ from sidecars.core.domain import rebuild, status
 from sidecars.core.domain.book import PodBook
 from sidecars.core.domain.principal import Principal
 from sidecars.core.domain.records import PodRecord, PodStatuses, PodSummary
-from sidecars.core.kits.backend import COMPLETED, FAILED, JobInfo
 from sidecars.core.kits.sitefs import SiteFiles
 from sidecars.core.kits.transport import TransportError
 
@@ -84,8 +83,6 @@ class Claims:
         files = await self.files.for_account(record.account).read_pod(
             self.book.paths(record), [c.name for c in summary.containers]
         )
-        job = self.book.scheduler.jobs.get(record.uid) or JobInfo(
-            record.job_id, COMPLETED if all(f.exit_code == 0 for f in files.values()) else FAILED, raw_state="ENDED"
-        )
+        job = self.book.scheduler.jobs.get(record.uid) or status.ended_by_runner(record.job_id, files)
         view = status.PodView(containers=summary.containers, job=job, files=files, scheduler=self.scheduler_name)
         return status.statuses_of(view)

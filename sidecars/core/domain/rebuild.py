@@ -22,8 +22,8 @@ import posixpath
 import time
 from dataclasses import dataclass, field, replace
 
-from interlink_provider.pods.jobspec import RestartPolicy
-from interlink_provider.pods.k8s import Container, Pod
+from interlink_provider.pods.k8s import Pod
+from interlink_provider.pods.translate import container_restart_policy
 from interlink_provider.pods.validate import PodRejected, dns_label, pod_uid
 from sidecars.core.domain.records import ContainerInfo, PodRecord, PodSummary, Stage
 from sidecars.core.kits.backend import JobInfo
@@ -110,12 +110,8 @@ def claimed_summary(record: PodRecord, pod: Pod) -> PodSummary:
     """The record's summary with the pod's containers, as status computation needs them."""
     policy = pod.spec.restart_policy or "Always"
     containers = tuple(
-        [_info(c, True, "Never" if policy == "Never" else "OnFailure") for c in pod.spec.init_containers]
-        + [_info(c, False, policy) for c in pod.spec.containers]
+        ContainerInfo(c.name, c.image or "", is_init, container_restart_policy(policy, is_init))
+        for is_init, group in ((True, pod.spec.init_containers), (False, pod.spec.containers))
+        for c in group
     )
     return replace(record.summary, containers=containers, grace=pod.spec.termination_grace_period_seconds or 30)
-
-
-def _info(container: Container, is_init: bool, policy: str) -> ContainerInfo:
-    restart: RestartPolicy = policy if policy in ("Always", "OnFailure", "Never") else "Always"  # type: ignore[assignment]
-    return ContainerInfo(container.name, container.image or "", is_init, restart)

@@ -25,7 +25,7 @@ from sidecars.core.domain.settings import ServiceSettings
 from sidecars.core.domain.staging import StagingPhases, hold_running
 from sidecars.core.domain.submission import Submissions
 from sidecars.core.kits import faults
-from sidecars.core.kits.backend import COMPLETED, FAILED, PENDING, Backend, JobInfo, ListsOwnJobs, PollError
+from sidecars.core.kits.backend import PENDING, Backend, JobInfo, ListsOwnJobs, PollError
 from sidecars.core.kits.sitefs import SiteFiles
 from sidecars.core.kits.transport import TransportError
 from sidecars.core.kits.workdir import ContainerFiles, WorkdirError
@@ -203,8 +203,7 @@ class Reconciler:
                 changes["missing_since"] = missing_since
             if files and all(f.exit_code is not None or f.skipped for f in files.values()):
                 # Left the queue and accounting, but the runner recorded everything.
-                worst = max((f.exit_code or 0) for f in files.values())
-                job = JobInfo(record.job_id, COMPLETED if worst == 0 else FAILED, raw_state="ENDED")
+                job = status.ended_by_runner(record.job_id, files)
             elif now - missing_since > self.config.status.lost_after:
                 lost = True
             else:

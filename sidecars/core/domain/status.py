@@ -89,6 +89,13 @@ def container_status(info: ContainerInfo, state: dict[str, Any], files: Containe
     }
 
 
+def ended_by_runner(job_id: str, files: dict[str, ContainerFiles]) -> JobInfo:
+    """A job the scheduler no longer knows, ended as its runner recorded: failed if any container
+    exited non-zero (a container not run counts as 0)."""
+    worst = max((f.exit_code or 0 for f in files.values()), default=0)
+    return JobInfo(job_id, b.COMPLETED if worst == 0 else b.FAILED, raw_state="ENDED")
+
+
 def reason_word(text: str, default: str) -> str:
     """The scheduler's reason as a Kubernetes reason (one CamelCase word): 'Held: disk full'
     -> 'Held', 'Resources' -> 'Resources'; free text -> `default`."""
