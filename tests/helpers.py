@@ -44,17 +44,6 @@ def slurm(*argv: str, check: bool = True) -> str:
 
 
 _SCRATCH: dict[Path, Path] = {}
-_REMOVED_AT_EXIT: list[Path] = []
-
-
-def scratch_dir(prefix: str, mode: int, parent: str | None = None) -> Path:
-    """A new directory outside pytest's (0700) tree with `mode`, removed when the test process exits."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    path.chmod(mode)
-    if not _REMOVED_AT_EXIT:
-        atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _REMOVED_AT_EXIT])
-    _REMOVED_AT_EXIT.append(path)
-    return path
 
 
 def traversable_dir(owner: Path, prefix: str = "ilp-pods-") -> Path:
@@ -62,7 +51,11 @@ def traversable_dir(owner: Path, prefix: str = "ilp-pods-") -> Path:
     (a sidecar restarted on the same workdir finds its pods again), removed when the test
     process exits. The local site's pods run as an unprivileged account (ilp-local)."""
     if owner not in _SCRATCH:
-        _SCRATCH[owner] = scratch_dir(prefix, 0o711)
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+        path.chmod(0o711)
+        if not _SCRATCH:
+            atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _SCRATCH.values()])
+        _SCRATCH[owner] = path
     return _SCRATCH[owner]
 
 
@@ -95,7 +88,15 @@ def htcondor_overrides(workdir: Path, slots: int = 16) -> dict[str, Any]:
 def condor_queue_dir() -> Path:
     """A fresh emulator queue that every account may write (0777: a test host's, like /var/tmp),
     removed when the test process exits."""
-    return scratch_dir("ilp-condor-", 0o777, "/var/tmp")
+    path = Path(tempfile.mkdtemp(prefix="ilp-condor-", dir="/var/tmp"))
+    path.chmod(0o777)
+    if not _CONDOR_QUEUES:
+        atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _CONDOR_QUEUES])
+    _CONDOR_QUEUES.append(path)
+    return path
+
+
+_CONDOR_QUEUES: list[Path] = []
 
 
 class CondorSchedd:
@@ -205,9 +206,12 @@ def account_workdir(user: str, requested: Path) -> Path:
     restarted on its workdir finds its store again); removed when the test process exits."""
     key = (user, requested.resolve())
     if key not in _ACCOUNT_DIRS:
-        path = scratch_dir(f"ilp-{user}-", 0o711, "/var/tmp")  # the pods' accounts traverse it
+        path = Path(tempfile.mkdtemp(prefix=f"ilp-{user}-", dir="/var/tmp"))
         entry = pwd.getpwnam(user)
         os.chown(path, entry.pw_uid, entry.pw_gid)
+        path.chmod(0o711)  # the pods' accounts traverse it to their pods and staged files
+        if not _ACCOUNT_DIRS:
+            atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _ACCOUNT_DIRS.values()])
         _ACCOUNT_DIRS[key] = path
     return _ACCOUNT_DIRS[key]
 
