@@ -13,4 +13,5 @@ references, pull policies, credentials and the digests its live pods use.
   credentials  imagePullSecrets (.dockerconfigjson) matched to a reference's registry
   tools      skopeo and umoci run as subprocesses (never through a shell), with their errors parsed
   cache      the content-addressed cache: resolve, single-flight pull, unpack, publish, policy, LRU
+  pins       which cached image each container of a pod runs: a bash file its job script sources
 """

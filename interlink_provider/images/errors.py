@@ -9,6 +9,7 @@ ERR_IMAGE_PULL = "ErrImagePull"
 IMAGE_PULL_BACKOFF = "ImagePullBackOff"  # the caller's, after repeated ErrImagePull
 INVALID_IMAGE_NAME = "InvalidImageName"
 ERR_IMAGE_NEVER_PULL = "ErrImageNeverPull"
+CREATE_CONTAINER_ERROR = "CreateContainerError"
 
 
 class ImageError(Exception):
@@ -38,3 +39,9 @@ class ErrImageNeverPull(ImageError):
     """imagePullPolicy Never and the image is not in the cache."""
 
     reason = ERR_IMAGE_NEVER_PULL
+
+
+class CreateContainerError(ImageError):
+    """The image cannot start as it says, e.g. its User is not in its /etc/passwd."""
+
+    reason = CREATE_CONTAINER_ERROR

@@ -88,6 +88,7 @@ class ContainerSpec:
     liveness_probe: ProbeSpec | None = None
     readiness_probe: ProbeSpec | None = None
     gpus: int = 0
+    pull_policy: str = ""  # imagePullPolicy: Always, IfNotPresent, Never, or "" (Kubernetes' default by tag)
 
 
 @dataclass(frozen=True)

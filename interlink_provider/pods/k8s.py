@@ -191,6 +191,7 @@ class Container(K8sModel):
     security_context: SecurityContext | None = Field(None, alias="securityContext")
     # Sidecar-style init containers (KEP-753) carry restartPolicy: Always.
     restart_policy: str = Field("", alias="restartPolicy")
+    image_pull_policy: str = Field("", alias="imagePullPolicy")  # Always, IfNotPresent, Never ("": by tag)
 
 
 # --------------------------------------------------------------------------- volumes

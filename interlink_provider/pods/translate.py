@@ -231,7 +231,17 @@ def _container(
         liveness_probe=None if is_init else _probe(container.liveness_probe, container, where),
         readiness_probe=None if is_init else _probe(container.readiness_probe, container, where),
         gpus=_container_gpus(container, where),
+        pull_policy=_pull_policy(container.image_pull_policy, f"{where}.imagePullPolicy"),
     )
+
+
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+def _pull_policy(value: str, where: str) -> str:
+    if value and value not in PULL_POLICIES:
+        raise PodRejected(f"imagePullPolicy {value!r} is not one of {', '.join(PULL_POLICIES)}", field=where)
+    return value
 
 
 def _working_dir(value: str, where: str) -> str:

@@ -8,11 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .apptainer import ApptainerConfig, ApptainerRuntime, SingularityRuntime
 from .base import Bind, ImageDefaults, Launch, LaunchContext, Runtime
+from .charliecloud import CharliecloudConfig, CharliecloudRuntime
 from .enroot import EnrootConfig, EnrootRuntime
 from .host import HostRuntime
 from .sandbox import SandboxConfig, SandboxRuntime
 
-RuntimeName = Literal["apptainer", "singularity", "enroot", "sandbox", "host"]
+RuntimeName = Literal["apptainer", "singularity", "enroot", "charliecloud", "sandbox", "host"]
 
 
 class RuntimeConfig(BaseModel):
@@ -32,6 +33,9 @@ class RuntimeConfig(BaseModel):
         ApptainerConfig(executable="singularity"), description="the singularity runtime (SingularityCE)"
     )
     enroot: EnrootConfig = Field(EnrootConfig(), description="the enroot runtime")
+    charliecloud: CharliecloudConfig = Field(
+        CharliecloudConfig(), description="the charliecloud runtime (ch-run, images from the site's image cache)"
+    )
     sandbox: SandboxConfig = Field(
         SandboxConfig(), description="the sandbox runtime (bubblewrap); its image_defaults serve the host runtime too"
     )
@@ -44,6 +48,8 @@ def make_runtime(name: RuntimeName, config: RuntimeConfig) -> Runtime:
         return SingularityRuntime(config.singularity)
     if name == "enroot":
         return EnrootRuntime(config.enroot)
+    if name == "charliecloud":
+        return CharliecloudRuntime(config.charliecloud)
     if name == "sandbox":
         return SandboxRuntime(config.sandbox)
     return HostRuntime(config.sandbox)

@@ -35,6 +35,7 @@ class LaunchContext:
     extra_options: tuple[str, ...] = ()  # slurm-job.vk.io/<runtime>-options
     extra_mounts: tuple[str, ...] = ()  # slurm-job.vk.io/<runtime>-mounts: whole options, e.g. --bind a:b
     gpu_vendor: str = ""  # "nvidia" or "amd" when the container asks for GPUs
+    image_pin: str = ""  # the container's pin in the site's image cache (images.pins), when it has one
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ class Runtime(ABC):
     # Annotation stems read for extra options/mounts: slurm-job.vk.io/<stem>-options and
     # <stem>-mounts. interLink's own names are "singularity" (for Apptainer too) and "enroot".
     annotation_stems: tuple[str, ...] = ()
+    # The pod's images are pulled into the site's cache before its job is submitted.
+    uses_image_cache: bool = False
 
     @abstractmethod
     def launch(self, container: ContainerSpec, ctx: LaunchContext) -> Launch:

@@ -78,7 +78,8 @@ async def serve(config: SiteConfig, stop: asyncio.Event | None = None) -> None:
     site = make_site(config)
     backend = site.backend
     accounts = JobAccounts(site.files, allow_root=config.auth.allow_jobs_as_root)
-    service = SiteService(config, backend, store, stager, site.files, accounts)
+    images = config.images.open() if config.images else None
+    service = SiteService(config, backend, store, stager, site.files, accounts, images)
     await service.load()
     reconciler = Reconciler(config, service.book, backend, service.files, service.submissions, service.staging)
     await reconciler.recover()

@@ -22,6 +22,7 @@ JsonObject = dict[str, Any]
 class Stage(StrEnum):
     """Where a pod is in its life on the site (stored by value: the strings are the schema)."""
 
+    PULLING = "pulling"  # its images are being pulled into the site's cache; then staged in or submitted
     ACCEPTED = "accepted"  # recorded, not (yet) submitted; retried if submission failed transiently
     STAGING_IN = "staging-in"  # inputs are being staged; submitted afterwards
     SUBMITTING = "submitting"  # the submit command may be running: on restart, look the job up by name
@@ -58,6 +59,7 @@ class ContainerInfo:
     image: str
     is_init: bool
     restart_policy: RestartPolicy
+    pull_policy: str = ""  # imagePullPolicy as the pod gave it ("": Kubernetes' default by tag)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,13 @@ class PodSummary:
     def to_json(self) -> JsonObject:
         return {
             "containers": [
-                {"name": c.name, "image": c.image, "init": c.is_init, "restart_policy": c.restart_policy}
+                {
+                    "name": c.name,
+                    "image": c.image,
+                    "init": c.is_init,
+                    "restart_policy": c.restart_policy,
+                    **({"pull_policy": c.pull_policy} if c.pull_policy else {}),
+                }
                 for c in self.containers
             ],
             "sensitive_volumes": list(self.sensitive_volumes),
@@ -118,7 +126,8 @@ class PodSummary:
         final = data.get("final_status")
         return cls(
             containers=tuple(
-                ContainerInfo(c["name"], c["image"], bool(c["init"]), c["restart_policy"]) for c in data["containers"]
+                ContainerInfo(c["name"], c["image"], bool(c["init"]), c["restart_policy"], c.get("pull_policy", ""))
+                for c in data["containers"]
             ),
             grace=int(data.get("grace", 30)),
             runtime=str(data.get("runtime", "")),

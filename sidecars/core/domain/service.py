@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from interlink_provider.images.cache import ImageCache
 from interlink_provider.pods.annotations import RUNTIME
 from interlink_provider.pods.annotations import field as annotation_field
 from interlink_provider.pods.jobspec import JobSpec
@@ -40,6 +41,7 @@ from sidecars.core.domain import claims, status
 from sidecars.core.domain.accounts import JobAccounts
 from sidecars.core.domain.book import PodBook
 from sidecars.core.domain.errors import BadRequest, Conflict, Exhausted, Forbidden, NotFound, Unavailable
+from sidecars.core.domain.images import ImagePulls
 from sidecars.core.domain.principal import LOCAL, Principal
 from sidecars.core.domain.records import ContainerInfo, PodRecord, PodSummary, Stage
 from sidecars.core.domain.room import Room
@@ -83,7 +85,9 @@ class CreateResult:
 def summary_of(spec: JobSpec, runtime: Runtime, submission: Submission) -> PodSummary:
     """What the store keeps about a pod: names and images, never env values or secrets."""
     return PodSummary(
-        containers=tuple(ContainerInfo(c.name, c.image, c.is_init, c.restart_policy) for c in spec.all_containers()),
+        containers=tuple(
+            ContainerInfo(c.name, c.image, c.is_init, c.restart_policy, c.pull_policy) for c in spec.all_containers()
+        ),
         sensitive_volumes=tuple(v.name for v in spec.volumes if v.sensitive),
         grace=spec.grace_seconds,
         runtime=runtime.name,
@@ -103,6 +107,7 @@ class SiteService:
         stager: Stager | None = None,
         files: SiteFiles | None = None,
         accounts: JobAccounts | None = None,
+        images: ImageCache | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -112,6 +117,8 @@ class SiteService:
         self.book = PodBook(store, config.pods_root, config.site_name)
         self.submissions = Submissions(self.book, backend, config.max_concurrent_submits)
         self.staging = StagingPhases(self.book, self.submissions, stager, self.files) if stager else None
+        limit = config.images.size_limit_bytes if config.images else None
+        self.images = ImagePulls(self.book, images, self._pulled, limit) if images else None
         self.options = config.render_options()
         self.room = Room(self.book, config.max_pods, config.max_pods_per_identity)
         self.claims = claims.Claims(self.book, self.files, backend.display_name)
@@ -120,9 +127,18 @@ class SiteService:
 
     async def load(self) -> None:
         await self.book.load()
+        if self.images is not None:
+            self.images.keep_only({r.uid for r in self.book.all() if not r.stage.terminal})
+        for record in self.book.in_stage(Stage.PULLING):  # interrupted pulls start again
+            if self.images is not None:
+                self.images.start(record)
+            else:
+                log.error("pod %s waits for its images but this site has no image cache any more", record.uid)
 
     async def stop(self) -> None:
         await self.submissions.stop()
+        if self.images is not None:
+            await self.images.stop()
 
     # ------------------------------------------------------------------ what the adapters read
 
@@ -256,7 +272,9 @@ class SiteService:
     def _new_record(self, new: Prepared, principal: Principal) -> PodRecord:
         spec = new.spec
         summary = summary_of(spec, new.runtime, new.submission)
-        if spec.staging.inputs:
+        if new.runtime.uses_image_cache:
+            stage, waiting = Stage.PULLING, status.waiting("PullingImage", "waiting to pull its images")
+        elif spec.staging.inputs:
             stage, waiting = Stage.STAGING_IN, status.waiting("StagingIn", "resolving inputs")
         else:
             stage = Stage.ACCEPTED
@@ -276,12 +294,28 @@ class SiteService:
         )
 
     def _start(self, record: PodRecord) -> asyncio.Future[None] | None:
-        """Stage its inputs, or queue its submission (a future: resolved once it left the queue)."""
+        """Pull its images, stage its inputs, or queue its submission (a future: resolved once it
+        left the queue)."""
+        if record.stage == Stage.PULLING:
+            if self.images is None:  # the site's config lost its `images` section
+                raise Unavailable("this site has no image cache any more: the pod's images cannot be pulled")
+            self.images.start(record)
+            return None
         if record.stage == Stage.STAGING_IN:
             assert self.staging is not None
             self.staging.start(record)
             return None
         return self.submissions.enqueue(record.uid)
+
+    async def _pulled(self, record: PodRecord) -> None:
+        """Its images are pinned: on to stage-in or the submission queue (under the pod's lock)."""
+        if record.staging.inputs:
+            stage, waiting = Stage.STAGING_IN, status.waiting("StagingIn", "resolving inputs")
+        else:
+            stage = Stage.ACCEPTED
+            waiting = status.waiting("ContainerCreating", f"submitting to {self.config.site_name}")
+        statuses = status.uniform_statuses(record.summary.containers, waiting)
+        self._start(await self.book.save(record.uid, stage=stage, status=statuses))
 
     async def _remove_quietly(self, files: SiteFiles, paths: PodPaths) -> None:
         try:
@@ -311,6 +345,14 @@ class SiteService:
             if record.stage == Stage.FINISHED:
                 await self.book.save(uid, stage=Stage.DELETED, delete_requested_at=now)
                 return "finished before deletion"
+            if record.stage == Stage.PULLING:
+                if self.images is not None:
+                    self.images.release(uid)
+                self._forget_staging(uid)
+                await self.book.save(
+                    uid, stage=Stage.DELETED, delete_requested_at=now, finished_at=now, message="deleted while pulling"
+                )
+                return "pull stopped"
             if record.stage.staging:
                 if self.staging is not None:
                     self.staging.cancel(uid)  # stops its transfers

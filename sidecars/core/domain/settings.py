@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from interlink_provider.images.settings import ImagesConfig
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.runtimes import RuntimeConfig
 from interlink_provider.staging.config import StagingConfig
@@ -113,6 +114,11 @@ class ServiceSettings(Strict):
         description="how long a create waits for its job id; then it answers without one "
         "(the status shows the job once submitted)",
     )
+    images: ImagesConfig | None = Field(
+        None,
+        description="the image cache: pods of the charliecloud runtime run their own images, pulled here "
+        "before their jobs are submitted; that runtime is refused without it",
+    )
     staging: StagingConfig | None = Field(
         None, description="datalake staging (Rucio + XRootD); pods declaring data are refused without it"
     )
@@ -123,6 +129,8 @@ class ServiceSettings(Strict):
             allow_pre_exec=self.render.allow_pre_exec,
             allow_runtime_options=self.render.allow_runtime_options,
             sandbox_executable=self.runtime.sandbox.executable,
+            charliecloud_executable=self.runtime.charliecloud.executable,
             template_dir=self.render.template_dir,
             restart_backoff_seconds=self.render.restart_backoff_seconds,
+            image_cache=self.images.cache_dir if self.images else "",
         )

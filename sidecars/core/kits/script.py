@@ -17,6 +17,7 @@ from typing import Any
 
 import jinja2
 
+from interlink_provider.images.pins import pin_path
 from interlink_provider.pods.annotations import PRE_EXEC
 from interlink_provider.pods.annotations import field as annotation_field
 from interlink_provider.pods.jobspec import ContainerSpec, Handler, JobSpec, ProbeSpec
@@ -49,8 +50,10 @@ class RenderOptions:
     allow_pre_exec: bool = False  # the site's render.allow_pre_exec
     allow_runtime_options: bool = False  # the site's render.allow_runtime_options
     sandbox_executable: str = "bwrap"
+    charliecloud_executable: str = "ch-run"
     template_dir: str | None = None  # a site admin's own templates override ours
     restart_backoff_seconds: int = 10  # first back-off before restarting a container, doubling to 300
+    image_cache: str = ""  # the site's image cache (its pins tell jobs which image a container runs)
 
 
 @dataclass
@@ -171,6 +174,7 @@ def container_context(
         extra_options=runtime_options,
         extra_mounts=runtime_mounts,
         gpu_vendor=spec.resources.gpu_vendor,
+        image_pin=pin_path(options.image_cache, spec.uid, container.name) if options.image_cache else "",
     )
     hooks = [
         (name, Raw(handler_command(index, handler)))
@@ -211,6 +215,7 @@ def runner_context(spec: JobSpec, runtime: Runtime, paths: PodPaths, options: Re
         "passthrough_env": list(options.passthrough_env),
         "pre_exec": pre_exec,
         "sandbox_executable": options.sandbox_executable,
+        "charliecloud_executable": options.charliecloud_executable,
         "restart_backoff": options.restart_backoff_seconds,
     }
 

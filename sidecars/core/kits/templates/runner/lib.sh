@@ -159,6 +159,110 @@ ilp_sandbox() {  # ilp_sandbox ROOTFS GPU BWRAP_ARGS... -- COMMAND...
   exec env --ignore-signal=TERM "$ILP_SANDBOX" "${ILP_ARGS[@]}" "${mounts[@]}" -- "$@"
 }
 
+# charliecloud runtime: the pod's image from the site's cache (interlink_provider/runtimes/charliecloud.py)
+ilp_pinned() {  # PIN: the sidecar pinned this container's image before submitting the job
+  [[ -r $1 ]] && return 0
+  echo "no image pinned for this container ($1): the site's image cache is not reachable here" >&2
+  return 1
+}
+ilp_pin_name() { ILP_PIN_NAME=${1##*/}; ILP_PIN_NAME=${ILP_PIN_NAME%.sh}; }  # PIN -> container name
+ilp_image_env() {  # ILP_ENV <- what an image's process starts with: defaults, the image's Env, then $@
+  ILP_ENV=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" "HOME=/root"
+           "${ILP_IMAGE_ENV[@]}" "$@")
+}
+ilp_charliecloud() {  # PIN GPU MODE WORKDIR [--bind|--ro-bind SRC DST]... -- NAME=VALUE... -- WORDS...
+  local pin=$1 mode=$3 workdir=$4 scratch pid rc
+  shift 4
+  local -a binds=() env=() argv=()
+  while (( $# )) && [[ $1 != -- ]]; do
+    case $1 in
+      --bind|--ro-bind) binds+=("$1" "$2" "$3"); shift 3 ;;
+      *) echo "ilp_charliecloud: unexpected argument $1" >&2; return 125 ;;
+    esac
+  done
+  shift
+  while (( $# )) && [[ $1 != -- ]]; do env+=("$1"); shift; done
+  shift
+  # shellcheck source=/dev/null
+  source -- "$pin" || return 125
+  case $mode in  # Kubernetes' rule (interlink_provider/images/command.py)
+    command) argv=("$@") ;;
+    args) argv=("${ILP_IMAGE_ENTRYPOINT[@]}" "$@") ;;
+    *) argv=("${ILP_IMAGE_ENTRYPOINT[@]}" "${ILP_IMAGE_CMD[@]}") ;;
+  esac
+  if (( ${#argv[@]} == 0 )); then
+    echo "no command specified: neither the container nor its image names one" >&2
+    return 128
+  fi
+  [[ -n $workdir ]] || workdir=${ILP_IMAGE_WORKDIR:-/}
+  ilp_image_env "${env[@]}"
+  # The writable layer: node-local, private, gone with the container (a restart starts clean).
+  scratch=$(mktemp -d "${TMPDIR:-/tmp}/ilp-ch.XXXXXX") || return 125
+  ilp_pin_name "$pin"
+  ilp_put "$ILP_POD_DIR/containers/$ILP_PIN_NAME/ch_scratch" "$scratch"
+  trap ':' TERM INT
+  # A fresh bash runs ilp_ch_root: nothing of this script's own environment reaches the container.
+  env -i "${ILP_PASS[@]}" "${ILP_ENV[@]}" USER="$(id -un)" \
+    "$(command -v unshare)" -Urmu --propagation private -- "$BASH" -c "$(declare -f ilp_ch_root)"'; ilp_ch_root "$@"' \
+    ilp-ch-root "$scratch" "$ILP_IMAGE_ROOTFS" "$workdir" "$ILP_POD_HOSTNAME" "${binds[@]}" -- \
+    "$(command -v "$ILP_CHRUN")" -w -t --no-passwd -u "$ILP_IMAGE_UID" -g "$ILP_IMAGE_GID" -c "$workdir" \
+    "$scratch/root" -- "${argv[@]}" &
+  pid=$!
+  ilp_put "$ILP_POD_DIR/containers/$ILP_PIN_NAME/ch_pid" "$pid"
+  ilp_wait_pid "$pid"; rc=$?
+  chmod -R u+rwX -- "$scratch" 2>/dev/null; rm -rf -- "$scratch"
+  return "$rc"
+}
+ilp_ch_root() {  # SCRATCH ROOTFS WORKDIR HOSTNAME BINDS... -- CH-RUN...: as root of our own namespaces
+  local scratch=$1 lower=$2 workdir=$3 name=$4 root=$1/root flag source target path=$PATH
+  shift 4
+  PATH=/usr/sbin:/usr/bin:/sbin:/bin  # the host's tools; the container's PATH is back for ch-run
+  mkdir -p -- "$scratch/upper" "$scratch/work" "$root" || exit 125
+  mount -t overlay overlay -o "lowerdir=$lower,upperdir=$scratch/upper,workdir=$scratch/work" "$root" || exit 125
+  while (( $# )) && [[ $1 != -- ]]; do
+    flag=$1 source=$2 target=$root$3
+    shift 3
+    if [[ -d $source ]]; then
+      mkdir -p -- "$target"
+    else
+      mkdir -p -- "${target%/*}" && { [[ -e $target ]] || : >"$target"; }
+    fi || exit 125
+    mount --bind -- "$source" "$target" || exit 125
+    if [[ $flag == --ro-bind ]]; then mount -o remount,bind,ro -- "$target" || exit 125; fi
+  done
+  shift
+  mkdir -p -- "$root$workdir" 2>/dev/null  # the kubelet creates a missing workingDir
+  hostname -- "$name" 2>/dev/null
+  PATH=$path
+  exec "$@"
+}
+ilp_ch_started() {  # PID: the process runs the container's program, no longer one of ours that start it
+  local exe=/proc/$1/exe tool
+  [[ -e $exe ]] || return 1
+  for tool in "$BASH" "$(command -v env)" "$(command -v unshare)" "$(command -v "$ILP_CHRUN")"; do
+    [[ $exe -ef $tool ]] && return 1
+  done
+  return 0
+}
+ilp_charliecloud_exec() {  # PIN NAME=VALUE... -- COMMAND...: in the running container's namespaces
+  local pin=$1 pid waited=0
+  shift
+  local -a env=()
+  while (( $# )) && [[ $1 != -- ]]; do env+=("$1"); shift; done
+  shift
+  # shellcheck source=/dev/null
+  source -- "$pin" || return 125
+  ilp_pin_name "$pin"
+  # Until ch-run has handed over to the container's program, there is nothing to join.
+  while :; do
+    pid=$(cat -- "$ILP_POD_DIR/containers/$ILP_PIN_NAME/ch_pid" 2>/dev/null) && ilp_ch_started "$pid" && break
+    (( waited++ < 300 )) || { echo "container ${ILP_PIN_NAME} is not running" >&2; return 126; }
+    sleep 0.1
+  done
+  ilp_image_env "${env[@]}"
+  env -i "${ILP_PASS[@]}" "${ILP_ENV[@]}" "$(command -v nsenter)" -t "$pid" -U -m --preserve-credentials -w -- "$@"
+}
+
 # ---- lifecycle -----------------------------------------------------------------
 ilp_probe_loop() {  # INDEX KIND DELAY PERIOD TIMEOUT FAILURES SUCCESSES
   local i=$1 kind=$2 delay=$3 period=$4 timeout=$5 fth=$6 sth=$7 ok=0 bad=0

@@ -1,0 +1,76 @@
+"""The charliecloud runtime: the pod's own image, pulled into the site's cache, run by ch-run.
+
+Charliecloud (LANL) runs an unpacked image with unprivileged user namespaces, no daemon and no
+setuid helper. The image comes from the sidecar's image cache (`interlink_provider.images`): the
+sidecar pulls it on the login node before the job is submitted and pins each container to a
+digest; the job script sources the pin (`images.pins`) and needs no registry on the compute node.
+
+What the container sees, as under a kubelet: the image's filesystem with a private writable layer
+(an overlay in node-local temporary space, discarded when the container ends, as a container's
+writable layer is on restart), the pod's volumes at their mountPaths (created in that layer when
+the image lacks them), a private /tmp, the pod's hostname, and the process Kubernetes' rule gives
+(`images.command`): Entrypoint and Cmd unless the pod's command or args replace them, the image's
+Env under the pod's, its WorkingDir unless the pod sets one, its User (root when it names none).
+Files the container writes on volumes belong to the pod's account on the host. `kubectl exec`,
+exec probes and hooks run in the container's own namespaces (nsenter), so they see its /tmp.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..pods.jobspec import ContainerSpec
+from .base import Launch, LaunchContext, Runtime, reject
+
+
+class CharliecloudConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    executable: str = Field("ch-run", description="ch-run on the compute nodes (name or path)")
+
+
+def process_mode(container: ContainerSpec) -> str:
+    """Which of Kubernetes' three cases applies; the job script joins the image's words at run time."""
+    if container.command:
+        return "command"
+    if container.args:
+        return "args"
+    return "image"
+
+
+class CharliecloudRuntime(Runtime):
+    name = "charliecloud"
+    uses_image_cache = True
+
+    def __init__(self, config: CharliecloudConfig | None = None) -> None:
+        self.config = config or CharliecloudConfig()
+
+    def launch(self, container: ContainerSpec, ctx: LaunchContext) -> Launch:
+        if not ctx.image_pin:
+            raise reject(
+                container,
+                "the charliecloud runtime needs the site's image cache (its config has no `images` section)",
+            )
+        env = [f"{name}={value}" for name, value in container.env]
+        binds: list[str] = []
+        for bind in ctx.binds:
+            binds += ["--ro-bind" if bind.read_only else "--bind", bind.source, bind.target]
+        mode = process_mode(container)
+        words = [*container.command, *container.args] if mode == "command" else list(container.args)
+        run = (
+            "ilp_charliecloud",
+            ctx.image_pin,
+            "1" if container.gpus else "0",
+            mode,
+            container.working_dir,
+            *binds,
+            "--",
+            *env,
+            "--",
+            *words,
+        )
+        return Launch(
+            run=run,
+            exec_prefix=("ilp_charliecloud_exec", ctx.image_pin, *env, "--"),
+            prepare=(("ilp_pinned", ctx.image_pin),),
+        )

@@ -1,0 +1,206 @@
+"""Pods that run their own images (issue #19): a real sidecar (as the service account, with agents)
+pulls each pod's image from a real registry (CNCF Distribution, TLS from its own CA) into its
+image cache, pins the containers to digests, and submits the job to the real Slurm; the job runs
+the image with Charliecloud's ch-run as the pod's account, offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import subprocess
+
+import pytest
+
+from interlink_provider.cli.client import SidecarClient, pod_ref
+from interlink_provider.pods.phase import PENDING, SUCCEEDED, phase_of
+from tests.helpers import SERVICE_ACCOUNT, Sidecar, ensure_site_accounts, wait_for
+from tests.integration.test_images import IMAGES_SCRIPT, registry  # noqa: F401  (the module's registry)
+from tests.integration.test_rest_api import request_for, run_until
+from tests.podkit import pod
+
+CHARLIECLOUD = {"interlink.provider/runtime": "charliecloud"}
+
+
+@pytest.fixture
+def image_sidecar(local_site, registry, tmp_path):  # noqa: F811
+    """A sidecar offering the charliecloud runtime, with an image cache of its own (its account's)."""
+    ensure_site_accounts()
+    cache = registry.work / "caches" / f"sidecar-{os.getpid()}-{abs(hash(str(tmp_path))) % 10**6}"
+    cache.mkdir(parents=True)
+    os.chmod(cache.parent, 0o755)
+    account = pwd.getpwnam(SERVICE_ACCOUNT)
+    os.chown(cache, account.pw_uid, account.pw_gid)
+    overrides = {
+        "runtime": {"allowed": ["sandbox", "charliecloud"]},
+        "images": {"cache_dir": str(cache), "mirrors": registry.mirrors(), "cert_dir": str(registry.cert_dir)},
+    }
+    instance = Sidecar(tmp_path / "sidecar", overrides).start()
+    instance.cache = cache
+    yield instance
+    instance.stop()
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def image_pod(name: str, containers: list[dict], **kwargs) -> dict:
+    return request_for(
+        pod(containers, name=name, annotations={**CHARLIECLOUD, **kwargs.pop("annotations", {})}, **kwargs)
+    )
+
+
+async def logs(client: SidecarClient, req: dict, container: str) -> str:
+    meta = req["pod"]["metadata"]
+    return await client.logs_text({"PodUID": meta["uid"], "Namespace": meta["namespace"], "ContainerName": container})
+
+
+def waiting_reasons(answer: dict) -> list[str]:
+    return [(c.get("state") or {}).get("waiting", {}).get("reason", "") for c in answer.get("containers") or []]
+
+
+async def test_a_pod_runs_its_image_entrypoint_env_workdir_and_files(image_sidecar):
+    """The image's own Entrypoint, Cmd, Env and WorkingDir (ilp/entrypoint:1), and busybox's own
+    filesystem (its /etc holds only passwd and group, unlike the host's), run as the job's account."""
+    req = image_pod(
+        "images",
+        [
+            {"name": "entry", "image": "ilp/entrypoint:1"},
+            {"name": "args", "image": "ilp/entrypoint:1", "args": ["from-pod"]},
+            {
+                "name": "shell",
+                "image": "busybox",
+                "command": [
+                    "sh",
+                    "-c",
+                    "ls /etc; test ! -e /etc/debian_version && echo not-the-host; echo $GREETING; "
+                    "pwd; id -u; echo written > /data/out",
+                ],
+                "env": [{"name": "GREETING", "value": "pod"}],
+                "workingDir": "/data",
+                "volumeMounts": [{"name": "scratch", "mountPath": "/data"}],
+            },
+        ],
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+    )
+    uid = req["pod"]["metadata"]["uid"]
+    async with SidecarClient(image_sidecar.address) as client:
+        await client.create(req)
+        await run_until(client, uid, SUCCEEDED, timeout=120)
+        entry = await logs(client, req, "entry")
+        args = await logs(client, req, "args")
+        shell = await logs(client, req, "shell")
+    assert entry.split() == ["from-entrypoint", "default-arg"]
+    assert args.split() == ["from-entrypoint", "from-pod"]
+    assert shell.split() == ["group", "passwd", "not-the-host", "pod", "/data", "0"]
+    pins = list((image_sidecar.cache / "pins").glob("*/*.sh"))
+    assert {p.parent.name for p in pins} <= {uid}
+
+
+async def test_an_unknown_tag_waits_with_err_image_pull_and_the_registry_s_words(image_sidecar):
+    req = image_pod("unknown", [{"name": "c", "image": "busybox:no-such-tag", "command": ["true"]}])
+    uid = req["pod"]["metadata"]["uid"]
+    async with SidecarClient(image_sidecar.address) as client:
+        await client.create(req)
+
+        async def failed():
+            answer = (await client.status([pod_ref(uid)]))[0]
+            return answer if waiting_reasons(answer) == ["ErrImagePull"] else None
+
+        answer = await wait_for(failed, 30, what="ErrImagePull")
+        assert "manifest unknown" in answer["containers"][0]["state"]["waiting"]["message"]
+        assert phase_of(answer) == PENDING
+
+        async def backing_off():
+            answer = (await client.status([pod_ref(uid)]))[0]
+            return answer if waiting_reasons(answer) == ["ImagePullBackOff"] else None
+
+        answer = await wait_for(backing_off, 30, what="ImagePullBackOff")
+        message = answer["containers"][0]["state"]["waiting"]["message"]
+        assert message.startswith('Back-off pulling image "busybox:no-such-tag"') and "manifest unknown" in message
+        assert await client.delete(req["pod"])
+        assert not list(image_sidecar.pods_root.rglob("job.sh.*"))  # nothing was submitted
+        assert not (image_sidecar.cache / "pins" / uid).exists()
+
+
+async def test_an_invalid_image_name_is_shown_and_not_retried(image_sidecar):
+    req = image_pod("invalid", [{"name": "c", "image": "busybox:bad:tag", "command": ["true"]}])
+    uid = req["pod"]["metadata"]["uid"]
+    async with SidecarClient(image_sidecar.address) as client:
+        await client.create(req)
+
+        async def invalid():
+            answer = (await client.status([pod_ref(uid)]))[0]
+            return answer if waiting_reasons(answer) == ["InvalidImageName"] else None
+
+        await wait_for(invalid, 30, what="InvalidImageName")
+        await client.delete(req["pod"])
+
+
+async def test_probes_and_hooks_run_inside_the_running_container(image_sidecar):
+    """An exec readiness probe reads a file the container wrote in its private /tmp, and a
+    postStart hook writes one there: both join the container's namespaces."""
+    req = image_pod(
+        "probes",
+        [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["sh", "-c", "echo ok > /tmp/ready; sleep 4; cat /tmp/hooked"],
+                "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1},
+                "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo hooked > /tmp/hooked"]}}},
+            }
+        ],
+    )
+    uid = req["pod"]["metadata"]["uid"]
+    async with SidecarClient(image_sidecar.address) as client:
+        await client.create(req)
+
+        async def ready():
+            answer = (await client.status([pod_ref(uid)]))[0]
+            containers = answer.get("containers") or []
+            return answer if containers and containers[0].get("ready") else None
+
+        await wait_for(ready, 60, what="ready")
+        await run_until(client, uid, SUCCEEDED, timeout=60)
+        assert (await logs(client, req, "c")).strip() == "hooked"
+
+
+async def test_twenty_pods_of_one_image_pull_it_once_and_run_with_the_registry_stopped(image_sidecar, registry):  # noqa: F811
+    _, manifest = registry.manifest("ilp/entrypoint", "1")
+    blobs = sorted([manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]])
+    since = registry.log_offset()
+    reqs = [image_pod(f"many-{i}", [{"name": "c", "image": "ilp/entrypoint:1", "args": [str(i)]}]) for i in range(20)]
+    async with SidecarClient(image_sidecar.address) as client:
+        await asyncio.gather(*(client.create(req) for req in reqs))
+        for req in reqs:
+            await run_until(client, req["pod"]["metadata"]["uid"], SUCCEEDED, timeout=180)
+        assert sorted(registry.blob_gets("ilp/entrypoint", since)) == blobs  # one download for 20 pods
+        for i, req in enumerate(reqs[:3]):
+            assert (await logs(client, req, "c")).split() == ["from-entrypoint", str(i)]
+        # The registry gone: a pod of a cached image (IfNotPresent) still runs, offline.
+        env = {
+            **os.environ,
+            "ILP_SITE_DIR": str(registry.work / "site"),
+            "ILP_REGISTRY_PORT": registry.host.rsplit(":", 1)[1],
+        }
+        subprocess.run(["bash", str(IMAGES_SCRIPT), "stop"], env=env, check=True, capture_output=True)
+        try:
+            req = image_pod("offline", [{"name": "c", "image": "ilp/entrypoint:1", "imagePullPolicy": "IfNotPresent"}])
+            await client.create(req)
+            await run_until(client, req["pod"]["metadata"]["uid"], SUCCEEDED, timeout=120)
+            assert (await logs(client, req, "c")).split() == ["from-entrypoint", "default-arg"]
+            # ... while one that must ask the registry (Always) cannot
+            req = image_pod("always", [{"name": "c", "image": "ilp/entrypoint:1", "imagePullPolicy": "Always"}])
+            await client.create(req)
+            uid = req["pod"]["metadata"]["uid"]
+
+            async def refused():
+                answer = (await client.status([pod_ref(uid)]))[0]
+                return answer if waiting_reasons(answer) == ["ErrImagePull"] else None
+
+            answer = await wait_for(refused, 30, what="ErrImagePull")
+            assert "connection refused" in answer["containers"][0]["state"]["waiting"]["message"]
+            await client.delete(req["pod"])
+        finally:
+            subprocess.run(["bash", str(IMAGES_SCRIPT), "start"], env=env, check=True, capture_output=True)
