@@ -11,12 +11,15 @@
 #   deploy/local/images.sh build    the images only (the registry must be up)
 #   deploy/local/images.sh env      the exports a client needs (ILP_REGISTRY, ILP_REGISTRY_CERT_DIR)
 #
-# Images (the mirror of docker.io, so pods name them as usual; see interlink_provider/images):
+# Images (the mirror of docker.io and ghcr.io, so pods name them as usual; see IMAGES below and
+# interlink_provider/images), e.g.:
 #   library/busybox:latest   /bin/busybox and its applet links, Cmd ["sh"], Env PATH
 #   ilp/entrypoint:1         the same rootfs and /work; Entrypoint ["/bin/echo","from-entrypoint"],
 #                            Cmd ["default-arg"], Env GREETING=image, WorkingDir /work
+#   library/python:3.11-alpine  busybox and Debian's python3.11 with its standard library
 #
-# Environment: ILP_SITE_DIR (default <repo>/.site), ILP_REGISTRY_PORT (5443),
+# Environment: ILP_SITE_DIR (default <repo>/.site), ILP_REGISTRY_PORT (5443), ILP_REGISTRY_IMAGES
+# (the REPO:TAG names to build, space-separated; default: all of IMAGES),
 # ILP_REGISTRY_DIR ($ILP_SITE_DIR/registry: config, storage, certificate, log, PID file).
 # The certificate is signed by the site CA ($ILP_SITE_DIR/pki/ca.pem and ca.key, made by
 # site.sh); run alone on a directory without one, a CA of its own is made in $ILP_REGISTRY_DIR/pki.
@@ -173,24 +176,75 @@ build_image() {  # build_image REPO:TAG ROOTFS CONFIG_FLAGS...: a one-layer imag
   rm -rf "$work"
 }
 
+host_programs() {  # host_programs ROOTFS FILE...: host programs (or libraries) and the libraries they load
+  local root=$1 file lib
+  shift
+  for file in "$@"; do
+    cp -L --parents "$file" "$root/"
+    for lib in $(ldd "$file" 2>/dev/null | grep -o '/[^ ]*'); do
+      [[ -e $root$lib ]] || cp -L --parents "$lib" "$root/"
+    done
+  done
+}
+
+python_rootfs() {  # python_rootfs DIR: busybox and Debian's python3.11 with its standard library
+  local dir=$1
+  busybox_rootfs "$dir"
+  tar -C / --exclude='__pycache__' --exclude='python3.11/test' --exclude='python3.11/idlelib' \
+    --exclude='python3.11/tkinter' --exclude='python3.11/ensurepip' --exclude='python3.11/lib2to3' \
+    -cf - usr/lib/python3.11 | tar -C "$dir" -xf -
+  host_programs "$dir" /usr/bin/python3.11 "$dir"/usr/lib/python3.11/lib-dynload/*.so
+  ln -s python3.11 "$dir/usr/bin/python3"
+  ln -s python3.11 "$dir/usr/bin/python"
+}
+
+# The images the tests, the examples and interLink's vk-test-set name, under their usual names
+# (REPO:TAG, what the rootfs holds, its config): stand-ins built here from Debian's packages, not
+# the upstream images. busybox is busybox; python is busybox and Debian's python3.11, and so is
+# alpine (the vk-test-set runs python3 in alpine after an `apk add` it lets fail: no apk here);
+# nginx is Debian's nginx (nginx-light); cowsay is bash (the vk-test-set runs `/bin/bash -c` in it).
+IMAGES=(
+  "library/busybox:latest busybox --config.cmd sh"
+  "library/busybox:1.36 busybox --config.cmd sh"
+  "library/alpine:3 python --config.cmd /bin/sh"
+  "library/alpine:3.19 python --config.cmd /bin/sh"
+  "ilp/entrypoint:1 entrypoint --config.entrypoint /bin/echo --config.entrypoint from-entrypoint --config.cmd default-arg --config.env GREETING=image --config.workingdir /work"
+  "library/python:3.11-alpine python --config.cmd python3"
+  "library/python:alpine python --config.cmd python3"
+  "library/nginx:alpine nginx --config.cmd nginx"
+  "grycap/cowsay:latest bash --config.cmd /bin/bash"
+)
+
+rootfs_of() {  # rootfs_of KIND DIR
+  local kind=$1 dir=$2
+  case $kind in
+    busybox) busybox_rootfs "$dir" ;;
+    entrypoint) busybox_rootfs "$dir"; mkdir -p "$dir/work" ;;
+    python) python_rootfs "$dir" ;;
+    nginx) busybox_rootfs "$dir"; host_programs "$dir" /usr/sbin/nginx; mkdir -p "$dir/etc/nginx" "$dir/var/log/nginx" ;;
+    bash) busybox_rootfs "$dir"; rm -f "$dir/bin/bash"; host_programs "$dir" /bin/bash ;;
+  esac
+}
+
 build_images() {
   registry_up || { log "the registry is not up: $0 start"; return 1; }
-  local tmp path=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  local tmp entry ref kind config_text path=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  local -a config
   tmp=$(mktemp -d)
-  if in_registry library/busybox:latest; then
-    log "library/busybox:latest present"
-  else
-    busybox_rootfs "$tmp/busybox"
-    build_image library/busybox:latest "$tmp/busybox" --config.cmd sh --config.env "$path"
-  fi
-  if in_registry ilp/entrypoint:1; then
-    log "ilp/entrypoint:1 present"
-  else
-    busybox_rootfs "$tmp/entrypoint"
-    mkdir -p "$tmp/entrypoint/work"
-    build_image ilp/entrypoint:1 "$tmp/entrypoint" --config.entrypoint /bin/echo --config.entrypoint from-entrypoint \
-      --config.cmd default-arg --config.env "$path" --config.env GREETING=image --config.workingdir /work
-  fi
+  for entry in "${IMAGES[@]}"; do
+    read -r ref kind config_text <<<"$entry"
+    if [[ -n ${ILP_REGISTRY_IMAGES:-} && " $ILP_REGISTRY_IMAGES " != *" $ref "* ]]; then
+      continue
+    fi
+    if in_registry "$ref"; then
+      log "$ref present"
+      continue
+    fi
+    read -r -a config <<<"${config_text-}"
+    rm -rf "$tmp/rootfs"
+    rootfs_of "$kind" "$tmp/rootfs"
+    build_image "$ref" "$tmp/rootfs" --config.env "$path" "${config[@]}"
+  done
   rm -rf "$tmp"
 }
 

@@ -1,8 +1,10 @@
-"""Replay of interLink's vk-test-set three times: on the real local Slurm through the
+"""Replay of interLink's vk-test-set four times: on the real local Slurm through the
 sidecar's REST plugin API (as the upstream interLink API server calls it) and
 through our gateway (as the Virtual Kubelet calls the API) -> gRPC + TLS -> sidecar;
-and through the REST plugin API of a sidecar on the HTCondor backend (against the
-HTCondor CLI emulator, tests/emulators/htcondor: no HTCondor daemons run here).
+through the REST plugin API of a sidecar on the HTCondor backend (against the
+HTCondor CLI emulator, tests/emulators/htcondor: no HTCondor daemons run here); and
+on Slurm with the charliecloud runtime, every pod running the image it names, pulled
+from the local site's registry (stand-ins built by deploy/local/images.sh).
 
 Every template is rendered with the values interLink's own CI uses, its objects
 are sent the way the Virtual Kubelet and interLink API would send them (Jobs are
@@ -14,8 +16,11 @@ our /status answers, and regexes over our /getLogs answers.
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import re
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,7 +35,7 @@ from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods import manifest
 from interlink_provider.pods.phase import FAILED, SUCCEEDED, phase_of
 from tests.federation import GatewayProcess, as_vk_request, grpc_sidecar, wait_until_up
-from tests.helpers import REPO, Sidecar, htcondor_overrides, pod_dir
+from tests.helpers import REPO, SERVICE_ACCOUNT, Sidecar, htcondor_overrides, pod_dir, site_dir
 
 SUITE = Path(__file__).parent / "vk-test-set"
 CONFIG = yaml.safe_load((SUITE / "config" / "interLink-ci-vktest_config.yaml").read_text())
@@ -75,6 +80,7 @@ class Route:
     address: str
     sidecar: Sidecar
     gateway: bool
+    images: bool = False  # the pods run their own images (charliecloud): /tmp is the container's own
 
 
 async def _create(client: SidecarClient, r: Rendered, pod: dict[str, Any], job=None, attempt: int = 1) -> None:
@@ -119,6 +125,15 @@ async def _retry_failed_jobs(client: SidecarClient, r: Rendered, phases: dict[st
             await _create(client, r, job.make_pod(), job, entry["attempt"] + 1)
 
 
+async def _container_states(client: SidecarClient, pods: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a failure message needs: each pod's container states, by pod name."""
+    refs = [pod_ref(p["uid"], p["pod"]["metadata"]["name"], p["pod"]["metadata"]["namespace"]) for p in pods]
+    return {
+        a["name"]: {c["name"]: c["state"] for c in [*a.get("initContainers", []), *a.get("containers", [])]}
+        for a in await client.status(refs)
+    }
+
+
 def _log_check(check: dict[str, Any], text: str) -> bool:
     matches = re.findall(check["regex"], text)
     operator = check.get("operator", "Exists")
@@ -152,13 +167,18 @@ async def validate(client: SidecarClient, r: Rendered) -> None:
             if all(s == wanted for s in seen):
                 continue
             wrong_terminal = [s for s in seen if s in (SUCCEEDED, FAILED) and s != wanted]
-            assert not wrong_terminal, f"{r.template}: {check['name']} ended {wrong_terminal}, expected {wanted}"
+            if wrong_terminal:
+                states = await _container_states(client, pods)
+                raise AssertionError(f"{r.template}: {check['name']} ended {wrong_terminal}, expected {wanted}: {states}")
             still.append(check)
         pending_pods = still
         if pending_pods:
-            assert time.monotonic() < deadline, (
-                f"{r.template}: pods not {[c.get('status', SUCCEEDED) for c in pending_pods]} after {timeout}s: {phases}"
-            )
+            if time.monotonic() >= deadline:
+                states = await _container_states(client, [p for c in pending_pods for p in _matching(r, c["name"])])
+                raise AssertionError(
+                    f"{r.template}: pods not {[c.get('status', SUCCEEDED) for c in pending_pods]} "
+                    f"after {timeout}s: {states}"
+                )
             await asyncio.sleep(0.5)
     for check in r.validation.get("check_logs") or []:
         pods = _matching(r, check["name"])
@@ -183,16 +203,43 @@ async def validate(client: SidecarClient, r: Rendered) -> None:
             await asyncio.sleep(0.5)
 
 
-@pytest.fixture(scope="module", params=["rest", "gateway", "htcondor"])
+def charliecloud_overrides(cache: Path) -> dict[str, Any]:
+    """The pods' own images from the local site's registry (deploy/local/images.sh builds the
+    vk-test-set's images under their usual names), pulled into `cache`, run by ch-run."""
+    registry = site_dir() / "registry"
+    mirror = "127.0.0.1:" + os.environ.get("ILP_REGISTRY_PORT", "5443")
+    return {
+        "runtime": {"default": "charliecloud"},
+        "images": {
+            "cache_dir": str(cache),
+            "mirrors": {"docker.io": mirror, "ghcr.io": mirror},
+            "cert_dir": str(registry / "certs"),
+        },
+    }
+
+
+@pytest.fixture(scope="module", params=["rest", "gateway", "htcondor", "charliecloud"])
 def route(request, local_site, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"vk-test-set-{request.param}")
-    if request.param in ("rest", "htcondor"):
-        # htcondor: the same REST plugin API, a sidecar on the HTCondor backend (emulated CLI)
-        overrides = htcondor_overrides(root, slots=32) if request.param == "htcondor" else {}
+    if request.param in ("rest", "htcondor", "charliecloud"):
+        # htcondor: the same REST plugin API, a sidecar on the HTCondor backend (emulated CLI);
+        # charliecloud: the REST plugin API on Slurm, each pod running its own image
+        overrides: dict[str, Any] = {}
+        cache = None
+        if request.param == "htcondor":
+            overrides = htcondor_overrides(root, slots=32)
+        elif request.param == "charliecloud":
+            cache = Path(tempfile.mkdtemp(prefix="ilp-vk-images-", dir="/tmp"))
+            account = pwd.getpwnam(SERVICE_ACCOUNT)
+            os.chown(cache, account.pw_uid, account.pw_gid)
+            os.chmod(cache, 0o755)
+            overrides = charliecloud_overrides(cache)
         instance = Sidecar(root, overrides).start()
-        yield Route(instance.address, instance, gateway=False)
+        yield Route(instance.address, instance, gateway=False, images=cache is not None)
         instance.wait_jobs_gone()
         instance.stop()
+        if cache is not None:
+            shutil.rmtree(cache, ignore_errors=True)
         return
     request.getfixturevalue("unix_accounts")
     idp = request.getfixturevalue("idp")
@@ -269,7 +316,8 @@ def test_template(template, submitted, route):
             finally:
                 for entry in r.pods:  # clean_configs: the pods are deleted in every case
                     await client.delete(entry["pod"])
-            if template == "115-lifecycle-hooks.yaml":
+            # (with images, /tmp is a private tmpfs gone with the container: nothing to read after)
+            if template == "115-lifecycle-hooks.yaml" and not route.images:
                 await _check_prestop(route.sidecar, r)
 
     asyncio.run(go())

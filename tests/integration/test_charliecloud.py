@@ -17,7 +17,7 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods.phase import PENDING, SUCCEEDED, phase_of
 from tests.helpers import SERVICE_ACCOUNT, Sidecar, ensure_site_accounts, wait_for
-from tests.integration.test_images import IMAGES_SCRIPT, registry  # noqa: F401  (the module's registry)
+from tests.integration.test_images import IMAGES_SCRIPT, TEST_IMAGES, registry  # noqa: F401  (the module's registry)
 from tests.integration.test_rest_api import request_for, run_until
 from tests.podkit import pod
 
@@ -183,6 +183,7 @@ async def test_twenty_pods_of_one_image_pull_it_once_and_run_with_the_registry_s
             **os.environ,
             "ILP_SITE_DIR": str(registry.work / "site"),
             "ILP_REGISTRY_PORT": registry.host.rsplit(":", 1)[1],
+            **TEST_IMAGES,
         }
         subprocess.run(["bash", str(IMAGES_SCRIPT), "stop"], env=env, check=True, capture_output=True)
         try:

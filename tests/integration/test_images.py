@@ -33,6 +33,8 @@ from interlink_provider.images.reference import parse
 from tests.helpers import REPO
 
 IMAGES_SCRIPT = REPO / "deploy" / "local" / "images.sh"
+# The images these tests use (deploy/local/images.sh builds only these for them).
+TEST_IMAGES = {"ILP_REGISTRY_IMAGES": "library/busybox:latest ilp/entrypoint:1"}
 MANIFEST_TYPES = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 POD_ACCOUNT = "ilp-bob"
 
@@ -93,7 +95,7 @@ def registry():
     work = Path(tempfile.mkdtemp(prefix="ilp-images-", dir="/tmp"))
     os.chmod(work, 0o755)
     port = _free_port()
-    env = {**os.environ, "ILP_SITE_DIR": str(work / "site"), "ILP_REGISTRY_PORT": str(port)}
+    env = {**os.environ, **TEST_IMAGES, "ILP_SITE_DIR": str(work / "site"), "ILP_REGISTRY_PORT": str(port)}
     try:
         started = _script("start", env)
         if started.returncode != 0:
@@ -118,6 +120,7 @@ def test_images_script_is_idempotent_and_reproducible(registry):
     timestamp build: the same on every site."""
     env = {
         **os.environ,
+        **TEST_IMAGES,
         "ILP_SITE_DIR": str(registry.work / "site"),
         "ILP_REGISTRY_PORT": registry.host.rsplit(":", 1)[1],
     }
@@ -133,7 +136,7 @@ def test_images_script_is_idempotent_and_reproducible(registry):
     # built again elsewhere (another directory, port and CA, a second later): the same digests
     time.sleep(1)
     other = registry.work / "other"
-    other_env = {**os.environ, "ILP_SITE_DIR": str(other), "ILP_REGISTRY_PORT": str(_free_port())}
+    other_env = {**os.environ, **TEST_IMAGES, "ILP_SITE_DIR": str(other), "ILP_REGISTRY_PORT": str(_free_port())}
     try:
         built = _script("start", other_env)
         assert built.returncode == 0, built.stderr
@@ -389,6 +392,7 @@ def private_registry(registry):
     os.chmod(work / "auth.json", 0o600)
     env = {
         **os.environ,
+        **TEST_IMAGES,
         "ILP_SITE_DIR": str(work / "site"),
         "ILP_REGISTRY_PORT": str(port),
         "ILP_REGISTRY_HTPASSWD": str(work / "htpasswd"),

@@ -214,24 +214,34 @@ ilp_charliecloud() {  # PIN GPU MODE WORKDIR [--bind|--ro-bind SRC DST]... -- NA
   return "$rc"
 }
 ilp_ch_root() {  # SCRATCH ROOTFS WORKDIR HOSTNAME BINDS... -- CH-RUN...: as root of our own namespaces
-  local scratch=$1 lower=$2 workdir=$3 name=$4 root=$1/root flag source target path=$PATH
+  local scratch=$1 lower=$2 workdir=$3 name=$4 upper=$1/upper root=$1/root flag source target path=$PATH
   shift 4
   PATH=/usr/sbin:/usr/bin:/sbin:/bin  # the host's tools; the container's PATH is back for ch-run
-  mkdir -p -- "$scratch/upper" "$scratch/work" "$root" || exit 125
-  mount -t overlay overlay -o "lowerdir=$lower,upperdir=$scratch/upper,workdir=$scratch/work" "$root" || exit 125
+  mkdir -p -- "$upper" "$scratch/work" "$root" || exit 125
+  # Mount points and the working directory are made in the writable layer before it is mounted:
+  # the image's own directories belong to the cache's account, not writable from here, and a
+  # symbolic link of the image on the way is shadowed, never followed out of the container.
+  local -a binds=()
   while (( $# )) && [[ $1 != -- ]]; do
+    binds+=("$1" "$2" "$3")
+    if [[ -d $2 ]]; then
+      mkdir -p -- "$upper$3"
+    else
+      mkdir -p -- "$upper$(dirname -- "$3")" && { [[ -e $upper$3 ]] || : >"$upper$3"; }
+    fi || exit 125
+    shift 3
+  done
+  shift
+  mkdir -p -- "$upper$workdir" || exit 125  # the kubelet creates a missing workingDir
+  mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$scratch/work" "$root" || exit 125
+  set -- "${binds[@]}" -- "$@"
+  while [[ $1 != -- ]]; do
     flag=$1 source=$2 target=$root$3
     shift 3
-    if [[ -d $source ]]; then
-      mkdir -p -- "$target"
-    else
-      mkdir -p -- "${target%/*}" && { [[ -e $target ]] || : >"$target"; }
-    fi || exit 125
     mount --bind -- "$source" "$target" || exit 125
     if [[ $flag == --ro-bind ]]; then mount -o remount,bind,ro -- "$target" || exit 125; fi
   done
   shift
-  mkdir -p -- "$root$workdir" 2>/dev/null  # the kubelet creates a missing workingDir
   hostname -- "$name" 2>/dev/null
   PATH=$path
   exec "$@"
