@@ -169,7 +169,9 @@ async def validate(client: SidecarClient, r: Rendered) -> None:
             wrong_terminal = [s for s in seen if s in (SUCCEEDED, FAILED) and s != wanted]
             if wrong_terminal:
                 states = await _container_states(client, pods)
-                raise AssertionError(f"{r.template}: {check['name']} ended {wrong_terminal}, expected {wanted}: {states}")
+                raise AssertionError(
+                    f"{r.template}: {check['name']} ended {wrong_terminal}, expected {wanted}: {states}"
+                )
             still.append(check)
         pending_pods = still
         if pending_pods:
