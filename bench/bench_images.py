@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from interlink_provider.cli.client import SidecarClient, pod_ref  # noqa: E402
 from interlink_provider.pods import manifest  # noqa: E402
-from interlink_provider.pods.phase import RUNNING, SUCCEEDED, phase_of  # noqa: E402
+from interlink_provider.pods.phase import FAILED, RUNNING, SUCCEEDED, phase_of  # noqa: E402
 from tests.helpers import SERVICE_ACCOUNT, SITE_SCRIPT, Sidecar, ensure_site_accounts, site_dir  # noqa: E402
 
 IMAGES = REPO / "deploy" / "local" / "images.sh"
@@ -69,6 +69,7 @@ def build_big_image(size_mib: int) -> str:
             ["umoci", "init", "--layout", str(work / "oci")],
             ["umoci", "new", "--image", layout],
             ["umoci", "insert", "--image", layout, str(rootfs), "/"],
+            # no /etc, /dev, /proc, /sys or /tmp: a minimal image, as FROM scratch builds them
             ["umoci", "config", "--image", layout, "--config.cmd", "sh", "--config.env", "PATH=/bin"],
             ["skopeo", "copy", "-q", "--dest-cert-dir", str(cert_dir), f"oci:{layout}", f"docker://{REGISTRY}/{ref}"],
         ):
@@ -108,14 +109,17 @@ def image_sidecar(root: Path) -> tuple[Sidecar, Path]:
     return Sidecar(root, overrides).start(), cache
 
 
-async def until(client: SidecarClient, uid: str, phases: tuple[str, ...], timeout: float = 600) -> str:
+async def until(client: SidecarClient, uid: str, phases: tuple[str, ...], timeout: float = 300) -> str:
     deadline = time.monotonic() + timeout
+    answers: list[dict] = []
     while time.monotonic() < deadline:
         answers = await client.status([pod_ref(uid)])
         if answers and phase_of(answers[0]) in phases:
             return phase_of(answers[0])
+        if answers and phase_of(answers[0]) == FAILED:
+            raise RuntimeError(f"pod {uid} failed: {answers[0]['containers']}")
         await asyncio.sleep(0.05)
-    raise TimeoutError(f"pod {uid} not {phases} after {timeout}s")
+    raise TimeoutError(f"pod {uid} not {phases} after {timeout}s: {answers}")
 
 
 async def create_to_running(client: SidecarClient, request: dict) -> float:

@@ -233,6 +233,8 @@ ilp_ch_root() {  # SCRATCH ROOTFS WORKDIR HOSTNAME BINDS... -- CH-RUN...: as roo
   done
   shift
   mkdir -p -- "$upper$workdir" || exit 125  # the kubelet creates a missing workingDir
+  # ch-run's own mount points, which a minimal image (FROM scratch) may lack
+  mkdir -p -- "$upper/dev" "$upper/proc" "$upper/sys" "$upper/tmp" "$upper/etc" "$upper/home" || exit 125
   mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$scratch/work" "$root" || exit 125
   set -- "${binds[@]}" -- "$@"
   while [[ $1 != -- ]]; do
