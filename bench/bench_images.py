@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from interlink_provider.cli.client import SidecarClient, pod_ref  # noqa: E402
 from interlink_provider.pods import manifest  # noqa: E402
 from interlink_provider.pods.phase import FAILED, RUNNING, SUCCEEDED, phase_of  # noqa: E402
+from tests import imagekit  # noqa: E402
 from tests.helpers import SERVICE_ACCOUNT, SITE_SCRIPT, Sidecar, ensure_site_accounts, site_dir  # noqa: E402
 
 IMAGES = REPO / "deploy" / "local" / "images.sh"
@@ -47,35 +48,7 @@ def registry_dir() -> Path:
 def build_big_image(size_mib: int) -> str:
     """ilp/bench-big:<size> in the local registry (built once): its reference."""
     ref = f"ilp/bench-big:{size_mib}"
-    cert_dir = registry_dir() / "certs"
-    present = subprocess.run(
-        ["skopeo", "inspect", "--raw", "--cert-dir", str(cert_dir), f"docker://{REGISTRY}/{ref}"], capture_output=True
-    )
-    if present.returncode == 0:
-        return ref
-    work = Path(tempfile.mkdtemp(prefix="ilp-bench-image-"))
-    try:
-        rootfs = work / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
-        for applet in ("sh", "sleep", "true", "echo"):
-            (rootfs / "bin" / applet).symlink_to("busybox")
-        (rootfs / "data").mkdir()
-        with open(rootfs / "data" / "random.bin", "wb") as out:
-            for _ in range(size_mib):
-                out.write(os.urandom(2**20))
-        layout = f"{work / 'oci'}:img"
-        for argv in (
-            ["umoci", "init", "--layout", str(work / "oci")],
-            ["umoci", "new", "--image", layout],
-            ["umoci", "insert", "--image", layout, str(rootfs), "/"],
-            # no /etc, /dev, /proc, /sys or /tmp: a minimal image, as FROM scratch builds them
-            ["umoci", "config", "--image", layout, "--config.cmd", "sh", "--config.env", "PATH=/bin"],
-            ["skopeo", "copy", "-q", "--dest-cert-dir", str(cert_dir), f"oci:{layout}", f"docker://{REGISTRY}/{ref}"],
-        ):
-            subprocess.run(argv, check=True, capture_output=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    imagekit.push_random_image(REGISTRY, registry_dir() / "certs", ref, size_mib)
     return ref
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods.phase import PENDING, SUCCEEDED, phase_of
+from tests import imagekit
 from tests.helpers import SERVICE_ACCOUNT, Sidecar, ensure_site_accounts, wait_for
 from tests.integration.test_images import IMAGES_SCRIPT, TEST_IMAGES, registry  # noqa: F401  (the module's registry)
 from tests.integration.test_rest_api import request_for, run_until
@@ -205,3 +206,32 @@ async def test_twenty_pods_of_one_image_pull_it_once_and_run_with_the_registry_s
             await client.delete(req["pod"])
         finally:
             subprocess.run(["bash", str(IMAGES_SCRIPT), "start"], env=env, check=True, capture_output=True)
+
+
+async def test_a_sidecar_killed_mid_download_resumes_the_pull_and_submits_once(image_sidecar, registry):  # noqa: F811
+    """SIGKILL while skopeo is downloading a 96 MiB image (its work directory is in the cache's
+    tmp/): the restarted sidecar sweeps the partial download, pulls again, and the pod runs from
+    an intact image, submitted once. The image is minimal (no /etc, /dev, /proc, /sys, /tmp)."""
+    imagekit.push_random_image(registry.host, registry.cert_dir, "ilp/big:96", 96)
+    req = image_pod(
+        "killed",
+        [{"name": "c", "image": "ilp/big:96", "command": ["sh", "-c", "cat /data/random.bin | wc -c"]}],
+    )
+    uid = req["pod"]["metadata"]["uid"]
+    tmp = image_sidecar.cache / "tmp"
+    async with SidecarClient(image_sidecar.address) as client:
+        await client.create(req)
+
+        async def downloading():
+            return [p for p in tmp.iterdir() if p.name.startswith("pull-")] if tmp.exists() else []
+
+        await wait_for(downloading, 30, interval=0.01, what="a download under way")
+    image_sidecar.kill()
+    assert not list((image_sidecar.cache / "images").iterdir())  # nothing half-published
+    image_sidecar.start()
+    async with SidecarClient(image_sidecar.address) as client:
+        await run_until(client, uid, SUCCEEDED, timeout=120)
+        assert (await logs(client, req, "c")).split() == [str(96 * 2**20)]
+    assert [p.name for p in tmp.iterdir()] == []
+    assert len(list((image_sidecar.cache / "images").iterdir())) == 1
+    assert len(image_sidecar.jobs_named(image_sidecar.prefix + uid)) == 1

@@ -1,0 +1,46 @@
+"""Building test images: a busybox shell and a file of random bytes (so compression cannot shrink
+the download), pushed to a registry with umoci and skopeo, for tests and benches that need an
+image bigger than the local site's stand-ins."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+def in_registry(host: str, cert_dir: Path, ref: str) -> bool:
+    argv = ["skopeo", "inspect", "--raw", "--cert-dir", str(cert_dir), f"docker://{host}/{ref}"]
+    return subprocess.run(argv, capture_output=True).returncode == 0
+
+
+def push_random_image(host: str, cert_dir: Path, ref: str, size_mib: int) -> None:
+    """`ref` (e.g. ilp/big:200) in the registry at `host`, built once: busybox's sh, sleep, true,
+    echo, cat and wc, /data/random.bin of `size_mib` MiB, Cmd sh, PATH=/bin. No /etc, /dev, /proc, /sys
+    or /tmp: a minimal image, as FROM scratch builds them."""
+    if in_registry(host, cert_dir, ref):
+        return
+    work = Path(tempfile.mkdtemp(prefix="ilp-test-image-"))
+    try:
+        rootfs = work / "rootfs"
+        (rootfs / "bin").mkdir(parents=True)
+        shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
+        for applet in ("sh", "sleep", "true", "echo", "cat", "wc"):
+            (rootfs / "bin" / applet).symlink_to("busybox")
+        (rootfs / "data").mkdir()
+        with open(rootfs / "data" / "random.bin", "wb") as out:
+            for _ in range(size_mib):
+                out.write(os.urandom(2**20))
+        layout = f"{work / 'oci'}:img"
+        for argv in (
+            ["umoci", "init", "--layout", str(work / "oci")],
+            ["umoci", "new", "--image", layout],
+            ["umoci", "insert", "--image", layout, str(rootfs), "/"],
+            ["umoci", "config", "--image", layout, "--config.cmd", "sh", "--config.env", "PATH=/bin"],
+            ["skopeo", "copy", "-q", "--dest-cert-dir", str(cert_dir), f"oci:{layout}", f"docker://{host}/{ref}"],
+        ):
+            subprocess.run(argv, check=True, capture_output=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
