@@ -293,8 +293,13 @@ class PodSecurityContext(K8sModel):
     run_as_group: int | None = Field(None, alias="runAsGroup")
 
 
+class LocalObjectReference(K8sModel):
+    name: str = ""
+
+
 class PodSpec(K8sModel):
     containers: NullableList[Container] = []
+    image_pull_secrets: NullableList[LocalObjectReference] = Field([], alias="imagePullSecrets")
     init_containers: NullableList[Container] = Field([], alias="initContainers")
     volumes: NullableList[Volume] = []
     restart_policy: Literal["Always", "OnFailure", "Never", ""] = Field("Always", alias="restartPolicy")

@@ -7,6 +7,8 @@ the image with Charliecloud's ch-run as the pod's account, offline.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import pwd
 import shutil
@@ -18,7 +20,14 @@ from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods.phase import PENDING, SUCCEEDED, phase_of
 from tests import imagekit
 from tests.helpers import SERVICE_ACCOUNT, Sidecar, ensure_site_accounts, wait_for
-from tests.integration.test_images import IMAGES_SCRIPT, TEST_IMAGES, registry  # noqa: F401  (the module's registry)
+from tests.integration.test_images import (  # this module's registries
+    IMAGES_SCRIPT,
+    PRIVATE_PASSWORD,
+    PRIVATE_USER,
+    TEST_IMAGES,
+    private_registry,
+    registry,
+)
 from tests.integration.test_rest_api import request_for, run_until
 from tests.podkit import pod
 
@@ -26,7 +35,7 @@ CHARLIECLOUD = {"interlink.provider/runtime": "charliecloud"}
 
 
 @pytest.fixture
-def image_sidecar(local_site, registry, tmp_path):  # noqa: F811
+def image_sidecar(local_site, registry, tmp_path):
     """A sidecar offering the charliecloud runtime, with an image cache of its own (its account's)."""
     ensure_site_accounts()
     cache = registry.work / "caches" / f"sidecar-{os.getpid()}-{abs(hash(str(tmp_path))) % 10**6}"
@@ -167,7 +176,7 @@ async def test_probes_and_hooks_run_inside_the_running_container(image_sidecar):
         assert (await logs(client, req, "c")).strip() == "hooked"
 
 
-async def test_twenty_pods_of_one_image_pull_it_once_and_run_with_the_registry_stopped(image_sidecar, registry):  # noqa: F811
+async def test_twenty_pods_of_one_image_pull_it_once_and_run_with_the_registry_stopped(image_sidecar, registry):
     _, manifest = registry.manifest("ilp/entrypoint", "1")
     blobs = sorted([manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]])
     since = registry.log_offset()
@@ -208,7 +217,7 @@ async def test_twenty_pods_of_one_image_pull_it_once_and_run_with_the_registry_s
             subprocess.run(["bash", str(IMAGES_SCRIPT), "start"], env=env, check=True, capture_output=True)
 
 
-async def test_a_sidecar_killed_mid_download_resumes_the_pull_and_submits_once(image_sidecar, registry):  # noqa: F811
+async def test_a_sidecar_killed_mid_download_resumes_the_pull_and_submits_once(image_sidecar, registry):
     """SIGKILL while skopeo is downloading a 96 MiB image (its work directory is in the cache's
     tmp/): the restarted sidecar sweeps the partial download, pulls again, and the pod runs from
     an intact image, submitted once. The image is minimal (no /etc, /dev, /proc, /sys, /tmp)."""
@@ -235,3 +244,72 @@ async def test_a_sidecar_killed_mid_download_resumes_the_pull_and_submits_once(i
     assert [p.name for p in tmp.iterdir()] == []
     assert len(list((image_sidecar.cache / "images").iterdir())) == 1
     assert len(image_sidecar.jobs_named(image_sidecar.prefix + uid)) == 1
+
+
+@pytest.fixture
+def private_sidecar(local_site, registry, private_registry, tmp_path):
+    """A charliecloud sidecar trusting both test registries' CAs, with no mirrors: pods name the
+    private registry's host themselves."""
+    ensure_site_accounts()
+    cache = registry.work / "caches" / f"private-{os.getpid()}-{abs(hash(str(tmp_path))) % 10**6}"
+    certs = cache.with_name(cache.name + "-certs")
+    certs.mkdir(parents=True)
+    shutil.copy(registry.cert_dir / "ca.crt", certs / "ca.crt")
+    shutil.copy(private_registry.cert_dir / "ca.crt", certs / "private.crt")
+    cache.mkdir()
+    account = pwd.getpwnam(SERVICE_ACCOUNT)
+    os.chown(cache, account.pw_uid, account.pw_gid)
+    overrides = {
+        "runtime": {"allowed": ["sandbox", "charliecloud"]},
+        "images": {"cache_dir": str(cache), "cert_dir": str(certs)},
+    }
+    instance = Sidecar(tmp_path / "sidecar", overrides).start()
+    instance.cache = cache
+    yield instance
+    instance.stop()
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(certs, ignore_errors=True)
+
+
+def pull_secret(name: str, host: str, password: str) -> dict:
+    config = {"auths": {host: {"username": PRIVATE_USER, "password": password}}}
+    encoded = base64.b64encode(json.dumps(config).encode()).decode()
+    return {
+        "metadata": {"name": name, "namespace": "ns"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": encoded},
+    }
+
+
+async def test_a_private_image_needs_the_pod_s_pull_secret(private_sidecar, private_registry):
+    image = f"{private_registry.host}/ilp/entrypoint:1"
+    refused, wrong, allowed = (
+        image_pod(name, [{"name": "c", "image": image, "imagePullPolicy": "Always"}], imagePullSecrets=secrets)
+        for name, secrets in (("anonymous", []), ("wrong", [{"name": "creds"}]), ("allowed", [{"name": "creds"}]))
+    )
+    wrong["container"][0]["secrets"] = [pull_secret("creds", private_registry.host, "not-the-password")]
+    allowed["container"][0]["secrets"] = [pull_secret("creds", private_registry.host, PRIVATE_PASSWORD)]
+    async with SidecarClient(private_sidecar.address) as client:
+        for req in (refused, wrong):
+            await client.create(req)
+            uid = req["pod"]["metadata"]["uid"]
+
+            async def failed(uid=uid):
+                answer = (await client.status([pod_ref(uid)]))[0]
+                return answer if waiting_reasons(answer) == ["ErrImagePull"] else None
+
+            answer = await wait_for(failed, 30, what="ErrImagePull")
+            message = answer["containers"][0]["state"]["waiting"]["message"]
+            assert "unauthorized" in message or "authentication required" in message
+            await client.delete(req["pod"])
+        await client.create(allowed)
+        uid = allowed["pod"]["metadata"]["uid"]
+        await run_until(client, uid, SUCCEEDED, timeout=120)
+        assert (await logs(client, allowed, "c")).split() == ["from-entrypoint", "default-arg"]
+    # the password is in no file the sidecar kept, nor in its log
+    kept = [
+        p for p in private_sidecar.workdir.rglob("*") if p.is_file() and PRIVATE_PASSWORD.encode() in p.read_bytes()
+    ]
+    assert kept == []
+    assert PRIVATE_PASSWORD not in private_sidecar.log_path.read_text()
+    assert list((private_sidecar.workdir / "state" / "pull-secrets").iterdir()) == []

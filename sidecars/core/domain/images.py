@@ -13,12 +13,17 @@ sidecar starts the phase again, and the cache makes that cheap.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 from interlink_provider.images.backoff import PullBackoff
 from interlink_provider.images.cache import CachedImage, ImageCache
+from interlink_provider.images.credentials import parse_dockerconfigjson
 from interlink_provider.images.errors import (
     CREATE_CONTAINER_ERROR,
     IMAGE_PULL_BACKOFF,
@@ -27,6 +32,7 @@ from interlink_provider.images.errors import (
     ImageError,
 )
 from interlink_provider.images.pins import Pins
+from interlink_provider.pods.wire import RetrievedPodData
 from sidecars.core.domain import status
 from sidecars.core.domain.book import PodBook
 from sidecars.core.domain.records import ContainerInfo, JsonObject, PodRecord, PodStatuses, Stage
@@ -34,6 +40,29 @@ from sidecars.core.domain.records import ContainerInfo, JsonObject, PodRecord, P
 log = logging.getLogger(__name__)
 FINAL_REASONS = (INVALID_IMAGE_NAME, CREATE_CONTAINER_ERROR)  # retrying cannot help
 ERR_IMAGE_PULL_SHOWN = 5.0  # seconds a failed pull shows as ErrImagePull before ImagePullBackOff
+DOCKERCONFIGJSON = ".dockerconfigjson"
+Credentials = list[dict[str, dict[str, str]]]  # parsed imagePullSecrets, in the pod's order
+
+
+def pull_secrets(data: RetrievedPodData) -> Credentials:
+    """The pod's imagePullSecrets that came with it, parsed. As under a kubelet, one that is
+    missing or unreadable is skipped with a warning (never its content): the pull goes on without."""
+    sent = data.secrets()
+    out: Credentials = []
+    uid = data.pod.metadata.uid
+    for reference in data.pod.spec.image_pull_secrets:
+        secret = sent.get(reference.name)
+        content = secret.items_bytes().get(DOCKERCONFIGJSON) if secret is not None else None
+        if content is None:
+            log.warning("pod %s: image pull secret %r not sent with the pod", uid, reference.name)
+            continue
+        try:
+            out.append(parse_dockerconfigjson(content))
+        except ValueError:
+            log.warning(
+                "pod %s: image pull secret %r is not a .dockerconfigjson", data.pod.metadata.uid, reference.name
+            )
+    return out
 
 
 class ImagePulls:
@@ -45,15 +74,47 @@ class ImagePulls:
         book: PodBook,
         cache: ImageCache,
         proceed: Callable[[PodRecord], Awaitable[None]],
+        secrets_dir: Path,
         size_limit: int | None = None,
     ) -> None:
         self.book = book
         self.cache = cache
         self.pins = Pins(cache.root)
+        # A pod's pull credentials until its images are pinned: 0600 files of the sidecar's own
+        # account, so a restart mid-pull still has them; never logged, gone once pulled.
+        self.secrets_dir = secrets_dir
+        secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(secrets_dir, 0o700)
         self.proceed = proceed
         self.size_limit = size_limit
         self.backoff = PullBackoff()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def remember(self, uid: str, credentials: Credentials) -> None:
+        """Keep a new pod's pull credentials for its pull phase (nothing kept when it has none)."""
+        if not credentials:
+            return
+        path = self._secrets_file(uid)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            json.dump(credentials, file)
+        os.replace(tmp, path)
+
+    def _credentials(self, uid: str) -> list[Mapping[str, Mapping[str, Any]]]:
+        try:
+            loaded = json.loads(self._secrets_file(uid).read_text())
+        except (OSError, ValueError):
+            return []
+        return loaded if isinstance(loaded, list) else []
+
+    def _forget(self, uid: str) -> None:
+        self._secrets_file(uid).unlink(missing_ok=True)
+
+    def _secrets_file(self, uid: str) -> Path:
+        if "/" in uid or uid.startswith("."):
+            raise ValueError(f"not a pod UID: {uid!r}")
+        return self.secrets_dir / f"{uid}.json"
 
     def start(self, record: PodRecord) -> None:
         if record.uid in self._tasks and not self._tasks[record.uid].done():
@@ -70,9 +131,13 @@ class ImagePulls:
         """The pod's job ended or the pod is gone: its images may be evicted."""
         self.cancel(uid)
         self.pins.remove(uid)
+        self._forget(uid)
 
     def keep_only(self, uids: set[str]) -> None:
         self.pins.keep_only(uids)
+        for path in self.secrets_dir.glob("*.json"):
+            if path.stem not in uids:
+                path.unlink(missing_ok=True)
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
@@ -96,8 +161,9 @@ class ImagePulls:
         """Every container's image, in order; after a failure, again once its back-off is over."""
         while (record := self.book.get(uid)) is not None and record.stage == Stage.PULLING:
             images: dict[str, CachedImage] = {}
+            credentials = self._credentials(uid)
             for container in record.summary.containers:
-                result = await self._pull_one(uid, container)
+                result = await self._pull_one(uid, container, credentials)
                 if isinstance(result, ImageError):
                     break
                 images[container.name] = result
@@ -117,11 +183,13 @@ class ImagePulls:
         await self._show(uid, container.name, IMAGE_PULL_BACKOFF, message)
         await asyncio.sleep(remaining - shown)
 
-    async def _pull_one(self, uid: str, container: ContainerInfo) -> CachedImage | ImageError:
+    async def _pull_one(
+        self, uid: str, container: ContainerInfo, credentials: list[Mapping[str, Mapping[str, Any]]]
+    ) -> CachedImage | ImageError:
         """The container's image in the cache and pinned, or why not (shown on the container)."""
         await self._show(uid, container.name, PULLING_IMAGE, f'Pulling image "{container.image}"')
         try:
-            image = await self.cache.ensure(container.image, container.pull_policy or None)
+            image = await self.cache.ensure(container.image, container.pull_policy or None, credentials)
             self.pins.write(uid, container.name, image)
         except ImageError as exc:
             if exc.reason not in FINAL_REASONS:
@@ -139,7 +207,9 @@ class ImagePulls:
             record = self.book.get(uid)
             if record is None or record.stage != Stage.PULLING:
                 self.pins.remove(uid)
+                self._forget(uid)
                 return
+            self._forget(uid)
             digests = sorted({image.digest for image in images.values()})
             await self.proceed(await self.book.save(uid, message=f"images ready: {', '.join(digests)}"))
         await self._evict()

@@ -13,8 +13,9 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from interlink_provider.images.cache import ImageCache
@@ -41,7 +42,7 @@ from sidecars.core.domain import claims, status
 from sidecars.core.domain.accounts import JobAccounts
 from sidecars.core.domain.book import PodBook
 from sidecars.core.domain.errors import BadRequest, Conflict, Exhausted, Forbidden, NotFound, Unavailable
-from sidecars.core.domain.images import ImagePulls
+from sidecars.core.domain.images import ImagePulls, pull_secrets
 from sidecars.core.domain.principal import LOCAL, Principal
 from sidecars.core.domain.records import ContainerInfo, PodRecord, PodSummary, Stage
 from sidecars.core.domain.room import Room
@@ -73,6 +74,7 @@ class Prepared:
     job_name: str
     submission: Submission
     plan: DirectoryPlan
+    pull_credentials: list[dict[str, dict[str, str]]] = field(default_factory=list)  # never stored in a record
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ class SiteService:
         self.submissions = Submissions(self.book, backend, config.max_concurrent_submits)
         self.staging = StagingPhases(self.book, self.submissions, stager, self.files) if stager else None
         limit = config.images.size_limit_bytes if config.images else None
-        self.images = ImagePulls(self.book, images, self._pulled, limit) if images else None
+        secrets_dir = Path(config.state_dir) / "pull-secrets"
+        self.images = ImagePulls(self.book, images, self._pulled, secrets_dir, limit) if images else None
         self.options = config.render_options()
         self.room = Room(self.book, config.max_pods, config.max_pods_per_identity)
         self.claims = claims.Claims(self.book, self.files, backend.display_name)
@@ -197,7 +200,8 @@ class SiteService:
         except PodRejected:
             CREATES.labels("rejected").inc()
             raise
-        return Prepared(spec, runtime, paths, job_name, submission, plan)
+        credentials = pull_secrets(data) if runtime.uses_image_cache else []
+        return Prepared(spec, runtime, paths, job_name, submission, plan, credentials)
 
     def _check_staging(self, spec: JobSpec) -> None:
         if self.staging is None:
@@ -247,6 +251,8 @@ class SiteService:
         if spec.staging and principal.token and self.staging is not None:
             await self.staging.enroll(spec.uid, principal.token, spec.staging)
         await self._write_directory(new, principal)
+        if self.images is not None:
+            self.images.remember(spec.uid, new.pull_credentials)
         for warning in new.submission.warnings:
             log.info("pod %s/%s: %s", spec.namespace, spec.name, warning)
         return await self.book.insert(self._new_record(new, principal))
