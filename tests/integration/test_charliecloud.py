@@ -65,6 +65,16 @@ async def logs(client: SidecarClient, req: dict, container: str) -> str:
     return await client.logs_text({"PodUID": meta["uid"], "Namespace": meta["namespace"], "ContainerName": container})
 
 
+async def waiting_with(client: SidecarClient, uid: str, reason: str, timeout: float = 30) -> dict:
+    """The pod's status once its only container waits with `reason`."""
+
+    async def reached():
+        answer = (await client.status([pod_ref(uid)]))[0]
+        return answer if waiting_reasons(answer) == [reason] else None
+
+    return await wait_for(reached, timeout, what=reason)
+
+
 def waiting_reasons(answer: dict) -> list[str]:
     return [(c.get("state") or {}).get("waiting", {}).get("reason", "") for c in answer.get("containers") or []]
 
@@ -113,19 +123,11 @@ async def test_an_unknown_tag_waits_with_err_image_pull_and_the_registry_s_words
     async with SidecarClient(image_sidecar.address) as client:
         await client.create(req)
 
-        async def failed():
-            answer = (await client.status([pod_ref(uid)]))[0]
-            return answer if waiting_reasons(answer) == ["ErrImagePull"] else None
-
-        answer = await wait_for(failed, 30, what="ErrImagePull")
+        answer = await waiting_with(client, uid, "ErrImagePull")
         assert "manifest unknown" in answer["containers"][0]["state"]["waiting"]["message"]
         assert phase_of(answer) == PENDING
 
-        async def backing_off():
-            answer = (await client.status([pod_ref(uid)]))[0]
-            return answer if waiting_reasons(answer) == ["ImagePullBackOff"] else None
-
-        answer = await wait_for(backing_off, 30, what="ImagePullBackOff")
+        answer = await waiting_with(client, uid, "ImagePullBackOff")
         message = answer["containers"][0]["state"]["waiting"]["message"]
         assert message.startswith('Back-off pulling image "busybox:no-such-tag"') and "manifest unknown" in message
         assert await client.delete(req["pod"])
@@ -139,11 +141,7 @@ async def test_an_invalid_image_name_is_shown_and_not_retried(image_sidecar):
     async with SidecarClient(image_sidecar.address) as client:
         await client.create(req)
 
-        async def invalid():
-            answer = (await client.status([pod_ref(uid)]))[0]
-            return answer if waiting_reasons(answer) == ["InvalidImageName"] else None
-
-        await wait_for(invalid, 30, what="InvalidImageName")
+        await waiting_with(client, uid, "InvalidImageName")
         await client.delete(req["pod"])
 
 
@@ -206,11 +204,7 @@ async def test_twenty_pods_of_one_image_pull_it_once_and_run_with_the_registry_s
             await client.create(req)
             uid = req["pod"]["metadata"]["uid"]
 
-            async def refused():
-                answer = (await client.status([pod_ref(uid)]))[0]
-                return answer if waiting_reasons(answer) == ["ErrImagePull"] else None
-
-            answer = await wait_for(refused, 30, what="ErrImagePull")
+            answer = await waiting_with(client, uid, "ErrImagePull")
             assert "connection refused" in answer["containers"][0]["state"]["waiting"]["message"]
             await client.delete(req["pod"])
         finally:
@@ -294,11 +288,7 @@ async def test_a_private_image_needs_the_pod_s_pull_secret(private_sidecar, priv
             await client.create(req)
             uid = req["pod"]["metadata"]["uid"]
 
-            async def failed(uid=uid):
-                answer = (await client.status([pod_ref(uid)]))[0]
-                return answer if waiting_reasons(answer) == ["ErrImagePull"] else None
-
-            answer = await wait_for(failed, 30, what="ErrImagePull")
+            answer = await waiting_with(client, uid, "ErrImagePull")
             message = answer["containers"][0]["state"]["waiting"]["message"]
             assert "unauthorized" in message or "authentication required" in message
             await client.delete(req["pod"])

@@ -74,15 +74,20 @@ def request(image: str = "busybox", policy: str = "") -> RetrievedPodData:
     return RetrievedPodData.model_validate({"pod": {"metadata": meta, "spec": spec}, "container": []})
 
 
-@pytest.fixture
-async def site(tmp_path) -> AsyncIterator[tuple[SiteService, InMemoryBackend, ScriptedCache]]:
-    settings = ServiceSettings(
+def settings_in(tmp_path: Path, wait: float = 2) -> ServiceSettings:
+    """A site whose default runtime is charliecloud, its image cache in tmp_path/cache."""
+    return ServiceSettings(
         state_dir=str(tmp_path / "state"),
         pods_root=str(tmp_path / "pods"),
         runtime={"default": "charliecloud"},
         images={"cache_dir": str(tmp_path / "cache")},
-        create_wait_seconds=2,
+        create_wait_seconds=wait,
     )
+
+
+@pytest.fixture
+async def site(tmp_path) -> AsyncIterator[tuple[SiteService, InMemoryBackend, ScriptedCache]]:
+    settings = settings_in(tmp_path)
     backend, cache = InMemoryBackend(), ScriptedCache(tmp_path / "cache")
     service = SiteService(
         settings, backend, Store(tmp_path / "state" / "db.sqlite"), files=InMemoryFiles(), images=cache
@@ -149,13 +154,7 @@ async def test_an_invalid_name_is_not_retried_and_delete_stops_a_pull(site):
 
 
 async def test_a_restarted_sidecar_pulls_again(tmp_path):
-    settings = ServiceSettings(
-        state_dir=str(tmp_path / "state"),
-        pods_root=str(tmp_path / "pods"),
-        runtime={"default": "charliecloud"},
-        images={"cache_dir": str(tmp_path / "cache")},
-        create_wait_seconds=0,
-    )
+    settings = settings_in(tmp_path, wait=0)
     backend, files, cache = InMemoryBackend(), InMemoryFiles(), ScriptedCache(tmp_path / "cache")
     cache.gate = asyncio.Event()
     first = SiteService(settings, backend, Store(tmp_path / "state" / "db.sqlite"), files=files, images=cache)
