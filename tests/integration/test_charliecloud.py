@@ -175,7 +175,7 @@ async def test_probes_and_hooks_run_inside_the_running_container(image_sidecar):
 
 
 async def test_twenty_pods_of_one_image_pull_it_once_and_run_with_the_registry_stopped(image_sidecar, registry):
-    _, manifest = registry.manifest("ilp/entrypoint", "1")
+    digest, manifest = registry.manifest("ilp/entrypoint", "1")
     blobs = sorted([manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]])
     since = registry.log_offset()
     reqs = [image_pod(f"many-{i}", [{"name": "c", "image": "ilp/entrypoint:1", "args": [str(i)]}]) for i in range(20)]
@@ -186,6 +186,8 @@ async def test_twenty_pods_of_one_image_pull_it_once_and_run_with_the_registry_s
         assert sorted(registry.blob_gets("ilp/entrypoint", since)) == blobs  # one download for 20 pods
         for i, req in enumerate(reqs[:3]):
             assert (await logs(client, req, "c")).split() == ["from-entrypoint", str(i)]
+        [answer] = await client.status([pod_ref(reqs[0]["pod"]["metadata"]["uid"])])
+        assert answer["containers"][0]["imageID"] == f"docker.io/ilp/entrypoint@{digest}"  # as a kubelet says
         # The registry gone: a pod of a cached image (IfNotPresent) still runs, offline.
         env = {
             **os.environ,

@@ -115,6 +115,40 @@ async def test_a_pod_is_pinned_then_submitted(site):
     assert "ILP_IMAGE_ROOTFS=/cache/images/sha256-abab" in pin.read_text()
     assert pin.stat().st_mode & 0o777 == 0o644
     assert service.images is not None and service.images.pins.in_use() == {DIGEST}
+    assert record.summary.containers[0].image_id == f"docker.io/library/busybox@{DIGEST}"
+    [status] = service.statuses([created.uid], ALICE)
+    assert status["containers"][0]["imageID"] == f"docker.io/library/busybox@{DIGEST}"
+
+
+async def test_above_the_size_limit_only_images_no_live_pod_runs_are_evicted(tmp_path):
+    settings = settings_in(tmp_path)
+    settings.images.size_limit_gib = 1.0  # type: ignore[union-attr]
+    backend, cache = InMemoryBackend(), ScriptedCache(tmp_path / "cache")
+    evictions: list[tuple[int, set[str]]] = []
+
+    async def evict(limit: int, in_use: Any) -> list[str]:
+        evictions.append((limit, set(in_use)))
+        return []
+
+    cache.evict = evict  # type: ignore[method-assign]
+    service = SiteService(settings, backend, Store(tmp_path / "db.sqlite"), files=InMemoryFiles(), images=cache)
+    await service.load()
+    try:
+        other = "sha256:" + "cd" * 32
+        cache.answers["other"] = [image_of("other", digest=other)]
+        first = await service.create(request(), ALICE)
+        await wait_for(lambda: _async(len(evictions) == 1), 5, 0.02, "first eviction check")
+        assert evictions[0] == (2**30, {DIGEST})
+        record = service.record(first.uid)
+        assert record is not None
+        await service.book.save(first.uid, stage=Stage.FINISHED)  # its job ended: its pin may go
+        await service.create(request("other"), ALICE)
+        await wait_for(lambda: _async(len(evictions) == 2), 5, 0.02, "second eviction check")
+        assert evictions[1] == (2**30, {other})
+        assert not (cache.root / "pins" / first.uid).exists()
+    finally:
+        await service.stop()
+        await service.book.store.close()
 
 
 async def test_a_failed_pull_backs_off_and_is_retried(site, monkeypatch):

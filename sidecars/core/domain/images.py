@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from interlink_provider.images.pins import Pins
 from interlink_provider.pods.wire import RetrievedPodData
 from sidecars.core.domain import status
 from sidecars.core.domain.book import PodBook
-from sidecars.core.domain.records import ContainerInfo, JsonObject, PodRecord, PodStatuses, Stage
+from sidecars.core.domain.records import ContainerInfo, JsonObject, PodRecord, PodStatuses, PodSummary, Stage
 
 log = logging.getLogger(__name__)
 FINAL_REASONS = (INVALID_IMAGE_NAME, CREATE_CONTAINER_ERROR)  # retrying cannot help
@@ -211,7 +212,9 @@ class ImagePulls:
                 return
             self._forget(uid)
             digests = sorted({image.digest for image in images.values()})
-            await self.proceed(await self.book.save(uid, message=f"images ready: {', '.join(digests)}"))
+            summary = with_image_ids(record.summary, images)
+            message = f"images ready: {', '.join(digests)}"
+            await self.proceed(await self.book.save(uid, summary=summary, message=message))
         await self._evict()
 
     async def _evict(self) -> None:
@@ -234,6 +237,15 @@ class ImagePulls:
             statuses = _with_waiting(record.status, record.summary.containers, container, waiting)
             if statuses != record.status:
                 await self.book.save(uid, status=statuses, message="" if reason == PULLING_IMAGE else message)
+
+
+def with_image_ids(summary: PodSummary, images: Mapping[str, CachedImage]) -> PodSummary:
+    """The containers' imageID as the kubelet reports it: repository@digest of what they run."""
+    containers = tuple(
+        replace(c, image_id=f"{images[c.name].reference.name}@{images[c.name].digest}") if c.name in images else c
+        for c in summary.containers
+    )
+    return replace(summary, containers=containers)
 
 
 def _key(uid: str, container: ContainerInfo) -> str:

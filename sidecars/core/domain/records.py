@@ -60,6 +60,7 @@ class ContainerInfo:
     is_init: bool
     restart_policy: RestartPolicy
     pull_policy: str = ""  # imagePullPolicy as the pod gave it ("": Kubernetes' default by tag)
+    image_id: str = ""  # repository@digest the container is pinned to, once its image is pulled
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class PodSummary:
                     "init": c.is_init,
                     "restart_policy": c.restart_policy,
                     **({"pull_policy": c.pull_policy} if c.pull_policy else {}),
+                    **({"image_id": c.image_id} if c.image_id else {}),
                 }
                 for c in self.containers
             ],
@@ -126,7 +128,14 @@ class PodSummary:
         final = data.get("final_status")
         return cls(
             containers=tuple(
-                ContainerInfo(c["name"], c["image"], bool(c["init"]), c["restart_policy"], c.get("pull_policy", ""))
+                ContainerInfo(
+                    c["name"],
+                    c["image"],
+                    bool(c["init"]),
+                    c["restart_policy"],
+                    c.get("pull_policy", ""),
+                    c.get("image_id", ""),
+                )
                 for c in data["containers"]
             ),
             grace=int(data.get("grace", 30)),

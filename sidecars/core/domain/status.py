@@ -84,7 +84,7 @@ def container_status(info: ContainerInfo, state: dict[str, Any], files: Containe
         "ready": bool(is_running and files.ready),
         "restartCount": files.restarts,
         "image": info.image,
-        "imageID": "",
+        "imageID": info.image_id,
         "started": is_running,
     }
 
