@@ -95,8 +95,6 @@ def pod_to_jobspec(data: RetrievedPodData, policy: TranslationPolicy) -> JobSpec
     staging = parse_staging(meta.annotations)
     volumes, init_containers, containers = _with_staging(staging, volumes, init_containers, containers)
     resources, flavor = _resources(pod, policy)
-    grace = pod.spec.termination_grace_period_seconds
-    grace = policy.default_grace_seconds if grace is None else grace
     return JobSpec(
         uid=uid,
         name=meta.name,
@@ -108,7 +106,7 @@ def pod_to_jobspec(data: RetrievedPodData, policy: TranslationPolicy) -> JobSpec
         resources=resources,
         flavor=flavor,
         restart_policy=pod_policy,
-        grace_seconds=min(grace, policy.max_grace_seconds),
+        grace_seconds=grace_seconds(pod, policy),
         deadline_seconds=pod.spec.active_deadline_seconds,
         pod_options=an.pod_options(meta.annotations),
         warnings=tuple(warnings),
@@ -233,6 +231,13 @@ def _container(
         gpus=_container_gpus(container, where),
         pull_policy=_pull_policy(container.image_pull_policy, f"{where}.imagePullPolicy"),
     )
+
+
+def grace_seconds(pod: Pod, policy: TranslationPolicy) -> int:
+    """terminationGracePeriodSeconds (0 is a valid answer), else the site's default, at most its maximum."""
+    grace = pod.spec.termination_grace_period_seconds
+    grace = policy.default_grace_seconds if grace is None else grace
+    return min(grace, policy.max_grace_seconds)
 
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from interlink_provider.pods.k8s import Pod
+from interlink_provider.pods.policy import TranslationPolicy
 from sidecars.core.domain import claims, rebuild
 from sidecars.core.domain.principal import Principal
 from sidecars.core.domain.records import Stage
@@ -22,8 +23,13 @@ def job(job_id="7", name=f"ilp-{UID}", user="ilp-bob", work_dir=f"/pods/ilp-bob/
     return JobInfo(job_id, state, name=name, raw_state="RUNNING", user=user, work_dir=work_dir)
 
 
-def pod(namespace="team", uid=UID, init=False, policy="Never"):
+SITE = TranslationPolicy()
+
+
+def pod(namespace="team", uid=UID, init=False, policy="Never", grace=None):
     spec = {"restartPolicy": policy, "containers": [{"name": "main", "image": "busybox"}]}
+    if grace is not None:
+        spec["terminationGracePeriodSeconds"] = grace
     if init:
         spec["initContainers"] = [{"name": "setup", "image": "busybox"}]
     return Pod.model_validate({"metadata": {"name": "p", "namespace": namespace, "uid": uid}, "spec": spec})
@@ -87,8 +93,16 @@ def test_only_a_caller_of_the_jobs_account_and_namespace_claims_it():
 
 def test_a_claim_brings_the_pods_containers():
     record = rebuild.record_of(job(), PREFIX, ROOT, own_account="ilp")
-    summary = rebuild.claimed_summary(record, pod(init=True, policy="OnFailure"))
+    summary = rebuild.claimed_summary(record, pod(init=True, policy="OnFailure"), SITE)
     assert [(c.name, c.is_init, c.restart_policy) for c in summary.containers] == [
         ("setup", True, "OnFailure"),
         ("main", False, "OnFailure"),
     ]
+
+
+def test_a_claim_takes_the_grace_period_as_a_create_would():
+    """0 is a grace period (not "none given"), and the site's maximum holds."""
+    record = rebuild.record_of(job(), PREFIX, ROOT, own_account="ilp")
+    assert rebuild.claimed_summary(record, pod(grace=0), SITE).grace == 0
+    assert rebuild.claimed_summary(record, pod(), SITE).grace == SITE.default_grace_seconds
+    assert rebuild.claimed_summary(record, pod(grace=10**6), SITE).grace == SITE.max_grace_seconds

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from interlink_provider.pods.k8s import Pod
+from interlink_provider.pods.policy import TranslationPolicy
 from sidecars.core.domain import rebuild, status
 from sidecars.core.domain.book import PodBook
 from sidecars.core.domain.principal import Principal
@@ -33,10 +34,11 @@ def claimable(record: PodRecord, principal: Principal, pod: Pod | None = None) -
 
 
 class Claims:
-    def __init__(self, book: PodBook, files: SiteFiles, scheduler_name: str) -> None:
+    def __init__(self, book: PodBook, files: SiteFiles, scheduler_name: str, policy: TranslationPolicy) -> None:
         self.book = book
         self.files = files
         self.scheduler_name = scheduler_name
+        self.policy = policy  # the site's grace period rules, as at create
 
     async def claim(self, uid: str, principal: Principal, pod: Pod | None = None) -> None:
         """Take the record of `uid` if it is claimable by this caller; any other is left alone."""
@@ -54,7 +56,7 @@ class Claims:
         log.info("pod %s: the rebuilt record of job %s claimed by %s", record.uid, record.job_id, principal.key)
         if pod is None:
             return await self.book.save(record.uid, owner=principal.key, actor=principal.actor)
-        summary = rebuild.claimed_summary(record, pod)
+        summary = rebuild.claimed_summary(record, pod, self.policy)
         statuses = await self._statuses(record, summary)
         return await self.book.save(
             record.uid,

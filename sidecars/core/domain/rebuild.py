@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, field, replace
 
 from interlink_provider.pods.k8s import Pod
-from interlink_provider.pods.translate import container_restart_policy
+from interlink_provider.pods.policy import TranslationPolicy
+from interlink_provider.pods.translate import container_restart_policy, grace_seconds
 from interlink_provider.pods.validate import PodRejected, dns_label, pod_uid
 from sidecars.core.domain.records import ContainerInfo, PodRecord, PodSummary, Stage
 from sidecars.core.kits.backend import JobInfo
@@ -106,12 +107,12 @@ def rebuild(jobs: list[JobInfo], known_uids: set[str], prefix: str, pods_root: s
     return report
 
 
-def claimed_summary(record: PodRecord, pod: Pod) -> PodSummary:
-    """The record's summary with the pod's containers, as status computation needs them."""
+def claimed_summary(record: PodRecord, pod: Pod, site: TranslationPolicy) -> PodSummary:
+    """The record's summary with the pod's containers and grace period, as a create would set them."""
     policy = pod.spec.restart_policy or "Always"
     containers = tuple(
         ContainerInfo(c.name, c.image or "", is_init, container_restart_policy(policy, is_init))
         for is_init, group in ((True, pod.spec.init_containers), (False, pod.spec.containers))
         for c in group
     )
-    return replace(record.summary, containers=containers, grace=pod.spec.termination_grace_period_seconds or 30)
+    return replace(record.summary, containers=containers, grace=grace_seconds(pod, site))

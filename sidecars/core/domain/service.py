@@ -124,7 +124,7 @@ class SiteService:
         self.images = ImagePulls(self.book, images, self._pulled, secrets_dir, limit) if images else None
         self.options = config.render_options()
         self.room = Room(self.book, config.max_pods, config.max_pods_per_identity)
-        self.claims = claims.Claims(self.book, self.files, backend.display_name)
+        self.claims = claims.Claims(self.book, self.files, backend.display_name, config.translation)
         self.streams = StreamQuota(config.max_streams_per_identity)
         self._capacity: tuple[float, Capacity] | None = None
 
