@@ -1735,7 +1735,18 @@ def schedule(queue: Queue) -> None:
     for job in mine:
         apply_periodic_policy(queue, job, now)
     retire(queue, now)
-    negotiate(queue, now)
+    if os.geteuid() == 0 or not root_schedd_running(queue.root):
+        # Only the schedd starts jobs: with a root loop running, a user's own pass leaves that
+        # to it (a job started by its Owner's pass would miss the memory cgroup only root makes).
+        negotiate(queue, now)
+
+
+SCHEDD_FILE = "schedd.json"  # the root loop's pid and start ticks, while it runs
+
+
+def root_schedd_running(root: Path) -> bool:
+    found = read_json(root / SCHEDD_FILE)
+    return isinstance(found, dict) and process_alive(int(found.get("pid", 0)), found.get("start_ticks"))
 
 
 def acts_for(job: Job) -> bool:
@@ -1748,10 +1759,18 @@ def schedd_loop(root: Path, interval: float) -> int:
     when commands run as several accounts (each pass then starts every Owner's jobs as them)."""
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    while not stop:
-        with locked_queue(root) as queue:
-            schedule(queue)
-        time.sleep(interval)
+    if os.geteuid() == 0:
+        atomic_write(
+            root / SCHEDD_FILE, json.dumps({"pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid())})
+        )
+    try:
+        while not stop:
+            with locked_queue(root) as queue:
+                schedule(queue)
+            time.sleep(interval)
+    finally:
+        if os.geteuid() == 0:
+            (root / SCHEDD_FILE).unlink(missing_ok=True)
     return 0
 
 
