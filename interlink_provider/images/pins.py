@@ -23,7 +23,7 @@ from interlink_provider.images.config import ImageConfig
 from interlink_provider.images.errors import CreateContainerError
 from interlink_provider.shell import shjoin, shq
 
-_DIGEST_DIR = re.compile(r"sha256-[0-9a-f]{64}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # as shq leaves it: nothing to quote
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _UID = re.compile(r"[-0-9a-zA-Z_.]{1,253}")
 
@@ -51,6 +51,7 @@ def pin_text(image: CachedImage) -> str:
     uid, gid = user_ids(config, image.rootfs)
     lines = [
         f"# {image.reference} pinned to {image.digest}",
+        f"ILP_IMAGE_DIGEST={shq(image.digest)}",
         f"ILP_IMAGE_ROOTFS={shq(image.rootfs)}",
         f"ILP_IMAGE_ENTRYPOINT=({shjoin(config.entrypoint)})",
         f"ILP_IMAGE_CMD=({shjoin(config.cmd)})",
@@ -100,10 +101,9 @@ class Pins:
         digests = set()
         for pin in self.root.glob("*/*.sh"):
             for line in pin.read_text().splitlines():
-                if line.startswith("ILP_IMAGE_ROOTFS="):
-                    for part in Path(line.split("=", 1)[1].strip("'")).parts:
-                        if _DIGEST_DIR.fullmatch(part):
-                            digests.add(part.replace("-", ":", 1))
+                name, _, value = line.partition("=")
+                if name == "ILP_IMAGE_DIGEST" and _DIGEST.fullmatch(value):
+                    digests.add(value)
         return digests
 
 

@@ -27,6 +27,7 @@ from interlink_provider.images.cache import CachedImage, ImageCache
 from interlink_provider.images.credentials import parse_dockerconfigjson
 from interlink_provider.images.errors import (
     CREATE_CONTAINER_ERROR,
+    ERR_IMAGE_PULL,
     IMAGE_PULL_BACKOFF,
     INVALID_IMAGE_NAME,
     PULLING_IMAGE,
@@ -60,9 +61,7 @@ def pull_secrets(data: RetrievedPodData) -> Credentials:
         try:
             out.append(parse_dockerconfigjson(content))
         except ValueError:
-            log.warning(
-                "pod %s: image pull secret %r is not a .dockerconfigjson", data.pod.metadata.uid, reference.name
-            )
+            log.warning("pod %s: image pull secret %r is not a .dockerconfigjson", uid, reference.name)
     return out
 
 
@@ -153,7 +152,7 @@ class ImagePulls:
             raise
         except Exception:  # a bug must not leave the pod waiting silently
             log.exception("pulling the images of %s failed unexpectedly", uid)
-            await self._show(uid, None, "ErrImagePull", "internal error while pulling (see the sidecar log)")
+            await self._show(uid, None, ERR_IMAGE_PULL, "internal error while pulling (see the sidecar log)")
         finally:
             if self._tasks.get(uid) is asyncio.current_task():
                 del self._tasks[uid]

@@ -44,7 +44,7 @@ from sidecars.core.domain.book import PodBook
 from sidecars.core.domain.errors import BadRequest, Conflict, Exhausted, Forbidden, NotFound, Unavailable
 from sidecars.core.domain.images import ImagePulls, pull_secrets
 from sidecars.core.domain.principal import LOCAL, Principal
-from sidecars.core.domain.records import ContainerInfo, PodRecord, PodSummary, Stage
+from sidecars.core.domain.records import ContainerInfo, JsonObject, PodRecord, PodSummary, Stage
 from sidecars.core.domain.room import Room
 from sidecars.core.domain.settings import ServiceSettings
 from sidecars.core.domain.staging import StagingPhases
@@ -280,11 +280,8 @@ class SiteService:
         summary = summary_of(spec, new.runtime, new.submission)
         if new.runtime.uses_image_cache:
             stage, waiting = Stage.PULLING, status.waiting("PullingImage", "waiting to pull its images")
-        elif spec.staging.inputs:
-            stage, waiting = Stage.STAGING_IN, status.waiting("StagingIn", "resolving inputs")
         else:
-            stage = Stage.ACCEPTED
-            waiting = status.waiting("ContainerCreating", f"submitting to {self.config.site_name}")
+            stage, waiting = self._stage_after_images(bool(spec.staging.inputs))
         return PodRecord(
             uid=spec.uid,
             namespace=spec.namespace,
@@ -313,13 +310,16 @@ class SiteService:
             return None
         return self.submissions.enqueue(record.uid)
 
+    def _stage_after_images(self, has_inputs: bool) -> tuple[Stage, JsonObject]:
+        """Where a pod goes once its images are ready (at once without an image runtime), and what
+        its containers show there: stage-in when it declares inputs, else the submission queue."""
+        if has_inputs:
+            return Stage.STAGING_IN, status.waiting("StagingIn", "resolving inputs")
+        return Stage.ACCEPTED, status.waiting("ContainerCreating", f"submitting to {self.config.site_name}")
+
     async def _pulled(self, record: PodRecord) -> None:
         """Its images are pinned: on to stage-in or the submission queue (under the pod's lock)."""
-        if record.staging.inputs:
-            stage, waiting = Stage.STAGING_IN, status.waiting("StagingIn", "resolving inputs")
-        else:
-            stage = Stage.ACCEPTED
-            waiting = status.waiting("ContainerCreating", f"submitting to {self.config.site_name}")
+        stage, waiting = self._stage_after_images(bool(record.staging.inputs))
         statuses = status.uniform_statuses(record.summary.containers, waiting)
         self._start(await self.book.save(record.uid, stage=stage, status=statuses))
 
