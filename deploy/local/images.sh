@@ -26,6 +26,11 @@
 # Clients trust $ILP_REGISTRY_DIR/certs (skopeo's --cert-dir layout: ca.crt).
 # A private registry (the tests of imagePullSecrets): ILP_REGISTRY_HTPASSWD, a bcrypt htpasswd file
 # the registry then requires, and ILP_REGISTRY_AUTHFILE, a containers-auth.json the build uses.
+# Token auth (what site.sh starts, the devidp issuing the tokens, deploy/local/devidp.yaml
+# `registry:`): ILP_REGISTRY_TOKEN_REALM (the token endpoint), ILP_REGISTRY_TOKEN_SERVICE and
+# ILP_REGISTRY_TOKEN_ISSUER (the tokens' aud and iss), ILP_REGISTRY_TOKEN_CERT (the certificate the
+# tokens are signed with) and ILP_REGISTRY_TOKEN_CA (the realm's HTTPS CA, which clients then trust
+# too: copied into the certs directory); the build pushes with ILP_REGISTRY_AUTHFILE.
 # The registry runs as the docker-registry account its package creates, never as root.
 set -euo pipefail
 
@@ -37,6 +42,7 @@ REGISTRY=127.0.0.1:$PORT
 CERT_DIR=$REG_DIR/certs
 REG_ACCOUNT=docker-registry
 HTPASSWD=${ILP_REGISTRY_HTPASSWD:-}
+TOKEN_REALM=${ILP_REGISTRY_TOKEN_REALM:-}
 AUTH_FLAGS=() PUSH_AUTH_FLAGS=()
 if [[ -n ${ILP_REGISTRY_AUTHFILE:-} ]]; then
   AUTH_FLAGS=(--authfile "$ILP_REGISTRY_AUTHFILE") PUSH_AUTH_FLAGS=(--dest-authfile "$ILP_REGISTRY_AUTHFILE")
@@ -120,6 +126,12 @@ EOF
   if [[ -n $HTPASSWD ]]; then
     install -m 0600 -o "$REG_ACCOUNT" "$HTPASSWD" "$REG_DIR/htpasswd"
     printf 'auth:\n  htpasswd:\n    realm: ilp-local\n    path: %s\n' "$REG_DIR/htpasswd" >>"$REG_DIR/config.yml"
+  elif [[ -n $TOKEN_REALM ]]; then
+    install -m 0644 "$ILP_REGISTRY_TOKEN_CERT" "$REG_DIR/pki/token-issuer.pem"
+    install -m 0644 "$ILP_REGISTRY_TOKEN_CA" "$CERT_DIR/token-realm-ca.crt"
+    printf 'auth:\n  token:\n    realm: %s\n    service: %s\n    issuer: %s\n    rootcertbundle: %s\n' \
+      "$TOKEN_REALM" "$ILP_REGISTRY_TOKEN_SERVICE" "$ILP_REGISTRY_TOKEN_ISSUER" "$REG_DIR/pki/token-issuer.pem" \
+      >>"$REG_DIR/config.yml"
   fi
   touch "$REG_DIR/registry.log"
   chown "$REG_ACCOUNT" "$REG_DIR/registry.log"
@@ -209,6 +221,7 @@ IMAGES=(
   "library/alpine:3 python --config.cmd /bin/sh"
   "library/alpine:3.19 python --config.cmd /bin/sh"
   "ilp/entrypoint:1 entrypoint --config.entrypoint /bin/echo --config.entrypoint from-entrypoint --config.cmd default-arg --config.env GREETING=image --config.workingdir /work"
+  "private/entrypoint:1 entrypoint --config.entrypoint /bin/echo --config.entrypoint from-private --config.cmd default-arg"
   "library/python:3.11-alpine python --config.cmd python3"
   "library/python:alpine python --config.cmd python3"
   "library/nginx:alpine nginx --config.cmd nginx"

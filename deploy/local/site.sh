@@ -572,9 +572,21 @@ start() {
   start_devidp
   start_token_xrootd
   start_rucio
-  # After make_pki: its certificate is the site CA's. Not fatal while no sidecar uses images (#19):
-  # the rest of the site serves without it, and its own tests start a registry of their own.
-  ILP_SITE_DIR=$SITE bash "$REPO/deploy/local/images.sh" start ||
+  start_registry
+}
+
+start_registry() {
+  # After make_pki (its certificate is the site CA's) and the devidp (which issues its tokens:
+  # anyone pulls, private/* needs a pull secret, deploy/local/devidp.yaml `registry:`). Not fatal
+  # while no sidecar of the site uses images (#19): the rest of the site serves without it.
+  mkdir -p "$SITE/registry"
+  ( umask 077
+    printf '{"auths": {"127.0.0.1:%s": {"auth": "%s"}}}\n' "${ILP_REGISTRY_PORT:-5443}" \
+      "$(printf 'registry-builder:builder-secret' | base64 -w0)" >"$SITE/registry/builder-auth.json" )
+  ILP_SITE_DIR=$SITE ILP_REGISTRY_TOKEN_REALM="${IDP_URL}registry/token" ILP_REGISTRY_TOKEN_SERVICE=ilp-local-registry \
+    ILP_REGISTRY_TOKEN_ISSUER="$IDP_URL" ILP_REGISTRY_TOKEN_CERT="$IDP_DIR/registry-token.pem" \
+    ILP_REGISTRY_TOKEN_CA="$IDP_DIR/ca.pem" ILP_REGISTRY_AUTHFILE="$SITE/registry/builder-auth.json" \
+    bash "$REPO/deploy/local/images.sh" start ||
     log "WARNING: the container registry did not start (deploy/local/images.sh start; its log: $SITE/registry/registry.log)"
 }
 

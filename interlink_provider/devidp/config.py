@@ -93,6 +93,25 @@ class TLSConfig(Strict):
     )
 
 
+class RegistryRule(Strict):
+    repository: str = Field(description="glob matched against the repository name, e.g. 'private/*' or '*'")
+    pull: list[str] = Field(
+        default_factory=list, description="who may pull: user names, client ids, or '*' for anyone (anonymous too)"
+    )
+    push: list[str] = Field(default_factory=list, description="who may push, as `pull`")
+
+
+class RegistryConfig(Strict):
+    service: str = Field(
+        description="the registry's `auth.token.service`: tokens are issued for it only (their audience)"
+    )
+    token_lifetime: int = Field(300, ge=1, description="seconds a registry token is valid")
+    rules: list[RegistryRule] = Field(
+        default_factory=list,
+        description="the first rule whose repository matches decides what is granted; no rule: nothing",
+    )
+
+
 class IdPConfig(Strict):
     issuer: str | None = Field(None, description="defaults to http(s)://host:port/ (trailing slash, like IAM)")
     host: str = Field(
@@ -128,6 +147,11 @@ class IdPConfig(Strict):
     clients: dict[str, ClientConfig] = Field(default_factory=dict, description="OAuth clients, by client_id")
     users: dict[str, UserConfig] = Field(
         default_factory=dict, description="users, by the name they give when approving a device code"
+    )
+    registry: RegistryConfig | None = Field(
+        None,
+        description="tokens for a container registry (Distribution's token auth) at /registry/token; its "
+        "certificate is `registry-token.pem` in state_dir",
     )
     exchange_policies: list[ExchangePolicy] = Field(
         default_factory=lambda: [ExchangePolicy(description="Allow all exchanges")],

@@ -43,6 +43,7 @@ from interlink_provider.auth.validate import DEVELOPMENT_CLAIM
 from . import policy
 from .config import ClientConfig, IdPConfig
 from .keys import KeyRing, new_jti
+from .registry import RegistryRefusal, RegistryTokens
 
 # The development IdP's own metric (not charted: a real site runs IAM, with its own metrics).
 ISSUED = Counter(
@@ -340,6 +341,7 @@ class DevIdP(AuthorizationServer):  # type: ignore[misc]  # authlib carries no t
         self.issuer = config.issuer_url()
         self.state_dir = Path(config.state_dir)
         self.keys = KeyRing(self.state_dir)
+        self.registry = RegistryTokens(config, self.issuer, config.registry) if config.registry else None
         self.clients = {cid: Client(cid, c) for cid, c in config.clients.items()}
         self.refresh_tokens: dict[str, RefreshRecord] = {}
         self.device_codes: dict[str, DeviceCredentialDict] = {}
@@ -546,6 +548,24 @@ def make_app(idp: DevIdP) -> web.Application:
             return web.Response(status=401, text="admin token required\n")
         return web.json_response({"kid": idp.keys.rotate()})
 
+    async def registry_token(request: web.Request) -> web.Response:
+        if idp.registry is None:
+            return web.json_response({"errors": [{"code": "UNSUPPORTED", "message": "no registry here"}]}, status=404)
+        try:
+            query = request.query
+            body = idp.registry.issue(
+                query.get("service", ""), query.getall("scope", []), request.headers.get("Authorization")
+            )
+        except RegistryRefusal as refusal:
+            code = "UNAUTHORIZED" if refusal.status == 401 else "DENIED"
+            headers = {"WWW-Authenticate": 'Basic realm="devidp registry tokens"'} if refusal.status == 401 else {}
+            ISSUED.labels("registry", str(refusal.status)).inc()
+            return web.json_response(
+                {"errors": [{"code": code, "message": str(refusal)}]}, status=refusal.status, headers=headers
+            )
+        ISSUED.labels("registry", "issued").inc()
+        return web.json_response(body)
+
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -562,6 +582,7 @@ def make_app(idp: DevIdP) -> web.Application:
     app.router.add_get("/device", device_page)
     app.router.add_post("/device", device_approve)
     app.router.add_post("/admin/rotate-key", rotate)
+    app.router.add_get("/registry/token", registry_token)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

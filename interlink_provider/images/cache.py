@@ -198,8 +198,7 @@ class ImageCache:
             argv += ["--cert-dir", str(self.cert_dir)]
         self.stats.resolves += 1
         with tools.authfile(location.domain, auth, self.root / "home") as authfile:
-            if authfile is not None:
-                argv += ["--authfile", str(authfile)]
+            argv += ["--authfile", str(authfile)]
             try:
                 raw = await tools.run([*argv, f"docker://{location}"], timeout=self.tools.timeout, env=self._env())
             except tools.ToolFailed as failed:
@@ -269,8 +268,7 @@ class ImageCache:
             if self.cert_dir is not None:
                 argv += ["--src-cert-dir", str(self.cert_dir)]
             with tools.authfile(location.domain, auth, self.root / "home") as authfile:
-                if authfile is not None:
-                    argv += ["--src-authfile", str(authfile)]
+                argv += ["--src-authfile", str(authfile)]
                 try:
                     await tools.run(
                         [*argv, f"docker://{location}", f"oci:{work / 'oci'}:image"],

@@ -70,19 +70,19 @@ def tool_env(home: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def authfile(registry: str, auth: Mapping[str, Any] | None, parent: Path) -> Iterator[Path | None]:
+def authfile(registry: str, auth: Mapping[str, Any] | None, parent: Path) -> Iterator[Path]:
     """A containers-auth.json holding one registry's entry, 0600 in a private 0700 directory,
-    removed after use: secrets go to skopeo through a file, never its command line (`ps`)."""
-    if auth is None:
-        yield None
-        return
+    removed after use: secrets go to skopeo through a file, never its command line (`ps`).
+    Without credentials the file is empty, and still given: skopeo then reads no auth file of its
+    own choosing (/run/containers/<uid>/auth.json: the sidecar account's own registry logins,
+    which a pod without a pull secret must not borrow)."""
     private = Path(tempfile.mkdtemp(prefix="auth-", dir=parent))
     try:
         os.chmod(private, 0o700)
         path = private / "auth.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as file:
-            json.dump({"auths": {registry: dict(auth)}}, file)
+            json.dump({"auths": {registry: dict(auth)} if auth is not None else {}}, file)
         yield path
     finally:
         for child in private.iterdir():

@@ -8,7 +8,8 @@ digest; the job script sources the pin (`images.pins`) and needs no registry on 
 What the container sees, as under a kubelet: the image's filesystem with a private writable layer
 (an overlay in node-local temporary space, discarded when the container ends, as a container's
 writable layer is on restart), the pod's volumes at their mountPaths (created in that layer when
-the image lacks them), a private /tmp, the pod's hostname, and the process Kubernetes' rule gives
+the image lacks them), a private /tmp, the pod's hostname, GPU devices only when it asks for GPUs,
+and the process Kubernetes' rule gives
 (`images.command`): Entrypoint and Cmd unless the pod's command or args replace them, the image's
 Env under the pod's, its WorkingDir unless the pod sets one, its User (root when it names none).
 Files the container writes on volumes belong to the pod's account on the host. `kubectl exec`,
@@ -27,6 +28,12 @@ class CharliecloudConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     executable: str = Field("ch-run", description="ch-run on the compute nodes (name or path)")
+    gpu_devices: list[str] = Field(
+        default_factory=lambda: ["/dev/nvidia*", "/dev/nvidia-caps/*", "/dev/dri/*", "/dev/kfd"],
+        description="GPU device files (globs, expanded on the compute node) a container sees only when it "
+        "asks for GPUs: ch-run shows the host's whole /dev, so for the others each is covered by /dev/null. "
+        "Which GPUs a GPU container reaches is Slurm's (ConstrainDevices)",
+    )
 
 
 def process_mode(container: ContainerSpec) -> str:
@@ -55,12 +62,14 @@ class CharliecloudRuntime(Runtime):
         binds: list[str] = []
         for bind in ctx.binds:
             binds += ["--ro-bind" if bind.read_only else "--bind", bind.source, bind.target]
+        if not container.gpus:
+            for pattern in self.config.gpu_devices:
+                binds += ["--mask", pattern]
         mode = process_mode(container)
         words = [*container.command, *container.args] if mode == "command" else list(container.args)
         run = (
             "ilp_charliecloud",
             ctx.image_pin,
-            "1" if container.gpus else "0",
             mode,
             container.working_dir,
             *binds,

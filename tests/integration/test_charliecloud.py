@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,7 @@ from tests.integration.test_rest_api import request_for, run_until
 from tests.podkit import pod
 
 CHARLIECLOUD = {"interlink.provider/runtime": "charliecloud"}
+TEST_GPUS = "/dev/ilp-test-gpu"  # the image sidecar's gpu_devices: files standing for GPU devices
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def image_sidecar(local_site, registry, tmp_path):
     account = pwd.getpwnam(SERVICE_ACCOUNT)
     os.chown(cache, account.pw_uid, account.pw_gid)
     overrides = {
-        "runtime": {"allowed": ["sandbox", "charliecloud"]},
+        "runtime": {"allowed": ["sandbox", "charliecloud"], "charliecloud": {"gpu_devices": [f"{TEST_GPUS}*"]}},
         "images": {"cache_dir": str(cache), "mirrors": registry.mirrors(), "cert_dir": str(registry.cert_dir)},
     }
     instance = Sidecar(tmp_path / "sidecar", overrides).start()
@@ -134,6 +136,13 @@ async def test_an_unknown_tag_waits_with_err_image_pull_and_the_registry_s_words
         assert not list(image_sidecar.pods_root.rglob("job.sh.*"))  # nothing was submitted
         assert not (image_sidecar.cache / "pins" / uid).exists()
 
+        # a digest the registry does not hold: the same, in the registry's words
+        wrong = image_pod("wrong-digest", [{"name": "c", "image": f"busybox@sha256:{'0' * 64}", "command": ["true"]}])
+        await client.create(wrong)
+        answer = await waiting_with(client, wrong["pod"]["metadata"]["uid"], "ErrImagePull")
+        assert "manifest unknown" in answer["containers"][0]["state"]["waiting"]["message"]
+        assert await client.delete(wrong["pod"])
+
 
 async def test_an_invalid_image_name_is_shown_and_not_retried(image_sidecar):
     req = image_pod("invalid", [{"name": "c", "image": "busybox:bad:tag", "command": ["true"]}])
@@ -172,6 +181,30 @@ async def test_probes_and_hooks_run_inside_the_running_container(image_sidecar):
         await wait_for(ready, 60, what="ready")
         await run_until(client, uid, SUCCEEDED, timeout=60)
         assert (await logs(client, req, "c")).strip() == "hooked"
+
+
+async def test_only_a_container_that_asks_for_gpus_sees_the_gpu_devices(image_sidecar):
+    """ch-run shows the host's whole /dev: the site's gpu_devices are covered for the others. The
+    local Slurm's GPUs are GRES files, so a file in /dev stands for the device here."""
+    device = Path(f"{TEST_GPUS}{os.getpid()}")
+    device.write_text("gpu-memory\n")
+    device.chmod(0o666)
+    try:
+        command = ["sh", "-c", f"cat {device}; echo end"]
+        plain = image_pod("plain", [{"name": "c", "image": "busybox", "command": command}])
+        gpu = image_pod(
+            "gpu",
+            [{"name": "c", "image": "busybox", "command": command, "resources": {"limits": {"nvidia.com/gpu": 1}}}],
+        )
+        async with SidecarClient(image_sidecar.address) as client:
+            for req in (plain, gpu):
+                await client.create(req)
+            for req in (plain, gpu):
+                await run_until(client, req["pod"]["metadata"]["uid"], SUCCEEDED, timeout=120)
+            assert (await logs(client, plain, "c")).split() == ["end"]  # /dev/null there
+            assert (await logs(client, gpu, "c")).split() == ["gpu-memory", "end"]
+    finally:
+        device.unlink()
 
 
 async def test_twenty_pods_of_one_image_pull_it_once_and_run_with_the_registry_stopped(image_sidecar, registry):

@@ -419,8 +419,20 @@ async def test_private_registry_needs_the_pods_pull_secret(private_registry, cac
     monkeypatch.setattr(tools, "run", recording_run)
     cache = private_registry.cache(cache_root, mirrors={})
     image = f"{private_registry.host}/ilp/entrypoint:1"
-    with pytest.raises(ErrImagePull) as refused:
-        await cache.ensure(image, "IfNotPresent")
+    # the right credentials in the file skopeo reads by default (a login of the sidecar's account)
+    # are not borrowed for a pod without a pull secret
+    ambient = Path(f"/run/containers/{os.getuid()}/auth.json")
+    kept = ambient.read_bytes() if ambient.exists() else None
+    ambient.parent.mkdir(parents=True, exist_ok=True)
+    ambient.write_text(json.dumps({"auths": {private_registry.host: basic(PRIVATE_USER, PRIVATE_PASSWORD)}}))
+    try:
+        with pytest.raises(ErrImagePull) as refused:
+            await cache.ensure(image, "IfNotPresent")
+    finally:
+        if kept is None:
+            ambient.unlink()
+        else:
+            ambient.write_bytes(kept)
     assert "authentication required" in refused.value.message or "unauthorized" in refused.value.message
     wrong = parse_dockerconfigjson(
         json.dumps({"auths": {private_registry.host: {"username": PRIVATE_USER, "password": "wrong"}}})

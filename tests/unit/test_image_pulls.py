@@ -22,7 +22,7 @@ from interlink_provider.images.reference import parse
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.pods.wire import RetrievedPodData
 from interlink_provider.runtimes import Bind, LaunchContext
-from interlink_provider.runtimes.charliecloud import CharliecloudRuntime
+from interlink_provider.runtimes.charliecloud import CharliecloudConfig, CharliecloudRuntime
 from sidecars.core.domain import images as image_phase
 from sidecars.core.domain.principal import Principal
 from sidecars.core.domain.records import PodSummary, Stage
@@ -263,7 +263,7 @@ def test_the_image_user_is_resolved_in_the_image_s_own_files(tmp_path):
 
 
 def test_the_runtime_needs_the_cache_and_renders_kubernetes_three_cases():
-    runtime = CharliecloudRuntime()
+    runtime = CharliecloudRuntime(CharliecloudConfig(gpu_devices=["/dev/g*"]))
     ctx = LaunchContext(
         pod_dir="/p", rootfs="/p/r", binds=(Bind("/p/v", "/data", read_only=True),), image_pin="/c/x.sh"
     )
@@ -272,14 +272,17 @@ def test_the_runtime_needs_the_cache_and_renders_kubernetes_three_cases():
     for mode, extra in cases.items():
         spec, _, _ = render(pod([{**base, **extra}]), "/pods", runtime="charliecloud", options=_options())
         launch = runtime.launch(spec.containers[0], ctx)
-        assert launch.run[:5] == ("ilp_charliecloud", "/c/x.sh", "0", mode, "")
-        assert launch.run[5:9] == ("--ro-bind", "/p/v", "/data", "--")
+        assert launch.run[:4] == ("ilp_charliecloud", "/c/x.sh", mode, "")
+        assert launch.run[4:10] == ("--ro-bind", "/p/v", "/data", "--mask", "/dev/g*", "--")  # no GPUs asked
         env = tuple(f"{name}={value}" for name, value in spec.containers[0].env)
         assert "A=1" in env
-        assert launch.run[9 : 10 + len(env)] == (*env, "--")
-        assert list(launch.run[10 + len(env) :]) == {"command": ["sh", "-c", "x"], "args": ["y"], "image": []}[mode]
+        assert launch.run[10 : 11 + len(env)] == (*env, "--")
+        assert list(launch.run[11 + len(env) :]) == {"command": ["sh", "-c", "x"], "args": ["y"], "image": []}[mode]
         assert launch.exec_prefix == ("ilp_charliecloud_exec", "/c/x.sh", *env, "--")
         assert launch.prepare == (("ilp_pinned", "/c/x.sh"),)
+    gpu = {**base, "resources": {"limits": {"nvidia.com/gpu": 1}}}
+    spec, _, _ = render(pod([gpu]), "/pods", runtime="charliecloud", options=_options())
+    assert "--mask" not in runtime.launch(spec.containers[0], ctx).run  # its GPUs are Slurm's to give
     spec, _, _ = render(pod([base]), "/pods", runtime="charliecloud", options=_options())
     with pytest.raises(PodRejected, match="image cache"):
         runtime.launch(spec.containers[0], LaunchContext(pod_dir="/p", rootfs="/p/r", binds=()))

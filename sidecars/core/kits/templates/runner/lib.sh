@@ -170,13 +170,16 @@ ilp_image_env() {  # ILP_ENV <- what an image's process starts with: defaults, t
   ILP_ENV=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" "HOME=/root"
            "${ILP_IMAGE_ENV[@]}" "$@")
 }
-ilp_charliecloud() {  # PIN GPU MODE WORKDIR [--bind|--ro-bind SRC DST]... -- NAME=VALUE... -- WORDS...
-  local pin=$1 mode=$3 workdir=$4 scratch pid rc
-  shift 4
+ilp_charliecloud() {  # PIN MODE WORKDIR [--bind|--ro-bind SRC DST | --mask GLOB]... -- NAME=VALUE... -- WORDS...
+  local pin=$1 mode=$2 workdir=$3 scratch pid rc device
+  shift 3
   local -a binds=() env=() argv=()
   while (( $# )) && [[ $1 != -- ]]; do
     case $1 in
       --bind|--ro-bind) binds+=("$1" "$2" "$3"); shift 3 ;;
+      --mask)  # the devices there are on this node (GPUs the container did not ask for)
+        while IFS= read -r device; do binds+=(--mask /dev/null "$device"); done < <(compgen -G "$2")
+        shift 2 ;;
       *) echo "ilp_charliecloud: unexpected argument $1" >&2; return 125 ;;
     esac
   done
@@ -213,7 +216,7 @@ ilp_charliecloud() {  # PIN GPU MODE WORKDIR [--bind|--ro-bind SRC DST]... -- NA
   chmod -R u+rwX -- "$scratch" 2>/dev/null; rm -rf -- "$scratch"
   return "$rc"
 }
-ilp_ch_root() {  # SCRATCH ROOTFS WORKDIR HOSTNAME BINDS... -- CH-RUN...: as root of our own namespaces
+ilp_ch_root() {  # SCRATCH ROOTFS WORKDIR HOSTNAME {--bind|--ro-bind|--mask SRC DST}... -- CH-RUN...: as root of our own namespaces
   local scratch=$1 lower=$2 workdir=$3 name=$4 upper=$1/upper root=$1/root flag source target path=$PATH
   shift 4
   PATH=/usr/sbin:/usr/bin:/sbin:/bin  # the host's tools; the container's PATH is back for ch-run
@@ -224,7 +227,9 @@ ilp_ch_root() {  # SCRATCH ROOTFS WORKDIR HOSTNAME BINDS... -- CH-RUN...: as roo
   local -a binds=()
   while (( $# )) && [[ $1 != -- ]]; do
     binds+=("$1" "$2" "$3")
-    if [[ -d $2 ]]; then
+    if [[ $1 == --mask ]]; then
+      :  # a host device, covered before ch-run binds the host's /dev
+    elif [[ -d $2 ]]; then
       mkdir -p -- "$upper$3"
     else
       mkdir -p -- "$upper$(dirname -- "$3")" && { [[ -e $upper$3 ]] || : >"$upper$3"; }
@@ -238,8 +243,13 @@ ilp_ch_root() {  # SCRATCH ROOTFS WORKDIR HOSTNAME BINDS... -- CH-RUN...: as roo
   mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$scratch/work" "$root" || exit 125
   set -- "${binds[@]}" -- "$@"
   while [[ $1 != -- ]]; do
-    flag=$1 source=$2 target=$root$3
+    flag=$1 source=$2 target=$3
     shift 3
+    if [[ $flag == --mask ]]; then  # on the host's /dev, which ch-run then binds whole into the container
+      if [[ -d $target ]]; then mount -t tmpfs -o ro none "$target"; else mount --bind /dev/null "$target"; fi || exit 125
+      continue
+    fi
+    target=$root$target
     mount --bind -- "$source" "$target" || exit 125
     if [[ $flag == --ro-bind ]]; then mount -o remount,bind,ro -- "$target" || exit 125; fi
   done
