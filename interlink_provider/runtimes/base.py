@@ -66,6 +66,29 @@ def kubernetes_argv(container: ContainerSpec, entrypoint: list[str], cmd: list[s
     return [*entrypoint, *(container.args or cmd)]
 
 
+def process_mode(container: ContainerSpec) -> str:
+    """Which of Kubernetes' three cases applies, for runtimes whose job script joins the pinned
+    image's words at run time (the image is only known once pulled, after the script is written)."""
+    if container.command:
+        return "command"
+    if container.args:
+        return "args"
+    return "image"
+
+
+def process_words(container: ContainerSpec) -> list[str]:
+    """The pod's own words of the process: all of them with `command`, else the args (or none)."""
+    if container.command:
+        return [*container.command, *container.args]
+    return list(container.args)
+
+
+def counted(words: list[str]) -> list[str]:
+    """A list as the job script's functions take it: its length, then its words. A length, not a
+    `--` separator: runtime options come from annotations and may hold any word, even `--`."""
+    return [str(len(words)), *words]
+
+
 def find_image_defaults(image: str, table: list[ImageDefaults]) -> ImageDefaults | None:
     bare = image.split("://", 1)[-1]
     for entry in table:
@@ -89,8 +112,12 @@ class Runtime(ABC):
     # Annotation stems read for extra options/mounts: slurm-job.vk.io/<stem>-options and
     # <stem>-mounts. interLink's own names are "singularity" (for Apptainer too) and "enroot".
     annotation_stems: tuple[str, ...] = ()
-    # The pod's images are pulled into the site's cache before its job is submitted.
-    uses_image_cache: bool = False
+
+    @property
+    def uses_image_cache(self) -> bool:
+        """The pod's images are pulled into the site's cache before its job is submitted (and the
+        job runs them from there: ctx.image_pin)."""
+        return False
 
     @abstractmethod
     def launch(self, container: ContainerSpec, ctx: LaunchContext) -> Launch:
@@ -99,3 +126,11 @@ class Runtime(ABC):
 
 def reject(container: ContainerSpec, reason: str) -> PodRejected:
     return PodRejected(reason, field=f"container {container.name!r}")
+
+
+def require_pin(container: ContainerSpec, ctx: LaunchContext, why: str) -> str:
+    """The container's pin; without one (a site whose config has no `images` section) the pod is
+    refused when it is created rather than failing on the compute node."""
+    if not ctx.image_pin:
+        raise reject(container, f"{why} needs the site's image cache (its config has no `images` section)")
+    return ctx.image_pin

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..pods.jobspec import ContainerSpec
-from .base import Launch, LaunchContext, Runtime, reject
+from .base import Launch, LaunchContext, Runtime, process_mode, process_words, require_pin
 
 
 class CharliecloudConfig(BaseModel):
@@ -36,28 +36,18 @@ class CharliecloudConfig(BaseModel):
     )
 
 
-def process_mode(container: ContainerSpec) -> str:
-    """Which of Kubernetes' three cases applies; the job script joins the image's words at run time."""
-    if container.command:
-        return "command"
-    if container.args:
-        return "args"
-    return "image"
-
-
 class CharliecloudRuntime(Runtime):
     name = "charliecloud"
-    uses_image_cache = True
+
+    @property
+    def uses_image_cache(self) -> bool:
+        return True  # the only way it gets an image
 
     def __init__(self, config: CharliecloudConfig | None = None) -> None:
         self.config = config or CharliecloudConfig()
 
     def launch(self, container: ContainerSpec, ctx: LaunchContext) -> Launch:
-        if not ctx.image_pin:
-            raise reject(
-                container,
-                "the charliecloud runtime needs the site's image cache (its config has no `images` section)",
-            )
+        require_pin(container, ctx, "the charliecloud runtime")
         env = [f"{name}={value}" for name, value in container.env]
         binds: list[str] = []
         for bind in ctx.binds:
@@ -66,7 +56,7 @@ class CharliecloudRuntime(Runtime):
             for pattern in self.config.gpu_devices:
                 binds += ["--mask", pattern]
         mode = process_mode(container)
-        words = [*container.command, *container.args] if mode == "command" else list(container.args)
+        words = process_words(container)
         run = (
             "ilp_charliecloud",
             ctx.image_pin,

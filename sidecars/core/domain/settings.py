@@ -116,8 +116,9 @@ class ServiceSettings(Strict):
     )
     images: ImagesConfig | None = Field(
         None,
-        description="the image cache: pods of the charliecloud runtime run their own images, pulled here "
-        "before their jobs are submitted; that runtime is refused without it",
+        description="the image cache: pods of the charliecloud runtime (and of apptainer, singularity or enroot "
+        "with their image_cache on) run their own images, pulled here before their jobs are submitted; those "
+        "runtimes refuse pods without it",
     )
     staging: StagingConfig | None = Field(
         None, description="datalake staging (Rucio + XRootD); pods declaring data are refused without it"

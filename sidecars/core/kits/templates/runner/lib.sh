@@ -166,6 +166,16 @@ ilp_pinned() {  # PIN: the sidecar pinned this container's image before submitti
   return 1
 }
 ilp_pin_name() { ILP_PIN_NAME=${1##*/}; ILP_PIN_NAME=${ILP_PIN_NAME%.sh}; }  # PIN -> container name
+ilp_pin_argv() {  # MODE WORDS...: ILP_ARGV <- the container's process by Kubernetes' rule (pin sourced)
+  case $1 in  # interlink_provider/images/command.py; the pod's words: all of them, its args, or none
+    command) ILP_ARGV=("${@:2}") ;;
+    args) ILP_ARGV=("${ILP_IMAGE_ENTRYPOINT[@]}" "${@:2}") ;;
+    *) ILP_ARGV=("${ILP_IMAGE_ENTRYPOINT[@]}" "${ILP_IMAGE_CMD[@]}") ;;
+  esac
+  (( ${#ILP_ARGV[@]} )) && return 0
+  echo "no command specified: neither the container nor its image names one" >&2
+  return 128
+}
 ilp_image_env() {  # ILP_ENV <- what an image's process starts with: defaults, the image's Env, then $@
   ILP_ENV=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" "HOME=/root"
            "${ILP_IMAGE_ENV[@]}" "$@")
@@ -188,15 +198,8 @@ ilp_charliecloud() {  # PIN MODE WORKDIR [--bind|--ro-bind SRC DST | --mask GLOB
   shift
   # shellcheck source=/dev/null
   source -- "$pin" || return 125
-  case $mode in  # Kubernetes' rule (interlink_provider/images/command.py)
-    command) argv=("$@") ;;
-    args) argv=("${ILP_IMAGE_ENTRYPOINT[@]}" "$@") ;;
-    *) argv=("${ILP_IMAGE_ENTRYPOINT[@]}" "${ILP_IMAGE_CMD[@]}") ;;
-  esac
-  if (( ${#argv[@]} == 0 )); then
-    echo "no command specified: neither the container nor its image names one" >&2
-    return 128
-  fi
+  ilp_pin_argv "$mode" "$@" || return
+  argv=("${ILP_ARGV[@]}")
   [[ -n $workdir ]] || workdir=${ILP_IMAGE_WORKDIR:-/}
   ilp_image_env "${env[@]}"
   # The writable layer: node-local, private, gone with the container (a restart starts clean).
@@ -283,6 +286,60 @@ ilp_charliecloud_exec() {  # PIN NAME=VALUE... -- COMMAND...: in the running con
   done
   ilp_image_env "${env[@]}"
   env -i "${ILP_PASS[@]}" "${ILP_ENV[@]}" "$(command -v nsenter)" -t "$pid" -U -m --preserve-credentials -w -- "$@"
+}
+
+# apptainer/singularity and enroot with image_cache on: the pinned image, no registry on the node
+# (interlink_provider/runtimes/apptainer.py, enroot.py). Lists come counted: N WORD(N)...
+ilp_counted() {  # ILP_LIST <- the N words after N; ILP_TAKEN <- how many words that was, N included
+  ILP_LIST=("${@:2:$1}")
+  ILP_TAKEN=$(( $1 + 1 ))
+}
+ilp_apptainer() {  # PIN EXE ENV_PREFIX MODE WORKDIR N OPTION... M NAME=VALUE... WORDS...
+  local pin=$1 exe=$2 prefix=$3 mode=$4 workdir=$5 word
+  shift 5
+  ilp_counted "$@"; local -a options=("${ILP_LIST[@]}"); shift "$ILP_TAKEN"
+  ilp_counted "$@"; local -a env=("${ILP_LIST[@]}"); shift "$ILP_TAKEN"
+  # shellcheck source=/dev/null
+  source -- "$pin" || return 125
+  ilp_pin_argv "$mode" "$@" || return
+  # The image's Env, then the pod's: the later word wins in env(1). No PATH/HOME defaults, unlike
+  # ilp_image_env for ch-run's empty environment: apptainer sets its own where the image has none.
+  local -a vars=()
+  for word in "${ILP_IMAGE_ENV[@]}" "${env[@]}"; do vars+=("$prefix$word"); done
+  # An unpacked image has no runscript: always exec, from the image's directory (a sandbox image).
+  env "${ILP_PASS[@]}" "${vars[@]}" "$exe" exec "${options[@]}" --pwd "${workdir:-${ILP_IMAGE_WORKDIR:-/}}" \
+    "$ILP_IMAGE_ROOTFS" "${ILP_ARGV[@]}"
+}
+ilp_enroot_root() {  # PIN DATA NAME RC: the container's root, a copy of the pinned rootfs, and its rc
+  local pin=$1 data=$2 name=$3 rc=$4
+  # shellcheck source=/dev/null
+  source -- "$pin" || return 1
+  if [[ -e $data/$name ]]; then
+    chmod -R u+rwX -- "$data/$name" 2>/dev/null
+    rm -rf -- "${data:?}/${name:?}" || return 1
+  fi
+  mkdir -p -- "$data" || return 1
+  # Files of the image that the pod's account may not read (such as /etc/shadow) are left out, and
+  # cp names them in the container's log; its directories become ours to remove with the pod.
+  cp -a -- "$ILP_IMAGE_ROOTFS" "$data/$name"
+  [[ -d $data/$name ]] || { echo "cannot copy the image's rootfs to $data/$name" >&2; return 1; }
+  find "$data/$name" -type d ! -perm -u=rwx -exec chmod u+rwx -- {} + || return 1
+  # enroot's command script: its parameters are the words after the container's name.
+  # shellcheck disable=SC2016  # its words are expanded by the container's shell
+  printf '%s\n' 'mkdir -p -- "$1" 2>/dev/null' 'cd -- "$1" || exit 128' 'shift' 'exec "$@"' >"$rc"
+}
+ilp_enroot() {  # PIN EXE DATA NAME RC MODE WORKDIR N OPTION... M NAME=VALUE... WORDS...
+  local pin=$1 exe=$2 data=$3 name=$4 rc=$5 mode=$6 workdir=$7 word
+  shift 7
+  ilp_counted "$@"; local -a options=("${ILP_LIST[@]}"); shift "$ILP_TAKEN"
+  ilp_counted "$@"; local -a env=("${ILP_LIST[@]}"); shift "$ILP_TAKEN"
+  # shellcheck source=/dev/null
+  source -- "$pin" || return 125
+  ilp_pin_argv "$mode" "$@" || return
+  local -a vars=()  # the site's variables (ILP_PASS), the image's Env, the pod's: the last one wins
+  for word in "${ILP_IMAGE_ENV[@]}" "${env[@]}"; do vars+=(--env "$word"); done
+  ENROOT_DATA_PATH=$data "$exe" start --rc "$rc" "${options[@]}" "${ILP_PASS[@]}" "${vars[@]}" -- \
+    "$name" "${workdir:-${ILP_IMAGE_WORKDIR:-/}}" "${ILP_ARGV[@]}"
 }
 
 # ---- lifecycle -----------------------------------------------------------------
