@@ -48,7 +48,8 @@ def registry_dir() -> Path:
 def build_big_image(size_mib: int) -> str:
     """ilp/bench-big:<size> in the local registry (built once): its reference."""
     ref = f"ilp/bench-big:{size_mib}"
-    imagekit.push_random_image(REGISTRY, registry_dir() / "certs", ref, size_mib)
+    builder = registry_dir() / "builder-auth.json"  # site.sh's: only the builder pushes there
+    imagekit.push_random_image(REGISTRY, registry_dir() / "certs", ref, size_mib, builder if builder.exists() else None)
     return ref
 
 

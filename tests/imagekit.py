@@ -11,16 +11,18 @@ import tempfile
 from pathlib import Path
 
 
-def in_registry(host: str, cert_dir: Path, ref: str) -> bool:
-    argv = ["skopeo", "inspect", "--raw", "--cert-dir", str(cert_dir), f"docker://{host}/{ref}"]
+def in_registry(host: str, cert_dir: Path, ref: str, authfile: Path | None = None) -> bool:
+    auth = ["--authfile", str(authfile)] if authfile else []
+    argv = ["skopeo", "inspect", "--raw", "--cert-dir", str(cert_dir), *auth, f"docker://{host}/{ref}"]
     return subprocess.run(argv, capture_output=True).returncode == 0
 
 
-def push_random_image(host: str, cert_dir: Path, ref: str, size_mib: int) -> None:
+def push_random_image(host: str, cert_dir: Path, ref: str, size_mib: int, authfile: Path | None = None) -> None:
     """`ref` (e.g. ilp/big:200) in the registry at `host`, built once: busybox's sh, sleep, true,
     echo, cat and wc, /data/random.bin of `size_mib` MiB, Cmd sh, PATH=/bin. No /etc, /dev, /proc, /sys
-    or /tmp: a minimal image, as FROM scratch builds them."""
-    if in_registry(host, cert_dir, ref):
+    or /tmp: a minimal image, as FROM scratch builds them. `authfile`: the pusher's credentials
+    (the local site's registry takes pushes from its builder only)."""
+    if in_registry(host, cert_dir, ref, authfile):
         return
     work = Path(tempfile.mkdtemp(prefix="ilp-test-image-"))
     try:
@@ -39,7 +41,16 @@ def push_random_image(host: str, cert_dir: Path, ref: str, size_mib: int) -> Non
             ["umoci", "new", "--image", layout],
             ["umoci", "insert", "--image", layout, str(rootfs), "/"],
             ["umoci", "config", "--image", layout, "--config.cmd", "sh", "--config.env", "PATH=/bin"],
-            ["skopeo", "copy", "-q", "--dest-cert-dir", str(cert_dir), f"oci:{layout}", f"docker://{host}/{ref}"],
+            [
+                "skopeo",
+                "copy",
+                "-q",
+                "--dest-cert-dir",
+                str(cert_dir),
+                *(["--dest-authfile", str(authfile)] if authfile else []),
+                f"oci:{layout}",
+                f"docker://{host}/{ref}",
+            ],
         ):
             subprocess.run(argv, check=True, capture_output=True)
     finally:
