@@ -110,6 +110,8 @@ def test_the_job_runs_the_pinned_rootfs_by_kubernetes_rule(tmp_path):
         options = argv[argv.index("run") : at]
         assert _pairs(options, "--name") == [f"ilp-{_key(paths)}-{case}"]
         assert _pairs(options, "-w") == [EXPECTED_WORKDIR[case]]
+        # the image lacks it: an empty directory of the container's own stands for it, as the kubelet makes one
+        assert _pairs(options, "-v")[-1] == f"{state}/workdir:{EXPECTED_WORKDIR[case]}"
         assert _pairs(options, "--user") == ["0:0"] and "--userns" not in options  # the image names no user
         devices = sorted(_pairs(options, "--device"))
         assert devices == ([str(site.devices / "gpu0"), str(site.devices / "gpu1")] if case == "args" else [])

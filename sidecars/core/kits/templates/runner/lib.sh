@@ -366,6 +366,25 @@ ilp_podman_clean() {  # STATE NAME: the container, its storage, its pause proces
   pause=$(cat -- "$state/xdg/libpod/tmp/pause.pid" 2>/dev/null) && kill -KILL "$pause" 2>/dev/null
   rm -rf -- "$state" 2>/dev/null
 }
+ilp_podman_workdir() {  # STATE WORKDIR OPTION...: ILP_WORKDIR_MOUNT <- what makes a missing workdir
+  # podman refuses a working directory the rootfs lacks; the kubelet creates it in the writable
+  # layer. An empty directory of the container's state stands for it (gone with the container),
+  # unless a volume holds it (podman makes the mount points) or the image has it.
+  local state=$1 workdir=$2 target
+  shift 2
+  ILP_WORKDIR_MOUNT=()
+  [[ -d $ILP_IMAGE_ROOTFS$workdir || -L $ILP_IMAGE_ROOTFS$workdir ]] && return 0
+  while (( $# )); do
+    if [[ $1 == -v ]]; then
+      target=${2#*:}; target=${target%:ro}
+      [[ $workdir == "$target" || $workdir == "$target"/* ]] && return 0
+      shift
+    fi
+    shift
+  done
+  mkdir -p -- "$state/workdir" || return 1
+  ILP_WORKDIR_MOUNT=(-v "$state/workdir:$workdir")
+}
 ilp_podman() {  # PIN EXE NAME MODE WORKDIR N GLOBAL... N OPTION... N DEVICE-GLOB... M NAME=VALUE... WORDS...
   local pin=$1 exe=$2 name=$3 mode=$4 workdir=$5 state pid rc word device
   shift 5
@@ -393,6 +412,9 @@ ilp_podman() {  # PIN EXE NAME MODE WORKDIR N GLOBAL... N OPTION... N DEVICE-GLO
   fi
   state=$(mktemp -d "${TMPDIR:-/tmp}/ilp-podman.XXXXXX") || return 125
   mkdir -m 700 -- "$state/xdg" "$state/home" || return 125
+  workdir=${workdir:-${ILP_IMAGE_WORKDIR:-/}}
+  ilp_podman_workdir "$state" "$workdir" "${options[@]}" || return 125
+  options+=("${ILP_WORKDIR_MOUNT[@]}")
   ilp_pin_name "$pin"
   ilp_put "$ILP_POD_DIR/containers/$ILP_PIN_NAME/podman_state" "$state"
   ilp_podman_cmd "$state" "$exe" "${global[@]}"
@@ -402,7 +424,7 @@ ilp_podman() {  # PIN EXE NAME MODE WORKDIR N GLOBAL... N OPTION... N DEVICE-GLO
   # a rootless `podman run` returns at once, and the exit code then comes from `podman wait`.
   # --init: the process is not PID 1, so TERM ends it as under the other runtimes (143).
   "${ILP_PODMAN[@]}" run --name "$name" --init --log-driver passthrough --sig-proxy=false --network host \
-    --hostname "$ILP_POD_HOSTNAME" "${user[@]}" -w "${workdir:-${ILP_IMAGE_WORKDIR:-/}}" "${devices[@]}" \
+    --hostname "$ILP_POD_HOSTNAME" "${user[@]}" -w "$workdir" "${devices[@]}" \
     "${options[@]}" "${ILP_PASS[@]}" "${image_env[@]}" "${vars[@]}" --rootfs "$ILP_IMAGE_ROOTFS:O" \
     "${ILP_ARGV[@]}" </dev/null &
   pid=$!
