@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from interlink_provider.cli.client import SidecarClient, pod_ref
-from interlink_provider.pods.phase import FAILED, RUNNING
+from interlink_provider.pods.phase import FAILED, RUNNING, SUCCEEDED
 from tests.helpers import SERVICE_ACCOUNT, Sidecar, ensure_site_accounts, pod_dir, wait_for
 from tests.integration.test_charliecloud import logs
 from tests.integration.test_images import registry  # noqa: F401  (a fixture of this module)
@@ -21,6 +21,7 @@ from tests.integration.test_rest_api import request_for, run_until
 from tests.podkit import pod
 
 PODMAN = {"interlink.provider/runtime": "podman"}
+TEST_GPUS = "/dev/ilp-podman-gpu"  # the sidecar's gpu_devices: device nodes standing for GPUs
 
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
 
@@ -35,7 +36,7 @@ def podman_sidecar(local_site, registry, tmp_path):  # noqa: F811
     account = pwd.getpwnam(SERVICE_ACCOUNT)
     os.chown(cache, account.pw_uid, account.pw_gid)
     overrides = {
-        "runtime": {"allowed": ["sandbox", "podman"]},
+        "runtime": {"allowed": ["sandbox", "podman"], "podman": {"gpu_devices": [f"{TEST_GPUS}*"]}},
         "images": {"cache_dir": str(cache), "mirrors": registry.mirrors(), "cert_dir": str(registry.cert_dir)},
     }
     instance = Sidecar(tmp_path / "sidecar", overrides).start()
@@ -114,17 +115,19 @@ async def test_a_pod_runs_its_image_as_its_account_and_reports_exit_codes(podman
     await wait_for(clean, 20, what=f"no podman process or state of {account} left")
 
 
-async def test_a_deleted_pod_is_terminated_and_probes_run_inside_it(podman_sidecar):
-    """An exec readiness probe reads a file the container wrote in its /tmp (podman exec with the
-    container's own state); a delete TERMs the container, reported as for the other runtimes."""
+async def test_a_deleted_pod_is_terminated_and_probes_and_hooks_run_inside_it(podman_sidecar):
+    """A postStart hook writes a file in the container's /tmp and an exec readiness probe reads it
+    (podman exec with the container's own state); a delete TERMs the container, reported as for
+    the other runtimes, and leaves no podman process or state behind."""
     req = podman_pod(
         "podman-delete",
         [
             {
                 "name": "c",
                 "image": "busybox",
-                "command": ["sh", "-c", "echo ok > /tmp/ready; echo up; while true; do sleep 1; done"],
-                "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1},
+                "command": ["sh", "-c", "echo up; while true; do sleep 1; done"],
+                "readinessProbe": {"exec": {"command": ["cat", "/tmp/hooked"]}, "periodSeconds": 1},
+                "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo hooked > /tmp/hooked"]}}},
             }
         ],
         terminationGracePeriodSeconds=10,
@@ -143,3 +146,29 @@ async def test_a_deleted_pod_is_terminated_and_probes_run_inside_it(podman_sidec
         assert "deleting" in await client.delete(req["pod"])
         final = await run_until(client, uid, FAILED, timeout=60)
     assert terminated(final)["c"]["exitCode"] == 143
+    account = pod_dir(podman_sidecar.pods_root, "ns", uid).owner()
+
+    async def clean():
+        return not leftovers(account)
+
+    await wait_for(clean, 20, what=f"no podman process or state of {account} left")
+
+
+async def test_only_a_container_that_asks_for_gpus_gets_the_gpu_devices(podman_sidecar):
+    """--device for the site's gpu_devices only with GPUs; podman gives the others a /dev without them."""
+    device = Path(f"{TEST_GPUS}{os.getpid()}")
+    subprocess.run(["mknod", "-m", "666", str(device), "c", "1", "3"], check=True)  # as /dev/null
+    try:
+        command = ["sh", "-c", f"test -c {device} && echo present; echo end"]
+        plain = podman_pod("podman-plain", [{"name": "c", "image": "busybox", "command": command}])
+        limits = {"limits": {"nvidia.com/gpu": 1}}
+        gpu = podman_pod("podman-gpu", [{"name": "c", "image": "busybox", "command": command, "resources": limits}])
+        async with SidecarClient(podman_sidecar.address) as client:
+            for req in (plain, gpu):
+                await client.create(req)
+            for req in (plain, gpu):
+                await run_until(client, req["pod"]["metadata"]["uid"], SUCCEEDED, timeout=120)
+            assert (await logs(client, plain, "c")).split() == ["end"]
+            assert (await logs(client, gpu, "c")).split() == ["present", "end"]
+    finally:
+        device.unlink()

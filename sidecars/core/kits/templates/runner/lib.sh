@@ -366,6 +366,13 @@ ilp_podman_clean() {  # STATE NAME: the container, its storage, its pause proces
   pause=$(cat -- "$state/xdg/libpod/tmp/pause.pid" 2>/dev/null) && kill -KILL "$pause" 2>/dev/null
   rm -rf -- "$state" 2>/dev/null
 }
+ilp_podman_finish() {  # STATE NAME: the clean-up, in a session of its own (the runner's KILL at the
+  # end of the grace period must not leave the container's state and pause process behind)
+  rm -f -- "$ILP_POD_DIR/containers/$ILP_PIN_NAME/podman_state"
+  setsid "$BASH" -c "$(declare -f ilp_podman_clean)"'; state=$1 name=$2; shift 2; ILP_PODMAN=("$@")
+    ilp_podman_clean "$state" "$name"' ilp-podman-clean "$1" "$2" "${ILP_PODMAN[@]}" </dev/null >/dev/null 2>&1 &
+  ilp_wait_pid $!
+}
 ilp_podman_workdir() {  # STATE WORKDIR OPTION...: ILP_WORKDIR_MOUNT <- what makes a missing workdir
   # podman refuses a working directory the rootfs lacks; the kubelet creates it in the writable
   # layer. An empty directory of the container's state stands for it (gone with the container),
@@ -389,6 +396,9 @@ ilp_podman() {  # PIN EXE NAME MODE WORKDIR N GLOBAL... N OPTION... N DEVICE-GLO
   local pin=$1 exe=$2 name=$3 mode=$4 workdir=$5 state pid rc word device
   shift 5
   local -a global options devices=() vars=() user
+  # TERM (a delete, a failed probe or hook) may come at any moment, even before podman runs.
+  ILP_PODMAN_STOPPING=0 ILP_PODMAN=()
+  trap 'ILP_PODMAN_STOPPING=1; (( ${#ILP_PODMAN[@]} )) && ilp_podman_stop "$name"' TERM INT
   ilp_counted "$@"; global=("${ILP_LIST[@]}"); shift "$ILP_TAKEN"
   ilp_counted "$@"; options=("${ILP_LIST[@]}"); shift "$ILP_TAKEN"
   ilp_counted "$@"
@@ -418,8 +428,10 @@ ilp_podman() {  # PIN EXE NAME MODE WORKDIR N GLOBAL... N OPTION... N DEVICE-GLO
   ilp_pin_name "$pin"
   ilp_put "$ILP_POD_DIR/containers/$ILP_PIN_NAME/podman_state" "$state"
   ilp_podman_cmd "$state" "$exe" "${global[@]}"
-  ILP_PODMAN_STOPPING=0
-  trap 'ILP_PODMAN_STOPPING=1; ilp_podman_stop "$name"' TERM INT
+  if (( ILP_PODMAN_STOPPING )); then  # stopped before it started
+    ilp_podman_finish "$state" "$name"
+    return 143
+  fi
   # The container's output goes straight to ours (passthrough), not through `podman run`: on TERM
   # a rootless `podman run` returns at once, and the exit code then comes from `podman wait`.
   # --init: the process is not PID 1, so TERM ends it as under the other runtimes (143).
@@ -430,6 +442,7 @@ ilp_podman() {  # PIN EXE NAME MODE WORKDIR N GLOBAL... N OPTION... N DEVICE-GLO
   pid=$!
   ilp_wait_pid "$pid"; rc=$?
   if (( ILP_PODMAN_STOPPING )); then
+    ilp_podman_stop "$name"  # again: TERM may have come while `podman run` was creating the container
     # In a session of its own, so the runner's second TERM does not end the wait; bounded, for a
     # container stopped before it started.
     setsid timeout $(( ${ILP_GRACE:-30} + 10 )) "${ILP_PODMAN[@]}" wait "$name" >"$state/exit_code" 2>/dev/null </dev/null &
@@ -437,8 +450,7 @@ ilp_podman() {  # PIN EXE NAME MODE WORKDIR N GLOBAL... N OPTION... N DEVICE-GLO
     word=$(<"$state/exit_code")
     if [[ $word =~ ^[0-9]+$ ]]; then rc=$word; elif (( rc == 0 )); then rc=143; fi
   fi
-  rm -f -- "$ILP_POD_DIR/containers/$ILP_PIN_NAME/podman_state"
-  ilp_podman_clean "$state" "$name"
+  ilp_podman_finish "$state" "$name"
   return "$rc"
 }
 ilp_podman_exec() {  # PIN EXE NAME N GLOBAL... COMMAND...: in the running container (its Env, its workdir)
@@ -446,9 +458,18 @@ ilp_podman_exec() {  # PIN EXE NAME N GLOBAL... COMMAND...: in the running conta
   shift 3
   ilp_counted "$@"; local -a global=("${ILP_LIST[@]}"); shift "$ILP_TAKEN"
   ilp_pin_name "$pin"
-  state=$(cat -- "$ILP_POD_DIR/containers/$ILP_PIN_NAME/podman_state" 2>/dev/null) ||
-    { echo "container $ILP_PIN_NAME is not running" >&2; return 126; }
-  ilp_podman_cmd "$state" "$exe" "${global[@]}"
+  # A postStart hook starts with the container: until podman has it running, there is nothing to
+  # join (and once the container has ended, its state is gone).
+  local waited=0
+  while :; do
+    if state=$(cat -- "$ILP_POD_DIR/containers/$ILP_PIN_NAME/podman_state" 2>/dev/null); then
+      ilp_podman_cmd "$state" "$exe" "${global[@]}"
+      [[ $("${ILP_PODMAN[@]}" container inspect --format '{{.State.Status}}' "$name" 2>/dev/null) == running ]] &&
+        break
+    fi
+    (( waited++ < 150 )) || { echo "container $ILP_PIN_NAME is not running" >&2; return 126; }
+    sleep 0.2
+  done
   "${ILP_PODMAN[@]}" exec -i "${ILP_PASS[@]}" "$name" "$@"
 }
 
