@@ -14,6 +14,7 @@ import pytest
 
 from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods.phase import FAILED, RUNNING, SUCCEEDED
+from tests import imagekit
 from tests.helpers import SERVICE_ACCOUNT, Sidecar, ensure_site_accounts, pod_dir, wait_for
 from tests.integration.test_charliecloud import logs
 from tests.integration.test_images import registry  # noqa: F401  (a fixture of this module)
@@ -172,3 +173,24 @@ async def test_only_a_container_that_asks_for_gpus_gets_the_gpu_devices(podman_s
             assert (await logs(client, gpu, "c")).split() == ["present", "end"]
     finally:
         device.unlink()
+
+
+async def test_an_image_user_runs_as_the_pods_account(podman_sidecar, registry):  # noqa: F811
+    """The image's User (runner, 1000:1001 in its own /etc/passwd) is who the process is inside;
+    on the host, what it writes on a volume belongs to the pod's account (keep-id)."""
+    imagekit.push_user_image(registry.host, registry.cert_dir, "ilp/user:1")
+    command = ["sh", "-c", "id -u; id -g; echo written > /data/out"]
+    mounts = [{"name": "scratch", "mountPath": "/data"}]
+    req = podman_pod(
+        "podman-user",
+        [{"name": "c", "image": "ilp/user:1", "command": command, "volumeMounts": mounts}],
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+    )
+    uid = req["pod"]["metadata"]["uid"]
+    async with SidecarClient(podman_sidecar.address) as client:
+        await client.create(req)
+        await run_until(client, uid, SUCCEEDED, timeout=120)
+        assert (await logs(client, req, "c")).split() == ["1000", "1001"]
+        directory = pod_dir(podman_sidecar.pods_root, "ns", uid)
+        out = directory / "volumes" / "scratch" / "out"
+        assert out.read_text() == "written\n" and out.owner() == directory.owner()
