@@ -83,6 +83,8 @@ class PodmanRuntime(Runtime):
         """ilp_podman PIN EXE NAME MODE WORKDIR N GLOBAL... N OPTION... N DEVICE-GLOB... M NAME=VALUE...
         WORDS...; `kubectl exec`, probes and hooks: ilp_podman_exec PIN EXE NAME N GLOBAL... ARGV..."""
         pin = require_pin(container, ctx, "the podman runtime")
+        if ":" in container.working_dir:  # it may become a -v target (a workingDir the image lacks)
+            raise reject(container, f"the podman runtime cannot work in a path with ':' ({container.working_dir})")
         pod_key = hashlib.sha1(ctx.pod_dir.encode()).hexdigest()[:10]
         name = f"ilp-{pod_key}-{container.name}"
         head = (pin, self.config.executable, name)

@@ -237,3 +237,5 @@ def test_the_runtime_needs_the_cache_and_no_colon_in_mounts():
         runtime.launch(_container(), _ctx())
     with pytest.raises(PodRejected, match="':'"):
         runtime.launch(_container(), _ctx(Bind("/p/a:b", "/t"), image_pin="/c/p.sh"))
+    with pytest.raises(PodRejected, match="':'"):
+        runtime.launch(_container(workingDir="/w:U"), _ctx(image_pin="/c/p.sh"))

@@ -381,6 +381,7 @@ ilp_podman_workdir() {  # STATE WORKDIR OPTION...: ILP_WORKDIR_MOUNT <- what mak
   shift 2
   ILP_WORKDIR_MOUNT=()
   [[ -d $ILP_IMAGE_ROOTFS$workdir || -L $ILP_IMAGE_ROOTFS$workdir ]] && return 0
+  [[ $workdir == *:* ]] && return 0  # no -v target (an image's WorkingDir): podman says it is missing
   while (( $# )); do
     if [[ $1 == -v ]]; then
       target=${2#*:}; target=${target%:ro}
