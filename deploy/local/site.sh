@@ -63,7 +63,8 @@ export SLURM_CONF=$SLURM_DIR/slurm.conf
 PACKAGES=(slurm-wlm munge bubblewrap python-is-python3 python3-venv nginx-light curl procps util-linux sudo
           xrootd-server xrootd-client xrootd-scitokens-plugins openssl ca-certificates openssh-server
           slurmrestd slurm-wlm-jwt-plugin
-          docker-registry skopeo umoci busybox-static charliecloud-runtime)  # images (#19): deploy/local/images.sh
+          docker-registry skopeo umoci busybox-static charliecloud-runtime  # images (#19): deploy/local/images.sh
+          podman runc uidmap catatonit fuse-overlayfs)  # the podman runtime (#19), rootless
 
 log() { printf '[site] %s\n' "$*" >&2; }
 # shellcheck source=deploy/local/daemons.sh
@@ -527,6 +528,7 @@ setup_accounts() {
     id "$account" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$account" 2>/dev/null ||
       id "$account" >/dev/null 2>&1 || { log "cannot create the account $account"; return 1; }
     id -nG "$account" | tr ' ' '\n' | grep -qx "$USERS_GROUP" || usermod -a -G "$USERS_GROUP" "$account"
+    subordinate_ids "$account" || return 1
   done
   rule="$SERVICE_ACCOUNT ALL=(%$USERS_GROUP) NOPASSWD: $AGENT site agent"
   if [[ "$(cat "$SUDOERS" 2>/dev/null)" != *"$rule"* ]]; then
@@ -538,6 +540,19 @@ setup_accounts() {
     rm -f "$tmp"
     log "sudoers: $rule"
   fi
+}
+
+subordinate_ids() {
+  # Rootless podman (the podman runtime) maps a container's other users to the account's ranges
+  # in /etc/subuid and /etc/subgid. useradd gives them on Debian; an account without one gets the
+  # next free 65536 ids after every range there is, the same range in both files.
+  local account=$1 first
+  grep -q "^$account:" /etc/subuid 2>/dev/null && grep -q "^$account:" /etc/subgid 2>/dev/null && return 0
+  first=$(cat /etc/subuid /etc/subgid 2>/dev/null |
+          awk -F: 'BEGIN { end = 100000 } $3 > 0 && $2 + $3 > end { end = $2 + $3 } END { print end }')
+  usermod --add-subuids "$first-$((first + 65535))" --add-subgids "$first-$((first + 65535))" "$account" ||
+    { log "cannot give $account subordinate ids"; return 1; }
+  log "subordinate ids of $account: $first-$((first + 65535))"
 }
 
 service_account_files() {

@@ -11,9 +11,10 @@ from .base import Bind, ImageDefaults, Launch, LaunchContext, Runtime
 from .charliecloud import CharliecloudConfig, CharliecloudRuntime
 from .enroot import EnrootConfig, EnrootRuntime
 from .host import HostRuntime
+from .podman import PodmanConfig, PodmanRuntime
 from .sandbox import SandboxConfig, SandboxRuntime
 
-RuntimeName = Literal["apptainer", "singularity", "enroot", "charliecloud", "sandbox", "host"]
+RuntimeName = Literal["apptainer", "singularity", "enroot", "charliecloud", "podman", "sandbox", "host"]
 
 
 class RuntimeConfig(BaseModel):
@@ -36,6 +37,9 @@ class RuntimeConfig(BaseModel):
     charliecloud: CharliecloudConfig = Field(
         CharliecloudConfig(), description="the charliecloud runtime (ch-run, images from the site's image cache)"
     )
+    podman: PodmanConfig = Field(
+        PodmanConfig(), description="the podman runtime (rootless podman, images from the site's image cache)"
+    )
     sandbox: SandboxConfig = Field(
         SandboxConfig(), description="the sandbox runtime (bubblewrap); its image_defaults serve the host runtime too"
     )
@@ -50,6 +54,8 @@ def make_runtime(name: RuntimeName, config: RuntimeConfig) -> Runtime:
         return EnrootRuntime(config.enroot)
     if name == "charliecloud":
         return CharliecloudRuntime(config.charliecloud)
+    if name == "podman":
+        return PodmanRuntime(config.podman)
     if name == "sandbox":
         return SandboxRuntime(config.sandbox)
     return HostRuntime(config.sandbox)

@@ -116,8 +116,8 @@ class ServiceSettings(Strict):
     )
     images: ImagesConfig | None = Field(
         None,
-        description="the image cache: pods of the charliecloud runtime (and of apptainer, singularity or enroot "
-        "with their image_cache on) run their own images, pulled here before their jobs are submitted; those "
+        description="the image cache: pods of the charliecloud and podman runtimes (and of apptainer, singularity "
+        "or enroot with their image_cache on) run their own images, pulled here before their jobs are submitted; those "
         "runtimes refuse pods without it",
     )
     staging: StagingConfig | None = Field(

@@ -342,6 +342,138 @@ ilp_enroot() {  # PIN EXE DATA NAME RC MODE WORKDIR N OPTION... M NAME=VALUE... 
     "$name" "${workdir:-${ILP_IMAGE_WORKDIR:-/}}" "${ILP_ARGV[@]}"
 }
 
+# podman runtime: the pinned rootfs, run rootless by podman as the pod's account
+# (interlink_provider/runtimes/podman.py). Each container has podman state of its own in node-local
+# temporary space (storage, run root, XDG_RUNTIME_DIR and so its pause process), removed after it.
+ilp_podman_cmd() {  # STATE EXE GLOBAL...: ILP_PODMAN <- the podman command of this container's state
+  local state=$1 exe=$2
+  shift 2
+  # HOME and XDG_RUNTIME_DIR in the state: nothing of the account's own podman set-up is read or
+  # written, and the rootless pause process belongs to this container alone.
+  ILP_PODMAN=(env "HOME=$state/home" "XDG_RUNTIME_DIR=$state/xdg" "$exe" --root "$state/root"
+              --runroot "$state/run" "$@")
+}
+ilp_podman_stop() {  # NAME: TERM the container, KILL it once the grace period is nearly over
+  local grace=$(( ${ILP_GRACE:-30} > 2 ? ${ILP_GRACE:-30} - 1 : 1 ))
+  # In a session of its own: the runner's KILL of this process group must not cut it short.
+  setsid "${ILP_PODMAN[@]}" stop --time "$grace" "$1" >/dev/null 2>&1 </dev/null &
+}
+ilp_podman_clean() {  # STATE NAME: the container, its storage, its pause process, the state
+  local state=$1 pause
+  "${ILP_PODMAN[@]}" rm --force --time 0 "$2" >/dev/null 2>&1
+  # Files of the container's other users belong to subordinate ids: removed in its user namespace.
+  "${ILP_PODMAN[@]}" unshare rm -rf -- "$state/root" "$state/run" >/dev/null 2>&1
+  pause=$(cat -- "$state/xdg/libpod/tmp/pause.pid" 2>/dev/null) && kill -KILL "$pause" 2>/dev/null
+  rm -rf -- "$state" 2>/dev/null
+}
+ilp_podman_finish() {  # STATE NAME: the clean-up, in a session of its own (the runner's KILL at the
+  # end of the grace period must not leave the container's state and pause process behind)
+  rm -f -- "$ILP_POD_DIR/containers/$ILP_PIN_NAME/podman_state"
+  setsid "$BASH" -c "$(declare -f ilp_podman_clean)"'; state=$1 name=$2; shift 2; ILP_PODMAN=("$@")
+    ilp_podman_clean "$state" "$name"' ilp-podman-clean "$1" "$2" "${ILP_PODMAN[@]}" </dev/null >/dev/null 2>&1 &
+  ilp_wait_pid $!
+}
+ilp_podman_workdir() {  # STATE WORKDIR OPTION...: ILP_WORKDIR_MOUNT <- what makes a missing workdir
+  # podman refuses a working directory the rootfs lacks; the kubelet creates it in the writable
+  # layer. An empty directory of the container's state stands for it (gone with the container),
+  # unless a volume holds it (podman makes the mount points) or the image has it.
+  local state=$1 workdir=$2 target
+  shift 2
+  ILP_WORKDIR_MOUNT=()
+  [[ -d $ILP_IMAGE_ROOTFS$workdir || -L $ILP_IMAGE_ROOTFS$workdir ]] && return 0
+  [[ $workdir == *:* ]] && return 0  # no -v target (an image's WorkingDir): podman says it is missing
+  while (( $# )); do
+    if [[ $1 == -v ]]; then
+      target=${2#*:}; target=${target%:ro}
+      [[ $workdir == "$target" || $workdir == "$target"/* ]] && return 0
+      shift
+    fi
+    shift
+  done
+  mkdir -p -- "$state/workdir" || return 1
+  ILP_WORKDIR_MOUNT=(-v "$state/workdir:$workdir")
+}
+ilp_podman() {  # PIN EXE NAME MODE WORKDIR N GLOBAL... N OPTION... N DEVICE-GLOB... M NAME=VALUE... WORDS...
+  local pin=$1 exe=$2 name=$3 mode=$4 workdir=$5 state pid rc word device
+  shift 5
+  local -a global options devices=() vars=() user
+  # TERM (a delete, a failed probe or hook) may come at any moment, even before podman runs.
+  ILP_PODMAN_STOPPING=0 ILP_PODMAN=()
+  trap 'ILP_PODMAN_STOPPING=1; (( ${#ILP_PODMAN[@]} )) && ilp_podman_stop "$name"' TERM INT
+  ilp_counted "$@"; global=("${ILP_LIST[@]}"); shift "$ILP_TAKEN"
+  ilp_counted "$@"; options=("${ILP_LIST[@]}"); shift "$ILP_TAKEN"
+  ilp_counted "$@"
+  for word in "${ILP_LIST[@]}"; do  # the GPU devices there are on this node
+    while IFS= read -r device; do devices+=(--device "$device"); done < <(compgen -G "$word")
+  done
+  shift "$ILP_TAKEN"
+  ilp_counted "$@"
+  for word in "${ILP_LIST[@]}"; do vars+=(-e "$word"); done
+  shift "$ILP_TAKEN"
+  # shellcheck source=/dev/null
+  source -- "$pin" || return 125
+  ilp_pin_argv "$mode" "$@" || return
+  local -a image_env=()
+  for word in "${ILP_IMAGE_ENV[@]}"; do image_env+=(-e "$word"); done  # the image's Env, then the pod's
+  # The image's user; the pod's account is that user inside (and the owner of what it writes on
+  # volumes): root maps to the account by default, any other user through keep-id.
+  user=(--user "$ILP_IMAGE_UID:$ILP_IMAGE_GID")
+  if (( ILP_IMAGE_UID != 0 )); then
+    user+=(--userns "keep-id:uid=$ILP_IMAGE_UID,gid=$ILP_IMAGE_GID")
+  fi
+  state=$(mktemp -d "${TMPDIR:-/tmp}/ilp-podman.XXXXXX") || return 125
+  mkdir -m 700 -- "$state/xdg" "$state/home" || return 125
+  workdir=${workdir:-${ILP_IMAGE_WORKDIR:-/}}
+  ilp_podman_workdir "$state" "$workdir" "${options[@]}" || return 125
+  options+=("${ILP_WORKDIR_MOUNT[@]}")
+  ilp_pin_name "$pin"
+  ilp_put "$ILP_POD_DIR/containers/$ILP_PIN_NAME/podman_state" "$state"
+  ilp_podman_cmd "$state" "$exe" "${global[@]}"
+  if (( ILP_PODMAN_STOPPING )); then  # stopped before it started
+    ilp_podman_finish "$state" "$name"
+    return 143
+  fi
+  # The container's output goes straight to ours (passthrough), not through `podman run`: on TERM
+  # a rootless `podman run` returns at once, and the exit code then comes from `podman wait`.
+  # --init: the process is not PID 1, so TERM ends it as under the other runtimes (143).
+  "${ILP_PODMAN[@]}" run --name "$name" --init --log-driver passthrough --sig-proxy=false --network host \
+    --hostname "$ILP_POD_HOSTNAME" "${user[@]}" -w "$workdir" "${devices[@]}" \
+    "${options[@]}" "${ILP_PASS[@]}" "${image_env[@]}" "${vars[@]}" --rootfs "$ILP_IMAGE_ROOTFS:O" \
+    "${ILP_ARGV[@]}" </dev/null &
+  pid=$!
+  ilp_wait_pid "$pid"; rc=$?
+  if (( ILP_PODMAN_STOPPING )); then
+    ilp_podman_stop "$name"  # again: TERM may have come while `podman run` was creating the container
+    # In a session of its own, so the runner's second TERM does not end the wait; bounded, for a
+    # container stopped before it started.
+    setsid timeout $(( ${ILP_GRACE:-30} + 10 )) "${ILP_PODMAN[@]}" wait "$name" >"$state/exit_code" 2>/dev/null </dev/null &
+    ilp_wait_pid $!
+    word=$(<"$state/exit_code")
+    if [[ $word =~ ^[0-9]+$ ]]; then rc=$word; elif (( rc == 0 )); then rc=143; fi
+  fi
+  ilp_podman_finish "$state" "$name"
+  return "$rc"
+}
+ilp_podman_exec() {  # PIN EXE NAME N GLOBAL... COMMAND...: in the running container (its Env, its workdir)
+  local pin=$1 exe=$2 name=$3 state
+  shift 3
+  ilp_counted "$@"; local -a global=("${ILP_LIST[@]}"); shift "$ILP_TAKEN"
+  ilp_pin_name "$pin"
+  # A postStart hook starts with the container: until podman has it running, there is nothing to
+  # join (and once the container has ended, its state is gone).
+  local waited=0
+  while :; do
+    if state=$(cat -- "$ILP_POD_DIR/containers/$ILP_PIN_NAME/podman_state" 2>/dev/null); then
+      ilp_podman_cmd "$state" "$exe" "${global[@]}"
+      [[ $("${ILP_PODMAN[@]}" container inspect --format '{{.State.Status}}' "$name" 2>/dev/null) == running ]] &&
+        break
+    fi
+    (( waited++ < 150 )) || { echo "container $ILP_PIN_NAME is not running" >&2; return 126; }
+    sleep 0.2
+  done
+  "${ILP_PODMAN[@]}" exec -i "${ILP_PASS[@]}" "$name" "$@"
+}
+
 # ---- lifecycle -----------------------------------------------------------------
 ilp_probe_loop() {  # INDEX KIND DELAY PERIOD TIMEOUT FAILURES SUCCESSES
   local i=$1 kind=$2 delay=$3 period=$4 timeout=$5 fth=$6 sth=$7 ok=0 bad=0
