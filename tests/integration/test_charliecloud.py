@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,24 +38,39 @@ CHARLIECLOUD = {"interlink.provider/runtime": "charliecloud"}
 TEST_GPUS = "/dev/ilp-test-gpu"  # the image sidecar's gpu_devices: files standing for GPU devices
 
 
-@pytest.fixture
-def image_sidecar(local_site, registry, tmp_path):
-    """A sidecar offering the charliecloud runtime, with an image cache of its own (its account's)."""
+@contextlib.contextmanager
+def cached_image_sidecar(
+    work: Path, tmp_path: Path, runtime: str, runtime_config: dict, images: dict
+) -> Iterator[Sidecar]:
+    """A sidecar offering `runtime`, with an image cache of its own (its account's) under `work`;
+    `images`: the rest of its `images` section (mirrors, cert_dir)."""
     ensure_site_accounts()
-    cache = registry.work / "caches" / f"sidecar-{os.getpid()}-{abs(hash(str(tmp_path))) % 10**6}"
+    cache = work / "caches" / f"{runtime}-{os.getpid()}-{abs(hash(str(tmp_path))) % 10**6}"
     cache.mkdir(parents=True)
     os.chmod(cache.parent, 0o755)
     account = pwd.getpwnam(SERVICE_ACCOUNT)
     os.chown(cache, account.pw_uid, account.pw_gid)
     overrides = {
-        "runtime": {"allowed": ["sandbox", "charliecloud"], "charliecloud": {"gpu_devices": [f"{TEST_GPUS}*"]}},
-        "images": {"cache_dir": str(cache), "mirrors": registry.mirrors(), "cert_dir": str(registry.cert_dir)},
+        "runtime": {"allowed": ["sandbox", runtime], runtime: runtime_config},
+        "images": {"cache_dir": str(cache), **images},
     }
     instance = Sidecar(tmp_path / "sidecar", overrides).start()
     instance.cache = cache
-    yield instance
-    instance.stop()
-    shutil.rmtree(cache, ignore_errors=True)
+    try:
+        yield instance
+    finally:
+        instance.stop()
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+@pytest.fixture
+def image_sidecar(local_site, registry, tmp_path):
+    """A sidecar offering the charliecloud runtime, with the test registry as docker.io's mirror."""
+    images = {"mirrors": registry.mirrors(), "cert_dir": str(registry.cert_dir)}
+    with cached_image_sidecar(
+        registry.work, tmp_path, "charliecloud", {"gpu_devices": [f"{TEST_GPUS}*"]}, images
+    ) as instance:
+        yield instance
 
 
 def image_pod(name: str, containers: list[dict], **kwargs) -> dict:

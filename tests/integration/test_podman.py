@@ -5,8 +5,6 @@ podman (runc) as the pod's account, with podman state of its own that it removes
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,8 +13,8 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods.phase import FAILED, RUNNING, SUCCEEDED
 from tests import imagekit
-from tests.helpers import SERVICE_ACCOUNT, Sidecar, ensure_site_accounts, pod_dir, wait_for
-from tests.integration.test_charliecloud import logs
+from tests.helpers import pod_dir, wait_for
+from tests.integration.test_charliecloud import cached_image_sidecar, logs
 from tests.integration.test_images import registry  # noqa: F401  (a fixture of this module)
 from tests.integration.test_rest_api import request_for, run_until
 from tests.podkit import pod
@@ -24,27 +22,13 @@ from tests.podkit import pod
 PODMAN = {"interlink.provider/runtime": "podman"}
 TEST_GPUS = "/dev/ilp-podman-gpu"  # the sidecar's gpu_devices: device nodes standing for GPUs
 
-pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
-
 
 @pytest.fixture
 def podman_sidecar(local_site, registry, tmp_path):  # noqa: F811
-    """A sidecar offering the podman runtime, with an image cache of its own (its account's)."""
-    ensure_site_accounts()
-    cache = registry.work / "caches" / f"podman-{os.getpid()}-{abs(hash(str(tmp_path))) % 10**6}"
-    cache.mkdir(parents=True)
-    os.chmod(cache.parent, 0o755)
-    account = pwd.getpwnam(SERVICE_ACCOUNT)
-    os.chown(cache, account.pw_uid, account.pw_gid)
-    overrides = {
-        "runtime": {"allowed": ["sandbox", "podman"], "podman": {"gpu_devices": [f"{TEST_GPUS}*"]}},
-        "images": {"cache_dir": str(cache), "mirrors": registry.mirrors(), "cert_dir": str(registry.cert_dir)},
-    }
-    instance = Sidecar(tmp_path / "sidecar", overrides).start()
-    instance.cache = cache
-    yield instance
-    instance.stop()
-    shutil.rmtree(cache, ignore_errors=True)
+    """A sidecar offering the podman runtime, with the test registry as docker.io's mirror."""
+    images = {"mirrors": registry.mirrors(), "cert_dir": str(registry.cert_dir)}
+    with cached_image_sidecar(registry.work, tmp_path, "podman", {"gpu_devices": [f"{TEST_GPUS}*"]}, images) as sidecar:
+        yield sidecar
 
 
 def podman_pod(name: str, containers: list[dict], **kwargs) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import pwd
 import shutil
 import ssl
 import tempfile
@@ -24,8 +23,7 @@ from interlink_provider.images.cache import ImageCache
 from interlink_provider.images.credentials import parse_dockerconfigjson
 from interlink_provider.images.errors import ErrImagePull
 from interlink_provider.pods.phase import SUCCEEDED
-from tests.helpers import SERVICE_ACCOUNT, Sidecar, ensure_site_accounts
-from tests.integration.test_charliecloud import image_pod, logs, waiting_with
+from tests.integration.test_charliecloud import cached_image_sidecar, image_pod, logs, waiting_with
 from tests.integration.test_images import Registry, _free_port, _script
 from tests.integration.test_rest_api import run_until
 
@@ -113,20 +111,9 @@ async def test_public_images_pull_anonymously_private_ones_with_the_right_secret
 @pytest.fixture
 def token_sidecar(local_site, token_registry, tmp_path):
     """A charliecloud sidecar trusting the registry's and the realm's CAs, with no mirrors."""
-    ensure_site_accounts()
-    cache = token_registry.work / "caches" / f"sidecar-{abs(hash(str(tmp_path))) % 10**6}"
-    cache.mkdir(parents=True)
-    os.chmod(cache.parent, 0o755)
-    account = pwd.getpwnam(SERVICE_ACCOUNT)
-    os.chown(cache, account.pw_uid, account.pw_gid)
-    overrides = {
-        "runtime": {"allowed": ["sandbox", "charliecloud"]},
-        "images": {"cache_dir": str(cache), "cert_dir": str(token_registry.cert_dir)},
-    }
-    instance = Sidecar(tmp_path / "sidecar", overrides).start()
-    yield instance
-    instance.stop()
-    shutil.rmtree(cache, ignore_errors=True)
+    images = {"cert_dir": str(token_registry.cert_dir)}
+    with cached_image_sidecar(token_registry.work, tmp_path, "charliecloud", {}, images) as sidecar:
+        yield sidecar
 
 
 def pull_secret(host: str, user: str, password: str) -> dict:
