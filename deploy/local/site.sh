@@ -555,6 +555,15 @@ subordinate_ids() {
   log "subordinate ids of $account: $first-$((first + 65535))"
 }
 
+fuse_device() {
+  # Rootless podman mounts the image with fuse-overlayfs, which opens /dev/fuse as the pod's account.
+  # A booted distribution has it 0666 (udev's rule, KERNEL=="fuse" MODE="0666"); a container or a
+  # machine without udev may leave the kernel's 0600: do what the rule does.
+  [[ -c /dev/fuse ]] || { log "no /dev/fuse: the podman runtime cannot mount images"; return 0; }
+  [[ $(stat -c %a /dev/fuse) == 666 ]] && return 0
+  chmod 0666 /dev/fuse && log "/dev/fuse made 0666, as udev's rule makes it"
+}
+
 service_account_files() {
   # The sidecars' own copies of the site's TLS certificate and key (the originals are the token
   # xrootd's, owned by nobody): they run as the service account and read no root-only file.
@@ -576,6 +585,7 @@ service_account_files() {
 start() {
   mkdir -p "$SITE"
   setup_accounts
+  fuse_device
   start_munge
 
   start_slurm

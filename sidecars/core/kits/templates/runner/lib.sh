@@ -421,6 +421,10 @@ ilp_podman() {  # PIN EXE NAME MODE WORKDIR N GLOBAL... N OPTION... N DEVICE-GLO
   if (( ILP_IMAGE_UID != 0 )); then
     user+=(--userns "keep-id:uid=$ILP_IMAGE_UID,gid=$ILP_IMAGE_GID")
   fi
+  if [[ " ${global[*]} " == *=*fuse-overlayfs\ * && ! ( -r /dev/fuse && -w /dev/fuse ) ]]; then
+    echo "/dev/fuse is not open to $(id -un) on $(hostname): rootless podman's fuse-overlayfs needs it (mode 0666, as udev makes it)" >&2
+    return 126
+  fi
   state=$(mktemp -d "${TMPDIR:-/tmp}/ilp-podman.XXXXXX") || return 125
   mkdir -m 700 -- "$state/xdg" "$state/home" || return 125
   workdir=${workdir:-${ILP_IMAGE_WORKDIR:-/}}
