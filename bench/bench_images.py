@@ -1,7 +1,7 @@
 """Image benchmark on the embedded local site (Slurm, the registry of deploy/local/images.sh).
 Prints figures; asserts nothing.
 
-    .venv/bin/python bench/bench_images.py [--size-mib 200] [--pods 20]
+    .venv/bin/python bench/bench_images.py [--size-mib 200] [--pods 20] [--runtime charliecloud|podman]
 
 1. An image of about --size-mib (busybox and a file of random bytes, so compression cannot
    shrink the download) is built and pushed to the local registry once (ilp/bench-big:<size>).
@@ -9,7 +9,7 @@ Prints figures; asserts nothing.
    image cache is empty, then of a second pod of the same image (IfNotPresent).
 3. --pods pods of that image created at once on another sidecar with an empty cache: the bytes
    the registry served for them (its access log), against the image's own size.
-Each sidecar runs as the service account with the charliecloud runtime; everything it created
+Each sidecar runs as the service account with the --runtime given; everything it created
 is deleted at the end.
 """
 
@@ -67,13 +67,13 @@ def pod_request(name: str, image: str, policy: str = "IfNotPresent") -> dict:
     return manifest.create_request(pod, manifest.Manifests(), namespace="bench")
 
 
-def image_sidecar(root: Path) -> tuple[Sidecar, Path]:
+def image_sidecar(root: Path, runtime: str) -> tuple[Sidecar, Path]:
     cache = Path(tempfile.mkdtemp(prefix="ilp-bench-cache-", dir="/tmp"))
     account = pwd.getpwnam(SERVICE_ACCOUNT)
     os.chown(cache, account.pw_uid, account.pw_gid)
     os.chmod(cache, 0o755)
     overrides = {
-        "runtime": {"default": "charliecloud"},
+        "runtime": {"default": runtime},
         "images": {
             "cache_dir": str(cache),
             "mirrors": {"docker.io": REGISTRY},
@@ -117,16 +117,19 @@ async def run(args: argparse.Namespace) -> None:
     print(f"image {ref}: ready in the registry ({time.perf_counter() - built:.1f}s)")
     repository = "ilp/" + ref.split("/", 1)[1].split(":")[0]
     work = Path(tempfile.mkdtemp(prefix="ilp-bench-images-"))
-    sidecar, cache = image_sidecar(work / "one")
+    sidecar, cache = image_sidecar(work / "one", args.runtime)
     try:
         async with SidecarClient(sidecar.address) as client:
             first = await create_to_running(client, pod_request("first", ref))
             second = await create_to_running(client, pod_request("second", ref))
-            print(f"create -> Running, {args.size_mib} MiB image: first pull {first:.2f}s, cache hit {second:.2f}s")
+            print(
+                f"{args.runtime}: create -> Running, {args.size_mib} MiB image: first pull {first:.2f}s, "
+                f"cache hit {second:.2f}s"
+            )
     finally:
         sidecar.stop()
         shutil.rmtree(cache, ignore_errors=True)
-    sidecar, cache = image_sidecar(work / "many")
+    sidecar, cache = image_sidecar(work / "many", args.runtime)
     try:
         since = (registry_dir() / "registry.log").stat().st_size
         async with SidecarClient(sidecar.address) as client:
@@ -151,6 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=200)
     parser.add_argument("--pods", type=int, default=20)
+    parser.add_argument("--runtime", choices=["charliecloud", "podman"], default="charliecloud")
     asyncio.run(run(parser.parse_args()))
 
 
