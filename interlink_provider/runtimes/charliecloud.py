@@ -7,7 +7,8 @@ digest; the job script sources the pin (`images.pins`) and needs no registry on 
 
 What the container sees, as under a kubelet: the image's filesystem with a private writable layer
 (an overlay in node-local temporary space, discarded when the container ends, as a container's
-writable layer is on restart), the pod's volumes at their mountPaths (created in that layer when
+writable layer is on restart; fuse-overlayfs shows the image's files as the container's own, so it
+may change them too, where the kernel's overlayfs leaves them to the cache's account), the pod's volumes at their mountPaths (created in that layer when
 the image lacks them), a private /tmp, the pod's hostname, GPU devices only when it asks for GPUs,
 and the process Kubernetes' rule gives
 (`images.command`): Entrypoint and Cmd unless the pod's command or args replace them, the image's
@@ -28,6 +29,13 @@ class CharliecloudConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     executable: str = Field("ch-run", description="ch-run on the compute nodes (name or path)")
+    fuse_overlayfs: str = Field(
+        "fuse-overlayfs",
+        description="fuse-overlayfs on the compute nodes (name or path; needs /dev/fuse open to the accounts, "
+        "mode 0666): the container's writable layer, in which the image's files are the container's own and "
+        "may be changed. Empty: the kernel's overlayfs, in which the image's files and directories belong to "
+        "the cache's account and only new mount points, the workingDir, /tmp and volumes are writable",
+    )
     gpu_devices: list[str] = Field(
         default_factory=lambda: ["/dev/nvidia*", "/dev/nvidia-caps/*", "/dev/dri/*", "/dev/kfd"],
         description="GPU device files (globs, expanded on the compute node) a container sees only when it "
@@ -49,7 +57,7 @@ class CharliecloudRuntime(Runtime):
     def launch(self, container: ContainerSpec, ctx: LaunchContext) -> Launch:
         require_pin(container, ctx, "the charliecloud runtime")
         env = [f"{name}={value}" for name, value in container.env]
-        binds: list[str] = []
+        binds: list[str] = ["--fuse", self.config.fuse_overlayfs] if self.config.fuse_overlayfs else []
         for bind in ctx.binds:
             binds += ["--ro-bind" if bind.read_only else "--bind", bind.source, bind.target]
         if not container.gpus:

@@ -22,7 +22,7 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods.phase import PENDING, SUCCEEDED, phase_of
 from tests import imagekit
-from tests.helpers import SERVICE_ACCOUNT, Sidecar, ensure_site_accounts, wait_for
+from tests.helpers import SERVICE_ACCOUNT, Sidecar, ensure_site_accounts, pod_dir, wait_for
 from tests.integration.test_images import (  # this module's registries
     IMAGES_SCRIPT,
     PRIVATE_PASSWORD,
@@ -134,6 +134,31 @@ async def test_a_pod_runs_its_image_entrypoint_env_workdir_and_files(image_sidec
     assert shell.split() == ["group", "passwd", "not-the-host", "pod", "/data", "0"]
     pins = list((image_sidecar.cache / "pins").glob("*/*.sh"))
     assert {p.parent.name for p in pins} <= {uid}
+
+
+async def test_a_container_changes_the_image_s_files_in_a_layer_of_its_own(image_sidecar):
+    """As under a kubelet, the image's files are the container's to change (fuse-overlayfs): an init
+    container edits, adds and removes some; the next container of the pod sees the image as it is
+    in the cache, which no container changed; no fuse-overlayfs outlives its container."""
+    change = "echo added >> /etc/passwd && echo new > /etc/new && rm /bin/true && mkdir -p /opt/x && ls /etc"
+    req = image_pod(
+        "writable",
+        [{"name": "see", "image": "busybox", "command": ["sh", "-c", "ls /etc; tail -1 /etc/passwd; test -e /bin/true"]}],
+        init=[{"name": "change", "image": "busybox", "command": ["sh", "-c", change]}],
+    )
+    uid = req["pod"]["metadata"]["uid"]
+    async with SidecarClient(image_sidecar.address) as client:
+        await client.create(req)
+        await run_until(client, uid, SUCCEEDED, timeout=120)
+        assert (await logs(client, req, "change")).split() == ["group", "new", "passwd"]
+        see = (await logs(client, req, "see")).split()
+    [rootfs] = list((image_sidecar.cache / "images").glob("*/rootfs"))
+    assert see == ["group", "passwd", (rootfs / "etc" / "passwd").read_text().split()[-1]]
+    assert not (rootfs / "etc" / "new").exists() and (rootfs / "bin" / "true").exists()
+    scratches = [p.read_text().strip() for p in pod_dir(image_sidecar.pods_root, "ns", uid).glob("containers/*/ch_scratch")]
+    assert len(scratches) == 2 and not any(Path(s).exists() for s in scratches)
+    serving = subprocess.run(["pgrep", "-a", "fuse-overlayfs"], capture_output=True, text=True).stdout
+    assert not any(f"upperdir={s}/upper," in serving for s in scratches), serving
 
 
 async def test_an_unknown_tag_waits_with_err_image_pull_and_the_registry_s_words(image_sidecar):

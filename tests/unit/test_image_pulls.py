@@ -263,7 +263,7 @@ def test_the_image_user_is_resolved_in_the_image_s_own_files(tmp_path):
 
 
 def test_the_runtime_needs_the_cache_and_renders_kubernetes_three_cases():
-    runtime = CharliecloudRuntime(CharliecloudConfig(gpu_devices=["/dev/g*"]))
+    runtime = CharliecloudRuntime(CharliecloudConfig(gpu_devices=["/dev/g*"], fuse_overlayfs=""))
     ctx = LaunchContext(
         pod_dir="/p", rootfs="/p/r", binds=(Bind("/p/v", "/data", read_only=True),), image_pin="/c/x.sh"
     )
@@ -283,6 +283,8 @@ def test_the_runtime_needs_the_cache_and_renders_kubernetes_three_cases():
     gpu = {**base, "resources": {"limits": {"nvidia.com/gpu": 1}}}
     spec, _, _ = render(pod([gpu]), "/pods", runtime="charliecloud", options=_options())
     assert "--mask" not in runtime.launch(spec.containers[0], ctx).run  # its GPUs are Slurm's to give
+    # by default the writable layer is fuse-overlayfs's (the image's files are the container's)
+    assert CharliecloudRuntime().launch(spec.containers[0], ctx).run[4:6] == ("--fuse", "fuse-overlayfs")
     spec, _, _ = render(pod([base]), "/pods", runtime="charliecloud", options=_options())
     with pytest.raises(PodRejected, match="image cache"):
         runtime.launch(spec.containers[0], LaunchContext(pod_dir="/p", rootfs="/p/r", binds=()))

@@ -180,12 +180,13 @@ ilp_image_env() {  # ILP_ENV <- what an image's process starts with: defaults, t
   ILP_ENV=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" "HOME=/root"
            "${ILP_IMAGE_ENV[@]}" "$@")
 }
-ilp_charliecloud() {  # PIN MODE WORKDIR [--bind|--ro-bind SRC DST | --mask GLOB]... -- NAME=VALUE... -- WORDS...
-  local pin=$1 mode=$2 workdir=$3 scratch pid rc device
+ilp_charliecloud() {  # PIN MODE WORKDIR [--fuse PROGRAM] [--bind|--ro-bind SRC DST | --mask GLOB]... -- NAME=VALUE... -- WORDS...
+  local pin=$1 mode=$2 workdir=$3 scratch pid rc device fuse=
   shift 3
   local -a binds=() env=() argv=()
   while (( $# )) && [[ $1 != -- ]]; do
     case $1 in
+      --fuse) fuse=$2; shift 2 ;;
       --bind|--ro-bind) binds+=("$1" "$2" "$3"); shift 3 ;;
       --mask)  # the devices there are on this node (GPUs the container did not ask for)
         while IFS= read -r device; do binds+=(--mask /dev/null "$device"); done < <(compgen -G "$2")
@@ -202,6 +203,12 @@ ilp_charliecloud() {  # PIN MODE WORKDIR [--bind|--ro-bind SRC DST | --mask GLOB
   argv=("${ILP_ARGV[@]}")
   [[ -n $workdir ]] || workdir=${ILP_IMAGE_WORKDIR:-/}
   ilp_image_env "${env[@]}"
+  if [[ -n $fuse ]]; then
+    fuse=$(command -v -- "$fuse") ||
+      { echo "fuse-overlayfs: no such program on $(hostname) (runtime.charliecloud.fuse_overlayfs)" >&2; return 126; }
+    [[ -r /dev/fuse && -w /dev/fuse ]] ||
+      { echo "/dev/fuse is not open to $(id -un) on $(hostname): fuse-overlayfs needs it (mode 0666, as udev makes it)" >&2; return 126; }
+  fi
   # The writable layer: node-local, private, gone with the container (a restart starts clean).
   scratch=$(mktemp -d "${TMPDIR:-/tmp}/ilp-ch.XXXXXX") || return 125
   ilp_pin_name "$pin"
@@ -210,18 +217,30 @@ ilp_charliecloud() {  # PIN MODE WORKDIR [--bind|--ro-bind SRC DST | --mask GLOB
   # A fresh bash runs ilp_ch_root: nothing of this script's own environment reaches the container.
   env -i "${ILP_PASS[@]}" "${ILP_ENV[@]}" USER="$(id -un)" \
     "$(command -v unshare)" -Urmu --propagation private -- "$BASH" -c "$(declare -f ilp_ch_root)"'; ilp_ch_root "$@"' \
-    ilp-ch-root "$scratch" "$ILP_IMAGE_ROOTFS" "$workdir" "$ILP_POD_HOSTNAME" "${binds[@]}" -- \
+    ilp-ch-root "$scratch" "$ILP_IMAGE_ROOTFS" "$workdir" "$ILP_POD_HOSTNAME" "$fuse" "${binds[@]}" -- \
     "$(command -v "$ILP_CHRUN")" -w -t --no-passwd -u "$ILP_IMAGE_UID" -g "$ILP_IMAGE_GID" -c "$workdir" \
     "$scratch/root" -- "${argv[@]}" &
   pid=$!
   ilp_put "$ILP_POD_DIR/containers/$ILP_PIN_NAME/ch_pid" "$pid"
   ilp_wait_pid "$pid"; rc=$?
+  # fuse-overlayfs outlives the container (it keeps the namespaces alive): ended with it.
+  [[ -n $fuse ]] && ilp_ch_fuse_stop "$scratch"
   chmod -R u+rwX -- "$scratch" 2>/dev/null; rm -rf -- "$scratch"
   return "$rc"
 }
-ilp_ch_root() {  # SCRATCH ROOTFS WORKDIR HOSTNAME {--bind|--ro-bind|--mask SRC DST}... -- CH-RUN...: as root of our own namespaces
-  local scratch=$1 lower=$2 workdir=$3 name=$4 upper=$1/upper root=$1/root flag source target path=$PATH
-  shift 4
+ilp_ch_fuse_stop() {  # SCRATCH: TERM the fuse-overlayfs serving this writable layer, once it is gone
+  local pid cmdline waited=0
+  [[ -r $1/fuse_pid ]] || return 0
+  pid=$(<"$1/fuse_pid")
+  # Only that very process: its command line names this layer (a pid may have been reused).
+  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 0
+  [[ $cmdline == *"upperdir=$1/upper,"* ]] || return 0
+  kill -TERM "$pid" 2>/dev/null
+  while kill -0 "$pid" 2>/dev/null && (( waited++ < 50 )); do sleep 0.1; done
+}
+ilp_ch_root() {  # SCRATCH ROOTFS WORKDIR HOSTNAME FUSE {--bind|--ro-bind|--mask SRC DST}... -- CH-RUN...: as root of our own namespaces
+  local scratch=$1 lower=$2 workdir=$3 name=$4 fuse=$5 upper=$1/upper root=$1/root flag source target path=$PATH
+  shift 5
   PATH=/usr/sbin:/usr/bin:/sbin:/bin  # the host's tools; the container's PATH is back for ch-run
   mkdir -p -- "$upper" "$scratch/work" "$root" || exit 125
   # Mount points and the working directory are made in the writable layer before it is mounted:
@@ -243,7 +262,20 @@ ilp_ch_root() {  # SCRATCH ROOTFS WORKDIR HOSTNAME {--bind|--ro-bind|--mask SRC 
   mkdir -p -- "$upper$workdir" || exit 125  # the kubelet creates a missing workingDir
   # ch-run's own mount points, which a minimal image (FROM scratch) may lack
   mkdir -p -- "$upper/dev" "$upper/proc" "$upper/sys" "$upper/tmp" "$upper/etc" "$upper/home" || exit 125
-  mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$scratch/work" "$root" || exit 125
+  if [[ -n $fuse ]]; then
+    # fuse-overlayfs shows every file of the image as ours (squash_to_root), so the container may
+    # change the image's files too (copied up into its layer), as under a kubelet; the kernel's
+    # overlayfs leaves them to the cache's account, which is nobody here.
+    # Its chatter (options it ignores) is not the container's output: shown only when it fails.
+    "$fuse" -o "lowerdir=$lower,upperdir=$upper,workdir=$scratch/work,squash_to_root" "$root" 2>"$scratch/fuse.err" ||
+      { cat -- "$scratch/fuse.err" >&2; exit 125; }
+    for flag in /proc/[0-9]*; do  # its daemon: the process whose command line names this layer
+      [[ -O $flag && $(tr '\0' ' ' <"$flag/cmdline" 2>/dev/null) == *"upperdir=$upper,"* ]] &&
+        { echo "${flag#/proc/}" >"$scratch/fuse_pid"; break; }
+    done
+  else
+    mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$scratch/work" "$root" || exit 125
+  fi
   set -- "${binds[@]}" -- "$@"
   while [[ $1 != -- ]]; do
     flag=$1 source=$2 target=$3
@@ -263,14 +295,20 @@ ilp_ch_root() {  # SCRATCH ROOTFS WORKDIR HOSTNAME {--bind|--ro-bind|--mask SRC 
 }
 ilp_ch_started() {  # PID: the process runs the container's program, no longer one of ours that start it
   local exe=/proc/$1/exe tool
-  [[ -e $exe ]] || return 1
+  if [[ ! -e $exe ]]; then
+    # A program on fuse-overlayfs' mount is not ours to stat from outside the container's user
+    # namespace (FUSE refuses): that is the image's program, while our tools are the host's. A
+    # process that has ended has no link to read.
+    [[ -L $exe && -n $(readlink -- "$exe" 2>/dev/null) ]]
+    return
+  fi
   for tool in "$BASH" "$(command -v env)" "$(command -v unshare)" "$(command -v "$ILP_CHRUN")"; do
     [[ $exe -ef $tool ]] && return 1
   done
   return 0
 }
 ilp_charliecloud_exec() {  # PIN NAME=VALUE... -- COMMAND...: in the running container's namespaces
-  local pin=$1 pid waited=0
+  local pin=$1 pid cwd waited=0
   shift
   local -a env=()
   while (( $# )) && [[ $1 != -- ]]; do env+=("$1"); shift; done
@@ -285,7 +323,11 @@ ilp_charliecloud_exec() {  # PIN NAME=VALUE... -- COMMAND...: in the running con
     sleep 0.1
   done
   ilp_image_env "${env[@]}"
-  env -i "${ILP_PASS[@]}" "${ILP_ENV[@]}" "$(command -v nsenter)" -t "$pid" -U -m --preserve-credentials -w -- "$@"
+  # Its working directory by name, entered from inside: on fuse-overlayfs' mount the directory
+  # itself is not ours to open from out here (nsenter -w would).
+  cwd=$(readlink -- "/proc/$pid/cwd") && [[ $cwd == /* ]] || cwd=/
+  env -i "${ILP_PASS[@]}" "${ILP_ENV[@]}" "$(command -v nsenter)" -t "$pid" -U -m --preserve-credentials \
+    --wdns="$cwd" -- "$@"
 }
 
 # apptainer/singularity and enroot with image_cache on: the pinned image, no registry on the node
