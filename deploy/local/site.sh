@@ -35,6 +35,11 @@ set -euo pipefail
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 SITE=${ILP_SITE_DIR:-$REPO/.site}
 SLURM_DIR=$SITE/slurm
+# The second Slurm node, in a network namespace of its own (start_isolated_node).
+ISOLATED_NODE=isolated1
+ISOLATED_NETNS=ilp-isolated
+ISOLATED_HOST_ADDR=10.251.0.1   # the host's end of the link (/30)
+ISOLATED_NODE_ADDR=10.251.0.2   # the node's
 XRD_DIR=$SITE/xrd
 RUCIO_DIR=$SITE/rucio
 IDP_DIR=$SITE/devidp
@@ -64,7 +69,8 @@ PACKAGES=(slurm-wlm munge bubblewrap python-is-python3 python3-venv nginx-light 
           xrootd-server xrootd-client xrootd-scitokens-plugins openssl ca-certificates openssh-server
           slurmrestd slurm-wlm-jwt-plugin
           docker-registry skopeo umoci busybox-static charliecloud-runtime  # images (#19): deploy/local/images.sh
-          podman runc uidmap catatonit fuse-overlayfs)  # the podman runtime (#19), rootless
+          podman runc uidmap catatonit fuse-overlayfs  # the podman runtime (#19), rootless
+          iproute2 socat)  # the isolated node: a network namespace, slurmctld's port forwarded into it
 
 log() { printf '[site] %s\n' "$*" >&2; }
 # shellcheck source=deploy/local/daemons.sh
@@ -150,11 +156,11 @@ AuthType=auth/munge
 AuthAltTypes=auth/jwt
 AuthAltParameters=jwt_key=$JWT_KEY
 StateSaveLocation=$SLURM_DIR/state
-SlurmdSpoolDir=$SLURM_DIR/spool
+SlurmdSpoolDir=$SLURM_DIR/spool/%n
 SlurmctldPidFile=$SLURM_DIR/slurmctld.pid
-SlurmdPidFile=$SLURM_DIR/slurmd.pid
+SlurmdPidFile=$SLURM_DIR/slurmd-%n.pid
 SlurmctldLogFile=$SLURM_DIR/log/slurmctld.log
-SlurmdLogFile=$SLURM_DIR/log/slurmd.log
+SlurmdLogFile=$SLURM_DIR/log/slurmd-%n.log
 ProctrackType=$proctrack
 TaskPlugin=$task
 JobAcctGatherType=jobacct_gather/none
@@ -173,7 +179,12 @@ KillWait=10
 MpiDefault=none
 SlurmdParameters=config_overrides
 $gres_line
+# A compute node with no route to the login node's services (the registry among them): only
+# slurmctld's port is forwarded into its network namespace. Listed first: Slurm takes any name
+# for the only node when that node is called localhost, and would then call this one a duplicate.
+NodeName=$ISOLATED_NODE NodeAddr=$ISOLATED_NODE_ADDR CPUs=2 RealMemory=2000 State=UNKNOWN
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem $node_gres State=UNKNOWN
+PartitionName=isolated Nodes=$ISOLATED_NODE MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 # The second "site" of the local federation (deploy/local/sidecar-b.yaml) submits here.
 PartitionName=batch Nodes=localhost MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
@@ -203,11 +214,11 @@ start_munge() {
 wait_node_idle() {
   local i
   for ((i = 0; i < 150; i++)); do
-    if sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then return 0; fi
+    if sinfo -h -n localhost -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then return 0; fi
     sleep 0.2
   done
   log "the node did not become idle; slurmd log:"
-  tail -20 "$SLURM_DIR/log/slurmd.log" >&2 || true
+  tail -20 "$SLURM_DIR/log/slurmd-localhost.log" >&2 || true
   return 1
 }
 
@@ -616,23 +627,69 @@ start_registry() {
 }
 
 start_slurm() {
-  if pid_alive "$SLURM_DIR/slurmctld.pid" && pid_alive "$SLURM_DIR/slurmd.pid"; then
+  if pid_alive "$SLURM_DIR/slurmctld.pid" && pid_alive "$SLURM_DIR/slurmd-localhost.pid"; then
     log "slurm already running ($SLURM_CONF)"
     wait_node_idle
+    start_isolated_node
     return
   fi
   stop_slurm
   write_config
+  mkdir -p "$SLURM_DIR/spool/localhost"
   /usr/sbin/slurmctld -i
   /usr/sbin/slurmd -N localhost
   wait_node_idle
   scontrol update nodename=localhost state=resume >/dev/null 2>&1 || true
-  log "slurm up: $(sinfo -h -o '%P %T %C %G')"
+  start_isolated_node
+  log "slurm up: $(sinfo -h -o '%P %T %C %G' | tr '\n' ' ')"
+}
+
+start_isolated_node() {
+  # The isolated node's slurmd runs in a network namespace of its own, linked to the host by a
+  # veth pair: it reaches slurmctld through a port forwarded onto its own loopback (where
+  # SlurmctldHost=localhost points) and slurmctld reaches it at its address, but the services the
+  # login node serves on its loopback (the registry, xrootd, the devidp) are not there. Jobs of
+  # the `isolated` partition run there, as on a compute node without outbound network. Not fatal:
+  # the rest of the site serves without it.
+  pid_alive "$SLURM_DIR/slurmd-$ISOLATED_NODE.pid" && pid_alive "$SLURM_DIR/isolated-forward.pid" && return 0
+  local netns=/run/netns/$ISOLATED_NETNS i
+  if [[ ! -e $netns ]]; then
+    { ip netns add "$ISOLATED_NETNS" &&
+      ip link add ilp-iso-host type veth peer name ilp-iso-node &&
+      ip link set ilp-iso-node netns "$ISOLATED_NETNS" &&
+      ip addr add "$ISOLATED_HOST_ADDR/30" dev ilp-iso-host && ip link set ilp-iso-host up &&
+      ip -n "$ISOLATED_NETNS" addr add "$ISOLATED_NODE_ADDR/30" dev ilp-iso-node &&
+      ip -n "$ISOLATED_NETNS" link set ilp-iso-node up && ip -n "$ISOLATED_NETNS" link set lo up
+    } || { log "WARNING: no network namespace for the isolated node: partition isolated stays down"; return 0; }
+  fi
+  stop_pidfile "$SLURM_DIR/slurmd-$ISOLATED_NODE.pid" "slurmd of $ISOLATED_NODE"
+  stop_pidfile "$SLURM_DIR/isolated-forward.pid" "slurmctld's port forward"
+  # nsenter --net, not `ip netns exec`: that one remounts /sys, and slurmd needs the host's cgroups.
+  nsenter --net="$netns" setsid socat TCP-LISTEN:6817,bind=127.0.0.1,fork,reuseaddr \
+    "TCP:$ISOLATED_HOST_ADDR:6817" </dev/null >>"$SLURM_DIR/log/isolated-forward.log" 2>&1 &
+  echo $! >"$SLURM_DIR/isolated-forward.pid"
+  mkdir -p "$SLURM_DIR/spool/$ISOLATED_NODE"
+  nsenter --net="$netns" /usr/sbin/slurmd -N "$ISOLATED_NODE" ||
+    { log "WARNING: the isolated node's slurmd did not start ($SLURM_DIR/log/slurmd-$ISOLATED_NODE.log)"; return 0; }
+  scontrol update nodename="$ISOLATED_NODE" state=resume >/dev/null 2>&1 || true
+  for ((i = 0; i < 100; i++)); do
+    sinfo -h -n "$ISOLATED_NODE" -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)' && return 0
+    sleep 0.2
+  done
+  log "WARNING: $ISOLATED_NODE did not become idle ($SLURM_DIR/log/slurmd-$ISOLATED_NODE.log)"
+}
+
+stop_isolated_node() {
+  stop_pidfile "$SLURM_DIR/slurmd-$ISOLATED_NODE.pid" "slurmd of $ISOLATED_NODE"
+  stop_pidfile "$SLURM_DIR/isolated-forward.pid" "slurmctld's port forward"
+  if [[ -e /run/netns/$ISOLATED_NETNS ]]; then ip netns delete "$ISOLATED_NETNS" || true; fi  # the veth pair goes with it
 }
 
 stop_slurm() {
   stop_pidfile "$SLURM_DIR/restd/slurmrestd.pid" slurmrestd
-  stop_pidfile "$SLURM_DIR/slurmd.pid" slurmd
+  stop_isolated_node
+  stop_pidfile "$SLURM_DIR/slurmd-localhost.pid" slurmd
+  stop_pidfile "$SLURM_DIR/slurmd.pid" "slurmd (an older site's)"
   stop_pidfile "$SLURM_DIR/slurmctld.pid" slurmctld
 }
 
@@ -655,8 +712,11 @@ status() {
   local name file
   for name in slurmctld slurmd; do
     file=$SLURM_DIR/$name.pid
+    [[ $name == slurmd ]] && file=$SLURM_DIR/slurmd-localhost.pid
     if pid_alive "$file"; then echo "$name running ($(cat "$file"))"; else echo "$name stopped"; fi
   done
+  pid_alive "$SLURM_DIR/slurmd-$ISOLATED_NODE.pid" && echo "isolated node running ($ISOLATED_NODE, partition isolated)" ||
+    echo "isolated node stopped"
   munge_works && echo "munged running" || echo "munged stopped"
   pid_alive "$XRD_DIR/run/xrootd.pid" && echo "xrootd running (root://127.0.0.1:$XRD_PORT)" || echo "xrootd stopped"
   pid_alive "$XRD_DIR/slow/run/xrootd.pid" && echo "slow xrootd running (root://127.0.0.1:$SLOW_XRD_PORT)" || echo "slow xrootd stopped"

@@ -15,6 +15,7 @@ import pwd
 import shutil
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ import pytest
 from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods.phase import PENDING, SUCCEEDED, phase_of
 from tests import imagekit
-from tests.helpers import SERVICE_ACCOUNT, Sidecar, ensure_site_accounts, pod_dir, wait_for
+from tests.helpers import SERVICE_ACCOUNT, Sidecar, ensure_site_accounts, pod_dir, slurm, wait_for
 from tests.integration.test_images import (  # this module's registries
     IMAGES_SCRIPT,
     PRIVATE_PASSWORD,
@@ -40,10 +41,10 @@ TEST_GPUS = "/dev/ilp-test-gpu"  # the image sidecar's gpu_devices: files standi
 
 @contextlib.contextmanager
 def cached_image_sidecar(
-    work: Path, tmp_path: Path, runtime: str, runtime_config: dict, images: dict
+    work: Path, tmp_path: Path, runtime: str, runtime_config: dict, images: dict, **overrides: Any
 ) -> Iterator[Sidecar]:
     """A sidecar offering `runtime`, with an image cache of its own (its account's) under `work`;
-    `images`: the rest of its `images` section (mirrors, cert_dir)."""
+    `images`: the rest of its `images` section (mirrors, cert_dir); `overrides`: other sections."""
     ensure_site_accounts()
     cache = work / "caches" / f"{runtime}-{os.getpid()}-{abs(hash(str(tmp_path))) % 10**6}"
     cache.mkdir(parents=True)
@@ -53,6 +54,7 @@ def cached_image_sidecar(
     overrides = {
         "runtime": {"allowed": ["sandbox", runtime], runtime: runtime_config},
         "images": {"cache_dir": str(cache), **images},
+        **overrides,
     }
     instance = Sidecar(tmp_path / "sidecar", overrides).start()
     instance.cache = cache
@@ -286,6 +288,44 @@ async def test_twenty_pods_of_one_image_pull_it_once_and_run_with_the_registry_s
             await client.delete(req["pod"])
         finally:
             subprocess.run(["bash", str(IMAGES_SCRIPT), "start"], env=env, check=True, capture_output=True)
+
+
+@pytest.fixture
+def isolated_sidecar(local_site, registry, tmp_path):
+    """A charliecloud sidecar whose jobs go to the local site's isolated node (partition isolated:
+    a network namespace of its own, with slurmctld's port and nothing else of the login node's)."""
+    images = {"mirrors": registry.mirrors(), "cert_dir": str(registry.cert_dir)}
+    with cached_image_sidecar(
+        registry.work, tmp_path, "charliecloud", {}, images, slurm={"partition": "isolated"}
+    ) as instance:
+        yield instance
+
+
+async def test_a_pod_runs_on_a_node_with_no_route_to_the_registry(isolated_sidecar, registry):
+    """The image is pulled on the login node; the job runs on a compute node that cannot reach the
+    registry at all (nor anything else the login node serves on its loopback), from the cache."""
+    port = int(registry.host.rsplit(":", 1)[1])
+    probe = f"nc -w 3 127.0.0.1 {port} </dev/null 2>&1; echo nc=$?; ip route"  # busybox's wget crashes here
+    req = image_pod(
+        "no-route",
+        [
+            {"name": "entry", "image": "ilp/entrypoint:1"},
+            {"name": "probe", "image": "busybox", "command": ["sh", "-c", probe]},
+        ],
+    )
+    uid = req["pod"]["metadata"]["uid"]
+    async with SidecarClient(isolated_sidecar.address) as client:
+        await client.create(req)
+        await run_until(client, uid, SUCCEEDED, timeout=120)
+        assert (await logs(client, req, "entry")).split() == ["from-entrypoint", "default-arg"]
+        probed = await logs(client, req, "probe")
+    [job] = isolated_sidecar.jobs_named(isolated_sidecar.prefix + uid)
+    assert slurm("squeue", "-h", "--states=all", "-j", job, "-o", "%N").strip() == "isolated1"
+    assert "Connection refused" in probed and "nc=1" in probed, probed  # nothing there on 127.0.0.1
+    routes = [line for line in probed.splitlines() if " dev " in line]
+    assert routes and all(line.startswith("10.251.0.0/30 ") for line in routes), probed  # no default route
+    # ... while the login node reaches the same registry: it is up.
+    assert subprocess.run(["curl", "-sk", "-o", "/dev/null", f"https://{registry.host}/v2/"]).returncode == 0
 
 
 async def test_a_sidecar_killed_mid_download_resumes_the_pull_and_submits_once(image_sidecar, registry):
