@@ -379,7 +379,9 @@ def readable_config(
             moved.mkdir(exist_ok=True)
             os.chown(moved, entry.pw_uid, entry.pw_gid)
             moved.chmod(0o711 if at[-1] == "cache_dir" else 0o700)  # the accounts' agents reach staged files
-        if not original.exists() and not original.is_symlink():
+        if original.is_symlink() and not original.exists():
+            original.unlink()  # an earlier test's, into its workdir, gone since
+        if not original.exists():
             original.parent.mkdir(parents=True, exist_ok=True)
             original.symlink_to(moved)  # where the test looks
         _set(config, at, str(moved))

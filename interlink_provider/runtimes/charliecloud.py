@@ -8,7 +8,8 @@ digest; the job script sources the pin (`images.pins`) and needs no registry on 
 What the container sees, as under a kubelet: the image's filesystem with a private writable layer
 (an overlay in node-local temporary space, discarded when the container ends, as a container's
 writable layer is on restart; fuse-overlayfs shows the image's files as the container's own, so it
-may change them too, where the kernel's overlayfs leaves them to the cache's account), the pod's volumes at their mountPaths (created in that layer when
+may change them too, where the kernel's overlayfs leaves them to the cache's account), the pod's
+volumes at their mountPaths (created in that layer when
 the image lacks them), a private /tmp, the pod's hostname, GPU devices only when it asks for GPUs,
 and the process Kubernetes' rule gives
 (`images.command`): Entrypoint and Cmd unless the pod's command or args replace them, the image's

@@ -14,7 +14,7 @@ from interlink_provider.cli.client import SidecarClient, pod_ref
 from interlink_provider.pods.phase import FAILED, RUNNING, SUCCEEDED
 from tests import imagekit
 from tests.helpers import pod_dir, wait_for
-from tests.integration.test_charliecloud import cached_image_sidecar, logs
+from tests.integration.test_charliecloud import cached_image_sidecar, changes_the_image_s_files, logs
 from tests.integration.test_images import registry  # noqa: F401  (a fixture of this module)
 from tests.integration.test_rest_api import request_for, run_until
 from tests.podkit import pod
@@ -140,23 +140,8 @@ async def test_a_deleted_pod_is_terminated_and_probes_and_hooks_run_inside_it(po
 
 
 async def test_a_container_changes_the_image_s_files_in_a_layer_of_its_own(podman_sidecar):
-    """The image's files are the container's to change (podman's fuse-overlayfs layer over the cache);
-    the next container of the pod sees the image as the cache holds it, unchanged."""
-    change = "echo added >> /etc/passwd && echo new > /etc/new && rm /bin/true && ls /etc"
-    req = podman_pod(
-        "podman-writable",
-        [{"name": "see", "image": "busybox", "command": ["sh", "-c", "tail -1 /etc/passwd; test -e /bin/true"]}],
-        init=[{"name": "change", "image": "busybox", "command": ["sh", "-c", change]}],
-    )
-    uid = req["pod"]["metadata"]["uid"]
-    async with SidecarClient(podman_sidecar.address) as client:
-        await client.create(req)
-        await run_until(client, uid, SUCCEEDED, timeout=120)
-        assert "new" in (await logs(client, req, "change")).split()
-        see = (await logs(client, req, "see")).split()
-    [rootfs] = list((podman_sidecar.cache / "images").glob("*/rootfs"))
-    assert see == [(rootfs / "etc" / "passwd").read_text().split()[-1]]
-    assert not (rootfs / "etc" / "new").exists() and (rootfs / "bin" / "true").exists()
+    """The image's files are the container's to change (podman's fuse-overlayfs layer over the cache)."""
+    await changes_the_image_s_files(podman_sidecar, PODMAN)
 
 
 async def test_only_a_container_that_asks_for_gpus_gets_the_gpu_devices(podman_sidecar):
