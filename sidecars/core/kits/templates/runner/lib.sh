@@ -233,7 +233,7 @@ ilp_ch_fuse_stop() {  # SCRATCH: TERM the fuse-overlayfs serving this writable l
   [[ -r $1/fuse_pid ]] || return 0
   pid=$(<"$1/fuse_pid")
   # Only that very process: its command line names this layer (a pid may have been reused).
-  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 0
+  cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 0
   [[ $cmdline == *"upperdir=$1/upper,"* ]] || return 0
   kill -TERM "$pid" 2>/dev/null
   while kill -0 "$pid" 2>/dev/null && (( waited++ < 50 )); do sleep 0.1; done
@@ -270,7 +270,7 @@ ilp_ch_root() {  # SCRATCH ROOTFS WORKDIR HOSTNAME FUSE {--bind|--ro-bind|--mask
     "$fuse" -o "lowerdir=$lower,upperdir=$upper,workdir=$scratch/work,squash_to_root" "$root" 2>"$scratch/fuse.err" ||
       { cat -- "$scratch/fuse.err" >&2; exit 125; }
     for flag in /proc/[0-9]*; do  # its daemon: the process whose command line names this layer
-      [[ -O $flag && $(tr '\0' ' ' <"$flag/cmdline" 2>/dev/null) == *"upperdir=$upper,"* ]] &&
+      [[ -O $flag && $(tr '\0' ' ' 2>/dev/null <"$flag/cmdline") == *"upperdir=$upper,"* ]] &&
         { echo "${flag#/proc/}" >"$scratch/fuse_pid"; break; }
     done
   else
