@@ -211,14 +211,14 @@ start_munge() {
   munge_works || { log "munged does not answer"; return 1; }
 }
 
-wait_node_idle() {
-  local i
+wait_node_idle() {  # wait_node_idle [NODE]: until the node (localhost) takes jobs, else its slurmd log
+  local node=${1:-localhost} i
   for ((i = 0; i < 150; i++)); do
-    if sinfo -h -n localhost -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then return 0; fi
+    if sinfo -h -n "$node" -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then return 0; fi
     sleep 0.2
   done
-  log "the node did not become idle; slurmd log:"
-  tail -20 "$SLURM_DIR/log/slurmd-localhost.log" >&2 || true
+  log "the node $node did not become idle; slurmd log:"
+  tail -20 "$SLURM_DIR/log/slurmd-$node.log" >&2 || true
   return 1
 }
 
@@ -652,7 +652,7 @@ start_isolated_node() {
   # the `isolated` partition run there, as on a compute node without outbound network. Not fatal:
   # the rest of the site serves without it.
   pid_alive "$SLURM_DIR/slurmd-$ISOLATED_NODE.pid" && pid_alive "$SLURM_DIR/isolated-forward.pid" && return 0
-  local netns=/run/netns/$ISOLATED_NETNS i
+  local netns=/run/netns/$ISOLATED_NETNS
   if [[ ! -e $netns ]]; then
     { ip netns add "$ISOLATED_NETNS" &&
       ip link add ilp-iso-host type veth peer name ilp-iso-node &&
@@ -662,8 +662,7 @@ start_isolated_node() {
       ip -n "$ISOLATED_NETNS" link set ilp-iso-node up && ip -n "$ISOLATED_NETNS" link set lo up
     } || { log "WARNING: no network namespace for the isolated node: partition isolated stays down"; return 0; }
   fi
-  stop_pidfile "$SLURM_DIR/slurmd-$ISOLATED_NODE.pid" "slurmd of $ISOLATED_NODE"
-  stop_pidfile "$SLURM_DIR/isolated-forward.pid" "slurmctld's port forward"
+  stop_isolated_daemons
   # nsenter --net, not `ip netns exec`: that one remounts /sys, and slurmd needs the host's cgroups.
   nsenter --net="$netns" setsid socat TCP-LISTEN:6817,bind=127.0.0.1,fork,reuseaddr \
     "TCP:$ISOLATED_HOST_ADDR:6817" </dev/null >>"$SLURM_DIR/log/isolated-forward.log" 2>&1 &
@@ -672,16 +671,16 @@ start_isolated_node() {
   nsenter --net="$netns" /usr/sbin/slurmd -N "$ISOLATED_NODE" ||
     { log "WARNING: the isolated node's slurmd did not start ($SLURM_DIR/log/slurmd-$ISOLATED_NODE.log)"; return 0; }
   scontrol update nodename="$ISOLATED_NODE" state=resume >/dev/null 2>&1 || true
-  for ((i = 0; i < 100; i++)); do
-    sinfo -h -n "$ISOLATED_NODE" -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)' && return 0
-    sleep 0.2
-  done
-  log "WARNING: $ISOLATED_NODE did not become idle ($SLURM_DIR/log/slurmd-$ISOLATED_NODE.log)"
+  wait_node_idle "$ISOLATED_NODE" || log "WARNING: partition isolated stays down"
+}
+
+stop_isolated_daemons() {
+  stop_pidfile "$SLURM_DIR/slurmd-$ISOLATED_NODE.pid" "slurmd of $ISOLATED_NODE"
+  stop_pidfile "$SLURM_DIR/isolated-forward.pid" "slurmctld's port forward"
 }
 
 stop_isolated_node() {
-  stop_pidfile "$SLURM_DIR/slurmd-$ISOLATED_NODE.pid" "slurmd of $ISOLATED_NODE"
-  stop_pidfile "$SLURM_DIR/isolated-forward.pid" "slurmctld's port forward"
+  stop_isolated_daemons
   if [[ -e /run/netns/$ISOLATED_NETNS ]]; then ip netns delete "$ISOLATED_NETNS" || true; fi  # the veth pair goes with it
 }
 

@@ -206,8 +206,7 @@ ilp_charliecloud() {  # PIN MODE WORKDIR [--fuse PROGRAM] [--bind|--ro-bind SRC 
   if [[ -n $fuse ]]; then
     fuse=$(command -v -- "$fuse") ||
       { echo "fuse-overlayfs: no such program on $(hostname) (runtime.charliecloud.fuse_overlayfs)" >&2; return 126; }
-    [[ -r /dev/fuse && -w /dev/fuse ]] ||
-      { echo "/dev/fuse is not open to $(id -un) on $(hostname): fuse-overlayfs needs it (mode 0666, as udev makes it)" >&2; return 126; }
+    ilp_fuse_open fuse-overlayfs || return
   fi
   # The writable layer: node-local, private, gone with the container (a restart starts clean).
   scratch=$(mktemp -d "${TMPDIR:-/tmp}/ilp-ch.XXXXXX") || return 125
@@ -227,6 +226,11 @@ ilp_charliecloud() {  # PIN MODE WORKDIR [--fuse PROGRAM] [--bind|--ro-bind SRC 
   [[ -n $fuse ]] && ilp_ch_fuse_stop "$scratch"
   chmod -R u+rwX -- "$scratch" 2>/dev/null; rm -rf -- "$scratch"
   return "$rc"
+}
+ilp_fuse_open() {  # WHO: 126, said in the container's log, unless /dev/fuse is open to this account
+  [[ -r /dev/fuse && -w /dev/fuse ]] && return 0
+  echo "/dev/fuse is not open to $(id -un) on $(hostname): $1 needs it (mode 0666, as udev makes it)" >&2
+  return 126
 }
 ilp_ch_fuse_stop() {  # SCRATCH: TERM the fuse-overlayfs serving this writable layer, once it is gone
   local pid cmdline waited=0
@@ -463,9 +467,8 @@ ilp_podman() {  # PIN EXE NAME MODE WORKDIR N GLOBAL... N OPTION... N DEVICE-GLO
   if (( ILP_IMAGE_UID != 0 )); then
     user+=(--userns "keep-id:uid=$ILP_IMAGE_UID,gid=$ILP_IMAGE_GID")
   fi
-  if [[ " ${global[*]} " == *=*fuse-overlayfs\ * && ! ( -r /dev/fuse && -w /dev/fuse ) ]]; then
-    echo "/dev/fuse is not open to $(id -un) on $(hostname): rootless podman's fuse-overlayfs needs it (mode 0666, as udev makes it)" >&2
-    return 126
+  if [[ " ${global[*]} " == *=*fuse-overlayfs\ * ]]; then
+    ilp_fuse_open "rootless podman's fuse-overlayfs" || return
   fi
   state=$(mktemp -d "${TMPDIR:-/tmp}/ilp-podman.XXXXXX") || return 125
   mkdir -m 700 -- "$state/xdg" "$state/home" || return 125
