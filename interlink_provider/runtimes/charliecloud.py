@@ -15,7 +15,8 @@ and the process Kubernetes' rule gives
 (`images.command`): Entrypoint and Cmd unless the pod's command or args replace them, the image's
 Env under the pod's, its WorkingDir unless the pod sets one, its User (root when it names none).
 Files the container writes on volumes belong to the pod's account on the host. `kubectl exec`,
-exec probes and hooks run in the container's own namespaces (nsenter), so they see its /tmp.
+exec probes and hooks run in the container's own namespaces (nsenter), so they see its /tmp, and
+its hostname where a fuse daemon keeps our outer namespaces in reach (`ilp_ch_outer`).
 """
 
 from __future__ import annotations

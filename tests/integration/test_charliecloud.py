@@ -13,6 +13,7 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,16 +212,18 @@ async def test_an_invalid_image_name_is_shown_and_not_retried(image_sidecar):
 
 async def test_probes_and_hooks_run_inside_the_running_container(image_sidecar):
     """An exec readiness probe reads a file the container wrote in its private /tmp, and a
-    postStart hook writes one there: both join the container's namespaces."""
+    postStart hook writes one there: both join the container's namespaces, its hostname too."""
     req = image_pod(
         "probes",
         [
             {
                 "name": "c",
                 "image": "busybox",
-                "command": ["sh", "-c", "echo ok > /tmp/ready; sleep 4; cat /tmp/hooked"],
+                "command": ["sh", "-c", "echo ok > /tmp/ready; sleep 4; cat /tmp/hooked; hostname"],
                 "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1},
-                "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo hooked > /tmp/hooked"]}}},
+                "lifecycle": {
+                    "postStart": {"exec": {"command": ["sh", "-c", "echo hooked $(hostname) > /tmp/hooked"]}}
+                },
             }
         ],
     )
@@ -235,7 +238,9 @@ async def test_probes_and_hooks_run_inside_the_running_container(image_sidecar):
 
         await wait_for(ready, 60, what="ready")
         await run_until(client, uid, SUCCEEDED, timeout=60)
-        assert (await logs(client, req, "c")).strip() == "hooked"
+        hooked, hostname = (await logs(client, req, "c")).strip().split("\n")
+        assert hostname == req["pod"]["metadata"]["name"] != socket.gethostname()
+        assert hooked == f"hooked {hostname}"
 
 
 async def test_only_a_container_that_asks_for_gpus_sees_the_gpu_devices(image_sidecar):

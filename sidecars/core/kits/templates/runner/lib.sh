@@ -232,13 +232,16 @@ ilp_fuse_open() {  # WHO: 126, said in the container's log, unless /dev/fuse is 
   echo "/dev/fuse is not open to $(id -un) on $(hostname): $1 needs it (mode 0666, as udev makes it)" >&2
   return 126
 }
-ilp_ch_fuse_stop() {  # SCRATCH: TERM the fuse-overlayfs serving this writable layer, once it is gone
-  local pid cmdline waited=0
-  [[ -r $1/fuse_pid ]] || return 0
-  pid=$(<"$1/fuse_pid")
+ilp_ch_fuse_pid() {  # SCRATCH: the pid of the fuse-overlayfs serving this writable layer, while it runs
+  local pid cmdline
+  pid=$(cat -- "$1/fuse_pid" 2>/dev/null) || return 1
   # Only that very process: its command line names this layer (a pid may have been reused).
-  cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 0
-  [[ $cmdline == *"upperdir=$1/upper,"* ]] || return 0
+  cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
+  [[ $cmdline == *"upperdir=$1/upper,"* ]] && echo "$pid"
+}
+ilp_ch_fuse_stop() {  # SCRATCH: TERM the fuse-overlayfs serving this writable layer, once it is gone
+  local pid waited=0
+  pid=$(ilp_ch_fuse_pid "$1") || return 0
   kill -TERM "$pid" 2>/dev/null
   while kill -0 "$pid" 2>/dev/null && (( waited++ < 50 )); do sleep 0.1; done
 }
@@ -330,8 +333,19 @@ ilp_charliecloud_exec() {  # PIN NAME=VALUE... -- COMMAND...: in the running con
   # Its working directory by name, entered from inside: on fuse-overlayfs' mount the directory
   # itself is not ours to open from out here (nsenter -w would).
   cwd=$(readlink -- "/proc/$pid/cwd") && [[ $cwd == /* ]] || cwd=/
-  env -i "${ILP_PASS[@]}" "${ILP_ENV[@]}" "$(command -v nsenter)" -t "$pid" -U -m --preserve-credentials \
-    --wdns="$cwd" -- "$@"
+  ilp_ch_outer "$ILP_POD_DIR/containers/$ILP_PIN_NAME/ch_scratch"
+  env -i "${ILP_PASS[@]}" "${ILP_ENV[@]}" "${ILP_OUTER[@]}" "$(command -v nsenter)" -t "$pid" -U -m \
+    --preserve-credentials --wdns="$cwd" -- "$@"
+}
+ilp_ch_outer() {  # SCRATCH_FILE: ILP_OUTER <- nsenter's words into our outer namespaces, where the hostname is
+  # ch-run's user namespace is a child of ours (unshare -U), which owns the pod's UTS namespace:
+  # joined from the child, the UTS namespace would refuse us. So our own user and UTS namespaces
+  # are entered first, through the fuse daemon that lives in them, and ch-run's from there.
+  # Without fuse-overlayfs no process is left in them: the command sees the node's hostname.
+  local scratch fuse
+  ILP_OUTER=()
+  scratch=$(cat -- "$1" 2>/dev/null) && fuse=$(ilp_ch_fuse_pid "$scratch") || return 0
+  ILP_OUTER=("$(command -v nsenter)" -t "$fuse" -U -u --preserve-credentials --)
 }
 
 # apptainer/singularity and enroot with image_cache on: the pinned image, no registry on the node
