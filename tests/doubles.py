@@ -16,6 +16,7 @@ from sidecars.core.kits import backend as b
 from sidecars.core.kits.backend import (
     Backend,
     Capacity,
+    Gangs,
     JobInfo,
     ListsOwnJobs,
     PollError,
@@ -101,6 +102,21 @@ class InMemoryBackend(Backend, Signals, ReportsCapacity, ListsOwnJobs):
 
     def called(self, method: str) -> list[Any]:
         return [args for name, args in self.calls if name == method]
+
+
+@dataclass
+class InMemoryGangBackend(InMemoryBackend, Gangs):
+    """InMemoryBackend that also runs gangs: `submit_gang` records (job name, member
+    directories, account) and makes one job."""
+
+    async def submit_gang(self, members: list[PodPaths], job_name: str, account: str | None = None) -> str:
+        self.calls.append(("submit_gang", (job_name, tuple(m.pod_dir for m in members), account)))
+        if self.submit_error is not None:
+            error, self.submit_error = self.submit_error, None
+            raise error
+        job_id = str(next(self._ids))
+        self.jobs[job_id] = JobInfo(job_id, b.PENDING, name=job_name, raw_state="PENDING")
+        return job_id
 
 
 @dataclass

@@ -40,6 +40,7 @@ ISOLATED_NODE=isolated1
 ISOLATED_NETNS=ilp-isolated
 ISOLATED_HOST_ADDR=10.251.0.1   # the host's end of the link (/30)
 ISOLATED_NODE_ADDR=10.251.0.2   # the node's
+ISOLATED_SLURMD_PORT=6819
 XRD_DIR=$SITE/xrd
 RUCIO_DIR=$SITE/rucio
 IDP_DIR=$SITE/devidp
@@ -182,10 +183,15 @@ $gres_line
 # A compute node with no route to the login node's services (the registry among them): only
 # slurmctld's port is forwarded into its network namespace. Listed first: Slurm takes any name
 # for the only node when that node is called localhost, and would then call this one a duplicate.
-NodeName=$ISOLATED_NODE NodeAddr=$ISOLATED_NODE_ADDR CPUs=2 RealMemory=2000 State=UNKNOWN
+# Its slurmd listens on a port of its own: on its loopback, 6818 is forwarded to localhost's
+# slurmd (NodeAddr 127.0.0.1), which a job step spanning both nodes (a gang's) reaches there.
+NodeName=$ISOLATED_NODE NodeAddr=$ISOLATED_NODE_ADDR Port=$ISOLATED_SLURMD_PORT CPUs=2 RealMemory=2000 State=UNKNOWN
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem $node_gres State=UNKNOWN
 PartitionName=isolated Nodes=$ISOLATED_NODE MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+# Both nodes, for gangs (one member per node): their first node, the rendezvous, is $ISOLATED_NODE,
+# which the login node reaches over the veth link.
+PartitionName=all Nodes=$ISOLATED_NODE,localhost MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 # The second "site" of the local federation (deploy/local/sidecar-b.yaml) submits here.
 PartitionName=batch Nodes=localhost MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
@@ -651,7 +657,8 @@ start_isolated_node() {
   # login node serves on its loopback (the registry, xrootd, the devidp) are not there. Jobs of
   # the `isolated` partition run there, as on a compute node without outbound network. Not fatal:
   # the rest of the site serves without it.
-  pid_alive "$SLURM_DIR/slurmd-$ISOLATED_NODE.pid" && pid_alive "$SLURM_DIR/isolated-forward.pid" && return 0
+  pid_alive "$SLURM_DIR/slurmd-$ISOLATED_NODE.pid" && pid_alive "$SLURM_DIR/isolated-forward.pid" &&
+    pid_alive "$SLURM_DIR/isolated-forward-slurmd.pid" && return 0
   local netns=/run/netns/$ISOLATED_NETNS
   if [[ ! -e $netns ]]; then
     { ip netns add "$ISOLATED_NETNS" &&
@@ -664,9 +671,8 @@ start_isolated_node() {
   fi
   stop_isolated_daemons
   # nsenter --net, not `ip netns exec`: that one remounts /sys, and slurmd needs the host's cgroups.
-  nsenter --net="$netns" setsid socat TCP-LISTEN:6817,bind=127.0.0.1,fork,reuseaddr \
-    "TCP:$ISOLATED_HOST_ADDR:6817" </dev/null >>"$SLURM_DIR/log/isolated-forward.log" 2>&1 &
-  echo $! >"$SLURM_DIR/isolated-forward.pid"
+  forward_into_isolated "$netns" 6817 isolated-forward        # slurmctld
+  forward_into_isolated "$netns" 6818 isolated-forward-slurmd # localhost's slurmd
   mkdir -p "$SLURM_DIR/spool/$ISOLATED_NODE"
   nsenter --net="$netns" /usr/sbin/slurmd -N "$ISOLATED_NODE" ||
     { log "WARNING: the isolated node's slurmd did not start ($SLURM_DIR/log/slurmd-$ISOLATED_NODE.log)"; return 0; }
@@ -674,9 +680,16 @@ start_isolated_node() {
   wait_node_idle "$ISOLATED_NODE" || log "WARNING: partition isolated stays down"
 }
 
+forward_into_isolated() {  # NETNS PORT NAME: the host's PORT on the isolated node's loopback
+  nsenter --net="$1" setsid socat "TCP-LISTEN:$2,bind=127.0.0.1,fork,reuseaddr" \
+    "TCP:$ISOLATED_HOST_ADDR:$2" </dev/null >>"$SLURM_DIR/log/$3.log" 2>&1 &
+  echo $! >"$SLURM_DIR/$3.pid"
+}
+
 stop_isolated_daemons() {
   stop_pidfile "$SLURM_DIR/slurmd-$ISOLATED_NODE.pid" "slurmd of $ISOLATED_NODE"
   stop_pidfile "$SLURM_DIR/isolated-forward.pid" "slurmctld's port forward"
+  stop_pidfile "$SLURM_DIR/isolated-forward-slurmd.pid" "localhost slurmd's port forward"
 }
 
 stop_isolated_node() {

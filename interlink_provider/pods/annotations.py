@@ -30,6 +30,13 @@ RUNTIME = "interlink.provider/runtime"  # the container runtime a pod picks
 SITE = "interlink.provider/site"  # the gateway's site choice
 IDENTITY_SECRET = "interlink.provider/identity-secret"  # the gateway: the Secret with the owner's token
 
+# Gangs (pods/gang.py): ours, and Kueue's plain-pod groups (the name is a label there).
+GANG = "interlink.provider/gang"
+GANG_SIZE = "interlink.provider/gang-size"
+KUEUE_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
+KUEUE_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"  # an Indexed Job's pods: the gang rank
+
 STAGING_INPUTS = "datalake.interlink/inputs"
 STAGING_OUTPUTS = "datalake.interlink/outputs"
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .annotations import PodOptions
+from .gang import GangSpec
 from .staging import StagingSpec
 
 VolumeKind = Literal["emptyDir", "configMap", "secret", "projected", "hostPath"]
@@ -122,6 +123,7 @@ class JobSpec:
     pod_options: PodOptions = field(default_factory=PodOptions)  # what the pod's annotations ask
     warnings: tuple[str, ...] = field(default=())
     staging: StagingSpec = field(default_factory=StagingSpec)
+    gang: GangSpec | None = None  # the gang it runs with (pods/gang.py), or alone
 
     def all_containers(self) -> tuple[ContainerSpec, ...]:
         return (*self.init_containers, *self.containers)

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from . import annotations as an
 from .expansion import expand
+from .gang import gang_of
 from .hostname import pod_hostname
 from .jobspec import (
     ContainerSpec,
@@ -111,6 +112,7 @@ def pod_to_jobspec(data: RetrievedPodData, policy: TranslationPolicy) -> JobSpec
         pod_options=an.pod_options(meta.annotations),
         warnings=tuple(warnings),
         staging=staging,
+        gang=gang_of(meta.annotations, meta.labels),
     )
 
 

@@ -1,9 +1,11 @@
-"""The Slurm backend: one sbatch per pod, one squeue per status cycle for all pods."""
+"""The Slurm backend: one sbatch per pod (per gang: one job of a node per member), one squeue per
+status cycle for all pods."""
 
 from __future__ import annotations
 
 import logging
 import math
+import posixpath
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from sidecars.core.kits.backend import (
     Capacity,
     Command,
     CommandBackend,
+    Gangs,
     JobInfo,
     ListsOwnJobs,
     ReportsCapacity,
@@ -26,7 +29,7 @@ from sidecars.core.kits.backend import (
     SubmitCommand,
     ignore_output,
 )
-from sidecars.core.kits.podpaths import PodPaths
+from sidecars.core.kits.podpaths import GANG_SCRIPT, PodPaths
 from sidecars.core.kits.ratelimit import TokenBucket
 from sidecars.core.kits.script import RenderOptions, render, runner_context
 from sidecars.core.kits.transport import CommandResult, LocalTransport, Transport
@@ -105,7 +108,7 @@ def sbatch_option(name: str, value: object) -> Raw:
     return Raw(sbatch_word(Flag(name, str(value)).render()))
 
 
-class SlurmBackend(CommandBackend, Signals, ReportsCapacity, ListsOwnJobs):
+class SlurmBackend(CommandBackend, Signals, ReportsCapacity, ListsOwnJobs, Gangs):
     name = "slurm"
     display_name = "Slurm"
     submit_answers = SBATCH
@@ -166,12 +169,21 @@ class SlurmBackend(CommandBackend, Signals, ReportsCapacity, ListsOwnJobs):
             site_prologue=self.config.prologue,
         )
         script = render("job.sbatch.j2", TEMPLATES, context, options)
-        return Submission(script=script, warnings=[*spec.warnings, *warnings])
+        files = {}
+        if spec.gang is not None:
+            context.update(gang_size=spec.gang.size, gang_output=posixpath.join(paths.pod_dir, "gang.out"))
+            files[GANG_SCRIPT] = render("gang.sbatch.j2", TEMPLATES, context, options)
+        return Submission(script=script, warnings=[*spec.warnings, *warnings], files=files)
 
     # ------------------------------------------------------------------ commands
 
     def submit_command(self, paths: PodPaths, job_name: str, options: Mapping[str, Any]) -> list[str]:
         return [self.config.sbatch, "--parsable", paths.script]
+
+    async def submit_gang(self, members: list[PodPaths], job_name: str, account: str | None = None) -> str:
+        """sbatch the first member's gang script with every member's directory, in rank order."""
+        argv = [self.config.sbatch, "--parsable", f"--job-name={job_name}", members[0].gang_script]
+        return await self.submit_argv([*argv, *(member.pod_dir for member in members)], account)
 
     def cancel_command(self) -> tuple[str, ...]:
         return (self.config.scancel,)

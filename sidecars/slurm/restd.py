@@ -373,7 +373,10 @@ class SlurmRestBackend(SlurmBackend):
     ) -> Submission:
         """The Slurm script, and its `#SBATCH` lines as job properties (PodRejected naming an
         option slurmrestd cannot take). The environment is added at submission: it is the
-        site's (job_environment), not the pod's."""
+        site's (job_environment), not the pod's. Gangs are refused: their batch script is
+        submitted with sbatch."""
+        if spec.gang is not None:
+            raise PodRejected(f"gang {spec.gang.name}: this site submits through slurmrestd, which does not run gangs")
         submission = super().prepare(spec, paths, runtime, options, job_name)
         job = job_properties(script_directives(submission.script), {})
         del job["environment"]

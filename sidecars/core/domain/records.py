@@ -8,10 +8,12 @@ declaration), fixed at create, never env values or secrets. `PodStatuses` is the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from interlink_provider.pods.gang import GangSpec
 from interlink_provider.pods.jobspec import RestartPolicy
 from interlink_provider.pods.staging import StageInput, StageOutput, StagingSpec
 
@@ -96,6 +98,7 @@ class PodSummary:
     final_status: PodStatuses | None = None
     # The scheduler's options decided when the pod was created (Submission.options), for submit.
     submit_options: JsonObject = field(default_factory=dict)
+    gang: GangSpec | None = None  # the gang it runs with (domain/gangs.py)
 
     def container(self, name: str) -> ContainerInfo | None:
         return next((c for c in self.containers if c.name == name), None)
@@ -121,6 +124,7 @@ class PodSummary:
             "staging": _staging_json(self.staging) if self.staging else None,
             **({"final_status": self.final_status.to_json()} if self.final_status else {}),
             **({"submit_options": self.submit_options} if self.submit_options else {}),
+            **({"gang": dataclasses.asdict(self.gang)} if self.gang else {}),
         }
 
     @classmethod
@@ -146,6 +150,7 @@ class PodSummary:
             staging=_staging_of(data["staging"]) if data.get("staging") else None,
             final_status=PodStatuses.from_json(final) if final else None,
             submit_options=dict(data.get("submit_options") or {}),
+            gang=GangSpec(**data["gang"]) if data.get("gang") else None,
         )
 
 

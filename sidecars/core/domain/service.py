@@ -52,7 +52,16 @@ from sidecars.core.domain.store import Store
 from sidecars.core.domain.streams import StreamQuota
 from sidecars.core.domain.submission import Submissions
 from sidecars.core.kits import logs
-from sidecars.core.kits.backend import RUNNING, Backend, Capacity, PollError, ReportsCapacity, Signals, Submission
+from sidecars.core.kits.backend import (
+    RUNNING,
+    Backend,
+    Capacity,
+    Gangs,
+    PollError,
+    ReportsCapacity,
+    Signals,
+    Submission,
+)
 from sidecars.core.kits.changes import ChangeFeed
 from sidecars.core.kits.podpaths import PodPaths
 from sidecars.core.kits.sitefs import LocalFiles, SiteFiles
@@ -97,6 +106,7 @@ def summary_of(spec: JobSpec, runtime: Runtime, submission: Submission) -> PodSu
         warnings=tuple(submission.warnings),
         staging=spec.staging if spec.staging else None,
         submit_options=submission.options,
+        gang=spec.gang,
     )
 
 
@@ -117,7 +127,7 @@ class SiteService:
         # Which accounts jobs may run as (the daemon always gives one; without it: any).
         self.accounts = accounts
         self.book = PodBook(store, config.pods_root, config.site_name)
-        self.submissions = Submissions(self.book, backend, config.max_concurrent_submits)
+        self.submissions = Submissions(self.book, backend, config.max_concurrent_submits, config.job_name_prefix)
         self.staging = StagingPhases(self.book, self.submissions, stager, self.files) if stager else None
         limit = config.images.size_limit_bytes if config.images else None
         secrets_dir = Path(config.state_dir) / "pull-secrets"
@@ -190,6 +200,8 @@ class SiteService:
         try:
             spec = pod_to_jobspec(data, self.config.translation)
             runtime = self.runtime_for(spec)
+            if spec.gang is not None and not isinstance(self.backend, Gangs):
+                raise PodRejected(f"gang {spec.gang.name}: {self.backend.display_name} at this site does not run gangs")
             account = principal.account or current_user()
             paths = PodPaths.for_pod(self.config.pods_root, spec.namespace, spec.uid, account)
             job_name = self.config.job_name_prefix + spec.uid

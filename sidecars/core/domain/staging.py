@@ -188,8 +188,13 @@ class StagingPhases:
             record = self.book.get(uid)
             if record is None or record.stage != Stage.STAGING_IN:
                 return  # deleted meanwhile
-            record = await self.book.save(uid, stage=Stage.SUBMITTING, message=f"staged in {pod.progress.describe()}")
-            await self.submissions.submit(record)
+            staged = f"staged in {pod.progress.describe()}"
+            if record.summary.gang is None:
+                record = await self.book.save(uid, stage=Stage.SUBMITTING, message=staged)
+                await self.submissions.submit(record)
+                return
+            await self.book.save(uid, stage=Stage.ACCEPTED, message=staged)
+        self.submissions.enqueue(uid)  # held until its gang is complete
 
     async def _stage_out(self, uid: str, pod: PodStaging) -> None:
         with tracing.span("stage-out", {tracing.POD_UID: uid}):

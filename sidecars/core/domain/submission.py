@@ -18,6 +18,7 @@ import time
 from interlink_provider.telemetry import tracing
 from sidecars.core.domain import status
 from sidecars.core.domain.book import PodBook
+from sidecars.core.domain.gangs import GangSubmissions
 from sidecars.core.domain.records import PodRecord, Stage
 from sidecars.core.kits import faults
 from sidecars.core.kits.backend import Backend, PollError, SubmitError
@@ -31,10 +32,11 @@ def submit_backoff(attempts: int) -> float:
 
 
 class Submissions:
-    def __init__(self, book: PodBook, backend: Backend, submitters: int) -> None:
+    def __init__(self, book: PodBook, backend: Backend, submitters: int, job_name_prefix: str = "") -> None:
         self.book = book
         self.backend = backend
         self._slots = asyncio.Semaphore(submitters)
+        self.gangs = GangSubmissions(book, backend, job_name_prefix, self._slots, self._failed)
         self._submitter_count = submitters
         # Created pods wait here (stage ACCEPTED, no attempt yet) for a submitter.
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -77,6 +79,11 @@ class Submissions:
                     future.set_result(None)
 
     async def _submit_queued(self, uid: str) -> None:
+        record = self.book.get(uid)
+        if record is not None and record.summary.gang is not None:
+            if record.stage == Stage.ACCEPTED and not record.submit_attempts:
+                await self.gangs.arrived(record)  # held until its gang is complete
+            return
         async with self.book.lock(uid):
             record = self.book.get(uid)
             if record is None or record.stage != Stage.ACCEPTED or record.submit_attempts:
@@ -136,6 +143,9 @@ class Submissions:
 
     async def resubmit(self, record: PodRecord) -> PodRecord:
         """Retry or recover a submission: adopt a job that already carries the name, else submit."""
+        if record.summary.gang is not None:
+            await self.gangs.arrived(record)
+            return self.book.get(record.uid) or record
         async with self.book.lock(record.uid):
             current = self.book.get(record.uid)
             if current is None or current.stage not in (Stage.ACCEPTED, Stage.SUBMITTING):

@@ -206,7 +206,25 @@ class ListsOwnJobs(ABC):
         """All queued jobs whose name starts with prefix, whoever they run as (PollError)."""
 
 
-CAPABILITIES: dict[str, type] = {"signal": Signals, "capacity": ReportsCapacity, "list own jobs": ListsOwnJobs}
+class Gangs(ABC):
+    """Capability: a gang of pods (pods/gang.py) run as one job of one member per node, all
+    started together or none. Each member's directory holds its own batch script as usual, and
+    the first member's also the gang's (`PodPaths.gang_script`, rendered by `prepare` for every
+    member, since which one comes first is known only once the gang is complete). Without this
+    capability a pod that declares a gang is refused when it is created."""
+
+    @abstractmethod
+    async def submit_gang(self, members: list[PodPaths], job_name: str, account: str | None = None) -> str:
+        """Submit the gang whose members live at `members`, in rank order, as `account`; return
+        the one job id they share (SubmitError)."""
+
+
+CAPABILITIES: dict[str, type] = {
+    "signal": Signals,
+    "capacity": ReportsCapacity,
+    "list own jobs": ListsOwnJobs,
+    "gangs": Gangs,
+}
 
 
 def supports(backend: Backend) -> list[str]:
@@ -303,7 +321,10 @@ class CommandBackend(Backend):
     async def submit(
         self, paths: PodPaths, job_name: str, account: str | None = None, options: Mapping[str, Any] | None = None
     ) -> str:
-        argv = self.submit_command(paths, job_name, options or {})
+        return await self.submit_argv(self.submit_command(paths, job_name, options or {}), account)
+
+    async def submit_argv(self, argv: list[str], account: str | None = None) -> str:
+        """Run a submit command built by the scheduler (a gang's): its job id (SubmitError)."""
         return await run_submit(self.transport.as_account(account), argv, self.command_timeout, self.submit_answers)
 
     async def cancel(self, job_ids: list[str], account: str | None = None) -> None:

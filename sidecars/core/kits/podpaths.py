@@ -7,6 +7,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+GANG_SCRIPT = "gang.sh"
+
 
 @dataclass(frozen=True)
 class PodPaths:
@@ -38,6 +40,11 @@ class PodPaths:
     @property
     def script(self) -> str:
         return posixpath.join(self.pod_dir, "job.sh")
+
+    @property
+    def gang_script(self) -> str:
+        """The batch script of the gang this pod belongs to, used when it is the gang's first."""
+        return posixpath.join(self.pod_dir, GANG_SCRIPT)
 
     @property
     def output(self) -> str:

@@ -20,6 +20,7 @@ import jinja2
 from interlink_provider.images.pins import pin_path
 from interlink_provider.pods.annotations import PRE_EXEC
 from interlink_provider.pods.annotations import field as annotation_field
+from interlink_provider.pods.gang import RENDEZVOUS_ENV
 from interlink_provider.pods.jobspec import ContainerSpec, Handler, JobSpec, ProbeSpec
 from interlink_provider.pods.validate import PodRejected
 from interlink_provider.runtimes import Bind, Launch, LaunchContext, Runtime
@@ -212,7 +213,8 @@ def runner_context(spec: JobSpec, runtime: Runtime, paths: PodPaths, options: Re
         "container_names": [c.spec.name for c in containers],
         "init_indexes": [c.index for c in containers if c.spec.is_init],
         "app_indexes": [c.index for c in containers if not c.spec.is_init],
-        "passthrough_env": list(options.passthrough_env),
+        # A gang's members also see its rendezvous, which the gang's batch script sets.
+        "passthrough_env": [*options.passthrough_env, *(RENDEZVOUS_ENV if spec.gang else ())],
         "pre_exec": pre_exec,
         "sandbox_executable": options.sandbox_executable,
         "charliecloud_executable": options.charliecloud_executable,
