@@ -9,6 +9,7 @@ that site; `/status` is answered from the sites' pushed statuses, without a call
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import signal
@@ -24,6 +25,7 @@ from interlink_provider import logsetup, sdnotify
 from interlink_provider.listeners import CannotListen, opening, server_tls, tcp_site, unix_site
 
 from ..auth.errors import AuthError
+from ..pods.gang import gang_key
 from ..pods.k8s import Pod
 from ..pods.quantity import count, cpu_millis, memory_bytes
 from ..pods.retrieve import from_create_request
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 _REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 _OPERATIONS = {"/create": "create", "/delete": "delete", "/status": "status", "/getLogs": "logs"}
 PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
+GANGS_REMEMBERED = 10_000  # gangs whose site the gateway remembers (routing.py: then their hash)
 
 
 class Gateway:
@@ -59,6 +62,8 @@ class Gateway:
         policy = config.identities
         self.grants = UserGrants(self.tokens.client, " ".join(policy.user_scopes), policy.grants_file, policy.idle_days)
         self.sites = {link.name: Site(link, self.tokens, config.heartbeat_seconds) for link in config.sites}
+        # Where the latest gangs' members went ("namespace/name"), so the rest follow (routing.py).
+        self.gang_sites: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     def start(self) -> None:
         for site in self.sites.values():
@@ -101,8 +106,20 @@ class Gateway:
 
     def route(self, pod: dict[str, Any]) -> Site:
         states = {name: SiteState(site.up, site.free_pods) for name, site in self.sites.items()}
-        link = choose_site(pod, self.config.sites, states, self.config.site_annotation)
+        gang = gang_key(pod)
+        link = choose_site(
+            pod, self.config.sites, states, self.config.site_annotation, gang, self.gang_sites.get(gang, "")
+        )
         return self.sites[link.name]
+
+    def routed(self, pod: dict[str, Any], site: Site) -> None:
+        """The pod is the site's now: its gang's later members go there too."""
+        gang = gang_key(pod)
+        if gang:
+            self.gang_sites[gang] = site.name
+            self.gang_sites.move_to_end(gang)
+            while len(self.gang_sites) > GANGS_REMEMBERED:  # older gangs are whole by now
+                self.gang_sites.popitem(last=False)
 
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
@@ -185,6 +202,7 @@ async def create(request: web.Request) -> web.Response:
         site.name,
         answer.job_id or "staging",
     )
+    gateway.routed(body["pod"], site)
     # The pod is the site's now: remember where it went until its status arrives.
     site.pods.setdefault(
         answer.uid,

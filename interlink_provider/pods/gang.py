@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from . import annotations as an
 from .validate import PodRejected
@@ -88,3 +89,14 @@ def _index(annotations: Mapping[str, str]) -> int | None:
 def rank_order(index: int | None, name: str) -> tuple[int, int, str]:
     """Sort key of a member: completion index first, then the name."""
     return (0, index, name) if index is not None else (1, 0, name)
+
+
+def gang_key(pod: Mapping[str, Any]) -> str:
+    """A pod's gang as the gateway keys it, "namespace/name" ("" alone, or declared wrongly: the
+    site refuses those with the reason), from the pod's JSON."""
+    metadata = pod.get("metadata") or {}
+    try:
+        gang = gang_of(metadata.get("annotations") or {}, metadata.get("labels") or {})
+    except PodRejected:
+        return ""
+    return f"{metadata.get('namespace') or ''}/{gang.name}" if gang else ""

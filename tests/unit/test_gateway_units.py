@@ -8,6 +8,7 @@ import pytest
 
 from interlink_provider.gateway.config import SiteLink
 from interlink_provider.gateway.routing import NoSite, SiteState, choose_site
+from interlink_provider.pods.gang import gang_key
 from interlink_provider.gateway.server import aggregate
 from interlink_provider.pods import manifest
 from interlink_provider.pods.retrieve import from_create_request
@@ -45,6 +46,22 @@ def test_selectors_pick_sites_then_free_capacity_then_being_up():
     )
     with pytest.raises(NoSite, match="gpu=h100"):
         choose_site(pod(selector={"gpu": "h100"}), SITES, UP, ANNOTATION)
+
+
+def test_a_gang_s_members_go_where_the_gang_went_else_to_the_site_its_name_draws():
+    gang = {"interlink.provider/gang": "train", "interlink.provider/gang-size": "4"}
+    member = {"metadata": {"namespace": "ns", "annotations": gang}, "spec": {}}
+    key = gang_key(member)
+    assert key == "ns/train" and gang_key(pod()) == "" and gang_key(pod({"interlink.provider/gang": "x"})) == ""
+    drawn = choose_site(member, SITES, UP, ANNOTATION, key).name
+    # Not the most free site: the same one for every member, whatever the loads say meanwhile.
+    loads = [UP, {**UP, "alpha": SiteState(True, 9000)}, {**UP, "beta": SiteState(True, 9000)}]
+    assert {choose_site(member, SITES, states, ANNOTATION, key).name for states in loads} == {drawn}
+    others = {choose_site(member, SITES, UP, ANNOTATION, f"ns/g{i}").name for i in range(20)}
+    assert len(others) > 1  # gangs spread over the sites
+    assert choose_site(member, SITES, UP, ANNOTATION, key, gang_site="alpha").name == "alpha"
+    down = {**UP, drawn: SiteState(False, 500)}
+    assert choose_site(member, SITES, down, ANNOTATION, key).name != drawn
 
 
 def test_a_vk_create_request_becomes_what_the_api_server_would_send():
