@@ -8,9 +8,9 @@ import pytest
 
 from interlink_provider.gateway.config import SiteLink
 from interlink_provider.gateway.routing import NoSite, SiteState, choose_site
-from interlink_provider.pods.gang import gang_key
 from interlink_provider.gateway.server import aggregate
 from interlink_provider.pods import manifest
+from interlink_provider.pods.gang import gang_key
 from interlink_provider.pods.retrieve import from_create_request
 from interlink_provider.rpc.convert import container_status, container_status_json
 from interlink_provider.rpc.offloader.v1 import offloader_pb2 as pb
