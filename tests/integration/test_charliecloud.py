@@ -436,3 +436,36 @@ async def test_a_private_image_needs_the_pod_s_pull_secret(private_sidecar, priv
     assert kept == []
     assert PRIVATE_PASSWORD not in private_sidecar.log_path.read_text()
     assert list((private_sidecar.workdir / "state" / "pull-secrets").iterdir()) == []
+
+
+@pytest.fixture
+def gang_image_sidecar(local_site, registry, tmp_path):
+    """A charliecloud sidecar whose jobs may span both local nodes (partition all), for gangs."""
+    images = {"mirrors": registry.mirrors(), "cert_dir": str(registry.cert_dir)}
+    with cached_image_sidecar(
+        registry.work, tmp_path, "charliecloud", {}, images, slurm={"partition": "all"}
+    ) as instance:
+        yield instance
+
+
+async def test_a_gang_of_image_pods_meets_across_the_nodes_from_the_cache(gang_image_sidecar):
+    """Each member pulls its image on the login node, waits for its gang, and runs from the cache on
+    a node of its own, rank 0 on the isolated node: the members' own busybox nc meet there."""
+    gang = {"interlink.provider/gang": "nc", "interlink.provider/gang-size": "2"}
+    serve = 'nc -l -p "$MASTER_PORT" | sed "s/^/rank $RANK of $WORLD_SIZE got: /"'
+    meet = 'until echo "hello from rank $RANK" | nc "$MASTER_ADDR" "$MASTER_PORT"; do sleep 0.2; done'
+    reqs = [
+        image_pod(
+            f"nc-{rank}",
+            [{"name": "c", "image": "busybox", "command": ["sh", "-c", script]}],
+            annotations={**gang, "batch.kubernetes.io/job-completion-index": str(rank)},
+        )
+        for rank, script in enumerate((serve, meet))
+    ]
+    async with SidecarClient(gang_image_sidecar.address) as client:
+        for req in reqs:
+            await client.create(req)
+        finals = [await run_until(client, r["pod"]["metadata"]["uid"], SUCCEEDED, timeout=120) for r in reqs]
+        assert (await logs(client, reqs[0], "c")).strip() == "rank 0 of 2 got: hello from rank 1"
+    [job] = {final["JID"] for final in finals}
+    assert slurm("squeue", "-h", "--states=all", "-j", job, "-o", "%N").strip() == "isolated1,localhost"
