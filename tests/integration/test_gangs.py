@@ -148,3 +148,25 @@ async def test_a_sidecar_killed_after_submitting_a_gang_adopts_its_job_once(loca
         assert "adopting job" in sidecar.log()
     finally:
         sidecar.stop()
+
+
+async def test_a_gang_larger_than_the_partition_waits_with_slurm_s_reason_until_deleted(gang_sidecar):
+    reqs = [member("big", i, ["true"], size=3) for i in range(3)]  # partition all has two nodes
+    uids = [r["pod"]["metadata"]["uid"] for r in reqs]
+    async with SidecarClient(gang_sidecar.address) as client:
+        for req in reqs:
+            await client.create(req)
+
+        async def all_told():
+            answers = await client.status([pod_ref(uid) for uid in uids])
+            return answers if all(waiting_reason(a) == "PartitionNodeLimit" for a in answers) else None
+
+        answers = await wait_for(all_told, 60, what="PartitionNodeLimit")
+        [job] = {a["JID"] for a in answers}
+        assert "partition" in answers[0]["containers"][0]["state"]["waiting"]["message"].lower()
+        await client.delete(reqs[0]["pod"])  # one member deleted: the gang's job is cancelled
+        await wait_for(lambda: _gone(job), 30, what=f"job {job} cancelled")
+
+
+async def _gone(job: str) -> bool:
+    return slurm("squeue", "-h", "-j", job, "-o", "%T").strip() in ("", "CANCELLED")
