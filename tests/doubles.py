@@ -54,6 +54,10 @@ class InMemoryBackend(Backend, Signals, ReportsCapacity, ListsOwnJobs):
         self, paths: PodPaths, job_name: str, account: str | None = None, options: Mapping[str, Any] | None = None
     ) -> str:
         self.calls.append(("submit", (job_name, account)))
+        return self.new_job(job_name)
+
+    def new_job(self, job_name: str) -> str:
+        """A pending job of that name, or the submit error set for it."""
         if self.submit_error is not None:
             error, self.submit_error = self.submit_error, None
             raise error
@@ -111,12 +115,7 @@ class InMemoryGangBackend(InMemoryBackend, Gangs):
 
     async def submit_gang(self, members: list[PodPaths], job_name: str, account: str | None = None) -> str:
         self.calls.append(("submit_gang", (job_name, tuple(m.pod_dir for m in members), account)))
-        if self.submit_error is not None:
-            error, self.submit_error = self.submit_error, None
-            raise error
-        job_id = str(next(self._ids))
-        self.jobs[job_id] = JobInfo(job_id, b.PENDING, name=job_name, raw_state="PENDING")
-        return job_id
+        return self.new_job(job_name)
 
 
 @dataclass

@@ -6,6 +6,8 @@ logs; the gang lives and dies together.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import aiohttp
 import pytest
 
@@ -60,6 +62,23 @@ async def logs(client: SidecarClient, req: dict) -> str:
     return await client.logs_text({"PodUID": meta["uid"], "Namespace": "ns", "ContainerName": "worker"})
 
 
+async def create_all(client: SidecarClient, reqs: list[dict]) -> None:
+    for req in reqs:
+        await client.create(req)
+
+
+async def every_member(
+    client: SidecarClient, uids: list[str], reached: Callable[[dict], bool], what: str, timeout: float
+) -> list[dict]:
+    """The members' statuses once every one of them has `reached` a state."""
+
+    async def all_there():
+        answers = await client.status([pod_ref(uid) for uid in uids])
+        return answers if len(answers) == len(uids) and all(reached(a) for a in answers) else None
+
+    return await wait_for(all_there, timeout, what=f"every member {what}")
+
+
 def waiting_reason(answer: dict) -> str:
     return answer["containers"][0]["state"].get("waiting", {}).get("reason", "")
 
@@ -95,8 +114,7 @@ async def test_a_member_that_fails_ends_its_gang(gang_sidecar):
     quitter = member("quits", 0, ["sh", "-c", "sleep 2; exit 3"])
     stayer = member("quits", 1, ["sh", "-c", "trap 'echo stopped; exit 0' TERM; sleep 300 & wait"])
     async with SidecarClient(gang_sidecar.address) as client:
-        for req in (quitter, stayer):
-            await client.create(req)
+        await create_all(client, [quitter, stayer])
         failed = await run_until(client, quitter["pod"]["metadata"]["uid"], FAILED, timeout=120)
         assert failed["containers"][0]["state"]["terminated"]["exitCode"] == 3
         # The other member is stopped as a deletion stops it (TERM to its container), well
@@ -113,14 +131,8 @@ async def test_deleting_a_member_ends_its_gang(gang_sidecar):
     ]
     uids = [r["pod"]["metadata"]["uid"] for r in reqs]
     async with SidecarClient(gang_sidecar.address) as client:
-        for req in reqs:
-            await client.create(req)
-
-        async def both_running():
-            answers = await client.status([pod_ref(uid) for uid in uids])
-            return all("running" in a["containers"][0]["state"] for a in answers) or None
-
-        await wait_for(both_running, 120, what="both members running")
+        await create_all(client, reqs)
+        await every_member(client, uids, lambda a: "running" in a["containers"][0]["state"], "running", 120)
         await client.delete(reqs[0]["pod"])
         # The survivor's container is stopped gracefully (its trap ran), and its job is gone.
         await run_until(client, uids[1], SUCCEEDED, timeout=60)
@@ -154,14 +166,9 @@ async def test_a_gang_larger_than_the_partition_waits_with_slurm_s_reason_until_
     reqs = [member("big", i, ["true"], size=3) for i in range(3)]  # partition all has two nodes
     uids = [r["pod"]["metadata"]["uid"] for r in reqs]
     async with SidecarClient(gang_sidecar.address) as client:
-        for req in reqs:
-            await client.create(req)
-
-        async def all_told():
-            answers = await client.status([pod_ref(uid) for uid in uids])
-            return answers if all(waiting_reason(a) == "PartitionNodeLimit" for a in answers) else None
-
-        answers = await wait_for(all_told, 60, what="PartitionNodeLimit")
+        await create_all(client, reqs)
+        told = "PartitionNodeLimit"
+        answers = await every_member(client, uids, lambda a: waiting_reason(a) == told, told, 60)
         [job] = {a["JID"] for a in answers}
         assert "partition" in answers[0]["containers"][0]["state"]["waiting"]["message"].lower()
         await client.delete(reqs[0]["pod"])  # one member deleted: the gang's job is cancelled

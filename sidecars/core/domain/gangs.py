@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from interlink_provider.pods.gang import rank_order
@@ -55,12 +54,14 @@ class GangSubmissions:
         backend: Backend,
         job_name_prefix: str,
         slots: contextlib.AbstractAsyncContextManager[object],
+        submitted: Callable[[PodRecord, str, str], Awaitable[PodRecord]],
         failed: Callable[[PodRecord, SubmitError], Awaitable[PodRecord]],
     ) -> None:
         self.book = book
         self.backend = backend
         self.prefix = job_name_prefix
         self._slots = slots  # the submitters' semaphore: a gang takes one slot
+        self._save_submitted = submitted  # a member's job id committed, as a lone pod's
         self._failed = failed  # a refused submission, as for a lone pod
         self._locks = KeyedLocks()
 
@@ -128,13 +129,5 @@ class GangSubmissions:
         await self._submitted(members, job_id)
 
     async def _submitted(self, members: list[PodRecord], job_id: str) -> None:
-        said = status.waiting("Pending", f"{self.backend.display_name} job {job_id} submitted (gang of {len(members)})")
         for member in members:
-            await self.book.save(
-                member.uid,
-                stage=Stage.SUBMITTED,
-                job_id=job_id,
-                submitted_at=time.time(),
-                message="",
-                status=status.uniform_statuses(member.summary.containers, said),
-            )
+            await self._save_submitted(member, job_id, f" (gang of {len(members)})")

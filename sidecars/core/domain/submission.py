@@ -36,7 +36,7 @@ class Submissions:
         self.book = book
         self.backend = backend
         self._slots = asyncio.Semaphore(submitters)
-        self.gangs = GangSubmissions(book, backend, job_name_prefix, self._slots, self._failed)
+        self.gangs = GangSubmissions(book, backend, job_name_prefix, self._slots, self._save_submitted, self._failed)
         self._submitter_count = submitters
         # Created pods wait here (stage ACCEPTED, no attempt yet) for a submitter.
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -101,7 +101,11 @@ class Submissions:
             except SubmitError as exc:
                 return await self._failed(record, exc)
         faults.point("after-submit")
-        pending = status.waiting("Pending", f"{self.backend.display_name} job {job_id} submitted")
+        return await self._save_submitted(record, job_id)
+
+    async def _save_submitted(self, record: PodRecord, job_id: str, note: str = "") -> PodRecord:
+        """The job id committed: the pod's job is the reconciler's to follow."""
+        pending = status.waiting("Pending", f"{self.backend.display_name} job {job_id} submitted{note}")
         return await self.book.save(
             record.uid,
             stage=Stage.SUBMITTED,
