@@ -16,6 +16,7 @@ from interlink_provider.pods.phase import FAILED, SUCCEEDED
 from sidecars.core.domain.gangs import gang_job_name
 from sidecars.core.kits.faults import EXIT_CODE
 from tests.helpers import Sidecar, slurm, wait_for
+from tests.integration.test_cli import cli
 from tests.integration.test_rest_api import request_for, run_until
 from tests.podkit import pod
 
@@ -177,3 +178,12 @@ async def test_a_gang_larger_than_the_partition_waits_with_slurm_s_reason_until_
 
 async def _gone(job: str) -> bool:
     return slurm("squeue", "-h", "-j", job, "-o", "%T").strip() in ("", "CANCELLED")
+
+
+def test_the_gang_training_example_all_reduces_over_both_nodes(sidecar):
+    """examples/gang-training.yaml as a user runs it (its flags pick partition all)."""
+    result = cli(sidecar, "run", "--rm", "examples/gang-training.yaml", "--timeout", "120", timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "result: ddp-0 Succeeded, ddp-1 Succeeded" in result.stderr
+    for rank in (0, 1):
+        assert f"rank {rank} of 2 on ddp-{rank}: all-reduced gradient 3.0" in result.stdout
