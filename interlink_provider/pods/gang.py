@@ -26,8 +26,8 @@ MAX_GANG_SIZE = 256
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 
 # What each member's containers see, as the PyTorch training operator sets them (and torchrun's
-# PET_* arguments): the first node is the rendezvous. Passed like the site's variables, so a
-# pod that sets one itself keeps its own value.
+# PET_* arguments): the first node is the rendezvous. Passed like the site's variables; a gang
+# member's own values of these names are left out when it is translated, so the site's apply.
 RENDEZVOUS_ENV = (
     "MASTER_ADDR",
     "MASTER_PORT",

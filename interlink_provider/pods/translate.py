@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from . import annotations as an
 from .expansion import expand
-from .gang import gang_of
+from .gang import RENDEZVOUS_ENV, gang_of
 from .hostname import pod_hostname
 from .jobspec import (
     ContainerSpec,
@@ -93,6 +93,9 @@ def pod_to_jobspec(data: RetrievedPodData, policy: TranslationPolicy) -> JobSpec
         _container(c, i, pod, data, volume_names, pod_env, pod_policy, is_init=False)
         for i, c in enumerate(pod.spec.containers)
     )
+    gang = gang_of(meta.annotations, meta.labels)
+    if gang is not None:
+        init_containers, containers = (_site_rendezvous(c, warnings) for c in (init_containers, containers))
     staging = parse_staging(meta.annotations)
     volumes, init_containers, containers = _with_staging(staging, volumes, init_containers, containers)
     resources, flavor = _resources(pod, policy)
@@ -112,8 +115,21 @@ def pod_to_jobspec(data: RetrievedPodData, policy: TranslationPolicy) -> JobSpec
         pod_options=an.pod_options(meta.annotations),
         warnings=tuple(warnings),
         staging=staging,
-        gang=gang_of(meta.annotations, meta.labels),
+        gang=gang,
     )
+
+
+def _site_rendezvous(containers: tuple[ContainerSpec, ...], warnings: list[str]) -> tuple[ContainerSpec, ...]:
+    """A gang member's own rendezvous variables left out, so the site's apply: the PyTorch training
+    operator points MASTER_ADDR at a Kubernetes Service, which the site cannot reach."""
+    kept = []
+    for c in containers:
+        env = tuple((name, value) for name, value in c.env if name not in RENDEZVOUS_ENV)
+        replaced = sorted({name for name, _ in c.env} - {name for name, _ in env})
+        if replaced:
+            warnings.append(f"container {c.name}: the site's gang rendezvous replaces {', '.join(replaced)}")
+        kept.append(dataclasses.replace(c, env=env))
+    return tuple(kept)
 
 
 def _with_staging(

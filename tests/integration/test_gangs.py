@@ -51,10 +51,10 @@ def gang_sidecar(local_site, tmp_path):
     instance.stop()
 
 
-def member(gang: str, index: int, command: list[str], size: int = 2, **kwargs) -> dict:
+def member(gang: str, index: int, command: list[str], size: int = 2, env: list | None = None, **kwargs) -> dict:
     annotations = {"interlink.provider/gang": gang, "interlink.provider/gang-size": str(size)}
     annotations["batch.kubernetes.io/job-completion-index"] = str(index)
-    containers = [{"name": "worker", "image": "python", "command": command}]
+    containers = [{"name": "worker", "image": "python", "command": command, "env": env or []}]
     return request_for(pod(containers, name=f"{gang}-{index}", annotations=annotations, **kwargs))
 
 
@@ -85,8 +85,10 @@ def waiting_reason(answer: dict) -> str:
 
 
 async def test_a_gang_waits_for_all_its_members_then_runs_one_per_node_and_they_meet(gang_sidecar):
-    first = member("train", 0, ["python3", "-c", RANK0])
-    second = member("train", 1, ["python3", "-c", RANK1])
+    # As the PyTorch operator makes them: a rendezvous the site cannot reach, which the site's replaces.
+    operator = [{"name": "MASTER_ADDR", "value": "train-master-0"}, {"name": "MASTER_PORT", "value": "23456"}]
+    first = member("train", 0, ["python3", "-c", RANK0], env=operator)
+    second = member("train", 1, ["python3", "-c", RANK1], env=operator)
     uids = [r["pod"]["metadata"]["uid"] for r in (first, second)]
     async with SidecarClient(gang_sidecar.address) as client:
         created = await client.create(first)

@@ -77,6 +77,20 @@ def test_a_gang_s_job_name_is_its_members_whatever_their_order():
     assert gang_job_name("ilp-", ["a", "b"]).startswith("ilp-gang-")
 
 
+def test_a_member_s_own_rendezvous_variables_give_way_to_the_site_s():
+    env = [{"name": "MASTER_ADDR", "value": "pytorchjob-master-0"}, {"name": "RANK", "value": "7"}]
+    env.append({"name": "EPOCHS", "value": "3"})
+    containers = [{"name": "c", "image": "python", "command": ["true"], "env": env}]
+    member_pod, lone_pod = pod(containers, annotations=OURS), pod(containers)
+    policy = TranslationPolicy()
+    spec = pod_to_jobspec(RetrievedPodData.model_validate({"pod": member_pod}), policy)
+    assert dict(spec.containers[0].env)["EPOCHS"] == "3"
+    assert not {"MASTER_ADDR", "RANK"} & set(dict(spec.containers[0].env))
+    assert "container c: the site's gang rendezvous replaces MASTER_ADDR, RANK" in spec.warnings
+    lone = pod_to_jobspec(RetrievedPodData.model_validate({"pod": lone_pod}), policy)
+    assert dict(lone.containers[0].env)["MASTER_ADDR"] == "pytorchjob-master-0" and not lone.warnings
+
+
 # ------------------------------------------------------------------ the Slurm gang script
 
 
