@@ -32,6 +32,7 @@ class Tracked:
     pod: dict[str, Any]
     uid: str
     job: manifest.JobTemplate | None = None
+    index: int | None = None  # its completion index (an Indexed Job's pod)
     attempt: int = 1
     phase: str = "Pending"
     summary: str = ""
@@ -92,6 +93,7 @@ async def _create(
     m: manifest.Manifests,
     namespace: str,
     job: manifest.JobTemplate | None = None,
+    index: int | None = None,
     attempt: int = 1,
 ) -> Tracked:
     if client.speaks_vk:  # a gateway: the Virtual Kubelet's side of the interLink API
@@ -104,7 +106,7 @@ async def _create(
         f"[bold]created[/] {created['metadata']['namespace']}/{created['metadata']['name']} "
         f"uid {answer['PodUID']} job {answer['PodJID'] or '(pending)'}"
     )
-    return Tracked(pod=created, uid=answer["PodUID"], job=job, attempt=attempt)
+    return Tracked(pod=created, uid=answer["PodUID"], job=job, index=index, attempt=attempt)
 
 
 async def _follow(client: SidecarClient, tracked: Tracked, container: str) -> None:
@@ -172,7 +174,8 @@ async def run(args: argparse.Namespace) -> int:
             for pod in m.pods:
                 tracked.append(await _create(client, pod, m, args.namespace))
             for job in m.jobs:
-                tracked.append(await _create(client, job.make_pod(), m, args.namespace, job))
+                for index in job.indexes():
+                    tracked.append(await _create(client, job.make_pod(index), m, args.namespace, job, index))
         except manifest.ManifestError as exc:
             raise Refusal(f"{args.file}: {exc}") from exc
         deadline = time.monotonic() + args.timeout if args.timeout else None
@@ -195,8 +198,10 @@ async def run(args: argparse.Namespace) -> int:
                             followers.append(asyncio.create_task(_follow(client, t, name)))
                 if t.job and t.phase == FAILED and t.attempt <= t.job.backoff_limit and not t.retried:
                     t.retried = True
-                    err.print(f"job {t.job.name}: attempt {t.attempt} failed, retrying")
-                    tracked.append(await _create(client, t.job.make_pod(), m, args.namespace, t.job, t.attempt + 1))
+                    which = "" if t.index is None else f" index {t.index}"
+                    err.print(f"job {t.job.name}{which}: attempt {t.attempt} failed, retrying")
+                    again = t.job.make_pod(t.index)
+                    tracked.append(await _create(client, again, m, args.namespace, t.job, t.index, t.attempt + 1))
             settled = [t for t in tracked if not t.retried]
             wanted = ("Running", *TERMINAL) if args.until == "running" else TERMINAL
             if all(t.phase in wanted for t in settled):

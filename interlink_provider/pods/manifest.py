@@ -31,22 +31,51 @@ class ManifestError(ValueError):
     pass
 
 
+MAX_COMPLETIONS = 1000
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
 @dataclass
 class JobTemplate:
-    """A batch/v1 Job: its pods are made from the template, retried up to backoffLimit."""
+    """A batch/v1 Job: `completions` pods made from the template, each retried up to
+    backoffLimit; with completionMode Indexed, each carries its completion index as the Job
+    controller sets it (a gang's ranks, pods/gang.py)."""
 
     name: str
     namespace: str
     template: dict[str, Any]
     backoff_limit: int = 6
+    completions: int = 1
+    indexed: bool = False
 
-    def make_pod(self) -> dict[str, Any]:
+    def indexes(self) -> list[int | None]:
+        """One entry per pod to make: its completion index, or None (NonIndexed)."""
+        return list(range(self.completions)) if self.indexed else [None] * self.completions
+
+    def make_pod(self, index: int | None = None) -> dict[str, Any]:
         pod = {"apiVersion": "v1", "kind": "Pod", **copy.deepcopy(self.template)}
         meta = pod.setdefault("metadata", {})
-        meta["name"] = f"{self.name}-{secrets.token_hex(3)[:5]}"
+        stem = self.name if index is None else f"{self.name}-{index}"
+        meta["name"] = f"{stem}-{secrets.token_hex(3)[:5]}"
         meta["namespace"] = self.namespace
-        meta.setdefault("labels", {})["job-name"] = self.name
+        labels = meta.setdefault("labels", {})
+        labels["job-name"] = self.name
+        if index is not None:
+            labels[COMPLETION_INDEX] = str(index)
+            meta.setdefault("annotations", {})[COMPLETION_INDEX] = str(index)
         return pod
+
+
+def job_template(meta: dict[str, Any], namespace: str, spec: dict[str, Any]) -> JobTemplate:
+    name = meta.get("name", "job")
+    mode = spec.get("completionMode") or "NonIndexed"
+    if mode not in ("NonIndexed", "Indexed"):
+        raise ManifestError(f"Job {name}: completionMode {mode!r} (NonIndexed or Indexed)")
+    completions = spec.get("completions", 1)
+    if not isinstance(completions, int) or not 1 <= completions <= MAX_COMPLETIONS:
+        raise ManifestError(f"Job {name}: completions {completions!r} (a number from 1 to {MAX_COMPLETIONS})")
+    template = spec.get("template") or {}
+    return JobTemplate(name, namespace, template, int(spec.get("backoffLimit", 6)), completions, mode == "Indexed")
 
 
 @dataclass
@@ -75,9 +104,7 @@ def load(text: str, default_namespace: str = "default") -> Manifests:
         if kind == "Pod":
             out.pods.append(doc)
         elif kind == "Job":
-            spec = doc.get("spec") or {}
-            template = spec.get("template") or {}
-            out.jobs.append(JobTemplate(meta.get("name", "job"), namespace, template, int(spec.get("backoffLimit", 6))))
+            out.jobs.append(job_template(meta, namespace, doc.get("spec") or {}))
         elif kind == "ConfigMap":
             out.config_maps[(namespace, meta.get("name", ""))] = doc
         elif kind == "Secret":

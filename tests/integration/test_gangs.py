@@ -6,6 +6,7 @@ logs; the gang lives and dies together.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import aiohttp
@@ -189,3 +190,20 @@ def test_the_gang_training_example_all_reduces_over_both_nodes(sidecar):
     assert "result: ddp-0 Succeeded, ddp-1 Succeeded" in result.stderr
     for rank in (0, 1):
         assert f"rank {rank} of 2 on ddp-{rank}: all-reduced gradient 3.0" in result.stdout
+
+
+def test_an_indexed_job_run_from_the_cli_is_one_gang_ranked_by_completion_index(sidecar, tmp_path):
+    job = tmp_path / "indexed.yaml"
+    job.write_text(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: ranks}\nspec:\n"
+        "  completions: 2\n  completionMode: Indexed\n  backoffLimit: 0\n  template:\n"
+        "    metadata:\n      annotations:\n        interlink.provider/gang: ranks\n"
+        "        interlink.provider/gang-size: '2'\n        slurm-job.vk.io/flags: --partition=all\n"
+        "    spec:\n      restartPolicy: Never\n      containers:\n"
+        "      - {name: c, image: busybox, command: [sh, -c, 'echo $HOSTNAME rank $RANK of $WORLD_SIZE']}\n"
+    )
+    result = cli(sidecar, "run", "--rm", str(job), "--timeout", "120", timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"result: ranks-0-\w+ Succeeded, ranks-1-\w+ Succeeded", result.stderr)
+    # Each index's own pod (its HOSTNAME: the pod's name) has the rank of its completion index.
+    assert sorted(re.findall(r"ranks-(\d)-\w+ rank (\d) of 2", result.stdout)) == [("0", "0"), ("1", "1")]

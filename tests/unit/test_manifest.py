@@ -85,9 +85,40 @@ def test_job_pods_get_generated_names():
     assert first["metadata"]["labels"]["job-name"] == "j"
 
 
+INDEXED = """
+kind: Job
+metadata: {name: train}
+spec:
+  completions: 3
+  completionMode: Indexed
+  template:
+    metadata: {annotations: {interlink.provider/gang: train, interlink.provider/gang-size: "3"}}
+    spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}
+"""
+
+
+def test_an_indexed_job_makes_one_pod_per_completion_index_as_the_job_controller_does():
+    [job] = manifest.load(INDEXED).jobs
+    assert job.indexes() == [0, 1, 2]
+    pod = job.make_pod(1)
+    assert pod["metadata"]["name"].startswith("train-1-")
+    assert pod["metadata"]["labels"] == {"job-name": "train", manifest.COMPLETION_INDEX: "1"}
+    assert pod["metadata"]["annotations"][manifest.COMPLETION_INDEX] == "1"
+    assert pod["metadata"]["annotations"]["interlink.provider/gang"] == "train"
+    assert job.template["metadata"]["annotations"].get(manifest.COMPLETION_INDEX) is None  # the template is kept
+    [plain] = manifest.load(INDEXED.replace("completionMode: Indexed", "completionMode: NonIndexed")).jobs
+    assert (
+        plain.indexes() == [None, None, None]
+        and manifest.COMPLETION_INDEX not in plain.make_pod()["metadata"]["labels"]
+    )
+
+
 @pytest.mark.parametrize(
     "text,error",
     [
+        (INDEXED.replace("Indexed", "Sometimes"), "completionMode 'Sometimes'"),
+        (INDEXED.replace("completions: 3", "completions: 0"), "completions 0"),
+        (INDEXED.replace("completions: 3", "completions: many"), "completions 'many'"),
         ("kind: Deployment\nmetadata: {name: d}", "unsupported kind"),
         ("[1, 2]", "Kubernetes object"),
         ("a: [", "invalid YAML"),
