@@ -100,6 +100,23 @@ async def test_pods_are_routed_to_their_site_and_run_through_grpc(federation):
     assert per_site > 0 and gpus == {"nvidia.com/gpu": 2 * per_site}  # both sites on one virtual node
 
 
+async def test_a_gang_s_members_are_routed_to_one_site_and_run_as_one_job(federation):
+    gateway, sites = federation
+    gang = {
+        "interlink.provider/gang": "gw-gang",
+        "interlink.provider/gang-size": "2",
+        "slurm-job.vk.io/flags": "--partition=all",  # the local Slurm's two nodes
+    }
+    members = [hello(f"gw-gang-{i}", annotations=gang, script="echo $RANK of $WORLD_SIZE") for i in (0, 1)]
+    async with SidecarClient(gateway.address) as client:
+        created = [await client.call("POST", "/create", vk_request(m)) for m in members]
+        finals = [await finished(client, c["PodUID"]) for c in created]
+    assert [phase_of(f) for f in finals] == [SUCCEEDED, SUCCEEDED]
+    assert len({f["JID"] for f in finals}) == 1
+    uids = {c["PodUID"] for c in created}
+    assert [name for name, sidecar in sites.items() if uids <= await pods_at(sidecar)] in (["alpha"], ["beta"])
+
+
 async def test_a_pod_for_no_site_is_refused_with_the_reason(federation):
     gateway, _ = federation
     async with SidecarClient(gateway.address) as client:
