@@ -141,7 +141,11 @@ async def test_above_the_size_limit_only_images_no_live_pod_runs_are_evicted(tmp
         assert evictions[0] == (2**30, {DIGEST})
         record = service.record(first.uid)
         assert record is not None
-        await service.book.save(first.uid, stage=Stage.FINISHED)  # its job ended: its pin may go
+        # Its job ended (once submitted: the submitter's own saves would undo an earlier end), so
+        # its pin may go.
+        await wait_for(lambda: _async(_stage(service, first.uid) == Stage.SUBMITTED), 5, 0.02, "submitted")
+        async with service.book.lock(first.uid):
+            await service.book.save(first.uid, stage=Stage.FINISHED)
         await service.create(request("other"), ALICE)
         await wait_for(lambda: _async(len(evictions) == 2), 5, 0.02, "second eviction check")
         assert evictions[1] == (2**30, {other})
@@ -310,3 +314,8 @@ def _options() -> RenderOptions:
 
 def _submission() -> Submission:
     return Submission(script="")
+
+
+def _stage(service: SiteService, uid: str) -> Stage | None:
+    record = service.record(uid)
+    return record.stage if record is not None else None
