@@ -108,7 +108,9 @@ def sbatch_option(name: str, value: object) -> Raw:
     return Raw(sbatch_word(Flag(name, str(value)).render()))
 
 
-class SlurmBackend(CommandBackend, Signals, ReportsCapacity, ListsOwnJobs, Gangs):
+class SlurmCommon(CommandBackend, Signals, ReportsCapacity, ListsOwnJobs):
+    """What every Slurm backend does, whether it submits with sbatch or through slurmrestd."""
+
     name = "slurm"
     display_name = "Slurm"
     submit_answers = SBATCH
@@ -180,11 +182,6 @@ class SlurmBackend(CommandBackend, Signals, ReportsCapacity, ListsOwnJobs, Gangs
     def submit_command(self, paths: PodPaths, job_name: str, options: Mapping[str, Any]) -> list[str]:
         return [self.config.sbatch, "--parsable", paths.script]
 
-    async def submit_gang(self, members: list[PodPaths], job_name: str, account: str | None = None) -> str:
-        """sbatch the first member's gang script with every member's directory, in rank order."""
-        argv = [self.config.sbatch, "--parsable", f"--job-name={job_name}", members[0].gang_script]
-        return await self.submit_argv([*argv, *(member.pod_dir for member in members)], account)
-
     def cancel_command(self) -> tuple[str, ...]:
         return (self.config.scancel,)
 
@@ -242,3 +239,12 @@ class SlurmBackend(CommandBackend, Signals, ReportsCapacity, ListsOwnJobs, Gangs
 
     async def capacity(self) -> Capacity:
         return await self.ask(Command([self.config.sinfo, "-h", "-N", "-O", parse.SINFO_FIELDS], parse.parse_sinfo))
+
+
+class SlurmBackend(SlurmCommon, Gangs):
+    """Slurm driven by its commands; gangs too (their script takes arguments: sbatch only)."""
+
+    async def submit_gang(self, members: list[PodPaths], job_name: str, account: str | None = None) -> str:
+        """sbatch the first member's gang script with every member's directory, in rank order."""
+        argv = [self.config.sbatch, "--parsable", f"--job-name={job_name}", members[0].gang_script]
+        return await self.submit_argv([*argv, *(member.pod_dir for member in members)], account)

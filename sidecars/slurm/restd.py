@@ -49,7 +49,7 @@ from sidecars.core.kits.sitefs import SiteFiles
 from sidecars.core.kits.transport import TransportError, current_user, metered
 from sidecars.core.kits.workdir import WorkdirError
 from sidecars.slurm import parse
-from sidecars.slurm.backend import SlurmBackend, SlurmConfig
+from sidecars.slurm.backend import SlurmCommon, SlurmConfig
 from sidecars.slurm.flags import Flag, parse_flags
 from sidecars.slurm.reasons import explain
 
@@ -341,7 +341,7 @@ def job_properties(flags: list[Flag], environment: dict[str, str]) -> dict[str, 
 # ---------------------------------------------------------------------- the backend
 
 
-class SlurmRestBackend(SlurmBackend):
+class SlurmRestBackend(SlurmCommon):
     """Slurm through slurmrestd: the same scripts and status semantics as the CLI backend."""
 
     def __init__(

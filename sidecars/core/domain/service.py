@@ -200,12 +200,12 @@ class SiteService:
         try:
             spec = pod_to_jobspec(data, self.config.translation)
             runtime = self.runtime_for(spec)
-            if spec.gang is not None and not isinstance(self.backend, Gangs):
-                raise PodRejected(f"gang {spec.gang.name}: {self.backend.display_name} at this site does not run gangs")
             account = principal.account or current_user()
             paths = PodPaths.for_pod(self.config.pods_root, spec.namespace, spec.uid, account)
             job_name = self.config.job_name_prefix + spec.uid
             submission = self.backend.prepare(spec, paths, runtime, self.options, job_name)
+            if spec.gang is not None and not isinstance(self.backend, Gangs):
+                raise PodRejected(f"gang {spec.gang.name}: {self.backend.display_name} at this site does not run gangs")
             plan = plan_directory(spec, submission.script, submission.files)
             if spec.staging:
                 self._check_staging(spec)
