@@ -33,6 +33,14 @@ CYCLE_SECONDS = Histogram("ilp_status_cycle_seconds", "Wall time of a status cyc
 CYCLE_COMMANDS = Gauge("ilp_status_cycle_scheduler_commands", "Scheduler commands in the last status cycle")
 TRACKED = Gauge("ilp_tracked_jobs", "Jobs followed by the last status cycle")
 
+# Gangs (sidecar): members held until their gang is complete, then one job.
+GANG_MEMBERS_WAITING = Gauge("ilp_gang_members_waiting", "Gang members held until their gang is complete")
+GANG_WAIT_SECONDS = Histogram(
+    "ilp_gang_wait_seconds",
+    "From a gang's first member's create to the gang's submission",
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 14400, float("inf")),
+)
+
 # Data staging (sidecar).
 STAGED_BYTES = Counter("ilp_staged_bytes_total", "Bytes staged", ["direction"])
 STAGED_FILES = Counter("ilp_staged_files_total", "Files staged", ["direction"])

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from interlink_provider.pods import annotations as an
 from interlink_provider.pods.gang import GangSpec, gang_of, rank_order
@@ -189,6 +190,7 @@ def waiting_of(service: SiteService, uid: str) -> dict:
 
 async def test_members_are_held_until_the_gang_is_complete_then_submitted_once_in_rank_order(gangs):
     service, backend = gangs
+    holds_before = _holds()
     second = await service.create(member(1), ALICE)  # rank 1 first: ranks are not arrival order
     assert second.job_id == "" and backend.called("submit_gang") == []
     assert waiting_of(service, second.uid) == {
@@ -204,6 +206,11 @@ async def test_members_are_held_until_the_gang_is_complete_then_submitted_once_i
     assert name == gang_job_name("ilp-", [first.uid, second.uid]) == service.record(second.uid).job_name
     assert backend.called("submit") == []
     assert {service.record(u).stage for u in (first.uid, second.uid)} == {Stage.SUBMITTED}
+    assert _holds() == holds_before + 1  # ilp_gang_wait_seconds observed the gang's hold
+
+
+def _holds() -> float:
+    return REGISTRY.get_sample_value("ilp_gang_wait_seconds_count") or 0.0
 
 
 async def test_a_member_deleted_while_waiting_leaves_its_gang_waiting_for_a_newcomer(gangs):

@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from interlink_provider.pods.gang import rank_order
+from interlink_provider.telemetry.metrics import GANG_WAIT_SECONDS
 from sidecars.core.domain import status
 from sidecars.core.domain.book import PodBook
 from sidecars.core.domain.records import PodRecord, Stage
@@ -126,6 +128,7 @@ class GangSubmissions:
                     await self._failed(member, exc)
                 return
         faults.point("after-submit")
+        GANG_WAIT_SECONDS.observe(time.time() - min(m.created_at for m in members))
         await self._submitted(members, job_id)
 
     async def _submitted(self, members: list[PodRecord], job_id: str) -> None:

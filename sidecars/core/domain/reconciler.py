@@ -17,7 +17,13 @@ from dataclasses import replace
 from typing import Any
 
 from interlink_provider.telemetry import tracing
-from interlink_provider.telemetry.metrics import CYCLE_COMMANDS, CYCLE_SECONDS, PODS, TRACKED
+from interlink_provider.telemetry.metrics import (
+    CYCLE_COMMANDS,
+    CYCLE_SECONDS,
+    GANG_MEMBERS_WAITING,
+    PODS,
+    TRACKED,
+)
 from sidecars.core.domain import status
 from sidecars.core.domain.book import PodBook
 from sidecars.core.domain.records import PodRecord, Stage
@@ -346,3 +352,5 @@ class Reconciler:
             counts[record.phase] = counts.get(record.phase, 0) + 1
         for phase in (status.PENDING, status.RUNNING, status.SUCCEEDED, status.FAILED, status.UNKNOWN):
             PODS.labels(self.config.site_name, phase).set(counts.get(phase, 0))
+        held = [r for r in self.book.in_stage(Stage.ACCEPTED) if r.summary.gang is not None]
+        GANG_MEMBERS_WAITING.set(len(held))
