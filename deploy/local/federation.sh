@@ -50,6 +50,8 @@ shared_pods_root() {  # shared_pods_root DIR: the service account's, mode 1733 (
 }
 
 content_cache() {  # content_cache DIR: the sidecar's alone (files 0600, directories 0711; ACLs add accounts)
+  # A link there whose target is gone (a test's, into its own workdir: tests/helpers.py) is no cache.
+  if [[ -L $1 && ! -e $1 ]]; then rm -f -- "$1"; fi
   mkdir -p "$1"
   # What a root sidecar left there (a whole cache, or a download it had under way) becomes the
   # service account's, with the modes it would have made; its own entries (and their ACLs) stay.
