@@ -5,6 +5,7 @@ tests/integration/test_gangs.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -20,6 +21,7 @@ from interlink_provider.pods.wire import RetrievedPodData
 from interlink_provider.runtimes import make_runtime
 from sidecars.core.domain.gangs import gang_job_name
 from sidecars.core.domain.principal import Principal
+from sidecars.core.domain.reconciler import Reconciler
 from sidecars.core.domain.records import Stage
 from sidecars.core.domain.service import SiteService
 from sidecars.core.domain.settings import ServiceSettings
@@ -248,6 +250,58 @@ async def test_a_scheduler_without_gangs_refuses_a_gang_when_it_is_created(tmp_p
         with pytest.raises(PodRejected, match="gang train: Memory at this site does not run gangs"):
             await service.create(member(0), ALICE)
         assert service.book.all() == []
+    finally:
+        await service.stop()
+        await service.book.store.close()
+
+
+# ------------------------------------------------------------------ crash recovery
+
+
+async def restarted(tmp_path, backend: InMemoryGangBackend, service: SiteService) -> SiteService:
+    """A new service over the same store, its start-up recovery done (the sidecar restarted)."""
+    await service.stop()
+    await service.book.store.close()
+    again = await service_with(tmp_path, backend)
+    await Reconciler(again.config, again.book, backend, again.files, again.submissions, again.staging).recover()
+    return again
+
+
+async def test_a_gang_interrupted_after_its_sbatch_adopts_its_job_after_a_restart(tmp_path):
+    backend = InMemoryGangBackend()
+    service = await service_with(tmp_path, backend)
+    members = [await service.create(member(i), ALICE) for i in (0, 1)]
+    job_id = members[1].job_id
+    for created in members:  # as if the sidecar died before the job id was saved
+        await service.book.save(created.uid, stage=Stage.SUBMITTING, job_id="")
+    service = await restarted(tmp_path, backend, service)
+    try:
+        assert [(service.record(m.uid).stage, service.record(m.uid).job_id) for m in members] == [
+            (Stage.SUBMITTED, job_id)
+        ] * 2
+        assert len(backend.called("submit_gang")) == 1  # the one before the crash
+    finally:
+        await service.stop()
+        await service.book.store.close()
+
+
+async def test_a_gang_interrupted_half_way_to_submitting_is_submitted_once_after_a_restart(tmp_path):
+    backend = InMemoryGangBackend()
+    service = await service_with(tmp_path, backend)
+    first = await service.create(member(0), ALICE)
+    second = await service.create(member(1), ALICE)
+    backend.jobs.clear()  # its sbatch never ran: one member was saved SUBMITTING, the other not yet
+    name = gang_job_name("ilp-", [first.uid, second.uid])
+    await service.book.save(first.uid, stage=Stage.SUBMITTING, job_id="", job_name=name)
+    await service.book.save(second.uid, stage=Stage.ACCEPTED, job_id="")
+    backend.calls.clear()
+    service = await restarted(tmp_path, backend, service)
+    try:
+        await asyncio.sleep(0.1)  # the re-queued member's submitter runs: it finds its gang submitted
+        [(job_name, _, _)] = backend.called("submit_gang")
+        assert job_name == name
+        job_ids = {service.record(u).job_id for u in (first.uid, second.uid)}
+        assert len(job_ids) == 1 and "" not in job_ids
     finally:
         await service.stop()
         await service.book.store.close()
