@@ -207,3 +207,17 @@ def test_an_indexed_job_run_from_the_cli_is_one_gang_ranked_by_completion_index(
     assert re.search(r"result: ranks-0-\w+ Succeeded, ranks-1-\w+ Succeeded", result.stderr)
     # Each index's own pod (its HOSTNAME: the pod's name) has the rank of its completion index.
     assert sorted(re.findall(r"ranks-(\d)-\w+ rank (\d) of 2", result.stdout)) == [("0", "0"), ("1", "1")]
+
+
+async def test_a_gang_s_time_limit_reaches_every_member_as_deadline_exceeded(gang_sidecar):
+    """activeDeadlineSeconds is the gang job's --time; the USR2 Slurm sends its batch script before
+    the limit reaches each member's runner, which stops its containers as DeadlineExceeded."""
+    reqs = [
+        member("deadline", i, ["sleep", "300"], activeDeadlineSeconds=60, terminationGracePeriodSeconds=1)
+        for i in (0, 1)
+    ]
+    uids = [r["pod"]["metadata"]["uid"] for r in reqs]
+    async with SidecarClient(gang_sidecar.address) as client:
+        await create_all(client, reqs)
+        finals = [await run_until(client, uid, FAILED, timeout=90) for uid in uids]
+    assert [f["containers"][0]["state"]["terminated"]["reason"] for f in finals] == ["DeadlineExceeded"] * 2
