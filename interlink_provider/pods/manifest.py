@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from . import annotations as an
 from .retrieve import retrieved_containers
 
 SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -32,7 +33,6 @@ class ManifestError(ValueError):
 
 
 MAX_COMPLETIONS = 1000
-COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 
 @dataclass
@@ -61,8 +61,8 @@ class JobTemplate:
         labels = meta.setdefault("labels", {})
         labels["job-name"] = self.name
         if index is not None:
-            labels[COMPLETION_INDEX] = str(index)
-            meta.setdefault("annotations", {})[COMPLETION_INDEX] = str(index)
+            labels[an.COMPLETION_INDEX] = str(index)
+            meta.setdefault("annotations", {})[an.COMPLETION_INDEX] = str(index)
         return pod
 
 

@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from interlink_provider.pods import annotations as an
 from interlink_provider.pods import manifest
 from interlink_provider.pods.policy import TranslationPolicy
 from interlink_provider.pods.translate import pod_to_jobspec
@@ -102,15 +103,12 @@ def test_an_indexed_job_makes_one_pod_per_completion_index_as_the_job_controller
     assert job.indexes() == [0, 1, 2]
     pod = job.make_pod(1)
     assert pod["metadata"]["name"].startswith("train-1-")
-    assert pod["metadata"]["labels"] == {"job-name": "train", manifest.COMPLETION_INDEX: "1"}
-    assert pod["metadata"]["annotations"][manifest.COMPLETION_INDEX] == "1"
+    assert pod["metadata"]["labels"] == {"job-name": "train", an.COMPLETION_INDEX: "1"}
+    assert pod["metadata"]["annotations"][an.COMPLETION_INDEX] == "1"
     assert pod["metadata"]["annotations"]["interlink.provider/gang"] == "train"
-    assert job.template["metadata"]["annotations"].get(manifest.COMPLETION_INDEX) is None  # the template is kept
+    assert job.template["metadata"]["annotations"].get(an.COMPLETION_INDEX) is None  # the template is kept
     [plain] = manifest.load(INDEXED.replace("completionMode: Indexed", "completionMode: NonIndexed")).jobs
-    assert (
-        plain.indexes() == [None, None, None]
-        and manifest.COMPLETION_INDEX not in plain.make_pod()["metadata"]["labels"]
-    )
+    assert plain.indexes() == [None, None, None] and an.COMPLETION_INDEX not in plain.make_pod()["metadata"]["labels"]
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ GangKey = tuple[str, str, str]  # account, namespace, gang name
 WAITING = (Stage.ACCEPTED, Stage.SUBMITTING)  # a member in these stages is ready or being submitted
 
 
-def gang_key(record: PodRecord) -> GangKey:
+def held_key(record: PodRecord) -> GangKey:
     assert record.summary.gang is not None
     return (record.account, record.namespace, record.summary.gang.name)
 
@@ -69,7 +69,7 @@ class GangSubmissions:
 
     async def arrived(self, record: PodRecord) -> None:
         """A member is ready (or its submission is to be recovered): submit the gang if complete."""
-        key = gang_key(record)
+        key = held_key(record)
         size = record.summary.gang.size if record.summary.gang else 0
         async with self._locks.hold("\0".join(key)):
             members = self._members(key)
@@ -93,15 +93,15 @@ class GangSubmissions:
 
     def _members(self, key: GangKey) -> list[PodRecord]:
         """The gang's ready members, those being submitted first (they are taken), then by rank."""
-        members = [r for r in self.book.in_stage(*WAITING) if r.summary.gang is not None and gang_key(r) == key]
+        members = [r for r in self.book.in_stage(*WAITING) if r.summary.gang is not None and held_key(r) == key]
         return sorted(members, key=lambda r: (r.stage != Stage.SUBMITTING, _rank(r)))
 
     async def _waiting(self, members: list[PodRecord], size: int) -> None:
+        gang = members[0].summary.gang.name if members[0].summary.gang else ""
+        said = status.waiting("GangWaiting", f"gang {gang}: {len(members)} of {size} members are ready")
         for member in members:
             if member.stage != Stage.ACCEPTED or member.submit_attempts:
                 continue
-            gang = member.summary.gang.name if member.summary.gang else ""
-            said = status.waiting("GangWaiting", f"gang {gang}: {len(members)} of {size} members are ready")
             async with self.book.lock(member.uid):
                 current = self.book.get(member.uid)
                 if current is not None and current.stage == Stage.ACCEPTED:
